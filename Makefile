@@ -1,0 +1,45 @@
+# Ferryman — the two commands: `make demo` and `make test`.
+# Only Python 3.11+ and the distribution's package manager are assumed.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SHARE  ?= /usr/share/doc
+BENCH_ARGS ?=
+
+.PHONY: demo test lint typecheck bench bench-small venv clean lock
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@scripts/bootstrap-venv "$(PYTHON)" "$(VENV)"
+	@touch $@
+
+## demo: a real backup and verified restore of SHARE through server -> proxy -> repository
+demo: venv
+	@SHARE="$(SHARE)" VENV="$(VENV)" scripts/demo
+
+## test: the whole test suite
+test: venv
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+## bench: reference workload (~2 GB) against restic and borg; bench-small: ~200 MB
+bench: venv
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-small: venv
+	$(PY) -m bench.run --small $(BENCH_ARGS)
+
+## lock: refresh constraints.txt from the current virtual environment
+lock: venv
+	$(PY) -m pip freeze --exclude-editable --exclude ferryman | sort > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
