@@ -26,7 +26,8 @@ def compare(source: str, restored: str) -> tuple[int, int, list[str]]:
             continue
         expected = set(dirnames) | set(filenames)
         present = set(os.listdir(other_dir))
-        differences.extend(f"extra entry: {os.path.join(rel, n)}" for n in sorted(present - expected))
+        extra = sorted(present - expected)
+        differences.extend(f"extra entry: {os.path.join(rel, n)}" for n in extra)
         for name in dirnames + filenames:
             a = os.path.join(dirpath, name)
             b = os.path.join(other_dir, name)
@@ -48,8 +49,8 @@ def compare(source: str, restored: str) -> tuple[int, int, list[str]]:
                 total += sa.st_size
                 if not filecmp.cmp(a, b, shallow=False):
                     differences.append(f"content differs: {shown}")
-            elif stat.S_ISREG(sa.st_mode) and sa.st_mtime_ns != sb.st_mtime_ns:
-                differences.append(f"mtime differs: {shown}")
+                elif sa.st_mtime_ns != sb.st_mtime_ns:
+                    differences.append(f"mtime differs: {shown}")
     return files, total, differences
 
 
