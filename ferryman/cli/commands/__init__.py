@@ -1,0 +1,1 @@
+"""One module per object the CLI manages; each exposes a typer ``app`` (or commands)."""

@@ -1,0 +1,62 @@
+"""``ferryman server …``: create a backup server home and run the server."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ferryman.cli.errors import CliError
+from ferryman.cli.state import get_state
+
+app = typer.Typer(help="The backup server: initialise its home, run it.", no_args_is_help=True)
+
+
+def check_listen(listen: str) -> str:
+    """``HOST:PORT`` with a port in 1..65535."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"invalid --listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8443")
+    return listen
+
+
+@app.command("init")
+def init(
+    ctx: typer.Context,
+    listen: Annotated[
+        str, typer.Option(help="Address the server will listen on (HOST:PORT).")
+    ] = "127.0.0.1:8443",
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="Configuration database URL (postgresql://…). Default: SQLite in the home."
+        ),
+    ] = None,
+) -> None:
+    """Create the server home: database, CA, administrator token, default repository."""
+    from ferryman.server import init_server  # starts server-side code: imported only here
+
+    home = get_state(ctx).home
+    init_server(home=home, listen=check_listen(listen), db_url=db)
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    listen: Annotated[
+        str | None, typer.Option(help="Override the listen address from 'server init'.")
+    ] = None,
+    embedded_proxy: Annotated[
+        bool,
+        typer.Option("--embedded-proxy/--no-embedded-proxy", help="Run the embedded proxy."),
+    ] = True,
+) -> None:
+    """Run the backup server (API, dispatcher, embedded proxy) until stopped."""
+    from ferryman.server import run_server
+
+    home = get_state(ctx).home
+    run_server(
+        home=home,
+        listen=check_listen(listen) if listen else None,
+        embedded_proxy=embedded_proxy,
+    )

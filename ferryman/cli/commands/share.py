@@ -1,0 +1,100 @@
+"""``ferryman share …``: the sources that jobs back up."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from ferryman.cli.options import JsonOption, location, ref
+from ferryman.cli.output import (
+    Column,
+    field,
+    oldest_first,
+    print_json,
+    print_table,
+    stdout_console,
+)
+from ferryman.cli.state import api
+
+app = typer.Typer(help="Shares: the sources jobs back up.", no_args_is_help=True)
+
+
+class IoControl(StrEnum):
+    LOWER = "lower"
+    BELOW_NORMAL = "below-normal"
+    NORMAL = "normal"
+    ABOVE_NORMAL = "above-normal"
+    FASTER = "faster"
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Share name.")],
+    url: Annotated[str, typer.Argument(help="Absolute path of a local or mounted folder.")],
+    site: Annotated[
+        str | None, typer.Option(help="Site label (proxies on it count as close).")
+    ] = None,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", metavar="GLOB", help="Only matching paths.")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", metavar="GLOB", help="Skip matching paths.")
+    ] = None,
+    io_control: Annotated[
+        IoControl,
+        typer.Option(
+            "--io-control",
+            case_sensitive=False,
+            help="Impact on the source: caps proxies at once (1, 1, 2, 4, unlimited).",
+        ),
+    ] = IoControl.NORMAL,
+    json: JsonOption = False,
+) -> None:
+    """Register a share."""
+    body: dict[str, Any] = {
+        "name": name,
+        "url": location(url, "share"),
+        "site": site,
+        "include": include or [],
+        "exclude": exclude or [],
+        "io_control": io_control.value,
+    }
+    created = api(ctx).post("/shares", body)
+    if json:
+        print_json(created)
+        return
+    stdout_console().print(f"share {created['name']} added ({created['url']})", markup=False)
+
+
+@app.command("list")
+def list_shares(ctx: typer.Context, json: JsonOption = False) -> None:
+    """List the shares."""
+    shares = oldest_first(api(ctx).get("/shares"), "created", "id")
+    if json:
+        print_json(shares)
+        return
+    print_table(
+        shares,
+        [
+            Column("ID", field("id"), "right"),
+            Column("NAME", field("name")),
+            Column("URL", field("url")),
+            Column("SITE", field("site")),
+            Column("IO CONTROL", field("io_control")),
+            Column("INCLUDE", field("include")),
+            Column("EXCLUDE", field("exclude")),
+        ],
+        empty="no shares",
+    )
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="Share name or id.")]
+) -> None:
+    """Remove a share (refused while a job uses it)."""
+    api(ctx).delete(f"/shares/{ref(name)}")
+    stdout_console().print(f"share {name} removed", markup=False)

@@ -1,0 +1,163 @@
+"""How the CLI prints: JSON for scripts, rich tables and key/value blocks for people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def stdout_console() -> Console:
+    """A console for results; wide enough off a terminal that ids are never cut."""
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, width=200, soft_wrap=True)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as indented JSON on stdout (the stable ``--json`` output)."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: a header and how to get its text from a row object."""
+
+    header: str
+    value: Callable[[dict[str, Any]], Any]
+    justify: str = "left"
+
+
+def field(name: str, fmt: Callable[[Any], str] | None = None) -> Callable[[dict[str, Any]], Any]:
+    """Column getter for ``row[name]`` with an optional formatter; missing values show '-'."""
+
+    def get(row: dict[str, Any]) -> Any:
+        value = row.get(name)
+        if value is None or value == "":
+            return "-"
+        return fmt(value) if fmt else value
+
+    return get
+
+
+def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], empty: str) -> None:
+    """Print rows as a table, or the ``empty`` sentence when there are none."""
+    rows = list(rows)
+    console = stdout_console()
+    if not rows:
+        console.print(empty)
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column.header, justify=column.justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(to_text(column.value(row)) for column in columns))
+    console.print(table)
+
+
+def print_fields(pairs: Sequence[tuple[str, Any]]) -> None:
+    """Print ``label: value`` lines, labels aligned."""
+    console = stdout_console()
+    width = max((len(label) for label, _ in pairs), default=0)
+    for label, value in pairs:
+        console.print(f"{label + ':':<{width + 1}} {to_text(value)}", markup=False)
+
+
+def to_text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(to_text(item) for item in value) if value else "-"
+    return str(value)
+
+
+def format_bytes(value: Any) -> str:
+    """1536 -> '1.5 KiB'."""
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} PiB"  # unreachable, keeps mypy happy
+
+
+def format_rate(bytes_per_second: Any) -> str:
+    if bytes_per_second is None:
+        return "-"
+    return f"{format_bytes(bytes_per_second)}/s"
+
+
+def format_count(value: Any) -> str:
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def format_duration(seconds: Any) -> str:
+    """75.2 -> '1m15s'; 3725 -> '1h02m05s'."""
+    try:
+        total = float(seconds)
+    except (TypeError, ValueError):
+        return "-"
+    if total < 10:
+        return f"{total:.1f}s"
+    whole = round(total)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def format_time(value: Any) -> str:
+    """An ISO-8601 timestamp shown in local time to the second."""
+    if not value:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_ratio(value: Any) -> str:
+    try:
+        return f"{float(value):.2f}x"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def oldest_first(items: Any, *keys: str) -> list[Any]:
+    """Sort a JSON array oldest first by the first of ``keys`` each item has (stable)."""
+    if not isinstance(items, list):
+        return []
+
+    def key(item: Any) -> str:
+        if isinstance(item, dict):
+            for name in keys:
+                if item.get(name) is not None:
+                    return str(item[name])
+        return ""
+
+    return sorted(items, key=key)

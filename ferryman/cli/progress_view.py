@@ -1,0 +1,236 @@
+"""Following a running session: a live rich table on a terminal, plain lines elsewhere."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ferryman.cli.client import ApiClient
+from ferryman.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED, CliError
+from ferryman.cli.output import (
+    format_bytes,
+    format_count,
+    format_duration,
+    format_rate,
+    stdout_console,
+)
+from ferryman.cli.session_figures import (
+    counters,
+    number,
+    partition_label,
+    session_duration,
+    session_ended,
+)
+
+# How long one long-poll may wait on the server; the view refreshes on its own meanwhile.
+LONG_POLL_SECONDS = 10
+STATE_STYLE = {
+    "success": "green",
+    "warning": "yellow",
+    "failed": "red",
+    "stopped": "red",
+    "running": "cyan",
+    "waiting": "magenta",
+    "assigned": "blue",
+}
+
+
+def exit_for_session(session: dict[str, Any]) -> int:
+    """0 for success/warning, 3 when stopped, 1 otherwise (failed)."""
+    status = session.get("status")
+    if status in ("success", "warning"):
+        return EXIT_OK
+    if status == "stopped":
+        return EXIT_STOPPED
+    return EXIT_ERROR
+
+
+def next_state(client: ApiClient, session: dict[str, Any]) -> dict[str, Any]:
+    """Long-poll the server for the next revision of ``session``."""
+    answer = client.request(
+        "GET",
+        f"/sessions/{session['id']}/follow",
+        params={"revision": session.get("revision", 0), "timeout": LONG_POLL_SECONDS},
+        timeout=LONG_POLL_SECONDS + 30,
+    )
+    if not isinstance(answer, dict):
+        raise CliError("the backup server sent an unexpected session answer")
+    return answer
+
+
+def follow_session(
+    client: ApiClient,
+    session: dict[str, Any],
+    live: bool = True,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Follow ``session`` until it ends and return its final state.
+
+    ``live`` shows progress (a live table on a terminal, one line per task change
+    otherwise); with ``live=False`` nothing is printed. Ctrl-C stops following, not
+    the session.
+    """
+    console = console or stdout_console()
+    view = SessionView(session)
+    try:
+        if live and console.is_terminal:
+            with Live(view, console=console, refresh_per_second=4, transient=False):
+                while not session_ended(view.session):
+                    view.update(next_state(client, view.session))
+        else:
+            if live:
+                view.print_changes(console)
+            while not session_ended(view.session):
+                view.update(next_state(client, view.session))
+                if live:
+                    view.print_changes(console)
+    except KeyboardInterrupt:
+        sid = session["id"]
+        raise CliError(
+            f"stopped following; session {sid} keeps running "
+            f"(watch: 'ferryman session follow {sid}', stop: 'ferryman session stop {sid}')",
+            exit_code=EXIT_INTERRUPTED,
+        ) from None
+    if live:
+        console.print(summary_line(view.session), markup=False)
+    return view.session
+
+
+class SessionView:
+    """The latest state of a session, rendered as a rich table (re-rendered on refresh)."""
+
+    def __init__(self, session: dict[str, Any]) -> None:
+        self.session = session
+        self.seen_at = time.monotonic()
+        self._printed: dict[Any, str] = {}
+
+    def update(self, session: dict[str, Any]) -> None:
+        self.session = session
+        self.seen_at = time.monotonic()
+
+    def print_changes(self, console: Console) -> None:
+        """Plain output: one line each time a task appears or changes state."""
+        for task in self.session.get("tasks") or []:
+            state = str(task.get("state"))
+            if self._printed.get(task.get("id")) == state:
+                continue
+            self._printed[task.get("id")] = state
+            console.print(task_line(task), markup=False)
+
+    def __rich__(self) -> Group:
+        session = self.session
+        tasks = session.get("tasks") or []
+        table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+        for header, justify in (
+            ("TASK", "right"),
+            ("SHARE", "left"),
+            ("PROXY", "left"),
+            ("STATE", "left"),
+            ("FILES", "right"),
+            ("SCANNED", "right"),
+            ("READ", "right"),
+            ("SENT", "right"),
+            ("RATE", "right"),
+            ("ETA", "right"),
+        ):
+            table.add_column(header, justify=justify)  # type: ignore[arg-type]
+        for task in tasks:
+            values = counters(task)
+            state = str(task.get("state", "-"))
+            running = state == "running"
+            table.add_row(
+                str(task.get("id", "-")),
+                partition_label(task),
+                str(task.get("proxy") or "-"),
+                Text(state, style=STATE_STYLE.get(state, "")),
+                format_count(values.get("files_scanned")),
+                format_bytes(values.get("bytes_scanned")),
+                format_bytes(values.get("bytes_read")),
+                format_bytes(values.get("bytes_transferred")),
+                format_rate(values.get("rate")) if running else "-",
+                format_duration(values.get("eta_seconds"))
+                if running and values.get("eta_seconds") is not None
+                else "-",
+            )
+        return Group(Text(overall_line(session)), table)
+
+
+def overall_line(session: dict[str, Any]) -> str:
+    """``session 7 backup (job nightly): running, 1/3 tasks done, 1.2 GiB read, 50 MiB/s``."""
+    tasks = session.get("tasks") or []
+    done = sum(1 for t in tasks if t.get("state") in ("success", "warning", "failed", "stopped"))
+    all_values = [counters(t) for t in tasks]
+    read = sum(number(v, "bytes_read") for v in all_values)
+    sent = sum(number(v, "bytes_transferred") for v in all_values)
+    rate = sum(
+        number(v, "rate")
+        for v, t in zip(all_values, tasks, strict=True)
+        if t.get("state") == "running"
+    )
+    waiting = sum(1 for t in tasks if t.get("state") == "waiting")
+    parts = [
+        f"{_title(session)}: {session.get('status', '-')}",
+        f"{done}/{len(tasks)} tasks done",
+    ]
+    if waiting:
+        parts.append(f"{waiting} waiting for resources")
+    parts.append(f"{format_bytes(read)} read, {format_bytes(sent)} sent")
+    if rate:
+        parts.append(format_rate(rate))
+    return ", ".join(parts)
+
+
+def _title(session: dict[str, Any]) -> str:
+    title = f"session {session.get('id')} {session.get('kind', '')}".rstrip()
+    if session.get("job"):
+        title += f" (job {session['job']})"
+    return title
+
+
+def task_line(task: dict[str, Any]) -> str:
+    """One plain line about a task's current state."""
+    state = task.get("state")
+    line = f"task {task.get('id')} {partition_label(task)}: {state}"
+    if task.get("proxy"):
+        line += f" on {task['proxy']}"
+    if state in ("waiting", "assigned", "running") and task.get("reason"):
+        line += f" ({task['reason']})"
+    if state in ("success", "warning", "failed", "stopped"):
+        values = counters(task)
+        line += (
+            f", {format_count(values.get('files_scanned'))} files, "
+            f"{format_bytes(values.get('bytes_read'))} read, "
+            f"{format_bytes(values.get('bytes_transferred'))} sent"
+        )
+        warnings = task.get("warnings") or []
+        if warnings:
+            line += f", {len(warnings)} warning(s)"
+        if task.get("error"):
+            line += f"; error: {task['error']}"
+    return " ".join(line.split())
+
+
+def summary_line(session: dict[str, Any]) -> str:
+    """The last line after following: status, duration, totals, where to look next."""
+    tasks = session.get("tasks") or []
+    values = [counters(t) for t in tasks]
+    files = sum(number(v, "files_scanned") for v in values)
+    read = sum(number(v, "bytes_read") for v in values)
+    sent = sum(number(v, "bytes_transferred") for v in values)
+    warnings = sum(len(t.get("warnings") or []) for t in tasks)
+    line = f"{_title(session)} ended {str(session.get('status', '-')).upper()}"
+    if session.get("reason"):
+        line += f" ({session['reason']})"
+    duration = session_duration(session)
+    if duration is not None:
+        line += f" in {format_duration(duration)}"
+    line += f": {format_count(files)} files, {format_bytes(read)} read, {format_bytes(sent)} sent"
+    if warnings:
+        line += f", {warnings} warning(s)"
+    line += f". Details: ferryman session show {session.get('id')}"
+    return " ".join(line.split())

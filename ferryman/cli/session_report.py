@@ -1,0 +1,93 @@
+"""The session report that ``ferryman session show`` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+from ferryman.cli.output import (
+    format_bytes,
+    format_count,
+    format_duration,
+    format_ratio,
+    format_time,
+)
+from ferryman.cli.session_figures import (
+    bottleneck,
+    compression_ratio,
+    counters,
+    dedup_ratio,
+    partition_label,
+    session_duration,
+)
+
+# At most this many warnings per task are printed; --json has them all.
+MAX_WARNINGS_SHOWN = 50
+
+
+def print_report(session: dict[str, Any], console: Console) -> None:
+    """Status and reasons, then per task: placement, duration, figures, warnings."""
+
+    def line(text: str = "") -> None:
+        console.print(text, markup=False, highlight=False)
+
+    title = f"session {session.get('id')} ({session.get('kind', '-')}"
+    if session.get("job"):
+        title += f", job {session['job']}"
+    line(title + ")")
+    status = str(session.get("status", "-")).upper()
+    if session.get("reason"):
+        status += f" - {session['reason']}"
+    line(f"  status:     {status}")
+    line(f"  created:    {format_time(session.get('created'))}")
+    line(f"  started:    {format_time(session.get('started'))}")
+    line(f"  ended:      {format_time(session.get('ended'))}")
+    line(f"  duration:   {format_duration(session_duration(session))}")
+    points = session.get("restore_points") or []
+    line(f"  restore points: {', '.join(str(p) for p in points) if points else '-'}")
+    tasks = session.get("tasks") or []
+    line(f"  tasks:      {len(tasks)}")
+    for task in tasks:
+        line()
+        _task_block(task, line)
+
+
+def _task_block(task: dict[str, Any], line: Any) -> None:
+    values = counters(task)
+    line(
+        f"  task {task.get('id')} {partition_label(task)}: "
+        f"{str(task.get('state', '-')).upper()} on {task.get('proxy') or '(not placed)'}"
+    )
+    if task.get("reason"):
+        line(f"    why this proxy:  {task['reason']}")
+    for passed in task.get("passed_over") or []:
+        line(f"    passed over:     {passed.get('proxy')}: {passed.get('reason')}")
+    duration = values.get("duration")
+    if duration is None:
+        duration = session_duration(task)
+    line(f"    duration:        {format_duration(duration)}   attempts: {task.get('attempts', 1)}")
+    line(
+        f"    files:           {format_count(values.get('files_scanned'))} scanned, "
+        f"{format_count(values.get('files_read'))} read"
+    )
+    line(
+        f"    bytes:           {format_bytes(values.get('bytes_scanned'))} scanned, "
+        f"{format_bytes(values.get('bytes_read'))} read, "
+        f"{format_bytes(values.get('bytes_new'))} new, "
+        f"{format_bytes(values.get('bytes_transferred'))} transferred"
+    )
+    line(
+        f"    dedup ratio:     {format_ratio(dedup_ratio(values))}   "
+        f"compression ratio: {format_ratio(compression_ratio(values))}"
+    )
+    line(f"    bottleneck:      {bottleneck(values) or '-'}")
+    if task.get("error"):
+        line(f"    error:           {task['error']}")
+    warnings = task.get("warnings") or []
+    if warnings:
+        line(f"    warnings ({len(warnings)}):")
+        for warning in warnings[:MAX_WARNINGS_SHOWN]:
+            line(f"      {warning.get('path')}: {warning.get('reason')}")
+        if len(warnings) > MAX_WARNINGS_SHOWN:
+            line(f"      … {len(warnings) - MAX_WARNINGS_SHOWN} more (see --json)")
