@@ -34,10 +34,10 @@ def init(
     ] = None,
 ) -> None:
     """Create the server home: database, CA, administrator token, default repository."""
-    from ferryman.server import init_server  # starts server-side code: imported only here
+    listen = check_listen(listen)
+    from ferryman.server import init_server  # server-side code: imported only to start it
 
-    home = get_state(ctx).home
-    init_server(home=home, listen=check_listen(listen), db_url=db)
+    init_server(home=get_state(ctx).home, listen=listen, db_url=db)
 
 
 @app.command("run")
@@ -52,11 +52,7 @@ def run(
     ] = True,
 ) -> None:
     """Run the backup server (API, dispatcher, embedded proxy) until stopped."""
+    listen = check_listen(listen) if listen else None
     from ferryman.server import run_server
 
-    home = get_state(ctx).home
-    run_server(
-        home=home,
-        listen=check_listen(listen) if listen else None,
-        embedded_proxy=embedded_proxy,
-    )
+    run_server(home=get_state(ctx).home, listen=listen, embedded_proxy=embedded_proxy)

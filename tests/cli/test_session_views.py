@@ -1,0 +1,143 @@
+"""The follow view and the session report, fed with session objects (no server)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from ferryman.cli.errors import CliError
+from ferryman.cli.progress_view import SessionView, exit_for_session, follow_session
+from ferryman.cli.session_figures import bottleneck, compression_ratio, counters, dedup_ratio
+from ferryman.cli.session_report import print_report
+
+from .sessions_sample import FINAL_STATS, session, task
+
+
+class ScriptedClient:
+    """Answers the follow long-poll with the next prepared session state."""
+
+    def __init__(self, states: list[dict[str, Any]]) -> None:
+        self.states = states
+        self.calls: list[dict[str, Any]] = []
+
+    def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append({"method": method, "path": path, **kwargs})
+        return self.states.pop(0)
+
+
+def plain_console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, width=200, force_terminal=False), out
+
+
+def test_follow_prints_task_changes_and_summary_off_a_terminal() -> None:
+    start = session("running", 1, [task("waiting", proxy=None, reason="no free slot")])
+    client = ScriptedClient(
+        [
+            session("running", 2, [task("running")]),
+            session("running", 3, [task("running")]),
+            session("warning", 4, [task("warning", stats=FINAL_STATS,
+                                        warnings=[{"path": "/a", "reason": "permission denied"}])]),
+        ]
+    )  # fmt: skip
+    console, out = plain_console()
+    final = follow_session(client, start, console=console)  # type: ignore[arg-type]
+    assert final["status"] == "warning"
+    assert exit_for_session(final) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "task 21 docs: waiting (no free slot)"
+    assert lines[1].startswith("task 21 docs: running on embedded (same site")
+    assert lines[2] == (
+        "task 21 docs: warning on embedded, 1,500 files, 143.1 MiB read, 23.8 MiB sent, "
+        "1 warning(s)"
+    )
+    assert lines[3].startswith("session 7 backup (job nightly) ended WARNING in 1m15s: 1,500 files")
+    assert len(lines) == 4
+    # every poll asks for a revision newer than the last one seen
+    assert [c["params"]["revision"] for c in client.calls] == [1, 2, 3]
+    assert all(c["path"] == "/sessions/7/follow" for c in client.calls)
+
+
+def test_follow_quietly_for_json() -> None:
+    client = ScriptedClient([session("failed", 2, [task("failed", error="boom")])])
+    console, out = plain_console()
+    final = follow_session(client, session("running", 1, []), live=False, console=console)  # type: ignore[arg-type]
+    assert out.getvalue() == ""
+    assert exit_for_session(final) == 1
+
+
+def test_ctrl_c_stops_following_not_the_session() -> None:
+    class Interrupting:
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            raise KeyboardInterrupt
+
+    console, _ = plain_console()
+    with pytest.raises(CliError) as caught:
+        follow_session(Interrupting(), session("running", 1, []), console=console)  # type: ignore[arg-type]
+    assert caught.value.exit_code == 130
+    assert "session 7 keeps running" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [("success", 0), ("warning", 0), ("failed", 1), ("stopped", 3)]
+)
+def test_exit_codes(status: str, code: int) -> None:
+    assert exit_for_session({"status": status}) == code
+
+
+def test_live_table_renders_each_task() -> None:
+    view = SessionView(session("running", 2, [task("running"), task("waiting", id=22, proxy=None,
+                       partition={"index": 1, "count": 3, "paths": ["b"]})]))  # fmt: skip
+    out = io.StringIO()
+    Console(file=out, width=160).print(view)
+    text = out.getvalue()
+    assert (
+        "session 7 backup (job nightly): running, 0/2 tasks done, 1 waiting for resources" in text
+    )
+    assert "docs [2/3]" in text
+    assert "47.7 MiB/s" in text  # the running task's rate
+    assert " 12s" in text  # its ETA
+
+
+def test_running_counters_come_from_progress_final_from_stats() -> None:
+    assert counters(task("running"))["bytes_read"] == 40_000_000
+    done = counters(task("success", stats=FINAL_STATS))
+    assert done["bytes_read"] == 150_000_000
+    assert done["files_scanned"] == 1500
+
+
+def test_ratios_and_bottleneck() -> None:
+    values = counters(task("success", stats=FINAL_STATS))
+    assert dedup_ratio(values) == pytest.approx(3.0)
+    assert compression_ratio(values) == pytest.approx(2.0)
+    assert bottleneck(values) == "network/repository (writing), 80% of the stage time"
+    assert bottleneck({"bottleneck": "source"}) == "source"
+    assert dedup_ratio({"bytes_read": 10, "bytes_new": 0}) is None
+
+
+def test_report_shows_placement_figures_and_warnings() -> None:
+    final = session(
+        "warning",
+        9,
+        [task("warning", stats=FINAL_STATS, ended="2026-11-24T18:01:15Z",
+              warnings=[{"path": "/secret", "reason": "permission denied"}])],
+    )  # fmt: skip
+    final["reason"] = "1 file could not be read"
+    console, out = plain_console()
+    print_report(final, console)
+    text = out.getvalue()
+    assert "session 7 (backup, job nightly)" in text
+    assert "status:     WARNING - 1 file could not be read" in text
+    assert "duration:   1m15s" in text
+    assert "restore points: 3" in text
+    assert "task 21 docs: WARNING on embedded" in text
+    assert "why this proxy:  same site as the share; lowest load 0/2" in text
+    assert "passed over:     p2: cannot reach the share" in text
+    assert "1,500 scanned, 1,500 read" in text
+    assert "143.1 MiB read, 47.7 MiB new, 23.8 MiB transferred" in text
+    assert "dedup ratio:     3.00x" in text and "compression ratio: 2.00x" in text
+    assert "bottleneck:      network/repository (writing)" in text
+    assert "/secret: permission denied" in text
