@@ -1,0 +1,1 @@
+"""Benchmark harness: Ferryman against restic and borg on the reference workload."""

@@ -1,0 +1,71 @@
+"""Printing the results: a table per step, then Ferryman's ratios against the targets."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.measure import StepResult
+from bench.targets import STEPS, Comparison
+
+MB = 1e6
+
+
+def _step_table(step: str, results: list[StepResult], labels: dict[str, str]) -> Table:
+    table = Table(title=step, title_justify="left", show_edge=False)
+    table.add_column("tool")
+    table.add_column("seconds", justify="right")
+    table.add_column("MB/s", justify="right")
+    table.add_column("peak RSS MB", justify="right")
+    table.add_column("repo MB", justify="right")
+    table.add_column("status")
+    for r in results:
+        if r.step != step:
+            continue
+        status = "ok" if r.ok else f"FAILED: {r.error.splitlines()[0][:70]}"
+        if r.note:
+            status += f" ({r.note})"
+        table.add_row(
+            labels.get(r.tool, r.tool),
+            f"{r.seconds:.2f}",
+            f"{r.mb_per_s:.0f}" if r.ok else "-",
+            f"{r.peak_rss_bytes / MB:.0f}",
+            f"{r.repository_bytes / MB:.1f}",
+            status,
+        )
+    return table
+
+
+def _ratio_table(comparisons: list[Comparison]) -> Table:
+    table = Table(title="Ferryman against the peers", title_justify="left", show_edge=False)
+    table.add_column("measure")
+    table.add_column("peer")
+    table.add_column("ratio", justify="right")
+    table.add_column("reads as")
+    table.add_column("target")
+    table.add_column("result")
+    for c in comparisons:
+        ratio = "-" if c.ratio is None else f"{c.ratio:.2f}"
+        if c.passed is None:
+            verdict = "" if c.target is None else "n/a"
+        else:
+            verdict = "[green]pass[/green]" if c.passed else "[red]miss[/red]"
+        table.add_row(c.measure, c.peer, ratio, c.meaning, c.target or "", verdict)
+    return table
+
+
+def print_report(
+    console: Console,
+    results: list[StepResult],
+    comparisons: list[Comparison],
+    labels: dict[str, str],
+    header: list[str],
+) -> None:
+    for line in header:
+        console.print(line, markup=False, highlight=False)
+    for step in STEPS:
+        console.print()
+        console.print(_step_table(step, results, labels))
+    if comparisons:
+        console.print()
+        console.print(_ratio_table(comparisons))

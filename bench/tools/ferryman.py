@@ -1,0 +1,112 @@
+"""Ferryman through its real path, driven by the ``ferryman`` CLI as a user would.
+
+A backup server with its embedded proxy runs in the background for the whole
+tool run (it is a child of the harness, so its memory and the proxy's are in
+every step's peak); each step is one CLI command that follows the session.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.tools.base import CommandLog, ToolError, command_version
+
+SHARE = "bench"
+JOB = "bench"
+STARTUP_SECONDS = 60.0
+
+
+def ferryman_command() -> list[str]:
+    """The ``ferryman`` console script next to this Python (the project's venv)."""
+    script = Path(sys.executable).with_name("ferryman")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("ferryman")
+    return [found] if found else [sys.executable, "-m", "ferryman.cli.main"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FerrymanCli:
+    name = "ferryman"
+
+    def __init__(self) -> None:
+        self._log: CommandLog | None = None
+        self._home = Path()
+        self._server: subprocess.Popen[bytes] | None = None
+        self._repo = Path()
+
+    def describe(self) -> str:
+        version = command_version([*ferryman_command(), "--version"])
+        return f"{version} via CLI: server + embedded proxy → local repository"
+
+    def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        assert self._log is not None, "setup() first"
+        return self._log.run([*ferryman_command(), "--home", str(self._home), *args])
+
+    def setup(self, workdir: Path, source: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._home = workdir / "ferryman-home"
+        self._log = CommandLog(workdir / "ferryman.log")
+        self._cli("server", "init", "--listen", f"127.0.0.1:{free_port()}")
+        self._server = self._log.start(
+            [*ferryman_command(), "--home", str(self._home), "server", "run"]
+        )
+        self._wait_for_server()
+        self._cli("share", "add", SHARE, str(source))
+        self._cli("job", "add", JOB, "--share", SHARE, "--repo", "default")
+        repos = json.loads(self._cli("repo", "list", "--json").stdout)
+        url = next(r["url"] for r in repos if r["name"] == "default")
+        self._repo = Path(url.removeprefix("file://"))
+
+    def _wait_for_server(self) -> None:
+        assert self._log is not None and self._server is not None
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if self._server.poll() is not None:
+                raise ToolError(f"ferryman server exited ({self._server.returncode}); see log")
+            try:
+                proxies = json.loads(self._cli("proxy", "list", "--json").stdout)
+            except (ToolError, ValueError):
+                proxies = None
+            if proxies and any(p.get("status", "online") == "online" for p in proxies):
+                return
+            if time.monotonic() > deadline:
+                raise ToolError(f"ferryman server not ready after {STARTUP_SECONDS:.0f} s")
+            time.sleep(0.3)
+
+    def backup(self) -> None:
+        self._cli("job", "run", JOB, "--follow")
+
+    def restore(self, target: Path) -> None:
+        points = json.loads(self._cli("point", "list", "--json").stdout)
+        if not points:
+            raise ToolError("ferryman point list: no restore point")
+        latest = max(points, key=lambda p: (str(p.get("time", "")), p["id"]))
+        self._cli("restore", str(latest["id"]), "--to", str(target), "--follow")
+
+    def repository(self) -> Path:
+        return self._repo
+
+    def teardown(self) -> None:
+        if self._server is None:
+            return
+        if self._server.poll() is None:
+            self._server.send_signal(signal.SIGTERM)
+            try:
+                self._server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._server.kill()
+                self._server.wait()
+        self._server = None

@@ -1,0 +1,102 @@
+"""Peak resident memory of whole process trees, sampled from /proc.
+
+A backup tool is usually several processes (a CLI plus a server and its proxy,
+or a program that forks helpers), so the figure that matters is the sum of the
+resident set sizes of every process in the tree at one instant, and its peak
+over the run. RSS counts pages shared between processes once per process, so
+the sum is an upper bound of what the tree really holds.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _parent_map() -> dict[int, int]:
+    """pid → parent pid for every process visible in /proc."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited between listdir and open
+        # the command name is in parentheses and may itself contain spaces or ')'
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        parents[int(name)] = int(fields[1])
+    return parents
+
+
+def descendants(roots: Iterable[int], parents: dict[int, int] | None = None) -> set[int]:
+    """The given processes and all their descendants that are still alive."""
+    parents = _parent_map() if parents is None else parents
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    stack = [pid for pid in roots if pid in parents]
+    while stack:
+        pid = stack.pop()
+        if pid in found:
+            continue
+        found.add(pid)
+        stack.extend(children.get(pid, ()))
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of one process, 0 if it has gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def tree_rss_bytes(roots: Iterable[int]) -> int:
+    """Summed RSS of the given processes and their descendants, right now."""
+    return sum(rss_bytes(pid) for pid in descendants(roots))
+
+
+class TreeMemorySampler:
+    """Samples the summed RSS of process trees in a background thread.
+
+    ``roots`` is called at every sample, so processes that start after the
+    sampler (the command being measured) can be added while it runs.
+    """
+
+    def __init__(self, roots: Callable[[], Iterable[int]], interval: float = 0.05) -> None:
+        self._roots = roots
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-memory", daemon=True)
+        self.peak_bytes = 0
+        self.peak_processes = 0
+        self.samples = 0
+
+    def sample(self) -> None:
+        pids = descendants(list(self._roots()))
+        total = sum(rss_bytes(pid) for pid in pids)
+        self.samples += 1
+        if total > self.peak_bytes:
+            self.peak_bytes = total
+        self.peak_processes = max(self.peak_processes, len(pids))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> TreeMemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
