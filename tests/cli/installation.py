@@ -1,0 +1,115 @@
+"""A real backup server for the end-to-end tests, driven only through the CLI.
+
+``server init`` and ``server run`` run as subprocesses in a temporary home on a free
+loopback port, exactly as a user types them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FERRYMAN = [sys.executable, "-m", "ferryman.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Installation:
+    """One server home plus the running ``ferryman server run`` process."""
+
+    home: Path
+    work: Path
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def ferryman(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one CLI command as a user would; never raises on a non-zero exit."""
+        return subprocess.run(
+            [*FERRYMAN, *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def ok(self, *args: str, timeout: float = 120) -> str:
+        """Run a command that must succeed; return its stdout."""
+        done = self.ferryman(*args, timeout=timeout)
+        assert done.returncode == 0, (
+            f"ferryman {' '.join(args)} exited {done.returncode}\n"
+            f"stdout: {done.stdout}\nstderr: {done.stderr}\n{self.server_log()}"
+        )
+        return done.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "--json"))
+
+    def server_log(self) -> str:
+        log = self.work / "server.log"
+        if not log.exists():
+            return ""
+        return "server log (tail):\n" + "\n".join(
+            log.read_text(errors="replace").splitlines()[-40:]
+        )
+
+    def start(self) -> None:
+        self.ok("server", "init", "--listen", f"127.0.0.1:{self.port}")
+        log = (self.work / "server.log").open("wb")
+        self.process = subprocess.Popen(
+            [*FERRYMAN, "server", "run"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"ferryman server run exited early\n{self.server_log()}")
+            done = self.ferryman("proxy", "list", "--json", timeout=30)
+            if done.returncode == 0 and any(
+                p.get("state") == "online" for p in json.loads(done.stdout)
+            ):
+                return
+            time.sleep(0.3)
+        raise AssertionError(
+            f"the server did not come up with an online proxy\n{self.server_log()}"
+        )
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def new_installation(work: Path) -> Installation:
+    home = work / "home"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("FERRYMAN_")  # the caller's own installation must not leak in
+    }
+    env.update({"FERRYMAN_HOME": str(home), "COLUMNS": "200"})
+    return Installation(home=home, work=work, port=free_port(), env=env)

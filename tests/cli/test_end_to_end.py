@@ -1,0 +1,188 @@
+"""End to end through the CLI only: install, share, job, run, browse, restore, compare."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .installation import Installation, new_installation
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation]:
+    installation = new_installation(tmp_path_factory.mktemp("cli-e2e"))
+    try:
+        installation.start()
+        yield installation
+    finally:
+        installation.stop()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small share: nested folders, empty and binary files, a symlink."""
+    root = tmp_path_factory.mktemp("share")
+    (root / "docs" / "deep" / "er").mkdir(parents=True)
+    (root / "a.txt").write_text("hello ferryman\n" * 100)
+    (root / "empty").write_bytes(b"")
+    (root / "docs" / "random.bin").write_bytes(os.urandom(300_000))
+    (root / "docs" / "deep" / "er" / "note.md").write_text("# deep\n")
+    (root / "link").symlink_to("a.txt")
+    return root
+
+
+def tree(root: Path) -> dict[str, bytes | str]:
+    """Relative path -> file content (or symlink target / 'dir')."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            found[rel] = "-> " + os.readlink(path)
+        elif path.is_dir():
+            found[rel] = "dir"
+        else:
+            found[rel] = path.read_bytes()
+    return found
+
+
+def one_error_line(done: object) -> str:
+    err = done.stderr  # type: ignore[attr-defined]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ferryman: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_backup_browse_restore_roundtrip(server: Installation, source: Path) -> None:
+    server.ok("share", "add", "docs", str(source))
+    server.ok("job", "add", "docs-job", "--share", "docs", "--repo", "default")
+
+    followed = server.ok("job", "run", "docs-job", "--follow")
+    assert "ended SUCCESS" in followed
+
+    points = server.json("point", "list")
+    assert [p["share"] for p in points] == ["docs"]
+    point = points[-1]
+    assert point["job"] == "docs-job"
+    assert point["files"] >= 4
+
+    top = {entry["name"]: entry for entry in server.json("ls", str(point["id"]))}
+    assert {"a.txt", "empty", "docs", "link"} <= set(top)
+    assert top["docs"]["type"] == "dir" and top["link"]["type"] == "symlink"
+    assert top["a.txt"]["size"] == len("hello ferryman\n" * 100)
+    listing = server.ok("ls", str(point["id"]), "/docs")
+    assert "random.bin" in listing and "deep/" in listing
+
+    versions = server.json("versions", "docs", "/a.txt")
+    assert [v["point"] for v in versions] == [point["id"]]
+
+    target = server.work / "restored"
+    restored = server.ok("restore", str(point["id"]), "--to", str(target), "--follow")
+    assert "ended SUCCESS" in restored
+    assert tree(target) == tree(source)
+
+    sessions = server.json("session", "list", "--job", "docs-job")
+    backup = sessions[-1]
+    assert backup["kind"] == "backup" and backup["status"] == "success"
+    assert all(t["proxy"] and t["reason"] for t in backup["tasks"])
+    report = server.ok("session", "show", str(backup["id"]))
+    assert "status:     SUCCESS" in report
+    assert "why this proxy:" in report
+    assert "transferred" in report
+
+
+def test_second_run_by_id_then_follow(server: Installation, source: Path) -> None:
+    if not server.json("job", "list"):
+        pytest.skip("needs the job of the round-trip test")
+    (source / "a.txt").write_text("changed\n")
+    session_id = server.ok("job", "run", "docs-job").strip()
+    assert session_id.isdigit(), session_id
+    followed = server.ferryman("session", "follow", session_id)
+    assert followed.returncode == 0, followed.stderr
+    shown = server.json("session", "show", session_id)
+    assert shown["id"] == int(session_id) and shown["status"] == "success"
+    versions = server.json("versions", "docs", "/a.txt")
+    assert len(versions) == 2
+    assert versions[0]["time"] <= versions[1]["time"]
+    # a single file from the newest point, to another folder
+    target = server.work / "single"
+    server.ok("restore", str(versions[-1]["point"]), "--path", "/a.txt", "--to", str(target),
+              "--follow")  # fmt: skip
+    assert (target / "a.txt").read_text() == "changed\n"
+
+
+def test_lists_have_stable_json_shapes(server: Installation) -> None:
+    proxies = server.json("proxy", "list")
+    assert any(p["state"] == "online" for p in proxies)
+    for proxy in proxies:
+        assert {"id", "name", "state", "slots", "busy_slots", "last_heartbeat"} <= set(proxy)
+    repos = server.json("repo", "list")
+    assert "default" in [r["name"] for r in repos]
+    assert all("passphrase" not in r for r in repos)
+    for command in (("share", "list"), ("job", "list"), ("session", "list"), ("point", "list")):
+        items = server.json(*command)
+        assert isinstance(items, list)
+        assert all(isinstance(item["id"], int) for item in items)
+        ids = [item["id"] for item in items]
+        assert ids == sorted(ids), f"{command}: not oldest first"
+    table = server.ok("proxy", "list")
+    assert "NAME" in table and "online" in table
+
+
+def test_join_token_alone_on_last_line(server: Installation) -> None:
+    out = server.ok("proxy", "join-token", "--ttl", "10m")
+    token = out.strip().splitlines()[-1]
+    assert token and " " not in token
+
+
+def test_wrong_input_is_one_clear_line(server: Installation, tmp_path: Path) -> None:
+    done = server.ferryman("job", "add", "j1", "--share", "no-such-share", "--repo", "default")
+    assert done.returncode == 1
+    assert "no-such-share" in one_error_line(done)
+
+    done = server.ferryman("share", "add", "cronshare", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    done = server.ferryman(
+        "job", "add", "j2", "--share", "cronshare", "--repo", "default", "--schedule", "61 * * x"
+    )
+    assert done.returncode == 1
+    assert "schedule" in one_error_line(done).lower()
+
+    done = server.ferryman("share", "add", "badurl", "ftp://example.com/x")
+    assert done.returncode == 1
+    one_error_line(done)
+
+    done = server.ferryman("repo", "add", "r2", str(tmp_path / "repo"), "--passphrase-env",
+                           "FERRYMAN_TEST_UNSET")  # fmt: skip
+    assert done.returncode == 1
+    assert "FERRYMAN_TEST_UNSET" in one_error_line(done)
+
+    done = server.ferryman("session", "show", "999999")
+    assert done.returncode == 1
+    one_error_line(done)
+
+    done = server.ferryman("restore", "999999", "--to", str(tmp_path / "x"))
+    assert done.returncode == 1
+    one_error_line(done)
+
+    done = server.ferryman("job", "run", "no-such-job")
+    assert done.returncode == 1
+    assert "no-such-job" in one_error_line(done)
+
+
+def test_wrong_token_is_refused(server: Installation) -> None:
+    done = server.ferryman("job", "list", env={"FERRYMAN_TOKEN": "not-a-token"})
+    assert done.returncode == 1
+    assert "not authenticated" in one_error_line(done)
+
+
+def test_json_output_is_valid_json_even_when_empty(server: Installation) -> None:
+    out = server.ok("point", "list", "--share", "cronshare", "--json")
+    assert json.loads(out) == []
