@@ -100,11 +100,11 @@ def test_daily_change_does_what_it_says(tiny_workload, tmp_path: Path) -> None: 
     assert len(diff.extra) >= 20 and len(diff.missing) >= 10
 
 
-_CHILD = """
+_TOUCH = "import time; b = bytearray({mib} * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
+_CHILD = f"""
 import subprocess, sys, time
-grandchild = subprocess.Popen([sys.executable, "-c",
-    "b = bytearray(60 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(30)"])
-b = bytearray(40 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])
+grandchild = subprocess.Popen([sys.executable, "-c", "{_TOUCH.format(mib=60)}; time.sleep(30)"])
+{_TOUCH.format(mib=40)}
 print(grandchild.pid, flush=True)
 time.sleep(30)
 """
