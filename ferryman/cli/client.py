@@ -44,8 +44,14 @@ class ApiClient:
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params)
 
-    def post(self, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
-        return self.request("POST", path, body=body, params=params)
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        return self.request("POST", path, body=body, params=params, timeout=timeout)
 
     def patch(self, path: str, body: Any = None) -> Any:
         return self.request("PATCH", path, body=body)

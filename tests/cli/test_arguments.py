@@ -76,7 +76,7 @@ def test_s3_keys_go_together(capsys: pytest.CaptureFixture[str], dead_server: st
 
 
 def test_negative_retention_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["job", "add", "j", "--share", "s", "--repo", "r", "--keep-last", "-1"]) == 2
+    assert run(["job", "add", "j", "--share", "s", "--repo", "r", "--keep-last", "0"]) == 2
     assert "--keep-last" in one_error_line(capsys)
 
 

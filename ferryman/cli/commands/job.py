@@ -42,10 +42,10 @@ def add(
     schedule: Annotated[
         str | None, typer.Option(help="Cron expression, e.g. '0 2 * * *'. Default: manual only.")
     ] = None,
-    keep_last: Annotated[int | None, typer.Option(min=0, help="Keep the last N points.")] = None,
-    keep_daily: Annotated[int | None, typer.Option(min=0, help="Keep N daily points.")] = None,
-    keep_weekly: Annotated[int | None, typer.Option(min=0, help="Keep N weekly points.")] = None,
-    keep_monthly: Annotated[int | None, typer.Option(min=0, help="Keep N monthly points.")] = None,
+    keep_last: Annotated[int | None, typer.Option(min=1, help="Keep the last N points.")] = None,
+    keep_daily: Annotated[int | None, typer.Option(min=1, help="Keep N daily points.")] = None,
+    keep_weekly: Annotated[int | None, typer.Option(min=1, help="Keep N weekly points.")] = None,
+    keep_monthly: Annotated[int | None, typer.Option(min=1, help="Keep N monthly points.")] = None,
     proxies: Annotated[str, typer.Option(help="'auto' or P1,P2: proxies allowed.")] = "auto",
     priority: Annotated[
         int | None, typer.Option(min=0, max=100, help="0-100, higher runs first. Default: 50.")

@@ -25,6 +25,9 @@ from ferryman.cli.state import api
 
 app = typer.Typer(help="Backup repositories.", no_args_is_help=True)
 
+# The server waits up to 120 s for a proxy to attach a new repository.
+REPOSITORY_ATTACH_SECONDS = 150.0
+
 
 def repository_url(url: str) -> str:
     """An absolute path or ``s3://bucket/prefix?...``; anything else is refused here."""
@@ -94,7 +97,8 @@ def add(
         body["access_key"] = env_secret(access_key_env, "--access-key-env")
         body["secret_key"] = env_secret(secret_key_env, "--secret-key-env")
     body["passphrase"] = _passphrase(passphrase_env)
-    created = api(ctx).post("/repositories", body)
+    # The server has a proxy open (or initialise) the repository before answering.
+    created = api(ctx).post("/repositories", body, timeout=REPOSITORY_ATTACH_SECONDS)
     if json:
         print_json(created)
         return
