@@ -1,0 +1,97 @@
+"""Blob payload compression: zstd, skipped for data a cheap probe finds incompressible.
+
+A compressed payload is ``u8 compression | body``: 0 = stored, 1 = one zstd frame
+that records its content size.  Decompression never allocates more than the
+size the caller expects (taken from the index), whatever the frame claims.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import zstandard
+
+from ferryman.repository.errors import CorruptObject
+
+COMPRESSION_NONE = 0
+COMPRESSION_ZSTD = 1
+DEFAULT_LEVEL = 1
+PROBE_SIZE = 64 * 1024
+PROBE_MIN_SIZE = 512
+# A probe that does not shrink the first 64 KiB below this ratio marks the
+# chunk incompressible (random, already compressed, encrypted media).
+PROBE_RATIO = 0.97
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache: dict[int, zstandard.ZstdCompressor] | None = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = {}
+        _local.compressors = cache
+    comp = cache.get(level)
+    if comp is None:
+        comp = zstandard.ZstdCompressor(level=level, write_content_size=True)
+        cache[level] = comp
+    return comp
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    dec: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if dec is None:
+        dec = zstandard.ZstdDecompressor()
+        _local.decompressor = dec
+    return dec
+
+
+def looks_compressible(data: bytes | bytearray | memoryview) -> bool:
+    """Compress the first 64 KiB at level 1 and report whether it shrank enough."""
+    view = memoryview(data)
+    if len(view) < PROBE_MIN_SIZE:
+        return True
+    head = view[:PROBE_SIZE]
+    probe = _compressor(1).compress(head)
+    return len(probe) < PROBE_RATIO * len(head)
+
+
+def compress(data: bytes | bytearray | memoryview, level: int = DEFAULT_LEVEL) -> bytes:
+    """Return the payload ``u8 compression | body`` for ``data`` (compressed only if it pays)."""
+    view = memoryview(data)
+    if level > 0 and looks_compressible(view):
+        body = _compressor(level).compress(view)
+        if len(body) < len(view):
+            return bytes((COMPRESSION_ZSTD,)) + body
+    return b"\x00" + view
+
+
+def decompress(payload: bytes, expected_size: int | None, limit: int, what: str) -> bytes:
+    """Invert :func:`compress`; refuse outputs larger than ``limit`` before allocating them."""
+    if not payload:
+        raise CorruptObject(f"{what}: empty payload")
+    method = payload[0]
+    body = memoryview(payload)[1:]
+    if method == COMPRESSION_NONE:
+        out = body.tobytes()
+    elif method == COMPRESSION_ZSTD:
+        try:
+            size = zstandard.frame_content_size(body)
+        except zstandard.ZstdError as exc:
+            raise CorruptObject(f"{what}: bad zstd frame header ({exc})") from None
+        if size < 0:
+            raise CorruptObject(f"{what}: zstd frame without content size")
+        if size > limit:
+            raise CorruptObject(f"{what}: claims {size} bytes, more than the limit of {limit}")
+        if expected_size is not None and size != expected_size:
+            raise CorruptObject(f"{what}: claims {size} bytes, index says {expected_size}")
+        try:
+            out = _decompressor().decompress(body, max_output_size=size)
+        except zstandard.ZstdError as exc:
+            raise CorruptObject(f"{what}: zstd data damaged ({exc})") from None
+    else:
+        raise CorruptObject(f"{what}: unknown compression method {method}")
+    if len(out) > limit:
+        raise CorruptObject(f"{what}: {len(out)} bytes, more than the limit of {limit}")
+    if expected_size is not None and len(out) != expected_size:
+        raise CorruptObject(f"{what}: {len(out)} bytes, index says {expected_size}")
+    return out

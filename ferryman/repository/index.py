@@ -1,0 +1,108 @@
+"""Index segments ``index/<id>``: which pack holds which blob.
+
+A segment is a standalone encrypted object (kind 1) whose plaintext is::
+
+    "FRMI" | u32 LE pack count | pack ids (16 bytes each)
+    | u32 LE entry count | entries sorted by blob id
+
+with fixed-width entries ``blob id(32) | u32 pack number | u32 offset |
+u32 length | u32 raw length | u8 compression | u8 kind`` (50 bytes), where the
+pack number indexes the pack-id list.  A writer uploads a segment only after
+every pack it lists is durable.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from ferryman.repository import blob, compression, envelope
+from ferryman.repository.errors import CorruptObject
+
+INDEX_PREFIX = "index/"
+MAGIC = b"FRMI"
+_ENTRY = struct.Struct("<32sIIIIBB")
+ENTRY_SIZE = _ENTRY.size
+# Writers cut a segment at this many entries; GC consolidates into segments this large.
+MAX_ENTRIES_PER_SEGMENT = 1 << 20
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """The location of one blob."""
+
+    blob_id: bytes
+    pack_id: bytes
+    offset: int
+    length: int
+    raw_length: int
+    compression: int
+    kind: int
+
+    @property
+    def pack_hex(self) -> str:
+        """The pack id as used in object names."""
+        return self.pack_id.hex()
+
+
+def new_segment_name() -> str:
+    """A fresh random segment object name."""
+    return INDEX_PREFIX + secrets.token_hex(16)
+
+
+def encode_segment(entries: Iterable[IndexEntry]) -> bytes:
+    """Plaintext of a segment holding ``entries`` (sorted here by blob id)."""
+    ordered = sorted(entries, key=lambda e: e.blob_id)
+    packs: dict[bytes, int] = {}
+    for e in ordered:
+        packs.setdefault(e.pack_id, len(packs))
+    out = bytearray(MAGIC)
+    out += struct.pack("<I", len(packs))
+    for pid in packs:
+        out += pid
+    out += struct.pack("<I", len(ordered))
+    for e in ordered:
+        out += _ENTRY.pack(
+            e.blob_id, packs[e.pack_id], e.offset, e.length, e.raw_length, e.compression, e.kind
+        )
+    return bytes(out)
+
+
+def decode_segment(data: bytes, name: str) -> tuple[list[bytes], Iterator[IndexEntry]]:
+    """Validate a segment's plaintext; return its pack ids and an iterator over entries."""
+    if len(data) < 12 or data[:4] != MAGIC:
+        raise CorruptObject(f"{name}: not an index segment")
+    (n_packs,) = struct.unpack_from("<I", data, 4)
+    pos = 8 + 16 * n_packs
+    if len(data) < pos + 4:
+        raise CorruptObject(f"{name}: truncated pack list")
+    packs = [data[8 + 16 * i : 24 + 16 * i] for i in range(n_packs)]
+    (n_entries,) = struct.unpack_from("<I", data, pos)
+    pos += 4
+    if len(data) != pos + n_entries * ENTRY_SIZE:
+        raise CorruptObject(f"{name}: entry count {n_entries} does not match its size")
+
+    def entries() -> Iterator[IndexEntry]:
+        for bid, pnum, off, length, raw, method, kind in _ENTRY.iter_unpack(memoryview(data)[pos:]):
+            if pnum >= n_packs or raw > blob.MAX_BLOB_SIZE or kind not in blob.KIND_NAMES:
+                raise CorruptObject(f"{name}: invalid entry for blob {bid.hex()}")
+            if method not in (compression.COMPRESSION_NONE, compression.COMPRESSION_ZSTD):
+                raise CorruptObject(f"{name}: unknown compression in entry {bid.hex()}")
+            yield IndexEntry(bid, packs[pnum], off, length, raw, method, kind)
+
+    return packs, entries()
+
+
+def seal_segment(encryption_key: bytes, entries: Iterable[IndexEntry]) -> bytes:
+    """Encoded and encrypted segment object."""
+    return envelope.seal_object(encryption_key, envelope.KIND_INDEX, encode_segment(entries))
+
+
+def open_segment(
+    encryption_key: bytes, data: bytes, name: str
+) -> tuple[list[bytes], Iterator[IndexEntry]]:
+    """Decrypt and decode a segment object."""
+    plain = envelope.open_object(encryption_key, envelope.KIND_INDEX, data, name)
+    return decode_segment(plain, name)

@@ -1,0 +1,142 @@
+"""Local SQLite cache of the repository index (bounded memory, shared by processes).
+
+The cache is only a cache: it is rebuilt from the repository's index segments
+whenever a segment it merged has disappeared (garbage collection consolidated
+them).  Lookups go through SQLite's page cache, so a process's memory does
+not grow with the number of blobs in the repository.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from ferryman.repository import index
+from ferryman.repository.backend.base import Backend
+from ferryman.repository.errors import ObjectNotFound
+from ferryman.repository.index import IndexEntry
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS blobs (
+    id BLOB PRIMARY KEY, pack BLOB NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
+    raw_length INTEGER NOT NULL, compression INTEGER NOT NULL, kind INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS segments (name TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+# Page cache per connection, in KiB (negative = KiB for SQLite): small on purpose.
+CACHE_KIB = 8192
+
+
+def connect(path: Path, *, durable: bool = True) -> sqlite3.Connection:
+    """Open a SQLite database tuned for the caches (WAL, modest page cache)."""
+    conn = sqlite3.connect(path, timeout=120, check_same_thread=False, isolation_level=None)
+    conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    if durable:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    else:
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA temp_store=FILE")
+    return conn
+
+
+class IndexCache:
+    """Blob id -> location, synced incrementally from ``index/`` segments."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = connect(path)
+        with self._lock:
+            self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._conn.close()
+
+    def known_segments(self) -> set[str]:
+        """Names of the segments merged so far."""
+        with self._lock:
+            return {row[0] for row in self._conn.execute("SELECT name FROM segments")}
+
+    def sync(self, backend: Backend, encryption_key: bytes) -> int:
+        """Merge new segments; rebuild from scratch if a merged one disappeared.
+
+        Returns the number of segments merged.
+        """
+        present = set(backend.list(index.INDEX_PREFIX))
+        known = self.known_segments()
+        if known - present:
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute("DELETE FROM blobs")
+                self._conn.execute("DELETE FROM segments")
+                self._conn.execute("COMMIT")
+            known = set()
+        merged = 0
+        for name in sorted(present - known):
+            try:
+                data = backend.get(name)
+            except ObjectNotFound:
+                continue  # consolidated away meanwhile; the next sync rebuilds
+            _, entries = index.open_segment(encryption_key, data, name)
+            self.merge(name, entries)
+            merged += 1
+        return merged
+
+    def merge(self, name: str, entries: Iterator[IndexEntry]) -> None:
+        """Add the entries of segment ``name`` (idempotent, first location wins)."""
+        rows = (
+            (e.blob_id, e.pack_id, e.offset, e.length, e.raw_length, e.compression, e.kind)
+            for e in entries
+        )
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                done = self._conn.execute("SELECT 1 FROM segments WHERE name=?", (name,)).fetchone()
+                if done is None:
+                    self._conn.executemany(
+                        "INSERT OR IGNORE INTO blobs VALUES (?,?,?,?,?,?,?)", rows
+                    )
+                    self._conn.execute("INSERT INTO segments VALUES (?)", (name,))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def lookup(self, blob_id: bytes) -> IndexEntry | None:
+        """The location of ``blob_id``, or ``None``."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT pack, offset, length, raw_length, compression, kind FROM blobs WHERE id=?",
+                (blob_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return IndexEntry(blob_id, row[0], row[1], row[2], row[3], row[4], row[5])
+
+    def count(self) -> int:
+        """Number of blobs known."""
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM blobs").fetchone()[0])
+
+    def iter_entries(self) -> Iterator[IndexEntry]:
+        """Every entry, in blob-id order (reads in batches; memory stays bounded)."""
+        last = b""
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT id, pack, offset, length, raw_length, compression, kind FROM blobs "
+                    "WHERE id > ? ORDER BY id LIMIT 10000",
+                    (last,),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield IndexEntry(*row)
+            last = rows[-1][0]

@@ -1,0 +1,291 @@
+"""The Repository: open/init, blob reads, writers, restore points, keys, maintenance."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pyfastcdc import FastCDC
+
+from ferryman.repository import blob, crypto, keys, pack, tree
+from ferryman.repository.backend.base import Backend, BackendStats, CountingBackend
+from ferryman.repository.config import CONFIG_NAME, ChunkerParams, RepositoryConfig
+from ferryman.repository.errors import (
+    BlobNotFound,
+    CorruptObject,
+    NotARepository,
+    ObjectNotFound,
+    RepositoryExists,
+)
+from ferryman.repository.index import IndexEntry
+from ferryman.repository.index_cache import IndexCache
+from ferryman.repository.lease import DEFAULT_LEASE_TIMEOUT
+from ferryman.repository.restore_point import POINTS_PREFIX, RestorePoint, open_point
+from ferryman.repository.writer import RepositoryWriter
+
+
+class Repository:
+    """An opened (unlocked) repository.  Thread-safe for reads."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: RepositoryConfig,
+        master: bytes,
+        slot_id: str,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+    ) -> None:
+        self.stats = BackendStats()
+        self.backend: Backend = CountingBackend(backend, self.stats)
+        self.config = config
+        self.keys = crypto.RepositoryKeys.from_master(master)
+        self._master = master
+        self.slot_id = slot_id
+        self.lease_timeout = lease_timeout
+        self._temp_cache = cache_dir is None
+        base = (
+            Path(tempfile.mkdtemp(prefix="ferryman-cache-"))
+            if cache_dir is None
+            else Path(cache_dir)
+        )
+        self.cache_path = base / config.id
+        (self.cache_path / "packs").mkdir(parents=True, exist_ok=True)
+        self.index_cache = IndexCache(self.cache_path / "index.sqlite")
+        self._cache_base = base
+        self._sync_lock = threading.Lock()
+
+    # -- creating and opening ------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        backend: Backend,
+        passphrase: str,
+        *,
+        chunker: ChunkerParams | None = None,
+        scrypt_n: int = keys.DEFAULT_SCRYPT_N,
+        cache_dir: str | os.PathLike[str] | None = None,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+    ) -> Repository:
+        """Create a new repository in ``backend`` and return it opened."""
+        if backend.exists(CONFIG_NAME):
+            raise RepositoryExists(f"a repository already exists at {backend.describe()}")
+        config = RepositoryConfig.new(chunker or ChunkerParams())
+        master = os.urandom(crypto.KEY_SIZE)
+        slot_id = keys.add_slot(backend, master, passphrase, config.id, n=scrypt_n, label="initial")
+        backend.put(CONFIG_NAME, config.to_bytes())  # last: its presence means "initialized"
+        return cls(
+            backend, config, master, slot_id, cache_dir=cache_dir, lease_timeout=lease_timeout
+        )
+
+    @classmethod
+    def open(
+        cls,
+        backend: Backend,
+        passphrase: str,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+    ) -> Repository:
+        """Open an existing repository; raises ``WrongPassphrase``, ``UnsupportedVersion``."""
+        try:
+            raw = backend.get(CONFIG_NAME)
+        except ObjectNotFound:
+            raise NotARepository(f"no repository at {backend.describe()} (no config)") from None
+        config = RepositoryConfig.from_bytes(raw)
+        master, slot_id = keys.unlock(backend, passphrase, config.id)
+        return cls(
+            backend, config, master, slot_id, cache_dir=cache_dir, lease_timeout=lease_timeout
+        )
+
+    @property
+    def id(self) -> str:
+        """Repository id (hex)."""
+        return self.config.id
+
+    def close(self) -> None:
+        """Release local resources (and remove a temporary cache)."""
+        self.index_cache.close()
+        if self._temp_cache:
+            shutil.rmtree(self._cache_base, ignore_errors=True)
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- content addressing --------------------------------------------------------------------
+
+    def chunker(self) -> FastCDC:
+        """A new FastCDC chunker with this repository's parameters and keyed gear table.
+
+        Not thread-safe: use one per thread.
+        """
+        p = self.config.chunker
+        return FastCDC(
+            p.avg_size,
+            min_size=p.min_size,
+            max_size=p.max_size,
+            normalized_chunking=p.normalized_chunking,  # type: ignore[arg-type]
+            seed=self.keys.chunker_seed,
+        )
+
+    def blob_id(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Keyed BLAKE3 id (32 bytes) of ``data``."""
+        return crypto.blob_id(self.keys.blob_id, data)
+
+    # -- index and reads -----------------------------------------------------------------------
+
+    def sync_index(self) -> int:
+        """Merge new index segments into the local cache; returns how many were merged."""
+        with self._sync_lock:
+            return self.index_cache.sync(self.backend, self.keys.encryption)
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        """Whether the (locally cached) index knows ``blob_id``."""
+        return self.index_cache.lookup(blob_id) is not None
+
+    def lookup(self, blob_id: bytes) -> IndexEntry | None:
+        """The index entry of ``blob_id`` (syncing the index once on a miss)."""
+        entry = self.index_cache.lookup(blob_id)
+        if entry is None:
+            self.sync_index()
+            entry = self.index_cache.lookup(blob_id)
+        return entry
+
+    def get_blob(self, blob_id: bytes) -> bytes:
+        """Read, authenticate, decompress and verify one blob."""
+        entry = self.lookup(blob_id)
+        if entry is None:
+            raise BlobNotFound(f"blob {blob_id.hex()} is not in the repository index")
+        try:
+            return self._read(entry)
+        except ObjectNotFound:
+            # The pack moved (garbage collection consolidated the index): resync once.
+            self.sync_index()
+            fresh = self.index_cache.lookup(blob_id)
+            if fresh is None or fresh == entry:
+                raise
+            return self._read(fresh)
+
+    def _read(self, entry: IndexEntry) -> bytes:
+        name = pack.pack_name(entry.kind, entry.pack_hex)
+        if entry.kind == blob.KIND_TREE:
+            record = self._cached_record(entry, name)
+        else:
+            record = self.backend.get_range(name, entry.offset, entry.length)
+        if len(record) != entry.length:
+            raise CorruptObject(f"pack {name}: truncated (blob {entry.blob_id.hex()} cut short)")
+        cipher = pack.pack_cipher(self.keys.encryption, entry.pack_hex)
+        return blob.open_blob(
+            cipher, entry.kind, entry.blob_id, record, entry.raw_length, self.keys.blob_id, name
+        )
+
+    def _cached_record(self, entry: IndexEntry, name: str) -> bytes:
+        """Tree blobs come from a local copy of their whole pack (fetched once per proxy)."""
+        path = self.cache_path / "packs" / entry.pack_hex
+        if not path.exists():
+            data = self.backend.get(name)
+            tmp = path.with_name(f".{entry.pack_hex}.{os.getpid()}.{threading.get_ident()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        with open(path, "rb") as f:
+            record = os.pread(f.fileno(), entry.length, entry.offset)
+        if len(record) != entry.length:
+            path.unlink(missing_ok=True)
+        return record
+
+    def get_tree(self, tree_id: bytes) -> list[tree.Node]:
+        """Read and decode a tree blob."""
+        data = self.get_blob(tree_id)
+        try:
+            return tree.decode_tree(data)
+        except tree.TreeFormatError as exc:
+            raise CorruptObject(f"tree blob {tree_id.hex()}: {exc}") from None
+
+    # -- writers and restore points ------------------------------------------------------------
+
+    def open_writer(self, name: str = "writer", **options: Any) -> RepositoryWriter:
+        """Start a writing session (registers a writer lease).  See :class:`RepositoryWriter`."""
+        return RepositoryWriter(self, name, **options)
+
+    def list_restore_points(self, *, include_checkpoints: bool = False) -> list[RestorePoint]:
+        """All restore points, oldest first (checkpoints only if asked)."""
+        points = []
+        for name in self.backend.list(POINTS_PREFIX):
+            try:
+                point = open_point(self.keys.encryption, self.backend.get(name), name)
+            except ObjectNotFound:
+                continue  # deleted while listing
+            if include_checkpoints or not point.checkpoint:
+                points.append(point)
+        points.sort(key=lambda p: (p.time, p.id))
+        return points
+
+    def load_restore_point(self, point_id: str) -> RestorePoint:
+        """One restore point by id."""
+        name = POINTS_PREFIX + point_id
+        try:
+            data = self.backend.get(name)
+        except ObjectNotFound:
+            raise ObjectNotFound(f"restore point {point_id} does not exist") from None
+        return open_point(self.keys.encryption, data, name)
+
+    def delete_restore_point(self, point_id: str) -> None:
+        """Remove a restore point (its data goes at the next garbage collection)."""
+        self.backend.delete(POINTS_PREFIX + point_id)
+
+    # -- key slots -----------------------------------------------------------------------------
+
+    def list_keys(self) -> list[keys.KeySlot]:
+        """The key slots (no secrets)."""
+        return keys.load_slots(self.backend)
+
+    def add_key(self, passphrase: str, *, label: str = "", scrypt_n: int | None = None) -> str:
+        """Add a key slot for ``passphrase``; returns its id."""
+        n = scrypt_n or keys.DEFAULT_SCRYPT_N
+        return keys.add_slot(self.backend, self._master, passphrase, self.id, n=n, label=label)
+
+    def remove_key(self, slot_id: str) -> None:
+        """Remove a key slot (never the last one)."""
+        keys.remove_slot(self.backend, slot_id)
+
+    def change_passphrase(self, new_passphrase: str, *, scrypt_n: int | None = None) -> str:
+        """Replace the slot this repository was opened with by one for ``new_passphrase``."""
+        new_id = self.add_key(new_passphrase, label="changed", scrypt_n=scrypt_n)
+        keys.remove_slot(self.backend, self.slot_id)
+        self.slot_id = new_id
+        return new_id
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    def gc(self, **options: Any) -> Any:
+        """Garbage collection (two phases, safe with concurrent writers); see ``gc.run_gc``."""
+        from ferryman.repository.gc import run_gc
+
+        return run_gc(self, **options)
+
+    def check(self, read_data: bool = False, subset: str | float | None = None) -> Any:
+        """Verify the repository; returns a ``CheckReport``; see ``check.run_check``."""
+        from ferryman.repository.check import run_check
+
+        return run_check(self, read_data=read_data, subset=subset)
+
+    def rebuild_index(self) -> int:
+        """Rewrite the index from the packs' own tables; returns the number of entries."""
+        from ferryman.repository.rebuild import rebuild_index
+
+        return rebuild_index(self)

@@ -1,0 +1,329 @@
+"""RepositoryWriter: adds blobs into packs, publishes index segments and restore points.
+
+Threading: ``add_blob`` may be called from several threads.  Compression and
+encryption run in the calling thread (the native libraries release the GIL);
+finished packs are uploaded by a small pool, and callers block when too many
+packs are waiting, so memory stays bounded.
+
+Publishing order (what makes crashes harmless): pack -> index segment listing
+it -> restore point reaching it.  Each step starts only after the previous one
+is durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ferryman.repository import blob, compression, crypto, gc_state, index, pack
+from ferryman.repository.errors import RepositoryError
+from ferryman.repository.index import IndexEntry
+from ferryman.repository.index_cache import connect
+from ferryman.repository.lease import WriterLease
+from ferryman.repository.restore_point import RestorePoint, new_point_id, seal_point
+
+if TYPE_CHECKING:
+    from ferryman.repository.repository import Repository
+
+DEFAULT_PACK_SIZE = 16 << 20
+DEFAULT_TREE_PACK_SIZE = 4 << 20
+DEFAULT_UPLOADS = 3
+# A writer publishes an index segment at least every this many packs.
+PACKS_PER_SEGMENT = 32
+
+
+class _OpenPack:
+    """A pack being filled, with the number of threads currently sealing into it."""
+
+    def __init__(self, builder: pack.PackBuilder) -> None:
+        self.builder = builder
+        self.users = 0
+        self.closing = False
+
+
+class RepositoryWriter:
+    """One writing session (a backup task).  Use as a context manager."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        name: str,
+        *,
+        pack_size: int = DEFAULT_PACK_SIZE,
+        tree_pack_size: int = DEFAULT_TREE_PACK_SIZE,
+        uploads: int = DEFAULT_UPLOADS,
+        compression_level: int = compression.DEFAULT_LEVEL,
+        lease_timeout: float | None = None,
+    ) -> None:
+        self.repo = repo
+        self.name = name
+        self.id = secrets.token_hex(16)
+        self.compression_level = compression_level
+        self._target = {blob.KIND_DATA: pack_size, blob.KIND_TREE: tree_pack_size}
+        self._backend = repo.backend
+        self._key = repo.keys.encryption
+        # 1. lease first, 2. then the GC state: see "Garbage collection" in docs/format.md.
+        self._lease = WriterLease(
+            repo.backend, self._key, self.id, name, lease_timeout or repo.lease_timeout
+        )
+        self._lease.acquire()
+        self._condemned = gc_state.condemned_packs(repo.backend, self._key)
+        repo.sync_index()
+        self._session_path: Path = repo.cache_path / f"writer-{self.id}.sqlite"
+        self._session = connect(self._session_path, durable=False)
+        self._session.execute("CREATE TABLE session (id BLOB PRIMARY KEY) WITHOUT ROWID")
+        self._session_lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._open: dict[int, _OpenPack | None] = {blob.KIND_DATA: None, blob.KIND_TREE: None}
+        self._closing: list[_OpenPack] = []
+        self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="pack-upload")
+        self._slots = threading.BoundedSemaphore(uploads * 2)
+        self._futures: set[Future[None]] = set()
+        self._pending_entries: list[IndexEntry] = []
+        self._pending_packs = 0
+        self._segment_lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._closed = False
+        self.stats = {"blobs_new": 0, "blobs_dedup": 0, "bytes_raw": 0, "bytes_stored": 0}
+
+    # -- dedup ---------------------------------------------------------------------------------
+
+    def _in_session(self, blob_id: bytes) -> bool:
+        with self._session_lock:
+            row = self._session.execute("SELECT 1 FROM session WHERE id=?", (blob_id,)).fetchone()
+        return row is not None
+
+    def _claim(self, blob_id: bytes) -> bool:
+        with self._session_lock:
+            cur = self._session.execute("INSERT OR IGNORE INTO session VALUES (?)", (blob_id,))
+        return cur.rowcount == 1
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        """Whether this writer may reference ``blob_id`` without adding it.
+
+        True if this session added it or the index holds it in a pack that no
+        garbage collection has condemned.  A writer must only reference blobs it
+        added or for which this returned True (including ids reused from a
+        previous restore point's trees).
+        """
+        if self._in_session(blob_id):
+            return True
+        entry = self.repo.index_cache.lookup(blob_id)
+        return entry is not None and entry.pack_id not in self._condemned
+
+    # -- adding blobs --------------------------------------------------------------------------
+
+    def _raise_pending_error(self) -> None:
+        if self._error is not None:
+            raise RepositoryError(f"writer failed earlier: {self._error}") from self._error
+        if self._closed:
+            raise RepositoryError("writer is closed")
+
+    def add_blob(self, kind: int, blob_id: bytes, data: bytes | bytearray | memoryview) -> bool:
+        """Store ``data`` as blob ``blob_id`` of ``kind`` unless already present.
+
+        Returns False when deduplicated.  ``blob_id`` must be ``repo.blob_id(data)``
+        (readers verify it).  Thread-safe.
+        """
+        self._raise_pending_error()
+        if kind not in blob.KIND_NAMES:
+            raise ValueError(f"unknown blob kind {kind}")
+        if len(blob_id) != crypto.BLOB_ID_SIZE:
+            raise ValueError("blob ids are 32 bytes")
+        if self.has_blob(blob_id) or not self._claim(blob_id):
+            self.stats["blobs_dedup"] += 1
+            return False
+        payload = compression.compress(data, self.compression_level)
+        with self._lock:
+            current = self._open[kind]
+            if current is None:
+                current = _OpenPack(pack.PackBuilder(self._key, kind))
+                self._open[kind] = current
+            current.users += 1
+        try:
+            aad = bytes((kind,)) + bytes(blob_id)
+            record = crypto.seal(current.builder.cipher, payload, aad)
+        finally:
+            with self._lock:
+                current.users -= 1
+                if current.users == 0:
+                    self._lock.notify_all()
+        to_submit = None
+        with self._lock:
+            current.builder.add_record(bytes(blob_id), kind, record, len(data), payload[0])
+            self.stats["blobs_new"] += 1
+            self.stats["bytes_raw"] += len(data)
+            self.stats["bytes_stored"] += len(record)
+            if self._open[kind] is current and current.builder.size >= self._target[kind]:
+                self._open[kind] = None
+                current.closing = True
+                self._closing.append(current)
+            to_submit = self._take_ready()
+        for ready in to_submit:
+            self._submit(ready)
+        return True
+
+    def _take_ready(self) -> list[_OpenPack]:
+        ready = [p for p in self._closing if p.users == 0]
+        self._closing = [p for p in self._closing if p.users != 0]
+        return ready
+
+    def _submit(self, item: _OpenPack) -> None:
+        if not item.builder.entries:
+            return
+        self._slots.acquire()
+        try:
+            data = item.builder.finish()
+            fut = self._pool.submit(self._upload, item.builder, data)
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            self._futures.add(fut)
+
+    def _upload(self, builder: pack.PackBuilder, data: bytes) -> None:
+        try:
+            self._backend.put(pack.pack_name(builder.kind, builder.pack_id), data)
+            pid = bytes.fromhex(builder.pack_id)
+            entries = [
+                IndexEntry(e.blob_id, pid, e.offset, e.length, e.raw_length, e.compression, e.kind)
+                for e in builder.entries
+            ]
+            with self._lock:
+                self._pending_entries.extend(entries)
+                self._pending_packs += 1
+                due = self._pending_packs >= PACKS_PER_SEGMENT or (
+                    len(self._pending_entries) >= index.MAX_ENTRIES_PER_SEGMENT // 4
+                )
+            if due:
+                self._write_segment()
+        except BaseException as exc:
+            self._error = exc
+            raise
+        finally:
+            self._slots.release()
+
+    def _write_segment(self) -> None:
+        with self._segment_lock:
+            with self._lock:
+                entries, self._pending_entries = self._pending_entries, []
+                self._pending_packs = 0
+            if not entries:
+                return
+            self._lease.ensure_valid()
+            name = index.new_segment_name()
+            self._backend.put(name, index.seal_segment(self._key, entries))
+            self.repo.index_cache.merge(name, iter(entries))
+
+    # -- checkpoints and publishing ------------------------------------------------------------
+
+    def _wait_uploads(self) -> None:
+        with self._lock:
+            futures = list(self._futures)
+            self._futures.clear()
+        errors = []
+        for fut in futures:
+            exc = fut.exception()
+            if exc is not None:
+                errors.append(exc)
+        if errors:
+            self._error = errors[0]
+            raise RepositoryError(f"pack upload failed: {errors[0]}") from errors[0]
+
+    def flush(self) -> None:
+        """Checkpoint: close open packs, wait for their upload, publish an index segment.
+
+        After it returns every blob added so far is durable and indexed.
+        """
+        self._raise_pending_error()
+        with self._lock:
+            for kind, current in self._open.items():
+                if current is not None:
+                    self._open[kind] = None
+                    current.closing = True
+                    self._closing.append(current)
+            while any(p.users for p in self._closing):
+                self._lock.wait()
+            ready = self._take_ready()
+        for item in ready:
+            self._submit(item)
+        self._wait_uploads()
+        self._write_segment()
+
+    def save_restore_point(
+        self,
+        *,
+        share: str,
+        root: bytes,
+        job: str = "",
+        session: str = "",
+        time_: float | None = None,
+        hostname: str = "",
+        proxy: str = "",
+        parent: str | None = None,
+        checkpoint: bool = False,
+        partitions: list[dict[str, Any]] | None = None,
+        stats: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> RestorePoint:
+        """Flush, then publish a restore point whose root tree is ``root``.
+
+        Every blob reachable from ``root`` must have been added by this writer or
+        approved by :meth:`has_blob`.
+        """
+        if len(root) != crypto.BLOB_ID_SIZE:
+            raise ValueError("root must be a 32-byte tree blob id")
+        self.flush()
+        point = RestorePoint(
+            id=new_point_id(),
+            share=share,
+            root=bytes(root),
+            time=time.time() if time_ is None else time_,
+            job=job,
+            session=session,
+            hostname=hostname,
+            proxy=proxy,
+            parent=parent,
+            checkpoint=checkpoint,
+            partitions=partitions or [],
+            stats=stats or {},
+            extra=extra or {},
+        )
+        self._lease.ensure_valid()
+        self._backend.put(point.name, seal_point(self._key, point))
+        return point
+
+    def close(self, *, flush: bool = True) -> None:
+        """Flush (unless told not to), stop uploads and release the writer lease."""
+        if self._closed:
+            return
+        try:
+            if flush and self._error is None:
+                self.flush()
+        finally:
+            self._closed = True
+            self._pool.shutdown(wait=True)
+            with contextlib.suppress(RepositoryError):
+                if self._error is None:
+                    self._write_segment()
+            self._lease.release()
+            with self._session_lock:
+                self._session.close()
+            self._session_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> RepositoryWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(flush=exc_type is None)
