@@ -26,6 +26,7 @@ class StepResult:
     ok: bool = True
     error: str = ""
     note: str = ""
+    detail: str = ""  # the tool's own summary of the step, when it gives one
 
     @property
     def mb_per_s(self) -> float:

@@ -88,6 +88,7 @@ def run_tool(
         result = measure_step(
             tool.name, name, action, source_bytes=source_bytes, repository=tool.repository
         )
+        result.detail = str(getattr(tool, "last_detail", ""))
         shown = f"{result.seconds:.1f} s" if result.ok else f"FAILED {result.error[:300]}"
         console.print(f"  {name}: {shown}", markup=False)
         results.append(result)

@@ -46,6 +46,7 @@ class FerrymanCli:
         self._home = Path()
         self._server: subprocess.Popen[bytes] | None = None
         self._repo = Path()
+        self.last_detail = ""
 
     def describe(self) -> str:
         version = command_version([*ferryman_command(), "--version"])
@@ -80,21 +81,24 @@ class FerrymanCli:
                 proxies = json.loads(self._cli("proxy", "list", "--json").stdout)
             except (ToolError, ValueError):
                 proxies = None
-            if proxies and any(p.get("status", "online") == "online" for p in proxies):
+            if proxies and any(p.get("state") == "online" for p in proxies):
                 return
             if time.monotonic() > deadline:
                 raise ToolError(f"ferryman server not ready after {STARTUP_SECONDS:.0f} s")
             time.sleep(0.3)
 
     def backup(self) -> None:
-        self._cli("job", "run", JOB, "--follow")
+        out = self._cli("job", "run", JOB, "--follow").stdout.strip().splitlines()
+        self.last_detail = out[-1] if out else ""  # "session N backup … ended SUCCESS …"
 
     def restore(self, target: Path) -> None:
         points = json.loads(self._cli("point", "list", "--json").stdout)
         if not points:
             raise ToolError("ferryman point list: no restore point")
         latest = max(points, key=lambda p: (str(p.get("time", "")), p["id"]))
-        self._cli("restore", str(latest["id"]), "--to", str(target), "--follow")
+        out = self._cli("restore", str(latest["id"]), "--to", str(target), "--follow")
+        lines = out.stdout.strip().splitlines()
+        self.last_detail = lines[-1] if lines else ""
 
     def repository(self) -> Path:
         return self._repo
