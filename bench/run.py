@@ -81,7 +81,9 @@ def run_tool(
         info["setup_error"] = f"{type(exc).__name__}: {exc}"
         console.print(f"  setup failed: {info['setup_error']}", markup=False)
         tool.teardown()
-        return results, info
+        failed = StepResult(tool.name, FIRST, 0.0, 0, 0, 0, 0, ok=False)
+        failed.error = f"setup: {info['setup_error']}"
+        return [failed], info
 
     def step(name: str, action: Callable[[], None], source_bytes: int) -> StepResult:
         os.sync()  # no writeback of the previous step inside this one
