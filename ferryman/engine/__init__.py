@@ -1,0 +1,1 @@
+"""What a task does: scan, change detection, backup pipeline, restore, browse."""

@@ -1,0 +1,127 @@
+"""run_backup: one backup task (a whole share or one partition of it).
+
+Threads: the caller's thread runs the scanner (walk + change detection +
+reading large files); ``options.workers`` saver threads chunk, hash and store
+contents (compression/encryption happen inside ``add_blob``); one tree saver
+thread builds tree blobs in scan order and takes checkpoints; the repository
+writer's upload pool writes packs; a ticker emits progress. All hand-offs are
+bounded, so memory does not grow with the share.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ferryman.engine.checkpoint import CheckpointSaver, delete_checkpoints, find_parents
+from ferryman.engine.file_saver import FileSaver
+from ferryman.engine.nodes import store_root
+from ferryman.engine.options import BackupCancelled, BackupOptions, BackupResult, EngineError
+from ferryman.engine.progress import ProgressCallback, ProgressTicker
+from ferryman.engine.scanner import ScanCancelled, Scanner
+from ferryman.engine.selection import PathFilter, build_selection
+from ferryman.engine.stats import StatsCollector
+from ferryman.engine.tree_saver import TreeSaver, TreeSaverFailed
+from ferryman.repository import Repository, RepositoryError
+from ferryman.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+
+class BackupFailed(EngineError):
+    """The task could not complete (repository failure, source root unavailable)."""
+
+
+def run_backup(
+    source: Source,
+    repo: Repository,
+    options: BackupOptions,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> BackupResult:
+    """Back up ``source`` (or the partition ``options.paths`` of it) into ``repo``.
+
+    Saves a restore point for the share unless ``options.save_restore_point`` is
+    False (partition tasks: the server assembles partitions with
+    ``assemble_restore_point``). Raises ``BackupCancelled`` when ``cancel`` is set
+    (after saving a checkpoint), ``BackupFailed`` when the task cannot go on;
+    unreadable entries never raise: they become warnings.
+    """
+    collector = StatsCollector()
+    selection = build_selection(options.paths)
+    path_filter = PathFilter(options.include, options.exclude)
+    parents = find_parents(repo, options)
+    root_dir = source.open_root()
+    try:
+        with (
+            repo.open_writer(f"backup:{options.share}:{options.partition}") as writer,
+            ProgressTicker(collector, progress, options.progress_interval),
+        ):
+            collector.transferred = lambda: int(writer.stats["bytes_stored"])
+            checkpoints = CheckpointSaver(repo, writer, options)
+            saver = FileSaver(repo, writer, collector, options.workers, options.max_inflight_bytes)
+            trees = TreeSaver(repo, writer, collector, on_checkpoint=checkpoints)
+            scanner = Scanner(
+                repo,
+                writer,
+                saver,
+                trees,
+                collector,
+                path_filter,
+                one_file_system=options.one_file_system,
+                read_xattrs=options.read_xattrs,
+                checkpoint_interval=options.checkpoint_interval,
+                cancel=cancel,
+            )
+            cancelled = False
+            try:
+                scanner.run(root_dir.retain(), selection, parents.roots)
+            except ScanCancelled:
+                cancelled = True
+            finally:
+                saver.close()
+                root = trees.finish()
+            if cancelled or root is None:
+                kept = checkpoints.saved[-1] if checkpoints.saved else "(none)"
+                raise BackupCancelled(
+                    f"backup of share {options.share!r} cancelled; "
+                    f"checkpoint {kept} keeps what was stored"
+                )
+            t0 = time.perf_counter()
+            root_id = store_root(repo, writer, root)
+            stats = collector.snapshot()
+            point_id: str | None = None
+            if options.save_restore_point:
+                point = writer.save_restore_point(
+                    share=options.share,
+                    root=root_id,
+                    parent=parents.parent_id,
+                    stats=stats.as_dict(),
+                    extra={"tags": dict(options.tags)},
+                )
+                point_id = point.id
+            else:
+                writer.flush()
+            collector.add(seconds_repository_write=time.perf_counter() - t0)
+    except TreeSaverFailed as exc:
+        raise BackupFailed(f"backup of share {options.share!r} failed: {exc}") from exc
+    except RepositoryError as exc:
+        raise BackupFailed(f"backup of share {options.share!r} failed: {exc}") from exc
+    finally:
+        root_dir.release()
+    delete_checkpoints(repo, parents.checkpoint_ids + checkpoints.saved)
+    stats = collector.snapshot()
+    return BackupResult(
+        status="warning" if collector.warning_count else "success",
+        share=options.share,
+        partition=options.partition,
+        paths=list(options.paths),
+        root_tree=root_id,
+        restore_point=point_id,
+        parent=parents.parent_id,
+        stats=stats,
+        warnings=list(collector.warnings),
+        warnings_dropped=collector.warnings_dropped,
+        bottleneck=stats.bottleneck(),
+    )

@@ -1,0 +1,345 @@
+"""Reading, chunking, hashing and storing file contents on a pool of worker threads.
+
+Two paths, both with ~1 MiB work items so native code (FastCDC, BLAKE3, zstd,
+AES-GCM) runs with the GIL released on every core:
+
+* small files (≤ ``SMALL_FILE_LIMIT``) are batched (up to ``BATCH_BYTES`` or
+  ``BATCH_FILES``); one worker job opens, reads, chunks and stores a whole batch,
+  so there is no per-file round trip between threads;
+* large files are read by the calling (scanner) thread in ``SEGMENT`` pieces,
+  cut with FastCDC (the last, open-ended chunk of a segment is carried into the
+  next one, so cut points equal whole-file chunking), and every chunk becomes its
+  own job: one large file is spread over all workers.
+
+Bytes in flight are bounded by a byte budget, so memory stays flat. Files are
+read with ``pread`` (never mmap: a file truncated while mapped kills the process
+with SIGBUS). A file whose size/mtime/ctime change while read is read once more,
+then kept with a warning.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ferryman.engine.ports import Chunker, RepositoryPort, WriterPort
+from ferryman.engine.stats import StatsCollector
+from ferryman.repository.blob import KIND_DATA
+from ferryman.sources.base import SourceDir, SourceFile
+from ferryman.sources.metadata import holes_from_extents, is_probably_sparse
+
+SMALL_FILE_LIMIT = 4 << 20
+BATCH_BYTES = 4 << 20
+BATCH_FILES = 512
+SEGMENT = 8 << 20
+DATA = KIND_DATA
+
+
+@dataclass(slots=True)
+class FileOutcome:
+    """Result of saving one file's content."""
+
+    content: list[bytes] = field(default_factory=list)
+    size: int = 0
+    holes: list[tuple[int, int]] = field(default_factory=list)
+    warning: str | None = None  # degraded but stored
+    error: str | None = None  # not stored: the entry is skipped
+
+
+class PendingContent:
+    """A file whose content is being stored; ``result()`` blocks until it is."""
+
+    __slots__ = ("_resolve", "_value")
+
+    def __init__(self, resolve: Callable[[], FileOutcome]) -> None:
+        self._resolve = resolve
+        self._value: FileOutcome | None = None
+
+    def result(self) -> FileOutcome:
+        """Wait for and return the outcome (cached; hardlinks share one)."""
+        if self._value is None:
+            self._value = self._resolve()
+        return self._value
+
+
+class ByteBudget:
+    """Bounds the bytes queued or being processed by the workers."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        """Block until ``n`` more bytes fit (a single item larger than the limit still fits)."""
+        with self._cond:
+            while self._used > 0 and self._used + n > self._limit:
+                self._cond.wait()
+            self._used += n
+
+    def release(self, n: int) -> None:
+        """Return ``n`` bytes."""
+        with self._cond:
+            self._used -= n
+            self._cond.notify_all()
+
+
+def _changed(before: os.stat_result, after: os.stat_result) -> bool:
+    return (
+        before.st_size != after.st_size
+        or before.st_mtime_ns != after.st_mtime_ns
+        or before.st_ctime_ns != after.st_ctime_ns
+        or before.st_ino != after.st_ino
+    )
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A short reason for a warning ("permission denied", "vanished"...)."""
+    if exc.errno == errno.ENOENT:
+        return "vanished before it could be read"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.ELOOP:
+        return "replaced by a symlink while being read"
+    return exc.strerror or str(exc)
+
+
+@dataclass(slots=True)
+class _SmallItem:
+    dir: SourceDir
+    name: bytes
+    st: os.stat_result
+    index: int
+
+
+class FileSaver:
+    """Stores file contents through a worker pool; one instance per backup task."""
+
+    def __init__(
+        self,
+        repo: RepositoryPort,
+        writer: WriterPort,
+        collector: StatsCollector,
+        workers: int = 2,
+        max_inflight_bytes: int = 64 << 20,
+    ) -> None:
+        self._repo = repo
+        self._writer = writer
+        self._stats = collector
+        self._local = threading.local()  # chunkers are not thread-safe: one per thread
+        self._min_chunk = self._chunker.min_size
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="saver")
+        self._budget = ByteBudget(max_inflight_bytes)
+        self._batch: list[_SmallItem] = []
+        self._batch_bytes = 0
+        self._batch_future: Future[list[FileOutcome]] = Future()
+
+    @property
+    def _chunker(self) -> Chunker:
+        chunker: Chunker | None = getattr(self._local, "chunker", None)
+        if chunker is None:
+            chunker = self._repo.chunker()
+            self._local.chunker = chunker
+        return chunker
+
+    # -- small files -------------------------------------------------------------
+
+    def save_small(self, dir: SourceDir, name: bytes, st: os.stat_result) -> PendingContent:
+        """Queue a small file in the current batch."""
+        item = _SmallItem(dir.retain(), name, st, len(self._batch))
+        self._batch.append(item)
+        self._batch_bytes += st.st_size
+        fut = self._batch_future
+        pending = PendingContent(lambda: fut.result()[item.index])
+        if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_FILES:
+            self.flush_batch()
+        return pending
+
+    def flush_batch(self) -> None:
+        """Submit the current batch (call before waiting on any of its files)."""
+        if not self._batch:
+            return
+        batch, fut, nbytes = self._batch, self._batch_future, self._batch_bytes
+        self._batch, self._batch_bytes, self._batch_future = [], 0, Future()
+        self._budget.acquire(nbytes)
+
+        def run() -> None:
+            try:
+                fut.set_result([self._save_small_item(it) for it in batch])
+            except BaseException as exc:  # surfaced to the tree saver via the future
+                fut.set_exception(exc)
+            finally:
+                for it in batch:
+                    it.dir.release()
+                self._budget.release(nbytes)
+
+        self._pool.submit(run)
+
+    def _save_small_item(self, item: _SmallItem) -> FileOutcome:
+        for attempt in (1, 2):
+            t0 = time.perf_counter()
+            try:
+                f = item.dir.open_file(item.name)
+            except OSError as exc:
+                return FileOutcome(error=describe_os_error(exc))
+            try:
+                before = f.fstat()
+                data = f.read_all(before.st_size)
+                after = f.fstat()
+            except OSError as exc:
+                return FileOutcome(error=describe_os_error(exc))
+            finally:
+                f.close()
+            t1 = time.perf_counter()
+            self._stats.add(seconds_source_read=t1 - t0, files_read=1, bytes_read=len(data))
+            changed = _changed(item.st, before) or _changed(before, after)
+            changed = changed or len(data) != after.st_size
+            if not changed or attempt == 2:
+                break
+            item.st = after
+        content = self._store_buffer(data)
+        out = FileOutcome(content=content, size=len(data))
+        if changed:
+            out.warning = "changed while being read (stored as read on the second attempt)"
+        return out
+
+    def _store_buffer(self, data: bytes | memoryview) -> list[bytes]:
+        t0 = time.perf_counter()
+        if len(data) <= self._min_chunk:
+            pieces: list[bytes | memoryview] = [data] if data else []
+        else:
+            pieces = [c.data for c in self._chunker.cut_buf(data)]
+        return [self._store_chunk(p, t0) for p in pieces]
+
+    def _store_chunk(self, piece: bytes | memoryview, t0: float | None = None) -> bytes:
+        start = time.perf_counter() if t0 is None else t0
+        blob_id = self._repo.blob_id(piece)
+        t1 = time.perf_counter()
+        new = self._writer.add_blob(DATA, blob_id, piece)
+        t2 = time.perf_counter()
+        n = len(piece)
+        if new:
+            self._stats.add(
+                seconds_processing=t1 - start,
+                seconds_repository_write=t2 - t1,
+                chunks_new=1,
+                bytes_new=n,
+            )
+        else:
+            self._stats.add(
+                seconds_processing=t1 - start,
+                seconds_repository_write=t2 - t1,
+                chunks_deduplicated=1,
+                bytes_deduplicated=n,
+            )
+        return blob_id
+
+    # -- large files -------------------------------------------------------------
+
+    def save_large(self, dir: SourceDir, name: bytes, st: os.stat_result) -> PendingContent:
+        """Read a large file now (calling thread) and spread its chunks over the workers."""
+        self.flush_batch()
+        futures: list[Future[bytes]] = []
+        outcome = FileOutcome()
+        for attempt in (1, 2):
+            futures = []
+            try:
+                f = dir.open_file(name)
+            except OSError as exc:
+                outcome = FileOutcome(error=describe_os_error(exc))
+                break
+            try:
+                before = f.fstat()
+                size, holes = self._read_large(f, before, futures)
+                after = f.fstat()
+            except OSError as exc:
+                outcome = FileOutcome(error=describe_os_error(exc))
+                break
+            finally:
+                f.close()
+            changed = _changed(st, before) or _changed(before, after)
+            outcome = FileOutcome(size=size, holes=holes)
+            if not changed:
+                break
+            if attempt == 2:
+                outcome.warning = "changed while being read (stored as read on the second attempt)"
+            st = after
+        final, chunk_futures = outcome, futures
+
+        def resolve() -> FileOutcome:
+            if final.error is None:
+                final.content = [cf.result() for cf in chunk_futures]
+            return final
+
+        return PendingContent(resolve)
+
+    def _read_large(
+        self, f: SourceFile, st: os.stat_result, futures: list[Future[bytes]]
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """Read data extents, cut and submit chunks; returns (size, holes)."""
+        if is_probably_sparse(st):
+            extents = f.data_extents(st.st_size)
+            holes = holes_from_extents(extents, st.st_size)
+            bounded = True
+        else:
+            extents, holes, bounded = [(0, st.st_size)], [], False
+        carry = b""
+        end = 0
+        for idx, (off, length) in enumerate(extents):
+            pos, stop = off, off + length
+            open_ended = not bounded and idx == len(extents) - 1  # read on if the file grew
+            while pos < stop or open_ended:
+                want = SEGMENT if open_ended else min(SEGMENT, stop - pos)
+                buf = bytearray(len(carry) + want)
+                buf[: len(carry)] = carry
+                t0 = time.perf_counter()
+                n = f.read_at(memoryview(buf)[len(carry) :], pos)
+                self._stats.add(seconds_source_read=time.perf_counter() - t0, bytes_read=n)
+                pos += n
+                end = max(end, pos)
+                last_piece = n == 0 or (not open_ended and pos >= stop and idx == len(extents) - 1)
+                view = memoryview(buf)[: len(carry) + n]
+                carry = self._cut_and_submit(view, futures, final=last_piece)
+                if n == 0:
+                    break
+        if carry:
+            self._submit_chunk(memoryview(carry), futures)
+        self._stats.add(files_read=1)
+        return (end if not bounded else st.st_size), holes
+
+    def _cut_and_submit(self, view: memoryview, futures: list[Future[bytes]], final: bool) -> bytes:
+        if not view:
+            return b""
+        chunks = list(self._chunker.cut_buf(view))
+        keep = chunks if final else chunks[:-1]
+        for c in keep:
+            self._submit_chunk(c.data, futures)
+        if final:
+            return b""
+        return bytes(chunks[-1].data)
+
+    def _submit_chunk(self, piece: memoryview, futures: list[Future[bytes]]) -> None:
+        n = len(piece)
+        self._budget.acquire(n)
+
+        def run() -> bytes:
+            try:
+                return self._store_chunk(piece)
+            finally:
+                self._budget.release(n)
+
+        futures.append(self._pool.submit(run))
+
+    def is_small(self, st: os.stat_result) -> bool:
+        """Whether a file goes through the batched small-file path."""
+        return st.st_size <= SMALL_FILE_LIMIT
+
+    def close(self) -> None:
+        """Flush the pending batch and wait for all jobs."""
+        self.flush_batch()
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,110 @@
+"""Building ``Node``s from stat results, and storing/streaming tree blobs.
+
+The root tree of a restore point (or of a partition result) is a tree blob
+holding exactly one directory node named ``ROOT_NAME``: the share root, with
+its own metadata and the ids of the tree blobs of its entries. A directory of
+any size (even the share root with a million entries) is thereby reachable
+from one 32-byte id.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+
+from ferryman.engine.ports import RepositoryPort, WriterPort
+from ferryman.repository.blob import KIND_TREE
+from ferryman.repository.tree import MAX_NODES_PER_TREE, Node, encode_tree
+from ferryman.sources.metadata import group_name, user_name
+
+__all__ = [
+    "MAX_NODES_PER_TREE",
+    "ROOT_NAME",
+    "Node",
+    "iter_dir_nodes",
+    "load_root",
+    "node_from_stat",
+    "node_type",
+    "store_root",
+    "store_tree",
+]
+
+ROOT_NAME = b"root"
+
+
+class TreeLayoutError(Exception):
+    """A root tree does not have the expected single-root-directory layout."""
+
+
+def node_type(mode: int) -> str:
+    """The Node type for an ``st_mode``."""
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "chardev"
+    return "blockdev"
+
+
+def node_from_stat(name: bytes, st: os.stat_result) -> Node:
+    """A Node with the metadata of ``st`` (content, xattrs and link target filled later)."""
+    return Node(
+        name=name,
+        type=node_type(st.st_mode),
+        mode=st.st_mode,
+        uid=st.st_uid,
+        gid=st.st_gid,
+        user=user_name(st.st_uid),
+        group=group_name(st.st_gid),
+        mtime_ns=st.st_mtime_ns,
+        atime_ns=st.st_atime_ns,
+        ctime_ns=st.st_ctime_ns,
+        inode=st.st_ino,
+        dev=st.st_dev,
+        nlink=st.st_nlink,
+        size=st.st_size if stat.S_ISREG(st.st_mode) else 0,
+        rdev=st.st_rdev,
+    )
+
+
+def store_tree(repo: RepositoryPort, writer: WriterPort, nodes: list[Node]) -> bytes:
+    """Encode and add one tree blob (nodes already sorted); return its id."""
+    data = encode_tree(nodes)
+    blob_id = repo.blob_id(data)
+    writer.add_blob(KIND_TREE, blob_id, data)
+    return blob_id
+
+
+def store_root(repo: RepositoryPort, writer: WriterPort, root: Node) -> bytes:
+    """Store the single-node root tree blob for a share root directory node."""
+    root.name = ROOT_NAME
+    return store_tree(repo, writer, [root])
+
+
+def load_tree(repo: RepositoryPort, blob_id: bytes) -> list[Node]:
+    """Fetch and decode one tree blob."""
+    return repo.get_tree(blob_id)
+
+
+def load_root(repo: RepositoryPort, root_tree: bytes) -> Node:
+    """The share root directory node of a root tree."""
+    nodes = load_tree(repo, root_tree)
+    if len(nodes) != 1 or nodes[0].type != "dir":
+        raise TreeLayoutError(
+            f"root tree {root_tree.hex()[:16]} does not hold a single root directory"
+        )
+    return nodes[0]
+
+
+def iter_dir_nodes(repo: RepositoryPort, dir_node: Node) -> Iterator[Node]:
+    """Stream a directory's entries in name order, one tree blob at a time."""
+    for blob_id in dir_node.subtrees:
+        yield from load_tree(repo, blob_id)

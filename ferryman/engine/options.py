@@ -1,0 +1,98 @@
+"""Options and results of engine tasks (plain dataclasses the proxy fills and reports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ferryman.engine.stats import BackupStats, RestoreStats, Warning_
+
+OverwritePolicy = Literal["replace", "skip", "keep-both", "if-newer"]
+OVERWRITE_POLICIES: tuple[str, ...] = ("replace", "skip", "keep-both", "if-newer")
+
+
+class EngineError(Exception):
+    """Base class of engine errors; ``str()`` is a message fit for a user."""
+
+
+class BackupCancelled(EngineError):
+    """The task was cancelled; a checkpoint holds what was completed."""
+
+
+class InvalidOptions(EngineError):
+    """Options that cannot be honoured (unknown policy, bad path...)."""
+
+
+@dataclass(slots=True)
+class BackupOptions:
+    """What to back up and how.
+
+    ``share`` names the share (restore points are grouped by it). ``paths``:
+    the subtrees of this partition, relative to the source root (``b"a/b"``);
+    empty = the whole share. ``parent`` forces the restore point used for change
+    detection; by default the newest one of the same share (or a newer checkpoint
+    of the same share and partition) is used. ``partition`` names the partition
+    (checkpoints are per share and partition).
+    """
+
+    share: str
+    paths: list[bytes] = field(default_factory=list)
+    partition: str = ""
+    parent: str | None = None
+    use_parent: bool = True
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    one_file_system: bool = False
+    read_xattrs: bool = True
+    workers: int = 2
+    checkpoint_interval: float = 300.0
+    progress_interval: float = 0.5
+    save_restore_point: bool = True
+    tags: dict[str, str] = field(default_factory=dict)
+    max_inflight_bytes: int = 64 << 20
+
+
+@dataclass(slots=True)
+class BackupResult:
+    """What a backup task produced: the root tree, statistics and warnings."""
+
+    status: Literal["success", "warning"]
+    share: str
+    partition: str
+    paths: list[bytes]
+    root_tree: bytes
+    restore_point: str | None
+    parent: str | None
+    stats: BackupStats
+    warnings: list[Warning_]
+    warnings_dropped: int = 0
+    bottleneck: str = ""
+
+
+@dataclass(slots=True)
+class RestoreOptions:
+    """What to restore and how.
+
+    ``paths``: entries inside the restore point to restore (``b"dir/file"``); empty =
+    everything. With ``strip_paths`` the selected entries land directly in the target
+    (``dir/file`` -> ``target/file``); otherwise their full relative path is recreated.
+    """
+
+    paths: list[bytes] = field(default_factory=list)
+    overwrite: OverwritePolicy = "replace"
+    strip_paths: bool = False
+    restore_owner: bool | None = None  # None = when running as root
+    restore_xattrs: bool = True
+    verify: bool = True
+    workers: int = 2
+    progress_interval: float = 0.5
+
+
+@dataclass(slots=True)
+class RestoreResult:
+    """Outcome of a restore: status, statistics and per-path errors."""
+
+    status: Literal["success", "warning", "failed"]
+    stats: RestoreStats
+    errors: list[Warning_]
+    errors_dropped: int = 0

@@ -1,0 +1,280 @@
+"""Scanner: the depth-first walk of the source, in sorted name order, on the task's thread.
+
+For each entry it lstat()s, applies the partition selection and the masks,
+asks change detection whether a file must be read, hands files to the file
+saver and sends ordered events to the tree saver. The walk is iterative (an
+explicit stack, so depth is not limited by Python's recursion limit) and holds
+one open directory handle per level; it never follows a symlink.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass
+
+from ferryman.engine.change_detection import PreviousListing, unchanged
+from ferryman.engine.file_saver import FileSaver, PendingContent, describe_os_error
+from ferryman.engine.nodes import Node, node_from_stat
+from ferryman.engine.ports import RepositoryPort, WriterPort
+from ferryman.engine.selection import PathFilter, Selection
+from ferryman.engine.stats import StatsCollector
+from ferryman.engine.tree_saver import CheckpointNow, EnterDir, Entry, Event, LeaveDir, TreeSaver
+from ferryman.sources.base import SourceDir
+from ferryman.sources.metadata import split_acls
+
+EVENT_BATCH = 512
+
+
+class ScanCancelled(Exception):
+    """The cancel event was set; a checkpoint was requested before stopping."""
+
+
+@dataclass(slots=True)
+class _Frame:
+    dir: SourceDir | None
+    names: list[bytes]
+    index: int
+    rel: bytes
+    prev: list[PreviousListing]
+    selection: Selection | None
+
+
+@dataclass(slots=True)
+class _Hardlink:
+    path: bytes
+    pending: PendingContent | None
+    node: Node
+
+
+class Scanner:
+    """Walks a source and feeds the file saver and the tree saver."""
+
+    def __init__(
+        self,
+        repo: RepositoryPort,
+        writer: WriterPort,
+        saver: FileSaver,
+        trees: TreeSaver,
+        collector: StatsCollector,
+        path_filter: PathFilter,
+        *,
+        one_file_system: bool = False,
+        read_xattrs: bool = True,
+        checkpoint_interval: float = 300.0,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self._repo = repo
+        self._writer = writer
+        self._saver = saver
+        self._trees = trees
+        self._stats = collector
+        self._filter = path_filter
+        self._one_fs = one_file_system
+        self._xattrs = read_xattrs
+        self._interval = checkpoint_interval
+        self._cancel = cancel
+        self._events: list[Event] = []
+        self._hardlinks: dict[tuple[int, int], _Hardlink] = {}
+        self._root_dev = 0
+        self._last_checkpoint = time.monotonic()
+
+    # -- event plumbing ------------------------------------------------------------
+
+    def _emit(self, ev: Event) -> None:
+        self._events.append(ev)
+        if len(self._events) >= EVENT_BATCH:
+            self._flush_events()
+
+    def _flush_events(self) -> None:
+        if not self._events:
+            return
+        events, self._events = self._events, []
+        if not self._trees.put(events, block=False):
+            self._saver.flush_batch()  # the tree saver may be waiting on the open batch
+            self._trees.put(events)
+
+    def _maybe_checkpoint(self) -> None:
+        if self._cancel is not None and self._cancel.is_set():
+            self._emit(CheckpointNow())
+            self._saver.flush_batch()
+            self._flush_events()
+            raise ScanCancelled("backup cancelled")
+        now = time.monotonic()
+        if now - self._last_checkpoint >= self._interval:
+            self._last_checkpoint = now
+            self._saver.flush_batch()
+            self._emit(CheckpointNow())
+            self._flush_events()
+
+    # -- the walk --------------------------------------------------------------------
+
+    def run(self, root: SourceDir, selection: Selection | None, prev_roots: list[Node]) -> None:
+        """Walk from ``root``; emits the root EnterDir ... LeaveDir.
+
+        ``prev_roots``: root nodes of the trees used for change detection, most
+        authoritative first (a newer checkpoint, then the previous restore point).
+        """
+        t0 = time.perf_counter()
+        st = root.stat_self()
+        self._root_dev = st.st_dev
+        root_node = node_from_stat(b"root", st)
+        self._emit(EnterDir(root_node, b""))
+        stack = [self._frame(root, b"", prev_roots, selection)]
+        count = 0
+        try:
+            while stack:
+                frame = stack[-1]
+                if frame.index >= len(frame.names):
+                    stack.pop()
+                    if frame.dir is not None:
+                        frame.dir.release()
+                    self._emit(LeaveDir())
+                    continue
+                name = frame.names[frame.index]
+                frame.index += 1
+                count += 1
+                if count & 255 == 0:
+                    self._maybe_checkpoint()
+                child = self._entry(frame, name)
+                if child is not None:
+                    stack.append(child)
+        finally:
+            for frame in stack:
+                if frame.dir is not None:
+                    frame.dir.release()
+            self._saver.flush_batch()
+            self._flush_events()
+            self._stats.add(seconds_scan=time.perf_counter() - t0)
+
+    def _frame(
+        self, d: SourceDir | None, rel: bytes, prevs: list[Node], selection: Selection | None
+    ) -> _Frame:
+        names: list[bytes] = []
+        if d is not None:
+            try:
+                names = d.names()
+            except OSError as exc:
+                self._stats.warn(os.fsdecode(rel) or ".", f"cannot list: {describe_os_error(exc)}")
+            if selection is not None:
+                wanted = set(names)
+                for missing in sorted(n for n in selection if n not in wanted):
+                    path = os.fsdecode(rel + b"/" + missing if rel else missing)
+                    self._stats.warn(path, "selected path does not exist")
+                names = [n for n in names if n in selection]
+        listings = [PreviousListing(self._repo, p) for p in prevs]
+        self._stats.add(dirs_scanned=1)
+        return _Frame(d, names, 0, rel, listings, selection)
+
+    def _entry(self, frame: _Frame, name: bytes) -> _Frame | None:
+        rel = frame.rel + b"/" + name if frame.rel else name
+        if self._filter.active and self._filter.excluded(name, rel):
+            return None
+        d = frame.dir
+        assert d is not None
+        try:
+            st = d.lstat(name)
+        except OSError as exc:
+            self._stats.warn(os.fsdecode(rel), describe_os_error(exc))
+            return None
+        mode = st.st_mode
+        is_dir = stat.S_ISDIR(mode)
+        if not is_dir and self._filter.has_include and not self._filter.included(name, rel):
+            return None
+        prevs = [p for p in (lst.find(name) for lst in frame.prev) if p is not None]
+        node = node_from_stat(name, st)
+        if stat.S_ISREG(mode):
+            self._file(d, node, st, rel, prevs)
+        elif is_dir:
+            return self._dir(d, frame, node, st, rel, prevs)
+        else:
+            if stat.S_ISLNK(mode):
+                try:
+                    node.link_target = d.read_link(name)
+                except OSError as exc:
+                    self._stats.warn(os.fsdecode(rel), describe_os_error(exc))
+                    return None
+            self._read_xattrs(d, node, rel, None)
+            self._stats.add(files_scanned=1)
+            self._emit(Entry(node, rel))
+        return None
+
+    def _read_xattrs(self, d: SourceDir, node: Node, rel: bytes, prev: Node | None) -> None:
+        if not self._xattrs:
+            return
+        if prev is not None:  # unchanged ctime: xattrs and ACLs cannot have changed
+            node.xattrs, node.acl_access, node.acl_default = (
+                prev.xattrs,
+                prev.acl_access,
+                prev.acl_default,
+            )
+            return
+        try:
+            attrs = d.read_xattrs(node.name)
+        except OSError as exc:
+            self._stats.warn(os.fsdecode(rel), f"extended attributes: {describe_os_error(exc)}")
+            return
+        if attrs:
+            node.xattrs, access, default = split_acls(attrs)
+            node.acl_access = access or b""
+            node.acl_default = default or b""
+
+    def _file(
+        self, d: SourceDir, node: Node, st: os.stat_result, rel: bytes, prevs: list[Node]
+    ) -> None:
+        self._stats.add(files_scanned=1, bytes_scanned=st.st_size)
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1:
+            first = self._hardlinks.get(key)
+            if first is not None:
+                node.link_to = first.path
+                self._read_xattrs(d, node, rel, first.node)
+                if first.pending is None:
+                    node.content, node.holes = first.node.content, first.node.holes
+                self._emit(Entry(node, rel, first.pending))
+                return
+        prev = next((p for p in prevs if p.type == "file" and unchanged(p, st)), None)
+        if prev is not None and not all(map(self._writer.has_blob, prev.content)):
+            prev = None  # content gone (garbage-collected): read the file again
+        pending: PendingContent | None = None
+        if prev is not None:
+            node.content, node.holes = prev.content, prev.holes
+            self._stats.add(files_unchanged=1)
+            self._read_xattrs(d, node, rel, prev)
+        else:
+            self._read_xattrs(d, node, rel, None)
+            self._stats.current_path = os.fsdecode(rel)
+            if self._saver.is_small(st):
+                pending = self._saver.save_small(d, node.name, st)
+            else:
+                pending = self._saver.save_large(d, node.name, st)
+        if st.st_nlink > 1:
+            self._hardlinks[key] = _Hardlink(rel, pending, node)
+        self._emit(Entry(node, rel, pending))
+
+    def _dir(
+        self,
+        d: SourceDir,
+        frame: _Frame,
+        node: Node,
+        st: os.stat_result,
+        rel: bytes,
+        prevs: list[Node],
+    ) -> _Frame:
+        selection: Selection | None = None
+        if frame.selection is not None:
+            selection = frame.selection.get(node.name)
+        self._read_xattrs(d, node, rel, None)
+        self._emit(EnterDir(node, rel))
+        sub: SourceDir | None = None
+        if self._one_fs and st.st_dev != self._root_dev:
+            pass  # another filesystem: keep the mount point, not its content
+        else:
+            try:
+                sub = d.open_dir(node.name)
+            except OSError as exc:
+                self._stats.warn(os.fsdecode(rel), f"cannot open: {describe_os_error(exc)}")
+        prev_dirs = [p for p in prevs if p.type == "dir"]
+        return self._frame(sub, rel, prev_dirs, selection)

@@ -1,0 +1,1 @@
+"""Where data comes from: the Source protocol and its implementations."""

@@ -1,0 +1,151 @@
+"""The Source protocol: where backup data comes from and where restores write to.
+
+A source is walked one directory at a time through directory handles, so the
+engine never builds full paths (paths longer than PATH_MAX work) and never
+follows a symlink. Names are raw ``bytes`` exactly as the filesystem returns
+them (non-UTF-8 names and names with newlines round-trip unchanged).
+
+The restore side (``RestoreTarget``/``TargetDir``) mirrors it: every write is
+relative to an open directory handle with ``O_NOFOLLOW``, and names containing
+``/``, NUL, ``.`` or ``..`` are refused, so a hostile restore point can never
+make a restore write outside its target.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class SourceError(Exception):
+    """Base class of source errors; ``str()`` is a message fit for a user."""
+
+
+class SourceUnavailable(SourceError):
+    """The source root cannot be opened (missing, not a directory, no access)."""
+
+
+class UnsafeName(SourceError):
+    """A name that would escape its directory (``..``, ``/`` inside, NUL, empty)."""
+
+
+def check_name(name: bytes) -> bytes:
+    """Return ``name`` if it is a plain directory entry name, else raise ``UnsafeName``."""
+    if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
+        raise UnsafeName(f"unsafe entry name {name!r}: refused")
+    return name
+
+
+class SourceFile(Protocol):
+    """An open regular file of a source."""
+
+    def fstat(self) -> os.stat_result:
+        """Stat the open file (used to detect changes while reading)."""
+        ...
+
+    def read_at(self, buf: bytearray | memoryview, offset: int) -> int:
+        """Read into ``buf`` from ``offset``; return the number of bytes read (0 at EOF)."""
+        ...
+
+    def read_all(self, size_hint: int) -> bytes:
+        """Read the whole file (small files) in as few calls as possible."""
+        ...
+
+    def data_extents(self, size: int) -> list[tuple[int, int]]:
+        """``(offset, length)`` of the regions holding data; the rest are holes."""
+        ...
+
+    def close(self) -> None:
+        """Close the file."""
+        ...
+
+
+class SourceDir(Protocol):
+    """An open directory of a source; entries are addressed by name relative to it."""
+
+    def names(self) -> list[bytes]:
+        """Entry names (without ``.``/``..``), sorted bytewise."""
+        ...
+
+    def stat_self(self) -> os.stat_result:
+        """Stat of the directory itself."""
+        ...
+
+    def lstat(self, name: bytes) -> os.stat_result:
+        """Stat an entry without following symlinks."""
+        ...
+
+    def open_dir(self, name: bytes) -> SourceDir:
+        """Open a subdirectory (never through a symlink)."""
+        ...
+
+    def open_file(self, name: bytes) -> SourceFile:
+        """Open a regular file for reading (never through a symlink, never blocking)."""
+        ...
+
+    def read_link(self, name: bytes) -> bytes:
+        """Target of a symlink, as raw bytes."""
+        ...
+
+    def read_xattrs(self, name: bytes) -> dict[bytes, bytes]:
+        """Extended attributes of an entry (including the POSIX ACL attributes)."""
+        ...
+
+    def retain(self) -> SourceDir:
+        """Take one more reference (the handle closes when the last one is released)."""
+        ...
+
+    def release(self) -> None:
+        """Drop one reference; the directory is closed when none is left."""
+        ...
+
+
+class Source(Protocol):
+    """A tree that can be backed up: a local or mounted path, later SMB or S3."""
+
+    description: str
+
+    def open_root(self) -> SourceDir:
+        """Open the root directory of the source; raises ``SourceUnavailable``."""
+        ...
+
+    def snapshot(self) -> Iterator[Source]:
+        """Yield a consistent read-only view (the source itself when none is available)."""
+        ...
+
+
+class TargetDir(Protocol):
+    """An open directory of a restore target."""
+
+    fd: int
+
+    def lstat(self, name: bytes) -> os.stat_result | None:
+        """Stat an entry without following symlinks; None if it does not exist."""
+        ...
+
+    def make_dir(self, name: bytes, mode: int) -> TargetDir:
+        """Create (or reuse an existing real directory) and open it without following links."""
+        ...
+
+    def create_file(self, name: bytes, mode: int) -> int:
+        """Create or truncate a regular file and return a writable fd."""
+        ...
+
+    def remove(self, name: bytes) -> None:
+        """Remove an entry (a directory recursively)."""
+        ...
+
+    def close(self) -> None:
+        """Close the directory handle."""
+        ...
+
+
+class RestoreTarget(Protocol):
+    """Where a restore writes: a local or mounted path."""
+
+    description: str
+
+    def open_root(self) -> TargetDir:
+        """Open (creating if needed) the target root directory."""
+        ...
