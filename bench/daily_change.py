@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def _listing(share: Path) -> tuple[list[str], list[str]]:
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
-            if os.path.stat.S_ISREG(st.st_mode) and st.st_size < SMALL_FILE_LIMIT:
+            if stat.S_ISREG(st.st_mode) and st.st_size < SMALL_FILE_LIMIT:
                 files.append(os.path.normpath(os.path.join(rel_dir, name)))
     return files, dirs
 

@@ -49,7 +49,10 @@ def run_extra_sections(console: Console, bench_dir: Path) -> dict[str, dict[str,
                 )
                 output, code = proc.stdout + proc.stderr, proc.returncode
             except subprocess.TimeoutExpired as exc:
-                output, code = f"timed out after {TIMEOUT} s\n{exc.stdout or ''}", -1
+                partial = (
+                    exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+                )
+                output, code = f"timed out after {TIMEOUT} s\n{partial}", -1
             console.print(output.rstrip(), markup=False, highlight=False)
             found[module] = {"returncode": code, "output": output}
     return found

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -89,9 +90,9 @@ class TreeStats:
                     stats.dirs -= 1
             for name in filenames:
                 st = os.lstat(os.path.join(dirpath, name))
-                if os.path.stat.S_ISLNK(st.st_mode):
+                if stat.S_ISLNK(st.st_mode):
                     stats.symlinks += 1
-                elif os.path.stat.S_ISREG(st.st_mode):
+                elif stat.S_ISREG(st.st_mode):
                     stats.files += 1
                     stats.bytes += st.st_size
         return stats
@@ -162,10 +163,10 @@ def _select(spec: WorkloadSpec) -> tuple[set[str], KeepFractions, int, int]:
             rel_dir = os.path.relpath(dirpath, source)
             for name in names:
                 st = os.lstat(os.path.join(dirpath, name))
-                if not (os.path.stat.S_ISREG(st.st_mode) or os.path.stat.S_ISLNK(st.st_mode)):
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                     continue  # sockets, FIFOs, devices: not part of the workload
                 key = os.path.normpath(os.path.join(folder, rel_dir, name))
-                size = st.st_size if os.path.stat.S_ISREG(st.st_mode) else 0
+                size = st.st_size if stat.S_ISREG(st.st_mode) else 0
                 entry = (_stable_fraction(key, spec.seed), key, size)
                 (large if size >= SMALL_FILE else small).append(entry)
     total_bytes = sum(e[2] for e in small) + sum(e[2] for e in large)
