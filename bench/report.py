@@ -22,7 +22,8 @@ def _step_table(step: str, results: list[StepResult], labels: dict[str, str]) ->
     for r in results:
         if r.step != step:
             continue
-        status = "ok" if r.ok else f"FAILED: {r.error.splitlines()[0][:70]}"
+        lines = [line.strip() for line in r.error.splitlines() if line.strip()]
+        status = "ok" if r.ok else f"FAILED: {(lines[-1] if lines else '?')[:90]}"
         if r.note:
             status += f" ({r.note})"
         table.add_row(
@@ -66,6 +67,9 @@ def print_report(
     for step in STEPS:
         console.print()
         console.print(_step_table(step, results, labels))
+    for tool, label in labels.items():
+        if label.endswith("*"):
+            console.print(f"* {tool}: engine-direct (not through server): data path only")
     if comparisons:
         console.print()
         console.print(_ratio_table(comparisons))

@@ -90,17 +90,20 @@ def compare(results: list[StepResult], peers: list[str]) -> list[Comparison]:
     return out
 
 
-def ferryman_memory_check(results: list[StepResult]) -> Comparison | None:
-    """Peak RSS of server + embedded proxy over the backups, against the proxy limit.
+def ferryman_memory_check(
+    results: list[StepResult], what: str = "server + proxy"
+) -> Comparison | None:
+    """Peak RSS of Ferryman's processes over the backups, against the proxy limit.
 
-    The tree includes the server, so this is an upper bound of the proxy's own peak.
+    Through the CLI the tree includes the server, so this is an upper bound of
+    the proxy's own peak.
     """
     peaks = [r.peak_rss_bytes for r in results if r.tool == "ferryman" and r.step != RESTORE]
     if not peaks:
         return None
     peak = max(peaks)
     return Comparison(
-        "peak memory, server + proxy (MB)",
+        f"peak memory, {what} (MB)",
         "-",
         peak / 1e6,
         "MB (upper bound of the proxy's own)",
