@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from rich.console import Console
 
@@ -30,6 +31,7 @@ from bench.sections import run_extra_sections
 from bench.targets import DAILY, FIRST, RESTORE, UNCHANGED, compare, ferryman_memory_check
 from bench.tools.base import BackupTool
 from bench.tools.borg import Borg
+from bench.tools.ferryman_choice import ferryman_candidates
 from bench.tools.restic import Restic
 from bench.tree_compare import compare_trees
 from bench.workload import (
@@ -45,15 +47,14 @@ BENCH_DIR = Path(__file__).resolve().parent
 ALL_TOOLS = ("ferryman", "restic", "borg")
 
 
-def make_tool(name: str, ferryman_driver: str) -> BackupTool:
+def make_tools(name: str, ferryman_driver: str) -> list[BackupTool]:
+    """The drivers to try for one tool, in order (the first whose setup works runs)."""
     if name == "restic":
-        return Restic()
+        return [Restic()]
     if name == "borg":
-        return Borg()
+        return [Borg()]
     if name == "ferryman":
-        from bench.tools.ferryman_choice import ferryman_tool
-
-        return ferryman_tool(ferryman_driver)
+        return ferryman_candidates(ferryman_driver)
     raise SystemExit(f"unknown tool {name!r}; choose from {', '.join(ALL_TOOLS)}")
 
 
@@ -164,10 +165,19 @@ def main(argv: list[str] | None = None) -> int:
     tools_info: dict[str, dict[str, object]] = {}
     run_dir = args.workdir / "runs"
     for name in names:
-        tool = make_tool(name, args.ferryman_driver)
-        tool_results, info = run_tool(tool, workload, run_dir, console, args.keep)
-        results += tool_results
-        tools_info[name] = info
+        earlier: list[str] = []
+        candidates = make_tools(name, args.ferryman_driver)
+        for i, tool in enumerate(candidates):
+            tool_results, info = run_tool(tool, workload, run_dir, console, args.keep)
+            if "setup_error" in info and i < len(candidates) - 1:
+                earlier.append(f"{info['description']}: {info['setup_error']}")
+                console.print("  trying the next driver", markup=False)
+                continue
+            if earlier:
+                info["earlier_drivers_failed"] = earlier
+            results += tool_results
+            tools_info[name] = info
+            break
 
     peers = [n for n in names if n != "ferryman"]
     comparisons = compare(results, peers) if "ferryman" in names else []
@@ -181,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name, info in tools_info.items():
         header.append(f"{name}: {info['description']}")
+        not_used = cast(list[str], info.get("earlier_drivers_failed", []))
+        header += [f"  (not used: {e.splitlines()[0]})" for e in not_used]
     console.print()
     print_report(console, results, comparisons, labels, header)
 

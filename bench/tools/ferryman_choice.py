@@ -3,24 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 
 from bench.tools.base import BackupTool
-from bench.tools.ferryman import FerrymanCli, ferryman_command
-
-
-def cli_ready() -> bool:
-    """True when ``ferryman`` has the server, job and restore commands."""
-    for args in (["server", "run", "--help"], ["job", "run", "--help"], ["restore", "--help"]):
-        try:
-            proc = subprocess.run(
-                [*ferryman_command(), *args], capture_output=True, timeout=60, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        if proc.returncode != 0:
-            return False
-    return True
+from bench.tools.ferryman import FerrymanCli
 
 
 def engine_ready() -> bool:
@@ -30,10 +15,16 @@ def engine_ready() -> bool:
         return False
 
 
-def ferryman_tool(driver: str) -> BackupTool:
-    """``cli``, ``engine``, or ``auto`` (the CLI when it is there, else the engine)."""
-    if driver == "engine" or (driver == "auto" and not cli_ready() and engine_ready()):
-        from bench.tools.ferryman_engine import FerrymanEngineDirect
+def ferryman_candidates(driver: str) -> list[BackupTool]:
+    """Drivers to try in order: ``cli``, ``engine``, or ``auto`` (the CLI, then the engine).
 
-        return FerrymanEngineDirect()
-    return FerrymanCli()
+    With ``auto`` the engine-direct driver is used only when the CLI path cannot
+    even be set up (server not there yet); the report says so.
+    """
+    from bench.tools.ferryman_engine import FerrymanEngineDirect
+
+    if driver == "cli":
+        return [FerrymanCli()]
+    if driver == "engine":
+        return [FerrymanEngineDirect()]
+    return [FerrymanCli(), *([FerrymanEngineDirect()] if engine_ready() else [])]
