@@ -146,12 +146,32 @@ class LocalSource:
 
 
 class LocalTargetDir:
-    """An open directory of a restore target; all writes are relative to it."""
+    """An open directory of a restore target; all writes are relative to it.
 
-    __slots__ = ("fd",)
+    Reference counted (``retain``/``release``) so queued restore jobs can keep
+    using it after the walk has moved on.
+    """
+
+    __slots__ = ("_lock", "_refs", "fd")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self._refs = 1
+        self._lock = threading.Lock()
+
+    def retain(self) -> LocalTargetDir:
+        """One more reference."""
+        with self._lock:
+            self._refs += 1
+        return self
+
+    def release(self) -> None:
+        """Drop a reference; close at zero."""
+        with self._lock:
+            self._refs -= 1
+            last = self._refs == 0
+        if last:
+            os.close(self.fd)
 
     def lstat(self, name: bytes) -> os.stat_result | None:
         """lstat or None when missing."""
@@ -215,8 +235,8 @@ class LocalTargetDir:
         os.rename(old, new, src_dir_fd=self.fd, dst_dir_fd=self.fd)
 
     def close(self) -> None:
-        """Close the handle."""
-        os.close(self.fd)
+        """Release the caller's reference."""
+        self.release()
 
 
 class LocalRestoreTarget:

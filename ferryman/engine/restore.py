@@ -1,0 +1,400 @@
+"""run_restore: a whole restore point, a subtree or selected paths, to any target.
+
+The tree is walked depth-first on the caller's thread (streaming, one tree blob
+per level in memory); directories, symlinks, special files and hardlinks are
+created there, file contents are written by a pool of workers (small files in
+batches, one job per file otherwise). Directory metadata is applied last,
+children before parents, so writing content does not disturb directory
+timestamps.
+
+Safety against hostile restore points: every name is checked (no ``/``, NUL,
+``.``, ``..``, empty), entries of a directory must come in strictly increasing
+order (a duplicate name in a second tree blob is refused), and every create or
+open is relative to an open directory fd with ``O_NOFOLLOW``: nothing is ever
+written outside the target.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ferryman.engine.browse import find_node, split_path
+from ferryman.engine.file_saver import ByteBudget
+from ferryman.engine.nodes import Node, iter_dir_nodes, load_root
+from ferryman.engine.options import (
+    OVERWRITE_POLICIES,
+    EngineError,
+    InvalidOptions,
+    RestoreOptions,
+    RestoreResult,
+)
+from ferryman.engine.progress import ProgressCallback, ProgressTicker
+from ferryman.engine.restore_files import (
+    apply_fd_metadata,
+    apply_name_metadata,
+    describe_restore_error,
+    open_for_write,
+    write_content,
+)
+from ferryman.engine.stats import RestoreStats, StatsCollector
+from ferryman.repository import Repository, RepositoryError
+from ferryman.sources.base import SourceError, UnsafeName, check_name
+from ferryman.sources.local import LocalRestoreTarget, LocalTargetDir
+
+BATCH_FILES = 128
+BATCH_BYTES = 8 << 20
+
+
+class RestoreFailed(Exception):
+    """The restore could not start (unknown point, unusable target, corrupt root)."""
+
+
+@dataclass(slots=True)
+class _Frame:
+    dir: LocalTargetDir
+    entries: Iterator[Node]
+    share_rel: bytes
+    target_rel: bytes
+    node: Node | None
+    last: bytes | None = None
+
+
+@dataclass(slots=True)
+class _FileJob:
+    dir: LocalTargetDir
+    name: bytes
+    node: Node
+    path: str
+
+
+class Restorer:
+    """One restore task's state."""
+
+    def __init__(self, repo: Repository, root: LocalTargetDir, options: RestoreOptions) -> None:
+        self.repo = repo
+        self.root = root
+        self.options = options
+        self.owner = os.geteuid() == 0 if options.restore_owner is None else options.restore_owner
+        self.collector = StatsCollector()
+        self.stats = RestoreStats()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="restore")
+        self._budget = ByteBudget(64 << 20)
+        self._futures: list[Future[None]] = []
+        self._batch: list[_FileJob] = []
+        self._batch_bytes = 0
+        self._dirs_done: list[tuple[bytes, Node]] = []
+        self._links: dict[bytes, bytes] = {}
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def error(self, path: str, reason: str) -> None:
+        """Record a per-path problem."""
+        with self._lock:
+            self.stats.errors += 1
+        self.collector.warn(path, reason)
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            for k, v in deltas.items():
+                setattr(self.stats, k, getattr(self.stats, k) + v)
+
+    # -- the walk ----------------------------------------------------------------------
+
+    def restore_entries(
+        self, tdir: LocalTargetDir, entries: Iterator[Node], share_rel: bytes, target_rel: bytes
+    ) -> None:
+        """Restore ``entries`` (and everything below them) into ``tdir``."""
+        stack = [_Frame(tdir.retain(), entries, share_rel, target_rel, None)]
+        while stack:
+            frame = stack[-1]
+            try:
+                node = next(frame.entries, None)
+            except (RepositoryError, ValueError) as exc:
+                self.error(_show(frame.share_rel), f"directory listing unreadable: {exc}")
+                node = None
+            if node is None:
+                stack.pop()
+                if frame.node is not None:
+                    self._dirs_done.append((frame.target_rel, frame.node))
+                frame.dir.release()
+                continue
+            child = self._entry(frame, node)
+            if child is not None:
+                stack.append(child)
+
+    def _entry(self, frame: _Frame, node: Node) -> _Frame | None:
+        share_path = _join(frame.share_rel, node.name)
+        shown = _show(share_path)
+        try:
+            check_name(node.name)
+        except UnsafeName as exc:
+            self.error(shown, str(exc))
+            return None
+        if frame.last is not None and node.name <= frame.last:
+            self.error(shown, "refused: duplicate or unsorted entry in the restore point")
+            return None
+        frame.last = node.name
+        name = self._resolve_existing(frame.dir, node, shown)
+        if name is None:
+            return None
+        target_path = _join(frame.target_rel, name)
+        try:
+            if node.type == "dir":
+                sub = frame.dir.make_dir(name, stat.S_IMODE(node.mode))
+                self._count(dirs_restored=1)
+                return _Frame(sub, iter_dir_nodes(self.repo, node), share_path, target_path, node)
+            if node.type == "file":
+                self._file(frame.dir, name, node, share_path, target_path, shown)
+            elif node.type == "symlink":
+                frame.dir.symlink(name, node.link_target)
+                self._name_metadata(frame.dir, name, node, shown)
+            else:
+                frame.dir.mknod(name, node.mode, node.rdev)
+                self._name_metadata(frame.dir, name, node, shown)
+        except OSError as exc:
+            self.error(shown, describe_restore_error(exc))
+        except SourceError as exc:
+            self.error(shown, str(exc))
+        return None
+
+    def _resolve_existing(self, tdir: LocalTargetDir, node: Node, shown: str) -> bytes | None:
+        """Apply the overwrite policy; the name to create, or None to skip."""
+        try:
+            existing = tdir.lstat(node.name)
+        except OSError as exc:
+            self.error(shown, describe_restore_error(exc))
+            return None
+        if existing is None:
+            return node.name
+        if node.type == "dir" and stat.S_ISDIR(existing.st_mode):
+            return node.name  # merge into the existing directory
+        policy = self.options.overwrite
+        if policy == "skip" or (policy == "if-newer" and node.mtime_ns <= existing.st_mtime_ns):
+            self._count(files_skipped=1)
+            return None
+        if policy == "keep-both":
+            for i in range(1, 10_000):
+                candidate = node.name + b".restored" + (b"" if i == 1 else b"-%d" % i)
+                if len(candidate) <= 255 and tdir.lstat(candidate) is None:
+                    return candidate
+            self.error(shown, "no free name for keep-both")
+            return None
+        try:
+            tdir.remove(node.name)
+        except OSError as exc:
+            self.error(shown, f"cannot replace: {describe_restore_error(exc)}")
+            return None
+        return node.name
+
+    def _name_metadata(self, tdir: LocalTargetDir, name: bytes, node: Node, shown: str) -> None:
+        problems = apply_name_metadata(tdir.fd, name, node, self.owner, self.options.restore_xattrs)
+        for p in problems:
+            self.error(shown, p)
+        self._count(files_restored=1)
+
+    def _file(
+        self,
+        tdir: LocalTargetDir,
+        name: bytes,
+        node: Node,
+        share_path: bytes,
+        target_path: bytes,
+        shown: str,
+    ) -> None:
+        if node.link_to is not None:
+            first = self._links.get(node.link_to)
+            if first is not None:
+                try:
+                    os.link(first, name, src_dir_fd=self.root.fd, dst_dir_fd=tdir.fd,
+                            follow_symlinks=False)  # fmt: skip
+                    self._count(links_restored=1)
+                    return
+                except OSError:
+                    pass  # fall through: restore the content as its own file
+        if node.nlink > 1:
+            # create now so later hardlinks can point to it before its content is written
+            os.close(open_for_write(tdir.fd, name, node.mode))
+            self._links[share_path] = target_path
+        self._batch.append(_FileJob(tdir.retain(), name, node, shown))
+        self._batch_bytes += node.size
+        if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+            self.flush_batch()
+
+    def flush_batch(self) -> None:
+        """Submit the pending file jobs."""
+        if not self._batch:
+            return
+        batch, nbytes = self._batch, min(self._batch_bytes, 64 << 20)
+        self._batch, self._batch_bytes = [], 0
+        self._budget.acquire(nbytes)
+
+        def run() -> None:
+            try:
+                for job in batch:
+                    self._write(job)
+            finally:
+                self._budget.release(nbytes)
+
+        self._futures.append(self._pool.submit(run))
+        if len(self._futures) > 256:
+            self._futures = [f for f in self._futures if not f.done()]
+
+    def _write(self, job: _FileJob) -> None:
+        try:
+            fd = open_for_write(job.dir.fd, job.name, job.node.mode)
+            try:
+                written = write_content(self.repo, fd, job.node, self.options.verify)
+                problems = apply_fd_metadata(fd, job.node, self.owner, self.options.restore_xattrs)
+            finally:
+                os.close(fd)
+            for p in problems:
+                self.error(job.path, p)
+            self._count(files_restored=1, bytes_restored=written)
+            self.collector.add(files_read=1, bytes_read=written)
+        except OSError as exc:
+            self.error(job.path, describe_restore_error(exc))
+        except RepositoryError as exc:
+            self.error(job.path, f"content unreadable: {exc}")
+        finally:
+            job.dir.release()
+
+    def finish(self) -> None:
+        """Wait for the workers, then apply directory metadata children-first."""
+        self.flush_batch()
+        self._pool.shutdown(wait=True)
+        for fut in self._futures:
+            fut.result()
+        for target_rel, node in self._dirs_done:
+            self._dir_metadata(target_rel, node)
+
+    def _dir_metadata(self, target_rel: bytes, node: Node) -> None:
+        fds: list[int] = []
+        try:
+            fd = self.root.fd
+            for part in split_path(target_rel):
+                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(part, flags, dir_fd=fd)
+                fds.append(fd)
+            for p in apply_fd_metadata(fd, node, self.owner, self.options.restore_xattrs):
+                self.error(_show(target_rel) or ".", p)
+        except OSError as exc:
+            self.error(_show(target_rel) or ".", describe_restore_error(exc))
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def mark_dir(self, target_rel: bytes, node: Node) -> None:
+        """Apply ``node``'s metadata to an already-created directory at the end."""
+        self._dirs_done.append((target_rel, node))
+
+
+def _join(base: bytes, name: bytes) -> bytes:
+    return base + b"/" + name if base else name
+
+
+def _show(path: bytes) -> str:
+    return os.fsdecode(path)
+
+
+def run_restore(
+    repo: Repository,
+    point_id: str,
+    target: str | bytes | os.PathLike[str] | LocalRestoreTarget,
+    options: RestoreOptions | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> RestoreResult:
+    """Restore a restore point (or ``options.paths`` of it) into ``target``.
+
+    Per-path problems (permission denied, disk full, hostile names) are reported
+    in the result (status ``warning``); ``RestoreFailed`` is raised only when
+    nothing can be restored (unknown point, unusable target, unreadable root).
+    ``cancel`` stops the walk; what was written stays.
+    """
+    options = options or RestoreOptions()
+    if options.overwrite not in OVERWRITE_POLICIES:
+        raise InvalidOptions(f"unknown overwrite policy {options.overwrite!r}")
+    if not isinstance(target, LocalRestoreTarget):
+        target = LocalRestoreTarget(target)
+    try:
+        point = repo.load_restore_point(point_id)
+        root = load_root(repo, point.root)
+    except (RepositoryError, ValueError) as exc:
+        raise RestoreFailed(f"restore point {point_id}: {exc}") from exc
+    try:
+        root_dir = target.open_root()
+    except SourceError as exc:
+        raise RestoreFailed(str(exc)) from exc
+    restorer = Restorer(repo, root_dir, options)
+    started = time.monotonic()
+    try:
+        with ProgressTicker(restorer.collector, progress, options.progress_interval, "restore"):
+            _restore_selection(restorer, root, options, cancel)
+            restorer.finish()
+    finally:
+        root_dir.release()
+    stats = restorer.stats
+    stats.seconds_total = time.monotonic() - started
+    errors = list(restorer.collector.warnings)
+    return RestoreResult(
+        status="warning" if stats.errors else "success",
+        stats=stats,
+        errors=errors,
+        errors_dropped=restorer.collector.warnings_dropped,
+    )
+
+
+def _cancellable(entries: Iterator[Node], cancel: threading.Event | None) -> Iterator[Node]:
+    for node in entries:
+        if cancel is not None and cancel.is_set():
+            return
+        yield node
+
+
+def _restore_selection(
+    restorer: Restorer, root: Node, options: RestoreOptions, cancel: threading.Event | None
+) -> None:
+    repo = restorer.repo
+    if not options.paths:
+        restorer.restore_entries(
+            restorer.root, _cancellable(iter_dir_nodes(repo, root), cancel), b"", b""
+        )
+        restorer.mark_dir(b"", root)
+        return
+    for raw in options.paths:
+        try:
+            parts = split_path(raw)
+            chain = find_node(repo, root, parts)
+        except (RepositoryError, EngineError, ValueError) as exc:  # reported per path
+            restorer.error(os.fsdecode(raw), str(exc))
+            continue
+        if not chain:
+            restorer.restore_entries(
+                restorer.root, _cancellable(iter_dir_nodes(repo, root), cancel), b"", b""
+            )
+            continue
+        tdir = restorer.root.retain()
+        target_rel = b""
+        try:
+            if not options.strip_paths:
+                for parent in chain[:-1]:
+                    check_name(parent.name)
+                    sub = tdir.make_dir(parent.name, stat.S_IMODE(parent.mode) | stat.S_IRWXU)
+                    tdir.release()
+                    tdir = sub
+                    target_rel = _join(target_rel, parent.name)
+                    restorer.mark_dir(target_rel, parent)
+            share_rel = b"/".join(parts[:-1])
+            entries = _cancellable(iter([chain[-1]]), cancel)
+            restorer.restore_entries(tdir, entries, share_rel, target_rel)
+        except (OSError, SourceError) as exc:
+            restorer.error(os.fsdecode(raw), str(exc))
+        finally:
+            tdir.release()
