@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ferryman.repository import blob, compression, envelope
+from ferryman.repository.backend.base import Backend
 from ferryman.repository.errors import CorruptObject
 
 INDEX_PREFIX = "index/"
@@ -98,6 +99,13 @@ def decode_segment(data: bytes, name: str) -> tuple[list[bytes], Iterator[IndexE
 def seal_segment(encryption_key: bytes, entries: Iterable[IndexEntry]) -> bytes:
     """Encoded and encrypted segment object."""
     return envelope.seal_object(encryption_key, envelope.KIND_INDEX, encode_segment(entries))
+
+
+def put_segment(backend: Backend, encryption_key: bytes, entries: Iterable[IndexEntry]) -> str:
+    """Upload a new segment holding ``entries``; returns its object name."""
+    name = new_segment_name()
+    backend.put(name, seal_segment(encryption_key, entries))
+    return name
 
 
 def open_segment(

@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     id BLOB PRIMARY KEY, pack BLOB NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
     raw_length INTEGER NOT NULL, compression INTEGER NOT NULL, kind INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
 CREATE TABLE IF NOT EXISTS segments (name TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 # Page cache per connection, in KiB (negative = KiB for SQLite): small on purpose.
@@ -124,6 +125,21 @@ class IndexCache:
         """Number of blobs known."""
         with self._lock:
             return int(self._conn.execute("SELECT count(*) FROM blobs").fetchone()[0])
+
+    def entries_in_pack(self, pack_id: bytes) -> list[IndexEntry]:
+        """The entries whose indexed location is ``pack_id``."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, pack, offset, length, raw_length, compression, kind FROM blobs "
+                "WHERE pack=?",
+                (pack_id,),
+            ).fetchall()
+        return [IndexEntry(*row) for row in rows]
+
+    def packs(self) -> set[bytes]:
+        """Every pack id the index refers to."""
+        with self._lock:
+            return {row[0] for row in self._conn.execute("SELECT DISTINCT pack FROM blobs")}
 
     def iter_entries(self) -> Iterator[IndexEntry]:
         """Every entry, in blob-id order (reads in batches; memory stays bounded)."""

@@ -46,13 +46,11 @@ def rebuild_index(repo: Repository) -> int:
                 IndexEntry(e.blob_id, pid, e.offset, e.length, e.raw_length, e.compression, e.kind)
             )
         if len(batch) >= index.MAX_ENTRIES_PER_SEGMENT:
-            repo.backend.put(
-                index.new_segment_name(), index.seal_segment(repo.keys.encryption, batch)
-            )
+            index.put_segment(repo.backend, repo.keys.encryption, batch)
             total += len(batch)
             batch = []
     if batch:
-        repo.backend.put(index.new_segment_name(), index.seal_segment(repo.keys.encryption, batch))
+        index.put_segment(repo.backend, repo.keys.encryption, batch)
         total += len(batch)
     for name in old_segments:
         repo.backend.delete(name)

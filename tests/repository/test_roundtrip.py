@@ -1,0 +1,192 @@
+"""Blobs, trees and restore points round-trip; dedup; compression decisions; caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ferryman.repository import (
+    KIND_DATA,
+    KIND_TREE,
+    BlobNotFound,
+    Node,
+    Repository,
+    decode_tree,
+    encode_tree,
+    open_backend,
+    split_tree,
+)
+from ferryman.repository.compression import COMPRESSION_NONE, COMPRESSION_ZSTD
+
+from .conftest import PASSPHRASE
+from .snapshots import make_files, read_files, store_files
+
+
+def test_blob_round_trip_and_dedup(repo: Repository) -> None:
+    data = b"some file content " * 1000
+    bid = repo.blob_id(data)
+    assert len(bid) == 32
+    with repo.open_writer("t") as w:
+        assert w.add_blob(KIND_DATA, bid, data) is True
+        assert w.add_blob(KIND_DATA, bid, data) is False  # same session
+    assert repo.has_blob(bid)
+    assert repo.get_blob(bid) == data
+    with repo.open_writer("t2") as w:
+        assert w.add_blob(KIND_DATA, bid, data) is False  # already in the index
+        assert w.has_blob(bid)
+    with pytest.raises(BlobNotFound):
+        repo.get_blob(b"\1" * 32)
+
+
+def test_blob_ids_are_keyed(repo: Repository, tmp_path: Path) -> None:
+    other = Repository.init(
+        open_backend(str(tmp_path / "other")), PASSPHRASE, scrypt_n=1024, cache_dir=tmp_path / "c"
+    )
+    assert other.blob_id(b"x") != repo.blob_id(b"x")
+    assert other.keys.chunker_seed != repo.keys.chunker_seed
+    other.close()
+
+
+def test_keyed_chunker_cuts_differently_per_repository(repo: Repository, tmp_path: Path) -> None:
+    other = Repository.init(
+        open_backend(str(tmp_path / "other")),
+        PASSPHRASE,
+        scrypt_n=1024,
+        chunker=repo.config.chunker,
+        cache_dir=tmp_path / "c",
+    )
+    data = os.urandom(1 << 20)
+    cuts_a = [c.offset for c in repo.chunker().cut_buf(data)]
+    cuts_b = [c.offset for c in other.chunker().cut_buf(data)]
+    assert cuts_a != cuts_b
+    other.close()
+
+
+def test_compression_is_skipped_for_random_data(repo: Repository) -> None:
+    text = b"compressible text, repeated. " * 2000
+    noise = os.urandom(60000)
+    with repo.open_writer("t") as w:
+        w.add_blob(KIND_DATA, repo.blob_id(text), text)
+        w.add_blob(KIND_DATA, repo.blob_id(noise), noise)
+    text_entry = repo.lookup(repo.blob_id(text))
+    noise_entry = repo.lookup(repo.blob_id(noise))
+    assert text_entry is not None and noise_entry is not None
+    assert text_entry.compression == COMPRESSION_ZSTD and text_entry.length < len(text) / 10
+    assert noise_entry.compression == COMPRESSION_NONE
+    assert repo.get_blob(repo.blob_id(noise)) == noise
+
+
+def test_trees_keep_every_node_field_and_non_utf8_names() -> None:
+    node = Node(
+        name=b"caf\xe9\n\xff",
+        type="file",
+        mode=0o100600,
+        uid=1000,
+        gid=100,
+        user="alice",
+        group="users",
+        mtime_ns=1_700_000_000_123_456_789,
+        atime_ns=1,
+        ctime_ns=2,
+        inode=42,
+        dev=2049,
+        nlink=2,
+        size=10,
+        content=[b"\1" * 32, b"\2" * 32],
+        holes=[(0, 4096), (8192, 4096)],
+        rdev=0,
+        xattrs={b"user.k\xff": b"\0v"},
+        acl_access=b"\x02\x00",
+        acl_default=b"",
+        link_to=b"other/f\xff",
+        extra={"smb": {"attributes": 32}},
+    )
+    link = Node(name=b"l", type="symlink", link_target=b"/target/\xfe")
+    dev = Node(name=b"dev", type="chardev", rdev=259)
+    decoded = decode_tree(encode_tree([node, link, dev]))
+    assert decoded == sorted([node, link, dev], key=lambda n: n.name)
+
+
+def test_large_directories_span_tree_blobs() -> None:
+    nodes = [Node(name=f"f{i:05d}".encode(), type="file") for i in range(10_000)]
+    blobs = list(split_tree(nodes))
+    assert len(blobs) == 3
+    assert [n.name for b in blobs for n in decode_tree(b)] == [n.name for n in nodes]
+
+
+def test_snapshot_round_trip_with_subtrees(repo: Repository, repo_url: str) -> None:
+    files = make_files(7, count=40)
+    with repo.open_writer("t", pack_size=32 << 10) as w:
+        root = store_files(repo, w, files, max_nodes=3)
+        point = w.save_restore_point(share="share1", root=root, job="j", stats={"files": 40})
+    with Repository.open(open_backend(repo_url), PASSPHRASE) as fresh:
+        (listed,) = fresh.list_restore_points()
+        assert listed == point
+        assert read_files(fresh, listed.root) == files
+
+
+def test_restore_points_checkpoints_and_delete(repo: Repository) -> None:
+    with repo.open_writer("t") as w:
+        root = store_files(repo, w, make_files(1))
+        cp = w.save_restore_point(share="s", root=root, checkpoint=True)
+        final = w.save_restore_point(share="s", root=root, parent=None, session="sess")
+    assert [p.id for p in repo.list_restore_points()] == [final.id]
+    assert {p.id for p in repo.list_restore_points(include_checkpoints=True)} == {cp.id, final.id}
+    assert repo.load_restore_point(cp.id).checkpoint
+    repo.delete_restore_point(final.id)
+    assert repo.list_restore_points() == []
+
+
+def test_tree_packs_are_cached_on_the_proxy(
+    repo: Repository, repo_url: str, tmp_path: Path
+) -> None:
+    files = make_files(3, count=30)
+    with repo.open_writer("t") as w:
+        point = w.save_restore_point(share="s", root=store_files(repo, w, files, max_nodes=4))
+    cache = tmp_path / "proxy-cache"
+    with Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=cache) as first:
+        trees = _walk_trees(first, point.root)
+        assert first.stats.gets > 0
+    with Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=cache) as second:
+        before = second.stats.snapshot()
+        assert _walk_trees(second, point.root) == trees
+        after = second.stats.snapshot()
+        assert after["gets"] == before["gets"] and after["range_gets"] == before["range_gets"]
+
+
+def _walk_trees(repo: Repository, root: bytes) -> int:
+    count, pending = 0, [root]
+    while pending:
+        nodes = repo.get_tree(pending.pop())
+        count += 1
+        for n in nodes:
+            pending.extend(n.subtrees)
+    return count
+
+
+def test_concurrent_add_blob_from_threads(repo: Repository) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    blobs = [os.urandom(5000) + bytes([i % 7]) * 5000 for i in range(200)]
+    blobs += blobs[:50]  # duplicates across threads
+    with repo.open_writer("t", pack_size=40_000, uploads=2) as w:
+        with ThreadPoolExecutor(4) as pool:
+            added = list(pool.map(lambda b: w.add_blob(KIND_DATA, repo.blob_id(b), b), blobs))
+        assert sum(added) == 200
+        tree = encode_tree([Node(name=b"x", type="file", content=[repo.blob_id(b) for b in blobs])])
+        w.add_blob(KIND_TREE, repo.blob_id(tree), tree)
+        w.save_restore_point(share="s", root=repo.blob_id(tree))
+    for b in blobs:
+        assert repo.get_blob(repo.blob_id(b)) == b
+    assert repo.check(read_data=True).ok
+
+
+def test_flush_makes_blobs_visible_to_other_processes(repo: Repository, repo_url: str) -> None:
+    data = b"checkpointed" * 100
+    with repo.open_writer("t") as w:
+        w.add_blob(KIND_DATA, repo.blob_id(data), data)
+        w.flush()
+        with Repository.open(open_backend(repo_url), PASSPHRASE) as other:
+            assert other.get_blob(repo.blob_id(data)) == data
