@@ -1,0 +1,35 @@
+"""What this proxy can do: source types, repository backends, snapshot tools, addresses."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from typing import Any
+
+SNAPSHOT_TOOLS = {"lvm": "lvcreate", "zfs": "zfs", "btrfs": "btrfs"}
+
+
+def detect() -> dict[str, Any]:
+    repositories = ["local"]
+    try:
+        import boto3  # noqa: F401
+
+        repositories.append("s3")
+    except ImportError:
+        pass
+    return {
+        "sources": ["local"],
+        "repositories": repositories,
+        "snapshots": sorted(name for name, tool in SNAPSHOT_TOOLS.items() if shutil.which(tool)),
+    }
+
+
+def addresses() -> list[str]:
+    """Addresses of this host (best effort, no network traffic)."""
+    found: set[str] = set()
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None):
+            found.add(str(info[4][0]))
+    except OSError:
+        pass
+    return sorted(found) or ["127.0.0.1"]

@@ -1,0 +1,243 @@
+"""Execute one task through the engine and turn the outcome into a `TaskResult`.
+
+Runs in a worker thread of the proxy (one per busy slot). Errors become failed
+results with a message fit for a user; a cancel request returns `stopped`
+after the engine saved its checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ferryman.proxy import browsing
+from ferryman.proxy.protocol import TaskAssignment, TaskResult
+from ferryman.proxy.repository_access import open_repository
+
+log = logging.getLogger("ferryman.proxy.task")
+
+ProgressSink = Callable[[dict[str, Any]], None]
+
+
+class TaskError(Exception):
+    """A task failed for a reason fit for a user; `unreachable` names what it could not reach."""
+
+    def __init__(self, message: str, unreachable: str | None = None) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def progress_adapter(sink: ProgressSink) -> Callable[[Any], None]:
+    def on_event(event: Any) -> None:
+        data = _plain(event)
+        if isinstance(data, dict):
+            data.setdefault("rate", data.get("read_rate", 0.0))
+            sink(data)
+
+    return on_event
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
+
+
+def _stats(stats: Any, duration: float | None = None) -> dict[str, Any]:
+    data = _plain(stats) if stats is not None else {}
+    data.setdefault("files", data.get("files_scanned", data.get("files_restored", 0)))
+    data.setdefault("bytes", data.get("bytes_scanned", data.get("bytes_restored", 0)))
+    data.setdefault("duration", data.get("seconds_total", duration or 0.0))
+    return data
+
+
+def run_backup_task(
+    a: TaskAssignment, repo: Any, progress: ProgressSink, cancel: threading.Event
+) -> TaskResult:
+    from ferryman.engine.backup import run_backup
+    from ferryman.engine.options import BackupOptions
+    from ferryman.sources.local import LocalSource
+
+    assert a.share is not None
+    if not os.path.isdir(a.share.url):
+        raise TaskError(f"share '{a.share.name}': {a.share.url} is not a reachable folder", "share")
+    paths: list[bytes] = []
+    partition_name = ""
+    if a.partition:
+        partition_name = f"{a.partition['index']}/{a.partition['count']}"
+        names = list(a.partition.get("paths", []))
+        if "rest_except" in a.partition:
+            others = set(a.partition["rest_except"])
+            names = sorted(set(names) | {n for n in os.listdir(a.share.url) if n not in others})
+        paths = [os.fsencode(n) for n in names]
+        if not paths:
+            return TaskResult(task_id=a.task_id, state="success", output={"partial": None})
+    options = BackupOptions(
+        share=a.share.name,
+        paths=paths,
+        partition=partition_name,
+        include=a.share.include,
+        exclude=a.share.exclude,
+        save_restore_point=not a.partition,
+        tags={"job": str(a.params.get("job") or ""), "session": str(a.session_id)},
+    )
+    result = run_backup(LocalSource(a.share.url), repo, options, progress_adapter(progress), cancel)
+    stats = _stats(result.stats)
+    stats["bottleneck"] = result.bottleneck
+    warnings = [{"path": w.path, "reason": w.reason} for w in result.warnings]
+    output: dict[str, Any] = {}
+    if a.partition:
+        output["partial"] = {
+            "paths": [p.hex() for p in result.paths],
+            "partition": result.partition,
+            "root_tree": result.root_tree.hex(),
+            "status": result.status,
+            "stats": stats,
+        }
+    else:
+        point = repo.load_restore_point(result.restore_point)
+        output.update(
+            point_id=result.restore_point,
+            time=_iso(point.time),
+            files=stats.get("files_scanned", 0),
+            bytes=stats.get("bytes_scanned", 0),
+        )
+        floor = a.params.get("plan_stats_above") or {}
+        if stats.get("files_scanned", 0) >= floor.get("files", 1 << 62) or stats.get(
+            "bytes_scanned", 0
+        ) >= floor.get("bytes", 1 << 62):
+            output["share_stats"] = browsing.top_level_stats(repo, result.root_tree)
+    state = "warning" if result.status == "warning" else "success"
+    return TaskResult(task_id=a.task_id, state=state, stats=stats, warnings=warnings, output=output)
+
+
+def run_assemble_task(a: TaskAssignment, repo: Any) -> TaskResult:
+    from ferryman.engine.assemble import assemble_restore_point
+
+    assert a.share is not None
+    partials = [p for p in a.params.get("results", []) if p]
+    point_id = assemble_restore_point(
+        repo,
+        a.share.name,
+        partials,
+        {"job": str(a.params.get("job") or ""), "session": str(a.session_id)},
+    )
+    point = repo.load_restore_point(point_id)
+    files = sum(int(p["stats"].get("files_scanned", 0)) for p in partials)
+    size = sum(int(p["stats"].get("bytes_scanned", 0)) for p in partials)
+    output = {"point_id": point_id, "time": _iso(point.time), "files": files, "bytes": size}
+    return TaskResult(task_id=a.task_id, state="success", output=output)
+
+
+def run_restore_task(
+    a: TaskAssignment, repo: Any, progress: ProgressSink, cancel: threading.Event
+) -> TaskResult:
+    from ferryman.engine.options import RestoreOptions
+    from ferryman.engine.restore import run_restore
+    from ferryman.sources.local import LocalRestoreTarget
+
+    p = a.params
+    options = RestoreOptions(
+        paths=[os.fsencode(x.strip("/")) for x in p.get("paths", []) if x.strip("/")],
+        overwrite=p.get("overwrite", "replace"),
+    )
+    result = run_restore(
+        repo,
+        p["point_id"],
+        LocalRestoreTarget(p["target"]),
+        options,
+        progress_adapter(progress),
+        cancel,
+    )
+    errors = [{"path": e.path, "reason": e.reason} for e in result.errors]
+    state = result.status
+    error = f"{len(errors)} path(s) could not be restored" if state == "failed" else None
+    return TaskResult(
+        task_id=a.task_id, state=state, stats=_stats(result.stats), warnings=errors, error=error
+    )
+
+
+def run_check_task(a: TaskAssignment, repo: Any) -> TaskResult:
+    report = repo.check(read_data=bool(a.params.get("read_data")))
+    data = _plain(report)
+    if not isinstance(data, dict):
+        data = {"report": str(report)}
+    problems = data.get("errors") or data.get("problems") or []
+    ok = data.get("ok", not problems)
+    state = "success" if ok else "failed"
+    error = None if ok else f"repository check found {len(problems)} problem(s)"
+    warnings = [{"path": str(x), "reason": "check"} for x in problems][:1000]
+    return TaskResult(task_id=a.task_id, state=state, stats=data, warnings=warnings, error=error)
+
+
+def run_browse_task(a: TaskAssignment, repo: Any) -> TaskResult:
+    p = a.params
+    try:
+        if p.get("op") == "versions":
+            output: dict[str, Any] = {
+                "versions": browsing.versions(repo, p["point_ids"], p["path"])
+            }
+        else:
+            output = {"entries": browsing.list_path(repo, p["point_ids"][0], p.get("path", "/"))}
+    except browsing.PathNotFound as exc:
+        return TaskResult(
+            task_id=a.task_id, state="failed", error=str(exc), output={"not_found": True}
+        )
+    return TaskResult(task_id=a.task_id, state="success", output=output)
+
+
+def execute(
+    a: TaskAssignment, cache_dir: Path, progress: ProgressSink, cancel: threading.Event
+) -> TaskResult:
+    """Run one task; never raises."""
+    from ferryman.repository import RepositoryError
+
+    try:
+        if a.repository is None:
+            raise TaskError("the task names no repository")
+        try:
+            repo = open_repository(a.repository, cache_dir, create=a.kind == "attach")
+        except (RepositoryError, OSError, ValueError) as exc:
+            raise TaskError(f"repository '{a.repository.name}': {exc}", "repository") from exc
+        try:
+            if a.kind == "attach":
+                return TaskResult(
+                    task_id=a.task_id, state="success", output={"repository_id": repo.id}
+                )
+            if a.kind == "backup":
+                return run_backup_task(a, repo, progress, cancel)
+            if a.kind == "assemble":
+                return run_assemble_task(a, repo)
+            if a.kind == "restore":
+                return run_restore_task(a, repo, progress, cancel)
+            if a.kind == "check":
+                return run_check_task(a, repo)
+            if a.kind == "browse":
+                return run_browse_task(a, repo)
+            raise TaskError(f"this proxy does not know task kind '{a.kind}'")
+        finally:
+            repo.close()
+    except TaskError as exc:
+        output = {"unreachable": exc.unreachable} if exc.unreachable else {}
+        return TaskResult(task_id=a.task_id, state="failed", error=str(exc), output=output)
+    except Exception as exc:
+        if cancel.is_set() and type(exc).__name__ in ("BackupCancelled", "RestoreCancelled"):
+            return TaskResult(task_id=a.task_id, state="stopped", error="cancelled")
+        log.exception("task %d (%s) failed", a.task_id, a.kind)
+        return TaskResult(task_id=a.task_id, state="failed", error=f"{type(exc).__name__}: {exc}")

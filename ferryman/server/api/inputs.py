@@ -1,0 +1,55 @@
+"""Validation of user input shared by the routers: names, URLs, cron expressions."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+def Name() -> object:
+    return Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+
+
+def local_path(url: str, what: str) -> str:
+    """An absolute local path from `/x` or `file:///x`; ValueError with a clear message."""
+    if url.startswith("file://"):
+        url = unquote(urlsplit(url).path)
+    if not url.startswith("/"):
+        raise ValueError(f"{what} must be an absolute path or a file:// URL, got {url!r}")
+    return os.path.normpath(url)
+
+
+def repository_url(url: str) -> str:
+    if url.startswith("s3://"):
+        parts = urlsplit(url)
+        if not parts.netloc:
+            raise ValueError("an S3 repository URL needs a bucket: s3://bucket/prefix?endpoint=...")
+        return url
+    if "://" in url and not url.startswith("file://"):
+        raise ValueError(
+            f"unsupported repository URL {url!r}: use an absolute path or s3://bucket/prefix"
+        )
+    return local_path(url, "repository URL")
+
+
+def share_url(url: str) -> str:
+    if "://" in url and not url.startswith("file://"):
+        scheme = url.split("://", 1)[0]
+        raise ValueError(
+            f"unsupported share URL scheme '{scheme}': local or mounted paths only for now"
+        )
+    return local_path(url, "share URL")
+
+
+def cron(expression: str | None) -> str | None:
+    if expression is None or not expression.strip():
+        return None
+    from croniter import croniter
+
+    if not croniter.is_valid(expression.strip()):
+        raise ValueError(f"invalid cron expression {expression!r} (e.g. '0 2 * * *')")
+    return expression.strip()

@@ -1,0 +1,153 @@
+"""Backup jobs: add, list, run, enable/disable, remove."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Response
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import select
+
+from ferryman.server.api import inputs
+from ferryman.server.api.deps import get_ctx, lookup, require
+from ferryman.server.api.views import job_view, session_view
+from ferryman.server.context import ServerContext
+from ferryman.server.db.models import ApiToken, Job, Proxy, Repository, Share
+from ferryman.server.roles import Role
+from ferryman.server.sessions import SessionConflict, running_session_of, start_backup_session
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+class JobIn(BaseModel):
+    name: str = inputs.Name()  # type: ignore[assignment]
+    shares: list[str] = Field(min_length=1)
+    repository: str = Field(min_length=1)
+    schedule: str | None = None
+    keep_last: int | None = Field(default=None, ge=1)
+    keep_daily: int | None = Field(default=None, ge=1)
+    keep_weekly: int | None = Field(default=None, ge=1)
+    keep_monthly: int | None = Field(default=None, ge=1)
+    proxies: str | list[str] = "auto"
+    priority: int = Field(default=50, ge=0, le=100)
+    enabled: bool = True
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        return inputs.cron(value)
+
+
+@router.post("", status_code=201)
+def add_job(
+    body: JobIn,
+    ctx: ServerContext = Depends(get_ctx),
+    _: ApiToken = Depends(require(Role.administrator)),
+) -> dict[str, Any]:
+    with ctx.db.session() as db:
+        if db.scalar(select(Job).where(Job.name == body.name)):
+            raise HTTPException(409, f"a job named '{body.name}' already exists")
+        share_ids = []
+        for ref in body.shares:
+            share = lookup(db, Share, ref, "share")
+            if share.id not in share_ids:
+                share_ids.append(share.id)
+        repo = lookup(db, Repository, body.repository, "repository")
+        proxy_ids = None
+        if isinstance(body.proxies, list) or body.proxies != "auto":
+            names = body.proxies if isinstance(body.proxies, list) else body.proxies.split(",")
+            names = [n.strip() for n in names if n.strip()]
+            if not names:
+                raise HTTPException(422, "proxies must be 'auto' or a list of proxy names")
+            proxy_ids = [lookup(db, Proxy, n, "proxy").id for n in names]
+        job = Job(
+            name=body.name,
+            repository_id=repo.id,
+            share_ids=share_ids,
+            schedule=body.schedule,
+            keep_last=body.keep_last,
+            keep_daily=body.keep_daily,
+            keep_weekly=body.keep_weekly,
+            keep_monthly=body.keep_monthly,
+            proxy_ids=proxy_ids,
+            priority=body.priority,
+            enabled=body.enabled,
+        )
+        db.add(job)
+        db.flush()
+        return job_view(db, job)
+
+
+@router.get("")
+def list_jobs(
+    ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+) -> list[dict[str, Any]]:
+    with ctx.db.session() as db:
+        return [job_view(db, j) for j in db.scalars(select(Job).order_by(Job.id))]
+
+
+@router.get("/{ref}")
+def show_job(
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+) -> dict[str, Any]:
+    with ctx.db.session() as db:
+        return job_view(db, lookup(db, Job, ref, "job"))
+
+
+def start_job(ctx: ServerContext, job_ref: str) -> dict[str, Any]:
+    """Start a backup session for a job (also used by the scheduler)."""
+    cfg = ctx.config
+    with ctx.db.session() as db:
+        job = lookup(db, Job, job_ref, "job")
+        try:
+            session = start_backup_session(
+                db, job, cfg.max_partitions, (cfg.partition_min_bytes, cfg.partition_min_files)
+            )
+        except SessionConflict as exc:
+            raise HTTPException(409, str(exc)) from exc
+        view = session_view(db, session)
+    ctx.signals.dispatch.set()
+    return view
+
+
+@router.post("/{ref}/run", status_code=201)
+def run_job(
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.operator))
+) -> dict[str, Any]:
+    return start_job(ctx, ref)
+
+
+def _set_enabled(ctx: ServerContext, ref: str, enabled: bool) -> dict[str, Any]:
+    with ctx.db.session() as db:
+        job = lookup(db, Job, ref, "job")
+        job.enabled = enabled
+        return job_view(db, job)
+
+
+@router.post("/{ref}/enable")
+def enable_job(
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.operator))
+) -> dict[str, Any]:
+    return _set_enabled(ctx, ref, True)
+
+
+@router.post("/{ref}/disable")
+def disable_job(
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.operator))
+) -> dict[str, Any]:
+    return _set_enabled(ctx, ref, False)
+
+
+@router.delete("/{ref}", status_code=204)
+def remove_job(
+    ref: str,
+    ctx: ServerContext = Depends(get_ctx),
+    _: ApiToken = Depends(require(Role.administrator)),
+) -> Response:
+    with ctx.db.session() as db:
+        job = lookup(db, Job, ref, "job")
+        running = running_session_of(db, job)
+        if running is not None:
+            raise HTTPException(409, f"job '{job.name}' is running (session {running.id})")
+        db.delete(job)
+    return Response(status_code=204)

@@ -1,0 +1,178 @@
+"""Restore points, browsing, versions of a file, and restores."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, field_validator, model_validator
+from sqlalchemy import select
+
+from ferryman.server.api import inputs
+from ferryman.server.api.deps import get_ctx, lookup, require
+from ferryman.server.api.views import point_view, session_view
+from ferryman.server.api.waiting import wait_for_task
+from ferryman.server.context import ServerContext
+from ferryman.server.db.models import ApiToken, Job, Repository, RestorePoint, Share
+from ferryman.server.roles import Role
+from ferryman.server.sessions import start_single_task_session
+
+router = APIRouter(tags=["restore points"])
+BROWSE_TIMEOUT = 60.0
+
+
+def _repo_names(db) -> dict[int, str]:  # type: ignore[no-untyped-def]
+    return {r.id: r.name for r in db.scalars(select(Repository))}
+
+
+def _point(db, ref: str) -> RestorePoint:  # type: ignore[no-untyped-def]
+    point = None
+    if ref.isdigit():
+        point = db.get(RestorePoint, int(ref))
+    if point is None:
+        point = db.scalar(select(RestorePoint).where(RestorePoint.point_id == ref))
+    if point is None:
+        raise HTTPException(404, f"unknown restore point '{ref}'")
+    return point
+
+
+@router.get("/points")
+def list_points(
+    share: str | None = None,
+    job: str | None = None,
+    ctx: ServerContext = Depends(get_ctx),
+    _: ApiToken = Depends(require(Role.viewer)),
+) -> list[dict[str, Any]]:
+    with ctx.db.session() as db:
+        query = select(RestorePoint).order_by(RestorePoint.time, RestorePoint.id)
+        if share is not None:
+            query = query.where(RestorePoint.share_id == lookup(db, Share, share, "share").id)
+        if job is not None:
+            query = query.where(RestorePoint.job_id == lookup(db, Job, job, "job").id)
+        names = _repo_names(db)
+        return [point_view(p, names) for p in db.scalars(query)]
+
+
+@router.get("/points/{ref}")
+def show_point(
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+) -> dict[str, Any]:
+    with ctx.db.session() as db:
+        return point_view(_point(db, ref), _repo_names(db))
+
+
+def _browse(ctx: ServerContext, point: RestorePoint, params: dict[str, Any]) -> dict[str, Any]:
+    with ctx.db.session() as db:
+        repo = db.get(Repository, point.repository_id)
+        if repo is None:
+            raise HTTPException(404, "the repository of this restore point was removed")
+        session = start_single_task_session(db, "browse", repo, params, priority=100)
+        session_id = session.id
+    task = wait_for_task(ctx, session_id, BROWSE_TIMEOUT)
+    if task.state not in ("success", "warning"):
+        status = 404 if (task.output or {}).get("not_found") else 400
+        raise HTTPException(status, task.error or "browsing failed")
+    return task.output or {}
+
+
+@router.get("/points/{ref}/ls")
+def list_point(
+    ref: str,
+    path: str = "/",
+    ctx: ServerContext = Depends(get_ctx),
+    _: ApiToken = Depends(require(Role.restore_operator)),
+) -> list[dict[str, Any]]:
+    with ctx.db.session() as db:
+        point = _point(db, ref)
+        db.expunge(point)
+    output = _browse(ctx, point, {"op": "ls", "point_ids": [point.point_id], "path": path})
+    return list(output.get("entries", []))
+
+
+@router.get("/versions")
+def versions(
+    share: str,
+    path: str,
+    ctx: ServerContext = Depends(get_ctx),
+    _: ApiToken = Depends(require(Role.restore_operator)),
+) -> list[dict[str, Any]]:
+    with ctx.db.session() as db:
+        share_row = lookup(db, Share, share, "share")
+        points = list(
+            db.scalars(
+                select(RestorePoint)
+                .where(RestorePoint.share_id == share_row.id)
+                .order_by(RestorePoint.time, RestorePoint.id)
+            )
+        )
+        for p in points:
+            db.expunge(p)
+    if not points:
+        return []
+    answer: list[dict[str, Any]] = []
+    by_repo: dict[int, list[RestorePoint]] = {}
+    for p in points:
+        by_repo.setdefault(p.repository_id, []).append(p)
+    for group in by_repo.values():
+        ids = [p.point_id for p in group]
+        output = _browse(ctx, group[0], {"op": "versions", "point_ids": ids, "path": path})
+        found = {v["point_id"]: v for v in output.get("versions", [])}
+        for p in group:
+            if p.point_id in found:
+                entry = dict(found[p.point_id])
+                entry.pop("point_id", None)
+                answer.append({"point": p.id, "time": point_view(p, {})["time"], **entry})
+    answer.sort(key=lambda v: (v["time"], v["point"]))
+    return answer
+
+
+class RestoreIn(BaseModel):
+    point: str | int
+    paths: list[str] = []
+    to: str | None = None
+    in_place: bool = False
+    overwrite: Literal["replace", "skip", "keep-both", "if-newer"] = "replace"
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: str | None) -> str | None:
+        return None if value is None else inputs.local_path(value, "restore target")
+
+    @model_validator(mode="after")
+    def _target(self) -> RestoreIn:
+        if (self.to is None) == (not self.in_place):
+            raise ValueError("give exactly one of 'to' (a path) and 'in_place': true")
+        return self
+
+
+@router.post("/restores", status_code=201)
+def restore(
+    body: RestoreIn,
+    ctx: ServerContext = Depends(get_ctx),
+    _: ApiToken = Depends(require(Role.restore_operator)),
+) -> dict[str, Any]:
+    with ctx.db.session() as db:
+        point = _point(db, str(body.point))
+        repo = db.get(Repository, point.repository_id)
+        if repo is None:
+            raise HTTPException(404, "the repository of this restore point was removed")
+        share = db.get(Share, point.share_id) if point.share_id else None
+        if body.in_place and share is None:
+            raise HTTPException(
+                409, "the share of this restore point was removed; restore --to a path"
+            )
+        target = share.url if body.in_place and share else body.to
+        params = {
+            "point_id": point.point_id,
+            "point": point.id,
+            "paths": body.paths,
+            "target": target,
+            "in_place": body.in_place,
+            "overwrite": body.overwrite,
+        }
+        session = start_single_task_session(
+            db, "restore", repo, params, share=share, job_name=point.job_name, priority=80
+        )
+        view = session_view(db, session)
+    ctx.signals.dispatch.set()
+    return view

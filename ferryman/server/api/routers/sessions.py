@@ -1,0 +1,97 @@
+"""Sessions: list, show, follow (long-poll), stop."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from sqlalchemy import select
+
+from ferryman.server.api.deps import get_ctx, lookup, require
+from ferryman.server.api.views import session_view
+from ferryman.server.context import ServerContext
+from ferryman.server.db.models import ApiToken, Job, Session
+from ferryman.server.roles import Role, allows
+from ferryman.server.sessions import stop_session
+
+router = APIRouter(prefix="/sessions", tags=["sessions"])
+HIDDEN_KINDS = ("browse", "attach")
+
+
+def _get(db, session_id: int) -> Session:  # type: ignore[no-untyped-def]
+    session = db.get(Session, session_id)
+    if session is None:
+        raise HTTPException(404, f"unknown session {session_id}")
+    return session
+
+
+@router.get("")
+def list_sessions(
+    job: str | None = None,
+    kind: str | None = None,
+    limit: int | None = Query(default=None, ge=1, le=10000),
+    ctx: ServerContext = Depends(get_ctx),
+    _: ApiToken = Depends(require(Role.viewer)),
+) -> list[dict[str, Any]]:
+    with ctx.db.session() as db:
+        query = select(Session)
+        if job is not None:
+            query = query.where(Session.job_id == lookup(db, Job, job, "job").id)
+        if kind is not None:
+            query = query.where(Session.kind == kind)
+        else:
+            query = query.where(Session.kind.not_in(HIDDEN_KINDS))
+        query = query.order_by(Session.id.desc())
+        if limit:
+            query = query.limit(limit)
+        sessions = list(db.scalars(query))
+        return [session_view(db, s) for s in reversed(sessions)]
+
+
+@router.get("/{session_id}")
+def show_session(
+    session_id: int,
+    ctx: ServerContext = Depends(get_ctx),
+    _: ApiToken = Depends(require(Role.viewer)),
+) -> dict[str, Any]:
+    with ctx.db.session() as db:
+        return session_view(db, _get(db, session_id))
+
+
+@router.get("/{session_id}/follow")
+def follow_session(
+    session_id: int,
+    revision: int = -1,
+    timeout: float = Query(default=20.0, ge=0, le=60),
+    ctx: ServerContext = Depends(get_ctx),
+    _: ApiToken = Depends(require(Role.viewer)),
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        with ctx.db.session() as db:
+            session = _get(db, session_id)
+            if (
+                session.revision > revision
+                or session.status != "running"
+                or time.monotonic() >= deadline
+            ):
+                return session_view(db, session)
+        ctx.signals.wait_session_change(min(0.5, max(0.01, deadline - time.monotonic())))
+
+
+@router.post("/{session_id}/stop")
+def stop(
+    session_id: int,
+    ctx: ServerContext = Depends(get_ctx),
+    token: ApiToken = Depends(require(Role.restore_operator)),
+) -> dict[str, Any]:
+    with ctx.db.session() as db:
+        session = _get(db, session_id)
+        if session.kind != "restore" and not allows(Role.parse(token.role), Role.operator):
+            raise HTTPException(403, f"role '{token.role}' may only stop restore sessions")
+        stop_session(db, session, f"stopped by {token.name}")
+        view = session_view(db, session)
+    ctx.signals.dispatch.set()
+    ctx.signals.wake_all_proxies()
+    return view

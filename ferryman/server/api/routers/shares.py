@@ -1,0 +1,87 @@
+"""Shares: registered sources with site, include/exclude masks and I/O control."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Response
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import select
+
+from ferryman.server.api import inputs
+from ferryman.server.api.deps import get_ctx, lookup, require
+from ferryman.server.api.views import share_view
+from ferryman.server.context import ServerContext
+from ferryman.server.db.models import ApiToken, Job, Share
+from ferryman.server.roles import Role
+
+router = APIRouter(prefix="/shares", tags=["shares"])
+
+
+class ShareIn(BaseModel):
+    name: str = inputs.Name()  # type: ignore[assignment]
+    url: str
+    site: str | None = Field(default=None, max_length=200)
+    include: list[str] = []
+    exclude: list[str] = []
+    io_control: Literal["lower", "below-normal", "normal", "above-normal", "faster"] = "normal"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return inputs.share_url(value)
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _globs(cls, value: list[str]) -> list[str]:
+        if any(not g.strip() for g in value):
+            raise ValueError("empty glob pattern")
+        return value
+
+
+@router.post("", status_code=201)
+def add_share(
+    body: ShareIn,
+    ctx: ServerContext = Depends(get_ctx),
+    _: ApiToken = Depends(require(Role.administrator)),
+) -> dict[str, Any]:
+    with ctx.db.session() as db:
+        if db.scalar(select(Share).where(Share.name == body.name)):
+            raise HTTPException(409, f"a share named '{body.name}' already exists")
+        share = Share(**body.model_dump())
+        db.add(share)
+        db.flush()
+        view = share_view(share)
+    ctx.signals.wake_all_proxies()  # probe the new share right away
+    return view
+
+
+@router.get("")
+def list_shares(
+    ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+) -> list[dict[str, Any]]:
+    with ctx.db.session() as db:
+        return [share_view(s) for s in db.scalars(select(Share).order_by(Share.id))]
+
+
+@router.get("/{ref}")
+def show_share(
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+) -> dict[str, Any]:
+    with ctx.db.session() as db:
+        return share_view(lookup(db, Share, ref, "share"))
+
+
+@router.delete("/{ref}", status_code=204)
+def remove_share(
+    ref: str,
+    ctx: ServerContext = Depends(get_ctx),
+    _: ApiToken = Depends(require(Role.administrator)),
+) -> Response:
+    with ctx.db.session() as db:
+        share = lookup(db, Share, ref, "share")
+        users = [j.name for j in db.scalars(select(Job)) if share.id in (j.share_ids or [])]
+        if users:
+            raise HTTPException(409, f"share '{share.name}' is used by job(s): {', '.join(users)}")
+        db.delete(share)
+    return Response(status_code=204)

@@ -1,0 +1,196 @@
+"""JSON shapes of API objects (see docs/api.md). Secrets never appear here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
+
+from ferryman.server.db.models import (
+    Job,
+    Probe,
+    Proxy,
+    Repository,
+    RestorePoint,
+    Session,
+    Share,
+    Task,
+    utcnow,
+)
+from ferryman.server.placement import IO_CONTROL_MAX_PROXIES
+from ferryman.server.sessions import ACTIVE_STATES
+
+STAT_KEYS = (
+    "files",
+    "bytes",
+    "files_read",
+    "bytes_read",
+    "bytes_new",
+    "bytes_transferred",
+    "duration",
+)
+PROGRESS_KEYS = ("files_scanned", "bytes_scanned", "files_read", "bytes_read", "bytes_transferred")
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def repository_view(repo: Repository) -> dict[str, Any]:
+    return {
+        "id": repo.id,
+        "name": repo.name,
+        "url": repo.url,
+        "max_tasks": repo.max_tasks,
+        "has_credentials": bool(repo.access_key_secret),
+        "created": iso(repo.created),
+    }
+
+
+def share_view(share: Share) -> dict[str, Any]:
+    return {
+        "id": share.id,
+        "name": share.name,
+        "url": share.url,
+        "site": share.site,
+        "include": share.include or [],
+        "exclude": share.exclude or [],
+        "io_control": share.io_control,
+        "max_proxies": IO_CONTROL_MAX_PROXIES.get(share.io_control),
+        "created": iso(share.created),
+    }
+
+
+def job_view(db: DbSession, job: Job) -> dict[str, Any]:
+    shares = {s.id: s.name for s in db.scalars(select(Share).where(Share.id.in_(job.share_ids)))}
+    proxies: Any = "auto"
+    if job.proxy_ids:
+        names = {p.id: p.name for p in db.scalars(select(Proxy).where(Proxy.id.in_(job.proxy_ids)))}
+        proxies = [names.get(i, f"#{i}") for i in job.proxy_ids]
+    last = db.scalar(
+        select(Session).where(Session.job_id == job.id).order_by(Session.id.desc()).limit(1)
+    )
+    return {
+        "id": job.id,
+        "name": job.name,
+        "shares": [shares.get(i, f"#{i}") for i in job.share_ids],
+        "repository": job.repository.name,
+        "schedule": job.schedule,
+        "keep_last": job.keep_last,
+        "keep_daily": job.keep_daily,
+        "keep_weekly": job.keep_weekly,
+        "keep_monthly": job.keep_monthly,
+        "proxies": proxies,
+        "priority": job.priority,
+        "enabled": job.enabled,
+        "created": iso(job.created),
+        "last_session": {"id": last.id, "status": last.status, "created": iso(last.created)}
+        if last
+        else None,
+    }
+
+
+def task_view(task: Task, share_names: dict[int, str]) -> dict[str, Any]:
+    stats = dict(task.stats or {})
+    for key in STAT_KEYS:
+        stats.setdefault(key, 0)
+    progress = dict(task.progress or {})
+    for key in PROGRESS_KEYS:
+        progress.setdefault(key, 0)
+    return {
+        "id": task.id,
+        "kind": task.kind,
+        "share": share_names.get(task.share_id) if task.share_id else None,
+        "partition": task.partition,
+        "state": task.state,
+        "proxy": task.proxy_name,
+        "reason": task.reason,
+        "passed_over": task.passed_over or [],
+        "attempts": task.attempts,
+        "created": iso(task.created),
+        "started": iso(task.started),
+        "ended": iso(task.ended),
+        "progress": progress,
+        "stats": stats,
+        "warnings": task.warnings or [],
+        "error": task.error,
+    }
+
+
+def session_view(db: DbSession, session: Session) -> dict[str, Any]:
+    share_ids = {t.share_id for t in session.tasks if t.share_id}
+    names = {s.id: s.name for s in db.scalars(select(Share).where(Share.id.in_(share_ids)))}
+    return {
+        "id": session.id,
+        "kind": session.kind,
+        "job": session.job_name,
+        "status": session.status,
+        "reason": session.reason,
+        "created": iso(session.created),
+        "started": iso(session.started),
+        "ended": iso(session.ended),
+        "revision": session.revision,
+        "restore_points": list((session.params or {}).get("restore_points", [])),
+        "tasks": [task_view(t, names) for t in session.tasks],
+    }
+
+
+def point_view(point: RestorePoint, repo_names: dict[int, str]) -> dict[str, Any]:
+    return {
+        "id": point.id,
+        "share": point.share_name,
+        "job": point.job_name,
+        "session": point.session_id,
+        "repository": repo_names.get(point.repository_id),
+        "time": iso(point.time),
+        "files": point.files,
+        "bytes": point.bytes,
+        "point_id": point.point_id,
+    }
+
+
+def proxy_view(db: DbSession, proxy: Proxy, offline_after: float) -> dict[str, Any]:
+    now = utcnow()
+    running = list(
+        db.scalars(select(Task.id).where(Task.proxy_id == proxy.id, Task.state.in_(ACTIVE_STATES)))
+    )
+    age = (now - proxy.last_heartbeat).total_seconds() if proxy.last_heartbeat else None
+    online = age is not None and age <= offline_after
+    if not proxy.enabled:
+        state = "draining" if running and online else "disabled"
+    else:
+        state = "online" if online else "offline"
+    names = {("share", s.id): s.name for s in db.scalars(select(Share))}
+    names.update({("repository", r.id): r.name for r in db.scalars(select(Repository))})
+    probes = [
+        {
+            "kind": p.kind,
+            "target": names.get((p.kind, p.target_id), f"#{p.target_id}"),
+            "ok": p.ok,
+            "rtt_ms": p.rtt_ms,
+            "error": p.error,
+            "age_seconds": round((now - p.checked).total_seconds(), 1),
+        }
+        for p in db.scalars(select(Probe).where(Probe.proxy_id == proxy.id).order_by(Probe.id))
+    ]
+    return {
+        "id": proxy.id,
+        "name": proxy.name,
+        "state": state,
+        "embedded": proxy.embedded,
+        "enabled": proxy.enabled,
+        "version": proxy.version,
+        "site": proxy.site,
+        "slots": proxy.slots,
+        "busy_slots": len(running),
+        "running_tasks": running,
+        "last_heartbeat": iso(proxy.last_heartbeat),
+        "addresses": proxy.addresses or [],
+        "capabilities": proxy.capabilities or {},
+        "probes": probes,
+        "created": iso(proxy.created),
+    }

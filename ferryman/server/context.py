@@ -1,0 +1,65 @@
+"""Everything a running server shares between the API, the dispatcher and the embedded proxy."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ferryman.server.ca import CertificateAuthority
+from ferryman.server.config import ServerConfig
+from ferryman.server.db.engine import Database
+from ferryman.server.home import ServerHome
+from ferryman.server.secrets import SecretBox
+
+
+class Signals:
+    """Wake-ups between threads of one server process (the database stays the source of truth)."""
+
+    def __init__(self) -> None:
+        self.dispatch = threading.Event()
+        self._proxy_events: dict[int, threading.Event] = defaultdict(threading.Event)
+        self._session_change = threading.Condition()
+
+    def proxy_event(self, proxy_id: int) -> threading.Event:
+        return self._proxy_events[proxy_id]
+
+    def wake_proxy(self, proxy_id: int) -> None:
+        self._proxy_events[proxy_id].set()
+
+    def wake_all_proxies(self) -> None:
+        for event in list(self._proxy_events.values()):
+            event.set()
+
+    def session_changed(self) -> None:
+        with self._session_change:
+            self._session_change.notify_all()
+
+    def wait_session_change(self, timeout: float) -> None:
+        with self._session_change:
+            self._session_change.wait(timeout)
+
+
+@dataclass
+class ServerContext:
+    home: ServerHome
+    config: ServerConfig
+    db: Database
+    secrets: SecretBox
+    ca: CertificateAuthority
+    signals: Signals = field(default_factory=Signals)
+    shutting_down: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def open(cls, root: Path, db_url: str | None = None) -> ServerContext:
+        home = ServerHome(root)
+        config = ServerConfig.load(home.config)
+        db = Database(db_url or config.db_url)
+        return cls(
+            home=home,
+            config=config,
+            db=db,
+            secrets=SecretBox.load(home.secret_key),
+            ca=CertificateAuthority.load(home.ca_cert, home.ca_key),
+        )

@@ -1,0 +1,1 @@
+"""Configuration database: models, engine/session factory, migrations."""

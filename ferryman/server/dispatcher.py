@@ -1,0 +1,204 @@
+"""The dispatcher: places waiting tasks on proxies, fairly, and keeps leases honest.
+
+One thread per server. It wakes when something changes (a task is queued, a
+slot frees, a proxy heartbeats or reports a probe) and at a steady interval.
+Placement itself is `placement.pick_proxy`; this module builds its inputs from
+the database and records the decision and its reason on the task.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections import Counter, defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
+
+from ferryman.server.context import ServerContext
+from ferryman.server.db.models import Job, Probe, Proxy, Repository, Session, Share, Task, utcnow
+from ferryman.server.leases import expire_leases
+from ferryman.server.placement import (
+    IO_CONTROL_MAX_PROXIES,
+    ProbeView,
+    ProxyView,
+    TaskNeeds,
+    pick_proxy,
+)
+from ferryman.server.sessions import ACTIVE_STATES, finish_session_if_done, touch
+
+log = logging.getLogger("ferryman.server.dispatcher")
+
+# what each task kind needs to reach
+NEEDS_SHARE = {
+    "backup": True,
+    "restore": False,
+    "assemble": False,
+    "check": False,
+    "browse": False,
+    "attach": False,
+    "scan": True,
+}
+NEEDS_REPOSITORY = {
+    "backup": True,
+    "restore": True,
+    "assemble": True,
+    "check": True,
+    "browse": True,
+    "attach": False,
+    "scan": False,
+}
+
+
+def proxy_views(db: DbSession, offline_after: float) -> list[ProxyView]:
+    now = utcnow()
+    busy = Counter(db.scalars(select(Task.proxy_id).where(Task.state.in_(ACTIVE_STATES))).all())
+    probes: dict[int, dict[tuple[str, int], ProbeView]] = defaultdict(dict)
+    for probe in db.scalars(select(Probe)):
+        probes[probe.proxy_id][(probe.kind, probe.target_id)] = ProbeView(
+            ok=probe.ok, age=(now - probe.checked).total_seconds(), error=probe.error
+        )
+    views = []
+    for proxy in db.scalars(select(Proxy).order_by(Proxy.id)):
+        age = (now - proxy.last_heartbeat).total_seconds() if proxy.last_heartbeat else 1e9
+        views.append(
+            ProxyView(
+                id=proxy.id,
+                name=proxy.name,
+                site=proxy.site,
+                slots=proxy.slots,
+                busy=busy.get(proxy.id, 0),
+                online=age <= offline_after,
+                enabled=proxy.enabled,
+                offline_for=age,
+                probes=probes[proxy.id],
+                capabilities=proxy.capabilities or {},
+            )
+        )
+    return views
+
+
+def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
+    """One placement round. Returns ids of proxies that received tasks."""
+    waiting = list(
+        db.scalars(
+            select(Task)
+            .join(Session, Task.session_id == Session.id)
+            .where(Task.state == "waiting", Session.status == "running")
+            .order_by(Session.priority.desc(), Task.queued, Task.id)
+        )
+    )
+    if not waiting:
+        return []
+    proxies = proxy_views(db, ctx.config.offline_after)
+    by_id = {p.id: p for p in proxies}
+    active = list(db.scalars(select(Task).where(Task.state.in_(ACTIVE_STATES))))
+    repo_running = Counter(t.repository_id for t in active if t.repository_id is not None)
+    share_proxies: dict[int, set[int]] = defaultdict(set)
+    session_tasks: dict[int, Counter[int]] = defaultdict(Counter)
+    for t in active:
+        if t.share_id is not None and t.proxy_id is not None and t.kind == "backup":
+            share_proxies[t.share_id].add(t.proxy_id)
+        if t.proxy_id is not None:
+            session_tasks[t.session_id][t.proxy_id] += 1
+    shares = {s.id: s for s in db.scalars(select(Share))}
+    repos = {r.id: r for r in db.scalars(select(Repository))}
+    jobs = {j.id: j for j in db.scalars(select(Job))}
+    woken: list[int] = []
+    wants_probes: set[int] = set()
+    now = utcnow()
+    for task in waiting:
+        share: Share | None = shares.get(task.share_id) if task.share_id else None
+        repo: Repository | None = repos.get(task.repository_id) if task.repository_id else None
+        job = jobs.get(task.session.job_id) if task.session.job_id else None
+        needs = TaskNeeds(
+            kind=task.kind,
+            share_id=share.id if share else None,
+            share_name=share.name if share else None,
+            share_site=share.site if share else None,
+            repository_id=repo.id if repo else None,
+            repository_name=repo.name if repo else None,
+            allowed_proxy_ids=set(job.proxy_ids) if job and job.proxy_ids else None,
+            share_proxies=share_proxies[share.id] if share and task.kind == "backup" else set(),
+            share_max_proxies=IO_CONTROL_MAX_PROXIES.get(share.io_control)
+            if share and task.kind == "backup"
+            else None,
+            session_tasks=dict(session_tasks[task.session_id]),
+            repository_running=repo_running.get(repo.id, 0) if repo else 0,
+            repository_max=repo.max_tasks if repo else None,
+            needs_share_probe=NEEDS_SHARE.get(task.kind, False),
+            needs_repository_probe=NEEDS_REPOSITORY.get(task.kind, False),
+        )
+        decision = pick_proxy(proxies, needs)
+        wants_probes.update(decision.wants_probes)
+        if decision.proxy is None:
+            if task.reason != decision.reason or task.passed_over != decision.passed_over:
+                task.reason = decision.reason
+                task.passed_over = decision.passed_over
+                touch(task.session)
+            continue
+        chosen = decision.proxy
+        task.state = "assigned"
+        task.proxy_id = chosen.id
+        task.proxy_name = chosen.name
+        task.reason = decision.reason
+        task.passed_over = decision.passed_over
+        task.attempts += 1
+        task.lease_expires = now + dt.timedelta(seconds=ctx.config.lease_seconds)
+        touch(task.session)
+        # keep the round's view current for the next task
+        by_id[chosen.id].busy += 1
+        if repo:
+            repo_running[repo.id] += 1
+        if share and task.kind == "backup":
+            share_proxies[share.id].add(chosen.id)
+        session_tasks[task.session_id][chosen.id] += 1
+        woken.append(chosen.id)
+        log.info("task %d -> %s: %s", task.id, chosen.name, decision.reason)
+    for proxy_id in wants_probes:
+        ctx.signals.wake_proxy(proxy_id)
+    return woken
+
+
+def finish_idle_sessions(db: DbSession) -> None:
+    for session in db.scalars(select(Session).where(Session.status == "running")):
+        finish_session_if_done(db, session)
+
+
+class Dispatcher:
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def run_once(self) -> None:
+        with self.ctx.db.session() as db:
+            expire_leases(db, self.ctx.config.max_attempts)
+            woken = place_waiting_tasks(self.ctx, db)
+            finish_idle_sessions(db)
+        for proxy_id in set(woken):
+            self.ctx.signals.wake_proxy(proxy_id)
+        self.ctx.signals.session_changed()
+
+    def _loop(self) -> None:
+        signal = self.ctx.signals.dispatch
+        while not self._stop.is_set():
+            signal.wait(self.ctx.config.dispatch_interval)
+            signal.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("dispatcher round failed; retrying")
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.ctx.signals.dispatch.set()
+        if self._thread:
+            self._thread.join(timeout=10)

@@ -1,0 +1,253 @@
+"""The server side of the proxy protocol: join, heartbeat, long-poll, progress, results.
+
+Both the mutual-TLS routes (`/proxy/v1`) and the embedded proxy's in-process
+channel call this class, so remote and embedded proxies follow the same rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ferryman.proxy.protocol import (
+    Heartbeat,
+    HeartbeatReply,
+    JoinRequest,
+    JoinResponse,
+    PollReply,
+    RepositoryAccess,
+    ShareSpec,
+    TaskAssignment,
+    TaskProgress,
+    TaskReassigned,
+    TaskResult,
+)
+from ferryman.server.context import ServerContext
+from ferryman.server.db.models import Proxy, Repository, Session, Share, Task, utcnow
+from ferryman.server.probes import ProbeTracker, invalidate, needed_probes, store_probe_results
+from ferryman.server.sessions import ACTIVE_STATES, on_task_finished, requeue, touch
+from ferryman.server.tokens import consume_join_token
+
+log = logging.getLogger("ferryman.server.gateway")
+
+
+class ProxyGone(Exception):
+    """The proxy was removed (its certificate is revoked)."""
+
+
+class NameTaken(Exception):
+    pass
+
+
+class ProxyGateway:
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.probes = ProbeTracker()
+
+    # --- registration -------------------------------------------------------------------
+    def join(self, request: JoinRequest) -> JoinResponse:
+        with self.ctx.db.session() as db:
+            if db.scalar(select(Proxy).where(Proxy.name == request.name)) is not None:
+                raise NameTaken(f"a proxy named '{request.name}' already exists")
+            consume_join_token(db, request.token, request.name)
+            certificate, serial = self.ctx.ca.sign_proxy_csr(request.csr_pem, request.name)
+            proxy = Proxy(
+                name=request.name,
+                site=request.site,
+                slots=request.slots,
+                version=request.version,
+                addresses=request.addresses,
+                capabilities=request.capabilities,
+                cert_serial=format(serial, "x"),
+            )
+            db.add(proxy)
+            try:
+                db.flush()
+            except IntegrityError as exc:
+                raise NameTaken(f"a proxy named '{request.name}' already exists") from exc
+            log.info("proxy %s joined (id %d, site %s)", proxy.name, proxy.id, proxy.site)
+            return JoinResponse(
+                proxy_id=proxy.id,
+                name=proxy.name,
+                certificate_pem=certificate,
+                ca_pem=self.ctx.ca.cert_pem.decode(),
+            )
+
+    def proxy_for_serial(self, serial: int) -> int:
+        with self.ctx.db.session() as db:
+            proxy_id = db.scalar(select(Proxy.id).where(Proxy.cert_serial == format(serial, "x")))
+        if proxy_id is None:
+            raise ProxyGone("this proxy certificate is revoked or unknown")
+        return proxy_id
+
+    # --- heartbeat ----------------------------------------------------------------------
+    def heartbeat(self, proxy_id: int, beat: Heartbeat) -> HeartbeatReply:
+        cfg = self.ctx.config
+        now = utcnow()
+        grace = dt.timedelta(seconds=max(2 * cfg.heartbeat_interval, 2.0))
+        with self.ctx.db.session() as db:
+            proxy = db.get(Proxy, proxy_id)
+            if proxy is None:
+                raise ProxyGone("this proxy was removed")
+            came_back = proxy.last_heartbeat is None or (
+                (now - proxy.last_heartbeat).total_seconds() > cfg.offline_after
+            )
+            proxy.slots = beat.slots
+            proxy.version = beat.version
+            if beat.site is not None or proxy.site is None:
+                proxy.site = beat.site
+            proxy.addresses = beat.addresses
+            proxy.capabilities = beat.capabilities
+            proxy.last_heartbeat = now
+            reported = set(beat.running_tasks)
+            mine = list(
+                db.scalars(
+                    select(Task).where(Task.proxy_id == proxy_id, Task.state.in_(ACTIVE_STATES))
+                )
+            )
+            keep: list[int] = []
+            cancel: list[int] = []
+            for task in mine:
+                task.lease_expires = now + dt.timedelta(seconds=cfg.lease_seconds)
+                if task.id in reported:
+                    keep.append(task.id)
+                    if task.session.stop_requested:
+                        cancel.append(task.id)
+                elif task.state == "running" and task.started and now - task.started > grace:
+                    requeue(task, f"proxy '{proxy.name}' no longer runs the task; requeued")
+                    touch(task.session)
+            mine_ids = {t.id for t in mine}
+            cancel += [tid for tid in reported if tid not in mine_ids]
+            store_probe_results(db, proxy_id, beat.probe_results, self.probes)
+            probes = needed_probes(db, proxy_id, self.ctx.secrets, self.probes, cfg.probe_max_age)
+        if came_back or beat.probe_results or cancel:
+            self.ctx.signals.dispatch.set()
+        return HeartbeatReply(
+            keep_tasks=keep,
+            cancel_tasks=sorted(set(cancel)),
+            probes=probes,
+            heartbeat_interval=cfg.heartbeat_interval,
+        )
+
+    # --- long-poll for tasks ------------------------------------------------------------
+    def poll(self, proxy_id: int, timeout: float) -> PollReply:
+        deadline = time.monotonic() + max(0.0, min(timeout, 60.0))
+        event = self.ctx.signals.proxy_event(proxy_id)
+        while True:
+            event.clear()
+            reply = self._collect(proxy_id)
+            if reply.tasks or reply.probes:
+                return reply
+            left = deadline - time.monotonic()
+            if left <= 0 or self.ctx.shutting_down.is_set():
+                return reply
+            event.wait(min(left, 1.0))
+
+    def _collect(self, proxy_id: int) -> PollReply:
+        cfg = self.ctx.config
+        now = utcnow()
+        assignments: list[TaskAssignment] = []
+        with self.ctx.db.session() as db:
+            proxy = db.get(Proxy, proxy_id)
+            if proxy is None:
+                raise ProxyGone("this proxy was removed")
+            tasks = db.scalars(
+                select(Task)
+                .where(Task.proxy_id == proxy_id, Task.state == "assigned")
+                .order_by(Task.id)
+            )
+            for task in tasks:
+                task.state = "running"
+                task.started = task.started or now
+                task.lease_expires = now + dt.timedelta(seconds=cfg.lease_seconds)
+                touch(task.session)
+                assignments.append(self._assignment(db, task))
+            probes = needed_probes(db, proxy_id, self.ctx.secrets, self.probes, cfg.probe_max_age)
+        if assignments:
+            self.ctx.signals.session_changed()
+        return PollReply(tasks=assignments, probes=probes)
+
+    def _assignment(self, db, task: Task) -> TaskAssignment:  # type: ignore[no-untyped-def]
+        access = None
+        if task.repository_id is not None:
+            repo = db.get(Repository, task.repository_id)
+            if repo is not None:
+                access = self.repository_access(repo)
+        share = None
+        if task.share_id is not None:
+            row = db.get(Share, task.share_id)
+            if row is not None:
+                share = ShareSpec(
+                    id=row.id, name=row.name, url=row.url, include=row.include, exclude=row.exclude
+                )
+        params = dict(task.params or {})
+        params.setdefault("session_id", task.session_id)
+        params.setdefault("job", task.session.job_name)
+        return TaskAssignment(
+            task_id=task.id,
+            session_id=task.session_id,
+            kind=task.kind,  # type: ignore[arg-type]
+            attempt=task.attempts,
+            repository=access,
+            share=share,
+            partition=task.partition,
+            params=params,
+        )
+
+    def repository_access(self, repo: Repository) -> RepositoryAccess:
+        box = self.ctx.secrets
+        return RepositoryAccess(
+            id=repo.id,
+            name=repo.name,
+            url=repo.url,
+            passphrase=box.decrypt(repo.passphrase_secret, f"repository:{repo.id}:passphrase"),
+            access_key=box.decrypt(repo.access_key_secret, f"repository:{repo.id}:access_key")
+            if repo.access_key_secret
+            else None,
+            secret_key=box.decrypt(repo.secret_key_secret, f"repository:{repo.id}:secret_key")
+            if repo.secret_key_secret
+            else None,
+        )
+
+    # --- progress and results -----------------------------------------------------------
+    def _owned(self, db, proxy_id: int, task_id: int) -> Task:  # type: ignore[no-untyped-def]
+        task = db.get(Task, task_id)
+        if task is None or task.proxy_id != proxy_id or task.state not in ACTIVE_STATES:
+            raise TaskReassigned(f"task {task_id} is no longer assigned to this proxy")
+        return task
+
+    def progress(self, proxy_id: int, update: TaskProgress) -> None:
+        with self.ctx.db.session() as db:
+            task = self._owned(db, proxy_id, update.task_id)
+            task.progress = update.progress
+            touch(task.session)
+        self.ctx.signals.session_changed()
+
+    def result(self, proxy_id: int, result: TaskResult) -> None:
+        with self.ctx.db.session() as db:
+            task = self._owned(db, proxy_id, result.task_id)
+            session: Session = task.session
+            if result.state == "stopped" and not session.stop_requested:
+                # the proxy was shutting down, not asked to stop: run it again elsewhere
+                requeue(task, f"interrupted on proxy '{task.proxy_name}'; requeued")
+                touch(session)
+            else:
+                task.state = result.state
+                task.stats = result.stats
+                task.warnings = result.warnings
+                task.error = result.error
+                task.output = result.output
+                task.ended = utcnow()
+                task.lease_expires = None
+                if result.state == "failed" and result.output.get("unreachable"):
+                    kind = result.output["unreachable"]
+                    target = task.share_id if kind == "share" else task.repository_id
+                    if target is not None:
+                        invalidate(db, proxy_id, kind, target)
+                on_task_finished(db, task)
+        self.ctx.signals.dispatch.set()
+        self.ctx.signals.session_changed()

@@ -1,0 +1,157 @@
+"""`ferryman server run`: API + dispatcher + embedded proxy in one process, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from sqlalchemy import select
+
+from ferryman.server.api.app import create_app
+from ferryman.server.config import validate_listen
+from ferryman.server.context import ServerContext
+from ferryman.server.db.models import Proxy
+from ferryman.server.dispatcher import Dispatcher
+from ferryman.server.gateway import ProxyGateway
+from ferryman.server.home import home as resolve_home
+from ferryman.server.recovery import interrupt_embedded_tasks, recover_sessions
+from ferryman.server.tls import server_ssl_options
+
+log = logging.getLogger("ferryman.server")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: `run_server` owns SIGTERM/SIGINT."""
+
+    @contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def, override]
+        yield
+
+
+def _setup_logging() -> None:
+    if logging.getLogger().handlers:
+        return
+    logging.basicConfig(
+        level=os.environ.get("FERRYMAN_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _update_client_config(ctx: ServerContext) -> None:
+    path = ctx.home.client_config
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if data.get("server") != ctx.config.url:
+        data["server"] = ctx.config.url
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+class RunningServer:
+    """A started server (used by `run_server`, and by tests that want it in-process)."""
+
+    def __init__(self, root: Path, listen: str | None = None, embedded_proxy: bool = True) -> None:
+        _setup_logging()
+        self.ctx = ServerContext.open(root)
+        if listen:
+            self.ctx.config.listen = validate_listen(listen)
+        _update_client_config(self.ctx)
+        self.ctx.db.migrate()
+        self.gateway = ProxyGateway(self.ctx)
+        self.ctx.gateway = self.gateway  # type: ignore[attr-defined]
+        self.dispatcher = Dispatcher(self.ctx)
+        self.embedded_enabled = embedded_proxy
+        self.embedded: Any = None
+        home = self.ctx.home
+        config = uvicorn.Config(
+            create_app(self.ctx),
+            host=self.ctx.config.host,
+            port=self.ctx.config.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            **server_ssl_options(str(home.tls_cert), str(home.tls_key), str(home.ca_cert)),
+        )
+        self.server = _Server(config)
+
+    def start_background_services(self) -> None:
+        with self.ctx.db.session() as db:
+            recover_sessions(db, self.ctx.config.lease_seconds)
+        self.dispatcher.start()
+        if self.embedded_enabled:
+            self._start_embedded()
+        self.ctx.signals.dispatch.set()
+
+    def _start_embedded(self) -> None:
+        from ferryman.proxy.capacity import default_slots
+        from ferryman.proxy.embedded import start_embedded_proxy
+
+        with self.ctx.db.session() as db:
+            proxy = db.scalar(select(Proxy).where(Proxy.embedded.is_(True)))
+            if proxy is None:
+                log.warning("no embedded proxy registered in this installation")
+                return
+            proxy_id, site = proxy.id, proxy.site
+        slots = self.ctx.config.embedded_slots or default_slots()
+        self.embedded = start_embedded_proxy(
+            self.gateway,
+            proxy_id,
+            self.ctx.home.embedded_proxy,
+            slots,
+            site=site,
+            poll_timeout=self.ctx.config.poll_timeout,
+        )
+
+    def request_stop(self) -> None:
+        self.ctx.shutting_down.set()
+        self.server.should_exit = True
+        self.ctx.signals.wake_all_proxies()
+        self.ctx.signals.session_changed()
+
+    def shutdown(self) -> None:
+        self.ctx.shutting_down.set()
+        if self.embedded is not None:
+            self.embedded.stop(timeout=30)
+        self.dispatcher.stop()
+        try:
+            with self.ctx.db.session() as db:
+                interrupt_embedded_tasks(db)
+        except Exception:
+            log.exception("could not requeue the embedded proxy's tasks")
+        self.ctx.db.dispose()
+        log.info("server stopped")
+
+    def serve(self) -> None:
+        """Blocking: serve until `request_stop`, then shut everything down."""
+        self.start_background_services()
+        log.info("ferryman server listening on %s", self.ctx.config.url)
+        try:
+            self.server.run()
+        finally:
+            self.shutdown()
+
+
+def run_server(
+    home: str | os.PathLike[str] | None = None,
+    listen: str | None = None,
+    embedded_proxy: bool = True,
+) -> None:
+    """Run the backup server until SIGTERM/SIGINT (blocking)."""
+    running = RunningServer(resolve_home(home), listen, embedded_proxy)
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("signal %d: shutting down", signum)
+        running.request_stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    running.serve()
