@@ -1,0 +1,84 @@
+"""Backup and restore of an awkward tree: byte for byte, metadata field by field."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ferryman.engine.backup import run_backup
+from ferryman.engine.options import BackupOptions, RestoreOptions
+from ferryman.engine.progress import ProgressEvent
+from ferryman.engine.restore import run_restore
+from ferryman.repository import Repository
+from ferryman.sources.local import LocalSource
+from .trees import build_awkward_tree, diff_trees
+
+
+def test_awkward_tree_round_trip(repo: Repository, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    build_awkward_tree(src)
+    events: list[ProgressEvent] = []
+    result = run_backup(
+        LocalSource(src), repo, BackupOptions(share="s", progress_interval=0.05), events.append
+    )
+    assert result.status == "success", result.warnings
+    assert result.restore_point is not None
+    assert events and events[-1].phase == "done"
+    assert events[-1].files_scanned == result.stats.files_scanned
+    out = tmp_path / "out"
+    restored = run_restore(repo, result.restore_point, out, RestoreOptions())
+    assert restored.status == "success", restored.errors
+    assert diff_trees(src, out) == []
+    # hardlinks restored as links, sparse file keeps its holes
+    assert os.stat(out / "hard1").st_ino == os.stat(out / "sub" / "hard3").st_ino
+    sparse = os.stat(out / "sparse.img")
+    assert sparse.st_size == 64 << 20 and sparse.st_blocks * 512 < 8 << 20
+    assert os.readlink(os.path.join(bytes(out), b"weird-link")) == b"\xff-weird-target"
+
+
+def test_sparse_content_not_stored_as_zeros(repo: Repository, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "holey", "wb") as f:
+        f.truncate(256 << 20)
+        f.seek(100 << 20)
+        f.write(b"data" * 1000)
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.stats.bytes_read <= 8192  # one filesystem block, not 256 MiB
+    assert result.stats.bytes_new <= 8192
+
+
+def test_incremental_reads_only_changed_files(repo: Repository, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    for i in range(50):
+        (src / "d" / f"f{i}").write_bytes(os.urandom(1000 + i))
+    (src / "large").write_bytes(os.urandom(12 << 20))
+    first = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert first.stats.files_read == 51
+    again = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert again.stats.files_read == 0
+    assert again.stats.files_unchanged == 51
+    assert again.parent == first.restore_point
+    with open(src / "d" / "f7", "ab") as f:
+        f.write(b"more")
+    (src / "d" / "new").write_bytes(b"new file")
+    (src / "d" / "f3").unlink()
+    third = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert third.stats.files_read == 2
+    assert third.stats.bytes_new < 10_000
+    assert third.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, third.restore_point, out)
+    assert diff_trees(src, out) == []
+
+
+def test_other_share_does_not_serve_as_parent(repo: Repository, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x" * 100)
+    run_backup(LocalSource(src), repo, BackupOptions(share="one"))
+    other = run_backup(LocalSource(src), repo, BackupOptions(share="two"))
+    assert other.parent is None
+    assert other.stats.files_read == 1
+    assert other.stats.bytes_new == 0  # deduplicated across shares
