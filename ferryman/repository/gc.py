@@ -47,30 +47,35 @@ class GCReport:
     reachable_blobs: int = 0
 
 
-def _live_packs(repo: Repository) -> tuple[set[bytes], int]:
-    """Packs holding the indexed location of a blob reachable from any restore point."""
+def _live_packs(repo: Repository, avoid: set[bytes]) -> tuple[set[bytes], int]:
+    """Packs that must stay so every blob reachable from a restore point keeps a copy.
+
+    For a blob with several indexed copies, a copy outside ``avoid`` (condemned
+    packs) is kept in preference, the lowest pack id first.
+    """
     points = repo.list_restore_points(include_checkpoints=True)
     repo.sync_index()  # after listing points: a point's segments precede it
     with mark_reachable(repo, points) as reach:
-        return _packs_of(repo, reach), len(reach)
+        return _packs_of(repo, reach, avoid), len(reach)
 
 
-def _packs_of(repo: Repository, reach: ReachableSet) -> set[bytes]:
+def _packs_of(repo: Repository, reach: ReachableSet, avoid: set[bytes]) -> set[bytes]:
     live: set[bytes] = set()
     for blob_id in reach:
-        entry = repo.index_cache.lookup(blob_id)
-        if entry is not None:
-            live.add(entry.pack_id)
+        packs = [loc.pack_id for loc in repo.index_cache.locations(blob_id)]
+        preferred = [p for p in packs if p not in avoid] or packs
+        if preferred:
+            live.add(preferred[0])
     return live
 
 
 def mark(repo: Repository, report: GCReport) -> None:
     """Phase 1: condemn unreachable packs and record the writers that may not know."""
     present = list_packs(repo)  # before reachability: newer packs are never condemned
-    live, report.reachable_blobs = _live_packs(repo)
     already: set[bytes] = set()
     for item in gc_state.load_condemned(repo.backend, repo.keys.encryption):
         already.update(item.packs)
+    live, report.reachable_blobs = _live_packs(repo, already)
     dead = sorted(pid for pid in present if pid not in live and pid not in already)
     if not dead:
         return
@@ -119,7 +124,7 @@ def _consolidate(repo: Repository, doomed: set[bytes], report: GCReport) -> None
 
 def sweep(repo: Repository, item: CondemnedList, report: GCReport) -> None:
     """Phase 2 for one generation whose writer fence has passed."""
-    live, _ = _live_packs(repo)
+    live, _ = _live_packs(repo, set(item.packs))
     doomed = {pid for pid in item.packs if pid not in live}
     report.reprieved_packs += len(item.packs) - len(doomed)
     if doomed:

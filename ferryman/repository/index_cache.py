@@ -20,8 +20,9 @@ from ferryman.repository.index import IndexEntry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
-    id BLOB PRIMARY KEY, pack BLOB NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
-    raw_length INTEGER NOT NULL, compression INTEGER NOT NULL, kind INTEGER NOT NULL
+    id BLOB NOT NULL, pack BLOB NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
+    raw_length INTEGER NOT NULL, compression INTEGER NOT NULL, kind INTEGER NOT NULL,
+    PRIMARY KEY (id, pack)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
 CREATE TABLE IF NOT EXISTS segments (name TEXT PRIMARY KEY) WITHOUT ROWID;
@@ -91,7 +92,7 @@ class IndexCache:
         return merged
 
     def merge(self, name: str, entries: Iterator[IndexEntry]) -> None:
-        """Add the entries of segment ``name`` (idempotent, first location wins)."""
+        """Add the entries of segment ``name`` (idempotent; a blob may have several locations)."""
         rows = (
             (e.blob_id, e.pack_id, e.offset, e.length, e.raw_length, e.compression, e.kind)
             for e in entries
@@ -111,15 +112,26 @@ class IndexCache:
                 raise
 
     def lookup(self, blob_id: bytes) -> IndexEntry | None:
-        """The location of ``blob_id``, or ``None``."""
+        """One location of ``blob_id`` (the lowest pack id), or ``None``."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT pack, offset, length, raw_length, compression, kind FROM blobs WHERE id=?",
+                "SELECT pack, offset, length, raw_length, compression, kind FROM blobs WHERE id=? "
+                "ORDER BY pack LIMIT 1",
                 (blob_id,),
             ).fetchone()
         if row is None:
             return None
         return IndexEntry(blob_id, row[0], row[1], row[2], row[3], row[4], row[5])
+
+    def locations(self, blob_id: bytes) -> list[IndexEntry]:
+        """Every indexed location of ``blob_id`` (duplicates come from concurrent writers)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT pack, offset, length, raw_length, compression, kind FROM blobs WHERE id=? "
+                "ORDER BY pack",
+                (blob_id,),
+            ).fetchall()
+        return [IndexEntry(blob_id, r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     def count(self) -> int:
         """Number of blobs known."""
@@ -143,16 +155,16 @@ class IndexCache:
 
     def iter_entries(self) -> Iterator[IndexEntry]:
         """Every entry, in blob-id order (reads in batches; memory stays bounded)."""
-        last = b""
+        last: tuple[bytes, bytes] = (b"", b"")
         while True:
             with self._lock:
                 rows = self._conn.execute(
                     "SELECT id, pack, offset, length, raw_length, compression, kind FROM blobs "
-                    "WHERE id > ? ORDER BY id LIMIT 10000",
-                    (last,),
+                    "WHERE (id, pack) > (?, ?) ORDER BY id, pack LIMIT 10000",
+                    last,
                 ).fetchall()
             if not rows:
                 return
             for row in rows:
                 yield IndexEntry(*row)
-            last = rows[-1][0]
+            last = (rows[-1][0], rows[-1][1])

@@ -168,18 +168,23 @@ class Repository:
 
     def get_blob(self, blob_id: bytes) -> bytes:
         """Read, authenticate, decompress and verify one blob."""
-        entry = self.lookup(blob_id)
-        if entry is None:
-            raise BlobNotFound(f"blob {blob_id.hex()} is not in the repository index")
-        try:
-            return self._read(entry)
-        except ObjectNotFound:
-            # The pack moved (garbage collection consolidated the index): resync once.
-            self.sync_index()
-            fresh = self.index_cache.lookup(blob_id)
-            if fresh is None or fresh == entry:
-                raise
-            return self._read(fresh)
+        for attempt in range(2):
+            locations = self.index_cache.locations(blob_id)
+            if not locations:
+                self.sync_index()
+                locations = self.index_cache.locations(blob_id)
+            if not locations:
+                raise BlobNotFound(f"blob {blob_id.hex()} is not in the repository index")
+            for entry in locations:
+                try:
+                    return self._read(entry)
+                except ObjectNotFound:
+                    continue  # another copy, or garbage collection moved it
+            if attempt == 0:
+                self.sync_index()
+        raise ObjectNotFound(
+            f"blob {blob_id.hex()}: every pack the index names for it is missing (run check)"
+        )
 
     def _read(self, entry: IndexEntry) -> bytes:
         name = pack.pack_name(entry.kind, entry.pack_hex)

@@ -114,8 +114,8 @@ class RepositoryWriter:
         """
         if self._in_session(blob_id):
             return True
-        entry = self.repo.index_cache.lookup(blob_id)
-        return entry is not None and entry.pack_id not in self._condemned
+        locations = self.repo.index_cache.locations(blob_id)
+        return any(loc.pack_id not in self._condemned for loc in locations)
 
     # -- adding blobs --------------------------------------------------------------------------
 

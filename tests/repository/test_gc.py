@@ -1,0 +1,137 @@
+"""Garbage collection: two phases, fenced by writer leases."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from ferryman.repository import KIND_DATA, BlobNotFound, LeaseExpired, Repository
+from ferryman.repository.lease import WriterLease
+
+from .snapshots import make_files, read_files, store_files
+
+
+def _backup(repo: Repository, seed: int) -> tuple[str, dict[bytes, bytes]]:
+    files = make_files(seed, count=10)
+    with repo.open_writer("t", pack_size=20_000) as w:
+        point = w.save_restore_point(share="s", root=store_files(repo, w, files))
+    return point.id, files
+
+
+def _pack_count(repo_url: str) -> int:
+    return sum(1 for p in (Path(repo_url) / "data").rglob("*") if p.is_file())
+
+
+def _unique_blobs(
+    repo: Repository, mine: dict[bytes, bytes], other: dict[bytes, bytes]
+) -> list[bytes]:
+    theirs = {repo.blob_id(c.data) for d in other.values() for c in repo.chunker().cut_buf(d)}
+    ours = {repo.blob_id(c.data) for d in mine.values() for c in repo.chunker().cut_buf(d)}
+    return sorted(ours - theirs)
+
+
+def test_gc_removes_unreferenced_data_in_two_runs(repo: Repository, repo_url: str) -> None:
+    old_id, old_files = _backup(repo, 1)
+    keep_id, keep_files = _backup(repo, 2)
+    unique = _unique_blobs(repo, old_files, keep_files)
+    before = _pack_count(repo_url)
+    assert repo.gc(grace=0).condemned_packs == 0  # everything is referenced
+    repo.delete_restore_point(old_id)
+    first = repo.gc(grace=0)
+    assert first.condemned_packs > 0 and first.deleted_packs == 0
+    assert _pack_count(repo_url) == before  # phase 1 deletes nothing
+    second = repo.gc(grace=0)
+    assert second.swept_generations == [first.marked_generation]
+    assert second.deleted_packs == first.condemned_packs
+    assert _pack_count(repo_url) < before
+    gone = 0
+    for blob_id in unique:
+        try:
+            repo.get_blob(blob_id)
+        except BlobNotFound:
+            gone += 1
+    assert gone > 0
+    report = repo.check(read_data=True)
+    assert report.ok, report.errors
+    assert read_files(repo, repo.load_restore_point(keep_id).root) == keep_files
+
+
+def test_sweep_waits_for_writers_alive_at_mark(repo: Repository) -> None:
+    old_id, old_files = _backup(repo, 1)
+    writer = repo.open_writer("slow backup")  # started before the mark: did not see it
+    repo.delete_restore_point(old_id)
+    mark = repo.gc(grace=0)
+    assert mark.condemned_packs > 0
+    waiting = repo.gc(grace=0)
+    assert waiting.waiting_generations == [mark.marked_generation] and waiting.deleted_packs == 0
+    # The slow writer still believes the old blobs exist and references them.
+    root = store_files(repo, writer, old_files)
+    point = writer.save_restore_point(share="s", root=root)
+    writer.close()
+    swept = repo.gc(grace=0)
+    assert swept.swept_generations == [mark.marked_generation]
+    assert swept.reprieved_packs > 0
+    assert read_files(repo, repo.load_restore_point(point.id).root) == old_files
+    assert repo.check(read_data=True).ok
+
+
+def test_writer_started_after_mark_reuploads_condemned_blobs(repo: Repository) -> None:
+    old_id, old_files = _backup(repo, 1)
+    repo.delete_restore_point(old_id)
+    assert repo.gc(grace=0).condemned_packs > 0
+    some = next(iter(old_files.values()))
+    blob = next(iter(repo.chunker().cut_buf(some))).data
+    with repo.open_writer("new") as w:
+        assert not w.has_blob(repo.blob_id(blob))
+        assert w.add_blob(KIND_DATA, repo.blob_id(blob), blob) is True
+        point = w.save_restore_point(share="s", root=store_files(repo, w, old_files))
+    report = repo.gc(grace=0)
+    assert report.deleted_packs > 0
+    assert read_files(repo, repo.load_restore_point(point.id).root) == old_files
+    assert repo.check(read_data=True).ok
+
+
+def test_expired_lease_of_a_dead_writer_no_longer_blocks(repo: Repository) -> None:
+    old_id, _ = _backup(repo, 1)
+    dead = WriterLease(repo.backend, repo.keys.encryption, "ab" * 16, "crashed", timeout=0.3)
+    dead.acquire()
+    dead._stop.set()  # the process "dies": no more refreshes, lease never deleted
+    repo.delete_restore_point(old_id)
+    mark = repo.gc(grace=0)
+    assert mark.condemned_packs > 0
+    time.sleep(0.4)
+    swept = repo.gc(grace=0)
+    assert swept.deleted_packs == mark.condemned_packs
+    assert swept.leases_removed == 1
+    assert repo.check().ok
+
+
+def test_unindexed_leftovers_of_a_crash_are_collected(repo: Repository, repo_url: str) -> None:
+    _backup(repo, 1)
+    w = repo.open_writer("crashing", pack_size=1000)
+    data = b"orphan" * 1000
+    w.add_blob(KIND_DATA, repo.blob_id(data), data)
+    w._submit(w._open[KIND_DATA])  # type: ignore[arg-type]
+    w._pool.shutdown(wait=True)
+    w._lease._stop.set()
+    w._lease.backend.delete(w._lease.object_name)  # as if its lease expired
+    packs = _pack_count(repo_url)
+    assert any("not indexed" in warning for warning in repo.check().warnings)
+    assert repo.gc(grace=0).condemned_packs == 1
+    assert repo.gc(grace=0).deleted_packs == 1
+    assert _pack_count(repo_url) == packs - 1
+    assert repo.check().ok and not repo.check().warnings
+
+
+def test_writer_refuses_to_publish_after_its_lease_lapsed(repo: Repository) -> None:
+    w = repo.open_writer("stalled", lease_timeout=0.2)
+    w._lease._stop.set()
+    time.sleep(0.3)
+    data = b"late" * 100
+    w.add_blob(KIND_DATA, repo.blob_id(data), data)
+    with pytest.raises(LeaseExpired, match="could not be refreshed"):
+        w.save_restore_point(share="s", root=repo.blob_id(data))
+    w.close(flush=False)
+    assert repo.list_restore_points() == []
