@@ -9,6 +9,7 @@ regular files, with ``O_NONBLOCK`` as a second guard).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -20,9 +21,9 @@ from ferryman.sources import metadata
 from ferryman.sources.base import SourceUnavailable, check_name
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = (
-    os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
-)
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# O_NOATIME keeps backups from touching atimes, but only the owner (or root) may use it
+_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
 class LocalFile:
@@ -93,6 +94,12 @@ class LocalDir:
 
     def open_file(self, name: bytes) -> LocalFile:
         """Open a file for reading without following symlinks or blocking on FIFOs."""
+        if _NOATIME:
+            try:
+                return LocalFile(os.open(name, _FILE_FLAGS | _NOATIME, dir_fd=self.fd))
+            except PermissionError as exc:
+                if exc.errno != errno.EPERM:
+                    raise
         return LocalFile(os.open(name, _FILE_FLAGS, dir_fd=self.fd))
 
     def read_link(self, name: bytes) -> bytes:
