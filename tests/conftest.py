@@ -1,0 +1,100 @@
+"""Shared fixtures: a real PostgreSQL server for tests that need one.
+
+A private cluster is created with `initdb` in a temporary folder and started
+with `pg_ctl` on a free loopback port (as the `postgres` user when running as
+root, since initdb refuses root). Without PostgreSQL installed the tests that
+need it are skipped locally and FAIL under CI (`CI=true`).
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pg_bin() -> str | None:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if candidates:
+        return os.path.dirname(candidates[-1])
+    found = shutil.which("initdb")
+    return os.path.dirname(found) if found else None
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"PostgreSQL is required under CI: {reason}")
+    pytest.skip(f"PostgreSQL not available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """Start a private PostgreSQL cluster; yields its base URL (`postgresql://user@127.0.0.1:PORT`)."""
+    bindir = _pg_bin()
+    if bindir is None:
+        _unavailable("initdb not found (apt-get install postgresql)")
+        return
+    as_root = os.geteuid() == 0
+    tmp = tempfile.mkdtemp(prefix="ferryman-pg-")
+    data = os.path.join(tmp, "data")
+    user = "postgres" if as_root else os.environ.get("USER", "postgres")
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    if as_root:
+        shutil.chown(tmp, user="postgres")
+    port = _free_port()
+    try:
+        subprocess.run(
+            [*prefix, f"{bindir}/initdb", "-D", data, "-U", user, "--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+        )
+        options = f"-k {tmp} -h 127.0.0.1 -p {port} -c fsync=off -c max_connections=300"
+        subprocess.run(
+            [*prefix, f"{bindir}/pg_ctl", "-D", data, "-o", options, "-l", f"{tmp}/log", "-w", "start"],
+            check=True,
+            capture_output=True,
+        )
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        shutil.rmtree(tmp, ignore_errors=True)
+        _unavailable(f"cannot start a cluster: {exc} {detail.decode(errors='replace')[:300]}")
+        return
+    try:
+        yield f"postgresql://{user}@127.0.0.1:{port}"
+    finally:
+        subprocess.run(
+            [*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def postgres_database(postgres_server: str) -> Callable[[], str]:
+    """A factory of fresh, empty databases on the shared cluster; returns their URLs."""
+    import psycopg
+
+    def create() -> str:
+        name = f"t{os.getpid()}_{next(_counter)}_{int(time.time() * 1000) % 100000}"
+        with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"{postgres_server}/{name}"
+
+    return create
