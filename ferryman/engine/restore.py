@@ -260,10 +260,19 @@ class Restorer:
             self.collector.add(files_read=1, bytes_read=written)
         except OSError as exc:
             self.error(job.path, describe_restore_error(exc))
+            self._discard(job)
         except RepositoryError as exc:
             self.error(job.path, f"content unreadable: {exc}")
+            self._discard(job)
         finally:
             job.dir.release()
+
+    def _discard(self, job: _FileJob) -> None:
+        """Remove a partially written file (frees space for the next ones; no corrupt copy)."""
+        try:
+            os.unlink(job.name, dir_fd=job.dir.fd)
+        except OSError as exc:
+            self.error(job.path, f"incomplete copy left behind: {describe_restore_error(exc)}")
 
     def finish(self) -> None:
         """Wait for the workers, then apply directory metadata children-first."""

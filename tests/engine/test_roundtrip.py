@@ -11,6 +11,7 @@ from ferryman.engine.progress import ProgressEvent
 from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository
 from ferryman.sources.local import LocalSource
+
 from .trees import build_awkward_tree, diff_trees
 
 

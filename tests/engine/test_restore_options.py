@@ -1,0 +1,110 @@
+"""Restore: overwrite policies, selected paths, per-file errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ferryman.engine.backup import run_backup
+from ferryman.engine.options import BackupOptions, RestoreOptions
+from ferryman.engine.restore import run_restore
+from ferryman.repository import Repository
+from ferryman.sources.local import LocalSource
+
+
+@pytest.fixture
+def point(repo: Repository, tmp_path: Path) -> str:
+    src = tmp_path / "src"
+    (src / "dir" / "sub").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"backup a")
+    (src / "dir" / "b.txt").write_bytes(b"backup b")
+    (src / "dir" / "sub" / "c.txt").write_bytes(b"backup c")
+    os.utime(src / "a.txt", ns=(10**18, 10**18))  # year 2001
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+    return result.restore_point
+
+
+def _target(tmp_path: Path, mtime_ns: int) -> Path:
+    t = tmp_path / "target"
+    t.mkdir()
+    (t / "a.txt").write_bytes(b"local a")
+    os.utime(t / "a.txt", ns=(mtime_ns, mtime_ns))
+    return t
+
+
+@pytest.mark.parametrize(
+    ("policy", "local_mtime", "expect_a", "extra"),
+    [
+        ("replace", 2 * 10**18, b"backup a", None),
+        ("skip", 1, b"local a", None),
+        ("keep-both", 1, b"local a", "a.txt.restored"),
+        ("if-newer", 2 * 10**18, b"local a", None),  # local is newer: keep it
+        ("if-newer", 1, b"backup a", None),  # backup is newer: restore
+    ],
+)
+def test_overwrite_policies(
+    repo: Repository,
+    tmp_path: Path,
+    point: str,
+    policy: str,
+    local_mtime: int,
+    expect_a: bytes,
+    extra: str | None,
+) -> None:
+    target = _target(tmp_path, local_mtime)
+    result = run_restore(repo, point, target, RestoreOptions(overwrite=policy))  # type: ignore[arg-type]
+    assert result.status == "success", result.errors
+    assert (target / "a.txt").read_bytes() == expect_a
+    if extra:
+        assert (target / extra).read_bytes() == b"backup a"
+    assert (target / "dir" / "sub" / "c.txt").read_bytes() == b"backup c"
+
+
+def test_selected_paths_keep_or_strip_their_parents(
+    repo: Repository, tmp_path: Path, point: str
+) -> None:
+    full = tmp_path / "full"
+    run_restore(repo, point, full, RestoreOptions(paths=[b"dir/sub"]))
+    assert sorted(str(p.relative_to(full)) for p in full.rglob("*")) == [
+        "dir",
+        "dir/sub",
+        "dir/sub/c.txt",
+    ]
+    stripped = tmp_path / "stripped"
+    run_restore(repo, point, stripped, RestoreOptions(paths=[b"dir/b.txt"], strip_paths=True))
+    assert [p.name for p in stripped.iterdir()] == ["b.txt"]
+    result = run_restore(repo, point, tmp_path / "x", RestoreOptions(paths=[b"nope"]))
+    assert result.status == "warning" and "does not exist" in result.errors[0].reason
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_is_reported_per_file(repo: Repository, tmp_path: Path, tiny_fs: Path) -> None:
+    src = tmp_path / "src2"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(1 << 20))
+    (src / "small").write_bytes(b"fits")
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s2"))
+    assert result.restore_point is not None
+    restored = run_restore(repo, result.restore_point, tiny_fs)
+    assert restored.status == "warning"
+    assert {e.path: e.reason for e in restored.errors}["big"] == "disk full"
+    assert (tiny_fs / "small").read_bytes() == b"fits"

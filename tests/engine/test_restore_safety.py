@@ -1,0 +1,147 @@
+"""Restore never writes outside its target, whatever the restore point contains."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from ferryman.engine.nodes import ROOT_NAME
+from ferryman.engine.options import RestoreOptions
+from ferryman.engine.restore import RestoreFailed, run_restore
+from ferryman.repository import KIND_DATA, KIND_TREE, Node, Repository
+from ferryman.repository.tree import TREE_VERSION, node_to_map
+
+
+def _raw_tree(repo: Repository, writer: object, nodes: list[Node]) -> bytes:
+    """Encode nodes WITHOUT validation or sorting (what a hostile writer could store)."""
+    data = msgpack.packb(
+        {"v": TREE_VERSION, "nodes": [node_to_map(n) for n in nodes]}, use_bin_type=True
+    )
+    blob_id = repo.blob_id(data)
+    writer.add_blob(KIND_TREE, blob_id, data)  # type: ignore[attr-defined]
+    return blob_id
+
+
+def _point(repo: Repository, entry_blobs: list[list[Node]]) -> str:
+    """A restore point whose root directory lists the given tree blobs, in order."""
+    with repo.open_writer("hostile") as w:
+        payload = b"pwned\n"
+        content_id = repo.blob_id(payload)
+        w.add_blob(KIND_DATA, content_id, payload)
+        for nodes in entry_blobs:
+            for n in nodes:
+                if n.type == "file":
+                    n.content, n.size = [content_id], len(payload)
+        ids = [_raw_tree(repo, w, nodes) for nodes in entry_blobs]
+        root = Node(name=ROOT_NAME, type="dir", mode=0o40755, subtrees=ids)
+        root_id = _raw_tree(repo, w, [root])
+        return w.save_restore_point(share="evil", root=root_id).id
+
+
+def _file(name: bytes) -> Node:
+    return Node(name=name, type="file", mode=0o100644)
+
+
+def _outside_untouched(outside: Path) -> None:
+    assert sorted(p.name for p in outside.iterdir()) == ["keep"]
+    assert (outside / "keep").read_bytes() == b"original"
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    d = tmp_path / "outside"
+    d.mkdir()
+    (d / "keep").write_bytes(b"original")
+    return d
+
+
+@pytest.mark.parametrize(
+    "name", [b"..", b".", b"../escape", b"/abs", b"a/../../x", b"", b"nul\x00byte"]
+)
+def test_hostile_names_are_refused(
+    repo: Repository, tmp_path: Path, outside: Path, name: bytes
+) -> None:
+    target = tmp_path / "target"
+    point = _point(repo, [[_file(name)]])
+    result = run_restore(repo, point, target)
+    assert result.status == "warning"
+    assert result.errors, "hostile entry must be reported"
+    _outside_untouched(outside)
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "x").exists()
+
+
+def test_symlink_then_directory_of_the_same_name(
+    repo: Repository, tmp_path: Path, outside: Path
+) -> None:
+    """Blob 1: ``x -> outside``; blob 2: directory ``x`` with a file: must not follow x."""
+    link = Node(name=b"x", type="symlink", mode=0o120777, link_target=str(outside).encode())
+    inner = [_file(b"pwn")]
+    with repo.open_writer("hostile-inner") as w:
+        inner_id = _raw_tree(repo, w, inner)
+    directory = Node(name=b"x", type="dir", mode=0o40755, subtrees=[inner_id])
+    point = _point(repo, [[link], [directory]])
+    result = run_restore(repo, point, tmp_path / "target")
+    assert result.status == "warning"
+    _outside_untouched(outside)
+    assert os.path.islink(tmp_path / "target" / "x")
+
+
+def test_symlink_then_file_of_the_same_name(
+    repo: Repository, tmp_path: Path, outside: Path
+) -> None:
+    link = Node(
+        name=b"f", type="symlink", mode=0o120777, link_target=str(outside / "keep").encode()
+    )
+    point = _point(repo, [[link], [_file(b"f")]])
+    run_restore(repo, point, tmp_path / "target")
+    _outside_untouched(outside)
+
+
+def test_hardlink_to_a_path_outside(repo: Repository, tmp_path: Path, outside: Path) -> None:
+    evil = _file(b"h")
+    evil.nlink, evil.link_to = 2, str(outside / "keep").encode()
+    dotted = _file(b"h2")
+    dotted.nlink, dotted.link_to = 2, b"../outside/keep"
+    point = _point(repo, [[evil, dotted]])
+    result = run_restore(repo, point, tmp_path / "target")
+    _outside_untouched(outside)
+    assert (tmp_path / "target" / "h").read_bytes() == b"pwned\n"
+    assert os.stat(tmp_path / "target" / "h").st_ino != os.stat(outside / "keep").st_ino
+    assert result.status == "success"
+
+
+def test_existing_symlink_in_target_is_not_followed(
+    repo: Repository, tmp_path: Path, outside: Path
+) -> None:
+    """The target already has ``d -> outside``; the point has a directory ``d``."""
+    with repo.open_writer("inner") as w:
+        inner_id = _raw_tree(repo, w, [_file(b"file")])
+    point = _point(repo, [[Node(name=b"d", type="dir", mode=0o40755, subtrees=[inner_id])]])
+    for policy in ("skip", "replace", "keep-both", "if-newer"):
+        target = tmp_path / f"target-{policy}"
+        target.mkdir()
+        os.symlink(outside, target / "d")
+        run_restore(repo, point, target, RestoreOptions(overwrite=policy))  # type: ignore[arg-type]
+        _outside_untouched(outside)
+
+
+def test_selected_path_with_dotdot_is_refused(repo: Repository, tmp_path: Path) -> None:
+    point = _point(repo, [[_file(b"a")]])
+    result = run_restore(repo, point, tmp_path / "t", RestoreOptions(paths=[b"../a"]))
+    assert result.status == "warning"
+    assert "'..' is not allowed" in result.errors[0].reason
+
+
+def test_corrupt_root_is_a_clear_error(repo: Repository, tmp_path: Path) -> None:
+    with repo.open_writer("bad") as w:
+        data = b"not a tree"
+        bid = repo.blob_id(data)
+        w.add_blob(KIND_TREE, bid, data)
+        point = w.save_restore_point(share="evil", root=bid).id
+    with pytest.raises(RestoreFailed, match="restore point"):
+        run_restore(repo, point, tmp_path / "t")
+    with pytest.raises(RestoreFailed, match="does not exist"):
+        run_restore(repo, "0" * 32, tmp_path / "t")
