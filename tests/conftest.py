@@ -64,7 +64,18 @@ def postgres_server() -> Iterator[str]:
         )
         options = f"-k {tmp} -h 127.0.0.1 -p {port} -c fsync=off -c max_connections=300"
         subprocess.run(
-            [*prefix, f"{bindir}/pg_ctl", "-D", data, "-o", options, "-l", f"{tmp}/log", "-w", "start"],
+            [
+                *prefix,
+                f"{bindir}/pg_ctl",
+                "-D",
+                data,
+                "-o",
+                options,
+                "-l",
+                f"{tmp}/log",
+                "-w",
+                "start",
+            ],
             check=True,
             capture_output=True,
         )

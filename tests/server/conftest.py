@@ -47,8 +47,14 @@ class Api:
         self.client = client
         self.token = token
 
-    def call(self, method: str, path: str, expect: int | None = None, token: str | None = None,
-             **kwargs: Any) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        expect: int | None = None,
+        token: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         headers = {"Authorization": f"Bearer {token or self.token}", **kwargs.pop("headers", {})}
         response = self.client.request(method, f"/api/v1{path}", headers=headers, **kwargs)
         if expect is not None:

@@ -27,8 +27,17 @@ def test_embedded_proxy_and_default_repository_registered(api: Api) -> None:
     proxies = api.get("/proxies")
     assert [p["name"] for p in proxies] == ["embedded"]
     assert proxies[0]["embedded"] is True and proxies[0]["state"] == "offline"
-    for key in ("name", "state", "version", "site", "slots", "busy_slots", "running_tasks",
-                "last_heartbeat", "probes"):
+    for key in (
+        "name",
+        "state",
+        "version",
+        "site",
+        "slots",
+        "busy_slots",
+        "running_tasks",
+        "last_heartbeat",
+        "probes",
+    ):
         assert key in proxies[0]
     repos = api.get("/repositories")
     assert [r["name"] for r in repos] == ["default"]
@@ -46,12 +55,29 @@ def test_secrets_encrypted_at_rest(ctx: ServerContext) -> None:
 
 
 def test_share_job_session_flow(api: Api, tmp_path: Path) -> None:
-    share = api.post("/shares", {"name": "docs", "url": str(tmp_path), "site": "hq",
-                                 "include": ["*.txt"], "io_control": "lower"})
+    share = api.post(
+        "/shares",
+        {
+            "name": "docs",
+            "url": str(tmp_path),
+            "site": "hq",
+            "include": ["*.txt"],
+            "io_control": "lower",
+        },
+    )
     assert share["max_proxies"] == 1 and share["site"] == "hq"
     api.post("/shares", {"name": "docs", "url": str(tmp_path)}, expect=409)
-    job = api.post("/jobs", {"name": "nightly", "shares": ["docs"], "repository": "default",
-                             "schedule": "0 2 * * *", "keep_last": 3, "priority": 70})
+    job = api.post(
+        "/jobs",
+        {
+            "name": "nightly",
+            "shares": ["docs"],
+            "repository": "default",
+            "schedule": "0 2 * * *",
+            "keep_last": 3,
+            "priority": 70,
+        },
+    )
     assert job["shares"] == ["docs"] and job["proxies"] == "auto" and job["keep_last"] == 3
     session = api.post("/jobs/nightly/run")
     assert session["status"] == "running" and session["job"] == "nightly"
@@ -77,8 +103,12 @@ def test_validation_errors_are_one_line_4xx(api: Api) -> None:
         ("/shares", {"name": "bad name", "url": "/tmp"}, 422, "name"),
         ("/shares", {"name": "x", "url": "/tmp", "io_control": "turbo"}, 422, "io_control"),
         ("/jobs", {"name": "j", "shares": ["nope"], "repository": "default"}, 404, "unknown share"),
-        ("/jobs", {"name": "j", "shares": ["a"], "repository": "d", "schedule": "61 * * * *"},
-         422, "cron"),
+        (
+            "/jobs",
+            {"name": "j", "shares": ["a"], "repository": "d", "schedule": "61 * * * *"},
+            422,
+            "cron",
+        ),
         ("/repositories", {"name": "r", "url": "/tmp/r"}, 422, "passphrase is required"),
         ("/repositories", {"name": "r", "url": "ftp://x", "passphrase": "p"}, 422, "unsupported"),
         ("/proxies/join-tokens", {"ttl": "forever"}, 422, "duration"),
@@ -91,15 +121,19 @@ def test_validation_errors_are_one_line_4xx(api: Api) -> None:
         assert r.status_code == status, (path, body, r.text)
         detail = r.json()["detail"]
         assert isinstance(detail, str) and "\n" not in detail and words in detail, detail
-    r = api.call("POST", "/shares", content=b"{not json", headers={"content-type": "application/json"})
+    r = api.call(
+        "POST", "/shares", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422
     assert api.call("GET", "/sessions/12345").status_code == 404
     assert api.call("GET", "/jobs/nope").status_code == 404
 
 
 def test_roles_are_enforced(api: Api, tmp_path: Path) -> None:
-    tokens = {role: api.post("/tokens", {"name": role, "role": role})["token"]
-              for role in ("viewer", "restore-operator", "operator")}
+    tokens = {
+        role: api.post("/tokens", {"name": role, "role": role})["token"]
+        for role in ("viewer", "restore-operator", "operator")
+    }
     api.post("/shares", {"name": "s", "url": str(tmp_path)})
     api.post("/jobs", {"name": "j", "shares": ["s"], "repository": "default"})
     assert api.call("GET", "/jobs", token=tokens["viewer"]).status_code == 200
@@ -107,13 +141,18 @@ def test_roles_are_enforced(api: Api, tmp_path: Path) -> None:
     assert r.status_code == 403 and "viewer" in r.json()["detail"]
     assert api.call("POST", "/jobs/j/run", token=tokens["restore-operator"]).status_code == 403
     session = api.call("POST", "/jobs/j/run", token=tokens["operator"], expect=201).json()
-    assert api.call("POST", f"/sessions/{session['id']}/stop",
-                    token=tokens["restore-operator"]).status_code == 403
+    assert (
+        api.call(
+            "POST", f"/sessions/{session['id']}/stop", token=tokens["restore-operator"]
+        ).status_code
+        == 403
+    )
     for role in tokens:
         body = {"name": "s2", "url": str(tmp_path)}
         assert api.call("POST", "/shares", json=body, token=tokens[role]).status_code == 403
-        assert api.call("POST", "/proxies/join-tokens", json={},
-                        token=tokens[role]).status_code == 403
+        assert (
+            api.call("POST", "/proxies/join-tokens", json={}, token=tokens[role]).status_code == 403
+        )
     assert api.call("GET", "/tokens", token=tokens["operator"]).status_code == 403
 
 
@@ -126,11 +165,15 @@ def test_join_token_shape_and_proxy_routes_need_a_certificate(api: Api) -> None:
 
 def test_job_with_explicit_proxies_and_unknown_proxy(api: Api, tmp_path: Path) -> None:
     api.post("/shares", {"name": "s", "url": str(tmp_path)})
-    job = api.post("/jobs", {"name": "j", "shares": ["s"], "repository": "default",
-                             "proxies": ["embedded"]})
+    job = api.post(
+        "/jobs", {"name": "j", "shares": ["s"], "repository": "default", "proxies": ["embedded"]}
+    )
     assert job["proxies"] == ["embedded"]
-    r = api.call("POST", "/jobs", json={"name": "k", "shares": ["s"], "repository": "default",
-                                         "proxies": "ghost"})
+    r = api.call(
+        "POST",
+        "/jobs",
+        json={"name": "k", "shares": ["s"], "repository": "default", "proxies": "ghost"},
+    )
     assert r.status_code == 404 and "unknown proxy 'ghost'" in r.json()["detail"]
 
 

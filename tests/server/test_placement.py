@@ -5,8 +5,16 @@ from __future__ import annotations
 from ferryman.server.placement import ProbeView, ProxyView, TaskNeeds, pick_proxy
 
 
-def proxy(pid: int, name: str, site: str | None = None, slots: int = 2, busy: int = 0,
-          share_ok: bool | None = True, online: bool = True, enabled: bool = True) -> ProxyView:
+def proxy(
+    pid: int,
+    name: str,
+    site: str | None = None,
+    slots: int = 2,
+    busy: int = 0,
+    share_ok: bool | None = True,
+    online: bool = True,
+    enabled: bool = True,
+) -> ProxyView:
     probes = {("repository", 1): ProbeView(ok=True, age=1)}
     if share_ok is not None:
         probes[("share", 1)] = ProbeView(ok=share_ok, age=1, error=None if share_ok else "gone")
@@ -14,15 +22,17 @@ def proxy(pid: int, name: str, site: str | None = None, slots: int = 2, busy: in
 
 
 def needs(**kw: object) -> TaskNeeds:
-    base: dict[str, object] = dict(kind="backup", share_id=1, share_name="s", repository_id=1,
-                                   repository_name="r")
+    base: dict[str, object] = dict(
+        kind="backup", share_id=1, share_name="s", repository_id=1, repository_name="r"
+    )
     base.update(kw)
     return TaskNeeds(**base)  # type: ignore[arg-type]
 
 
 def test_same_site_wins_over_lower_load() -> None:
-    d = pick_proxy([proxy(1, "far", "b", busy=0), proxy(2, "near", "a", busy=1)],
-                   needs(share_site="a"))
+    d = pick_proxy(
+        [proxy(1, "far", "b", busy=0), proxy(2, "near", "a", busy=1)], needs(share_site="a")
+    )
     assert d.proxy is not None and d.proxy.name == "near"
     assert "same site 'a'" in d.reason
     assert {"proxy": "far", "reason": "not at the share's site 'a'"} in d.passed_over
@@ -64,8 +74,10 @@ def test_limits_slots_share_cap_and_repository() -> None:
     assert d.proxy is None and "busy" in d.reason
     assert d.passed_over == [{"proxy": "full", "reason": "all 1 task slots busy"}]
     # io-control "lower": one proxy at a time on the share; the one already on it may take more
-    d = pick_proxy([proxy(1, "a"), proxy(2, "b")],
-                   needs(share_proxies={1}, share_max_proxies=1, session_tasks={1: 1}))
+    d = pick_proxy(
+        [proxy(1, "a"), proxy(2, "b")],
+        needs(share_proxies={1}, share_max_proxies=1, session_tasks={1: 1}),
+    )
     assert d.proxy is not None and d.proxy.name == "a"
     assert any("allows 1 proxies" in p["reason"] for p in d.passed_over)
     d = pick_proxy([proxy(1, "a")], needs(repository_running=3, repository_max=3))

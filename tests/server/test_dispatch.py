@@ -1,0 +1,276 @@
+"""Dispatcher, gateway and leases against the real database, with proxies simulated through
+the gateway (the same calls the mTLS routes and the embedded channel make)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from ferryman.proxy.protocol import (
+    Heartbeat,
+    ProbeResult,
+    TaskProgress,
+    TaskReassigned,
+    TaskResult,
+)
+from ferryman.server.context import ServerContext
+from ferryman.server.db.models import Proxy, Repository, Share, Task
+from ferryman.server.dispatcher import Dispatcher
+
+from .conftest import Api
+
+
+def add_proxy(
+    ctx: ServerContext,
+    name: str,
+    site: str | None = None,
+    slots: int = 1,
+    unreachable: set[str] | None = None,
+) -> int:
+    with ctx.db.session() as db:
+        proxy = Proxy(name=name, site=site, slots=slots, cert_serial=name)
+        db.add(proxy)
+        db.flush()
+        proxy_id = proxy.id
+    beat(ctx, proxy_id, slots=slots, site=site, unreachable=unreachable or set())
+    return proxy_id
+
+
+def beat(
+    ctx: ServerContext,
+    proxy_id: int,
+    slots: int = 1,
+    site: str | None = None,
+    running: list[int] | None = None,
+    unreachable: set[str] | None = None,
+) -> list[int]:
+    """Heartbeat, answering every probe the server asks for. Returns tasks to cancel."""
+    gateway = ctx.gateway  # type: ignore[attr-defined]
+    hb = Heartbeat(slots=slots, version="t", site=site, running_tasks=running or [])
+    reply = gateway.heartbeat(proxy_id, hb)
+    if reply.probes:
+        names = {}
+        with ctx.db.session() as db:
+            names.update({("share", s.id): s.name for s in db.scalars(select(Share))})
+            names.update({("repository", r.id): r.name for r in db.scalars(select(Repository))})
+        results = [
+            ProbeResult(
+                kind=p.kind,
+                target_id=p.target_id,
+                url=p.url,
+                ok=names[(p.kind, p.target_id)] not in (unreachable or set()),
+                error="not mounted here",
+                rtt_ms=0.1,
+            )
+            for p in reply.probes
+        ]
+        reply = gateway.heartbeat(proxy_id, hb.model_copy(update={"probe_results": results}))
+    return reply.cancel_tasks
+
+
+def tasks(ctx: ServerContext) -> list[Task]:
+    with ctx.db.session() as db:
+        rows = list(db.scalars(select(Task).order_by(Task.id)))
+        for row in rows:
+            db.expunge(row)
+        return rows
+
+
+def finish(ctx: ServerContext, proxy_id: int, task_id: int, state: str = "success") -> None:
+    ctx.gateway.result(proxy_id, TaskResult(task_id=task_id, state=state))  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def dispatcher(ctx: ServerContext) -> Dispatcher:
+    return Dispatcher(ctx)
+
+
+def shares_and_job(
+    api: Api,
+    tmp_path: Path,
+    count: int,
+    site: str | None = None,
+    io: str = "normal",
+    priority: int = 50,
+    job: str = "job",
+) -> None:
+    names = []
+    for i in range(count):
+        name = f"{job}-s{i}"
+        (tmp_path / name).mkdir(exist_ok=True)
+        api.post(
+            "/shares", {"name": name, "url": str(tmp_path / name), "site": site, "io_control": io}
+        )
+        names.append(name)
+    api.post("/jobs", {"name": job, "shares": names, "repository": "default", "priority": priority})
+
+
+def test_site_slots_and_reasons(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    shares_and_job(api, tmp_path, 4, site="hq")
+    near = add_proxy(ctx, "near", site="hq", slots=2)
+    add_proxy(ctx, "far-big", site="branch", slots=4)
+    add_proxy(
+        ctx, "blind", site="hq", slots=4, unreachable={"job-s0", "job-s1", "job-s2", "job-s3"}
+    )
+    api.post("/jobs/job/run")
+    dispatcher.run_once()
+    placed = {t.id: t for t in tasks(ctx)}
+    by_proxy: dict[str | None, int] = {}
+    for t in placed.values():
+        by_proxy[t.proxy_name] = by_proxy.get(t.proxy_name, 0) + 1
+    # the two slots at the share's site first, the rest on the far proxy; never the blind one
+    assert by_proxy == {"near": 2, "far-big": 2}
+    first = placed[min(placed)]
+    assert first.proxy_name == "near" and "same site 'hq'" in (first.reason or "")
+    passed = {p["proxy"]: p["reason"] for p in first.passed_over}
+    assert "cannot reach share" in passed["blind"]
+    assert passed["far-big"] == "not at the share's site 'hq'"
+    later = [t for t in placed.values() if t.proxy_name == "far-big"][0]
+    assert "no eligible proxy at the share's site" in (later.reason or "")
+    assert any(p["reason"] == "all 2 task slots busy" for p in later.passed_over)
+    # the session view carries it all
+    session = api.get(f"/sessions/{first.session_id}")
+    assert {t["proxy"] for t in session["tasks"]} == {"near", "far-big"}
+    assert near
+
+
+def test_load_balancing_spreads_over_equal_proxies(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    shares_and_job(api, tmp_path, 4)
+    add_proxy(ctx, "a", slots=4)
+    add_proxy(ctx, "b", slots=4)
+    api.post("/jobs/job/run")
+    dispatcher.run_once()
+    names = sorted(t.proxy_name or "" for t in tasks(ctx))
+    assert names == ["a", "a", "b", "b"]
+
+
+def test_waiting_then_placed_when_a_slot_frees_fair_by_priority(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    shares_and_job(api, tmp_path, 1, job="low", priority=10)
+    shares_and_job(api, tmp_path, 1, job="high", priority=90)
+    shares_and_job(api, tmp_path, 1, job="first", priority=50)
+    pid = add_proxy(ctx, "only", slots=1)
+    api.post("/jobs/first/run")
+    dispatcher.run_once()
+    api.post("/jobs/low/run")
+    api.post("/jobs/high/run")
+    dispatcher.run_once()
+    by_job = {t.session_id: t for t in tasks(ctx)}
+    running = [t for t in by_job.values() if t.state == "assigned"]
+    waiting = [t for t in by_job.values() if t.state == "waiting"]
+    assert len(running) == 1 and len(waiting) == 2
+    assert all("waiting for resources" in (t.reason or "") for t in waiting)
+    reply = ctx.gateway.poll(pid, 0)  # type: ignore[attr-defined]
+    assert [a.task_id for a in reply.tasks] == [running[0].id]
+    started = time.monotonic()
+    finish(ctx, pid, running[0].id)
+    dispatcher.run_once()
+    now_running = [t for t in tasks(ctx) if t.state == "assigned"]
+    assert len(now_running) == 1
+    with ctx.db.session() as db:
+        task = db.get(Task, now_running[0].id)
+        assert task is not None and task.session.job_name == "high"
+    assert time.monotonic() - started < 1.0
+
+
+def test_lease_expiry_requeues_and_the_old_proxy_drops_the_task(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    ctx.config.lease_seconds = 0.3
+    shares_and_job(api, tmp_path, 1)
+    dead = add_proxy(ctx, "dead", slots=1)
+    api.post("/jobs/job/run")
+    dispatcher.run_once()
+    task = tasks(ctx)[0]
+    assert task.proxy_name == "dead"
+    gateway = ctx.gateway  # type: ignore[attr-defined]
+    gateway.poll(dead, 0)
+    gateway.progress(dead, TaskProgress(task_id=task.id, progress={"files_scanned": 3}))
+    alive = add_proxy(ctx, "alive", slots=1)
+    time.sleep(0.5)
+    beat(ctx, alive, slots=1)
+    dispatcher.run_once()
+    moved = tasks(ctx)[0]
+    assert moved.proxy_name == "alive" and moved.attempts == 2
+    with pytest.raises(TaskReassigned):
+        gateway.progress(dead, TaskProgress(task_id=task.id, progress={}))
+    with pytest.raises(TaskReassigned):
+        finish(ctx, dead, task.id)
+    # the returning proxy is told to drop it
+    assert beat(ctx, dead, running=[task.id]) == [task.id]
+    gateway.poll(alive, 0)
+    finish(ctx, alive, task.id)
+    dispatcher.run_once()
+    session = api.get(f"/sessions/{task.session_id}")
+    assert session["status"] == "success"
+
+
+def test_io_control_caps_proxies_per_share(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    (tmp_path / "big").mkdir()
+    api.post("/shares", {"name": "big", "url": str(tmp_path / "big"), "io_control": "lower"})
+    api.post("/jobs", {"name": "job", "shares": ["big"], "repository": "default"})
+    with ctx.db.session() as db:
+        share = db.scalar(select(Share))
+        assert share is not None
+        top = {f"d{i}": [100_000, 2 * 1024**3] for i in range(4)}
+        share.last_stats = {"files": 400_000, "bytes": 8 * 1024**3, "top": top}
+    for name in ("p1", "p2", "p3"):
+        add_proxy(ctx, name, slots=2)
+    session = api.post("/jobs/job/run")
+    assert len(session["tasks"]) == 2 and session["tasks"][0]["partition"]["count"] == 2
+    dispatcher.run_once()
+    placed = tasks(ctx)
+    assert {t.proxy_name for t in placed} == {"p1"}  # "lower": one proxy at a time
+
+
+def test_stop_cancels_running_tasks_through_heartbeat(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    shares_and_job(api, tmp_path, 1)
+    pid = add_proxy(ctx, "p", slots=1)
+    session = api.post("/jobs/job/run")
+    dispatcher.run_once()
+    task_id = ctx.gateway.poll(pid, 0).tasks[0].task_id  # type: ignore[attr-defined]
+    api.post(f"/sessions/{session['id']}/stop", expect=200)
+    assert beat(ctx, pid, running=[task_id]) == [task_id]
+    finish(ctx, pid, task_id, state="stopped")
+    assert api.get(f"/sessions/{session['id']}")["status"] == "stopped"
+
+
+def test_interrupted_task_is_requeued_not_stopped(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    shares_and_job(api, tmp_path, 1)
+    pid = add_proxy(ctx, "p", slots=1)
+    session = api.post("/jobs/job/run")
+    dispatcher.run_once()
+    task_id = ctx.gateway.poll(pid, 0).tasks[0].task_id  # type: ignore[attr-defined]
+    finish(ctx, pid, task_id, state="stopped")
+    task = tasks(ctx)[0]
+    assert task.state == "waiting" and "interrupted" in (task.reason or "")
+    assert api.get(f"/sessions/{session['id']}")["status"] == "running"
+
+
+def test_removed_proxy_is_revoked_and_its_tasks_requeued(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    shares_and_job(api, tmp_path, 1)
+    add_proxy(ctx, "gone", slots=1)
+    api.post("/jobs/job/run")
+    dispatcher.run_once()
+    api.call("DELETE", "/proxies/gone", expect=204)
+    assert tasks(ctx)[0].state == "waiting"
+    from ferryman.server.gateway import ProxyGone
+
+    with pytest.raises(ProxyGone):
+        ctx.gateway.proxy_for_serial(int("9999", 16))  # type: ignore[attr-defined]
