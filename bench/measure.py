@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import resource
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.tree_memory import TreeMemorySampler, descendants
+from bench.tree_memory import TreeMemorySampler, harness_processes
 
 
 @dataclass
@@ -23,6 +24,8 @@ class StepResult:
     peak_rss_bytes: int
     repository_bytes: int
     repository_apparent_bytes: int
+    cpu_seconds: float = 0.0  # user + system of every process of the step
+    load_average: float = 0.0  # 1-minute load when the step started (noise indicator)
     ok: bool = True
     error: str = ""
     note: str = ""
@@ -52,10 +55,41 @@ def disk_usage(root: Path) -> tuple[int, int]:
     return allocated, apparent
 
 
-def _children_of_harness() -> list[int]:
-    """Every process this harness started, and theirs (not the harness itself)."""
-    me = os.getpid()
-    return sorted(descendants([me]) - {me})
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pid: int) -> float:
+    """utime + stime + reaped children's, of one process (seconds); 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / _CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU seconds used by the harness's descendants between start and stop.
+
+    Children the harness waited for are counted by ``getrusage``; long-lived ones
+    (a server and its proxy) by their /proc counters, which include their own
+    reaped children.
+    """
+
+    def __init__(self, exclude: Callable[[], Iterable[int]]) -> None:
+        self._exclude = exclude
+        self._start_rusage = self._rusage()
+        self._start = {pid: _cpu_of(pid) for pid in harness_processes(exclude())}
+
+    @staticmethod
+    def _rusage() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def stop(self) -> float:
+        end = {pid: _cpu_of(pid) for pid in harness_processes(self._exclude())}
+        waited = self._rusage() - self._start_rusage
+        return max(0.0, waited + sum(end.values()) - sum(self._start.values()))
 
 
 def measure_step(
@@ -65,11 +99,17 @@ def measure_step(
     *,
     source_bytes: int,
     repository: Callable[[], Path],
+    exclude: Callable[[], Iterable[int]] = tuple,
     interval: float = 0.05,
 ) -> StepResult:
-    """Run ``action`` once, sampling the memory of all the harness's child processes."""
+    """Run ``action`` once, sampling the memory of the harness's child processes.
+
+    ``exclude`` gives the long-lived processes of other tools, left out.
+    """
     error = ""
-    with TreeMemorySampler(_children_of_harness, interval) as sampler:
+    load = os.getloadavg()[0]
+    cpu = CpuMeter(exclude)
+    with TreeMemorySampler(lambda: harness_processes(exclude()), interval) as sampler:
         started = time.perf_counter()
         try:
             action()
@@ -78,6 +118,7 @@ def measure_step(
             if not str(exc):
                 error += "\n" + traceback.format_exc(limit=3)
         seconds = time.perf_counter() - started
+    cpu_seconds = cpu.stop()
     allocated, apparent = disk_usage(repository())
     return StepResult(
         tool=tool,
@@ -87,6 +128,8 @@ def measure_step(
         peak_rss_bytes=sampler.peak_bytes,
         repository_bytes=allocated,
         repository_apparent_bytes=apparent,
+        cpu_seconds=cpu_seconds,
+        load_average=load,
         ok=not error,
         error=error,
     )

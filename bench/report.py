@@ -16,8 +16,10 @@ def _step_table(step: str, results: list[StepResult], labels: dict[str, str]) ->
     table.add_column("tool")
     table.add_column("seconds", justify="right")
     table.add_column("MB/s", justify="right")
+    table.add_column("CPU s", justify="right")
     table.add_column("peak RSS MB", justify="right")
     table.add_column("repo MB", justify="right")
+    table.add_column("load")
     table.add_column("status")
     for r in results:
         if r.step != step:
@@ -30,8 +32,10 @@ def _step_table(step: str, results: list[StepResult], labels: dict[str, str]) ->
             labels.get(r.tool, r.tool),
             f"{r.seconds:.2f}",
             f"{r.mb_per_s:.0f}" if r.ok else "-",
+            f"{r.cpu_seconds:.1f}",
             f"{r.peak_rss_bytes / MB:.0f}",
             f"{r.repository_bytes / MB:.1f}",
+            f"{r.load_average:.1f}",
             status,
         )
     return table

@@ -2,8 +2,9 @@
 
 Each tool gets its own identical copy of the workload and its own repository
 and goes through four steps: first full backup, re-run with nothing changed,
-the daily change then a backup, and a full restore into an empty folder. Caches
-are warm (nothing is dropped; every tool sees the same conditions).
+the daily change then a backup, and a full restore into an empty folder. The
+tools take turns step by step. Caches are warm (nothing is dropped; every tool
+sees the same conditions).
 
     python -m bench.run [--small] [--tools ferryman,restic,borg] [--workdir DIR]
 """
@@ -14,34 +15,24 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import cast
 
 from rich.console import Console
 
-from bench.daily_change import apply_daily_change
-from bench.measure import StepResult, measure_step
 from bench.peers_install import install_peers
 from bench.report import print_report
 from bench.sections import run_extra_sections
-from bench.targets import DAILY, FIRST, RESTORE, UNCHANGED, compare, ferryman_memory_check
+from bench.targets import STEPS, compare, ferryman_memory_check
+from bench.tool_run import ToolRun
 from bench.tools.base import BackupTool
 from bench.tools.borg import Borg
 from bench.tools.ferryman_choice import ferryman_candidates
 from bench.tools.restic import Restic
-from bench.tree_compare import compare_trees
-from bench.workload import (
-    TreeStats,
-    Workload,
-    build_workload,
-    copy_share,
-    reference_spec,
-    small_spec,
-)
+from bench.workload import build_workload, reference_spec, small_spec
 
 BENCH_DIR = Path(__file__).resolve().parent
 ALL_TOOLS = ("ferryman", "restic", "borg")
@@ -58,66 +49,9 @@ def make_tools(name: str, ferryman_driver: str) -> list[BackupTool]:
     raise SystemExit(f"unknown tool {name!r}; choose from {', '.join(ALL_TOOLS)}")
 
 
-def _restored_root(target: Path, source: Path) -> Path:
-    """Where the share's contents landed (some tools keep the absolute source path)."""
-    nested = target / str(source).lstrip("/")
-    return nested if nested.is_dir() else target
-
-
-def run_tool(
-    tool: BackupTool, workload: Workload, workdir: Path, console: Console, keep: bool
-) -> tuple[list[StepResult], dict[str, object]]:
-    """The four steps for one tool on its own copy of the share."""
-    base = workdir / tool.name
-    if base.exists():
-        shutil.rmtree(base)
-    source = copy_share(workload, base / "share")
-    restore_to = base / "restored"
-    info: dict[str, object] = {"description": tool.describe()}
-    results: list[StepResult] = []
-    console.print(f"[bold]{tool.name}[/bold]: {info['description']}")
-    try:
-        tool.setup(base, source)
-    except Exception as exc:
-        info["setup_error"] = f"{type(exc).__name__}: {exc}"
-        console.print(f"  setup failed: {info['setup_error']}", markup=False)
-        tool.teardown()
-        failed = StepResult(tool.name, FIRST, 0.0, 0, 0, 0, 0, ok=False)
-        failed.error = f"setup: {info['setup_error']}"
-        return [failed], info
-
-    def step(name: str, action: Callable[[], None], source_bytes: int) -> StepResult:
-        os.sync()  # no writeback of the previous step inside this one
-        result = measure_step(
-            tool.name, name, action, source_bytes=source_bytes, repository=tool.repository
-        )
-        result.detail = str(getattr(tool, "last_detail", ""))
-        shown = f"{result.seconds:.1f} s" if result.ok else f"FAILED {result.error[:300]}"
-        console.print(f"  {name}: {shown}", markup=False)
-        results.append(result)
-        return result
-
-    try:
-        before = TreeStats.of(source)
-        first = step(FIRST, tool.backup, before.bytes)
-        if first.ok:
-            step(UNCHANGED, tool.backup, before.bytes)
-            change = apply_daily_change(source)
-            info["daily_change"] = change.summary()
-            after = TreeStats.of(source)
-            if step(DAILY, tool.backup, after.bytes).ok:
-                restored = step(RESTORE, lambda: tool.restore(restore_to), after.bytes)
-                if restored.ok:
-                    diff = compare_trees(source, _restored_root(restore_to, source))
-                    info["restore_check"] = diff.summary()
-                    restored.note = "verified" if diff.identical else "restore DIFFERS"
-                    console.print(f"  restore check: {diff.summary()}", markup=False)
-    finally:
-        tool.teardown()
-        if not keep:
-            shutil.rmtree(source, ignore_errors=True)
-            shutil.rmtree(restore_to, ignore_errors=True)
-    return results, info
+def _others(runs: list[ToolRun], name: str) -> list[int]:
+    """Background processes (servers) of the tools other than ``name``."""
+    return [pid for run in runs if run.tool.name != name for pid in run.tool.background_pids()]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -161,23 +95,30 @@ def main(argv: list[str] | None = None) -> int:
     console.print(header[0], markup=False, highlight=False)
 
     started = datetime.now(UTC)
-    results: list[StepResult] = []
-    tools_info: dict[str, dict[str, object]] = {}
     run_dir = args.workdir / "runs"
+    runs: list[ToolRun] = []
     for name in names:
-        earlier: list[str] = []
         candidates = make_tools(name, args.ferryman_driver)
+        earlier: list[str] = []
         for i, tool in enumerate(candidates):
-            tool_results, info = run_tool(tool, workload, run_dir, console, args.keep)
-            if "setup_error" in info and i < len(candidates) - 1:
-                earlier.append(f"{info['description']}: {info['setup_error']}")
-                console.print("  trying the next driver", markup=False)
-                continue
-            if earlier:
-                info["earlier_drivers_failed"] = earlier
-            results += tool_results
-            tools_info[name] = info
-            break
+            run = ToolRun(tool, workload, run_dir, console, others=partial(_others, runs, name))
+            if run.prepare() or i == len(candidates) - 1:
+                if earlier:
+                    run.info["earlier_drivers_failed"] = earlier
+                runs.append(run)
+                break
+            earlier.append(f"{run.info['description']}: {run.info['setup_error']}")
+            console.print("  trying the next driver", markup=False)
+    # step by step across the tools, so a noisy minute hits every tool's step alike
+    try:
+        for step in STEPS:
+            for run in runs:
+                run.run_step(step)
+    finally:
+        for run in runs:
+            run.finish(args.keep)
+    results = [r for run in runs for r in run.results]
+    tools_info = {run.tool.name: run.info for run in runs}
 
     peers = [n for n in names if n != "ferryman"]
     comparisons = compare(results, peers) if "ferryman" in names else []

@@ -64,15 +64,27 @@ def tree_rss_bytes(roots: Iterable[int]) -> int:
     return sum(rss_bytes(pid) for pid in descendants(roots))
 
 
-class TreeMemorySampler:
-    """Samples the summed RSS of process trees in a background thread.
+def harness_processes(exclude: Iterable[int] = ()) -> set[int]:
+    """Every process this harness started, and theirs, less the trees of ``exclude``.
 
-    ``roots`` is called at every sample, so processes that start after the
-    sampler (the command being measured) can be added while it runs.
+    ``exclude`` names long-lived processes of *other* tools (a server kept
+    running between steps), whose memory and time must not count for this one.
+    """
+    parents = _parent_map()
+    me = os.getpid()
+    return descendants([me], parents) - {me} - descendants(exclude, parents)
+
+
+class TreeMemorySampler:
+    """Samples the summed RSS of a set of processes in a background thread.
+
+    ``processes`` is called at every sample (new processes are picked up as they
+    start); :func:`harness_processes` and ``lambda: descendants([pid])`` are the
+    usual choices.
     """
 
-    def __init__(self, roots: Callable[[], Iterable[int]], interval: float = 0.05) -> None:
-        self._roots = roots
+    def __init__(self, processes: Callable[[], Iterable[int]], interval: float = 0.05) -> None:
+        self._processes = processes
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-memory", daemon=True)
@@ -81,7 +93,7 @@ class TreeMemorySampler:
         self.samples = 0
 
     def sample(self) -> None:
-        pids = descendants(list(self._roots()))
+        pids = set(self._processes())
         total = sum(rss_bytes(pid) for pid in pids)
         self.samples += 1
         if total > self.peak_bytes:

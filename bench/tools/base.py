@@ -38,6 +38,10 @@ class BackupTool(Protocol):
         """The folder whose size on disk is the repository size."""
         ...
 
+    def background_pids(self) -> list[int]:
+        """Processes the tool keeps running between steps (a server), else []."""
+        ...
+
     def teardown(self) -> None: ...
 
 

@@ -52,6 +52,9 @@ class Borg:
     def repository(self) -> Path:
         return self._repo
 
+    def background_pids(self) -> list[int]:
+        return []
+
     def teardown(self) -> None:
         pass
 

@@ -48,9 +48,8 @@ def main(argv: list[str]) -> int:
             result: Any = run_backup(LocalSource(argv[3]), repo, BackupOptions(share=SHARE))
             print(_json({"status": result.status, "bottleneck": result.bottleneck}))
         elif action == "restore":
-            from ferryman.engine.restore import run_restore
-
             from ferryman.engine.options import RestoreOptions
+            from ferryman.engine.restore import run_restore
             from ferryman.sources.local import LocalRestoreTarget
 
             points = [p for p in repo.list_restore_points() if p.share == SHARE]
@@ -59,7 +58,7 @@ def main(argv: list[str]) -> int:
                 return 1
             latest = max(points, key=lambda p: p.time)
             os.makedirs(argv[3], exist_ok=True)
-            result = run_restore(repo, latest, LocalRestoreTarget(argv[3]), RestoreOptions())
+            result = run_restore(repo, latest.id, LocalRestoreTarget(argv[3]), RestoreOptions())
             print(_json({"status": result.status}))
             if result.status == "failed":
                 return 1

@@ -103,6 +103,9 @@ class FerrymanCli:
     def repository(self) -> Path:
         return self._repo
 
+    def background_pids(self) -> list[int]:
+        return [self._server.pid] if self._server is not None else []
+
     def teardown(self) -> None:
         if self._server is None:
             return

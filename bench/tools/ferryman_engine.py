@@ -60,5 +60,8 @@ class FerrymanEngineDirect:
     def repository(self) -> Path:
         return self._repo
 
+    def background_pids(self) -> list[int]:
+        return []
+
     def teardown(self) -> None:
         pass

@@ -51,6 +51,9 @@ class Restic:
     def repository(self) -> Path:
         return self._repo
 
+    def background_pids(self) -> list[int]:
+        return []
+
     def teardown(self) -> None:
         pass
 

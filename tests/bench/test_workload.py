@@ -13,7 +13,7 @@ import pytest
 from bench.daily_change import DailyChange, apply_daily_change
 from bench.synthetic import MiB, image_blocks
 from bench.tree_compare import compare_trees
-from bench.tree_memory import TreeMemorySampler, descendants, tree_rss_bytes
+from bench.tree_memory import TreeMemorySampler, descendants, harness_processes, tree_rss_bytes
 from bench.workload import IMAGE_PATH, RANDOM_PATH, WorkloadSpec, build_workload, copy_share
 
 
@@ -119,7 +119,7 @@ def test_sampler_measures_the_whole_child_tree() -> None:
         deadline = time.monotonic() + 10
         while tree_rss_bytes([child.pid]) < 100 * MiB and time.monotonic() < deadline:
             time.sleep(0.05)
-        with TreeMemorySampler(lambda: [os.getpid()], interval=0.02) as sampler:
+        with TreeMemorySampler(harness_processes, interval=0.02) as sampler:
             time.sleep(0.2)
         assert sampler.samples >= 3
         assert sampler.peak_bytes >= 100 * MiB  # 40 + 60 MiB touched, plus two interpreters
@@ -129,3 +129,19 @@ def test_sampler_measures_the_whole_child_tree() -> None:
             os.kill(pid, 9)
         child.kill()
         child.wait()
+
+
+def test_sampler_leaves_out_excluded_trees() -> None:
+    script = f"{_TOUCH.format(mib=80)}; print(1, flush=True); time.sleep(30)"
+    other = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline()
+        with TreeMemorySampler(harness_processes, interval=0.02) as everything:
+            time.sleep(0.1)
+        with TreeMemorySampler(lambda: harness_processes([other.pid]), interval=0.02) as mine:
+            time.sleep(0.1)
+        assert everything.peak_bytes >= 80 * MiB
+        assert mine.peak_bytes < everything.peak_bytes - 70 * MiB
+    finally:
+        other.kill()
+        other.wait()
