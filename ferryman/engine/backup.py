@@ -61,7 +61,13 @@ def run_backup(
             collector.transferred = lambda: int(writer.stats["bytes_stored"])
             checkpoints = CheckpointSaver(repo, writer, options)
             saver = FileSaver(repo, writer, collector, options.workers, options.max_inflight_bytes)
-            trees = TreeSaver(repo, writer, collector, on_checkpoint=checkpoints)
+            trees = TreeSaver(
+                repo,
+                writer,
+                collector,
+                on_checkpoint=checkpoints,
+                checkpoint_interval=options.checkpoint_interval,
+            )
             scanner = Scanner(
                 repo,
                 writer,
@@ -71,7 +77,6 @@ def run_backup(
                 path_filter,
                 one_file_system=options.one_file_system,
                 read_xattrs=options.read_xattrs,
-                checkpoint_interval=options.checkpoint_interval,
                 cancel=cancel,
             )
             cancelled = False

@@ -34,8 +34,8 @@ from ferryman.sources.base import SourceDir, SourceFile
 from ferryman.sources.metadata import holes_from_extents, is_probably_sparse
 
 SMALL_FILE_LIMIT = 4 << 20
-BATCH_BYTES = 4 << 20
-BATCH_FILES = 512
+BATCH_BYTES = 2 << 20
+BATCH_FILES = 64
 SEGMENT = 8 << 20
 DATA = KIND_DATA
 

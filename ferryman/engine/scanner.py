@@ -63,7 +63,6 @@ class Scanner:
         *,
         one_file_system: bool = False,
         read_xattrs: bool = True,
-        checkpoint_interval: float = 300.0,
         cancel: threading.Event | None = None,
     ) -> None:
         self._repo = repo
@@ -74,12 +73,10 @@ class Scanner:
         self._filter = path_filter
         self._one_fs = one_file_system
         self._xattrs = read_xattrs
-        self._interval = checkpoint_interval
         self._cancel = cancel
         self._events: list[Event] = []
         self._hardlinks: dict[tuple[int, int], _Hardlink] = {}
         self._root_dev = 0
-        self._last_checkpoint = time.monotonic()
 
     # -- event plumbing ------------------------------------------------------------
 
@@ -96,18 +93,12 @@ class Scanner:
             self._saver.flush_batch()  # the tree saver may be waiting on the open batch
             self._trees.put(events)
 
-    def _maybe_checkpoint(self) -> None:
+    def _check_cancel(self) -> None:
         if self._cancel is not None and self._cancel.is_set():
             self._emit(CheckpointNow())
             self._saver.flush_batch()
             self._flush_events()
             raise ScanCancelled("backup cancelled")
-        now = time.monotonic()
-        if now - self._last_checkpoint >= self._interval:
-            self._last_checkpoint = now
-            self._saver.flush_batch()
-            self._emit(CheckpointNow())
-            self._flush_events()
 
     # -- the walk --------------------------------------------------------------------
 
@@ -137,7 +128,7 @@ class Scanner:
                 frame.index += 1
                 count += 1
                 if count & 255 == 0:
-                    self._maybe_checkpoint()
+                    self._check_cancel()
                 child = self._entry(frame, name)
                 if child is not None:
                     stack.append(child)

@@ -1,6 +1,7 @@
 """Tree saver: turns the scanner's ordered event stream into tree blobs, on its own thread.
 
-The scanner runs ahead and sends batches of events (enter dir, entry, leave dir,
+Periodic checkpoints are taken here (this thread knows what is complete);
+the scanner only asks for one when the task is cancelled. The scanner runs ahead and sends batches of events (enter dir, entry, leave dir,
 checkpoint) through a bounded queue; this thread waits for each file's content
 in order (``PendingContent.result()``), so the scanner and the workers never
 wait for a directory to complete. Each directory level keeps at most one tree
@@ -13,6 +14,7 @@ import dataclasses
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -85,7 +87,10 @@ class TreeSaver:
         on_checkpoint: CheckpointCallback | None = None,
         max_nodes: int = MAX_NODES_PER_TREE,
         queue_batches: int = 64,
+        checkpoint_interval: float = 300.0,
     ) -> None:
+        self._interval = checkpoint_interval
+        self._last_checkpoint = time.monotonic()
         self._repo = repo
         self._writer = writer
         self._stats = collector
@@ -126,6 +131,8 @@ class TreeSaver:
             try:
                 for ev in batch:
                     self._handle(ev)
+                    if time.monotonic() - self._last_checkpoint >= self._interval:
+                        self._handle(CheckpointNow())
             except BaseException as exc:  # reported to the scanner by put()/finish()
                 self.error = exc
 
@@ -154,8 +161,10 @@ class TreeSaver:
                 self._add(b.node)
             else:
                 self.root = b.node
-        elif self._on_checkpoint is not None and self._stack:
-            self._on_checkpoint(self.partial_root())
+        else:
+            self._last_checkpoint = time.monotonic()
+            if self._on_checkpoint is not None and self._stack:
+                self._on_checkpoint(self.partial_root())
 
     def _add(self, node: Node) -> None:
         b = self._stack[-1]

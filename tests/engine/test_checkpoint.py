@@ -1,0 +1,114 @@
+"""Interrupted backups resume without re-reading or re-sending what was stored."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ferryman.engine.backup import run_backup
+from ferryman.engine.options import BackupCancelled, BackupOptions
+from ferryman.engine.restore import run_restore
+from ferryman.repository import Repository, open_backend
+from ferryman.sources import local
+from ferryman.sources.local import LocalSource
+
+from .conftest import PASSPHRASE
+from .trees import diff_trees
+
+
+def _tree(src: Path, dirs: int = 8, files: int = 100) -> None:
+    for d in range(dirs):
+        (src / f"d{d}").mkdir(parents=True)
+        for f in range(files):
+            (src / f"d{d}" / f"f{f}").write_bytes(os.urandom(2000))
+
+
+def test_cancel_then_resume(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    cancel = threading.Event()
+    seen = {"n": 0}
+    real_lstat = local.LocalDir.lstat
+
+    def counting_lstat(self: local.LocalDir, name: bytes) -> os.stat_result:
+        seen["n"] += 1
+        if seen["n"] == 500:
+            cancel.set()
+        return real_lstat(self, name)
+
+    monkeypatch.setattr(local.LocalDir, "lstat", counting_lstat)
+    with pytest.raises(BackupCancelled, match="checkpoint"):
+        run_backup(LocalSource(src), repo, BackupOptions(share="s"), cancel=cancel)
+    points = repo.list_restore_points(include_checkpoints=True)
+    assert [p.checkpoint for p in points] == [True]
+    resumed = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert resumed.status == "success"
+    # most of what the first run stored is neither read nor sent again
+    assert resumed.stats.files_unchanged >= 300
+    assert resumed.stats.files_read <= 800 - 300
+    assert resumed.stats.bytes_deduplicated <= 300 * 2000
+    # the checkpoint is gone, the final point is complete
+    points = repo.list_restore_points(include_checkpoints=True)
+    assert [p.checkpoint for p in points] == [False]
+    assert resumed.restore_point is not None
+    run_restore(repo, resumed.restore_point, tmp_path / "out")
+    assert diff_trees(src, tmp_path / "out") == []
+
+
+def test_killed_process_resumes_from_periodic_checkpoint(tmp_path: Path) -> None:
+    """kill -9 a backup in a child process after its first checkpoint; re-run in this one."""
+    src = tmp_path / "src"
+    _tree(src, dirs=6, files=100)
+    repo_dir, cache = tmp_path / "repo", tmp_path / "cache"
+    Repository.init(open_backend(str(repo_dir)), PASSPHRASE, scrypt_n=1 << 10).close()
+    script = textwrap.dedent(
+        f"""
+        import time
+        from ferryman.repository import Repository, open_backend
+        from ferryman.engine.backup import run_backup
+        from ferryman.engine.options import BackupOptions
+        from ferryman.sources import local
+        real_open = local.LocalDir.open_file
+        def slow_open(self, name):
+            time.sleep(0.01)  # a slow share: the walk takes seconds
+            return real_open(self, name)
+        local.LocalDir.open_file = slow_open
+        repo = Repository.open(open_backend({str(repo_dir)!r}), {PASSPHRASE!r},
+                               cache_dir={str(tmp_path / "child-cache")!r})
+        run_backup(local.LocalSource({str(src)!r}), repo,
+                   BackupOptions(share="s", checkpoint_interval=0.3))
+        print("finished")
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    points_dir = repo_dir / "points"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if points_dir.exists() and any(points_dir.iterdir()):
+            break
+        time.sleep(0.05)
+    time.sleep(0.1)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    repo = Repository.open(open_backend(str(repo_dir)), PASSPHRASE, cache_dir=cache)
+    try:
+        checkpoints = [p for p in repo.list_restore_points(include_checkpoints=True)]
+        assert checkpoints and all(p.checkpoint for p in checkpoints)
+        resumed = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+        assert resumed.stats.files_unchanged > 0
+        assert resumed.stats.files_read < 600
+        assert resumed.restore_point is not None
+        run_restore(repo, resumed.restore_point, tmp_path / "out")
+        assert diff_trees(src, tmp_path / "out") == []
+    finally:
+        repo.close()
