@@ -1,0 +1,77 @@
+"""Kill -9 a writer at many random instants: the repository stays consistent."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from ferryman.repository import Repository, open_backend
+
+from .conftest import FAST_SCRYPT, PASSPHRASE, SMALL_CHUNKS
+from .snapshots import make_files, read_files, store_files
+
+KILLS = 120
+LEASE = 1.0
+
+
+def _crashing_writer(url: str, cache: str, seed: int) -> None:
+    repo = Repository.open(open_backend(url), PASSPHRASE, cache_dir=cache, lease_timeout=LEASE)
+    rng = random.Random(seed)
+    for r in range(1000):
+        s = seed * 1000 + r
+        with repo.open_writer("crashy", pack_size=rng.choice([4000, 16_000]), uploads=2) as w:
+            root = store_files(repo, w, make_files(s, count=6), max_nodes=rng.choice([2, 4096]))
+            if rng.random() < 0.3:
+                w.flush()
+            w.save_restore_point(share="crash", root=root, extra={"seed": s}, checkpoint=r % 2 == 0)
+        if rng.random() < 0.3:
+            points = repo.list_restore_points(include_checkpoints=True)
+            if len(points) > 3:
+                repo.delete_restore_point(rng.choice(points).id)
+
+
+def _verify(url: str, cache: Path, *, read_data: bool) -> int:
+    with Repository.open(open_backend(url), PASSPHRASE, cache_dir=cache) as repo:
+        report = repo.check(read_data=read_data)
+        assert report.ok, report.errors
+        points = repo.list_restore_points(include_checkpoints=True)
+        for point in points:
+            assert read_files(repo, point.root) == make_files(point.extra["seed"], count=6)
+        return len(points)
+
+
+@pytest.mark.slow
+def test_killing_writers_at_random_points_never_breaks_the_repository(tmp_path: Path) -> None:
+    url = str(tmp_path / "repo")
+    Repository.init(
+        open_backend(url), PASSPHRASE, chunker=SMALL_CHUNKS, scrypt_n=FAST_SCRYPT
+    ).close()
+    ctx = multiprocessing.get_context("fork")
+    rng = random.Random(20261124)
+    cache = tmp_path / "proxy-cache"  # shared by every incarnation, like a restarted proxy
+    killed_during_work = 0
+    for i in range(KILLS):
+        proc = ctx.Process(target=_crashing_writer, args=(url, str(cache), i))
+        proc.start()
+        time.sleep(rng.uniform(0.0, 0.3))
+        if proc.is_alive():
+            killed_during_work += 1
+        assert proc.pid is not None
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        if i % 30 == 29:
+            with Repository.open(open_backend(url), PASSPHRASE, cache_dir=tmp_path / "gc") as repo:
+                repo.gc(grace=0)
+            _verify(url, tmp_path / "verify", read_data=False)
+    assert killed_during_work >= 100
+    time.sleep(LEASE)  # the dead writers' leases expire
+    with Repository.open(open_backend(url), PASSPHRASE, cache_dir=tmp_path / "gc") as repo:
+        repo.gc(grace=0)
+        repo.gc(grace=0)
+    assert _verify(url, tmp_path / "final", read_data=True) > 0
