@@ -1,11 +1,12 @@
 """Tree saver: turns the scanner's ordered event stream into tree blobs, on its own thread.
 
-Periodic checkpoints are taken here (this thread knows what is complete);
-the scanner only asks for one when the task is cancelled. The scanner runs ahead and sends batches of events (enter dir, entry, leave dir,
-checkpoint) through a bounded queue; this thread waits for each file's content
-in order (``PendingContent.result()``), so the scanner and the workers never
-wait for a directory to complete. Each directory level keeps at most one tree
-blob's worth of nodes in memory; full blobs are stored as soon as they fill.
+The scanner runs ahead and sends batches of events (enter dir, entry, leave
+dir, checkpoint) through a bounded queue; this thread waits for each file's
+content in order (``PendingContent.result()``), so the scanner and the workers
+never wait for a directory to complete. Each directory level keeps at most one
+tree blob's worth of nodes in memory; full blobs are stored as soon as they
+fill. Periodic checkpoints are taken here, since this thread knows what is
+complete; the scanner only asks for one when the task is cancelled.
 """
 
 from __future__ import annotations
