@@ -123,7 +123,7 @@ def test_sampler_measures_the_whole_child_tree() -> None:
             time.sleep(0.2)
         assert sampler.samples >= 3
         assert sampler.peak_bytes >= 100 * MiB  # 40 + 60 MiB touched, plus two interpreters
-        assert sampler.peak_processes >= 3
+        assert sampler.peak_processes >= 2  # the child and its child
     finally:
         for pid in descendants([child.pid]) - {child.pid}:
             os.kill(pid, 9)
