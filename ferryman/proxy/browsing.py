@@ -6,29 +6,11 @@ import os
 import stat
 from typing import Any
 
+from ferryman.engine import browse
+from ferryman.engine.browse import PathNotFound
 from ferryman.engine.nodes import iter_dir_nodes, load_root
 
-
-class PathNotFound(Exception):
-    pass
-
-
-def _components(path: str) -> list[bytes]:
-    return [os.fsencode(p) for p in path.strip("/").split("/") if p and p != "."]
-
-
-def find_node(repo: Any, root_tree: bytes, path: str) -> Any:
-    node = load_root(repo, root_tree)
-    for name in _components(path):
-        if node.type != "dir":
-            raise PathNotFound(f"{path}: not a folder")
-        for child in iter_dir_nodes(repo, node):
-            if child.name == name:
-                node = child
-                break
-        else:
-            raise PathNotFound(f"{path}: not in this restore point")
-    return node
+__all__ = ["PathNotFound", "list_path", "top_level_stats", "versions"]
 
 
 def entry(node: Any, parent: str) -> dict[str, Any]:
@@ -46,30 +28,32 @@ def entry(node: Any, parent: str) -> dict[str, Any]:
 
 
 def list_path(repo: Any, point_id: str, path: str) -> list[dict[str, Any]]:
-    point = repo.load_restore_point(point_id)
-    node = find_node(repo, point.root, path)
-    if node.type != "dir":
+    nodes = list(browse.list_path(repo, point_id, path))
+    if (
+        len(nodes) == 1
+        and nodes[0].type != "dir"
+        and path.strip("/").endswith(os.fsdecode(nodes[0].name))
+    ):
         parent = "/".join(path.strip("/").split("/")[:-1])
-        return [entry(node, parent)]
-    return [entry(child, path) for child in iter_dir_nodes(repo, node)]
+        return [entry(nodes[0], parent)]
+    return [entry(node, path) for node in nodes]
 
 
-def versions(repo: Any, point_ids: list[str], path: str) -> list[dict[str, Any]]:
-    found = []
+def versions(repo: Any, share: str, point_ids: list[str], path: str) -> list[dict[str, Any]]:
+    wanted = set(point_ids)
     parent = "/".join(path.strip("/").split("/")[:-1])
-    for point_id in point_ids:
-        try:
-            point = repo.load_restore_point(point_id)
-            node = find_node(repo, point.root, path)
-        except PathNotFound:
+    found = []
+    for version in browse.versions(repo, share, path):
+        if version.point_id not in wanted:
             continue
-        item = entry(node, parent)
+        item = entry(version.node, parent)
         found.append(
             {
-                "point_id": point_id,
+                "point_id": version.point_id,
                 "type": item["type"],
                 "size": item["size"],
                 "mtime": item["mtime"],
+                "changed": version.changed,
             }
         )
     return found

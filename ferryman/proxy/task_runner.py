@@ -95,6 +95,7 @@ def run_backup_task(
         include=a.share.include,
         exclude=a.share.exclude,
         save_restore_point=not a.partition,
+        checkpoint_interval=float(a.params.get("checkpoint_interval", 60.0)),
         tags={"job": str(a.params.get("job") or ""), "session": str(a.session_id)},
     )
     result = run_backup(LocalSource(a.share.url), repo, options, progress_adapter(progress), cancel)
@@ -107,8 +108,10 @@ def run_backup_task(
             "paths": [p.hex() for p in result.paths],
             "partition": result.partition,
             "root_tree": result.root_tree.hex(),
+            "parent": result.parent,
             "status": result.status,
-            "stats": stats,
+            "stats": result.stats.as_dict(),
+            "warnings": len(result.warnings) + result.warnings_dropped,
         }
     else:
         point = repo.load_restore_point(result.restore_point)
@@ -127,22 +130,40 @@ def run_backup_task(
     return TaskResult(task_id=a.task_id, state=state, stats=stats, warnings=warnings, output=output)
 
 
+def _partial_result(share: str, data: dict[str, Any]) -> Any:
+    from ferryman.engine.options import BackupResult
+    from ferryman.engine.stats import BackupStats
+
+    known = set(BackupStats.__dataclass_fields__)
+    stats = BackupStats(**{k: v for k, v in data["stats"].items() if k in known})
+    return BackupResult(
+        status=data["status"],
+        share=share,
+        partition=data["partition"],
+        paths=[bytes.fromhex(p) for p in data["paths"]],
+        root_tree=bytes.fromhex(data["root_tree"]),
+        restore_point=None,
+        parent=data.get("parent"),
+        stats=stats,
+        warnings=[],
+        warnings_dropped=int(data.get("warnings", 0)),
+    )
+
+
 def run_assemble_task(a: TaskAssignment, repo: Any) -> TaskResult:
     from ferryman.engine.assemble import assemble_restore_point
 
     assert a.share is not None
     partials = [p for p in a.params.get("results", []) if p]
-    point_id = assemble_restore_point(
-        repo,
-        a.share.name,
-        partials,
-        {"job": str(a.params.get("job") or ""), "session": str(a.session_id)},
-    )
+    results = [_partial_result(a.share.name, p) for p in partials]
+    meta = {"job": str(a.params.get("job") or ""), "session": str(a.session_id)}
+    point_id = assemble_restore_point(repo, a.share.name, results, meta)
     point = repo.load_restore_point(point_id)
-    files = sum(int(p["stats"].get("files_scanned", 0)) for p in partials)
-    size = sum(int(p["stats"].get("bytes_scanned", 0)) for p in partials)
+    files = sum(r.stats.files_scanned for r in results)
+    size = sum(r.stats.bytes_scanned for r in results)
     output = {"point_id": point_id, "time": _iso(point.time), "files": files, "bytes": size}
-    return TaskResult(task_id=a.task_id, state="success", output=output)
+    state = "warning" if any(r.status == "warning" for r in results) else "success"
+    return TaskResult(task_id=a.task_id, state=state, output=output)
 
 
 def run_restore_task(
@@ -166,7 +187,7 @@ def run_restore_task(
         cancel,
     )
     errors = [{"path": e.path, "reason": e.reason} for e in result.errors]
-    state = result.status
+    state = "stopped" if cancel.is_set() else result.status
     error = f"{len(errors)} path(s) could not be restored" if state == "failed" else None
     return TaskResult(
         task_id=a.task_id, state=state, stats=_stats(result.stats), warnings=errors, error=error
@@ -191,7 +212,7 @@ def run_browse_task(a: TaskAssignment, repo: Any) -> TaskResult:
     try:
         if p.get("op") == "versions":
             output: dict[str, Any] = {
-                "versions": browsing.versions(repo, p["point_ids"], p["path"])
+                "versions": browsing.versions(repo, p["share"], p["point_ids"], p["path"])
             }
         else:
             output = {"entries": browsing.list_path(repo, p["point_ids"][0], p.get("path", "/"))}
@@ -237,7 +258,11 @@ def execute(
         output = {"unreachable": exc.unreachable} if exc.unreachable else {}
         return TaskResult(task_id=a.task_id, state="failed", error=str(exc), output=output)
     except Exception as exc:
-        if cancel.is_set() and type(exc).__name__ in ("BackupCancelled", "RestoreCancelled"):
+        from ferryman.engine.options import EngineError
+
+        if cancel.is_set():
             return TaskResult(task_id=a.task_id, state="stopped", error="cancelled")
+        if isinstance(exc, EngineError | RepositoryError) or type(exc).__name__ == "RestoreFailed":
+            return TaskResult(task_id=a.task_id, state="failed", error=str(exc))
         log.exception("task %d (%s) failed", a.task_id, a.kind)
         return TaskResult(task_id=a.task_id, state="failed", error=f"{type(exc).__name__}: {exc}")

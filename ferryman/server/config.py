@@ -24,9 +24,10 @@ class ServerConfig:
     partition_min_bytes: int = 4 * 1024**3
     partition_min_files: int = 500_000
     max_partitions: int = 16
-    # extra wait before a restarted server requeues tasks of remote proxies
     dispatch_interval: float = 0.5
     embedded_slots: int = 0  # 0 = derived from CPU cores and memory
+    # how often a backup task saves a checkpoint a resumed task continues from
+    checkpoint_interval: float = 60.0
 
     @property
     def host(self) -> str:

@@ -185,6 +185,13 @@ class ProxyGateway:
                     id=row.id, name=row.name, url=row.url, include=row.include, exclude=row.exclude
                 )
         params = dict(task.params or {})
+        if task.kind == "backup":
+            cfg = self.ctx.config
+            params.setdefault("checkpoint_interval", cfg.checkpoint_interval)
+            params.setdefault(
+                "plan_stats_above",
+                {"files": cfg.partition_min_files // 2, "bytes": cfg.partition_min_bytes // 2},
+            )
         params.setdefault("session_id", task.session_id)
         params.setdefault("job", task.session.job_name)
         return TaskAssignment(

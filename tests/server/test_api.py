@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import Repository, Session, Task
+
 from .conftest import Api
 
 

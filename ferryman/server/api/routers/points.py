@@ -98,6 +98,7 @@ def versions(
 ) -> list[dict[str, Any]]:
     with ctx.db.session() as db:
         share_row = lookup(db, Share, share, "share")
+        db.expunge(share_row)
         points = list(
             db.scalars(
                 select(RestorePoint)
@@ -115,7 +116,11 @@ def versions(
         by_repo.setdefault(p.repository_id, []).append(p)
     for group in by_repo.values():
         ids = [p.point_id for p in group]
-        output = _browse(ctx, group[0], {"op": "versions", "point_ids": ids, "path": path})
+        output = _browse(
+            ctx,
+            group[0],
+            {"op": "versions", "share": share_row.name, "point_ids": ids, "path": path},
+        )
         found = {v["point_id"]: v for v in output.get("versions", [])}
         for p in group:
             if p.point_id in found:
