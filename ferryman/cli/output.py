@@ -63,7 +63,11 @@ def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], empty
         table.add_column(column.header, justify=column.justify)  # type: ignore[arg-type]
     for row in rows:
         table.add_row(*(to_text(column.value(row)) for column in columns))
-    console.print(table)
+    with console.capture() as captured:
+        console.print(table)
+    # rich pads the last column to its width; trailing blanks only get in the way of scripts
+    text = "\n".join(line.rstrip() for line in captured.get().splitlines())
+    sys.stdout.write(text + "\n")
 
 
 def print_fields(pairs: Sequence[tuple[str, Any]]) -> None:
@@ -129,9 +133,14 @@ def format_duration(seconds: Any) -> str:
 
 
 def format_time(value: Any) -> str:
-    """An ISO-8601 timestamp shown in local time to the second."""
-    if not value:
+    """An ISO-8601 timestamp (or seconds since the epoch) shown in local time to the second."""
+    if value is None or value == "":
         return "-"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+        except (OverflowError, OSError, ValueError):
+            return str(value)
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:

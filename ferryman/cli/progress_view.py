@@ -21,10 +21,12 @@ from ferryman.cli.output import (
 )
 from ferryman.cli.session_figures import (
     counters,
+    headline,
     number,
     partition_label,
     session_duration,
     session_ended,
+    summed,
 )
 
 # How long one long-poll may wait on the server; the view refreshes on its own meanwhile.
@@ -148,7 +150,7 @@ class SessionView:
                 partition_label(task),
                 str(task.get("proxy") or "-"),
                 Text(state, style=STATE_STYLE.get(state, "")),
-                format_count(values.get("files_scanned")),
+                format_count(_files(task, values)),
                 format_bytes(values.get("bytes_scanned")),
                 format_bytes(values.get("bytes_read")),
                 format_bytes(values.get("bytes_transferred")),
@@ -158,6 +160,12 @@ class SessionView:
                 else "-",
             )
         return Group(Text(overall_line(session)), table)
+
+
+def _files(task: dict[str, Any], values: dict[str, Any]) -> Any:
+    if task.get("kind") == "restore":
+        return values.get("files_restored", values.get("files_read"))
+    return values.get("files_scanned")
 
 
 def overall_line(session: dict[str, Any]) -> str:
@@ -201,12 +209,7 @@ def task_line(task: dict[str, Any]) -> str:
     if state in ("waiting", "assigned", "running") and task.get("reason"):
         line += f" ({task['reason']})"
     if state in ("success", "warning", "failed", "stopped"):
-        values = counters(task)
-        line += (
-            f", {format_count(values.get('files_scanned'))} files, "
-            f"{format_bytes(values.get('bytes_read'))} read, "
-            f"{format_bytes(values.get('bytes_transferred'))} sent"
-        )
+        line += f", {headline(task)}"
         warnings = task.get("warnings") or []
         if warnings:
             line += f", {len(warnings)} warning(s)"
@@ -218,10 +221,6 @@ def task_line(task: dict[str, Any]) -> str:
 def summary_line(session: dict[str, Any]) -> str:
     """The last line after following: status, duration, totals, where to look next."""
     tasks = session.get("tasks") or []
-    values = [counters(t) for t in tasks]
-    files = sum(number(v, "files_scanned") for v in values)
-    read = sum(number(v, "bytes_read") for v in values)
-    sent = sum(number(v, "bytes_transferred") for v in values)
     warnings = sum(len(t.get("warnings") or []) for t in tasks)
     line = f"{_title(session)} ended {str(session.get('status', '-')).upper()}"
     if session.get("reason"):
@@ -229,7 +228,7 @@ def summary_line(session: dict[str, Any]) -> str:
     duration = session_duration(session)
     if duration is not None:
         line += f" in {format_duration(duration)}"
-    line += f": {format_count(files)} files, {format_bytes(read)} read, {format_bytes(sent)} sent"
+    line += f": {headline(summed(tasks, session.get('kind')))}"
     if warnings:
         line += f", {warnings} warning(s)"
     line += f". Details: ferryman session show {session.get('id')}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from ferryman.cli.output import format_bytes, format_count
+
 ENDED_STATES = frozenset({"success", "warning", "failed", "stopped"})
 
 
@@ -61,28 +63,88 @@ def compression_ratio(values: dict[str, Any]) -> float | None:
 
 # Time spent per stage, as the engine may name it, mapped to the bottleneck it shows.
 _STAGE_TIMES = (
-    (("time_reading", "seconds_reading", "read_seconds"), "source (reading)"),
-    (("time_processing", "seconds_processing", "process_seconds"), "proxy (processing)"),
-    (("time_writing", "seconds_writing", "write_seconds"), "network/repository (writing)"),
+    (("seconds_source_read", "time_reading"), "source (reading)"),
+    (("seconds_processing", "time_processing"), "proxy (processing)"),
+    (("seconds_repository_write", "time_writing"), "network/repository (writing)"),
 )
 
 
-def bottleneck(values: dict[str, Any]) -> str | None:
-    """Where the task's time went: reported by the server, else derived from stage times."""
-    reported = values.get("bottleneck")
-    if reported:
-        return str(reported)
-    spent: list[tuple[float, str]] = []
+def stage_times(values: dict[str, Any]) -> list[tuple[str, float]]:
+    """Seconds spent reading the source, processing, writing to the repository."""
+    spent: list[tuple[str, float]] = []
     for keys, label in _STAGE_TIMES:
         for key in keys:
             if values.get(key) is not None:
-                spent.append((number(values, key), label))
+                spent.append((label, number(values, key)))
                 break
-    total = sum(seconds for seconds, _ in spent)
-    if not spent or total <= 0:
+    return spent
+
+
+def bottleneck(values: dict[str, Any]) -> str | None:
+    """Where the task's time went: as reported by the server, else the slowest stage."""
+    spent = stage_times(values)
+    total = sum(seconds for _, seconds in spent)
+    if values.get("bottleneck"):
+        named = str(values["bottleneck"])
+    elif total > 0:
+        named = max(spent, key=lambda item: item[1])[0]
+    else:
         return None
-    seconds, label = max(spent)
-    return f"{label}, {seconds / total:.0%} of the stage time"
+    if total <= 0:
+        return named
+    shares = ", ".join(f"{label.split(' ')[0]} {seconds / total:.0%}" for label, seconds in spent)
+    return f"{named} (time: {shares})"
+
+
+def headline(task: dict[str, Any]) -> str:
+    """The task's (or a kind's summed) main figures in a few words, by task kind."""
+    values = counters(task)
+    kind = task.get("kind")
+    if kind == "restore":
+        files = values.get("files_restored", values.get("files_read"))
+        size = values.get("bytes_restored", values.get("bytes_read"))
+        parts = [f"{format_count(files)} files", f"{format_bytes(size)} restored"]
+        if number(values, "files_skipped"):
+            parts.append(f"{format_count(values['files_skipped'])} skipped")
+        if _count(values.get("errors")):
+            parts.append(f"{_count(values.get('errors'))} error(s)")
+    elif kind == "check":
+        parts = [
+            f"{format_count(values.get('points_checked'))} restore points",
+            f"{format_count(values.get('packs_checked'))} packs checked",
+            f"{format_count(values.get('packs_read'))} read",
+            f"{_count(values.get('errors'))} error(s)",
+        ]
+        if _count(values.get("damaged")):
+            parts.append(f"{_count(values.get('damaged'))} damaged")
+    else:
+        parts = [
+            f"{format_count(values.get('files_scanned'))} files",
+            f"{format_bytes(values.get('bytes_read'))} read",
+            f"{format_bytes(values.get('bytes_transferred'))} sent",
+        ]
+    return ", ".join(parts)
+
+
+def _count(value: Any) -> int:
+    """A count that the server gives either as a number or as the list of items."""
+    if isinstance(value, list | tuple):
+        return len(value)
+    return int(number({"v": value}, "v"))
+
+
+def summed(tasks: list[dict[str, Any]], kind: str | None) -> dict[str, Any]:
+    """One pseudo-task whose counters are the sums over ``tasks`` (for summary lines)."""
+    totals: dict[str, Any] = {}
+    for task in tasks:
+        for key, value in counters(task).items():
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, int | float):
+                totals[key] = totals.get(key, 0) + value
+            elif isinstance(value, list):
+                totals[key] = _count(totals.get(key)) + len(value)
+    return {"kind": kind, "state": "success", "stats": totals}
 
 
 def partition_label(task: dict[str, Any]) -> str:

@@ -67,9 +67,33 @@ def _task_block(task: dict[str, Any], line: Any) -> None:
     if duration is None:
         duration = session_duration(task)
     line(f"    duration:        {format_duration(duration)}   attempts: {task.get('attempts', 1)}")
+    kind = task.get("kind")
+    if kind == "restore":
+        _restore_figures(values, line)
+    elif kind == "check":
+        _check_figures(values, line)
+    else:
+        _backup_figures(values, line)
+    if task.get("error"):
+        line(f"    error:           {task['error']}")
+    warnings = task.get("warnings") or []
+    if warnings:
+        line(f"    warnings ({len(warnings)}):")
+        for warning in warnings[:MAX_WARNINGS_SHOWN]:
+            line(f"      {warning.get('path')}: {warning.get('reason')}")
+        if len(warnings) > MAX_WARNINGS_SHOWN:
+            line(f"      … {len(warnings) - MAX_WARNINGS_SHOWN} more (see --json)")
+
+
+def _backup_figures(values: dict[str, Any], line: Any) -> None:
     line(
         f"    files:           {format_count(values.get('files_scanned'))} scanned, "
         f"{format_count(values.get('files_read'))} read"
+        + (
+            f", {format_count(values['files_unchanged'])} unchanged"
+            if values.get("files_unchanged") is not None
+            else ""
+        )
     )
     line(
         f"    bytes:           {format_bytes(values.get('bytes_scanned'))} scanned, "
@@ -82,12 +106,31 @@ def _task_block(task: dict[str, Any], line: Any) -> None:
         f"compression ratio: {format_ratio(compression_ratio(values))}"
     )
     line(f"    bottleneck:      {bottleneck(values) or '-'}")
-    if task.get("error"):
-        line(f"    error:           {task['error']}")
-    warnings = task.get("warnings") or []
-    if warnings:
-        line(f"    warnings ({len(warnings)}):")
-        for warning in warnings[:MAX_WARNINGS_SHOWN]:
-            line(f"      {warning.get('path')}: {warning.get('reason')}")
-        if len(warnings) > MAX_WARNINGS_SHOWN:
-            line(f"      … {len(warnings) - MAX_WARNINGS_SHOWN} more (see --json)")
+
+
+def _restore_figures(values: dict[str, Any], line: Any) -> None:
+    line(
+        f"    files:           {format_count(values.get('files_restored'))} restored, "
+        f"{format_count(values.get('files_skipped'))} skipped, "
+        f"{format_count(values.get('dirs_restored'))} folders, "
+        f"{format_count(values.get('links_restored'))} links"
+    )
+    line(f"    bytes:           {format_bytes(values.get('bytes_restored'))} restored")
+    errors = values.get("errors")
+    count = len(errors) if isinstance(errors, list) else errors
+    line(f"    errors:          {format_count(count)}")
+
+
+def _check_figures(values: dict[str, Any], line: Any) -> None:
+    line(
+        f"    checked:         {format_count(values.get('points_checked'))} restore points, "
+        f"{format_count(values.get('packs_checked'))} packs "
+        f"({format_count(values.get('packs_read'))} read), "
+        f"{format_count(values.get('blobs_read'))} blobs read"
+    )
+    for label in ("errors", "damaged"):
+        items = values.get(label)
+        if isinstance(items, list):
+            line(f"    {label + ':':<17}{len(items)}")
+            for item in items[:MAX_WARNINGS_SHOWN]:
+                line(f"      {item}")

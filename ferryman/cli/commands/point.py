@@ -54,8 +54,10 @@ def list_points(
 
 
 def file_mode(entry: dict[str, Any]) -> str:
-    """``drwxr-xr-x`` from the entry's mode (type bits added from ``type`` if missing)."""
+    """``drwxr-xr-x``: the server's string as is, or built from a numeric mode."""
     mode = entry.get("mode")
+    if isinstance(mode, str) and mode:
+        return mode
     if not isinstance(mode, int):
         return "-"
     if stat.S_IFMT(mode) == 0:
@@ -67,8 +69,9 @@ def _display_name(entry: dict[str, Any]) -> str:
     name = str(entry.get("name", "-"))
     if entry.get("type") == "dir":
         return name + "/"
-    if entry.get("type") == "symlink" and entry.get("target"):
-        return f"{name} -> {entry['target']}"
+    target = entry.get("link_target") or entry.get("target")
+    if entry.get("type") == "symlink" and target:
+        return f"{name} -> {target}"
     return name
 
 

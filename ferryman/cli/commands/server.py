@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from ferryman.cli.errors import CliError
+from ferryman.cli.output import stdout_console
 from ferryman.cli.state import get_state
 
 app = typer.Typer(help="The backup server: initialise its home, run it.", no_args_is_help=True)
@@ -35,9 +36,17 @@ def init(
 ) -> None:
     """Create the server home: database, CA, administrator token, default repository."""
     listen = check_listen(listen)
-    from ferryman.server import init_server  # server-side code: imported only to start it
+    from ferryman.server import InitError, init_server  # server code: imported only to start it
 
-    init_server(home=get_state(ctx).home, listen=listen, db_url=db)
+    try:
+        result = init_server(home=get_state(ctx).home, listen=listen, db_url=db)
+    except InitError as exc:
+        raise CliError(str(exc)) from exc
+    console = stdout_console()
+    console.print(f"server home:    {result.home}", markup=False)
+    console.print(f"server URL:     {result.url}", markup=False)
+    console.print(f"client config:  {result.client_config} (administrator token)", markup=False)
+    console.print("next:           ferryman server run", markup=False)
 
 
 @app.command("run")
@@ -55,4 +64,7 @@ def run(
     listen = check_listen(listen) if listen else None
     from ferryman.server import run_server
 
-    run_server(home=get_state(ctx).home, listen=listen, embedded_proxy=embedded_proxy)
+    try:
+        run_server(home=get_state(ctx).home, listen=listen, embedded_proxy=embedded_proxy)
+    except FileNotFoundError as exc:  # not a server home: the message says to run 'server init'
+        raise CliError(str(exc)) from exc
