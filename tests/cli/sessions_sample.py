@@ -52,9 +52,10 @@ FINAL_STATS = {
     "bytes_new": 50_000_000,
     "bytes_transferred": 25_000_000,
     "duration": 75.0,
-    "time_reading": 10.0,
-    "time_processing": 5.0,
-    "time_writing": 60.0,
+    "seconds_source_read": 10.0,
+    "seconds_processing": 5.0,
+    "seconds_repository_write": 60.0,
+    "bottleneck": "repository",
 }
 
 
@@ -72,3 +73,30 @@ def session(status: str, revision: int, tasks: list[dict[str, Any]]) -> dict[str
         "restore_points": [] if status == "running" else [3],
         "tasks": tasks,
     }
+
+
+RESTORE_STATS = {
+    "files_restored": 314,
+    "dirs_restored": 61,
+    "links_restored": 2,
+    "bytes_restored": 2_586_764,
+    "files_skipped": 3,
+    "errors": 0,
+    "files": 314,
+    "bytes": 2_586_764,
+    "duration": 0.25,
+    "files_read": 0,
+    "bytes_read": 0,
+    "bytes_new": 0,
+    "bytes_transferred": 0,
+}
+
+CHECK_STATS = {
+    "errors": [],
+    "warnings": [],
+    "damaged": ["pack 1f2e: authentication failed"],
+    "points_checked": 4,
+    "packs_checked": 12,
+    "packs_read": 12,
+    "blobs_read": 350,
+}

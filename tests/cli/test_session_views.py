@@ -9,11 +9,22 @@ import pytest
 from rich.console import Console
 
 from ferryman.cli.errors import CliError
-from ferryman.cli.progress_view import SessionView, exit_for_session, follow_session
-from ferryman.cli.session_figures import bottleneck, compression_ratio, counters, dedup_ratio
+from ferryman.cli.progress_view import (
+    SessionView,
+    exit_for_session,
+    follow_session,
+    summary_line,
+)
+from ferryman.cli.session_figures import (
+    bottleneck,
+    compression_ratio,
+    counters,
+    dedup_ratio,
+    headline,
+)
 from ferryman.cli.session_report import print_report
 
-from .sessions_sample import FINAL_STATS, session, task
+from .sessions_sample import CHECK_STATS, FINAL_STATS, RESTORE_STATS, session, task
 
 
 class ScriptedClient:
@@ -113,8 +124,10 @@ def test_ratios_and_bottleneck() -> None:
     values = counters(task("success", stats=FINAL_STATS))
     assert dedup_ratio(values) == pytest.approx(3.0)
     assert compression_ratio(values) == pytest.approx(2.0)
-    assert bottleneck(values) == "network/repository (writing), 80% of the stage time"
+    assert bottleneck(values) == "repository (time: source 13%, proxy 7%, network/repository 80%)"
     assert bottleneck({"bottleneck": "source"}) == "source"
+    values.pop("bottleneck")
+    assert bottleneck(values).startswith("network/repository (writing) (time: ")  # type: ignore[union-attr]
     assert dedup_ratio({"bytes_read": 10, "bytes_new": 0}) is None
 
 
@@ -139,5 +152,19 @@ def test_report_shows_placement_figures_and_warnings() -> None:
     assert "1,500 scanned, 1,500 read" in text
     assert "143.1 MiB read, 47.7 MiB new, 23.8 MiB transferred" in text
     assert "dedup ratio:     3.00x" in text and "compression ratio: 2.00x" in text
-    assert "bottleneck:      network/repository (writing)" in text
+    assert "bottleneck:      repository (time: source 13%" in text
     assert "/secret: permission denied" in text
+
+
+def test_restore_and_check_tasks_show_their_own_figures() -> None:
+    restore = task("success", kind="restore", stats=RESTORE_STATS)
+    assert headline(restore) == "314 files, 2.5 MiB restored, 3 skipped"
+    check = task("success", kind="check", share=None, stats=CHECK_STATS)
+    assert headline(check) == "4 restore points, 12 packs checked, 12 read, 0 error(s), 1 damaged"
+    both = session("success", 3, [restore, dict(restore, id=22)])
+    both["kind"] = "restore"
+    assert "628 files, 4.9 MiB restored, 6 skipped" in summary_line(both)
+    console, out = plain_console()
+    print_report(dict(both, tasks=[check]), console)
+    assert "checked:         4 restore points, 12 packs (12 read), 350 blobs read" in out.getvalue()
+    assert "pack 1f2e: authentication failed" in out.getvalue()
