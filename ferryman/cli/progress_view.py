@@ -140,7 +140,7 @@ class SessionView:
             ("RATE", "right"),
             ("ETA", "right"),
         ):
-            table.add_column(header, justify=justify)  # type: ignore[arg-type]
+            table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
         for task in tasks:
             values = counters(task)
             state = str(task.get("state", "-"))

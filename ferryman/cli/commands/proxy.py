@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,16 +47,29 @@ def run(
 ) -> None:
     """Join the backup server with a join token, then run as a proxy until stopped."""
     from ferryman.proxy import run_proxy  # started here only: the CLI is otherwise an API client
+    from ferryman.proxy.client import JoinError
+    from ferryman.proxy.service import ProxyRevoked
 
+    server_url = check_server_url(server)
     proxy_home = resolve_home(home) if home is not None else get_state(ctx).home
-    run_proxy(
-        server_url=check_server_url(server),
-        join_token=join_token,
-        name=name,
-        site=site,
-        slots=slots,
-        home=proxy_home,
+    logging.basicConfig(
+        level=os.environ.get("FERRYMAN_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    try:
+        run_proxy(
+            server_url=server_url,
+            join_token=join_token,
+            name=name,
+            site=site,
+            slots=slots,
+            home=proxy_home,
+        )
+    except JoinError as exc:
+        raise CliError(f"cannot join the backup server at {server_url}: {exc}") from exc
+    except ProxyRevoked as exc:
+        raise CliError(str(exc)) from exc
 
 
 @app.command("join-token")
