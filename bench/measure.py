@@ -7,7 +7,7 @@ import resource
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.tree_memory import TreeMemorySampler, harness_processes
@@ -30,6 +30,7 @@ class StepResult:
     error: str = ""
     note: str = ""
     detail: str = ""  # the tool's own summary of the step, when it gives one
+    peak_breakdown: list[tuple[int, str, int]] = field(default_factory=list)
 
     @property
     def mb_per_s(self) -> float:
@@ -130,6 +131,7 @@ def measure_step(
         repository_apparent_bytes=apparent,
         cpu_seconds=cpu_seconds,
         load_average=load,
+        peak_breakdown=sampler.peak_breakdown,
         ok=not error,
         error=error,
     )

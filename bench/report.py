@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Console
 from rich.table import Table
 
@@ -41,6 +43,34 @@ def _step_table(step: str, results: list[StepResult], labels: dict[str, str]) ->
     return table
 
 
+_SESSION_END = re.compile(r"ended (\w+) in (?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?")
+
+
+def session_seconds(detail: str) -> tuple[str, float] | None:
+    """(status, seconds) from a ``… ended SUCCESS in 1m02s: …`` summary line."""
+    match = _SESSION_END.search(detail)
+    if not match:
+        return None
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups()[1:])
+    return match.group(1), hours * 3600 + minutes * 60 + seconds
+
+
+def _details_table(results: list[StepResult], tool: str) -> Table:
+    """Where one tool's time and memory went: its own summary and the biggest processes."""
+    table = Table(title=f"{tool}: inside each step", title_justify="left", show_edge=False)
+    table.add_column("step")
+    table.add_column("wall s", justify="right")
+    table.add_column("session s", justify="right")
+    table.add_column("peak RSS by process (MB)")
+    for r in results:
+        if r.tool != tool:
+            continue
+        session = session_seconds(r.detail)
+        biggest = ", ".join(f"{cmd[:48]} {rss / MB:.0f}" for _, cmd, rss in r.peak_breakdown[:3])
+        table.add_row(r.step, f"{r.seconds:.2f}", f"{session[1]:.2f}" if session else "-", biggest)
+    return table
+
+
 def _ratio_table(comparisons: list[Comparison]) -> Table:
     table = Table(title="Ferryman against the peers", title_justify="left", show_edge=False)
     table.add_column("measure")
@@ -71,6 +101,14 @@ def print_report(
     for step in STEPS:
         console.print()
         console.print(_step_table(step, results, labels))
+    if any(r.tool == "ferryman" for r in results):
+        console.print()
+        console.print(_details_table(results, "ferryman"))
+        console.print(
+            "session s: the server's own duration of the session; the rest of the wall time"
+            " is the CLI starting, dispatch and following",
+            highlight=False,
+        )
     for tool, label in labels.items():
         if label.endswith("*"):
             console.print(f"* {tool}: engine-direct (not through server): data path only")

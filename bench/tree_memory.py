@@ -59,6 +59,18 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
+def command_line(pid: int, limit: int = 120) -> str:
+    """The process's command line, shortened; "" if it has gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return ""
+    if args and b"/" in args[0]:
+        args[0] = args[0].rsplit(b"/", 1)[1]
+    return b" ".join(args).decode(errors="replace")[:limit]
+
+
 def tree_rss_bytes(roots: Iterable[int]) -> int:
     """Summed RSS of the given processes and their descendants, right now."""
     return sum(rss_bytes(pid) for pid in descendants(roots))
@@ -91,14 +103,19 @@ class TreeMemorySampler:
         self.peak_bytes = 0
         self.peak_processes = 0
         self.samples = 0
+        self.peak_breakdown: list[tuple[int, str, int]] = []  # (pid, command, rss) at the peak
 
     def sample(self) -> None:
-        pids = set(self._processes())
-        total = sum(rss_bytes(pid) for pid in pids)
+        sizes = {pid: rss_bytes(pid) for pid in set(self._processes())}
+        total = sum(sizes.values())
         self.samples += 1
         if total > self.peak_bytes:
             self.peak_bytes = total
-        self.peak_processes = max(self.peak_processes, len(pids))
+            self.peak_breakdown = sorted(
+                ((pid, command_line(pid), rss) for pid, rss in sizes.items()),
+                key=lambda item: -item[2],
+            )
+        self.peak_processes = max(self.peak_processes, len(sizes))
 
     def _run(self) -> None:
         while not self._stop.is_set():
