@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ferryman.proxy import browsing
-from ferryman.proxy.protocol import TaskAssignment, TaskResult
+from ferryman.proxy.protocol import FinalState, TaskAssignment, TaskResult
 from ferryman.proxy.repository_access import open_repository
 
 log = logging.getLogger("ferryman.proxy.task")
@@ -126,7 +126,7 @@ def run_backup_task(
             "bytes_scanned", 0
         ) >= floor.get("bytes", 1 << 62):
             output["share_stats"] = browsing.top_level_stats(repo, result.root_tree)
-    state = "warning" if result.status == "warning" else "success"
+    state: FinalState = "warning" if result.status == "warning" else "success"
     return TaskResult(task_id=a.task_id, state=state, stats=stats, warnings=warnings, output=output)
 
 
@@ -162,7 +162,7 @@ def run_assemble_task(a: TaskAssignment, repo: Any) -> TaskResult:
     files = sum(r.stats.files_scanned for r in results)
     size = sum(r.stats.bytes_scanned for r in results)
     output = {"point_id": point_id, "time": _iso(point.time), "files": files, "bytes": size}
-    state = "warning" if any(r.status == "warning" for r in results) else "success"
+    state: FinalState = "warning" if any(r.status == "warning" for r in results) else "success"
     return TaskResult(task_id=a.task_id, state=state, output=output)
 
 
@@ -187,7 +187,7 @@ def run_restore_task(
         cancel,
     )
     errors = [{"path": e.path, "reason": e.reason} for e in result.errors]
-    state = "stopped" if cancel.is_set() else result.status
+    state: FinalState = "stopped" if cancel.is_set() else result.status
     error = f"{len(errors)} path(s) could not be restored" if state == "failed" else None
     return TaskResult(
         task_id=a.task_id, state=state, stats=_stats(result.stats), warnings=errors, error=error
@@ -201,7 +201,7 @@ def run_check_task(a: TaskAssignment, repo: Any) -> TaskResult:
         data = {"report": str(report)}
     problems = data.get("errors") or data.get("problems") or []
     ok = data.get("ok", not problems)
-    state = "success" if ok else "failed"
+    state: FinalState = "success" if ok else "failed"
     error = None if ok else f"repository check found {len(problems)} problem(s)"
     warnings = [{"path": str(x), "reason": "check"} for x in problems][:1000]
     return TaskResult(task_id=a.task_id, state=state, stats=data, warnings=warnings, error=error)

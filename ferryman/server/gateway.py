@@ -12,6 +12,7 @@ import time
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as DbSession
 
 from ferryman.proxy.protocol import (
     Heartbeat,
@@ -171,7 +172,7 @@ class ProxyGateway:
             self.ctx.signals.session_changed()
         return PollReply(tasks=assignments, probes=probes)
 
-    def _assignment(self, db, task: Task) -> TaskAssignment:  # type: ignore[no-untyped-def]
+    def _assignment(self, db: DbSession, task: Task) -> TaskAssignment:
         access = None
         if task.repository_id is not None:
             repo = db.get(Repository, task.repository_id)
@@ -221,7 +222,7 @@ class ProxyGateway:
         )
 
     # --- progress and results -----------------------------------------------------------
-    def _owned(self, db, proxy_id: int, task_id: int) -> Task:  # type: ignore[no-untyped-def]
+    def _owned(self, db: DbSession, proxy_id: int, task_id: int) -> Task:
         task = db.get(Task, task_id)
         if task is None or task.proxy_id != proxy_id or task.state not in ACTIVE_STATES:
             raise TaskReassigned(f"task {task_id} is no longer assigned to this proxy")

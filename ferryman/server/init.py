@@ -97,8 +97,12 @@ def _init_default_repository(path: Path, passphrase: str, scrypt_n: int | None) 
     from ferryman.repository import open_backend
 
     path.mkdir(parents=True, exist_ok=True)
-    options = {"scrypt_n": scrypt_n} if scrypt_n else {}
-    repo = Repo.init(open_backend(str(path)), passphrase, **options)
+    backend = open_backend(str(path))
+    repo = (
+        Repo.init(backend, passphrase, scrypt_n=scrypt_n)
+        if scrypt_n
+        else Repo.init(backend, passphrase)
+    )
     repo.close()
 
 

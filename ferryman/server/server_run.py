@@ -31,7 +31,7 @@ class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: `run_server` owns SIGTERM/SIGINT."""
 
     @contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def, override]
+    def capture_signals(self):  # type: ignore[no-untyped-def]
         yield
 
 

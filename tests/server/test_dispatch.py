@@ -130,7 +130,7 @@ def test_site_slots_and_reasons(
     passed = {p["proxy"]: p["reason"] for p in first.passed_over}
     assert "cannot reach share" in passed["blind"]
     assert passed["far-big"] == "not at the share's site 'hq'"
-    later = [t for t in placed.values() if t.proxy_name == "far-big"][0]
+    later = next(t for t in placed.values() if t.proxy_name == "far-big")
     assert "no eligible proxy at the share's site" in (later.reason or "")
     assert any(p["reason"] == "all 2 task slots busy" for p in later.passed_over)
     # the session view carries it all

@@ -41,13 +41,12 @@ def require(role: Role) -> Callable[..., ApiToken]:
 
 def lookup(db: DbSession, model: type[T], ref: str, what: str) -> T:
     """Find an object by id (digits) or by name; 404 with a clear message otherwise."""
-    column: Any = model.id if ref.isdigit() else getattr(model, "name", None)  # type: ignore[attr-defined]
-    if column is None:
-        raise HTTPException(404, f"unknown {what} '{ref}'")
-    value: Any = int(ref) if ref.isdigit() else ref
-    row = db.scalar(select(model).where(column == value))
-    if row is None and ref.isdigit() and hasattr(model, "name"):
-        row = db.scalar(select(model).where(model.name == ref))  # type: ignore[attr-defined]
+    table: Any = model
+    row: Any = None
+    if ref.isdigit():
+        row = db.scalar(select(table).where(table.id == int(ref)))
+    if row is None and hasattr(table, "name"):
+        row = db.scalar(select(table).where(table.name == ref))
     if row is None:
         raise HTTPException(404, f"unknown {what} '{ref}'")
-    return row
+    return row  # type: ignore[no-any-return]

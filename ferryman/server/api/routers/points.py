@@ -7,6 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, field_validator, model_validator
 from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
 
 from ferryman.server.api import inputs
 from ferryman.server.api.deps import get_ctx, lookup, require
@@ -21,11 +22,11 @@ router = APIRouter(tags=["restore points"])
 BROWSE_TIMEOUT = 60.0
 
 
-def _repo_names(db) -> dict[int, str]:  # type: ignore[no-untyped-def]
+def _repo_names(db: DbSession) -> dict[int, str]:
     return {r.id: r.name for r in db.scalars(select(Repository))}
 
 
-def _point(db, ref: str) -> RestorePoint:  # type: ignore[no-untyped-def]
+def _point(db: DbSession, ref: str) -> RestorePoint:
     point = None
     if ref.isdigit():
         point = db.get(RestorePoint, int(ref))

@@ -44,7 +44,8 @@ def new_join_token(
 @router.post("/join")
 def join(request: JoinRequest, ctx: ServerContext = Depends(get_ctx)) -> JoinResponse:
     try:
-        return ctx_gateway(ctx).join(request)
+        response: JoinResponse = ctx_gateway(ctx).join(request)
+        return response
     except JoinTokenError as exc:
         raise HTTPException(401, str(exc)) from exc
     except NameTaken as exc:

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
 
 from ferryman.server.api.deps import get_ctx, lookup, require
 from ferryman.server.api.views import session_view
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/sessions", tags=["sessions"])
 HIDDEN_KINDS = ("browse", "attach")
 
 
-def _get(db, session_id: int) -> Session:  # type: ignore[no-untyped-def]
+def _get(db: DbSession, session_id: int) -> Session:
     session = db.get(Session, session_id)
     if session is None:
         raise HTTPException(404, f"unknown session {session_id}")
@@ -75,6 +76,7 @@ def follow_session(
                 session.revision > revision
                 or session.status != "running"
                 or time.monotonic() >= deadline
+                or ctx.shutting_down.is_set()
             ):
                 return session_view(db, session)
         ctx.signals.wait_session_change(min(0.5, max(0.01, deadline - time.monotonic())))
