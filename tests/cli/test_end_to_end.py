@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .installation import Installation, new_installation
+from .installation import FERRYMAN, Installation, new_installation
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -183,3 +185,62 @@ def test_wrong_token_is_refused(server: Installation) -> None:
 def test_json_output_is_valid_json_even_when_empty(server: Installation) -> None:
     out = server.ok("point", "list", "--share", "cronshare", "--json")
     assert json.loads(out) == []
+
+
+def test_stop_a_waiting_session(server: Installation) -> None:
+    """With every proxy disabled the task waits; stopping it ends the session 'stopped'."""
+    server.ok("proxy", "disable", "embedded")
+    try:
+        session_id = server.ok("job", "run", "docs-job").strip()
+        shown = server.json("session", "show", session_id)
+        assert shown["status"] == "running"
+        assert [t["state"] for t in shown["tasks"]] == ["waiting"]
+        assert "stopped" in server.ok("session", "stop", session_id)
+        followed = server.ferryman("session", "follow", session_id)
+        assert followed.returncode == 3, followed.stdout + followed.stderr
+        assert "ended STOPPED" in followed.stdout
+    finally:
+        server.ok("proxy", "enable", "embedded")
+
+
+def test_remote_proxy_joins_runs_a_pinned_job_and_is_removed(
+    server: Installation, source: Path
+) -> None:
+    token = server.ok("proxy", "join-token", "--ttl", "5m").strip().splitlines()[-1]
+    url = json.loads((server.home / "client.json").read_text())["server"]
+    proxy_home = server.work / "proxy-p1"
+    log = (server.work / "proxy-p1.log").open("wb")
+    proxy = subprocess.Popen(
+        [*FERRYMAN, "proxy", "run", "--server", url, "--join-token", token,
+         "--name", "p1", "--site", "lab", "--slots", "1", "--home", str(proxy_home)],
+        env=server.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        state = None
+        while time.monotonic() < deadline and state != "online":
+            state = {p["name"]: p["state"] for p in server.json("proxy", "list")}.get("p1")
+            time.sleep(0.3)
+        assert state == "online", (server.work / "proxy-p1.log").read_text()
+        p1 = next(p for p in server.json("proxy", "list") if p["name"] == "p1")
+        assert (p1["site"], p1["slots"]) == ("lab", 1)
+
+        # the join token was single use
+        again = server.ferryman("proxy", "run", "--server", url, "--join-token", token,
+                                "--name", "p9", "--home", str(server.work / "p9"))  # fmt: skip
+        assert again.returncode == 1
+        assert "cannot join the backup server" in one_error_line(again)
+
+        server.ok("job", "add", "pinned", "--share", "docs", "--repo", "default", "--proxies", "p1")
+        assert "ended SUCCESS" in server.ok("job", "run", "pinned", "--follow")
+        pinned = server.json("session", "list", "--job", "pinned")[-1]
+        assert [t["proxy"] for t in pinned["tasks"]] == ["p1"]
+
+        server.ok("proxy", "remove", "p1")
+        assert proxy.wait(timeout=60) == 1
+        assert "ferryman: error: " in (server.work / "proxy-p1.log").read_text()
+        assert "p1" not in [p["name"] for p in server.json("proxy", "list")]
+    finally:
+        if proxy.poll() is None:
+            proxy.terminate()
+            proxy.wait(timeout=30)
