@@ -192,14 +192,14 @@ class ProxyService:
 
     def _start_task(self, assignment: TaskAssignment) -> None:
         task = RunningTask(assignment)
+        task.thread = threading.Thread(
+            target=self._run_task, args=(task,), name=f"task-{assignment.task_id}", daemon=True
+        )
         with self._lock:
             if assignment.task_id in self.running:
                 return
             self.running[assignment.task_id] = task
-        task.thread = threading.Thread(
-            target=self._run_task, args=(task,), name=f"task-{assignment.task_id}", daemon=True
-        )
-        task.thread.start()
+            task.thread.start()
         self._beat_now.set()  # tell the server at once that we hold it
 
     def _run_task(self, task: RunningTask) -> None:

@@ -1,0 +1,20 @@
+"""Capacity and capabilities a proxy reports."""
+
+from __future__ import annotations
+
+from ferryman.proxy import capabilities, capacity
+
+
+def test_default_slots_follow_cores_and_memory(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert capacity.default_slots() >= 1
+    monkeypatch.setattr(capacity, "available_memory", lambda: 700 * 1024**2)
+    assert capacity.default_slots() == 1
+    monkeypatch.setattr(capacity, "available_memory", lambda: 64 * 1024**3)
+    monkeypatch.setattr(capacity.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert capacity.default_slots() == 3
+
+
+def test_capabilities_list_local_sources() -> None:
+    detected = capabilities.detect()
+    assert "local" in detected["sources"] and "local" in detected["repositories"]
+    assert capabilities.addresses()
