@@ -1,16 +1,22 @@
 """Change detection: merge-join of the sorted scan with the previous tree, streaming.
 
-For each directory the scanner walks, the matching directory node of the
-previous restore point (or checkpoint) is streamed one tree blob at a time and
-advanced in step with the sorted directory listing, so only one tree blob per
-directory level is in memory. A regular file whose size, mtime, ctime, inode
-and mode are unchanged is not read; its chunk list is reused.
+For each directory the scanner walks, the matching directory of the previous
+restore point (or checkpoint) is streamed one tree blob at a time and advanced
+in step with the sorted directory listing, so only one tree blob per directory
+level is in memory. Entries are compared in their stored (msgpack map) form.
 
-Why each field: size and mtime catch ordinary writes; ctime catches writes that
-restore mtime (``touch -r``, rsync -t) and metadata-only changes; inode catches
-a file replaced by another (rename over, editors writing a new file); mode
-catches type changes. Hardlinking changes ctime (restic #2495), which costs one
-re-read of that file, never a wrong backup.
+A regular file whose size, mtime, ctime, inode and mode are unchanged is not
+read; its previous record (chunk list included) is reused as is. Why each
+field: size and mtime catch ordinary writes; ctime catches writes that restore
+mtime (``touch -r``, ``rsync -t``) and every metadata change (owner, mode,
+xattrs, ACLs, link count); inode catches a file replaced by another (rename
+over it, editors writing a new file); mode catches type changes. Hardlinking
+changes ctime (restic #2495), which costs one re-read of that file, never a
+wrong backup. The stored atime of an unchanged entry is the previous one.
+
+A directory whose own stat is unchanged and whose every entry was reused in
+order, with nothing added or removed, reuses its previous tree blobs: an
+unchanged subtree costs a walk and a comparison, no encoding and no writes.
 """
 
 from __future__ import annotations
@@ -18,36 +24,43 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from ferryman.engine.nodes import Node, iter_dir_nodes
+from ferryman.engine.nodes import NodeMap, iter_dir_maps
 from ferryman.engine.ports import RepositoryPort
 
 
 class PreviousListing:
     """Previous entries of one directory, consumed in sorted name order."""
 
-    __slots__ = ("_current", "_it")
+    __slots__ = ("_current", "_it", "skipped")
 
-    def __init__(self, repo: RepositoryPort, dir_node: Node | None) -> None:
-        self._it: Iterator[Node] = iter(()) if dir_node is None else iter_dir_nodes(repo, dir_node)
-        self._current: Node | None = next(self._it, None)
+    def __init__(self, repo: RepositoryPort, subtrees: list[bytes]) -> None:
+        self._it: Iterator[NodeMap] = iter_dir_maps(repo, subtrees)
+        self._current: NodeMap | None = next(self._it, None)
+        self.skipped = False  # a previous entry was not matched (deleted or excluded)
 
-    def find(self, name: bytes) -> Node | None:
-        """The previous node called ``name``; names must be asked in increasing order."""
+    def find(self, name: bytes) -> NodeMap | None:
+        """The previous entry called ``name``; names must be asked in increasing order."""
         cur = self._current
-        while cur is not None and cur.name < name:
+        while cur is not None and cur["n"] < name:
+            self.skipped = True
             cur = next(self._it, None)
         self._current = cur
-        if cur is not None and cur.name == name:
+        if cur is not None and cur["n"] == name:
+            self._current = next(self._it, None)
             return cur
         return None
 
+    def all_matched(self) -> bool:
+        """Whether every previous entry was matched (call once the scan of the dir ended)."""
+        return not self.skipped and self._current is None
 
-def unchanged(prev: Node, st: os.stat_result) -> bool:
-    """Whether a regular file can reuse its previous content without being read."""
-    return (
-        prev.size == st.st_size
-        and prev.mtime_ns == st.st_mtime_ns
-        and prev.ctime_ns == st.st_ctime_ns
-        and prev.inode == st.st_ino
-        and prev.mode == st.st_mode
+
+def unchanged(prev: NodeMap, st: os.stat_result) -> bool:
+    """Whether an entry's stat matches its previous record (defaults are omitted: 0)."""
+    return bool(
+        prev.get("s", 0) == (st.st_size if prev.get("t") == "file" else 0)
+        and prev.get("mt", 0) == st.st_mtime_ns
+        and prev.get("ct", 0) == st.st_ctime_ns
+        and prev.get("i", 0) == st.st_ino
+        and prev.get("m", 0) == st.st_mode
     )

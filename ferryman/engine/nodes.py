@@ -12,25 +12,46 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
+from typing import Any
+
+import msgpack
 
 from ferryman.engine.ports import RepositoryPort, WriterPort
 from ferryman.repository.blob import KIND_TREE
-from ferryman.repository.tree import MAX_NODES_PER_TREE, Node, encode_tree
+from ferryman.repository.tree import (
+    MAX_NODES_PER_TREE,
+    MAX_TREE_BYTES,
+    TREE_VERSION,
+    Node,
+    encode_tree,
+    node_from_map,
+    node_to_map,
+)
 from ferryman.sources.metadata import group_name, user_name
 
 __all__ = [
     "MAX_NODES_PER_TREE",
     "ROOT_NAME",
     "Node",
+    "NodeMap",
     "iter_dir_nodes",
     "load_root",
+    "load_tree_maps",
+    "node_from_map",
     "node_from_stat",
+    "node_to_map",
     "node_type",
+    "store_maps",
     "store_root",
     "store_tree",
 ]
 
 ROOT_NAME = b"root"
+
+# A node in its stored msgpack form (short keys of docs/format.md, tree version 1).
+# Change detection compares and reuses these directly: decoding into ``Node``
+# objects and re-encoding unchanged entries would dominate an unchanged re-run.
+NodeMap = dict[str, Any]
 
 
 class TreeLayoutError(Exception):
@@ -108,3 +129,35 @@ def iter_dir_nodes(repo: RepositoryPort, dir_node: Node) -> Iterator[Node]:
     """Stream a directory's entries in name order, one tree blob at a time."""
     for blob_id in dir_node.subtrees:
         yield from load_tree(repo, blob_id)
+
+
+def load_tree_maps(repo: RepositoryPort, blob_id: bytes) -> list[NodeMap]:
+    """A tree blob's nodes as stored maps (for change detection of our own trees only:
+    restore and browse use the validating ``repo.get_tree``)."""
+    doc = msgpack.unpackb(
+        repo.get_blob(blob_id),
+        raw=False,
+        strict_map_key=False,
+        max_bin_len=MAX_TREE_BYTES,
+        max_str_len=MAX_TREE_BYTES,
+    )
+    if not isinstance(doc, dict) or doc.get("v") != TREE_VERSION:
+        raise TreeLayoutError(f"tree blob {blob_id.hex()[:16]}: unsupported version")
+    nodes = doc.get("nodes")
+    if not isinstance(nodes, list):
+        raise TreeLayoutError(f"tree blob {blob_id.hex()[:16]}: no node list")
+    return nodes
+
+
+def iter_dir_maps(repo: RepositoryPort, subtrees: list[bytes]) -> Iterator[NodeMap]:
+    """Stream a directory's entries as stored maps, one tree blob at a time."""
+    for blob_id in subtrees:
+        yield from load_tree_maps(repo, blob_id)
+
+
+def store_maps(repo: RepositoryPort, writer: WriterPort, maps: list[NodeMap]) -> bytes:
+    """Encode name-sorted node maps as one tree blob (same bytes as ``encode_tree``)."""
+    data: bytes = msgpack.packb({"v": TREE_VERSION, "nodes": maps}, use_bin_type=True)
+    blob_id = repo.blob_id(data)
+    writer.add_blob(KIND_TREE, blob_id, data)
+    return blob_id

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ferryman.engine.change_detection import PreviousListing, unchanged
 from ferryman.engine.file_saver import FileSaver, PendingContent, describe_os_error
-from ferryman.engine.nodes import Node, node_from_stat
+from ferryman.engine.nodes import Node, NodeMap, node_from_map, node_from_stat, node_to_map
 from ferryman.engine.ports import RepositoryPort, WriterPort
 from ferryman.engine.selection import PathFilter, Selection
 from ferryman.engine.stats import StatsCollector
@@ -40,6 +40,7 @@ class _Frame:
     rel: bytes
     prev: list[PreviousListing]
     selection: Selection | None
+    reuse: NodeMap | None = None  # previous record of this dir while it may be reused
 
 
 @dataclass(slots=True)
@@ -70,6 +71,7 @@ class Scanner:
         self._saver = saver
         self._trees = trees
         self._stats = collector
+        self._counts = collector.stats  # scanner-only counters: updated without the lock
         self._filter = path_filter
         self._one_fs = one_file_system
         self._xattrs = read_xattrs
@@ -113,7 +115,11 @@ class Scanner:
         self._root_dev = st.st_dev
         root_node = node_from_stat(b"root", st)
         self._emit(EnterDir(root_node, b""))
-        stack = [self._frame(root, b"", prev_roots, selection)]
+        prev_maps = [node_to_map(p) for p in prev_roots]
+        top = self._frame(root, b"", prev_maps, selection)
+        if prev_maps and unchanged(prev_maps[0], st):
+            top.reuse = prev_maps[0]
+        stack = [top]
         count = 0
         try:
             while stack:
@@ -122,7 +128,10 @@ class Scanner:
                     stack.pop()
                     if frame.dir is not None:
                         frame.dir.release()
-                    self._emit(LeaveDir())
+                    reuse = frame.reuse
+                    if reuse is not None and not frame.prev[0].all_matched():
+                        reuse = None
+                    self._emit(LeaveDir(reuse))
                     continue
                 name = frame.names[frame.index]
                 frame.index += 1
@@ -141,7 +150,7 @@ class Scanner:
             self._stats.add(seconds_scan=time.perf_counter() - t0)
 
     def _frame(
-        self, d: SourceDir | None, rel: bytes, prevs: list[Node], selection: Selection | None
+        self, d: SourceDir | None, rel: bytes, prevs: list[NodeMap], selection: Selection | None
     ) -> _Frame:
         names: list[bytes] = []
         if d is not None:
@@ -155,8 +164,8 @@ class Scanner:
                     path = os.fsdecode(rel + b"/" + missing if rel else missing)
                     self._stats.warn(path, "selected path does not exist")
                 names = [n for n in names if n in selection]
-        listings = [PreviousListing(self._repo, p) for p in prevs]
-        self._stats.add(dirs_scanned=1)
+        listings = [PreviousListing(self._repo, list(p.get("st", ()))) for p in prevs]
+        self._counts.dirs_scanned += 1
         return _Frame(d, names, 0, rel, listings, selection)
 
     def _entry(self, frame: _Frame, name: bytes) -> _Frame | None:
@@ -174,28 +183,39 @@ class Scanner:
         is_dir = stat.S_ISDIR(mode)
         if not is_dir and self._filter.has_include and not self._filter.included(name, rel):
             return None
-        prevs = [p for p in (lst.find(name) for lst in frame.prev) if p is not None]
-        node = node_from_stat(name, st)
+        prevs: list[NodeMap] = []
+        first_listing_match = False
+        for i, listing in enumerate(frame.prev):
+            found = listing.find(name)
+            if found is not None:
+                prevs.append(found)
+                first_listing_match = first_listing_match or i == 0
+        if frame.reuse is not None and not first_listing_match:
+            frame.reuse = None
         if stat.S_ISREG(mode):
-            self._file(d, node, st, rel, prevs)
-        elif is_dir:
-            return self._dir(d, frame, node, st, rel, prevs)
-        else:
-            if stat.S_ISLNK(mode):
-                try:
-                    node.link_target = d.read_link(name)
-                except OSError as exc:
-                    self._stats.warn(os.fsdecode(rel), describe_os_error(exc))
-                    return None
-            self._read_xattrs(d, node, rel, None)
-            self._stats.add(files_scanned=1)
-            self._emit(Entry(node, rel))
+            if not self._file(d, name, st, rel, prevs) and frame.reuse is not None:
+                frame.reuse = None
+            return None
+        if is_dir:
+            return self._dir(d, frame, name, st, rel, prevs, first_listing_match)
+        if frame.reuse is not None:
+            frame.reuse = None  # symlinks and special files are re-recorded (cheap)
+        node = node_from_stat(name, st)
+        if stat.S_ISLNK(mode):
+            try:
+                node.link_target = d.read_link(name)
+            except OSError as exc:
+                self._stats.warn(os.fsdecode(rel), describe_os_error(exc))
+                return None
+        self._read_xattrs(d, node, rel, None)
+        self._counts.files_scanned += 1
+        self._emit(Entry(node, rel))
         return None
 
     def _read_xattrs(self, d: SourceDir, node: Node, rel: bytes, prev: Node | None) -> None:
         if not self._xattrs:
             return
-        if prev is not None:  # unchanged ctime: xattrs and ACLs cannot have changed
+        if prev is not None:  # same inode and ctime: xattrs and ACLs cannot have changed
             node.xattrs, node.acl_access, node.acl_default = (
                 prev.xattrs,
                 prev.acl_access,
@@ -213,9 +233,24 @@ class Scanner:
             node.acl_default = default or b""
 
     def _file(
-        self, d: SourceDir, node: Node, st: os.stat_result, rel: bytes, prevs: list[Node]
-    ) -> None:
-        self._stats.add(files_scanned=1, bytes_scanned=st.st_size)
+        self, d: SourceDir, name: bytes, st: os.stat_result, rel: bytes, prevs: list[NodeMap]
+    ) -> bool:
+        """Handle a regular file; True when its previous record was reused as is."""
+        counts = self._counts
+        counts.files_scanned += 1
+        counts.bytes_scanned += st.st_size
+        prev = None
+        for p in prevs:
+            if p.get("t") == "file" and unchanged(p, st):
+                prev = p
+                break
+        if prev is not None and not all(map(self._writer.has_blob, prev.get("c", ()))):
+            prev = None  # content gone (garbage-collected): read the file again
+        if prev is not None and st.st_nlink == 1:
+            counts.files_unchanged += 1
+            self._emit(Entry(None, rel, raw=prev))
+            return True
+        node = node_from_stat(name, st)
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1:
             first = self._hardlinks.get(key)
@@ -225,47 +260,59 @@ class Scanner:
                 if first.pending is None:
                     node.content, node.holes = first.node.content, first.node.holes
                 self._emit(Entry(node, rel, first.pending))
-                return
-        prev = next((p for p in prevs if p.type == "file" and unchanged(p, st)), None)
-        if prev is not None and not all(map(self._writer.has_blob, prev.content)):
-            prev = None  # content gone (garbage-collected): read the file again
+                return False
         pending: PendingContent | None = None
         if prev is not None:
-            node.content, node.holes = prev.content, prev.holes
-            self._stats.add(files_unchanged=1)
-            self._read_xattrs(d, node, rel, prev)
+            old = node_from_map(prev)
+            node.content, node.holes = old.content, old.holes
+            counts.files_unchanged += 1
+            self._read_xattrs(d, node, rel, old)
         else:
             self._read_xattrs(d, node, rel, None)
             self._stats.current_path = os.fsdecode(rel)
-            if self._saver.is_small(st):
-                pending = self._saver.save_small(d, node.name, st)
+            if st.st_size == 0:
+                pass  # empty at lstat time: nothing to read (size and mtime are in the node)
+            elif self._saver.is_small(st):
+                pending = self._saver.save_small(d, name, st)
             else:
-                pending = self._saver.save_large(d, node.name, st)
+                pending = self._saver.save_large(d, name, st)
         if st.st_nlink > 1:
             self._hardlinks[key] = _Hardlink(rel, pending, node)
         self._emit(Entry(node, rel, pending))
+        return False
 
     def _dir(
         self,
         d: SourceDir,
         frame: _Frame,
-        node: Node,
+        name: bytes,
         st: os.stat_result,
         rel: bytes,
-        prevs: list[Node],
+        prevs: list[NodeMap],
+        first_listing_match: bool,
     ) -> _Frame:
+        node = node_from_stat(name, st)
         selection: Selection | None = None
         if frame.selection is not None:
-            selection = frame.selection.get(node.name)
-        self._read_xattrs(d, node, rel, None)
+            selection = frame.selection.get(name)
+        prev_dirs = [p for p in prevs if p.get("t") == "dir"]
+        reuse = None
+        if first_listing_match and prev_dirs and unchanged(prev_dirs[0], st):
+            reuse = prev_dirs[0]
+            old = node_from_map(reuse)
+            self._read_xattrs(d, node, rel, old)
+        else:
+            self._read_xattrs(d, node, rel, None)
         self._emit(EnterDir(node, rel))
         sub: SourceDir | None = None
         if self._one_fs and st.st_dev != self._root_dev:
-            pass  # another filesystem: keep the mount point, not its content
+            reuse = None  # another filesystem: keep the mount point, not its content
         else:
             try:
-                sub = d.open_dir(node.name)
+                sub = d.open_dir(name)
             except OSError as exc:
+                reuse = None
                 self._stats.warn(os.fsdecode(rel), f"cannot open: {describe_os_error(exc)}")
-        prev_dirs = [p for p in prevs if p.type == "dir"]
-        return self._frame(sub, rel, prev_dirs, selection)
+        child = self._frame(sub, rel, prev_dirs, selection)
+        child.reuse = reuse if selection is None else None
+        return child

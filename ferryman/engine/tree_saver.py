@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ferryman.engine.file_saver import PendingContent
-from ferryman.engine.nodes import MAX_NODES_PER_TREE, Node, store_tree
+from ferryman.engine.nodes import MAX_NODES_PER_TREE, Node, NodeMap, node_to_map, store_maps
 from ferryman.engine.ports import RepositoryPort, WriterPort
 from ferryman.engine.stats import StatsCollector
 from ferryman.repository.tree import TARGET_TREE_BYTES
@@ -36,16 +36,25 @@ class EnterDir:
 
 @dataclass(slots=True)
 class Entry:
-    """A non-directory entry; ``pending`` is set when its content is being stored."""
+    """A non-directory entry: a new ``node`` (``pending`` while its content is stored),
+    or ``raw``, the previous record reused unchanged."""
 
-    node: Node
+    node: Node | None
     path: bytes
     pending: PendingContent | None = None
+    raw: NodeMap | None = None
 
 
 @dataclass(slots=True)
 class LeaveDir:
-    """The scanner finished the directory entered last."""
+    """The scanner finished the directory entered last.
+
+    ``reuse``: the directory's previous record, when its stat is unchanged and the
+    scan matched every previous entry (its tree blobs are reused if every entry
+    also came back unchanged).
+    """
+
+    reuse: NodeMap | None = None
 
 
 @dataclass(slots=True)
@@ -60,17 +69,19 @@ CheckpointCallback = Callable[[Node], None]
 @dataclass(slots=True)
 class _Builder:
     node: Node
-    buffer: list[Node] = field(default_factory=list)
+    buffer: list[NodeMap] = field(default_factory=list)
     blob_ids: list[bytes] = field(default_factory=list)
     approx_bytes: int = 0
+    all_raw: bool = True
 
 
-def approx_size(node: Node) -> int:
-    """Rough encoded size of a node (keeps tree blobs near ``TARGET_TREE_BYTES``)."""
-    size = 120 + len(node.name) + 34 * (len(node.content) + len(node.subtrees))
-    if node.xattrs:
-        size += sum(len(k) + len(v) + 4 for k, v in node.xattrs.items())
-    return size + len(node.acl_access) + len(node.acl_default) + len(node.link_target)
+def approx_size(m: NodeMap) -> int:
+    """Rough encoded size of a node map (keeps tree blobs near ``TARGET_TREE_BYTES``)."""
+    size = 100 + len(m["n"]) + 34 * (len(m.get("c", ())) + len(m.get("st", ())))
+    xattrs = m.get("x")
+    if xattrs:
+        size += sum(len(k) + len(v) + 4 for k, v in xattrs.items())
+    return size + len(m.get("aa", b"")) + len(m.get("ad", b"")) + len(m.get("l", b""))
 
 
 class TreeSaverFailed(Exception):
@@ -139,7 +150,11 @@ class TreeSaver:
 
     def _handle(self, ev: Event) -> None:
         if isinstance(ev, Entry):
+            if ev.raw is not None:
+                self._add(ev.raw, raw=True)
+                return
             node = ev.node
+            assert node is not None
             if ev.pending is not None:
                 out = ev.pending.result()
                 if out.error is not None:
@@ -150,34 +165,47 @@ class TreeSaver:
                 node.content = out.content
                 node.size = out.size
                 node.holes = out.holes
-            self._add(node)
+            self._add(node_to_map(node), raw=False)
         elif isinstance(ev, EnterDir):
             self._stack.append(_Builder(ev.node))
         elif isinstance(ev, LeaveDir):
-            b = self._stack.pop()
-            if b.buffer or not b.blob_ids:
-                b.blob_ids.append(self._store(b.buffer))
-            b.node.subtrees = b.blob_ids
-            if self._stack:
-                self._add(b.node)
-            else:
-                self.root = b.node
+            self._leave(ev)
         else:
             self._last_checkpoint = time.monotonic()
             if self._on_checkpoint is not None and self._stack:
                 self._on_checkpoint(self.partial_root())
 
-    def _add(self, node: Node) -> None:
+    def _leave(self, ev: LeaveDir) -> None:
+        b = self._stack.pop()
+        prev = ev.reuse
+        reused = (
+            prev is not None and b.all_raw and all(map(self._writer.has_blob, prev.get("st", ())))
+        )
+        if reused and prev is not None:
+            b.node.subtrees = list(prev.get("st", []))
+            entry, raw = prev, True
+        else:
+            if b.buffer or not b.blob_ids:
+                b.blob_ids.append(self._store(b.buffer))
+            b.node.subtrees = b.blob_ids
+            entry, raw = node_to_map(b.node), False
+        if self._stack:
+            self._add(entry, raw=raw)
+        else:
+            self.root = b.node
+
+    def _add(self, m: NodeMap, raw: bool) -> None:
         b = self._stack[-1]
-        b.buffer.append(node)
-        b.approx_bytes += approx_size(node)
+        b.buffer.append(m)
+        b.all_raw = b.all_raw and raw
+        b.approx_bytes += approx_size(m)
         if len(b.buffer) >= self._max_nodes or b.approx_bytes >= TARGET_TREE_BYTES:
             b.blob_ids.append(self._store(b.buffer))
             b.buffer = []
             b.approx_bytes = 0
 
-    def _store(self, nodes: list[Node]) -> bytes:
-        blob_id = store_tree(self._repo, self._writer, nodes)
+    def _store(self, maps: list[NodeMap]) -> bytes:
+        blob_id = store_maps(self._repo, self._writer, maps)
         self._stats.add(trees_written=1)
         return blob_id
 
@@ -185,10 +213,10 @@ class TreeSaver:
         """The root node of a tree holding everything completed so far (for checkpoints)."""
         child: Node | None = None
         for b in reversed(self._stack):
-            nodes = b.buffer + ([child] if child is not None else [])
+            maps = b.buffer + ([node_to_map(child)] if child is not None else [])
             ids = list(b.blob_ids)
-            for i in range(0, max(len(nodes), 1), self._max_nodes):
-                ids.append(self._store(nodes[i : i + self._max_nodes]))
+            for i in range(0, max(len(maps), 1), self._max_nodes):
+                ids.append(self._store(maps[i : i + self._max_nodes]))
             child = dataclasses.replace(b.node, subtrees=ids)
         assert child is not None
         return child
