@@ -55,14 +55,21 @@ def looks_compressible(data: bytes | bytearray | memoryview) -> bool:
     return len(probe) < PROBE_RATIO * len(head)
 
 
+def compress_body(
+    data: bytes | bytearray | memoryview, level: int = DEFAULT_LEVEL
+) -> tuple[int, bytes | bytearray | memoryview]:
+    """``(method, body)`` for ``data``: zstd only if the probe says it pays (no copy otherwise)."""
+    if level > 0 and looks_compressible(data):
+        body = _compressor(level).compress(data)
+        if len(body) < len(data):
+            return COMPRESSION_ZSTD, body
+    return COMPRESSION_NONE, data
+
+
 def compress(data: bytes | bytearray | memoryview, level: int = DEFAULT_LEVEL) -> bytes:
-    """Return the payload ``u8 compression | body`` for ``data`` (compressed only if it pays)."""
-    view = memoryview(data)
-    if level > 0 and looks_compressible(view):
-        body = _compressor(level).compress(view)
-        if len(body) < len(view):
-            return bytes((COMPRESSION_ZSTD,)) + body
-    return b"\x00" + view
+    """Return the payload ``u8 compression | body`` for ``data``."""
+    method, body = compress_body(data, level)
+    return bytes((method,)) + body
 
 
 def decompress(payload: bytes, expected_size: int | None, limit: int, what: str) -> bytes:

@@ -14,6 +14,7 @@ Table plaintext: ``u32 LE count`` then ``count`` entries of
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -73,42 +74,80 @@ def pack_cipher(encryption_key: bytes, pack_id: str) -> AESGCM:
 
 
 class PackBuilder:
-    """Accumulates encrypted blob records for one pack (not thread-safe)."""
+    """One pack being filled in a preallocated buffer.
 
-    def __init__(self, encryption_key: bytes, kind: int) -> None:
+    Records are *reserved* (offset assigned, under the caller's lock) and then
+    *written* (copied and encrypted in place, without any lock: reservations never
+    overlap), so several threads fill one pack at once without extra copies.
+    """
+
+    def __init__(self, encryption_key: bytes, kind: int, buffer: bytearray | None = None) -> None:
         salt = crypto.new_salt()
         self.kind = kind
         self.pack_id = salt.hex()
         self.cipher = crypto.object_cipher(encryption_key, salt)
         self.header = _HEADER.pack(MAGIC, VERSION, kind) + salt
-        self.buffer = bytearray(self.header)
+        self.buffer = buffer if buffer is not None else bytearray(HEADER_SIZE)
+        self.buffer[:HEADER_SIZE] = self.header
+        self.size = HEADER_SIZE
         self.entries: list[PackEntry] = []
 
     @property
-    def size(self) -> int:
-        """Bytes accumulated so far."""
+    def capacity(self) -> int:
+        """Bytes the buffer holds without growing."""
         return len(self.buffer)
+
+    def reserve(
+        self, blob_id: bytes, kind: int, payload_length: int, raw_length: int, method: int
+    ) -> PackEntry:
+        """Assign space for a record whose plaintext payload has ``payload_length`` bytes."""
+        length = crypto.NONCE_SIZE + payload_length + crypto.TAG_SIZE
+        entry = PackEntry(blob_id, self.size, length, raw_length, method, kind)
+        self.size += length
+        if self.size > len(self.buffer):
+            self.buffer.extend(bytes(self.size - len(self.buffer)))
+        self.entries.append(entry)
+        return entry
+
+    def write(self, entry: PackEntry, body: bytes | bytearray | memoryview) -> None:
+        """Place ``u8 compression | body`` at ``entry`` and encrypt it in place."""
+        nonce = os.urandom(crypto.NONCE_SIZE)
+        start = entry.offset + crypto.NONCE_SIZE
+        end = entry.offset + entry.length - crypto.TAG_SIZE
+        with memoryview(self.buffer) as view:
+            view[entry.offset : start] = nonce
+            view[start] = entry.compression
+            view[start + 1 : end] = body
+            self.cipher.encrypt_into(
+                nonce,
+                view[start:end],
+                bytes((entry.kind,)) + entry.blob_id,
+                view[start : end + crypto.TAG_SIZE],
+            )
 
     def add_record(
         self, blob_id: bytes, kind: int, record: bytes, raw_length: int, method: int
     ) -> PackEntry:
-        """Append an already sealed record (see :func:`blob.seal_blob` with :attr:`cipher`)."""
-        entry = PackEntry(blob_id, len(self.buffer), len(record), raw_length, method, kind)
-        self.buffer += record
-        self.entries.append(entry)
+        """Append an already sealed record (``nonce | ciphertext | tag``)."""
+        payload_length = len(record) - crypto.NONCE_SIZE - crypto.TAG_SIZE
+        entry = self.reserve(blob_id, kind, payload_length, raw_length, method)
+        self.buffer[entry.offset : entry.offset + entry.length] = record
         return entry
 
-    def finish(self) -> bytes:
-        """Append the table and trailer; return the complete pack bytes."""
+    def finish(self) -> memoryview:
+        """Write the table and trailer after the records; return the whole pack."""
         table = bytearray(struct.pack("<I", len(self.entries)))
         for e in self.entries:
             table += _ENTRY.pack(e.blob_id, e.offset, e.length, e.raw_length, e.compression, e.kind)
         sealed = crypto.seal(self.cipher, bytes(table), self.header + b"table")
-        self.buffer += sealed
-        self.buffer += _TRAILER.pack(len(sealed), END_MAGIC)
-        if len(self.buffer) > MAX_PACK_SIZE:
+        tail = sealed + _TRAILER.pack(len(sealed), END_MAGIC)
+        total = self.size + len(tail)
+        if total > MAX_PACK_SIZE:
             raise ValueError("pack exceeds 4 GiB")
-        return bytes(self.buffer)
+        if total > len(self.buffer):
+            self.buffer.extend(bytes(total - len(self.buffer)))
+        self.buffer[self.size : total] = tail
+        return memoryview(self.buffer)[:total]
 
 
 def check_header(data: bytes, name: str, pack_id: str) -> int:

@@ -33,18 +33,44 @@ if TYPE_CHECKING:
 
 DEFAULT_PACK_SIZE = 16 << 20
 DEFAULT_TREE_PACK_SIZE = 4 << 20
-DEFAULT_UPLOADS = 3
+DEFAULT_UPLOADS = 2
 # A writer publishes an index segment at least every this many packs.
 PACKS_PER_SEGMENT = 32
 
 
-class _OpenPack:
-    """A pack being filled, with the number of threads currently sealing into it."""
+class _BufferPool:
+    """Process-wide reuse of pack buffers: fresh memory costs page faults on every pack."""
 
-    def __init__(self, builder: pack.PackBuilder) -> None:
+    def __init__(self, keep: int = 8) -> None:
+        self.keep = keep
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self, capacity: int) -> bytearray:
+        with self._lock:
+            for i, buf in enumerate(self._free):
+                if len(buf) == capacity:
+                    return self._free.pop(i)
+        return bytearray(capacity)
+
+    def give(self, buffer: bytearray) -> None:
+        with self._lock:
+            if len(self._free) < self.keep:
+                self._free.append(buffer)
+
+
+_POOL = _BufferPool()
+
+
+class _OpenPack:
+    """A pack being filled, with the number of threads currently writing into it."""
+
+    def __init__(self, builder: pack.PackBuilder, pooled: bool) -> None:
         self.builder = builder
+        self.pooled = pooled
         self.users = 0
         self.closing = False
+        self.submitted = False
 
 
 class RepositoryWriter:
@@ -83,7 +109,10 @@ class RepositoryWriter:
         self._open: dict[int, _OpenPack | None] = {blob.KIND_DATA: None, blob.KIND_TREE: None}
         self._closing: list[_OpenPack] = []
         self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="pack-upload")
-        self._slots = threading.BoundedSemaphore(uploads * 2)
+        # Pack buffers in use (open, waiting, uploading) are bounded: memory stays flat.
+        self._slots = threading.BoundedSemaphore(uploads + 2)
+        self._headroom = repo.config.chunker.max_size + 4096
+        self._entries_lock = threading.Lock()
         self._futures: set[Future[None]] = set()
         self._pending_entries: list[IndexEntry] = []
         self._pending_packs = 0
@@ -129,65 +158,120 @@ class RepositoryWriter:
         """Store ``data`` as blob ``blob_id`` of ``kind`` unless already present.
 
         Returns False when deduplicated.  ``blob_id`` must be ``repo.blob_id(data)``
-        (readers verify it).  Thread-safe.
+        (readers verify it).  Thread-safe; may block while too many packs are
+        waiting for upload.
         """
         self._raise_pending_error()
         if kind not in blob.KIND_NAMES:
             raise ValueError(f"unknown blob kind {kind}")
         if len(blob_id) != crypto.BLOB_ID_SIZE:
             raise ValueError("blob ids are 32 bytes")
+        if len(data) > blob.MAX_BLOB_SIZE:
+            raise ValueError(f"blob of {len(data)} bytes exceeds {blob.MAX_BLOB_SIZE}")
+        blob_id = bytes(blob_id)
         if self.has_blob(blob_id) or not self._claim(blob_id):
-            self.stats["blobs_dedup"] += 1
+            with self._lock:
+                self.stats["blobs_dedup"] += 1
             return False
-        payload = compression.compress(data, self.compression_level)
-        with self._lock:
-            current = self._open[kind]
-            if current is None:
-                current = _OpenPack(pack.PackBuilder(self._key, kind))
-                self._open[kind] = current
-            current.users += 1
+        method, body = compression.compress_body(data, self.compression_level)
+        current, entry = self._reserve(kind, blob_id, 1 + len(body), len(data), method)
         try:
-            aad = bytes((kind,)) + bytes(blob_id)
-            record = crypto.seal(current.builder.cipher, payload, aad)
+            current.builder.write(entry, body)
         finally:
             with self._lock:
                 current.users -= 1
-                if current.users == 0:
-                    self._lock.notify_all()
-        to_submit = None
-        with self._lock:
-            current.builder.add_record(bytes(blob_id), kind, record, len(data), payload[0])
-            self.stats["blobs_new"] += 1
-            self.stats["bytes_raw"] += len(data)
-            self.stats["bytes_stored"] += len(record)
-            if self._open[kind] is current and current.builder.size >= self._target[kind]:
-                self._open[kind] = None
-                current.closing = True
-                self._closing.append(current)
-            to_submit = self._take_ready()
-        for ready in to_submit:
-            self._submit(ready)
+                ready = self._take_ready()
+                self.stats["blobs_new"] += 1
+                self.stats["bytes_raw"] += len(data)
+                self.stats["bytes_stored"] += entry.length
+        for item in ready:
+            self._submit(item)
         return True
 
+    def _reserve(
+        self, kind: int, blob_id: bytes, payload: int, raw: int, method: int
+    ) -> tuple[_OpenPack, pack.PackEntry]:
+        """Reserve room in the open pack of ``kind``, opening a new pack if needed.
+
+        Waiting for a free buffer happens outside the lock so that uploads and
+        other writers always make progress.
+        """
+        need = crypto.NONCE_SIZE + payload + crypto.TAG_SIZE
+        while True:
+            ready: list[_OpenPack] = []
+            with self._lock:
+                current = self._open[kind]
+                if current is not None and current.builder.size + need <= current.builder.capacity:
+                    entry = current.builder.reserve(blob_id, kind, payload, raw, method)
+                    current.users += 1
+                    if current.builder.size >= self._target[kind]:
+                        self._close(kind)
+                        ready = self._take_ready()
+                    break
+                if current is not None:
+                    self._close(kind)
+                    ready = self._take_ready()
+            for item in ready:
+                self._submit(item)
+            fresh = self._new_pack(kind, need)
+            with self._lock:
+                installed = self._open[kind] is None
+                if installed:
+                    self._open[kind] = fresh
+            if not installed:  # another thread opened one meanwhile
+                self._release_buffer(fresh)
+        for item in ready:
+            self._submit(item)
+        return current, entry
+
+    def _new_pack(self, kind: int, need: int) -> _OpenPack:
+        self._slots.acquire()
+        capacity = self._target[kind] + self._headroom
+        if pack.HEADER_SIZE + need > capacity:
+            buffer, pooled = bytearray(pack.HEADER_SIZE + need), False
+        else:
+            buffer, pooled = _POOL.take(capacity), True
+        return _OpenPack(pack.PackBuilder(self._key, kind, buffer), pooled)
+
+    def _release_buffer(self, item: _OpenPack) -> None:
+        capacity = self._target[item.builder.kind] + self._headroom
+        if item.pooled and len(item.builder.buffer) == capacity:
+            _POOL.give(item.builder.buffer)
+        self._slots.release()
+
+    def _close(self, kind: int) -> None:
+        """Caller holds the lock: the open pack of ``kind`` takes no more records."""
+        current = self._open[kind]
+        if current is not None:
+            self._open[kind] = None
+            current.closing = True
+            self._closing.append(current)
+
     def _take_ready(self) -> list[_OpenPack]:
-        ready = [p for p in self._closing if p.users == 0]
-        self._closing = [p for p in self._closing if p.users != 0]
+        """Caller holds the lock: closing packs nobody writes into any more (each once)."""
+        ready = [p for p in self._closing if p.users == 0 and not p.submitted]
+        for p in ready:
+            p.submitted = True
+        self._closing = [p for p in self._closing if not p.submitted]
+        if ready or not self._closing:
+            self._lock.notify_all()
         return ready
 
     def _submit(self, item: _OpenPack) -> None:
         if not item.builder.entries:
+            self._release_buffer(item)
             return
-        self._slots.acquire()
         try:
             data = item.builder.finish()
-            fut = self._pool.submit(self._upload, item.builder, data)
+            fut = self._pool.submit(self._upload, item, data)
         except BaseException:
-            self._slots.release()
+            self._release_buffer(item)
             raise
         with self._lock:
             self._futures.add(fut)
 
-    def _upload(self, builder: pack.PackBuilder, data: bytes) -> None:
+    def _upload(self, item: _OpenPack, data: memoryview) -> None:
+        builder = item.builder
         try:
             self._backend.put(pack.pack_name(builder.kind, builder.pack_id), data)
             pid = bytes.fromhex(builder.pack_id)
@@ -195,7 +279,7 @@ class RepositoryWriter:
                 IndexEntry(e.blob_id, pid, e.offset, e.length, e.raw_length, e.compression, e.kind)
                 for e in builder.entries
             ]
-            with self._lock:
+            with self._entries_lock:
                 self._pending_entries.extend(entries)
                 self._pending_packs += 1
                 due = self._pending_packs >= PACKS_PER_SEGMENT or (
@@ -207,11 +291,12 @@ class RepositoryWriter:
             self._error = exc
             raise
         finally:
-            self._slots.release()
+            data.release()
+            self._release_buffer(item)
 
     def _write_segment(self) -> None:
         with self._segment_lock:
-            with self._lock:
+            with self._entries_lock:
                 entries, self._pending_entries = self._pending_entries, []
                 self._pending_packs = 0
             if not entries:
@@ -243,14 +328,12 @@ class RepositoryWriter:
         """
         self._raise_pending_error()
         with self._lock:
-            for kind, current in self._open.items():
-                if current is not None:
-                    self._open[kind] = None
-                    current.closing = True
-                    self._closing.append(current)
-            while any(p.users for p in self._closing):
-                self._lock.wait()
+            for kind in list(self._open):
+                self._close(kind)
             ready = self._take_ready()
+            while self._closing:
+                self._lock.wait()
+                ready += self._take_ready()
         for item in ready:
             self._submit(item)
         self._wait_uploads()

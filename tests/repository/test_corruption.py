@@ -115,7 +115,7 @@ def test_lost_or_damaged_index_is_rebuilt_from_packs(
 def _write_hostile_pack(repo: Repository, table: bytes, trailer_len: int | None = None) -> str:
     builder = pack.PackBuilder(repo.keys.encryption, KIND_DATA)
     sealed = crypto.seal(builder.cipher, table, builder.header + b"table")
-    body = bytes(builder.buffer) + b"\0" * 64 + sealed
+    body = builder.header + b"\0" * 64 + sealed
     length = len(sealed) if trailer_len is None else trailer_len
     repo.backend.put(
         pack.pack_name(KIND_DATA, builder.pack_id), body + struct.pack("<I", length) + b"FRME"
@@ -148,7 +148,7 @@ def test_blob_claiming_an_enormous_size_is_rejected_without_allocating(repo: Rep
     builder = pack.PackBuilder(repo.keys.encryption, KIND_DATA)
     record = crypto.seal(builder.cipher, b"\x01" + HUGE_ZSTD_FRAME, bytes([KIND_DATA]) + blob_id)
     builder.add_record(blob_id, KIND_DATA, record, 100, 1)
-    repo.backend.put(pack.pack_name(KIND_DATA, builder.pack_id), builder.finish())
+    repo.backend.put(pack.pack_name(KIND_DATA, builder.pack_id), bytes(builder.finish()))
     entry = IndexEntry(
         blob_id, bytes.fromhex(builder.pack_id), pack.HEADER_SIZE, len(record), 100, 1, 1
     )

@@ -113,7 +113,10 @@ def test_unindexed_leftovers_of_a_crash_are_collected(repo: Repository, repo_url
     w = repo.open_writer("crashing", pack_size=1000)
     data = b"orphan" * 1000
     w.add_blob(KIND_DATA, repo.blob_id(data), data)
-    w._submit(w._open[KIND_DATA])  # type: ignore[arg-type]
+    with w._lock:
+        w._close(KIND_DATA)
+        (leftover,) = w._take_ready()
+    w._submit(leftover)
     w._pool.shutdown(wait=True)
     w._lease._stop.set()
     w._lease.backend.delete(w._lease.object_name)  # as if its lease expired

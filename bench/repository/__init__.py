@@ -1,0 +1,1 @@
+"""Repository micro-benchmarks: data pipeline throughput and index lookup memory."""
