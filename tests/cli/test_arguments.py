@@ -9,7 +9,6 @@ import pytest
 
 from ferryman.cli.commands.job import parse_proxies
 from ferryman.cli.commands.proxy import parse_duration
-from ferryman.cli.commands.repo import repository_url
 from ferryman.cli.errors import CliError
 from ferryman.cli.main import run
 
@@ -121,12 +120,3 @@ def test_proxies_option() -> None:
     assert parse_proxies("p1, p2") == ["p1", "p2"]
     with pytest.raises(CliError, match="invalid --proxies"):
         parse_proxies("p1,,p2")
-
-
-def test_repository_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert repository_url("repo") == str(tmp_path / "repo")
-    assert repository_url("s3://bucket/prefix?region=x") == "s3://bucket/prefix?region=x"
-    for bad in ("s3://", "s3:///prefix", "http://example.com/repo"):
-        with pytest.raises(CliError, match="invalid repository URL"):
-            repository_url(bad)

@@ -156,7 +156,11 @@ def test_wrong_input_is_one_clear_line(server: Installation, tmp_path: Path) -> 
 
     done = server.ferryman("share", "add", "badurl", "ftp://example.com/x")
     assert done.returncode == 1
-    one_error_line(done)
+    assert "ftp" in one_error_line(done)
+
+    done = server.ferryman("share", "add", "relative", "some/folder")
+    assert done.returncode == 1
+    assert "absolute path" in one_error_line(done)
 
     done = server.ferryman("repo", "add", "r2", str(tmp_path / "repo"), "--passphrase-env",
                            "FERRYMAN_TEST_UNSET")  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import os
 import sys
 from typing import Annotated, Any
 
@@ -27,21 +26,6 @@ app = typer.Typer(help="Backup repositories.", no_args_is_help=True)
 
 # The server waits up to 120 s for a proxy to attach a new repository.
 REPOSITORY_ATTACH_SECONDS = 150.0
-
-
-def repository_url(url: str) -> str:
-    """An absolute path or ``s3://bucket/prefix?...``; anything else is refused here."""
-    if url.startswith("s3://"):
-        if len(url) <= len("s3://") or url[len("s3://")] in "/?":
-            raise CliError(f"invalid repository URL {url!r}: expected s3://BUCKET[/PREFIX][?...]")
-        return url
-    if url.startswith("file://"):
-        return url
-    if "://" in url:
-        raise CliError(
-            f"invalid repository URL {url!r}: use an absolute path or s3://BUCKET/PREFIX"
-        )
-    return os.path.abspath(os.path.expanduser(url))
 
 
 def _passphrase(variable: str | None) -> str:
@@ -90,9 +74,9 @@ def add(
     """Register a repository (initialised when the location is empty)."""
     if (access_key_env is None) != (secret_key_env is None):
         raise CliError("--access-key-env and --secret-key-env go together")
-    body: dict[str, Any] = {"name": name, "url": repository_url(url)}
+    body: dict[str, Any] = {"name": name, "url": url}
     if access_key_env and secret_key_env:
-        if not body["url"].startswith("s3://"):
+        if not url.startswith("s3://"):
             raise CliError("--access-key-env/--secret-key-env only apply to s3:// repositories")
         body["access_key"] = env_secret(access_key_env, "--access-key-env")
         body["secret_key"] = env_secret(secret_key_env, "--secret-key-env")

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import typer
 
 from ferryman.cli.errors import CliError
-from ferryman.cli.options import location
 from ferryman.cli.progress_view import exit_for_session, follow_session
 from ferryman.cli.state import api
 
@@ -28,7 +27,8 @@ def restore(
         typer.Option("--path", metavar="P", help="Folder or file to restore (repeatable)."),
     ] = None,
     to: Annotated[
-        str | None, typer.Option("--to", metavar="URL", help="Restore into this folder.")
+        str | None,
+        typer.Option("--to", metavar="URL", help="Restore into this folder (absolute path)."),
     ] = None,
     in_place: Annotated[
         bool, typer.Option("--in-place", help="Restore to the share's original location.")
@@ -47,7 +47,7 @@ def restore(
     body: dict[str, Any] = {
         "point": point,
         "paths": [p if p.startswith("/") else "/" + p for p in path or []],
-        "to": location(to, "restore target") if to is not None else None,
+        "to": to,
         "in_place": in_place,
         "overwrite": overwrite.value,
     }

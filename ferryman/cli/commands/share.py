@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ferryman.cli.options import JsonOption, location, ref
+from ferryman.cli.options import JsonOption, ref
 from ferryman.cli.output import (
     Column,
     field,
@@ -56,7 +56,7 @@ def add(
     """Register a share."""
     body: dict[str, Any] = {
         "name": name,
-        "url": location(url, "share"),
+        "url": url,
         "site": site,
         "include": include or [],
         "exclude": exclude or [],
