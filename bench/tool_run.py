@@ -37,7 +37,7 @@ class ToolRun:
         """``others``: the background processes of the other tools, not measured here."""
         self.tool = tool
         self._others = others
-        self.base = workdir / tool.name
+        self.base = workdir / getattr(tool, "slug", tool.name)
         self.source = self.base / "share"
         self.restore_to = self.base / "restored"
         self.workload = workload

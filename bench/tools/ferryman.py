@@ -76,7 +76,11 @@ class FerrymanCli:
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
             if self._server.poll() is not None:
-                raise ToolError(f"ferryman server exited ({self._server.returncode}); see log")
+                tail = self._log.path.read_text(errors="replace").strip().splitlines()[-8:]
+                raise ToolError(
+                    f"ferryman server exited ({self._server.returncode}); "
+                    f"end of {self._log.path}:\n" + "\n".join(tail)
+                )
             try:
                 proxies = json.loads(self._cli("proxy", "list", "--json").stdout)
             except (ToolError, ValueError):

@@ -19,6 +19,7 @@ LABEL = "engine-direct (not through server)"
 
 class FerrymanEngineDirect:
     name = "ferryman"
+    slug = "ferryman-engine"  # its own folder: the CLI driver's log stays readable
 
     def __init__(self) -> None:
         self._log: CommandLog | None = None
