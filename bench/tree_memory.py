@@ -59,16 +59,26 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
-def command_line(pid: int, limit: int = 120) -> str:
-    """The process's command line, shortened; "" if it has gone."""
+def command_line(pid: int, limit: int = 80) -> str:
+    """A short command line: program names without folders, no ``--home``; "" if gone."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = f.read().rstrip(b"\0").split(b"\0")
+            raw = f.read().rstrip(b"\0").split(b"\0")
     except OSError:
         return ""
-    if args and b"/" in args[0]:
-        args[0] = args[0].rsplit(b"/", 1)[1]
-    return b" ".join(args).decode(errors="replace")[:limit]
+    args = [os.fsdecode(a) for a in raw]
+    if len(args) > 1 and os.path.basename(args[0]).startswith("python") and "/" in args[1]:
+        args = args[1:]  # "python3 /venv/bin/ferryman …": the script is the program
+    shown: list[str] = []
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg == "--home":
+            skip = True
+        else:
+            shown.append(os.path.basename(arg) if i == 0 else arg)
+    return " ".join(shown)[:limit]
 
 
 def tree_rss_bytes(roots: Iterable[int]) -> int:
