@@ -97,6 +97,38 @@ def test_backup_browse_restore_roundtrip(server: Installation, source: Path) -> 
     assert "transferred" in report
 
 
+def test_overwrite_policies(server: Installation) -> None:
+    """Restoring over existing files: skip, if-newer, keep-both and replace as documented."""
+    first = server.json("point", "list", "--share", "docs")[0]["id"]
+    original = ("hello ferryman\n" * 100).encode()
+    target = server.work / "overwrite"
+
+    def restore_a(policy: str) -> None:
+        server.ok("restore", str(first), "--path", "/a.txt", "--to", str(target),
+                  "--overwrite", policy, "--follow")  # fmt: skip
+
+    restore_a("replace")
+    local = target / "a.txt"
+    assert local.read_bytes() == original
+
+    local.write_bytes(b"local edit")
+    future = time.time() + 3600
+    os.utime(local, (future, future))
+    restore_a("skip")
+    assert local.read_bytes() == b"local edit"
+    restore_a("if-newer")  # the local copy is newer: kept
+    assert local.read_bytes() == b"local edit"
+    restore_a("keep-both")
+    assert local.read_bytes() == b"local edit"
+    assert (target / "a.txt.restored").read_bytes() == original
+    os.utime(local, (0, 0))
+    restore_a("if-newer")  # now the stored copy is newer: restored
+    assert local.read_bytes() == original
+    local.write_bytes(b"local edit")
+    restore_a("replace")
+    assert local.read_bytes() == original
+
+
 def test_second_run_by_id_then_follow(server: Installation, source: Path) -> None:
     if not server.json("job", "list"):
         pytest.skip("needs the job of the round-trip test")
