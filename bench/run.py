@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     peers = [n for n in names if n != "ferryman"]
     comparisons = compare(results, peers) if "ferryman" in names else []
-    engine_direct = "engine-direct" in str(tools_info.get("ferryman", {}).get("description"))
-    memory = ferryman_memory_check(results, "engine process" if engine_direct else "server + proxy")
+    memory = ferryman_memory_check(results)
     if memory:
         comparisons.append(memory)
     labels = {
