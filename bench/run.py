@@ -69,7 +69,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the workload")
     parser.add_argument("--keep", action="store_true", help="keep copies and restores")
     parser.add_argument("--no-install", action="store_true", help="don't apt-get the peers")
-    parser.add_argument("--no-sections", action="store_true", help="skip bench/*/ micro-benchmarks")
+    parser.add_argument(
+        "--sections",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the bench/repository and bench/engine micro-benchmarks afterwards"
+        " (default: yes, except with --small)",
+    )
     return parser.parse_args(argv)
 
 
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print()
     print_report(console, results, comparisons, labels, header)
 
-    sections = {} if args.no_sections else run_extra_sections(console, BENCH_DIR)
+    want_sections = (not args.small) if args.sections is None else args.sections
+    sections = run_extra_sections(console, BENCH_DIR) if want_sections else {}
     out = {
         "started": started.isoformat(),
         "finished": datetime.now(UTC).isoformat(),
