@@ -25,12 +25,16 @@ from ferryman.cli.session_figures import (
     number,
     partition_label,
     session_duration,
+    session_elapsed,
     session_ended,
     summed,
 )
 
 # How long one long-poll may wait on the server; the view refreshes on its own meanwhile.
 LONG_POLL_SECONDS = 10
+# Off a terminal, a running task gets a progress line this often.
+PLAIN_PROGRESS_SECONDS = 15.0
+MAX_WAITING_SHOWN = 5
 STATE_STYLE = {
     "success": "green",
     "warning": "yellow",
@@ -106,23 +110,30 @@ def follow_session(
 class SessionView:
     """The latest state of a session, rendered as a rich table (re-rendered on refresh)."""
 
-    def __init__(self, session: dict[str, Any]) -> None:
+    def __init__(self, session: dict[str, Any], clock: Any = time.monotonic) -> None:
         self.session = session
-        self.seen_at = time.monotonic()
-        self._printed: dict[Any, str] = {}
+        self.clock = clock
+        # task id -> (state last printed, when), for the plain output
+        self._printed: dict[Any, tuple[str, float]] = {}
 
     def update(self, session: dict[str, Any]) -> None:
         self.session = session
-        self.seen_at = time.monotonic()
 
     def print_changes(self, console: Console) -> None:
-        """Plain output: one line each time a task appears or changes state."""
+        """Plain output: a line when a task appears or changes state, and every
+        ``PLAIN_PROGRESS_SECONDS`` while it runs."""
+        now = self.clock()
         for task in self.session.get("tasks") or []:
             state = str(task.get("state"))
-            if self._printed.get(task.get("id")) == state:
-                continue
-            self._printed[task.get("id")] = state
-            console.print(task_line(task), markup=False)
+            last = self._printed.get(task.get("id"))
+            if last is not None and last[0] == state:
+                if state != "running" or now - last[1] < PLAIN_PROGRESS_SECONDS:
+                    continue
+                line = progress_line(task)
+            else:
+                line = task_line(task)
+            self._printed[task.get("id")] = (state, now)
+            console.print(line, markup=False)
 
     def __rich__(self) -> Group:
         session = self.session
@@ -159,7 +170,11 @@ class SessionView:
                 if running and values.get("eta_seconds") is not None
                 else "-",
             )
-        return Group(Text(overall_line(session)), table)
+        parts: list[Any] = [Text(overall_line(session)), table]
+        waiting = [t for t in tasks if t.get("state") == "waiting" and t.get("reason")]
+        for task in waiting[:MAX_WAITING_SHOWN]:
+            parts.append(Text(f"task {task.get('id')} waits: {task['reason']}", style="magenta"))
+        return Group(*parts)
 
 
 def _files(task: dict[str, Any], values: dict[str, Any]) -> Any:
@@ -190,6 +205,16 @@ def overall_line(session: dict[str, Any]) -> str:
     parts.append(f"{format_bytes(read)} read, {format_bytes(sent)} sent")
     if rate:
         parts.append(format_rate(rate))
+    etas = [
+        number(v, "eta_seconds")
+        for v, t in zip(all_values, tasks, strict=True)
+        if t.get("state") == "running" and v.get("eta_seconds") is not None
+    ]
+    if etas and not waiting:
+        parts.append(f"ETA {format_duration(max(etas))}")
+    elapsed = session_elapsed(session)
+    if elapsed is not None:
+        parts.append(f"elapsed {format_duration(elapsed)}")
     return ", ".join(parts)
 
 
@@ -198,6 +223,18 @@ def _title(session: dict[str, Any]) -> str:
     if session.get("job"):
         title += f" (job {session['job']})"
     return title
+
+
+def progress_line(task: dict[str, Any]) -> str:
+    """Plain progress of a running task: counters, rate and ETA."""
+    values = counters(task)
+    line = f"task {task.get('id')} {partition_label(task)}: running on {task.get('proxy')}, "
+    line += headline(task)
+    if values.get("rate") is not None:
+        line += f", {format_rate(values['rate'])}"
+    if values.get("eta_seconds") is not None:
+        line += f", ETA {format_duration(values['eta_seconds'])}"
+    return " ".join(line.split())
 
 
 def task_line(task: dict[str, Any]) -> str:

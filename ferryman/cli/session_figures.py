@@ -6,7 +6,7 @@ counters). Both views, the report and the live display, read them through here.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ferryman.cli.output import format_bytes, format_count
@@ -168,3 +168,19 @@ def session_duration(session: dict[str, Any]) -> float | None:
     except ValueError:
         return None
     return max(0.0, (finish - begin).total_seconds())
+
+
+def session_elapsed(session: dict[str, Any]) -> float | None:
+    """Seconds since the session started (its duration once it ended)."""
+    if session.get("ended"):
+        return session_duration(session)
+    start = session.get("started") or session.get("created")
+    if not start:
+        return None
+    try:
+        begin = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if begin.tzinfo is None:
+        begin = begin.replace(tzinfo=UTC)
+    return max(0.0, (datetime.now(UTC) - begin).total_seconds())

@@ -168,3 +168,27 @@ def test_restore_and_check_tasks_show_their_own_figures() -> None:
     print_report(dict(both, tasks=[check]), console)
     assert "checked:         4 restore points, 12 packs (12 read), 350 blobs read" in out.getvalue()
     assert "pack 1f2e: authentication failed" in out.getvalue()
+
+
+def test_plain_output_repeats_progress_of_long_running_tasks() -> None:
+    now = [0.0]
+    view = SessionView(session("running", 1, [task("running")]), clock=lambda: now[0])
+    console, out = plain_console()
+    view.print_changes(console)
+    now[0] = 5.0
+    view.print_changes(console)  # nothing new, too soon
+    now[0] = 16.0
+    view.print_changes(console)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[1] == (
+        "task 21 docs: running on embedded, 1,200 files, 38.1 MiB read, 9.5 MiB sent, "
+        "47.7 MiB/s, ETA 12s"
+    )
+
+
+def test_live_view_says_why_tasks_wait() -> None:
+    waiting = task("waiting", proxy=None, reason="all 2 slots of embedded are busy")
+    out = io.StringIO()
+    Console(file=out, width=160).print(SessionView(session("running", 1, [waiting])))
+    assert "task 21 waits: all 2 slots of embedded are busy" in out.getvalue()
