@@ -60,7 +60,14 @@ def run_backup(
         ):
             collector.transferred = lambda: int(writer.stats["bytes_stored"])
             checkpoints = CheckpointSaver(repo, writer, options)
-            saver = FileSaver(repo, writer, collector, options.workers, options.max_inflight_bytes)
+            saver = FileSaver(
+                repo,
+                writer,
+                collector,
+                options.workers,
+                options.max_inflight_bytes,
+                read_xattrs=options.read_xattrs,
+            )
             trees = TreeSaver(
                 repo,
                 writer,

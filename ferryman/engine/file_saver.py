@@ -49,6 +49,7 @@ class FileOutcome:
     holes: list[tuple[int, int]] = field(default_factory=list)
     warning: str | None = None  # degraded but stored
     error: str | None = None  # not stored: the entry is skipped
+    xattrs: dict[bytes, bytes] | None = None  # read through the fd when asked
 
 
 class PendingContent:
@@ -127,7 +128,9 @@ class FileSaver:
         collector: StatsCollector,
         workers: int = 2,
         max_inflight_bytes: int = 64 << 20,
+        read_xattrs: bool = True,
     ) -> None:
+        self.read_xattrs = read_xattrs
         self._repo = repo
         self._writer = writer
         self._stats = collector
@@ -187,10 +190,13 @@ class FileSaver:
                 f = item.dir.open_file(item.name)
             except OSError as exc:
                 return FileOutcome(error=describe_os_error(exc))
+            xattrs: dict[bytes, bytes] | None = None
             try:
                 before = f.fstat()
                 data = f.read_all(before.st_size)
                 after = f.fstat()
+                if self.read_xattrs:
+                    xattrs = self._xattrs_of(f)
             except OSError as exc:
                 return FileOutcome(error=describe_os_error(exc))
             finally:
@@ -203,7 +209,7 @@ class FileSaver:
                 break
             item.st = after
         content = self._store_buffer(data)
-        out = FileOutcome(content=content, size=len(data))
+        out = FileOutcome(content=content, size=len(data), xattrs=xattrs)
         if changed:
             out.warning = "changed while being read (stored as read on the second attempt)"
         return out
@@ -253,17 +259,20 @@ class FileSaver:
             except OSError as exc:
                 outcome = FileOutcome(error=describe_os_error(exc))
                 break
+            xattrs: dict[bytes, bytes] | None = None
             try:
                 before = f.fstat()
                 size, holes = self._read_large(f, before, futures)
                 after = f.fstat()
+                if self.read_xattrs:
+                    xattrs = self._xattrs_of(f)
             except OSError as exc:
                 outcome = FileOutcome(error=describe_os_error(exc))
                 break
             finally:
                 f.close()
             changed = _changed(st, before) or _changed(before, after)
-            outcome = FileOutcome(size=size, holes=holes)
+            outcome = FileOutcome(size=size, holes=holes, xattrs=xattrs)
             if not changed:
                 break
             if attempt == 2:
@@ -334,6 +343,13 @@ class FileSaver:
                 self._budget.release(n)
 
         futures.append(self._pool.submit(run))
+
+    @staticmethod
+    def _xattrs_of(f: SourceFile) -> dict[bytes, bytes]:
+        try:
+            return f.read_xattrs()
+        except OSError:
+            return {}  # not fatal for the content; the file is still stored
 
     def is_small(self, st: os.stat_result) -> bool:
         """Whether a file goes through the batched small-file path."""

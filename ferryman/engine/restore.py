@@ -250,7 +250,9 @@ class Restorer:
         try:
             fd = open_for_write(job.dir.fd, job.name, job.node.mode)
             try:
-                written = write_content(self.repo, fd, job.node, self.options.verify)
+                written = write_content(
+                    self.repo, fd, job.node, self.options.verify, truncate=job.node.nlink > 1
+                )
                 problems = apply_fd_metadata(fd, job.node, self.owner, self.options.restore_xattrs)
             finally:
                 os.close(fd)

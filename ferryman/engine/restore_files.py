@@ -77,8 +77,10 @@ def write_content(
     regions = data_regions(node.size, node.holes)
     ri, roff = 0, 0  # current region and offset inside it
     written = 0
+    lengths: list[int] = []
     for blob_id in node.content:
         data = repo.get_blob(blob_id)  # authenticated and checked against its keyed id
+        lengths.append(len(data))
         view = memoryview(data)
         while view:
             if ri >= len(regions):
@@ -93,9 +95,11 @@ def write_content(
             roff += done
             if ri < len(regions) and roff >= regions[ri][1]:
                 ri, roff = ri + 1, 0
-    os.ftruncate(fd, max(node.size, _end_of(regions, written)))
+    end = max(node.size, _end_of(regions, written))
+    if end != written or node.holes:
+        os.ftruncate(fd, end)  # trailing hole, or a node inconsistent with its data
     if verify:
-        verify_content(repo, fd, node, written)
+        verify_content(repo, fd, node, written, lengths)
     return written
 
 
@@ -104,7 +108,9 @@ def _end_of(regions: list[tuple[int, int]], written: int) -> int:
     return placed[-1][0] + placed[-1][2] if placed else 0
 
 
-def verify_content(repo: RepositoryPort, fd: int, node: Node, written: int) -> None:
+def verify_content(
+    repo: RepositoryPort, fd: int, node: Node, written: int, lengths: list[int]
+) -> None:
     """Read the written data back and check every chunk's keyed hash."""
     placed = _place(data_regions(node.size, node.holes), written)
     stream = bytearray(written)
@@ -114,20 +120,10 @@ def verify_content(repo: RepositoryPort, fd: int, node: Node, written: int) -> N
         if got != n:
             raise VerifyFailed(errno.EIO, "restored file reads back short")
     pos = 0
-    for blob_id in node.content:
-        # chunk lengths are not stored in the node: re-derive them from the index
-        length = _chunk_length(repo, blob_id)
+    for blob_id, length in zip(node.content, lengths, strict=True):
         if repo.blob_id(view[pos : pos + length]) != blob_id:
             raise VerifyFailed(errno.EIO, "restored content does not match its stored hash")
         pos += length
-
-
-def _chunk_length(repo: RepositoryPort, blob_id: bytes) -> int:
-    lookup = getattr(repo, "lookup", None)
-    entry = lookup(blob_id) if lookup is not None else None
-    if entry is None:
-        return len(repo.get_blob(blob_id))
-    return int(entry.raw_length)
 
 
 def open_for_write(dir_fd: int, name: bytes, mode: int) -> int:

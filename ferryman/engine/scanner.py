@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 from ferryman.engine.change_detection import PreviousListing, unchanged
 from ferryman.engine.file_saver import FileSaver, PendingContent, describe_os_error
-from ferryman.engine.nodes import Node, NodeMap, node_from_map, node_from_stat, node_to_map
+from ferryman.engine.nodes import (
+    Node,
+    NodeMap,
+    node_from_map,
+    node_from_stat,
+    node_to_map,
+    node_type,
+)
 from ferryman.engine.ports import RepositoryPort, WriterPort
 from ferryman.engine.selection import PathFilter, Selection
 from ferryman.engine.stats import StatsCollector
@@ -198,8 +205,13 @@ class Scanner:
             return None
         if is_dir:
             return self._dir(d, frame, name, st, rel, prevs, first_listing_match)
-        if frame.reuse is not None:
-            frame.reuse = None  # symlinks and special files are re-recorded (cheap)
+        self._counts.files_scanned += 1
+        kind = node_type(mode)
+        for p in prevs:
+            if p.get("t") == kind and unchanged(p, st):
+                self._emit(Entry(None, rel, raw=p))  # a symlink's target changes its inode
+                return None
+        frame.reuse = None
         node = node_from_stat(name, st)
         if stat.S_ISLNK(mode):
             try:
@@ -208,7 +220,6 @@ class Scanner:
                 self._stats.warn(os.fsdecode(rel), describe_os_error(exc))
                 return None
         self._read_xattrs(d, node, rel, None)
-        self._counts.files_scanned += 1
         self._emit(Entry(node, rel))
         return None
 
@@ -227,6 +238,10 @@ class Scanner:
         except OSError as exc:
             self._stats.warn(os.fsdecode(rel), f"extended attributes: {describe_os_error(exc)}")
             return
+        self._set_xattrs(node, attrs)
+
+    @staticmethod
+    def _set_xattrs(node: Node, attrs: dict[bytes, bytes]) -> None:
         if attrs:
             node.xattrs, access, default = split_acls(attrs)
             node.acl_access = access or b""
@@ -268,10 +283,10 @@ class Scanner:
             counts.files_unchanged += 1
             self._read_xattrs(d, node, rel, old)
         else:
-            self._read_xattrs(d, node, rel, None)
             self._stats.current_path = os.fsdecode(rel)
             if st.st_size == 0:
-                pass  # empty at lstat time: nothing to read (size and mtime are in the node)
+                # empty at lstat time: nothing to read (size and mtime are in the node)
+                self._read_xattrs(d, node, rel, None)
             elif self._saver.is_small(st):
                 pending = self._saver.save_small(d, name, st)
             else:
@@ -299,11 +314,6 @@ class Scanner:
         reuse = None
         if first_listing_match and prev_dirs and unchanged(prev_dirs[0], st):
             reuse = prev_dirs[0]
-            old = node_from_map(reuse)
-            self._read_xattrs(d, node, rel, old)
-        else:
-            self._read_xattrs(d, node, rel, None)
-        self._emit(EnterDir(node, rel))
         sub: SourceDir | None = None
         if self._one_fs and st.st_dev != self._root_dev:
             reuse = None  # another filesystem: keep the mount point, not its content
@@ -313,6 +323,16 @@ class Scanner:
             except OSError as exc:
                 reuse = None
                 self._stats.warn(os.fsdecode(rel), f"cannot open: {describe_os_error(exc)}")
+        if reuse is not None:
+            self._read_xattrs(d, node, rel, node_from_map(reuse))
+        elif sub is not None and self._xattrs:
+            try:
+                self._set_xattrs(node, sub.own_xattrs())
+            except OSError as exc:
+                self._stats.warn(os.fsdecode(rel), f"extended attributes: {describe_os_error(exc)}")
+        else:
+            self._read_xattrs(d, node, rel, None)
+        self._emit(EnterDir(node, rel))
         child = self._frame(sub, rel, prev_dirs, selection)
         child.reuse = reuse if selection is None else None
         return child

@@ -24,6 +24,7 @@ from ferryman.engine.nodes import MAX_NODES_PER_TREE, Node, NodeMap, node_to_map
 from ferryman.engine.ports import RepositoryPort, WriterPort
 from ferryman.engine.stats import StatsCollector
 from ferryman.repository.tree import TARGET_TREE_BYTES
+from ferryman.sources.metadata import split_acls
 
 
 @dataclass(slots=True)
@@ -165,6 +166,10 @@ class TreeSaver:
                 node.content = out.content
                 node.size = out.size
                 node.holes = out.holes
+                if out.xattrs:
+                    node.xattrs, access, default = split_acls(out.xattrs)
+                    node.acl_access = access or b""
+                    node.acl_default = default or b""
             self._add(node_to_map(node), raw=False)
         elif isinstance(ev, EnterDir):
             self._stack.append(_Builder(ev.node))

@@ -56,6 +56,10 @@ class SourceFile(Protocol):
         """``(offset, length)`` of the regions holding data; the rest are holes."""
         ...
 
+    def read_xattrs(self) -> dict[bytes, bytes]:
+        """Extended attributes of the open file (including the POSIX ACL attributes)."""
+        ...
+
     def close(self) -> None:
         """Close the file."""
         ...
@@ -90,6 +94,10 @@ class SourceDir(Protocol):
 
     def read_xattrs(self, name: bytes) -> dict[bytes, bytes]:
         """Extended attributes of an entry (including the POSIX ACL attributes)."""
+        ...
+
+    def own_xattrs(self) -> dict[bytes, bytes]:
+        """Extended attributes of this directory itself."""
         ...
 
     def retain(self) -> SourceDir:

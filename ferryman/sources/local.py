@@ -54,6 +54,10 @@ class LocalFile:
                 return b"".join(parts)
             parts.append(more)
 
+    def read_xattrs(self) -> dict[bytes, bytes]:
+        """xattrs incl. ACL attributes, through the open fd."""
+        return metadata.read_xattrs_fd(self.fd)
+
     def data_extents(self, size: int) -> list[tuple[int, int]]:
         """Data regions (SEEK_DATA/SEEK_HOLE)."""
         return metadata.data_extents(self.fd, size)
@@ -109,6 +113,10 @@ class LocalDir:
     def read_xattrs(self, name: bytes) -> dict[bytes, bytes]:
         """xattrs incl. ACL attributes."""
         return metadata.read_xattrs(self.fd, name)
+
+    def own_xattrs(self) -> dict[bytes, bytes]:
+        """xattrs of this directory itself, through its fd."""
+        return metadata.read_xattrs_fd(self.fd)
 
     def retain(self) -> LocalDir:
         """One more reference."""

@@ -34,9 +34,18 @@ def proc_path(dir_fd: int, name: bytes) -> bytes:
 
 def read_xattrs(dir_fd: int, name: bytes) -> dict[bytes, bytes]:
     """All extended attributes (ACLs included) of an entry; {} when unsupported."""
-    path = proc_path(dir_fd, name)
+    return _read_xattrs(proc_path(dir_fd, name))
+
+
+def read_xattrs_fd(fd: int) -> dict[bytes, bytes]:
+    """All extended attributes of an open file or directory (no path lookup)."""
+    return _read_xattrs(fd)
+
+
+def _read_xattrs(path: bytes | int) -> dict[bytes, bytes]:
+    follow = isinstance(path, int)  # an fd is the entry itself: nothing to follow
     try:
-        keys = os.listxattr(path, follow_symlinks=False)
+        keys = os.listxattr(path, follow_symlinks=follow)
     except OSError as exc:
         if exc.errno in _NO_XATTR_ERRNOS:
             return {}
@@ -45,7 +54,7 @@ def read_xattrs(dir_fd: int, name: bytes) -> dict[bytes, bytes]:
     for key in keys:
         bkey = os.fsencode(key)
         try:
-            result[bkey] = os.getxattr(path, key, follow_symlinks=False)
+            result[bkey] = os.getxattr(path, key, follow_symlinks=follow)
         except OSError as exc:
             if exc.errno == errno.ENODATA:  # removed between list and get
                 continue

@@ -1,0 +1,198 @@
+"""Engine benchmark: first backup, unchanged re-run, restore of one folder, engine only.
+
+Run: ``python -m bench.engine.bench_engine [FOLDER] [--workers 2] [--repo-dir DIR] [--json]``
+
+Calls ``run_backup`` / ``run_restore`` directly (no server, no proxy) against a
+fresh repository on the local backend, the way a proxy runs a task. Prints, per
+phase, seconds, MB/s (10^6 bytes of scanned data per second), files/s, peak RSS
+of this process during the phase (sampled from /proc every 20 ms), and the
+engine's own time split (source read / processing / repository write). The
+restore is compared with the source (sizes and SHA-256 of every regular file).
+
+Without FOLDER it uses the bench workload share if it was built
+(``bench/work/workload-small/share``), else ``/usr/share/doc``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ferryman.engine.backup import run_backup
+from ferryman.engine.options import BackupOptions, RestoreOptions
+from ferryman.engine.restore import run_restore
+from ferryman.repository import Repository, open_backend
+from ferryman.sources.local import LocalSource
+
+T = TypeVar("T")
+HERE = Path(__file__).resolve().parent.parent
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextmanager
+def peak_rss() -> Iterator[list[float]]:
+    """Samples this process's RSS while the block runs; yields [peak MB]."""
+    peak = [_rss_mb()]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.02):
+            peak[0] = max(peak[0], _rss_mb())
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        t.join()
+        peak[0] = max(peak[0], _rss_mb())
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float, float]:
+    """(result, seconds, peak RSS MB)."""
+    with peak_rss() as peak:
+        t0 = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - t0
+    return result, seconds, peak[0]
+
+
+def digest_tree(root: Path) -> dict[str, tuple[int, str]]:
+    """Size and SHA-256 of every regular file (symlinks not followed)."""
+    out: dict[str, tuple[int, str]] = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            if os.path.islink(p) or not os.path.isfile(p):
+                continue
+            h = hashlib.sha256()
+            try:
+                with open(p, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+            except OSError:
+                continue
+            out[os.path.relpath(p, root)] = (os.path.getsize(p), h.hexdigest())
+    return out
+
+
+def default_folder() -> Path:
+    for candidate in (HERE / "work" / "workload-small" / "share", Path("/usr/share/doc")):
+        if candidate.is_dir():
+            return candidate
+    return Path(sys.prefix)
+
+
+def run(folder: Path, workers: int, repo_dir: Path, verify: bool) -> dict[str, Any]:
+    """Run the three phases; returns the figures."""
+    repo = Repository.init(
+        open_backend(str(repo_dir / "repo")),
+        "bench",
+        scrypt_n=1 << 12,
+        cache_dir=repo_dir / "cache",
+    )
+    rows: dict[str, Any] = {"folder": str(folder), "workers": workers}
+    try:
+        opts = BackupOptions(share="bench", workers=workers)
+        first, s1, m1 = timed(lambda: run_backup(LocalSource(folder), repo, opts))
+        scanned = first.stats.bytes_scanned
+        rows["first_backup"] = {
+            "seconds": s1,
+            "mb_s": scanned / 1e6 / s1,
+            "files_s": first.stats.files_scanned / s1,
+            "peak_rss_mb": m1,
+            "files": first.stats.files_scanned,
+            "bytes": scanned,
+            "bytes_new": first.stats.bytes_new,
+            "bytes_stored": first.stats.bytes_transferred,
+            "read_s": first.stats.seconds_source_read,
+            "processing_s": first.stats.seconds_processing,
+            "repo_write_s": first.stats.seconds_repository_write,
+            "bottleneck": first.bottleneck,
+            "warnings": len(first.warnings),
+        }
+        again, s2, m2 = timed(lambda: run_backup(LocalSource(folder), repo, opts))
+        rows["unchanged_rerun"] = {
+            "seconds": s2,
+            "files_s": again.stats.files_scanned / s2,
+            "peak_rss_mb": m2,
+            "files_read": again.stats.files_read,
+            "trees_written": again.stats.trees_written,
+        }
+        target = repo_dir / "restore"
+        point = again.restore_point or ""
+        rest, s3, m3 = timed(
+            lambda: run_restore(repo, point, target, RestoreOptions(workers=workers))
+        )
+        rows["restore"] = {
+            "seconds": s3,
+            "mb_s": rest.stats.bytes_restored / 1e6 / s3,
+            "peak_rss_mb": m3,
+            "files": rest.stats.files_restored,
+            "errors": rest.stats.errors,
+        }
+        if verify:
+            same = digest_tree(folder) == digest_tree(target)
+            rows["restore"]["identical"] = same
+    finally:
+        repo.close()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("folder", nargs="?", type=Path, default=None)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--repo-dir", type=Path, default=None, help="where to put repo+restore")
+    ap.add_argument("--no-verify", action="store_true", help="skip comparing the restore")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    folder = (args.folder or default_folder()).resolve()
+    work = Path(tempfile.mkdtemp(prefix="ferryman-bench-engine-", dir=args.repo_dir))
+    try:
+        rows = run(folder, args.workers, work, not args.no_verify)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    fb, rr, rs = rows["first_backup"], rows["unchanged_rerun"], rows["restore"]
+    print(f"engine benchmark on {folder} ({fb['files']} files, {fb['bytes'] / 1e6:.0f} MB), "
+          f"{args.workers} workers")  # fmt: skip
+    print(f"{'phase':<16}{'seconds':>9}{'MB/s':>9}{'files/s':>10}{'peak RSS MB':>13}")
+    print(f"{'first backup':<16}{fb['seconds']:>9.2f}{fb['mb_s']:>9.0f}{fb['files_s']:>10.0f}"
+          f"{fb['peak_rss_mb']:>13.0f}")  # fmt: skip
+    print(f"{'unchanged rerun':<16}{rr['seconds']:>9.2f}{'':>9}{rr['files_s']:>10.0f}"
+          f"{rr['peak_rss_mb']:>13.0f}")  # fmt: skip
+    print(f"{'restore':<16}{rs['seconds']:>9.2f}{rs['mb_s']:>9.0f}{rs['files'] / rs['seconds']:>10.0f}"
+          f"{rs['peak_rss_mb']:>13.0f}")  # fmt: skip
+    print(f"first backup time split (thread-seconds): read {fb['read_s']:.2f}, "
+          f"processing {fb['processing_s']:.2f}, repository write {fb['repo_write_s']:.2f} "
+          f"-> bottleneck {fb['bottleneck']}; new {fb['bytes_new'] / 1e6:.0f} MB, "
+          f"stored {fb['bytes_stored'] / 1e6:.0f} MB; warnings {fb['warnings']}")  # fmt: skip
+    print(f"rerun read {rr['files_read']} files, wrote {rr['trees_written']} tree blobs; "
+          f"restore errors {rs['errors']}, identical: {rs.get('identical', 'not checked')}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
