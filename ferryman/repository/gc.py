@@ -45,37 +45,78 @@ class GCReport:
     segments_deleted: int = 0
     leases_removed: int = 0
     reachable_blobs: int = 0
+    repacked_packs: int = 0
+    repacked_blobs: int = 0
 
 
 def _live_packs(repo: Repository, avoid: set[bytes]) -> tuple[set[bytes], int]:
-    """Packs that must stay so every blob reachable from a restore point keeps a copy.
+    """Packs that must stay so every blob reachable from a restore point keeps a copy."""
+    points = repo.list_restore_points(include_checkpoints=True)
+    repo.sync_index()  # after listing points: a point's segments precede it
+    with mark_reachable(repo, points) as reach:
+        return set(_choose(repo, reach, avoid)), len(reach)
+
+
+def _choose(repo: Repository, reach: ReachableSet, avoid: set[bytes]) -> dict[bytes, int]:
+    """Keep one copy of each reachable blob; return live pack -> bytes of kept records.
 
     For a blob with several indexed copies, a copy outside ``avoid`` (condemned
     packs) is kept in preference, the lowest pack id first.
     """
-    points = repo.list_restore_points(include_checkpoints=True)
-    repo.sync_index()  # after listing points: a point's segments precede it
-    with mark_reachable(repo, points) as reach:
-        return _packs_of(repo, reach, avoid), len(reach)
-
-
-def _packs_of(repo: Repository, reach: ReachableSet, avoid: set[bytes]) -> set[bytes]:
-    live: set[bytes] = set()
+    live: dict[bytes, int] = {}
     for blob_id in reach:
-        packs = [loc.pack_id for loc in repo.index_cache.locations(blob_id)]
-        preferred = [p for p in packs if p not in avoid] or packs
+        locations = repo.index_cache.locations(blob_id)
+        preferred = [e for e in locations if e.pack_id not in avoid] or locations
         if preferred:
-            live.add(preferred[0])
+            kept = preferred[0]
+            live[kept.pack_id] = live.get(kept.pack_id, 0) + kept.length
     return live
 
 
-def mark(repo: Repository, report: GCReport) -> None:
-    """Phase 1: condemn unreachable packs and record the writers that may not know."""
+def _sparse_packs(repo: Repository, live: dict[bytes, int], threshold: float) -> set[bytes]:
+    """Live packs whose kept records fill less than ``threshold`` of their record bytes."""
+    sparse = set()
+    for pid, kept in live.items():
+        total = sum(e.length for e in repo.index_cache.entries_in_pack(pid))
+        if total and kept / total < threshold:
+            sparse.add(pid)
+    return sparse
+
+
+def _repack(
+    repo: Repository, reach: ReachableSet, avoid: set[bytes], sparse: set[bytes], report: GCReport
+) -> None:
+    """Copy the kept blobs of sparse packs into new packs (indexed before anything else)."""
+    with repo.open_writer("gc-repack") as writer:
+        for blob_id in reach:
+            locations = repo.index_cache.locations(blob_id)
+            preferred = [e for e in locations if e.pack_id not in avoid] or locations
+            if preferred and preferred[0].pack_id in sparse:
+                data = repo.get_blob(blob_id)
+                writer.add_blob(preferred[0].kind, blob_id, data, force=True)
+                report.repacked_blobs += 1
+    report.repacked_packs += len(sparse)
+
+
+def mark(repo: Repository, report: GCReport, repack_below: float = 0.0) -> None:
+    """Phase 1: condemn unreachable packs and record the writers that may not know.
+
+    With ``repack_below`` > 0, live packs whose kept records fill less than that
+    fraction are first copied (their live blobs) into new packs, then condemned.
+    """
     present = list_packs(repo)  # before reachability: newer packs are never condemned
     already: set[bytes] = set()
     for item in gc_state.load_condemned(repo.backend, repo.keys.encryption):
         already.update(item.packs)
-    live, report.reachable_blobs = _live_packs(repo, already)
+    points = repo.list_restore_points(include_checkpoints=True)
+    repo.sync_index()  # after listing points: a point's segments precede it
+    with mark_reachable(repo, points) as reach:
+        report.reachable_blobs = len(reach)
+        live = _choose(repo, reach, already)
+        sparse = _sparse_packs(repo, live, repack_below) & present.keys() if repack_below else set()
+        if sparse:
+            _repack(repo, reach, already, sparse, report)
+            live = _choose(repo, reach, already | sparse)
     dead = sorted(pid for pid in present if pid not in live and pid not in already)
     if not dead:
         return
@@ -151,11 +192,17 @@ def remove_expired_leases(repo: Repository, grace: float, report: GCReport) -> N
 
 
 def run_gc(
-    repo: Repository, *, do_mark: bool = True, do_sweep: bool = True, grace: float = 60.0
+    repo: Repository,
+    *,
+    do_mark: bool = True,
+    do_sweep: bool = True,
+    grace: float = 60.0,
+    repack_below: float = 0.0,
 ) -> GCReport:
     """Sweep every generation whose fence passed, then mark a new one.
 
-    ``grace`` is added to lease expiry times to absorb clock skew between hosts.
+    ``grace`` is added to lease expiry times to absorb clock skew between hosts;
+    ``repack_below`` (e.g. 0.5) also rewrites live packs that are mostly garbage.
     Run at most one ``gc`` per repository at a time (the server schedules it).
     """
     report = GCReport()
@@ -171,6 +218,6 @@ def run_gc(
             else:
                 report.waiting_generations.append(item.generation)
     if do_mark:
-        mark(repo, report)
+        mark(repo, report, repack_below)
     remove_expired_leases(repo, grace, report)
     return report

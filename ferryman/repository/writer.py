@@ -154,12 +154,20 @@ class RepositoryWriter:
         if self._closed:
             raise RepositoryError("writer is closed")
 
-    def add_blob(self, kind: int, blob_id: bytes, data: bytes | bytearray | memoryview) -> bool:
+    def add_blob(
+        self,
+        kind: int,
+        blob_id: bytes,
+        data: bytes | bytearray | memoryview,
+        *,
+        force: bool = False,
+    ) -> bool:
         """Store ``data`` as blob ``blob_id`` of ``kind`` unless already present.
 
         Returns False when deduplicated.  ``blob_id`` must be ``repo.blob_id(data)``
-        (readers verify it).  Thread-safe; may block while too many packs are
-        waiting for upload.
+        (readers verify it).  ``force`` stores a new copy even if the index has one
+        (garbage collection's repacking).  Thread-safe; may block while too many
+        packs are waiting for upload.
         """
         self._raise_pending_error()
         if kind not in blob.KIND_NAMES:
@@ -169,7 +177,7 @@ class RepositoryWriter:
         if len(data) > blob.MAX_BLOB_SIZE:
             raise ValueError(f"blob of {len(data)} bytes exceeds {blob.MAX_BLOB_SIZE}")
         blob_id = bytes(blob_id)
-        if self.has_blob(blob_id) or not self._claim(blob_id):
+        if (not force and self.has_blob(blob_id)) or not self._claim(blob_id):
             with self._lock:
                 self.stats["blobs_dedup"] += 1
             return False

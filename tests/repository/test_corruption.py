@@ -201,3 +201,13 @@ def test_missing_blob_is_reported_by_check(repo: Repository) -> None:
     assert (point.id, "/f") in report.damaged
     with pytest.raises(BlobNotFound):
         repo.get_blob(b"\3" * 32)
+
+
+def test_rolling_read_data_subsets_cover_every_pack(repo: Repository) -> None:
+    _backup(repo)
+    total = repo.check(read_data=True).packs_read
+    parts = [repo.check(subset=f"{n}/3") for n in (1, 2, 3)]
+    assert all(p.ok for p in parts)
+    assert sum(p.packs_read for p in parts) == total
+    assert repo.check(subset=0.5).packs_read == (total + 1) // 2
+    assert repo.check(subset="100%").packs_read == total

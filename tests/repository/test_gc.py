@@ -138,3 +138,22 @@ def test_writer_refuses_to_publish_after_its_lease_lapsed(repo: Repository) -> N
         w.save_restore_point(share="s", root=repo.blob_id(data))
     w.close(flush=False)
     assert repo.list_restore_points() == []
+
+
+def test_mostly_dead_packs_are_repacked(repo: Repository, repo_url: str) -> None:
+    files_a, files_b = make_files(1, count=12), make_files(2, count=3)
+    with repo.open_writer("t", pack_size=400_000) as w:  # A and B share packs
+        root_a = store_files(repo, w, files_a)
+        root_b = store_files(repo, w, files_b)
+        point_a = w.save_restore_point(share="a", root=root_a)
+        point_b = w.save_restore_point(share="b", root=root_b)
+    repo.delete_restore_point(point_a.id)
+    size_before = sum(p.stat().st_size for p in (Path(repo_url) / "data").rglob("*"))
+    mark = repo.gc(grace=0, repack_below=0.9)
+    assert mark.repacked_packs > 0 and mark.repacked_blobs > 0
+    swept = repo.gc(grace=0)
+    assert swept.deleted_packs > 0
+    size_after = sum(p.stat().st_size for p in (Path(repo_url) / "data").rglob("*"))
+    assert size_after < size_before
+    assert read_files(repo, repo.load_restore_point(point_b.id).root) == files_b
+    assert repo.check(read_data=True).ok
