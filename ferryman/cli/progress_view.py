@@ -17,10 +17,12 @@ from ferryman.cli.output import (
     format_count,
     format_duration,
     format_rate,
+    oldest_first,
     stdout_console,
 )
 from ferryman.cli.session_figures import (
     counters,
+    eta_seconds,
     headline,
     number,
     partition_label,
@@ -69,6 +71,21 @@ def next_state(client: ApiClient, session: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def previous_sizes(client: ApiClient, session: dict[str, Any]) -> dict[str, float]:
+    """Size of each backed-up share's newest restore point, to estimate ETAs."""
+    if session.get("kind") != "backup":
+        return {}
+    sizes: dict[str, float] = {}
+    for share in {str(t["share"]) for t in session.get("tasks") or [] if t.get("share")}:
+        try:
+            points = oldest_first(client.get("/points", {"share": share}), "time", "id")
+        except CliError:
+            continue  # only an estimate: without it the view shows no ETA for this share
+        if points:
+            sizes[share] = number(points[-1], "bytes")
+    return sizes
+
+
 def follow_session(
     client: ApiClient,
     session: dict[str, Any],
@@ -82,7 +99,7 @@ def follow_session(
     the session.
     """
     console = console or stdout_console()
-    view = SessionView(session)
+    view = SessionView(session, expected_bytes=previous_sizes(client, session) if live else {})
     try:
         if live and console.is_terminal:
             with Live(view, console=console, refresh_per_second=4, transient=False):
@@ -110,9 +127,15 @@ def follow_session(
 class SessionView:
     """The latest state of a session, rendered as a rich table (re-rendered on refresh)."""
 
-    def __init__(self, session: dict[str, Any], clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        session: dict[str, Any],
+        clock: Any = time.monotonic,
+        expected_bytes: dict[str, float] | None = None,
+    ) -> None:
         self.session = session
         self.clock = clock
+        self.expected_bytes = expected_bytes or {}
         # task id -> (state last printed, when), for the plain output
         self._printed: dict[Any, tuple[str, float]] = {}
 
@@ -129,7 +152,7 @@ class SessionView:
             if last is not None and last[0] == state:
                 if state != "running" or now - last[1] < PLAIN_PROGRESS_SECONDS:
                     continue
-                line = progress_line(task)
+                line = progress_line(task, eta_seconds(task, self.expected_bytes))
             else:
                 line = task_line(task)
             self._printed[task.get("id")] = (state, now)
@@ -156,6 +179,7 @@ class SessionView:
             values = counters(task)
             state = str(task.get("state", "-"))
             running = state == "running"
+            eta = eta_seconds(task, self.expected_bytes) if running else None
             table.add_row(
                 str(task.get("id", "-")),
                 partition_label(task),
@@ -166,15 +190,16 @@ class SessionView:
                 format_bytes(values.get("bytes_read")),
                 format_bytes(values.get("bytes_transferred")),
                 format_rate(values.get("rate")) if running else "-",
-                format_duration(values.get("eta_seconds"))
-                if running and values.get("eta_seconds") is not None
-                else "-",
+                format_duration(eta) if eta is not None else "-",
             )
-        parts: list[Any] = [Text(overall_line(session)), table]
+        parts: list[Any] = [Text(self.overall_line()), table]
         waiting = [t for t in tasks if t.get("state") == "waiting" and t.get("reason")]
         for task in waiting[:MAX_WAITING_SHOWN]:
             parts.append(Text(f"task {task.get('id')} waits: {task['reason']}", style="magenta"))
         return Group(*parts)
+
+    def overall_line(self) -> str:
+        return overall_line(self.session, self.expected_bytes)
 
 
 def _files(task: dict[str, Any], values: dict[str, Any]) -> Any:
@@ -183,7 +208,7 @@ def _files(task: dict[str, Any], values: dict[str, Any]) -> Any:
     return values.get("files_scanned")
 
 
-def overall_line(session: dict[str, Any]) -> str:
+def overall_line(session: dict[str, Any], expected_bytes: dict[str, float] | None = None) -> str:
     """``session 7 backup (job nightly): running, 1/3 tasks done, 1.2 GiB read, 50 MiB/s``."""
     tasks = session.get("tasks") or []
     done = sum(1 for t in tasks if t.get("state") in ("success", "warning", "failed", "stopped"))
@@ -206,9 +231,9 @@ def overall_line(session: dict[str, Any]) -> str:
     if rate:
         parts.append(format_rate(rate))
     etas = [
-        number(v, "eta_seconds")
-        for v, t in zip(all_values, tasks, strict=True)
-        if t.get("state") == "running" and v.get("eta_seconds") is not None
+        eta
+        for t in tasks
+        if t.get("state") == "running" and (eta := eta_seconds(t, expected_bytes or {})) is not None
     ]
     if etas and not waiting:
         parts.append(f"ETA {format_duration(max(etas))}")
@@ -225,15 +250,17 @@ def _title(session: dict[str, Any]) -> str:
     return title
 
 
-def progress_line(task: dict[str, Any]) -> str:
+def progress_line(task: dict[str, Any], eta: float | None = None) -> str:
     """Plain progress of a running task: counters, rate and ETA."""
     values = counters(task)
     line = f"task {task.get('id')} {partition_label(task)}: running on {task.get('proxy')}, "
     line += headline(task)
     if values.get("rate") is not None:
         line += f", {format_rate(values['rate'])}"
-    if values.get("eta_seconds") is not None:
-        line += f", ETA {format_duration(values['eta_seconds'])}"
+    if eta is None and values.get("eta_seconds") is not None:
+        eta = number(values, "eta_seconds")
+    if eta is not None:
+        line += f", ETA {format_duration(eta)}"
     return " ".join(line.split())
 
 

@@ -184,3 +184,28 @@ def session_elapsed(session: dict[str, Any]) -> float | None:
     if begin.tzinfo is None:
         begin = begin.replace(tzinfo=UTC)
     return max(0.0, (datetime.now(UTC) - begin).total_seconds())
+
+
+def task_elapsed(task: dict[str, Any]) -> float | None:
+    """Seconds the task has been running (or ran)."""
+    if not task.get("started"):
+        return None
+    return session_elapsed({"started": task["started"], "ended": task.get("ended")})
+
+
+def eta_seconds(task: dict[str, Any], expected_bytes: dict[str, float]) -> float | None:
+    """The server's ETA for a running task, else an estimate from the share's previous size.
+
+    The estimate assumes the share is about as big as its newest restore point and
+    that the rest goes as fast as what was scanned so far; partitions have no estimate.
+    """
+    values = counters(task)
+    if values.get("eta_seconds") is not None:
+        return number(values, "eta_seconds")
+    total = expected_bytes.get(str(task.get("share")))
+    scanned = number(values, "bytes_scanned")
+    elapsed = task_elapsed(task)
+    if task.get("partition") or not total or scanned <= 0 or not elapsed:
+        return None
+    done = min(scanned / total, 0.99)
+    return elapsed * (1 - done) / done

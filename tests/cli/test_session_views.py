@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from ferryman.cli.session_figures import (
     compression_ratio,
     counters,
     dedup_ratio,
+    eta_seconds,
     headline,
 )
 from ferryman.cli.session_report import print_report
@@ -37,6 +39,10 @@ class ScriptedClient:
     def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         self.calls.append({"method": method, "path": path, **kwargs})
         return self.states.pop(0)
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        assert path == "/points"  # the previous size of each share, for ETAs
+        return [{"id": 1, "time": "2026-11-23T02:00:00Z", "bytes": 240_000_000}]
 
 
 def plain_console() -> tuple[Console, io.StringIO]:
@@ -192,3 +198,15 @@ def test_live_view_says_why_tasks_wait() -> None:
     out = io.StringIO()
     Console(file=out, width=160).print(SessionView(session("running", 1, [waiting])))
     assert "task 21 waits: all 2 slots of embedded are busy" in out.getvalue()
+
+
+def test_eta_estimated_from_the_previous_point_when_the_server_gives_none() -> None:
+    started = (datetime.now(UTC) - timedelta(seconds=10)).isoformat()
+    progress = {"bytes_scanned": 120_000_000, "bytes_read": 1000}
+    running = task("running", started=started, progress=progress)
+    assert eta_seconds(running, {"docs": 240_000_000}) == pytest.approx(10, abs=1)
+    assert eta_seconds(running, {}) is None
+    partitioned = dict(running, partition={"index": 0, "count": 2, "paths": ["a"]})
+    assert eta_seconds(partitioned, {"docs": 240_000_000}) is None
+    with_eta = task("running", progress={"eta_seconds": 42})
+    assert eta_seconds(with_eta, {}) == 42
