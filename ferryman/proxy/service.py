@@ -7,6 +7,7 @@ the embedded one (over `embedded.InProcessChannel`).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -268,6 +269,11 @@ def run_remote_proxy(
     from ferryman.proxy.capacity import default_slots
     from ferryman.proxy.client import HttpsChannel, join_or_load
 
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=os.environ.get("FERRYMAN_LOG_LEVEL", "INFO"),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
     slots = slots or default_slots()
     identity = join_or_load(server_url, join_token, name=name, site=site, slots=slots, home=home)
     channel = HttpsChannel(identity)

@@ -77,7 +77,7 @@ class RunningServer:
             port=self.ctx.config.port,
             log_level="warning",
             access_log=False,
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=3,
             **server_ssl_options(str(home.tls_cert), str(home.tls_key), str(home.ca_cert)),
         )
         self.server = _Server(config)

@@ -34,6 +34,14 @@ class PeerCertH11Protocol(H11Protocol):
 
         self.app = app_with_peer
 
+    def shutdown(self) -> None:
+        # An idle keep-alive connection is dropped without the TLS close handshake: a client
+        # that is not reading would otherwise hold the server's shutdown for many seconds.
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.abort()
+        else:
+            super().shutdown()
+
 
 def server_ssl_options(cert: str, key: str, ca: str) -> dict[str, Any]:
     """uvicorn Config keyword arguments for the HTTPS port."""

@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,27 @@ class ProxyProcess:
             self.proc.kill()
             self.proc.wait(10)
 
+    def throttle(self, run: float = 0.03, pause: float = 0.12) -> threading.Event:
+        """Slow the process down (SIGSTOP/SIGCONT duty cycle) until the returned event is set."""
+        done = threading.Event()
+        proc = self.proc
+        assert proc is not None
+
+        def cycle() -> None:
+            while not done.is_set() and proc.poll() is None:
+                try:
+                    proc.send_signal(signal.SIGSTOP)
+                    done.wait(pause)
+                    proc.send_signal(signal.SIGCONT)
+                except ProcessLookupError:
+                    return
+                done.wait(run)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+
+        threading.Thread(target=cycle, daemon=True).start()
+        return done
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -236,8 +258,9 @@ def make_tree(
     (root / "top.txt").write_text("top level file\n")
     os.symlink("top.txt", root / "link")
     if big:
-        for i in range(4):
-            (root / f"dir{i % dirs}" / f"big{i}.bin").write_bytes(rng.randbytes(big // 4))
+        pieces = max(1, big // (8 << 20))
+        for i in range(pieces):
+            (root / f"dir{i % dirs}" / f"big{i:03d}.bin").write_bytes(rng.randbytes(big // pieces))
     return root
 
 

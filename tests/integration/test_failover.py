@@ -1,0 +1,101 @@
+"""Failure in the middle of a session: a proxy killed with SIGKILL, the server killed and
+restarted. Sessions still end Success and restore points match the source."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .harness import ProxyProcess, ServerProcess, assert_same_tree, make_tree
+
+BIG = 320 << 20  # enough data that the task is still running when we strike
+
+
+def _wait_for_progress(
+    server: ServerProcess, session_id: int, at_least: int = 1, timeout: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    revision = -1
+    while time.monotonic() < deadline:
+        view = server.get(f"/sessions/{session_id}/follow?revision={revision}&timeout=5")
+        revision = view["revision"]
+        task = view["tasks"][0]
+        if task["state"] == "running" and task["progress"].get("bytes_read", 0) >= at_least:
+            return dict(task)
+        assert view["status"] == "running", f"session ended before we could strike: {view}"
+    raise AssertionError("the task never made progress")
+
+
+def _restore_and_compare(server: ServerProcess, source: Path, out: Path) -> None:
+    point = server.get("/points")[-1]
+    session = server.wait_session(
+        server.post("/restores", {"point": point["id"], "to": str(out)})["id"]
+    )
+    assert session["status"] == "success", session
+    assert assert_same_tree(source, out) > 0
+
+
+def test_proxy_killed_mid_task_session_still_succeeds(
+    tmp_path: Path,
+    make_server: Callable[..., ServerProcess],
+    make_proxy: Callable[..., ProxyProcess],
+) -> None:
+    source = make_tree(tmp_path / "src", dirs=4, files=4, big=BIG)
+    server = make_server(embedded=False)
+    proxies = {name: make_proxy(server, name, slots=1) for name in ("a", "b")}
+    server.wait_proxies({"a", "b"})
+    server.post("/shares", {"name": "big", "url": str(source)})
+    server.post("/jobs", {"name": "job", "shares": ["big"], "repository": "default"})
+    for name in proxies:
+        server.wait_probes(name, 2)
+    # slow both proxies down so the first one is caught mid-task, after a few checkpoints
+    brakes = [p.throttle() for p in proxies.values()]
+    session_id = server.post("/jobs/job/run")["id"]
+    task = _wait_for_progress(server, session_id, at_least=BIG // 3)
+    victim = task["proxy"]
+    proxies[victim].kill()
+    for brake in brakes:
+        brake.set()
+    sent_before = task["progress"]["bytes_transferred"]
+    session = server.wait_session(session_id)
+    assert session["status"] == "success", session
+    (final,) = session["tasks"]
+    survivor = "b" if victim == "a" else "a"
+    assert final["proxy"] == survivor and final["attempts"] == 2
+    stats = final["stats"]
+    print(
+        f"after the kill: read {stats['bytes_read']} of {stats['bytes']} bytes, "
+        f"transferred {stats['bytes_transferred']}"
+    )
+    listed = {p["name"]: p["state"] for p in server.get("/proxies")}
+    assert listed[victim] == "offline" and listed[survivor] == "online"
+    _restore_and_compare(server, source, tmp_path / "out")
+
+    # the dead proxy comes back: it rejoins with its certificate and gets work again
+    proxies[victim].start(token="")
+    server.wait_proxies({victim})
+    assert server.stop() == 0
+
+
+def test_server_killed_mid_session_resumes_on_restart(
+    tmp_path: Path, make_server: Callable[..., ServerProcess]
+) -> None:
+    source = make_tree(tmp_path / "src", dirs=4, files=4, big=BIG)
+    server = make_server()
+    server.wait_proxies({"embedded"})
+    server.post("/shares", {"name": "big", "url": str(source)})
+    server.post("/jobs", {"name": "job", "shares": ["big"], "repository": "default"})
+    session_id = server.post("/jobs/job/run")["id"]
+    _wait_for_progress(server, session_id)
+    server.kill()
+    server.start()
+    session = server.wait_session(session_id)
+    assert session["status"] == "success", session
+    assert session["tasks"][0]["attempts"] == 2
+    assert all(s["status"] != "running" for s in server.get("/sessions"))
+    _restore_and_compare(server, source, tmp_path / "out")
+    check = server.wait_session(server.post("/repositories/default/check", {})["id"])
+    assert check["status"] == "success", check
+    assert server.stop() == 0
