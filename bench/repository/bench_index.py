@@ -102,9 +102,19 @@ def main(argv: list[str] | None = None) -> int:
         path = WORK / f"index-{n}.sqlite"
         built = build(path, n) if not path.exists() else 0.0
         out = subprocess.run(
-            [sys.executable, "-m", "bench.repository.bench_index", "--child", str(path), str(n),
-             "--lookups", str(args.lookups)],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-m",
+                "bench.repository.bench_index",
+                "--child",
+                str(path),
+                str(n),
+                "--lookups",
+                str(args.lookups),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split()
         hit_rate, miss_rate, rss_kib = float(out[0]), float(out[1]), int(out[2])
         first_rss = first_rss or rss_kib
