@@ -155,9 +155,13 @@ def iter_dir_maps(repo: RepositoryPort, subtrees: list[bytes]) -> Iterator[NodeM
         yield from load_tree_maps(repo, blob_id)
 
 
-def store_maps(repo: RepositoryPort, writer: WriterPort, maps: list[NodeMap]) -> bytes:
-    """Encode name-sorted node maps as one tree blob (same bytes as ``encode_tree``)."""
+def store_maps(
+    repo: RepositoryPort, writer: WriterPort, maps: list[NodeMap]
+) -> tuple[bytes, bool]:
+    """Encode name-sorted node maps as one tree blob (same bytes as ``encode_tree``).
+
+    Returns ``(id, new)``; ``new`` is False when the repository already had it.
+    """
     data: bytes = msgpack.packb({"v": TREE_VERSION, "nodes": maps}, use_bin_type=True)
     blob_id = repo.blob_id(data)
-    writer.add_blob(KIND_TREE, blob_id, data)
-    return blob_id
+    return blob_id, writer.add_blob(KIND_TREE, blob_id, data)

@@ -210,8 +210,9 @@ class TreeSaver:
             b.approx_bytes = 0
 
     def _store(self, maps: list[NodeMap]) -> bytes:
-        blob_id = store_maps(self._repo, self._writer, maps)
-        self._stats.add(trees_written=1)
+        blob_id, new = store_maps(self._repo, self._writer, maps)
+        if new:
+            self._stats.add(trees_written=1)
         return blob_id
 
     def partial_root(self) -> Node:
