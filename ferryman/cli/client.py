@@ -80,6 +80,12 @@ class ApiClient:
         except httpx.TimeoutException as exc:
             raise CliError(f"the backup server at {server} did not answer in time") from exc
         except httpx.TransportError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                ca = self.connection.ca_file or "the system's trusted CAs"
+                raise CliError(
+                    f"the backup server at {server} has a certificate that does not verify "
+                    f"against {ca} (wrong --ca or client config?): {_reason(exc)}"
+                ) from exc
             raise CliError(f"cannot reach the backup server at {server}: {_reason(exc)}") from exc
         if response.status_code >= 400:
             raise ApiError(response.status_code, error_message(response))

@@ -1,8 +1,8 @@
 """Where the CLI finds its home folder and the backup server it talks to.
 
 Precedence for each setting: command-line option, then environment variable
-(``FERRYMAN_HOME``, ``FERRYMAN_SERVER``, ``FERRYMAN_TOKEN``), then the client config
-``<home>/client.json`` that ``ferryman server init`` writes.
+(``FERRYMAN_HOME``, ``FERRYMAN_SERVER``, ``FERRYMAN_TOKEN``, ``FERRYMAN_CA``), then
+the client config ``<home>/client.json`` that ``ferryman server init`` writes.
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ def check_server_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def resolve_connection(home: Path, server: str | None, token: str | None) -> Connection:
+def resolve_connection(
+    home: Path, server: str | None, token: str | None, ca: Path | None = None
+) -> Connection:
     """Combine options/environment with the client config of ``home``."""
     config = load_client_config(home)
     server = server or config.get("server")
@@ -74,12 +76,16 @@ def resolve_connection(home: Path, server: str | None, token: str | None) -> Con
             "(run 'ferryman server init', or pass --server URL / set FERRYMAN_SERVER)"
         )
     ca_file: Path | None = None
-    ca = config.get("ca")
-    if ca:
-        ca_file = Path(ca) if os.path.isabs(ca) else home / ca
+    if ca is not None:
+        ca_file = ca.expanduser()
+        if not ca_file.is_file():
+            raise CliError(f"the CA file {ca_file} (--ca / FERRYMAN_CA) does not exist")
+    elif config.get("ca"):
+        configured = str(config["ca"])
+        ca_file = Path(configured) if os.path.isabs(configured) else home / configured
         if not ca_file.is_file():
             raise CliError(
-                f"the installation CA file {ca_file} named in the client config is missing"
+                f"the installation CA file {ca_file} (from the client config) is missing"
             )
     return Connection(
         server=check_server_url(str(server)),

@@ -62,13 +62,22 @@ def main_options(
             show_default=False,
         ),
     ] = None,
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca",
+            envvar="FERRYMAN_CA",
+            help="CA certificate to verify the server with. Default: from <home>/client.json.",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
 ) -> None:
     """Ferryman backup."""
-    ctx.obj = CliState(home_option=home, server_option=server_url, token_option=token)
+    ctx.obj = CliState(home_option=home, server_option=server_url, token_option=token, ca_option=ca)
     ctx.call_on_close(ctx.obj.close)
 
 

@@ -18,6 +18,7 @@ class CliState:
     home_option: Path | None = None
     server_option: str | None = None
     token_option: str | None = None
+    ca_option: Path | None = None
     _client: ApiClient | None = field(default=None, repr=False)
 
     @property
@@ -26,7 +27,9 @@ class CliState:
 
     def client(self) -> ApiClient:
         if self._client is None:
-            connection = resolve_connection(self.home, self.server_option, self.token_option)
+            connection = resolve_connection(
+                self.home, self.server_option, self.token_option, self.ca_option
+            )
             self._client = ApiClient(connection)
         return self._client
 

@@ -95,6 +95,13 @@ def test_bad_listen_address(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     assert "invalid --listen '8443'" in one_error_line(capsys)
 
 
+def test_server_run_needs_an_initialised_home(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert run(["--home", str(tmp_path / "nothing"), "server", "run"]) == 1
+    assert "ferryman server init" in one_error_line(capsys)
+
+
 def test_group_alone_shows_its_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["job"]) == 2
     out = capsys.readouterr().out

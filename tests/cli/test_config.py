@@ -60,3 +60,12 @@ def test_broken_client_config_is_named(tmp_path: Path) -> None:
 def test_bad_server_url(url: str) -> None:
     with pytest.raises(CliError, match="invalid backup server URL"):
         check_server_url(url)
+
+
+def test_ca_option_wins_and_must_exist(tmp_path: Path) -> None:
+    mine = tmp_path / "other-ca.pem"
+    mine.write_text("pem")
+    write_config(tmp_path, server="https://h:1", ca=str(tmp_path / "unused.pem"))
+    assert resolve_connection(tmp_path, None, None, mine).ca_file == mine
+    with pytest.raises(CliError, match=r"--ca / FERRYMAN_CA"):
+        resolve_connection(tmp_path, None, None, tmp_path / "nope.pem")

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import certifi
 import pytest
 
 from .installation import FERRYMAN, Installation, new_installation
@@ -211,11 +212,22 @@ def test_wrong_input_is_one_clear_line(server: Installation, tmp_path: Path) -> 
     assert done.returncode == 1
     assert "no-such-job" in one_error_line(done)
 
+    done = server.ferryman("server", "init", "--listen", "127.0.0.1:9")
+    assert done.returncode == 1
+    assert "already a Ferryman server home" in one_error_line(done)
+
 
 def test_wrong_token_is_refused(server: Installation) -> None:
     done = server.ferryman("job", "list", env={"FERRYMAN_TOKEN": "not-a-token"})
     assert done.returncode == 1
     assert "not authenticated" in one_error_line(done)
+
+
+def test_wrong_ca_is_named(server: Installation) -> None:
+    done = server.ferryman("--ca", certifi.where(), "job", "list")
+    assert done.returncode == 1
+    line = one_error_line(done)
+    assert "does not verify against" in line and "cacert.pem" in line
 
 
 def test_json_output_is_valid_json_even_when_empty(server: Installation) -> None:
