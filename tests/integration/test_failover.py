@@ -66,8 +66,8 @@ def test_proxy_killed_mid_task_session_still_succeeds(
     assert final["proxy"] == survivor and final["attempts"] == 2
     stats = final["stats"]
     print(
-        f"after the kill: read {stats['bytes_read']} of {stats['bytes']} bytes, "
-        f"transferred {stats['bytes_transferred']}"
+        f"killed {victim} after it sent {sent_before} bytes; the resumed task read "
+        f"{stats['bytes_read']} of {stats['bytes']} bytes and sent {stats['bytes_transferred']}"
     )
     listed = {p["name"]: p["state"] for p in server.get("/proxies")}
     assert listed[victim] == "offline" and listed[survivor] == "online"
