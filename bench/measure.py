@@ -31,6 +31,7 @@ class StepResult:
     note: str = ""
     detail: str = ""  # the tool's own summary of the step, when it gives one
     peak_breakdown: list[tuple[int, str, int]] = field(default_factory=list)
+    repeats: list[float] = field(default_factory=list)  # seconds of every run (--repeat)
 
     @property
     def mb_per_s(self) -> float:

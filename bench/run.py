@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 from datetime import UTC, datetime
 from functools import partial
@@ -26,7 +27,7 @@ from rich.console import Console
 from bench.peers_install import install_peers
 from bench.report import print_report
 from bench.sections import run_extra_sections
-from bench.targets import STEPS, compare, ferryman_memory_check
+from bench.targets import RESTORE, STEPS, UNCHANGED, compare, ferryman_memory_check
 from bench.tool_run import ToolRun
 from bench.tools.base import BackupTool
 from bench.tools.borg import Borg
@@ -36,6 +37,7 @@ from bench.workload import build_workload, reference_spec, small_spec
 
 BENCH_DIR = Path(__file__).resolve().parent
 ALL_TOOLS = ("ferryman", "restic", "borg")
+REPEATABLE = (UNCHANGED, RESTORE)  # steps that leave the repository as they found it
 
 
 def make_tools(name: str, ferryman_driver: str) -> list[BackupTool]:
@@ -54,6 +56,25 @@ def _others(runs: list[ToolRun], name: str) -> list[int]:
     return [pid for run in runs if run.tool.name != name for pid in run.tool.background_pids()]
 
 
+def _project_commit() -> str:
+    """The checkout measured: commit id, "+dirty" when there are local changes."""
+    root = BENCH_DIR.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="~200 MB, ~10k files workload")
@@ -66,6 +87,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workdir", type=Path, default=BENCH_DIR / "work")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the unchanged re-run and the restore N times each; report the median",
+    )
     parser.add_argument("--rebuild", action="store_true", help="rebuild the workload")
     parser.add_argument("--keep", action="store_true", help="keep copies and restores")
     parser.add_argument("--no-install", action="store_true", help="don't apt-get the peers")
@@ -120,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         for step in STEPS:
             for run in runs:
                 run.run_step(step)
+            for _ in range(args.repeat - 1 if step in REPEATABLE else 0):
+                for run in runs:
+                    run.run_step(step, again=True)
     finally:
         for run in runs:
             run.finish(args.keep)
@@ -148,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         "started": started.isoformat(),
         "finished": datetime.now(UTC).isoformat(),
         "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version},
+        "project_commit": _project_commit(),
+        "args": {k: str(v) for k, v in vars(args).items()},
         "cache": "warm (no drop)",
         "workload": workload.to_json(),
         "tools": tools_info,

@@ -43,6 +43,7 @@ class ToolRun:
         self.workload = workload
         self.console = console
         self.results: list[StepResult] = []
+        self._rounds: dict[str, list[StepResult]] = {}  # every run of each step
         self.info: dict[str, object] = {"description": tool.describe()}
         self.alive = False
         self._bytes = 0
@@ -67,7 +68,9 @@ class ToolRun:
         self.alive = True
         return True
 
-    def _step(self, name: str, restore: bool = False) -> None:
+    def _step(self, name: str, restore: bool = False, again: bool = False) -> None:
+        if restore and self.restore_to.exists():
+            shutil.rmtree(self.restore_to)  # every restore goes into an empty folder
         os.sync()  # no writeback of the previous step inside this one
         action = (lambda: self.tool.restore(self.restore_to)) if restore else self.tool.backup
         result = measure_step(
@@ -80,15 +83,32 @@ class ToolRun:
         )
         result.detail = str(getattr(self.tool, "last_detail", ""))
         shown = f"{result.seconds:.1f} s" if result.ok else f"FAILED {result.error[:300]}"
-        self.console.print(f"  {self.tool.name:9} {name}: {shown}", markup=False)
-        self.results.append(result)
+        self.console.print(
+            f"  {self.tool.name:9} {name}{' (again)' if again else ''}: {shown}", markup=False
+        )
+        rounds = self._rounds.setdefault(name, [])
+        rounds.append(result)
         self.alive = result.ok
+        ok = sorted((r for r in rounds if r.ok), key=lambda r: r.seconds)
+        reported = ok[(len(ok) - 1) // 2] if result.ok else result  # the median run
+        reported.repeats = [r.seconds for r in rounds]
+        reported.note = rounds[0].note
+        if again:
+            self.results[-1] = reported
+        else:
+            self.results.append(reported)
 
-    def run_step(self, step: str) -> None:
-        """Run ``step`` (one of ``bench.targets.STEPS``) if the run is still alive."""
+    def run_step(self, step: str, again: bool = False) -> None:
+        """Run ``step`` (one of ``bench.targets.STEPS``) if the run is still alive.
+
+        ``again``: a repetition of the step just run (re-runs and restores only);
+        the median run is reported, every time is kept.
+        """
         if not self.alive:
             return
-        if step in (FIRST, UNCHANGED):
+        if again:
+            self._step(step, restore=step == RESTORE, again=True)
+        elif step in (FIRST, UNCHANGED):
             self._step(step)
         elif step == DAILY:
             self.info["daily_change"] = apply_daily_change(self.source).summary()
