@@ -54,7 +54,9 @@ class CondemnedList:
         plain = envelope.open_object(encryption_key, envelope.KIND_GC_STATE, data, name)
         try:
             doc: Any = msgpack.unpackb(plain, raw=False)
-            packs = [bytes(p) for p in doc["packs"]]
+            packs = list(doc["packs"])
+            if not all(isinstance(p, bytes) and len(p) == 16 for p in packs):
+                raise ValueError("pack ids must be 16 bytes")
             writers = doc["writers"]
             out = cls(
                 generation=int(doc["generation"]),

@@ -8,9 +8,13 @@ import tempfile
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyfastcdc import FastCDC
+
+if TYPE_CHECKING:
+    from ferryman.repository.check import CheckReport
+    from ferryman.repository.gc import GCReport
 
 from ferryman.repository import blob, crypto, keys, pack, tree
 from ferryman.repository.backend.base import Backend, BackendStats, CountingBackend
@@ -277,13 +281,13 @@ class Repository:
 
     # -- maintenance ---------------------------------------------------------------------------
 
-    def gc(self, **options: Any) -> Any:
+    def gc(self, **options: Any) -> GCReport:
         """Garbage collection (two phases, safe with concurrent writers); see ``gc.run_gc``."""
         from ferryman.repository.gc import run_gc
 
         return run_gc(self, **options)
 
-    def check(self, read_data: bool = False, subset: str | float | None = None) -> Any:
+    def check(self, read_data: bool = False, subset: str | float | None = None) -> CheckReport:
         """Verify the repository; returns a ``CheckReport``; see ``check.run_check``."""
         from ferryman.repository.check import run_check
 

@@ -67,15 +67,17 @@ class RestorePoint:
         """Parse and validate a manifest plaintext."""
         try:
             doc: Any = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        except (ValueError, msgpack.UnpackException) as exc:
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise CorruptObject(f"{name}: manifest is not valid msgpack ({exc})") from None
         if not isinstance(doc, dict) or doc.get("v") != POINT_VERSION:
             raise CorruptObject(f"{name}: unsupported restore point manifest")
+        if not isinstance(doc.get("root"), bytes) or not isinstance(doc.get("id"), str):
+            raise CorruptObject(f"{name}: restore point without a valid id or root tree id")
         try:
             point = cls(
                 id=str(doc["id"]),
                 share=str(doc["share"]),
-                root=bytes(doc["root"]),
+                root=doc["root"],
                 time=float(doc["time"]),
                 job=str(doc.get("job", "")),
                 session=str(doc.get("session", "")),

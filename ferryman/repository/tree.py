@@ -165,7 +165,7 @@ def decode_tree(data: bytes) -> list[Node]:
             max_array_len=MAX_TREE_BYTES,
             max_map_len=MAX_TREE_BYTES,
         )
-    except (ValueError, msgpack.UnpackException) as exc:
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise TreeFormatError(f"tree blob is not valid msgpack ({exc})") from None
     if not isinstance(doc, dict) or doc.get("v") != TREE_VERSION:
         raise TreeFormatError("unsupported tree blob version")

@@ -26,6 +26,7 @@ from ferryman.repository.errors import RepositoryError
 from ferryman.repository.index import IndexEntry
 from ferryman.repository.index_cache import connect
 from ferryman.repository.lease import WriterLease
+from ferryman.repository.pack_buffers import POOL, OpenPack
 from ferryman.repository.restore_point import RestorePoint, new_point_id, seal_point
 
 if TYPE_CHECKING:
@@ -36,41 +37,6 @@ DEFAULT_TREE_PACK_SIZE = 4 << 20
 DEFAULT_UPLOADS = 2
 # A writer publishes an index segment at least every this many packs.
 PACKS_PER_SEGMENT = 32
-
-
-class _BufferPool:
-    """Process-wide reuse of pack buffers: fresh memory costs page faults on every pack."""
-
-    def __init__(self, keep: int = 8) -> None:
-        self.keep = keep
-        self._free: list[bytearray] = []
-        self._lock = threading.Lock()
-
-    def take(self, capacity: int) -> bytearray:
-        with self._lock:
-            for i, buf in enumerate(self._free):
-                if len(buf) == capacity:
-                    return self._free.pop(i)
-        return bytearray(capacity)
-
-    def give(self, buffer: bytearray) -> None:
-        with self._lock:
-            if len(self._free) < self.keep:
-                self._free.append(buffer)
-
-
-_POOL = _BufferPool()
-
-
-class _OpenPack:
-    """A pack being filled, with the number of threads currently writing into it."""
-
-    def __init__(self, builder: pack.PackBuilder, pooled: bool) -> None:
-        self.builder = builder
-        self.pooled = pooled
-        self.users = 0
-        self.closing = False
-        self.submitted = False
 
 
 class RepositoryWriter:
@@ -106,8 +72,8 @@ class RepositoryWriter:
         self._session.execute("CREATE TABLE session (id BLOB PRIMARY KEY) WITHOUT ROWID")
         self._session_lock = threading.Lock()
         self._lock = threading.Condition()
-        self._open: dict[int, _OpenPack | None] = {blob.KIND_DATA: None, blob.KIND_TREE: None}
-        self._closing: list[_OpenPack] = []
+        self._open: dict[int, OpenPack | None] = {blob.KIND_DATA: None, blob.KIND_TREE: None}
+        self._closing: list[OpenPack] = []
         self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="pack-upload")
         # Pack buffers in use (open, waiting, uploading) are bounded: memory stays flat.
         self._slots = threading.BoundedSemaphore(uploads + 2)
@@ -185,6 +151,9 @@ class RepositoryWriter:
         current, entry = self._reserve(kind, blob_id, 1 + len(body), len(data), method)
         try:
             current.builder.write(entry, body)
+        except BaseException as exc:
+            self._error = exc  # the pack now holds a bad record: publish nothing more
+            raise
         finally:
             with self._lock:
                 current.users -= 1
@@ -198,7 +167,7 @@ class RepositoryWriter:
 
     def _reserve(
         self, kind: int, blob_id: bytes, payload: int, raw: int, method: int
-    ) -> tuple[_OpenPack, pack.PackEntry]:
+    ) -> tuple[OpenPack, pack.PackEntry]:
         """Reserve room in the open pack of ``kind``, opening a new pack if needed.
 
         Waiting for a free buffer happens outside the lock so that uploads and
@@ -206,7 +175,7 @@ class RepositoryWriter:
         """
         need = crypto.NONCE_SIZE + payload + crypto.TAG_SIZE
         while True:
-            ready: list[_OpenPack] = []
+            ready: list[OpenPack] = []
             with self._lock:
                 current = self._open[kind]
                 if current is not None and current.builder.size + need <= current.builder.capacity:
@@ -232,19 +201,19 @@ class RepositoryWriter:
             self._submit(item)
         return current, entry
 
-    def _new_pack(self, kind: int, need: int) -> _OpenPack:
+    def _new_pack(self, kind: int, need: int) -> OpenPack:
         self._slots.acquire()
         capacity = self._target[kind] + self._headroom
         if pack.HEADER_SIZE + need > capacity:
             buffer, pooled = bytearray(pack.HEADER_SIZE + need), False
         else:
-            buffer, pooled = _POOL.take(capacity), True
-        return _OpenPack(pack.PackBuilder(self._key, kind, buffer), pooled)
+            buffer, pooled = POOL.take(capacity), True
+        return OpenPack(pack.PackBuilder(self._key, kind, buffer), pooled)
 
-    def _release_buffer(self, item: _OpenPack) -> None:
+    def _release_buffer(self, item: OpenPack) -> None:
         capacity = self._target[item.builder.kind] + self._headroom
         if item.pooled and len(item.builder.buffer) == capacity:
-            _POOL.give(item.builder.buffer)
+            POOL.give(item.builder.buffer)
         self._slots.release()
 
     def _close(self, kind: int) -> None:
@@ -255,7 +224,7 @@ class RepositoryWriter:
             current.closing = True
             self._closing.append(current)
 
-    def _take_ready(self) -> list[_OpenPack]:
+    def _take_ready(self) -> list[OpenPack]:
         """Caller holds the lock: closing packs nobody writes into any more (each once)."""
         ready = [p for p in self._closing if p.users == 0 and not p.submitted]
         for p in ready:
@@ -265,7 +234,7 @@ class RepositoryWriter:
             self._lock.notify_all()
         return ready
 
-    def _submit(self, item: _OpenPack) -> None:
+    def _submit(self, item: OpenPack) -> None:
         if not item.builder.entries:
             self._release_buffer(item)
             return
@@ -278,7 +247,7 @@ class RepositoryWriter:
         with self._lock:
             self._futures.add(fut)
 
-    def _upload(self, item: _OpenPack, data: memoryview) -> None:
+    def _upload(self, item: OpenPack, data: memoryview) -> None:
         builder = item.builder
         try:
             self._backend.put(pack.pack_name(builder.kind, builder.pack_id), data)

@@ -211,3 +211,22 @@ def test_rolling_read_data_subsets_cover_every_pack(repo: Repository) -> None:
     assert sum(p.packs_read for p in parts) == total
     assert repo.check(subset=0.5).packs_read == (total + 1) // 2
     assert repo.check(subset="100%").packs_read == total
+
+
+def test_hostile_restore_point_fields_are_rejected(repo: Repository) -> None:
+    doc = {"v": 1, "id": "ab" * 16, "share": "s", "root": 1 << 60, "time": 0.0}
+    repo.backend.put(
+        "points/" + "ab" * 16,
+        envelope.seal_object(repo.keys.encryption, envelope.KIND_RESTORE_POINT, msgpack.packb(doc)),
+    )
+    with pytest.raises(CorruptObject, match="valid id or root"):
+        repo.load_restore_point("ab" * 16)
+    bad_keys = msgpack.packb({(1, 2): 3}, use_bin_type=True)
+    repo.backend.put(
+        "points/" + "cd" * 16,
+        envelope.seal_object(repo.keys.encryption, envelope.KIND_RESTORE_POINT, bad_keys),
+    )
+    with pytest.raises(CorruptObject):
+        repo.load_restore_point("cd" * 16)
+    report = repo.check()
+    assert len(report.errors) == 2
