@@ -54,5 +54,7 @@ def run_extra_sections(console: Console, bench_dir: Path) -> dict[str, dict[str,
                 )
                 output, code = f"timed out after {TIMEOUT} s\n{partial}", -1
             console.print(output.rstrip(), markup=False, highlight=False)
+            if code != 0:
+                console.print(f"section {module} FAILED (exit {code})", markup=False)
             found[module] = {"returncode": code, "output": output}
     return found
