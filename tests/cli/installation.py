@@ -35,6 +35,7 @@ class Installation:
     port: int
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    proxies: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def ferryman(
         self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
@@ -69,11 +70,12 @@ class Installation:
             log.read_text(errors="replace").splitlines()[-40:]
         )
 
-    def start(self) -> None:
+    def start(self, embedded_proxy: bool = True) -> None:
         self.ok("server", "init", "--listen", f"127.0.0.1:{self.port}")
         log = (self.work / "server.log").open("wb")
+        extra = [] if embedded_proxy else ["--no-embedded-proxy"]
         self.process = subprocess.Popen(
-            [*FERRYMAN, "server", "run"],
+            [*FERRYMAN, "server", "run", *extra],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -84,8 +86,8 @@ class Installation:
             if self.process.poll() is not None:
                 raise AssertionError(f"ferryman server run exited early\n{self.server_log()}")
             done = self.ferryman("proxy", "list", "--json", timeout=30)
-            if done.returncode == 0 and any(
-                p.get("state") == "online" for p in json.loads(done.stdout)
+            if done.returncode == 0 and (
+                not embedded_proxy or any(p["state"] == "online" for p in json.loads(done.stdout))
             ):
                 return
             time.sleep(0.3)
@@ -93,7 +95,45 @@ class Installation:
             f"the server did not come up with an online proxy\n{self.server_log()}"
         )
 
+    def start_proxy(self, name: str, site: str | None = None, slots: int = 1) -> None:
+        """Join a new proxy with a join token from the CLI and run it until ``stop``."""
+        token = self.ok("proxy", "join-token", "--ttl", "5m").strip().splitlines()[-1]
+        url = json.loads((self.home / "client.json").read_text())["server"]
+        args = ["proxy", "run", "--server", url, "--join-token", token, "--name", name,
+                "--slots", str(slots), "--home", str(self.work / f"proxy-{name}")]  # fmt: skip
+        if site:
+            args += ["--site", site]
+        log = (self.work / f"proxy-{name}.log").open("wb")
+        self.proxies[name] = subprocess.Popen(
+            [*FERRYMAN, *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def wait_online(self, *names: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = {p["name"]: p["state"] for p in self.json("proxy", "list")}
+            if all(states.get(name) == "online" for name in names):
+                return
+            time.sleep(0.3)
+        logs = "\n".join(
+            (self.work / f"proxy-{n}.log").read_text(errors="replace")[-2000:] for n in names
+        )
+        raise AssertionError(f"proxies {names} not online: {states}\n{logs}")
+
     def stop(self) -> None:
+        for proxy in self.proxies.values():
+            if proxy.poll() is None:
+                proxy.send_signal(signal.SIGTERM)
+        for proxy in self.proxies.values():
+            try:
+                proxy.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proxy.kill()
+                proxy.wait(timeout=10)
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
