@@ -33,7 +33,7 @@ from bench.tools.base import BackupTool
 from bench.tools.borg import Borg
 from bench.tools.ferryman_choice import ferryman_candidates
 from bench.tools.restic import Restic
-from bench.workload import build_workload, reference_spec, small_spec
+from bench.workload import Workload, build_workload, reference_spec, small_spec
 
 BENCH_DIR = Path(__file__).resolve().parent
 ALL_TOOLS = ("ferryman", "restic", "borg")
@@ -54,6 +54,28 @@ def make_tools(name: str, ferryman_driver: str) -> list[BackupTool]:
 def _others(runs: list[ToolRun], name: str) -> list[int]:
     """Background processes (servers) of the tools other than ``name``."""
     return [pid for run in runs if run.tool.name != name for pid in run.tool.background_pids()]
+
+
+def _prepare(
+    name: str,
+    args: argparse.Namespace,
+    workload: Workload,
+    run_dir: Path,
+    console: Console,
+    runs: list[ToolRun],
+) -> ToolRun:
+    """Set one tool up, trying its drivers in order; the first that works is kept."""
+    candidates = make_tools(name, args.ferryman_driver)
+    earlier: list[str] = []
+    for i, tool in enumerate(candidates):
+        run = ToolRun(tool, workload, run_dir, console, others=partial(_others, runs, name))
+        if run.prepare() or i == len(candidates) - 1:
+            if earlier:
+                run.info["earlier_drivers_failed"] = earlier
+            return run
+        earlier.append(f"{run.info['description']}: {run.info['setup_error']}")
+        console.print("  trying the next driver", markup=False)
+    raise AssertionError("make_tools returned no driver")
 
 
 def _project_commit() -> str:
@@ -109,6 +131,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
     console = Console() if sys.stdout.isatty() else Console(width=120)
     names = [t.strip() for t in args.tools.split(",") if t.strip()]
     if not args.no_install:
@@ -131,20 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     run_dir = args.workdir / "runs"
     runs: list[ToolRun] = []
-    for name in names:
-        candidates = make_tools(name, args.ferryman_driver)
-        earlier: list[str] = []
-        for i, tool in enumerate(candidates):
-            run = ToolRun(tool, workload, run_dir, console, others=partial(_others, runs, name))
-            if run.prepare() or i == len(candidates) - 1:
-                if earlier:
-                    run.info["earlier_drivers_failed"] = earlier
-                runs.append(run)
-                break
-            earlier.append(f"{run.info['description']}: {run.info['setup_error']}")
-            console.print("  trying the next driver", markup=False)
-    # step by step across the tools, so a noisy minute hits every tool's step alike
     try:
+        for name in names:
+            runs.append(_prepare(name, args, workload, run_dir, console, runs))
+        # step by step across the tools, so a noisy minute hits every tool's step alike
         for step in STEPS:
             for run in runs:
                 run.run_step(step)

@@ -1,0 +1,64 @@
+"""Ratios against the peers and pass/miss against the QUALITY.md targets."""
+
+from __future__ import annotations
+
+from bench.measure import StepResult
+from bench.report import session_seconds
+from bench.targets import DAILY, FIRST, RESTORE, UNCHANGED, compare, ferryman_memory_check
+
+MB = 1_000_000
+
+
+def _result(tool: str, step: str, seconds: float, repo: int = 100 * MB, rss: int = 0) -> StepResult:
+    return StepResult(tool, step, seconds, 1000 * MB, rss, repo, repo)
+
+
+def _run(tool: str, first: float, rerun: float, daily: float, restore: float, repo: int):
+    return [
+        _result(tool, FIRST, first, repo),
+        _result(tool, UNCHANGED, rerun, repo),
+        _result(tool, DAILY, daily, repo),
+        _result(tool, RESTORE, restore, repo),
+    ]
+
+
+def test_ratios_read_as_the_targets_do() -> None:
+    results = _run("ferryman", 10, 2, 3, 5, 90 * MB) + _run("restic", 30, 10, 9, 20, 100 * MB)
+    by_measure = {c.measure: c for c in compare(results, ["restic"])}
+    first = by_measure["first backup throughput"]
+    assert first.ratio == 3.0 and first.passed  # 3x restic's MB/s
+    rerun = by_measure["unchanged re-run time"]
+    assert rerun.ratio == 0.2 and rerun.passed  # a fifth of restic's time
+    daily = by_measure["daily-change run time"]
+    assert abs(daily.ratio - 1 / 3) < 1e-9 and not daily.passed  # 0.333 > 0.33
+    restore = by_measure["full restore throughput"]
+    assert restore.ratio == 4.0 and restore.passed
+    size = by_measure["repository size (3 backups)"]
+    assert size.ratio == 0.9 and size.passed
+
+
+def test_bounds_apply_to_restic_only_and_failures_give_no_ratio() -> None:
+    results = _run("ferryman", 10, 2, 3, 5, MB) + _run("borg", 30, 10, 9, 20, MB)
+    results[-1].ok = False  # borg's restore failed
+    comparisons = compare(results, ["borg"])
+    assert all(c.target is None and c.passed is None for c in comparisons)
+    restore = next(c for c in comparisons if c.measure == "full restore throughput")
+    assert restore.ratio is None
+
+
+def test_memory_check_uses_the_server_process() -> None:
+    backup = _result("ferryman", FIRST, 1, rss=400 * MB)
+    backup.peak_breakdown = [
+        (1, "ferryman server run", 250 * MB),
+        (2, "ferryman job run", 150 * MB),
+    ]
+    check = ferryman_memory_check([backup])
+    assert check is not None and check.ratio == 250 and check.passed
+    assert "server" in check.measure
+
+
+def test_session_seconds_from_the_follow_summary() -> None:
+    line = "session 4 restore (job bench) ended SUCCESS in 1m02s: 9,988 files"
+    assert session_seconds(line) == ("SUCCESS", 62.0)
+    assert session_seconds("ended WARNING in 7.7s") == ("WARNING", 7.7)
+    assert session_seconds("no summary") is None
