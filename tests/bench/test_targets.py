@@ -13,7 +13,9 @@ def _result(tool: str, step: str, seconds: float, repo: int = 100 * MB, rss: int
     return StepResult(tool, step, seconds, 1000 * MB, rss, repo, repo)
 
 
-def _run(tool: str, first: float, rerun: float, daily: float, restore: float, repo: int):
+def _run(
+    tool: str, first: float, rerun: float, daily: float, restore: float, repo: int
+) -> list[StepResult]:
     return [
         _result(tool, FIRST, first, repo),
         _result(tool, UNCHANGED, rerun, repo),
@@ -30,7 +32,9 @@ def test_ratios_read_as_the_targets_do() -> None:
     rerun = by_measure["unchanged re-run time"]
     assert rerun.ratio == 0.2 and rerun.passed  # a fifth of restic's time
     daily = by_measure["daily-change run time"]
-    assert abs(daily.ratio - 1 / 3) < 1e-9 and not daily.passed  # 0.333 > 0.33
+    assert (
+        daily.ratio is not None and abs(daily.ratio - 1 / 3) < 1e-9 and not daily.passed
+    )  # 0.333 > 0.33
     restore = by_measure["full restore throughput"]
     assert restore.ratio == 4.0 and restore.passed
     size = by_measure["repository size (3 backups)"]
