@@ -292,3 +292,53 @@ def test_remote_proxy_joins_runs_a_pinned_job_and_is_removed(
         if proxy.poll() is None:
             proxy.terminate()
             proxy.wait(timeout=30)
+
+
+def test_repositories_add_check_remove(server: Installation, tmp_path: Path) -> None:
+    location = str(tmp_path / "repo2")
+    env = {"REPO_PASS": "correct horse battery staple", "WRONG_PASS": "not it"}
+    done = server.ferryman("repo", "add", "r2", location, "--passphrase-env", "REPO_PASS", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "r2" in [r["name"] for r in server.json("repo", "list")]
+
+    checked = server.ferryman("repo", "check", "r2")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "ended SUCCESS" in checked.stdout
+    full = server.json("repo", "check", "default", "--read-data")
+    assert full["kind"] == "check" and full["status"] == "success"
+
+    # the same location with another passphrase is refused, and nothing is saved
+    done = server.ferryman("repo", "add", "r3", location, "--passphrase-env", "WRONG_PASS", env=env)
+    assert done.returncode == 1
+    assert "r3" in one_error_line(done)
+    assert "r3" not in [r["name"] for r in server.json("repo", "list")]
+
+    server.ok("repo", "remove", "r2")
+    assert "r2" not in [r["name"] for r in server.json("repo", "list")]
+
+
+def test_share_and_job_lifecycle(server: Installation, tmp_path: Path) -> None:
+    server.ok("share", "add", "tmpshare", str(tmp_path), "--site", "hq", "--include", "*.txt",
+              "--exclude", "*.tmp", "--io-control", "below-normal")  # fmt: skip
+    share = next(s for s in server.json("share", "list") if s["name"] == "tmpshare")
+    assert (share["site"], share["include"], share["exclude"]) == ("hq", ["*.txt"], ["*.tmp"])
+    assert share["io_control"] == "below-normal"
+    server.ok("job", "add", "tmpjob", "--share", "tmpshare", "--repo", "default",
+              "--schedule", "0 3 * * *", "--keep-last", "3", "--keep-daily", "7",
+              "--priority", "70")  # fmt: skip
+    job = next(j for j in server.json("job", "list") if j["name"] == "tmpjob")
+    assert (job["schedule"], job["keep_last"], job["keep_daily"], job["priority"]) == (
+        "0 3 * * *", 3, 7, 70
+    )  # fmt: skip
+
+    done = server.ferryman("share", "remove", "tmpshare")
+    assert done.returncode == 1
+    assert "tmpjob" in one_error_line(done)  # still used by the job
+
+    server.ok("job", "disable", "tmpjob")
+    assert not next(j for j in server.json("job", "list") if j["name"] == "tmpjob")["enabled"]
+    server.ok("job", "enable", "tmpjob")
+    assert next(j for j in server.json("job", "list") if j["name"] == "tmpjob")["enabled"]
+    server.ok("job", "remove", "tmpjob")
+    server.ok("share", "remove", "tmpshare")
+    assert "tmpshare" not in [s["name"] for s in server.json("share", "list")]
