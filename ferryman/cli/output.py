@@ -1,4 +1,4 @@
-"""How the CLI prints: JSON for scripts, rich tables and key/value blocks for people."""
+"""How the CLI prints: JSON for scripts, plain rich tables for people."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
+from rich.text import Text
 
 
 def stdout_console() -> Console:
@@ -18,10 +19,6 @@ def stdout_console() -> Console:
     if sys.stdout.isatty():
         return Console(highlight=False)
     return Console(highlight=False, width=200, soft_wrap=True)
-
-
-def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
 
 
 def print_json(data: Any) -> None:
@@ -36,7 +33,7 @@ class Column:
 
     header: str
     value: Callable[[dict[str, Any]], Any]
-    justify: str = "left"
+    justify: JustifyMethod = "left"
 
 
 def field(name: str, fmt: Callable[[Any], str] | None = None) -> Callable[[dict[str, Any]], Any]:
@@ -56,26 +53,19 @@ def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], empty
     rows = list(rows)
     console = stdout_console()
     if not rows:
-        console.print(empty)
+        console.print(empty, markup=False)
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in columns:
-        table.add_column(column.header, justify=column.justify)  # type: ignore[arg-type]
+        table.add_column(column.header, justify=column.justify)
     for row in rows:
-        table.add_row(*(to_text(column.value(row)) for column in columns))
+        # Text, not str: names and paths may hold [brackets] that rich would read as markup
+        table.add_row(*(Text(to_text(column.value(row))) for column in columns))
     with console.capture() as captured:
         console.print(table)
     # rich pads the last column to its width; trailing blanks only get in the way of scripts
     text = "\n".join(line.rstrip() for line in captured.get().splitlines())
     sys.stdout.write(text + "\n")
-
-
-def print_fields(pairs: Sequence[tuple[str, Any]]) -> None:
-    """Print ``label: value`` lines, labels aligned."""
-    console = stdout_console()
-    width = max((len(label) for label, _ in pairs), default=0)
-    for label, value in pairs:
-        console.print(f"{label + ':':<{width + 1}} {to_text(value)}", markup=False)
 
 
 def to_text(value: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, Group, JustifyMethod
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -162,7 +162,7 @@ class SessionView:
         session = self.session
         tasks = session.get("tasks") or []
         table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-        for header, justify in (
+        columns: tuple[tuple[str, JustifyMethod], ...] = (
             ("TASK", "right"),
             ("SHARE", "left"),
             ("PROXY", "left"),
@@ -173,8 +173,9 @@ class SessionView:
             ("SENT", "right"),
             ("RATE", "right"),
             ("ETA", "right"),
-        ):
-            table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        )
+        for header, justify in columns:
+            table.add_column(header, justify=justify, no_wrap=True)
         for task in tasks:
             values = counters(task)
             state = str(task.get("state", "-"))
@@ -182,8 +183,8 @@ class SessionView:
             eta = eta_seconds(task, self.expected_bytes) if running else None
             table.add_row(
                 str(task.get("id", "-")),
-                partition_label(task),
-                str(task.get("proxy") or "-"),
+                Text(partition_label(task)),
+                Text(str(task.get("proxy") or "-")),
                 Text(state, style=STATE_STYLE.get(state, "")),
                 format_count(_files(task, values)),
                 format_bytes(values.get("bytes_scanned")),
