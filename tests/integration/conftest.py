@@ -33,8 +33,10 @@ def processes() -> Iterator[list[ServerProcess | ProxyProcess]]:
 def make_server(
     tmp_path: Path, db_url: str | None, processes: list[ServerProcess | ProxyProcess]
 ) -> Callable[..., ServerProcess]:
-    def make(embedded: bool = True, name: str = "server") -> ServerProcess:
-        server = ServerProcess(tmp_path / name, db_url, embedded=embedded)
+    def make(
+        embedded: bool = True, name: str = "server", env: dict[str, str] | None = None
+    ) -> ServerProcess:
+        server = ServerProcess(tmp_path / name, db_url, embedded=embedded, env=env)
         processes.append(server)
         return server.start()
 
