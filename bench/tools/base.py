@@ -53,9 +53,17 @@ class CommandLog:
         self.env = {**os.environ, **(env or {})}
 
     def run(
-        self, args: Sequence[str | os.PathLike[str]], *, cwd: Path | None = None
+        self,
+        args: Sequence[str | os.PathLike[str]],
+        *,
+        cwd: Path | None = None,
+        ok_codes: tuple[int, ...] = (0,),
     ) -> subprocess.CompletedProcess[str]:
-        """Run to completion; raise ``ToolError`` with the output's end if it fails."""
+        """Run to completion; raise ``ToolError`` with the output's end if it fails.
+
+        ``ok_codes``: exit codes that mean "done" (borg exits 1 on warnings,
+        restic 3 when some files could not be read).
+        """
         with open(self.path, "a") as log:
             log.write(f"\n$ {' '.join(map(str, args))}\n")
             log.flush()
@@ -71,7 +79,7 @@ class CommandLog:
                 check=False,
             )
             log.write(proc.stdout)
-        if proc.returncode != 0:
+        if proc.returncode not in ok_codes:
             tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
             raise ToolError(
                 f"{' '.join(map(str, args[:4]))} … exited with {proc.returncode}:\n{tail}"

@@ -18,6 +18,7 @@ class Borg:
         self._repo = Path()
         self._source = Path()
         self._archives = 0
+        self.last_detail = ""
 
     def describe(self) -> str:
         return command_version(["borg", "--version"])
@@ -39,7 +40,8 @@ class Borg:
 
     def _run(self, args: list[str], cwd: Path | None = None) -> None:
         assert self._log is not None, "setup() first"
-        self._log.run(args, cwd=cwd)
+        proc = self._log.run(args, cwd=cwd, ok_codes=(0, 1))
+        self.last_detail = "warnings (exit 1): see borg.log" if proc.returncode == 1 else ""
 
     def backup(self) -> None:
         self._archives += 1

@@ -17,6 +17,7 @@ class Restic:
         self._log: CommandLog | None = None
         self._repo = Path()
         self._source = Path()
+        self.last_detail = ""
 
     def describe(self) -> str:
         return command_version(["restic", "version"])
@@ -39,7 +40,8 @@ class Restic:
 
     def _run(self, args: list[str], cwd: Path | None = None) -> None:
         assert self._log is not None, "setup() first"
-        self._log.run(args, cwd=cwd)
+        proc = self._log.run(args, cwd=cwd, ok_codes=(0, 3))
+        self.last_detail = "some files unreadable (exit 3)" if proc.returncode == 3 else ""
 
     def backup(self) -> None:
         # "." from inside the share stores its contents at the snapshot root
