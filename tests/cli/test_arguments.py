@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ferryman.cli.commands.job import parse_proxies
+from ferryman.cli.commands.point import printable
 from ferryman.cli.commands.proxy import parse_duration
 from ferryman.cli.errors import CliError
 from ferryman.cli.main import run
@@ -127,3 +128,8 @@ def test_proxies_option() -> None:
     assert parse_proxies("p1, p2") == ["p1", "p2"]
     with pytest.raises(CliError, match="invalid --proxies"):
         parse_proxies("p1,,p2")
+
+
+def test_listed_names_stay_on_one_line() -> None:
+    assert printable("new\nline.txt") == "new\\nline.txt"
+    assert printable("café [x].txt") == "café [x].txt"

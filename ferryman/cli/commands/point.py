@@ -65,13 +65,18 @@ def file_mode(entry: dict[str, Any]) -> str:
     return stat.filemode(mode)
 
 
+def printable(name: str) -> str:
+    """A file name on one line: control characters (newlines…) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
 def _display_name(entry: dict[str, Any]) -> str:
-    name = str(entry.get("name", "-"))
+    name = printable(str(entry.get("name", "-")))
     if entry.get("type") == "dir":
         return name + "/"
     target = entry.get("link_target") or entry.get("target")
     if entry.get("type") == "symlink" and target:
-        return f"{name} -> {target}"
+        return f"{name} -> {printable(str(target))}"
     return name
 
 
