@@ -78,6 +78,11 @@ def to_text(value: Any) -> str:
     return str(value)
 
 
+def printable(name: str) -> str:
+    """A file name on one line: control characters (newlines…) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
 def format_bytes(value: Any) -> str:
     """1536 -> '1.5 KiB'."""
     try:

@@ -12,6 +12,7 @@ from ferryman.cli.output import (
     format_duration,
     format_ratio,
     format_time,
+    printable,
 )
 from ferryman.cli.session_figures import (
     bottleneck,
@@ -80,7 +81,7 @@ def _task_block(task: dict[str, Any], line: Any) -> None:
     if warnings:
         line(f"    warnings ({len(warnings)}):")
         for warning in warnings[:MAX_WARNINGS_SHOWN]:
-            line(f"      {warning.get('path')}: {warning.get('reason')}")
+            line(f"      {printable(str(warning.get('path')))}: {warning.get('reason')}")
         if len(warnings) > MAX_WARNINGS_SHOWN:
             line(f"      … {len(warnings) - MAX_WARNINGS_SHOWN} more (see --json)")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from ferryman.cli.commands.job import parse_proxies
-from ferryman.cli.commands.point import printable
 from ferryman.cli.commands.proxy import parse_duration
 from ferryman.cli.errors import CliError
 from ferryman.cli.main import run
+from ferryman.cli.output import printable
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from ferryman.cli.output import (
     oldest_first,
     print_json,
     print_table,
+    printable,
 )
 from ferryman.cli.state import api
 
@@ -63,11 +64,6 @@ def file_mode(entry: dict[str, Any]) -> str:
     if stat.S_IFMT(mode) == 0:
         mode |= _TYPE_BITS.get(str(entry.get("type")), 0)
     return stat.filemode(mode)
-
-
-def printable(name: str) -> str:
-    """A file name on one line: control characters (newlines…) shown escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def _display_name(entry: dict[str, Any]) -> str:
