@@ -155,9 +155,7 @@ def iter_dir_maps(repo: RepositoryPort, subtrees: list[bytes]) -> Iterator[NodeM
         yield from load_tree_maps(repo, blob_id)
 
 
-def store_maps(
-    repo: RepositoryPort, writer: WriterPort, maps: list[NodeMap]
-) -> tuple[bytes, bool]:
+def store_maps(repo: RepositoryPort, writer: WriterPort, maps: list[NodeMap]) -> tuple[bytes, bool]:
     """Encode name-sorted node maps as one tree blob (same bytes as ``encode_tree``).
 
     Returns ``(id, new)``; ``new`` is False when the repository already had it.

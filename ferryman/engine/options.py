@@ -49,7 +49,7 @@ class BackupOptions:
     progress_interval: float = 0.5
     save_restore_point: bool = True
     tags: dict[str, str] = field(default_factory=dict)
-    max_inflight_bytes: int = 64 << 20
+    max_inflight_bytes: int = 32 << 20
 
 
 @dataclass(slots=True)

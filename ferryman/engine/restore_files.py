@@ -71,17 +71,20 @@ def _place(regions: list[tuple[int, int]], stream_len: int) -> list[tuple[int, i
 def write_content(
     repo: RepositoryPort, fd: int, node: Node, verify: bool, truncate: bool = True
 ) -> int:
-    """Write a file's chunks (skipping holes) into ``fd``; returns bytes written."""
+    """Write a file's chunks (skipping holes) into ``fd``; returns bytes written.
+
+    With ``verify``, each chunk is read back from the file right after it was
+    written and its keyed hash compared with the chunk id (memory: one chunk).
+    """
     if truncate:
         os.ftruncate(fd, 0)
     regions = data_regions(node.size, node.holes)
     ri, roff = 0, 0  # current region and offset inside it
     written = 0
-    lengths: list[int] = []
     for blob_id in node.content:
         data = repo.get_blob(blob_id)  # authenticated and checked against its keyed id
-        lengths.append(len(data))
         view = memoryview(data)
+        placed: list[tuple[int, int]] = []
         while view:
             if ri >= len(regions):
                 foff = (regions[-1][0] + regions[-1][1] if regions else 0) + roff
@@ -90,16 +93,17 @@ def write_content(
                 off, length = regions[ri]
                 foff, n = off + roff, min(len(view), length - roff)
             done = os.pwrite(fd, view[:n], foff)
+            placed.append((foff, done))
             view = view[done:]
             written += done
             roff += done
             if ri < len(regions) and roff >= regions[ri][1]:
                 ri, roff = ri + 1, 0
+        if verify:
+            _verify_chunk(repo, fd, blob_id, placed, len(data))
     end = max(node.size, _end_of(regions, written))
     if end != written or node.holes:
         os.ftruncate(fd, end)  # trailing hole, or a node inconsistent with its data
-    if verify:
-        verify_content(repo, fd, node, written, lengths)
     return written
 
 
@@ -108,22 +112,19 @@ def _end_of(regions: list[tuple[int, int]], written: int) -> int:
     return placed[-1][0] + placed[-1][2] if placed else 0
 
 
-def verify_content(
-    repo: RepositoryPort, fd: int, node: Node, written: int, lengths: list[int]
+def _verify_chunk(
+    repo: RepositoryPort, fd: int, blob_id: bytes, placed: list[tuple[int, int]], size: int
 ) -> None:
-    """Read the written data back and check every chunk's keyed hash."""
-    placed = _place(data_regions(node.size, node.holes), written)
-    stream = bytearray(written)
-    view = memoryview(stream)
-    for foff, soff, n in placed:
-        got = os.preadv(fd, [view[soff : soff + n]], foff)
-        if got != n:
-            raise VerifyFailed(errno.EIO, "restored file reads back short")
+    """Read one written chunk back and compare its keyed hash with its id."""
+    buf = bytearray(size)
+    view = memoryview(buf)
     pos = 0
-    for blob_id, length in zip(node.content, lengths, strict=True):
-        if repo.blob_id(view[pos : pos + length]) != blob_id:
-            raise VerifyFailed(errno.EIO, "restored content does not match its stored hash")
-        pos += length
+    for foff, n in placed:
+        if os.preadv(fd, [view[pos : pos + n]], foff) != n:
+            raise VerifyFailed(errno.EIO, "restored file reads back short")
+        pos += n
+    if repo.blob_id(view) != blob_id:
+        raise VerifyFailed(errno.EIO, "restored content does not match its stored hash")
 
 
 def open_for_write(dir_fd: int, name: bytes, mode: int) -> int:

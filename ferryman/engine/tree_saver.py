@@ -99,7 +99,7 @@ class TreeSaver:
         collector: StatsCollector,
         on_checkpoint: CheckpointCallback | None = None,
         max_nodes: int = MAX_NODES_PER_TREE,
-        queue_batches: int = 64,
+        queue_batches: int = 16,
         checkpoint_interval: float = 300.0,
     ) -> None:
         self._interval = checkpoint_interval

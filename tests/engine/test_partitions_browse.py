@@ -106,3 +106,26 @@ def test_include_exclude_and_symlinked_root(repo: Repository, tmp_path: Path) ->
     assert [n.name for n in list_path(repo, r.restore_point, "a")] == [b"x", b"y"]
     only = run_backup(LocalSource(src), repo, BackupOptions(share="t", include=["b/*/z"]))
     assert only.stats.files_read == 1
+
+
+def test_one_file_system_keeps_mount_point_only(repo: Repository, tmp_path: Path) -> None:
+    import subprocess
+
+    src = tmp_path / "src"
+    (src / "mnt").mkdir(parents=True)
+    (src / "local").write_bytes(b"here")
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(src / "mnt")], capture_output=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.decode().strip()}")
+    try:
+        (src / "mnt" / "elsewhere").write_bytes(b"other fs")
+        r = run_backup(LocalSource(src), repo, BackupOptions(share="s", one_file_system=True))
+        assert r.restore_point is not None
+        assert [n.name for n in list_path(repo, r.restore_point, "mnt")] == []
+        full = run_backup(LocalSource(src), repo, BackupOptions(share="s2"))
+        assert full.restore_point is not None
+        assert [n.name for n in list_path(repo, full.restore_point, "mnt")] == [b"elsewhere"]
+    finally:
+        subprocess.run(["umount", "-l", str(src / "mnt")], check=False)
