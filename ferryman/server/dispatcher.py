@@ -139,10 +139,14 @@ def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
                 touch(task.session)
             continue
         chosen = decision.proxy
+        reason = decision.reason
+        if task.attempts > 0 and task.reason and "requeued" in task.reason:
+            # keep why the task moved: it is the interesting part of a retried task's story
+            reason = f"{reason} (attempt {task.attempts + 1}; {task.reason})"
         task.state = "assigned"
         task.proxy_id = chosen.id
         task.proxy_name = chosen.name
-        task.reason = decision.reason
+        task.reason = reason
         task.passed_over = decision.passed_over
         task.attempts += 1
         task.lease_expires = now + dt.timedelta(seconds=ctx.config.lease_seconds)

@@ -49,5 +49,13 @@ def test_backup_browse_restore_on_the_embedded_proxy(
 
     check = server.wait_session(server.post("/repositories/default/check", {})["id"])
     assert check["status"] == "success", check
+
+    # adding a repository: a proxy initialises it (empty location) or opens it (passphrase)
+    second = {"name": "second", "url": str(tmp_path / "repo2"), "passphrase": "right"}
+    assert server.post("/repositories", second)["name"] == "second"
+    wrong = {"name": "again", "url": str(tmp_path / "repo2"), "passphrase": "wrong"}
+    r = server.api.post("/repositories", json=wrong)
+    assert r.status_code == 400 and "cannot use repository 'again'" in r.json()["detail"]
+    assert [x["name"] for x in server.get("/repositories")] == ["default", "second"]
     assert server.stop() == 0
     assert "Traceback" not in server.log()

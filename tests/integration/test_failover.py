@@ -64,6 +64,7 @@ def test_proxy_killed_mid_task_session_still_succeeds(
     (final,) = session["tasks"]
     survivor = "b" if victim == "a" else "a"
     assert final["proxy"] == survivor and final["attempts"] == 2
+    assert f"lease expired on proxy '{victim}'" in final["reason"]
     stats = final["stats"]
     print(
         f"killed {victim} after it sent {sent_before} bytes; the resumed task read "

@@ -185,3 +185,29 @@ def test_session_kinds_hidden_from_default_list(api: Api, ctx: ServerContext) ->
     assert len(api.get("/sessions?kind=browse")) == 1
     with ctx.db.session() as db:
         assert db.scalar(select(Task)) is None
+
+
+def test_hostile_values_never_give_a_5xx(api: Api, tmp_path: Path) -> None:
+    huge = "9" * 30
+    for path in (
+        f"/sessions/{huge}",
+        f"/jobs/{huge}",
+        f"/points/{huge}",
+        "/sessions/-1",
+        f"/sessions/{2**63}",
+    ):
+        r = api.call("GET", path)
+        assert r.status_code in (404, 422), (path, r.text)
+    bodies = [
+        ("/shares", {"name": "n", "url": "/tmp/a\x00b"}),
+        ("/shares", {"name": "n", "url": str(tmp_path), "site": "s\x00"}),
+        ("/tokens", {"name": "t\x00", "role": "viewer"}),
+        ("/jobs", {"name": "j", "shares": ["x"], "repository": "default", "priority": 10**30}),
+        ("/jobs", {"name": "j", "shares": ["x"], "repository": "default", "keep_last": 10**12}),
+        ("/restores", {"point": 10**30, "to": "/tmp/x"}),
+        ("/proxies/join-tokens", {"ttl": 1e300}),
+        ("/repositories", {"name": "r", "url": "/tmp/\x00", "passphrase": "p"}),
+    ]
+    for path, body in bodies:
+        r = api.call("POST", path, json=body)
+        assert 400 <= r.status_code < 500, (path, body, r.status_code, r.text)

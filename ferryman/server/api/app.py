@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import ferryman
@@ -55,6 +56,14 @@ def create_app(ctx: ServerContext) -> FastAPI:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(DataError)
+    @app.exception_handler(OverflowError)
+    async def _bad_value(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "a value is out of range or contains characters that cannot be stored"},
+            status_code=422,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

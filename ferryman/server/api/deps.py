@@ -43,7 +43,7 @@ def lookup(db: DbSession, model: type[T], ref: str, what: str) -> T:
     """Find an object by id (digits) or by name; 404 with a clear message otherwise."""
     table: Any = model
     row: Any = None
-    if ref.isdigit():
+    if ref.isdigit() and len(ref) <= 15:
         row = db.scalar(select(table).where(table.id == int(ref)))
     if row is None and hasattr(table, "name"):
         row = db.scalar(select(table).where(table.name == ref))

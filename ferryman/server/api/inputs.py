@@ -14,16 +14,32 @@ def Name() -> object:
     return Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
 
 
+def printable(value: str, what: str) -> str:
+    """Reject control characters (NUL, newlines...) that no path, label or URL needs here."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError(f"{what} contains control characters")
+    return value
+
+
+def no_nul(value: str, what: str) -> str:
+    """File names may hold newlines and other oddities, never NUL."""
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL character")
+    return value
+
+
 def local_path(url: str, what: str) -> str:
     """An absolute local path from `/x` or `file:///x`; ValueError with a clear message."""
+    printable(url, what)
     if url.startswith("file://"):
-        url = unquote(urlsplit(url).path)
+        url = printable(unquote(urlsplit(url).path), what)
     if not url.startswith("/"):
         raise ValueError(f"{what} must be an absolute path or a file:// URL, got {url!r}")
     return os.path.normpath(url)
 
 
 def repository_url(url: str) -> str:
+    printable(url, "repository URL")
     if url.startswith("s3://"):
         parts = urlsplit(url)
         if not parts.netloc:

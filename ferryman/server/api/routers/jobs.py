@@ -24,10 +24,10 @@ class JobIn(BaseModel):
     shares: list[str] = Field(min_length=1)
     repository: str = Field(min_length=1)
     schedule: str | None = None
-    keep_last: int | None = Field(default=None, ge=1)
-    keep_daily: int | None = Field(default=None, ge=1)
-    keep_weekly: int | None = Field(default=None, ge=1)
-    keep_monthly: int | None = Field(default=None, ge=1)
+    keep_last: int | None = Field(default=None, ge=1, le=100_000)
+    keep_daily: int | None = Field(default=None, ge=1, le=100_000)
+    keep_weekly: int | None = Field(default=None, ge=1, le=100_000)
+    keep_monthly: int | None = Field(default=None, ge=1, le=100_000)
     proxies: str | list[str] = "auto"
     priority: int = Field(default=50, ge=0, le=100)
     enabled: bool = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
@@ -28,7 +28,7 @@ def _repo_names(db: DbSession) -> dict[int, str]:
 
 def _point(db: DbSession, ref: str) -> RestorePoint:
     point = None
-    if ref.isdigit():
+    if ref.isdigit() and len(ref) <= 15:
         point = db.get(RestorePoint, int(ref))
     if point is None:
         point = db.scalar(select(RestorePoint).where(RestorePoint.point_id == ref))
@@ -79,7 +79,7 @@ def _browse(ctx: ServerContext, point: RestorePoint, params: dict[str, Any]) -> 
 @router.get("/points/{ref}/ls")
 def list_point(
     ref: str,
-    path: str = "/",
+    path: str = Query(default="/", max_length=4096, pattern=r"^[^\x00]*$"),
     ctx: ServerContext = Depends(get_ctx),
     _: ApiToken = Depends(require(Role.restore_operator)),
 ) -> list[dict[str, Any]]:
@@ -93,7 +93,7 @@ def list_point(
 @router.get("/versions")
 def versions(
     share: str,
-    path: str,
+    path: str = Query(max_length=4096, pattern=r"^[^\x00]*$"),
     ctx: ServerContext = Depends(get_ctx),
     _: ApiToken = Depends(require(Role.restore_operator)),
 ) -> list[dict[str, Any]]:
@@ -138,6 +138,11 @@ class RestoreIn(BaseModel):
     to: str | None = None
     in_place: bool = False
     overwrite: Literal["replace", "skip", "keep-both", "if-newer"] = "replace"
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        return [inputs.no_nul(p, "path") for p in value]
 
     @field_validator("to")
     @classmethod

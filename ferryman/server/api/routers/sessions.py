@@ -21,7 +21,7 @@ HIDDEN_KINDS = ("browse", "attach")
 
 
 def _get(db: DbSession, session_id: int) -> Session:
-    session = db.get(Session, session_id)
+    session = db.get(Session, session_id) if 0 < session_id < 2**62 else None
     if session is None:
         raise HTTPException(404, f"unknown session {session_id}")
     return session

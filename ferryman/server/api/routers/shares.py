@@ -36,7 +36,12 @@ class ShareIn(BaseModel):
     def _globs(cls, value: list[str]) -> list[str]:
         if any(not g.strip() for g in value):
             raise ValueError("empty glob pattern")
-        return value
+        return [inputs.printable(g, "glob pattern") for g in value]
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, value: str | None) -> str | None:
+        return None if value is None else inputs.printable(value, "site")
 
 
 @router.post("", status_code=201)

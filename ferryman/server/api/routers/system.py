@@ -35,8 +35,8 @@ def whoami(token: ApiToken = Depends(require(Role.viewer))) -> dict[str, Any]:
 
 
 class TokenIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    role: str
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    role: str = Field(max_length=40)
 
 
 def _token_view(row: ApiToken) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def remove_token(
     _: ApiToken = Depends(require(Role.administrator)),
 ) -> Response:
     with ctx.db.session() as db:
-        row = db.get(ApiToken, token_id)
+        row = db.get(ApiToken, token_id) if 0 < token_id < 2**62 else None
         if row is None:
             raise HTTPException(404, f"unknown token {token_id}")
         db.delete(row)
