@@ -58,9 +58,18 @@ def build(path: Path, n: int) -> float:
     return time.perf_counter() - start
 
 
+def peak_rss_kib() -> int:
+    """This process image's peak RSS (VmHWM; ru_maxrss would include the parent's before exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def lookup_child(path: Path, n: int, lookups: int) -> None:
     """Runs in a fresh process: print 'rate_hit rate_miss maxrss_kib base_kib'."""
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_rss_kib()
     cache = IndexCache(path)
     rng = random.Random(42)
     found = found_missing = 0
@@ -77,7 +86,7 @@ def lookup_child(path: Path, n: int, lookups: int) -> None:
     lookups = (lookups // 10_000) * 10_000
     hit_rate, miss_rate = lookups / hit_time, lookups / miss_time
     assert found == lookups and found_missing == 0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss = peak_rss_kib()
     print(f"{hit_rate:.0f} {miss_rate:.0f} {rss} {base}")
 
 

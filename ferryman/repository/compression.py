@@ -58,8 +58,19 @@ def looks_compressible(data: bytes | bytearray | memoryview) -> bool:
 def compress_body(
     data: bytes | bytearray | memoryview, level: int = DEFAULT_LEVEL
 ) -> tuple[int, bytes | bytearray | memoryview]:
-    """``(method, body)`` for ``data``: zstd only if the probe says it pays (no copy otherwise)."""
-    if level > 0 and looks_compressible(data):
+    """``(method, body)`` for ``data``: zstd only if it pays (``data`` itself otherwise).
+
+    Blobs up to the probe size are compressed once and kept if smaller; larger
+    ones are compressed only if the probe on their first 64 KiB pays.
+    """
+    if level <= 0:
+        return COMPRESSION_NONE, data
+    if len(data) <= PROBE_SIZE:
+        body = _compressor(level).compress(data)
+        if len(body) < PROBE_RATIO * len(data):
+            return COMPRESSION_ZSTD, body
+        return COMPRESSION_NONE, data
+    if looks_compressible(data):
         body = _compressor(level).compress(data)
         if len(body) < len(data):
             return COMPRESSION_ZSTD, body

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ferryman.repository import blob, compression, crypto, gc_state, index, pack
+from ferryman.repository.blob_filter import BlobFilter
 from ferryman.repository.errors import RepositoryError
 from ferryman.repository.index import IndexEntry
 from ferryman.repository.index_cache import connect
@@ -70,7 +71,10 @@ class RepositoryWriter:
         self._session_path: Path = repo.cache_path / f"writer-{self.id}.sqlite"
         self._session = connect(self._session_path, durable=False)
         self._session.execute("CREATE TABLE session (id BLOB PRIMARY KEY) WITHOUT ROWID")
+        # One transaction for the whole session: no per-insert commit (the file is scratch).
+        self._session.execute("BEGIN")
         self._session_lock = threading.Lock()
+        self._session_filter = BlobFilter()
         self._lock = threading.Condition()
         self._open: dict[int, OpenPack | None] = {blob.KIND_DATA: None, blob.KIND_TREE: None}
         self._closing: list[OpenPack] = []
@@ -90,6 +94,8 @@ class RepositoryWriter:
     # -- dedup ---------------------------------------------------------------------------------
 
     def _in_session(self, blob_id: bytes) -> bool:
+        if blob_id not in self._session_filter:
+            return False
         with self._session_lock:
             row = self._session.execute("SELECT 1 FROM session WHERE id=?", (blob_id,)).fetchone()
         return row is not None
@@ -97,6 +103,7 @@ class RepositoryWriter:
     def _claim(self, blob_id: bytes) -> bool:
         with self._session_lock:
             cur = self._session.execute("INSERT OR IGNORE INTO session VALUES (?)", (blob_id,))
+            self._session_filter.add(blob_id)
         return cur.rowcount == 1
 
     def has_blob(self, blob_id: bytes) -> bool:
@@ -107,10 +114,10 @@ class RepositoryWriter:
         added or for which this returned True (including ids reused from a
         previous restore point's trees).
         """
-        if self._in_session(blob_id):
-            return True
         locations = self.repo.index_cache.locations(blob_id)
-        return any(loc.pack_id not in self._condemned for loc in locations)
+        if any(loc.pack_id not in self._condemned for loc in locations):
+            return True
+        return self._in_session(blob_id)
 
     # -- adding blobs --------------------------------------------------------------------------
 

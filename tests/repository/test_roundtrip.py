@@ -190,3 +190,14 @@ def test_flush_makes_blobs_visible_to_other_processes(repo: Repository, repo_url
         w.flush()
         with Repository.open(open_backend(repo_url), PASSPHRASE) as other:
             assert other.get_blob(repo.blob_id(data)) == data
+
+
+def test_blob_filter_has_no_false_negatives() -> None:
+    from ferryman.repository.blob_filter import BlobFilter
+
+    f = BlobFilter(bits=1 << 16)
+    ids = [os.urandom(32) for _ in range(2000)]
+    for i in ids[:1000]:
+        f.add(i)
+    assert all(i in f for i in ids[:1000])
+    assert sum(i in f for i in ids[1000:]) < 50
