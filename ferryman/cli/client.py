@@ -41,8 +41,10 @@ class ApiClient:
     def close(self) -> None:
         self._http.close()
 
-    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        return self.request("GET", path, params=params)
+    def get(
+        self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        return self.request("GET", path, params=params, timeout=timeout)
 
     def post(
         self,

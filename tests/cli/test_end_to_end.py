@@ -88,10 +88,13 @@ def test_backup_browse_restore_roundtrip(server: Installation, source: Path) -> 
     assert "ended SUCCESS" in restored
     assert tree(target) == tree(source)
 
-    sessions = server.json("session", "list", "--job", "docs-job")
+    sessions = server.json("session", "list", "--job", "docs-job", "--kind", "backup")
     backup = sessions[-1]
     assert backup["kind"] == "backup" and backup["status"] == "success"
     assert all(t["proxy"] and t["reason"] for t in backup["tasks"])
+    restores = server.json("session", "list", "--kind", "restore", "--last", "1")
+    assert len(restores) == 1 and restores[0]["kind"] == "restore"
+    assert restores[0]["status"] == "success"
     report = server.ok("session", "show", str(backup["id"]))
     assert "status:     SUCCESS" in report
     assert "why this proxy:" in report
@@ -281,7 +284,7 @@ def test_remote_proxy_joins_runs_a_pinned_job_and_is_removed(
 
         server.ok("job", "add", "pinned", "--share", "docs", "--repo", "default", "--proxies", "p1")
         assert "ended SUCCESS" in server.ok("job", "run", "pinned", "--follow")
-        pinned = server.json("session", "list", "--job", "pinned")[-1]
+        pinned = server.json("session", "list", "--job", "pinned", "--kind", "backup")[-1]
         assert [t["proxy"] for t in pinned["tasks"]] == ["p1"]
 
         server.ok("proxy", "remove", "p1")

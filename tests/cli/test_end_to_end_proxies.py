@@ -44,7 +44,7 @@ def test_tasks_spread_over_proxies_and_points_restore(server: Installation, tmp_
     followed = server.ok("job", "run", "two", "--follow")
     assert "ended SUCCESS" in followed
 
-    session = server.json("session", "list", "--job", "two")[-1]
+    session = server.json("session", "list", "--job", "two", "--kind", "backup")[-1]
     placed = {task["share"]: task["proxy"] for task in session["tasks"]}
     assert set(placed) == {"s1", "s2"}
     assert set(placed.values()) == {"p1", "p2"}, session["tasks"]
@@ -70,7 +70,7 @@ def test_proxy_inventory_shows_sites_and_disable(server: Installation) -> None:
         assert states["p2"] in ("disabled", "draining")
         followed = server.ok("job", "run", "two", "--follow")
         assert "ended SUCCESS" in followed
-        last = server.json("session", "list", "--job", "two")[-1]
+        last = server.json("session", "list", "--job", "two", "--kind", "backup")[-1]
         assert {t["proxy"] for t in last["tasks"]} == {"p1"}
     finally:
         server.ok("proxy", "enable", "p2")

@@ -23,6 +23,8 @@ from ferryman.cli.state import api
 
 app = typer.Typer(help="Restore points.", no_args_is_help=True)
 
+# Browsing runs as a task on a proxy; the server waits up to 60 s for it.
+BROWSE_SECONDS = 90.0
 _TYPE_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
 
 
@@ -84,7 +86,9 @@ def ls(
 ) -> None:
     """List a folder of a restore point."""
     browse_path = path if path.startswith("/") else "/" + path
-    entries = api(ctx).get(f"/points/{ref(point)}/ls", {"path": browse_path})
+    entries = api(ctx).get(
+        f"/points/{ref(point)}/ls", {"path": browse_path}, timeout=BROWSE_SECONDS
+    )
     entries = entries if isinstance(entries, list) else []
     if json:
         print_json(entries)
@@ -114,7 +118,9 @@ def versions(
     """All stored versions of a file, oldest first."""
     browse_path = path if path.startswith("/") else "/" + path
     found = oldest_first(
-        api(ctx).get("/versions", {"share": share, "path": browse_path}), "time", "point"
+        api(ctx).get("/versions", {"share": share, "path": browse_path}, timeout=BROWSE_SECONDS),
+        "time",
+        "point",
     )
     if json:
         print_json(found)

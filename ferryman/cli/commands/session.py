@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -25,6 +26,13 @@ from ferryman.cli.state import api
 
 app = typer.Typer(help="Sessions: runs of jobs, restores and checks.", no_args_is_help=True)
 
+
+class SessionKind(StrEnum):
+    BACKUP = "backup"
+    RESTORE = "restore"
+    CHECK = "check"
+
+
 SessionId = Annotated[int, typer.Argument(metavar="ID", help="Session id.")]
 
 
@@ -36,10 +44,15 @@ def _bytes_read(session: dict[str, Any]) -> str:
 def list_sessions(
     ctx: typer.Context,
     job: Annotated[str | None, typer.Option(help="Only this job's sessions.")] = None,
+    kind: Annotated[
+        SessionKind | None, typer.Option(case_sensitive=False, help="Only this kind.")
+    ] = None,
+    last: Annotated[int | None, typer.Option(min=1, help="Only the newest N.")] = None,
     json: JsonOption = False,
 ) -> None:
-    """List sessions, oldest first."""
-    sessions = oldest_first(api(ctx).get("/sessions", {"job": job}), "created", "id")
+    """List sessions (backups, restores, checks), oldest first."""
+    params = {"job": job, "kind": kind.value if kind else None, "limit": last}
+    sessions = oldest_first(api(ctx).get("/sessions", params), "created", "id")
     if json:
         print_json(sessions)
         return
