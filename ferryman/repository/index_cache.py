@@ -53,6 +53,7 @@ class IndexCache:
         self.path = path
         self._lock = threading.RLock()
         self._conn = connect(path)
+        self.rebuilt = False  # whether the last sync started from scratch
         with self._lock:
             self._conn.executescript(SCHEMA)
 
@@ -73,7 +74,8 @@ class IndexCache:
         """
         present = set(backend.list(index.INDEX_PREFIX))
         known = self.known_segments()
-        if known - present:
+        self.rebuilt = bool(known - present)
+        if self.rebuilt:
             with self._lock:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.execute("DELETE FROM blobs")

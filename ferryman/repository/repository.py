@@ -10,6 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pyfastcdc import FastCDC
 
 if TYPE_CHECKING:
@@ -156,7 +157,17 @@ class Repository:
     def sync_index(self) -> int:
         """Merge new index segments into the local cache; returns how many were merged."""
         with self._sync_lock:
-            return self.index_cache.sync(self.backend, self.keys.encryption)
+            merged = self.index_cache.sync(self.backend, self.keys.encryption)
+            if self.index_cache.rebuilt:
+                self._prune_tree_cache()
+            return merged
+
+    def _prune_tree_cache(self) -> None:
+        """Drop cached tree packs the index no longer names (deleted by garbage collection)."""
+        indexed = {pid.hex() for pid in self.index_cache.packs()}
+        for path in (self.cache_path / "packs").iterdir():
+            if path.name not in indexed and not path.name.startswith("."):
+                path.unlink(missing_ok=True)
 
     def has_blob(self, blob_id: bytes) -> bool:
         """Whether the (locally cached) index knows ``blob_id``."""
@@ -192,13 +203,20 @@ class Repository:
 
     def _read(self, entry: IndexEntry) -> bytes:
         name = pack.pack_name(entry.kind, entry.pack_hex)
+        cipher = pack.pack_cipher(self.keys.encryption, entry.pack_hex)
         if entry.kind == blob.KIND_TREE:
             record = self._cached_record(entry, name)
-        else:
-            record = self.backend.get_range(name, entry.offset, entry.length)
+            try:
+                return self._decode(cipher, entry, record, name)
+            except CorruptObject:
+                # The local copy may be the damaged one: drop it, use the repository's.
+                (self.cache_path / "packs" / entry.pack_hex).unlink(missing_ok=True)
+        record = self.backend.get_range(name, entry.offset, entry.length)
+        return self._decode(cipher, entry, record, name)
+
+    def _decode(self, cipher: AESGCM, entry: IndexEntry, record: bytes, name: str) -> bytes:
         if len(record) != entry.length:
             raise CorruptObject(f"pack {name}: truncated (blob {entry.blob_id.hex()} cut short)")
-        cipher = pack.pack_cipher(self.keys.encryption, entry.pack_hex)
         return blob.open_blob(
             cipher, entry.kind, entry.blob_id, record, entry.raw_length, self.keys.blob_id, name
         )

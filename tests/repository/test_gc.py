@@ -157,3 +157,27 @@ def test_mostly_dead_packs_are_repacked(repo: Repository, repo_url: str) -> None
     assert size_after < size_before
     assert read_files(repo, repo.load_restore_point(point_b.id).root) == files_b
     assert repo.check(read_data=True).ok
+
+
+def test_other_proxies_drop_cached_tree_packs_after_gc(
+    repo: Repository, repo_url: str, tmp_path: Path
+) -> None:
+    from ferryman.repository import open_backend
+
+    from .conftest import PASSPHRASE
+
+    with repo.open_writer("t") as w:  # shares nothing with the kept point
+        root = store_files(repo, w, make_files(1, count=10, shared=0))
+        old_id = w.save_restore_point(share="s", root=root).id
+    keep_id, keep_files = _backup(repo, 2)
+    proxy = Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=tmp_path / "proxy")
+    read_files(proxy, proxy.load_restore_point(old_id).root)
+    cached_before = {p.name for p in (proxy.cache_path / "packs").iterdir()}
+    repo.delete_restore_point(old_id)
+    repo.gc(grace=0)
+    assert repo.gc(grace=0).deleted_packs > 0
+    proxy.sync_index()
+    cached_after = {p.name for p in (proxy.cache_path / "packs").iterdir()}
+    assert cached_after < cached_before
+    assert read_files(proxy, proxy.load_restore_point(keep_id).root) == keep_files
+    proxy.close()

@@ -201,3 +201,20 @@ def test_blob_filter_has_no_false_negatives() -> None:
         f.add(i)
     assert all(i in f for i in ids[:1000])
     assert sum(i in f for i in ids[1000:]) < 50
+
+
+def test_damaged_local_tree_cache_falls_back_to_the_repository(
+    repo: Repository, repo_url: str, tmp_path: Path
+) -> None:
+    files = make_files(4, count=10)
+    with repo.open_writer("t") as w:
+        point = w.save_restore_point(share="s", root=store_files(repo, w, files))
+    cache = tmp_path / "proxy"
+    with Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=cache) as proxy:
+        assert read_files(proxy, point.root) == files
+        for cached in (proxy.cache_path / "packs").iterdir():
+            data = bytearray(cached.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            cached.write_bytes(bytes(data))
+    with Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=cache) as proxy:
+        assert read_files(proxy, point.root) == files
