@@ -12,9 +12,11 @@ import datetime as dt
 import logging
 import threading
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import contains_eager
 
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import Job, Probe, Proxy, Repository, Session, Share, Task, utcnow
@@ -26,7 +28,13 @@ from ferryman.server.placement import (
     TaskNeeds,
     pick_proxy,
 )
-from ferryman.server.sessions import ACTIVE_STATES, finish_session_if_done, touch
+from ferryman.server.sessions import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    NEW_TASK_REASON,
+    finish_session_if_done,
+    touch,
+)
 
 log = logging.getLogger("ferryman.server.dispatcher")
 
@@ -79,18 +87,32 @@ def proxy_views(db: DbSession, offline_after: float) -> list[ProxyView]:
     return views
 
 
+WINDOW = 500  # waiting tasks read per query, in placement order
+
+
+def waiting_tasks(db: DbSession, free_slots: int) -> Iterator[Task]:
+    """Waiting tasks in placement order (job priority, then age), read a window at a time.
+    With no free slot anywhere only new tasks are visited, to give them a reason."""
+    query = (
+        select(Task)
+        .join(Session, Task.session_id == Session.id)
+        .where(Task.state == "waiting", Session.status == "running")
+        .order_by(Session.priority.desc(), Task.queued, Task.id)
+        .options(contains_eager(Task.session))
+    )
+    if free_slots <= 0:
+        query = query.where(Task.reason == NEW_TASK_REASON)
+    offset = 0
+    while True:
+        batch = list(db.scalars(query.offset(offset).limit(WINDOW)))
+        yield from batch
+        if len(batch) < WINDOW:
+            return
+        offset += WINDOW
+
+
 def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
     """One placement round. Returns ids of proxies that received tasks."""
-    waiting = list(
-        db.scalars(
-            select(Task)
-            .join(Session, Task.session_id == Session.id)
-            .where(Task.state == "waiting", Session.status == "running")
-            .order_by(Session.priority.desc(), Task.queued, Task.id)
-        )
-    )
-    if not waiting:
-        return []
     proxies = proxy_views(db, ctx.config.offline_after)
     by_id = {p.id: p for p in proxies}
     active = list(db.scalars(select(Task).where(Task.state.in_(ACTIVE_STATES))))
@@ -108,7 +130,11 @@ def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
     woken: list[int] = []
     wants_probes: set[int] = set()
     now = utcnow()
-    for task in waiting:
+    free = sum(max(0, p.slots - p.busy) for p in proxies if p.online and p.enabled)
+    for task in waiting_tasks(db, free):
+        if free <= 0 and task.reason != NEW_TASK_REASON:
+            # no slot anywhere: nothing can move; keep the reason the task already shows
+            continue
         share: Share | None = shares.get(task.share_id) if task.share_id else None
         repo: Repository | None = repos.get(task.repository_id) if task.repository_id else None
         job = jobs.get(task.session.job_id) if task.session.job_id else None
@@ -159,6 +185,7 @@ def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
             share_proxies[share.id].add(chosen.id)
         session_tasks[task.session_id][chosen.id] += 1
         woken.append(chosen.id)
+        free -= 1
         log.info("task %d -> %s: %s", task.id, chosen.name, decision.reason)
     for proxy_id in wants_probes:
         ctx.signals.wake_proxy(proxy_id)
@@ -166,7 +193,13 @@ def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
 
 
 def finish_idle_sessions(db: DbSession) -> None:
-    for session in db.scalars(select(Session).where(Session.status == "running")):
+    """Finish running sessions none of whose tasks is still open (usually already done)."""
+    open_task = (
+        select(Task.id)
+        .where(Task.session_id == Session.id, Task.state.not_in(FINAL_STATES))
+        .exists()
+    )
+    for session in db.scalars(select(Session).where(Session.status == "running", ~open_task)):
         finish_session_if_done(db, session)
 
 

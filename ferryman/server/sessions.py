@@ -13,6 +13,7 @@ from ferryman.server.partitions import plan_partitions
 
 FINAL_STATES = ("success", "warning", "failed", "stopped")
 ACTIVE_STATES = ("assigned", "running")
+NEW_TASK_REASON = "waiting for placement"
 
 
 class SessionConflict(Exception):
@@ -107,7 +108,7 @@ def _add_task(
         partition=partition,
         params=params or {},
         state="waiting",
-        reason="waiting for placement",
+        reason=NEW_TASK_REASON,
     )
     db.add(task)
     db.flush()
