@@ -14,7 +14,12 @@ import logging
 import threading
 import time
 
-from ferryman.engine.checkpoint import CheckpointSaver, delete_checkpoints, find_parents
+from ferryman.engine.checkpoint import (
+    CheckpointSaver,
+    Parents,
+    delete_checkpoints,
+    find_parents,
+)
 from ferryman.engine.file_saver import FileSaver
 from ferryman.engine.nodes import store_root
 from ferryman.engine.options import BackupCancelled, BackupOptions, BackupResult, EngineError
@@ -49,9 +54,22 @@ def run_backup(
     unreadable entries never raise: they become warnings.
     """
     collector = StatsCollector()
+    parents = find_parents(repo, options)
+    with source.snapshot() as view:
+        return _backup(view, repo, options, progress, cancel, parents, collector)
+
+
+def _backup(
+    source: Source,
+    repo: Repository,
+    options: BackupOptions,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    parents: Parents,
+    collector: StatsCollector,
+) -> BackupResult:
     selection = build_selection(options.paths)
     path_filter = PathFilter(options.include, options.exclude)
-    parents = find_parents(repo, options)
     root_dir = source.open_root()
     try:
         with (

@@ -21,11 +21,15 @@ unchanged subtree costs a walk and a comparison, no encoding and no writes.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
-from ferryman.engine.nodes import NodeMap, iter_dir_maps
+from ferryman.engine.nodes import NodeMap, TreeLayoutError, iter_dir_maps
 from ferryman.engine.ports import RepositoryPort
+from ferryman.repository import RepositoryError
+
+log = logging.getLogger(__name__)
 
 
 class PreviousListing:
@@ -35,18 +39,28 @@ class PreviousListing:
 
     def __init__(self, repo: RepositoryPort, subtrees: list[bytes]) -> None:
         self._it: Iterator[NodeMap] = iter_dir_maps(repo, subtrees)
-        self._current: NodeMap | None = next(self._it, None)
         self.skipped = False  # a previous entry was not matched (deleted or excluded)
+        self._current: NodeMap | None = self._next()
+
+    def _next(self) -> NodeMap | None:
+        """The next previous entry; an unreadable previous tree only costs re-reading."""
+        try:
+            return next(self._it, None)
+        except (RepositoryError, TreeLayoutError, ValueError, KeyError) as exc:
+            log.warning("previous tree unusable for change detection: %s", exc)
+            self.skipped = True
+            self._it = iter(())
+            return None
 
     def find(self, name: bytes) -> NodeMap | None:
         """The previous entry called ``name``; names must be asked in increasing order."""
         cur = self._current
         while cur is not None and cur["n"] < name:
             self.skipped = True
-            cur = next(self._it, None)
+            cur = self._next()
         self._current = cur
         if cur is not None and cur["n"] == name:
-            self._current = next(self._it, None)
+            self._current = self._next()
             return cur
         return None
 

@@ -14,7 +14,7 @@ make a restore write outside its target.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 
@@ -118,8 +118,9 @@ class Source(Protocol):
         """Open the root directory of the source; raises ``SourceUnavailable``."""
         ...
 
-    def snapshot(self) -> Iterator[Source]:
-        """Yield a consistent read-only view (the source itself when none is available)."""
+    def snapshot(self) -> AbstractContextManager[Source]:
+        """A consistent read-only view while the context lasts (the source itself when
+        no snapshot provider is available)."""
         ...
 
 

@@ -14,8 +14,7 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from ferryman.sources import metadata
 from ferryman.sources.base import SourceUnavailable, check_name
@@ -150,14 +149,9 @@ class LocalSource:
             ) from exc
         return LocalDir(fd)
 
-    @contextmanager
-    def _no_snapshot(self) -> Iterator[LocalSource]:
-        yield self
-
-    def snapshot(self) -> Iterator[LocalSource]:
+    def snapshot(self) -> AbstractContextManager[LocalSource]:
         """Local paths have no snapshot provider yet: the live tree is read."""
-        with self._no_snapshot() as view:
-            yield view
+        return contextlib.nullcontext(self)
 
 
 class LocalTargetDir:
