@@ -192,8 +192,7 @@ class FileSaver:
                 return FileOutcome(error=describe_os_error(exc))
             xattrs: dict[bytes, bytes] | None = None
             try:
-                before = f.fstat()
-                data = f.read_all(before.st_size)
+                data = f.read_all(item.st.st_size)
                 after = f.fstat()
                 if self.read_xattrs:
                     xattrs = self._xattrs_of(f)
@@ -203,8 +202,8 @@ class FileSaver:
                 f.close()
             t1 = time.perf_counter()
             self._stats.add(seconds_source_read=t1 - t0, files_read=1, bytes_read=len(data))
-            changed = _changed(item.st, before) or _changed(before, after)
-            changed = changed or len(data) != after.st_size
+            # one fstat after reading: any change since the scan's lstat shows in it
+            changed = _changed(item.st, after) or len(data) != after.st_size
             if not changed or attempt == 2:
                 break
             item.st = after

@@ -166,6 +166,8 @@ class Restorer:
 
     def _resolve_existing(self, tdir: LocalTargetDir, node: Node, shown: str) -> bytes | None:
         """Apply the overwrite policy; the name to create, or None to skip."""
+        if tdir.created:
+            return node.name  # a directory this restore created holds only what it wrote
         try:
             existing = tdir.lstat(node.name)
         except OSError as exc:
@@ -282,28 +284,59 @@ class Restorer:
         self._pool.shutdown(wait=True)
         for fut in self._futures:
             fut.result()
-        for target_rel, node in self._dirs_done:
-            self._dir_metadata(target_rel, node)
-
-    def _dir_metadata(self, target_rel: bytes, node: Node) -> None:
-        fds: list[int] = []
+        opened = _OpenPath(self.root.fd)
         try:
-            fd = self.root.fd
-            for part in split_path(target_rel):
-                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-                fd = os.open(part, flags, dir_fd=fd)
-                fds.append(fd)
+            for target_rel, node in self._dirs_done:
+                self._dir_metadata(opened, target_rel, node)
+        finally:
+            opened.close()
+
+    def _dir_metadata(self, opened: _OpenPath, target_rel: bytes, node: Node) -> None:
+        try:
+            fd = opened.open(split_path(target_rel))
             for p in apply_fd_metadata(fd, node, self.owner, self.options.restore_xattrs):
                 self.error(_show(target_rel) or ".", p)
         except OSError as exc:
             self.error(_show(target_rel) or ".", describe_restore_error(exc))
-        finally:
-            for fd in fds:
-                os.close(fd)
 
     def mark_dir(self, target_rel: bytes, node: Node) -> None:
         """Apply ``node``'s metadata to an already-created directory at the end."""
         self._dirs_done.append((target_rel, node))
+
+
+class _OpenPath:
+    """Directory fds along the last path opened (consecutive paths share prefixes)."""
+
+    _FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+    def __init__(self, root_fd: int) -> None:
+        self._root = root_fd
+        self._parts: list[bytes] = []
+        self._fds: list[int] = []
+
+    def open(self, parts: list[bytes]) -> int:
+        """An fd of the directory at ``parts`` below the root (never through a symlink)."""
+        common = 0
+        while (
+            common < len(parts)
+            and common < len(self._parts)
+            and parts[common] == self._parts[common]
+        ):
+            common += 1
+        while len(self._fds) > common:
+            os.close(self._fds.pop())
+            self._parts.pop()
+        for part in parts[common:]:
+            parent = self._fds[-1] if self._fds else self._root
+            self._fds.append(os.open(part, self._FLAGS, dir_fd=parent))
+            self._parts.append(part)
+        return self._fds[-1] if self._fds else self._root
+
+    def close(self) -> None:
+        """Close every fd held."""
+        while self._fds:
+            os.close(self._fds.pop())
+        self._parts.clear()
 
 
 def _join(base: bytes, name: bytes) -> bytes:

@@ -161,10 +161,11 @@ class LocalTargetDir:
     using it after the walk has moved on.
     """
 
-    __slots__ = ("_lock", "_refs", "fd")
+    __slots__ = ("_lock", "_refs", "created", "fd")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, created: bool = False) -> None:
         self.fd = fd
+        self.created = created  # made by this restore: known empty, no entry to check
         self._refs = 1
         self._lock = threading.Lock()
 
@@ -199,9 +200,13 @@ class LocalTargetDir:
         """Create the directory if missing and open it without following symlinks."""
         check_name(name)
         # an existing directory is reused; a symlink or a file there fails in open_dir
+        created = False
         with contextlib.suppress(FileExistsError):
             os.mkdir(name, mode | stat.S_IRWXU, dir_fd=self.fd)
-        return self.open_dir(name)
+            created = True
+        sub = self.open_dir(name)
+        sub.created = created
+        return sub
 
     def create_file(self, name: bytes, mode: int) -> int:
         """Create/truncate a regular file (never through a symlink); return its fd."""
