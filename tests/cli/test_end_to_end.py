@@ -54,6 +54,15 @@ def tree(root: Path) -> dict[str, bytes | str]:
     return found
 
 
+def ensure_docs_job(server: Installation, source: Path) -> None:
+    """The share, job and first backup of the round-trip test, when run alone (-k)."""
+    if "docs-job" in [j["name"] for j in server.json("job", "list")]:
+        return
+    server.ok("share", "add", "docs", str(source))
+    server.ok("job", "add", "docs-job", "--share", "docs", "--repo", "default")
+    server.ok("job", "run", "docs-job", "--follow")
+
+
 def one_error_line(done: object) -> str:
     err = done.stderr  # type: ignore[attr-defined]
     lines = err.strip().splitlines()
@@ -101,8 +110,9 @@ def test_backup_browse_restore_roundtrip(server: Installation, source: Path) -> 
     assert "transferred" in report
 
 
-def test_overwrite_policies(server: Installation) -> None:
+def test_overwrite_policies(server: Installation, source: Path) -> None:
     """Restoring over existing files: skip, if-newer, keep-both and replace as documented."""
+    ensure_docs_job(server, source)
     first = server.json("point", "list", "--share", "docs")[0]["id"]
     original = ("hello ferryman\n" * 100).encode()
     target = server.work / "overwrite"
@@ -134,8 +144,7 @@ def test_overwrite_policies(server: Installation) -> None:
 
 
 def test_second_run_by_id_then_follow(server: Installation, source: Path) -> None:
-    if not server.json("job", "list"):
-        pytest.skip("needs the job of the round-trip test")
+    ensure_docs_job(server, source)
     (source / "a.txt").write_text("changed\n")
     session_id = server.ok("job", "run", "docs-job").strip()
     assert session_id.isdigit(), session_id
@@ -233,13 +242,15 @@ def test_wrong_ca_is_named(server: Installation) -> None:
     assert "does not verify against" in line and "cacert.pem" in line
 
 
-def test_json_output_is_valid_json_even_when_empty(server: Installation) -> None:
-    out = server.ok("point", "list", "--share", "cronshare", "--json")
+def test_json_output_is_valid_json_even_when_empty(server: Installation, tmp_path: Path) -> None:
+    server.ok("share", "add", "never-backed-up", str(tmp_path))
+    out = server.ok("point", "list", "--share", "never-backed-up", "--json")
     assert json.loads(out) == []
 
 
-def test_stop_a_waiting_session(server: Installation) -> None:
+def test_stop_a_waiting_session(server: Installation, source: Path) -> None:
     """With every proxy disabled the task waits; stopping it ends the session 'stopped'."""
+    ensure_docs_job(server, source)
     server.ok("proxy", "disable", "embedded")
     try:
         session_id = server.ok("job", "run", "docs-job").strip()
@@ -282,10 +293,22 @@ def test_remote_proxy_joins_runs_a_pinned_job_and_is_removed(
         assert again.returncode == 1
         assert "cannot join the backup server" in one_error_line(again)
 
-        server.ok("job", "add", "pinned", "--share", "docs", "--repo", "default", "--proxies", "p1")
+        server.ok("share", "add", "pinshare", str(source))
+        server.ok(
+            "job", "add", "pinned", "--share", "pinshare", "--repo", "default", "--proxies", "p1"
+        )  # fmt: skip
         assert "ended SUCCESS" in server.ok("job", "run", "pinned", "--follow")
         pinned = server.json("session", "list", "--job", "pinned", "--kind", "backup")[-1]
         assert [t["proxy"] for t in pinned["tasks"]] == ["p1"]
+
+        # a restart with the same home needs no join token
+        proxy.terminate()
+        assert proxy.wait(timeout=60) == 0
+        proxy = subprocess.Popen(
+            [*FERRYMAN, "proxy", "run", "--server", url, "--home", str(proxy_home)],
+            env=server.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        server.wait_online("p1")
 
         server.ok("proxy", "remove", "p1")
         assert proxy.wait(timeout=60) == 1

@@ -32,8 +32,12 @@ def run(
     ctx: typer.Context,
     server: Annotated[str, typer.Option("--server", help="Backup server URL (https://HOST:PORT).")],
     join_token: Annotated[
-        str, typer.Option("--join-token", help="One-time token from 'ferryman proxy join-token'.")
-    ],
+        str | None,
+        typer.Option(
+            "--join-token",
+            help="One-time token from 'ferryman proxy join-token' (first start only).",
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Proxy name. Default: the host name.")] = None,
     site: Annotated[str | None, typer.Option(help="Site label (same site = close).")] = None,
     slots: Annotated[
