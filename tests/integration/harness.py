@@ -111,6 +111,10 @@ class ServerProcess:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def throttle(self) -> threading.Event:
+        assert self.proc is not None
+        return throttle(self.proc)
+
     # --- API helpers --------------------------------------------------------------------
     def call(self, method: str, path: str, body: Any = None, expect: int | None = None) -> Any:
         response = self.api.request(method, path, json=body)
@@ -157,6 +161,28 @@ class ServerProcess:
                 return
             time.sleep(0.2)
         raise AssertionError(f"proxy {proxy} has not probed {count} targets")
+
+
+def throttle(
+    proc: subprocess.Popen[bytes], run: float = 0.03, pause: float = 0.12
+) -> threading.Event:
+    """Slow a process down (SIGSTOP/SIGCONT duty cycle) until the returned event is set."""
+    done = threading.Event()
+
+    def cycle() -> None:
+        while not done.is_set() and proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGSTOP)
+                done.wait(pause)
+                proc.send_signal(signal.SIGCONT)
+            except ProcessLookupError:
+                return
+            done.wait(run)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+
+    threading.Thread(target=cycle, daemon=True).start()
+    return done
 
 
 class ProxyProcess:
@@ -212,26 +238,9 @@ class ProxyProcess:
             self.proc.kill()
             self.proc.wait(10)
 
-    def throttle(self, run: float = 0.03, pause: float = 0.12) -> threading.Event:
-        """Slow the process down (SIGSTOP/SIGCONT duty cycle) until the returned event is set."""
-        done = threading.Event()
-        proc = self.proc
-        assert proc is not None
-
-        def cycle() -> None:
-            while not done.is_set() and proc.poll() is None:
-                try:
-                    proc.send_signal(signal.SIGSTOP)
-                    done.wait(pause)
-                    proc.send_signal(signal.SIGCONT)
-                except ProcessLookupError:
-                    return
-                done.wait(run)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-
-        threading.Thread(target=cycle, daemon=True).start()
-        return done
+    def throttle(self) -> threading.Event:
+        assert self.proc is not None
+        return throttle(self.proc)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -100,3 +100,28 @@ def test_server_killed_mid_session_resumes_on_restart(
     check = server.wait_session(server.post("/repositories/default/check", {})["id"])
     assert check["status"] == "success", check
     assert server.stop() == 0
+
+
+def test_server_stopped_cleanly_mid_session_requeues_and_resumes(
+    tmp_path: Path, make_server: Callable[..., ServerProcess]
+) -> None:
+    source = make_tree(tmp_path / "src", dirs=4, files=4, big=BIG)
+    server = make_server()
+    server.wait_proxies({"embedded"})
+    server.post("/shares", {"name": "big", "url": str(source)})
+    server.post("/jobs", {"name": "job", "shares": ["big"], "repository": "default"})
+    session_id = server.post("/jobs/job/run")["id"]
+    _wait_for_progress(server, session_id)
+    assert server.stop() == 0  # SIGTERM: the running task is cancelled and requeued
+    server.start()
+    session = server.wait_session(session_id)
+    assert session["status"] == "success", session
+    (task,) = session["tasks"]
+    # either the engine stopped at a checkpoint and the task resumed after the restart, or it
+    # completed during the shutdown (cancellation is checked between files): never stuck
+    if task["attempts"] == 2:
+        assert "interrupted by server shutdown" in task["reason"], task["reason"]
+    else:
+        assert task["attempts"] == 1 and task["ended"] is not None
+    assert len(server.get("/points")) == 1
+    assert server.stop() == 0
