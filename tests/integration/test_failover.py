@@ -3,6 +3,7 @@ restarted. Sessions still end Success and restore points match the source."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -124,4 +125,46 @@ def test_server_stopped_cleanly_mid_session_requeues_and_resumes(
     else:
         assert task["attempts"] == 1 and task["ended"] is not None
     assert len(server.get("/points")) == 1
+    assert server.stop() == 0
+
+
+def test_frozen_proxy_comes_back_and_drops_its_reassigned_task(
+    tmp_path: Path,
+    make_server: Callable[..., ServerProcess],
+    make_proxy: Callable[..., ProxyProcess],
+) -> None:
+    source = make_tree(tmp_path / "src", dirs=4, files=4, big=BIG)
+    server = make_server(embedded=False)
+    proxies = {name: make_proxy(server, name, slots=1) for name in ("a", "b")}
+    server.wait_proxies({"a", "b"})
+    server.post("/shares", {"name": "big", "url": str(source)})
+    server.post("/jobs", {"name": "job", "shares": ["big"], "repository": "default"})
+    for name in proxies:
+        server.wait_probes(name, 2)
+    brakes = [p.throttle() for p in proxies.values()]
+    session_id = server.post("/jobs/job/run")["id"]
+    task = _wait_for_progress(server, session_id)
+    victim = proxies[task["proxy"]]
+    for brake in brakes:
+        brake.set()
+    time.sleep(0.2)
+    assert victim.proc is not None
+    victim.proc.send_signal(signal.SIGSTOP)  # a network cut, as the server sees it
+    deadline = time.monotonic() + 30
+    while server.get(f"/sessions/{session_id}")["tasks"][0]["proxy"] == victim.name:
+        assert time.monotonic() < deadline, "the task was never reassigned"
+        time.sleep(0.2)
+    victim.proc.send_signal(signal.SIGCONT)
+    session = server.wait_session(session_id)
+    assert session["status"] == "success", session
+    (final,) = session["tasks"]
+    assert final["proxy"] != victim.name and final["attempts"] == 2
+    # the returning proxy learnt the task was reassigned and dropped it
+    deadline = time.monotonic() + 15
+    while "reassigned" not in victim.log() and "drop task" not in victim.log():
+        assert time.monotonic() < deadline, victim.log()
+        time.sleep(0.2)
+    server.wait_proxies({victim.name})
+    assert server.get(f"/proxies/{victim.name}")["running_tasks"] == []
+    _restore_and_compare(server, source, tmp_path / "out")
     assert server.stop() == 0
