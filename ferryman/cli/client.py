@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from ferryman.cli.config import Connection
-from ferryman.cli.errors import ApiError, CliError
+from ferryman.cli.errors import ApiError, CliError, ServerUnreachable
 
 API_PREFIX = "/api/v1"
 
@@ -80,7 +80,9 @@ class ApiClient:
                 method, path, json=body, params=clean_params or None, **extra
             )
         except httpx.TimeoutException as exc:
-            raise CliError(f"the backup server at {server} did not answer in time") from exc
+            raise ServerUnreachable(
+                f"the backup server at {server} did not answer in time"
+            ) from exc
         except httpx.TransportError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 ca = self.connection.ca_file or "the system's trusted CAs"
@@ -88,7 +90,9 @@ class ApiClient:
                     f"the backup server at {server} has a certificate that does not verify "
                     f"against {ca} (wrong --ca or client config?): {_reason(exc)}"
                 ) from exc
-            raise CliError(f"cannot reach the backup server at {server}: {_reason(exc)}") from exc
+            raise ServerUnreachable(
+                f"cannot reach the backup server at {server}: {_reason(exc)}"
+            ) from exc
         if response.status_code >= 400:
             raise ApiError(response.status_code, error_message(response))
         if response.status_code == 204 or not response.content:

@@ -25,3 +25,7 @@ class ApiError(CliError):
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class ServerUnreachable(CliError):
+    """No answer from the backup server (refused, timed out, connection lost)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console, Group, JustifyMethod
@@ -11,7 +12,14 @@ from rich.table import Table
 from rich.text import Text
 
 from ferryman.cli.client import ApiClient
-from ferryman.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED, CliError
+from ferryman.cli.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    CliError,
+    ServerUnreachable,
+)
 from ferryman.cli.output import (
     format_bytes,
     format_count,
@@ -34,6 +42,8 @@ from ferryman.cli.session_figures import (
 
 # How long one long-poll may wait on the server; the view refreshes on its own meanwhile.
 LONG_POLL_SECONDS = 10
+# While following, a server that does not answer is retried this long.
+RECONNECT_SECONDS = 60.0
 # Off a terminal, a running task gets a progress line this often.
 PLAIN_PROGRESS_SECONDS = 15.0
 MAX_WAITING_SHOWN = 5
@@ -58,14 +68,30 @@ def exit_for_session(session: dict[str, Any]) -> int:
     return EXIT_ERROR
 
 
-def next_state(client: ApiClient, session: dict[str, Any]) -> dict[str, Any]:
-    """Long-poll the server for the next revision of ``session``."""
-    answer = client.request(
-        "GET",
-        f"/sessions/{session['id']}/follow",
-        params={"revision": session.get("revision", 0), "timeout": LONG_POLL_SECONDS},
-        timeout=LONG_POLL_SECONDS + 30,
-    )
+def next_state(
+    client: ApiClient, session: dict[str, Any], sleep: Callable[[float], None] = time.sleep
+) -> dict[str, Any]:
+    """Long-poll the server for the next revision of ``session``.
+
+    A server that restarts meanwhile is waited for (up to ``RECONNECT_SECONDS``):
+    the session lives in the server's database, following can simply go on.
+    """
+    lost_since: float | None = None
+    while True:
+        try:
+            answer = client.request(
+                "GET",
+                f"/sessions/{session['id']}/follow",
+                params={"revision": session.get("revision", 0), "timeout": LONG_POLL_SECONDS},
+                timeout=LONG_POLL_SECONDS + 30,
+            )
+            break
+        except ServerUnreachable:
+            now = time.monotonic()
+            lost_since = now if lost_since is None else lost_since
+            if now - lost_since > RECONNECT_SECONDS:
+                raise
+            sleep(1.0)
     if not isinstance(answer, dict):
         raise CliError("the backup server sent an unexpected session answer")
     return answer

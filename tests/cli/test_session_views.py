@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from ferryman.cli.errors import CliError
+from ferryman.cli.errors import CliError, ServerUnreachable
 from ferryman.cli.progress_view import (
     SessionView,
     exit_for_session,
     follow_session,
+    next_state,
     summary_line,
 )
 from ferryman.cli.session_figures import (
@@ -210,3 +211,23 @@ def test_eta_estimated_from_the_previous_point_when_the_server_gives_none() -> N
     assert eta_seconds(partitioned, {"docs": 240_000_000}) is None
     with_eta = task("running", progress={"eta_seconds": 42})
     assert eta_seconds(with_eta, {}) == 42
+
+
+def test_following_survives_a_server_restart() -> None:
+    answers: list[Any] = [
+        ServerUnreachable("cannot reach the backup server at x: connection refused"),
+        ServerUnreachable("cannot reach the backup server at x: connection refused"),
+        session("success", 5, []),
+    ]
+
+    class Restarting:
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    slept: list[float] = []
+    state = next_state(Restarting(), session("running", 4, []), sleep=slept.append)  # type: ignore[arg-type]
+    assert state["status"] == "success"
+    assert slept == [1.0, 1.0]
