@@ -78,6 +78,7 @@ class RepositoryWriter:
         self._lock = threading.Condition()
         self._open: dict[int, OpenPack | None] = {blob.KIND_DATA: None, blob.KIND_TREE: None}
         self._closing: list[OpenPack] = []
+        self._submitting = 0  # packs taken for upload whose future is not recorded yet
         self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="pack-upload")
         # Pack buffers in use (open, waiting, uploading) are bounded: memory stays flat.
         self._slots = threading.BoundedSemaphore(uploads + 2)
@@ -236,23 +237,27 @@ class RepositoryWriter:
         ready = [p for p in self._closing if p.users == 0 and not p.submitted]
         for p in ready:
             p.submitted = True
+        self._submitting += len(ready)
         self._closing = [p for p in self._closing if not p.submitted]
         if ready or not self._closing:
             self._lock.notify_all()
         return ready
 
     def _submit(self, item: OpenPack) -> None:
-        if not item.builder.entries:
-            self._release_buffer(item)
-            return
+        """Finish a pack and hand it to the upload pool (counted until its future is known)."""
+        fut = None
         try:
-            data = item.builder.finish()
-            fut = self._pool.submit(self._upload, item, data)
-        except BaseException:
-            self._release_buffer(item)
-            raise
-        with self._lock:
-            self._futures.add(fut)
+            if item.builder.entries:
+                data = item.builder.finish()
+                fut = self._pool.submit(self._upload, item, data)
+        finally:
+            if fut is None:
+                self._release_buffer(item)
+            with self._lock:
+                if fut is not None:
+                    self._futures.add(fut)
+                self._submitting -= 1
+                self._lock.notify_all()
 
     def _upload(self, item: OpenPack, data: memoryview) -> None:
         builder = item.builder
@@ -314,12 +319,15 @@ class RepositoryWriter:
         with self._lock:
             for kind in list(self._open):
                 self._close(kind)
-            ready = self._take_ready()
-            while self._closing:
-                self._lock.wait()
-                ready += self._take_ready()
-        for item in ready:
-            self._submit(item)
+        while True:
+            with self._lock:
+                ready = self._take_ready()
+                if not ready:
+                    if not self._closing and not self._submitting:
+                        break
+                    self._lock.wait()
+            for item in ready:
+                self._submit(item)
         self._wait_uploads()
         self._write_segment()
 
