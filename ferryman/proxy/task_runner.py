@@ -174,8 +174,18 @@ def run_restore_task(
     from ferryman.sources.local import LocalRestoreTarget
 
     p = a.params
+    paths = [x.strip("/") for x in p.get("paths", []) if x.strip("/")]
+    if a.partition:
+        # one slice of a whole-share restore: a set of top-level entries
+        paths = list(a.partition.get("paths", []))
+        if "rest_except" in a.partition:
+            others = set(a.partition["rest_except"])
+            names = {e["name"] for e in browsing.list_path(repo, p["point_id"], "/")}
+            paths = sorted(set(paths) | {n for n in names if n not in others})
+        if not paths:
+            return TaskResult(task_id=a.task_id, state="success")
     options = RestoreOptions(
-        paths=[os.fsencode(x.strip("/")) for x in p.get("paths", []) if x.strip("/")],
+        paths=[os.fsencode(x) for x in paths],
         overwrite=p.get("overwrite", "replace"),
     )
     result = run_restore(

@@ -91,6 +91,37 @@ def start_single_task_session(
     return session
 
 
+def start_restore_session(
+    db: DbSession,
+    repository: Repository,
+    share: Share | None,
+    params: dict[str, Any],
+    job_name: str | None,
+    max_partitions: int,
+    thresholds: tuple[int, int],
+) -> Session:
+    """A restore session; a whole-share restore of a large share is split like its backup."""
+    session = start_single_task_session(
+        db, "restore", repository, params, share=share, job_name=job_name, priority=80
+    )
+    if params.get("paths") or share is None:
+        return session
+    partitions = plan_partitions(share.last_stats, max_partitions, *thresholds)
+    if len(partitions) <= 1:
+        return session
+    first = session.tasks[0]
+    for index, names in enumerate(partitions):
+        part: dict[str, Any] = {"index": index, "count": len(partitions), "paths": names}
+        if index == 0:
+            part["rest_except"] = sorted(n for p in partitions[1:] for n in p)
+            first.partition = part
+        else:
+            _add_task(db, session, "restore", share, repository.id, partition=part, params=params)
+    db.flush()
+    db.refresh(session)
+    return session
+
+
 def _add_task(
     db: DbSession,
     session: Session,

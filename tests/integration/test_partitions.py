@@ -49,5 +49,8 @@ def test_partitioned_share_spreads_and_assembles(
         server.post("/restores", {"point": point["id"], "to": str(out)})["id"]
     )
     assert restore["status"] == "success", restore
+    # the whole-share restore is split the same way and spread too
+    assert len(restore["tasks"]) == len(backups)
+    assert {t["proxy"] for t in restore["tasks"]} == {"embedded", "p1"}
     assert assert_same_tree(source, out) == 6 * 4 * 2 + 2
     assert server.stop() == 0

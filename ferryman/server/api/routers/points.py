@@ -16,7 +16,7 @@ from ferryman.server.api.waiting import wait_for_task
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import ApiToken, Job, Repository, RestorePoint, Share
 from ferryman.server.roles import Role
-from ferryman.server.sessions import start_single_task_session
+from ferryman.server.sessions import start_restore_session, start_single_task_session
 
 router = APIRouter(tags=["restore points"])
 BROWSE_TIMEOUT = 60.0
@@ -181,8 +181,15 @@ def restore(
             "in_place": body.in_place,
             "overwrite": body.overwrite,
         }
-        session = start_single_task_session(
-            db, "restore", repo, params, share=share, job_name=point.job_name, priority=80
+        cfg = ctx.config
+        session = start_restore_session(
+            db,
+            repo,
+            share,
+            params,
+            point.job_name,
+            cfg.max_partitions,
+            (cfg.partition_min_bytes, cfg.partition_min_files),
         )
         view = session_view(db, session)
     ctx.signals.dispatch.set()
