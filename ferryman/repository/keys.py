@@ -40,6 +40,7 @@ DEFAULT_SCRYPT_N = 1 << 15
 DEFAULT_SCRYPT_R = 8
 DEFAULT_SCRYPT_P = 1
 MAX_SCRYPT_N = 1 << 22
+MAX_SCRYPT_MEMORY = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ def parse_slot(slot_id: str, data: bytes) -> KeySlot:
         raise CorruptObject(f"keys/{slot_id}: scrypt n={slot.n} out of range")
     if not (1 <= slot.r <= 32 and 1 <= slot.p <= 16):
         raise CorruptObject(f"keys/{slot_id}: scrypt r/p out of range")
+    if 128 * slot.n * slot.r > MAX_SCRYPT_MEMORY:
+        raise CorruptObject(f"keys/{slot_id}: scrypt parameters would need more than 256 MiB")
     return slot
 
 
@@ -147,10 +150,22 @@ def load_slots(backend: Backend) -> list[KeySlot]:
 
 
 def unlock(backend: Backend, passphrase: str, repo_id: str) -> tuple[bytes, str]:
-    """Find the slot ``passphrase`` opens; return ``(master secret, slot id)``."""
-    slots = load_slots(backend)
+    """Find the slot ``passphrase`` opens; return ``(master secret, slot id)``.
+
+    Unreadable slots are skipped (another slot may still open the repository).
+    """
+    slots: list[KeySlot] = []
+    problems: list[str] = []
+    for name in sorted(backend.list(KEYS_PREFIX)):
+        try:
+            slots.append(parse_slot(name[len(KEYS_PREFIX) :], backend.get(name)))
+        except (CorruptObject, UnsupportedVersion) as exc:
+            problems.append(str(exc))
+        except ObjectNotFound:
+            continue
     if not slots:
-        raise CorruptObject("repository has no key slots (keys/ is empty)")
+        detail = f" ({'; '.join(problems)})" if problems else ""
+        raise CorruptObject(f"repository has no usable key slot{detail}")
     for slot in slots:
         master = try_slot(slot, passphrase, repo_id)
         if master is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ferryman.repository import (
+    CorruptObject,
     KeySlotError,
     NotARepository,
     Repository,
@@ -97,3 +98,26 @@ def test_unknown_object_version_is_refused(repo: Repository, repo_url: str) -> N
     path.write_bytes(bytes(data))
     with pytest.raises(UnsupportedVersion, match="version 9"):
         repo.load_restore_point(point.id)
+
+
+def test_damaged_or_hostile_key_slots_are_skipped(repo: Repository, repo_url: str) -> None:
+    keys_dir = Path(repo_url) / "keys"
+    (keys_dir / ("0" * 32)).write_text("{not json")
+    hostile = {
+        "format": "ferryman-key",
+        "version": 1,
+        "kdf": "scrypt",
+        "n": 1 << 22,
+        "r": 32,
+        "p": 1,
+        "salt": "AAAAAAAAAAAAAAAAAAAAAA==",
+        "wrapped": "AAAA",
+        "created": 0,
+    }
+    (keys_dir / ("1" * 32)).write_text(json.dumps(hostile))
+    Repository.open(open_backend(repo_url), PASSPHRASE).close()  # the real slot still opens
+    for slot in list(keys_dir.iterdir()):
+        if slot.name not in ("0" * 32, "1" * 32):
+            slot.unlink()
+    with pytest.raises(CorruptObject, match="more than 256 MiB"):
+        Repository.open(open_backend(repo_url), PASSPHRASE)
