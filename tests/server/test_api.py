@@ -211,3 +211,13 @@ def test_hostile_values_never_give_a_5xx(api: Api, tmp_path: Path) -> None:
     for path, body in bodies:
         r = api.call("POST", path, json=body)
         assert 400 <= r.status_code < 500, (path, body, r.status_code, r.text)
+
+
+def test_disabled_job_does_not_run(api: Api, tmp_path: Path) -> None:
+    api.post("/shares", {"name": "s", "url": str(tmp_path)})
+    api.post("/jobs", {"name": "j", "shares": ["s"], "repository": "default"})
+    assert api.post("/jobs/j/disable", expect=200)["enabled"] is False
+    r = api.call("POST", "/jobs/j/run")
+    assert r.status_code == 409 and "disabled" in r.json()["detail"]
+    assert api.post("/jobs/j/enable", expect=200)["enabled"] is True
+    api.post("/jobs/j/run")

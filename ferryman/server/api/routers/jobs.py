@@ -99,6 +99,8 @@ def start_job(ctx: ServerContext, job_ref: str) -> dict[str, Any]:
     cfg = ctx.config
     with ctx.db.session() as db:
         job = lookup(db, Job, job_ref, "job")
+        if not job.enabled:
+            raise HTTPException(409, f"job '{job.name}' is disabled; enable it to run it")
         try:
             session = start_backup_session(
                 db, job, cfg.max_partitions, (cfg.partition_min_bytes, cfg.partition_min_files)
