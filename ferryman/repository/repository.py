@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -201,6 +202,58 @@ class Repository:
             f"blob {blob_id.hex()}: every pack the index names for it is missing (run check)"
         )
 
+    def get_blobs(
+        self, blob_ids: Iterable[bytes], *, max_gap: int = 1 << 20, max_request: int = 32 << 20
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Yield ``(id, plaintext)`` for each id, pack by pack, with few requests.
+
+        Records of one pack that lie within ``max_gap`` bytes of each other are
+        fetched with one range request (at most ``max_request`` bytes), so a
+        restore reads each pack region once.  Yields in pack/offset order, not
+        in the given order; pass bounded batches (memory holds one batch's
+        locations).
+        """
+        by_pack: dict[bytes, list[IndexEntry]] = {}
+        for blob_id in dict.fromkeys(blob_ids):
+            entry = self.lookup(blob_id)
+            if entry is None:
+                raise BlobNotFound(f"blob {blob_id.hex()} is not in the repository index")
+            by_pack.setdefault(entry.pack_id, []).append(entry)
+        for entries in by_pack.values():
+            entries.sort(key=lambda e: e.offset)
+            run: list[IndexEntry] = []
+            for entry in entries:
+                end = entry.offset + entry.length
+                if run and (
+                    entry.offset - (run[-1].offset + run[-1].length) > max_gap
+                    or end - run[0].offset > max_request
+                ):
+                    yield from self._read_run(run)
+                    run = []
+                run.append(entry)
+            if run:
+                yield from self._read_run(run)
+
+    def _read_run(self, run: list[IndexEntry]) -> Iterator[tuple[bytes, bytes]]:
+        first = run[0]
+        if first.kind == blob.KIND_TREE or len(run) == 1:
+            for entry in run:
+                yield entry.blob_id, self.get_blob(entry.blob_id)
+            return
+        name = pack.pack_name(first.kind, first.pack_hex)
+        start, end = first.offset, run[-1].offset + run[-1].length
+        try:
+            window = self.backend.get_range(name, start, end - start)
+        except ObjectNotFound:
+            for entry in run:  # moved by garbage collection: the slow path re-syncs
+                yield entry.blob_id, self.get_blob(entry.blob_id)
+            return
+        cipher = pack.pack_cipher(self.keys.encryption, first.pack_hex)
+        view = memoryview(window)
+        for entry in run:
+            record = view[entry.offset - start : entry.offset - start + entry.length]
+            yield entry.blob_id, self._decode(cipher, entry, record, name)
+
     def _read(self, entry: IndexEntry) -> bytes:
         name = pack.pack_name(entry.kind, entry.pack_hex)
         cipher = pack.pack_cipher(self.keys.encryption, entry.pack_hex)
@@ -214,7 +267,9 @@ class Repository:
         record = self.backend.get_range(name, entry.offset, entry.length)
         return self._decode(cipher, entry, record, name)
 
-    def _decode(self, cipher: AESGCM, entry: IndexEntry, record: bytes, name: str) -> bytes:
+    def _decode(
+        self, cipher: AESGCM, entry: IndexEntry, record: bytes | memoryview, name: str
+    ) -> bytes:
         if len(record) != entry.length:
             raise CorruptObject(f"pack {name}: truncated (blob {entry.blob_id.hex()} cut short)")
         return blob.open_blob(

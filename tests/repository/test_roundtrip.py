@@ -218,3 +218,19 @@ def test_damaged_local_tree_cache_falls_back_to_the_repository(
             cached.write_bytes(bytes(data))
     with Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=cache) as proxy:
         assert read_files(proxy, point.root) == files
+
+
+def test_get_blobs_reads_a_pack_with_few_requests(repo: Repository) -> None:
+    blobs = {}
+    with repo.open_writer("t", pack_size=1 << 20) as w:
+        for i in range(300):
+            data = os.urandom(100) + bytes([i % 251]) * (i * 10)
+            blobs[repo.blob_id(data)] = data
+            w.add_blob(KIND_DATA, repo.blob_id(data), data)
+    before = repo.stats.snapshot()
+    got = dict(repo.get_blobs(list(blobs)))
+    after = repo.stats.snapshot()
+    assert got == blobs
+    assert after["range_gets"] - before["range_gets"] <= 3
+    with pytest.raises(BlobNotFound):
+        list(repo.get_blobs([b"\x09" * 32]))
