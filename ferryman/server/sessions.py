@@ -187,9 +187,6 @@ def _record_point(db: DbSession, session: Session, task: Task, output: dict[str,
     )
     db.add(point)
     db.flush()
-    ids = list(session.params.get("restore_points", []))
-    ids.append(point.id)
-    session.params = {**session.params, "restore_points": ids}
 
 
 def _parse_time(value: Any) -> dt.datetime | None:
@@ -227,6 +224,14 @@ def finish_session_if_done(db: DbSession, session: Session) -> None:
     tasks = list(session.tasks)
     if any(t.state not in FINAL_STATES for t in tasks):
         return
+    if session.kind == "backup" and not session.stop_requested:
+        # partitions that finished in concurrent transactions may not have queued their
+        # assemble task yet: do it now, before the session could end without a restore point
+        for task in tasks:
+            if task.kind == "backup" and task.partition:
+                _maybe_assemble(db, session, task)
+        if any(t.state not in FINAL_STATES for t in session.tasks):
+            return
     states = {t.state for t in tasks}
     failed = [t for t in tasks if t.state == "failed"]
     if failed:

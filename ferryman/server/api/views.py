@@ -134,7 +134,13 @@ def session_view(db: DbSession, session: Session) -> dict[str, Any]:
         "started": iso(session.started),
         "ended": iso(session.ended),
         "revision": session.revision,
-        "restore_points": list((session.params or {}).get("restore_points", [])),
+        "restore_points": list(
+            db.scalars(
+                select(RestorePoint.id)
+                .where(RestorePoint.session_id == session.id)
+                .order_by(RestorePoint.id)
+            )
+        ),
         "tasks": [task_view(t, names) for t in session.tasks],
     }
 
