@@ -51,11 +51,15 @@ def test_backup_browse_restore_on_the_embedded_proxy(
     assert check["status"] == "success", check
 
     # adding a repository: a proxy initialises it (empty location) or opens it (passphrase)
-    second = {"name": "second", "url": str(tmp_path / "repo2"), "passphrase": "right"}
+    secret = "correct-horse-battery-staple-42"
+    second = {"name": "second", "url": str(tmp_path / "repo2"), "passphrase": secret}
     assert server.post("/repositories", second)["name"] == "second"
     wrong = {"name": "again", "url": str(tmp_path / "repo2"), "passphrase": "wrong"}
     r = server.api.post("/repositories", json=wrong)
     assert r.status_code == 400 and "cannot use repository 'again'" in r.json()["detail"]
     assert [x["name"] for x in server.get("/repositories")] == ["default", "second"]
+    assert secret not in server.api.get("/repositories/second").text
     assert server.stop() == 0
-    assert "Traceback" not in server.log()
+    log = server.log()
+    assert "Traceback" not in log and secret not in log
+    assert secret.encode() not in (server.home / "ferryman.db").read_bytes()

@@ -221,3 +221,35 @@ def test_disabled_job_does_not_run(api: Api, tmp_path: Path) -> None:
     assert r.status_code == 409 and "disabled" in r.json()["detail"]
     assert api.post("/jobs/j/enable", expect=200)["enabled"] is True
     api.post("/jobs/j/run")
+
+
+def test_restore_operator_browses_and_restores_viewer_does_not(api: Api) -> None:
+    viewer = api.post("/tokens", {"name": "v", "role": "viewer"})["token"]
+    restorer = api.post("/tokens", {"name": "r", "role": "restore-operator"})["token"]
+    assert api.call("GET", "/points/1/ls", token=viewer).status_code == 403
+    assert api.call("GET", "/versions?share=s&path=/a", token=viewer).status_code == 403
+    body = {"point": 1, "to": "/tmp/x"}
+    assert api.call("POST", "/restores", json=body, token=viewer).status_code == 403
+    # allowed for the restore operator (404: there is no such point here)
+    assert api.call("POST", "/restores", json=body, token=restorer).status_code == 404
+    assert api.call("GET", "/points/1/ls", token=restorer).status_code == 404
+
+
+def test_no_5xx_from_schema_driven_junk(api: Api) -> None:
+    """Every route, every method, with junk path values, query strings and bodies."""
+    schema = api.client.get("/api/v1/openapi.json").json()
+    junk_values = ["-1", "9" * 40, "%00"]
+    junk_bodies = [None, [], {"name": 1, "url": 2, "shares": "x", "ttl": -5, "point": "a"}, 10**40]
+    for path, methods in schema["paths"].items():
+        for method in methods:
+            for value in junk_values:
+                url = path.replace("/api/v1", "")
+                for name in ("ref", "session_id", "token_id", "task_id"):
+                    url = url.replace("{" + name + "}", value)
+                if url.startswith("/proxy/"):
+                    continue
+                for body in junk_bodies:
+                    r = api.call(
+                        method.upper(), f"{url}?path={value}&share={value}&job={value}", json=body
+                    )
+                    assert r.status_code < 500, (method, url, body, r.status_code, r.text)
