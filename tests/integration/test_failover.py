@@ -168,3 +168,29 @@ def test_frozen_proxy_comes_back_and_drops_its_reassigned_task(
     assert server.get(f"/proxies/{victim.name}")["running_tasks"] == []
     _restore_and_compare(server, source, tmp_path / "out")
     assert server.stop() == 0
+
+
+def test_remote_proxy_keeps_its_task_across_a_server_crash(
+    tmp_path: Path,
+    make_server: Callable[..., ServerProcess],
+    make_proxy: Callable[..., ProxyProcess],
+) -> None:
+    source = make_tree(tmp_path / "src", dirs=4, files=4, big=BIG)
+    server = make_server(embedded=False)
+    proxy = make_proxy(server, "a", slots=1)
+    server.wait_proxies({"a"})
+    server.post("/shares", {"name": "big", "url": str(source)})
+    server.post("/jobs", {"name": "job", "shares": ["big"], "repository": "default"})
+    server.wait_probes("a", 2)
+    brake = proxy.throttle()
+    session_id = server.post("/jobs/job/run")["id"]
+    _wait_for_progress(server, session_id)
+    server.kill()
+    server.start()  # the proxy reconnects and confirms the task in its next heartbeat
+    brake.set()
+    session = server.wait_session(session_id)
+    assert session["status"] == "success", session
+    (task,) = session["tasks"]
+    assert task["proxy"] == "a" and task["attempts"] == 1
+    assert len(server.get("/points")) == 1
+    assert server.stop() == 0
