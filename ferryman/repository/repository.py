@@ -309,13 +309,29 @@ class Repository:
         points = []
         for name in self.backend.list(POINTS_PREFIX):
             try:
-                point = open_point(self.keys.encryption, self.backend.get(name), name)
+                point = open_point(self.keys.encryption, self._point_bytes(name), name)
             except ObjectNotFound:
                 continue  # deleted while listing
             if include_checkpoints or not point.checkpoint:
                 points.append(point)
         points.sort(key=lambda p: (p.time, p.id))
         return points
+
+    def _point_bytes(self, name: str) -> bytes:
+        """Manifests are immutable: keep their (encrypted) bytes locally once fetched."""
+        point_id = name[len(POINTS_PREFIX) :]
+        if not _is_point_id(point_id):
+            return self.backend.get(name)  # not ours to cache (load reports it)
+        path = self.cache_path / "points" / point_id
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            data = self.backend.get(name)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return data
 
     def load_restore_point(self, point_id: str) -> RestorePoint:
         """One restore point by id."""
@@ -328,7 +344,10 @@ class Repository:
 
     def delete_restore_point(self, point_id: str) -> None:
         """Remove a restore point (its data goes at the next garbage collection)."""
+        if not _is_point_id(point_id):
+            raise ValueError(f"invalid restore point id {point_id!r}")
         self.backend.delete(POINTS_PREFIX + point_id)
+        (self.cache_path / "points" / point_id).unlink(missing_ok=True)
 
     # -- key slots -----------------------------------------------------------------------------
 
@@ -371,3 +390,8 @@ class Repository:
         from ferryman.repository.rebuild import rebuild_index
 
         return rebuild_index(self)
+
+
+def _is_point_id(text: str) -> bool:
+    """Restore point ids are 32 lowercase hex digits."""
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
