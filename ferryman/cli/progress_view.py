@@ -173,7 +173,10 @@ class SessionView:
         ``PLAIN_PROGRESS_SECONDS`` while it runs."""
         now = self.clock()
         for task in self.session.get("tasks") or []:
+            # a waiting task also gets a line when why it waits changes
             state = str(task.get("state"))
+            if state == "waiting":
+                state += f" {waiting_reason(task)}"
             last = self._printed.get(task.get("id"))
             if last is not None and last[0] == state:
                 if state != "running" or now - last[1] < PLAIN_PROGRESS_SECONDS:
@@ -222,7 +225,9 @@ class SessionView:
         parts: list[Any] = [Text(self.overall_line()), table]
         waiting = [t for t in tasks if t.get("state") == "waiting" and t.get("reason")]
         for task in waiting[:MAX_WAITING_SHOWN]:
-            parts.append(Text(f"task {task.get('id')} waits: {task['reason']}", style="magenta"))
+            parts.append(
+                Text(f"task {task.get('id')} waits: {waiting_reason(task)}", style="magenta")
+            )
         return Group(*parts)
 
     def overall_line(self) -> str:
@@ -291,13 +296,22 @@ def progress_line(task: dict[str, Any], eta: float | None = None) -> str:
     return " ".join(line.split())
 
 
+def waiting_reason(task: dict[str, Any]) -> str:
+    """Why a task waits, with why each proxy was passed over (what the user can fix)."""
+    text = str(task.get("reason") or "waiting")
+    passed = [f"{p.get('proxy')}: {p.get('reason')}" for p in task.get("passed_over") or []]
+    return "; ".join([text, *passed])
+
+
 def task_line(task: dict[str, Any]) -> str:
     """One plain line about a task's current state."""
     state = task.get("state")
     line = f"task {task.get('id')} {partition_label(task)}: {state}"
     if task.get("proxy"):
         line += f" on {task['proxy']}"
-    if state in ("waiting", "assigned", "running") and task.get("reason"):
+    if state == "waiting":
+        line += f" ({waiting_reason(task)})"
+    elif state in ("assigned", "running") and task.get("reason"):
         line += f" ({task['reason']})"
     if state in ("success", "warning", "failed", "stopped"):
         line += f", {headline(task)}"

@@ -66,7 +66,9 @@ def test_follow_prints_task_changes_and_summary_off_a_terminal() -> None:
     assert final["status"] == "warning"
     assert exit_for_session(final) == 0
     lines = out.getvalue().splitlines()
-    assert lines[0] == "task 21 docs: waiting (no free slot)"
+    assert lines[0] == (
+        "task 21 docs: waiting (no free slot; p2: cannot reach the share: /srv/x: not found)"
+    )
     assert lines[1].startswith("task 21 docs: running on embedded (same site")
     assert lines[2] == (
         "task 21 docs: warning on embedded, 1,500 files, 143.1 MiB read, 23.8 MiB sent, "
@@ -198,7 +200,19 @@ def test_live_view_says_why_tasks_wait() -> None:
     waiting = task("waiting", proxy=None, reason="all 2 slots of embedded are busy")
     out = io.StringIO()
     Console(file=out, width=160).print(SessionView(session("running", 1, [waiting])))
-    assert "task 21 waits: all 2 slots of embedded are busy" in out.getvalue()
+    assert "task 21 waits: all 2 slots of embedded are busy; p2: cannot reach" in out.getvalue()
+
+
+def test_plain_output_says_when_why_a_task_waits_changes() -> None:
+    view = SessionView(session("running", 1, [task("waiting", proxy=None, reason="queued")]))
+    console, out = plain_console()
+    view.print_changes(console)
+    view.update(session("running", 2, [task("waiting", proxy=None, reason="queued")]))
+    view.print_changes(console)  # same reason: no new line
+    view.update(session("running", 3, [task("waiting", proxy=None, reason="no eligible proxy")]))
+    view.print_changes(console)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "no eligible proxy" in lines[1]
 
 
 def test_eta_estimated_from_the_previous_point_when_the_server_gives_none() -> None:
