@@ -10,7 +10,7 @@ from ferryman.repository import pack
 class BufferPool:
     """Process-wide reuse of pack buffers: fresh memory costs page faults on every pack."""
 
-    def __init__(self, keep: int = 8) -> None:
+    def __init__(self, keep: int = 4) -> None:
         self.keep = keep
         self._free: list[bytearray] = []
         self._lock = threading.Lock()
