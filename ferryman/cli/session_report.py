@@ -61,7 +61,8 @@ def _task_block(task: dict[str, Any], line: Any) -> None:
         f"{str(task.get('state', '-')).upper()} on {task.get('proxy') or '(not placed)'}"
     )
     if task.get("reason"):
-        line(f"    why this proxy:  {task['reason']}")
+        label = "why this proxy:" if task.get("proxy") else "why not placed:"
+        line(f"    {label:<17}{task['reason']}")
     for passed in task.get("passed_over") or []:
         line(f"    passed over:     {passed.get('proxy')}: {passed.get('reason')}")
     duration = values.get("duration")
