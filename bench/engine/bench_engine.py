@@ -176,21 +176,35 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows))
         return 0
     fb, rr, rs = rows["first_backup"], rows["unchanged_rerun"], rows["restore"]
-    print(f"engine benchmark on {folder} ({fb['files']} files, {fb['bytes'] / 1e6:.0f} MB), "
-          f"{args.workers} workers")  # fmt: skip
+    mb = fb["bytes"] / 1e6
+    print(
+        f"engine benchmark on {folder} ({fb['files']} files, {mb:.0f} MB), {args.workers} workers"
+    )
     print(f"{'phase':<16}{'seconds':>9}{'MB/s':>9}{'files/s':>10}{'peak RSS MB':>13}")
-    print(f"{'first backup':<16}{fb['seconds']:>9.2f}{fb['mb_s']:>9.0f}{fb['files_s']:>10.0f}"
-          f"{fb['peak_rss_mb']:>13.0f}")  # fmt: skip
-    print(f"{'unchanged rerun':<16}{rr['seconds']:>9.2f}{'':>9}{rr['files_s']:>10.0f}"
-          f"{rr['peak_rss_mb']:>13.0f}")  # fmt: skip
-    print(f"{'restore':<16}{rs['seconds']:>9.2f}{rs['mb_s']:>9.0f}{rs['files'] / rs['seconds']:>10.0f}"
-          f"{rs['peak_rss_mb']:>13.0f}")  # fmt: skip
-    print(f"first backup time split (thread-seconds): read {fb['read_s']:.2f}, "
-          f"processing {fb['processing_s']:.2f}, repository write {fb['repo_write_s']:.2f} "
-          f"-> bottleneck {fb['bottleneck']}; new {fb['bytes_new'] / 1e6:.0f} MB, "
-          f"stored {fb['bytes_stored'] / 1e6:.0f} MB; warnings {fb['warnings']}")  # fmt: skip
-    print(f"rerun read {rr['files_read']} files, wrote {rr['trees_written']} tree blobs; "
-          f"restore errors {rs['errors']}, identical: {rs.get('identical', 'not checked')}")  # fmt: skip
+    table = [
+        ("first backup", fb["seconds"], f"{fb['mb_s']:.0f}", fb["files_s"], fb["peak_rss_mb"]),
+        ("unchanged rerun", rr["seconds"], "", rr["files_s"], rr["peak_rss_mb"]),
+        (
+            "restore",
+            rs["seconds"],
+            f"{rs['mb_s']:.0f}",
+            rs["files"] / rs["seconds"],
+            rs["peak_rss_mb"],
+        ),
+    ]
+    for name, secs, rate, files_s, rss in table:
+        print(f"{name:<16}{secs:>9.2f}{rate:>9}{files_s:>10.0f}{rss:>13.0f}")
+    print(
+        f"first backup time split (thread-seconds): read {fb['read_s']:.2f}, "
+        f"processing {fb['processing_s']:.2f}, repository write {fb['repo_write_s']:.2f} "
+        f"-> bottleneck {fb['bottleneck']}; new {fb['bytes_new'] / 1e6:.0f} MB, "
+        f"stored {fb['bytes_stored'] / 1e6:.0f} MB; warnings {fb['warnings']}"
+    )
+    identical = rs.get("identical", "not checked")
+    print(
+        f"rerun read {rr['files_read']} files, wrote {rr['trees_written']} tree blobs; "
+        f"restore errors {rs['errors']}, identical: {identical}"
+    )
     return 0
 
 
