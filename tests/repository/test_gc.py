@@ -181,3 +181,19 @@ def test_other_proxies_drop_cached_tree_packs_after_gc(
     assert cached_after < cached_before
     assert read_files(proxy, proxy.load_restore_point(keep_id).root) == keep_files
     proxy.close()
+
+
+def test_gc_refuses_to_guess_when_a_tree_is_missing(repo: Repository, repo_url: str) -> None:
+    from ferryman.repository.reachability import IncompleteRepository
+
+    _backup(repo, 1)
+    for tree_pack in (Path(repo_url) / "tree").rglob("*"):
+        if tree_pack.is_file():
+            tree_pack.unlink()
+    for cached in (repo.cache_path / "packs").iterdir():
+        cached.unlink()
+    packs = _pack_count(repo_url)
+    with pytest.raises(IncompleteRepository, match="cannot be read"):
+        repo.gc(grace=0)
+    assert _pack_count(repo_url) == packs
+    assert not (Path(repo_url) / "gc").exists()  # nothing was condemned
