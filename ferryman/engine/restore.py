@@ -39,6 +39,7 @@ from ferryman.engine.restore_files import (
     apply_fd_metadata,
     apply_name_metadata,
     describe_restore_error,
+    fetch_chunks,
     open_for_write,
     write_content,
 )
@@ -239,8 +240,10 @@ class Restorer:
 
         def run() -> None:
             try:
+                small = [j for j in batch if j.node.size <= BATCH_BYTES]
+                prefetched = self._prefetch(small)
                 for job in batch:
-                    self._write(job)
+                    self._write(job, prefetched if job.node.size <= BATCH_BYTES else None)
             finally:
                 self._budget.release(nbytes)
 
@@ -248,12 +251,27 @@ class Restorer:
         if len(self._futures) > 256:
             self._futures = [f for f in self._futures if not f.done()]
 
-    def _write(self, job: _FileJob) -> None:
+    def _prefetch(self, jobs: list[_FileJob]) -> dict[bytes, bytes] | None:
+        """Fetch the chunks of a batch of small files together (pack by pack)."""
+        ids = [c for j in jobs for c in j.node.content]
+        if not ids:
+            return None
+        try:
+            return fetch_chunks(self.repo, ids)
+        except RepositoryError:
+            return None  # fall back to per-file fetches: errors then name the file
+
+    def _write(self, job: _FileJob, prefetched: dict[bytes, bytes] | None) -> None:
         try:
             fd = open_for_write(job.dir.fd, job.name, job.node.mode)
             try:
                 written = write_content(
-                    self.repo, fd, job.node, self.options.verify, truncate=job.node.nlink > 1
+                    self.repo,
+                    fd,
+                    job.node,
+                    self.options.verify,
+                    truncate=job.node.nlink > 1,
+                    prefetched=prefetched,
                 )
                 problems = apply_fd_metadata(fd, job.node, self.owner, self.options.restore_xattrs)
             finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
 
 from ferryman.engine.nodes import Node
 from ferryman.engine.ports import RepositoryPort
@@ -68,21 +69,46 @@ def _place(regions: list[tuple[int, int]], stream_len: int) -> list[tuple[int, i
     return out
 
 
+FETCH_WINDOW = 16  # chunks of a large file fetched together (pack by pack)
+
+
+def fetch_chunks(repo: RepositoryPort, ids: list[bytes]) -> dict[bytes, bytes]:
+    """Fetch chunks pack by pack (neighbouring records in one range read), verified."""
+    return dict(repo.get_blobs(ids))
+
+
+def _chunks(
+    repo: RepositoryPort, content: list[bytes], prefetched: dict[bytes, bytes] | None
+) -> Iterator[tuple[bytes, bytes]]:
+    """``(id, data)`` in file order; fetches windows of chunks when not prefetched."""
+    for start in range(0, len(content), FETCH_WINDOW):
+        window = content[start : start + FETCH_WINDOW]
+        got = prefetched if prefetched is not None else fetch_chunks(repo, window)
+        for blob_id in window:
+            yield blob_id, got[blob_id]
+
+
 def write_content(
-    repo: RepositoryPort, fd: int, node: Node, verify: bool, truncate: bool = True
+    repo: RepositoryPort,
+    fd: int,
+    node: Node,
+    verify: bool,
+    truncate: bool = True,
+    prefetched: dict[bytes, bytes] | None = None,
 ) -> int:
     """Write a file's chunks (skipping holes) into ``fd``; returns bytes written.
 
-    With ``verify``, each chunk is read back from the file right after it was
-    written and its keyed hash compared with the chunk id (memory: one chunk).
+    Chunks come from ``prefetched`` (a batch fetched together) or are fetched in
+    windows of ``FETCH_WINDOW``; the repository authenticates each and checks it
+    against its keyed id. With ``verify``, each chunk is also read back from the
+    file right after it was written and its keyed hash compared with the id.
     """
     if truncate:
         os.ftruncate(fd, 0)
     regions = data_regions(node.size, node.holes)
     ri, roff = 0, 0  # current region and offset inside it
     written = 0
-    for blob_id in node.content:
-        data = repo.get_blob(blob_id)  # authenticated and checked against its keyed id
+    for blob_id, data in _chunks(repo, node.content, prefetched):
         view = memoryview(data)
         placed: list[tuple[int, int]] = []
         while view:
