@@ -22,7 +22,7 @@ from ferryman.repository.errors import CorruptObject, ObjectNotFound
 from ferryman.repository.gc_state import CondemnedList
 from ferryman.repository.index import IndexEntry
 from ferryman.repository.lease import WRITERS_PREFIX, list_leases
-from ferryman.repository.reachability import ReachableSet, mark_reachable
+from ferryman.repository.reachability import IncompleteRepository, ReachableSet, mark_reachable
 from ferryman.repository.rebuild import list_packs
 
 if TYPE_CHECKING:
@@ -66,10 +66,15 @@ def _choose(repo: Repository, reach: ReachableSet, avoid: set[bytes]) -> dict[by
     live: dict[bytes, int] = {}
     for blob_id in reach:
         locations = repo.index_cache.locations(blob_id)
+        if not locations:
+            # Its pack may exist unindexed: deleting "garbage" now could destroy it.
+            raise IncompleteRepository(
+                f"blob {blob_id.hex()} is reachable from a restore point but not indexed; "
+                "run check (and rebuild-index) before garbage collection"
+            )
         preferred = [e for e in locations if e.pack_id not in avoid] or locations
-        if preferred:
-            kept = preferred[0]
-            live[kept.pack_id] = live.get(kept.pack_id, 0) + kept.length
+        kept = preferred[0]
+        live[kept.pack_id] = live.get(kept.pack_id, 0) + kept.length
     return live
 
 

@@ -197,3 +197,22 @@ def test_gc_refuses_to_guess_when_a_tree_is_missing(repo: Repository, repo_url: 
         repo.gc(grace=0)
     assert _pack_count(repo_url) == packs
     assert not (Path(repo_url) / "gc").exists()  # nothing was condemned
+
+
+def test_gc_stops_when_a_reachable_blob_is_not_indexed(repo: Repository, repo_url: str) -> None:
+    from ferryman.repository.reachability import IncompleteRepository
+
+    from .conftest import PASSPHRASE
+
+    _backup(repo, 1)
+    # Lose the index segments, keep the packs: everything looks unreferenced.
+    for segment in (Path(repo_url) / "index").iterdir():
+        segment.unlink()
+    from ferryman.repository import open_backend
+
+    with Repository.open(open_backend(repo_url), PASSPHRASE) as fresh:
+        with pytest.raises(IncompleteRepository):
+            fresh.gc(grace=0)
+        assert fresh.rebuild_index() > 0
+        assert fresh.gc(grace=0).condemned_packs == 0
+        assert fresh.check(read_data=True).ok
