@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -9,6 +10,11 @@ from ferryman.engine.stats import BackupStats, RestoreStats, Warning_
 
 OverwritePolicy = Literal["replace", "skip", "keep-both", "if-newer"]
 OVERWRITE_POLICIES: tuple[str, ...] = ("replace", "skip", "keep-both", "if-newer")
+
+
+def default_workers() -> int:
+    """Worker threads per task: one per core, at least two (I/O overlaps native work)."""
+    return max(2, os.cpu_count() or 2)
 
 
 class EngineError(Exception):
@@ -44,7 +50,7 @@ class BackupOptions:
     exclude: list[str] = field(default_factory=list)
     one_file_system: bool = False
     read_xattrs: bool = True
-    workers: int = 2
+    workers: int = field(default_factory=default_workers)
     checkpoint_interval: float = 300.0
     progress_interval: float = 0.5
     save_restore_point: bool = True
@@ -84,7 +90,7 @@ class RestoreOptions:
     restore_owner: bool | None = None  # None = when running as root
     restore_xattrs: bool = True
     verify: bool = True
-    workers: int = 2
+    workers: int = field(default_factory=default_workers)
     progress_interval: float = 0.5
 
 

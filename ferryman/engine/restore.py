@@ -221,6 +221,7 @@ class Restorer:
                     return
                 except OSError:
                     pass  # fall through: restore the content as its own file
+        self.collector.current_path = shown
         if node.nlink > 1:
             # create now so later hardlinks can point to it before its content is written
             os.close(open_for_write(tdir.fd, name, node.mode))
