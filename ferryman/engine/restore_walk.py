@@ -1,0 +1,346 @@
+"""The restore walk: names checked, overwrite policies, entries created under dir fds.
+
+Runs on the restore task's thread; file contents go to worker threads in
+batches (see ``restore_files``). Every create or open is relative to an open
+directory fd with ``O_NOFOLLOW``; names are checked with ``check_name`` and
+must come in strictly increasing order within a directory.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ferryman.engine.browse import split_path
+from ferryman.engine.file_saver import ByteBudget
+from ferryman.engine.nodes import Node, iter_dir_nodes
+from ferryman.engine.options import RestoreOptions
+from ferryman.engine.restore_files import (
+    apply_fd_metadata,
+    apply_name_metadata,
+    describe_restore_error,
+    fetch_chunks,
+    open_for_write,
+    write_content,
+)
+from ferryman.engine.stats import RestoreStats, StatsCollector
+from ferryman.repository import Repository, RepositoryError
+from ferryman.sources.base import SourceError, UnsafeName, check_name
+from ferryman.sources.local import LocalTargetDir
+
+BATCH_FILES = 128
+BATCH_BYTES = 8 << 20
+
+
+@dataclass(slots=True)
+class _Frame:
+    dir: LocalTargetDir
+    entries: Iterator[Node]
+    share_rel: bytes
+    target_rel: bytes
+    node: Node | None
+    last: bytes | None = None
+
+
+@dataclass(slots=True)
+class _FileJob:
+    dir: LocalTargetDir
+    name: bytes
+    node: Node
+    path: str
+
+
+class Restorer:
+    """One restore task's state."""
+
+    def __init__(self, repo: Repository, root: LocalTargetDir, options: RestoreOptions) -> None:
+        self.repo = repo
+        self.root = root
+        self.options = options
+        self.owner = os.geteuid() == 0 if options.restore_owner is None else options.restore_owner
+        self.collector = StatsCollector()
+        self.stats = RestoreStats()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="restore")
+        self._budget = ByteBudget(64 << 20)
+        self._futures: list[Future[None]] = []
+        self._batch: list[_FileJob] = []
+        self._batch_bytes = 0
+        self._dirs_done: list[tuple[bytes, Node]] = []
+        self._links: dict[bytes, bytes] = {}
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def error(self, path: str, reason: str) -> None:
+        """Record a per-path problem."""
+        with self._lock:
+            self.stats.errors += 1
+        self.collector.warn(path, reason)
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            for k, v in deltas.items():
+                setattr(self.stats, k, getattr(self.stats, k) + v)
+
+    # -- the walk ----------------------------------------------------------------------
+
+    def restore_entries(
+        self, tdir: LocalTargetDir, entries: Iterator[Node], share_rel: bytes, target_rel: bytes
+    ) -> None:
+        """Restore ``entries`` (and everything below them) into ``tdir``."""
+        stack = [_Frame(tdir.retain(), entries, share_rel, target_rel, None)]
+        while stack:
+            frame = stack[-1]
+            try:
+                node = next(frame.entries, None)
+            except (RepositoryError, ValueError) as exc:
+                self.error(show_path(frame.share_rel), f"directory listing unreadable: {exc}")
+                node = None
+            if node is None:
+                stack.pop()
+                if frame.node is not None:
+                    self._dirs_done.append((frame.target_rel, frame.node))
+                frame.dir.release()
+                continue
+            child = self._entry(frame, node)
+            if child is not None:
+                stack.append(child)
+
+    def _entry(self, frame: _Frame, node: Node) -> _Frame | None:
+        share_path = join_path(frame.share_rel, node.name)
+        shown = show_path(share_path)
+        try:
+            check_name(node.name)
+        except UnsafeName as exc:
+            self.error(shown, str(exc))
+            return None
+        if frame.last is not None and node.name <= frame.last:
+            self.error(shown, "refused: duplicate or unsorted entry in the restore point")
+            return None
+        frame.last = node.name
+        name = self._resolve_existing(frame.dir, node, shown)
+        if name is None:
+            return None
+        target_path = join_path(frame.target_rel, name)
+        try:
+            if node.type == "dir":
+                sub = frame.dir.make_dir(name, stat.S_IMODE(node.mode))
+                self._count(dirs_restored=1)
+                return _Frame(sub, iter_dir_nodes(self.repo, node), share_path, target_path, node)
+            if node.type == "file":
+                self._file(frame.dir, name, node, share_path, target_path, shown)
+            elif node.type == "symlink":
+                frame.dir.symlink(name, node.link_target)
+                self._name_metadata(frame.dir, name, node, shown)
+            else:
+                frame.dir.mknod(name, node.mode, node.rdev)
+                self._name_metadata(frame.dir, name, node, shown)
+        except OSError as exc:
+            self.error(shown, describe_restore_error(exc))
+        except SourceError as exc:
+            self.error(shown, str(exc))
+        return None
+
+    def _resolve_existing(self, tdir: LocalTargetDir, node: Node, shown: str) -> bytes | None:
+        """Apply the overwrite policy; the name to create, or None to skip."""
+        if tdir.created:
+            return node.name  # a directory this restore created holds only what it wrote
+        try:
+            existing = tdir.lstat(node.name)
+        except OSError as exc:
+            self.error(shown, describe_restore_error(exc))
+            return None
+        if existing is None:
+            return node.name
+        if node.type == "dir" and stat.S_ISDIR(existing.st_mode):
+            return node.name  # merge into the existing directory
+        policy = self.options.overwrite
+        if policy == "skip" or (policy == "if-newer" and node.mtime_ns <= existing.st_mtime_ns):
+            self._count(files_skipped=1)
+            return None
+        if policy == "keep-both":
+            for i in range(1, 10_000):
+                candidate = node.name + b".restored" + (b"" if i == 1 else b"-%d" % i)
+                if len(candidate) <= 255 and tdir.lstat(candidate) is None:
+                    return candidate
+            self.error(shown, "no free name for keep-both")
+            return None
+        try:
+            tdir.remove(node.name)
+        except OSError as exc:
+            self.error(shown, f"cannot replace: {describe_restore_error(exc)}")
+            return None
+        return node.name
+
+    def _name_metadata(self, tdir: LocalTargetDir, name: bytes, node: Node, shown: str) -> None:
+        problems = apply_name_metadata(tdir.fd, name, node, self.owner, self.options.restore_xattrs)
+        for p in problems:
+            self.error(shown, p)
+        self._count(files_restored=1)
+
+    def _file(
+        self,
+        tdir: LocalTargetDir,
+        name: bytes,
+        node: Node,
+        share_path: bytes,
+        target_path: bytes,
+        shown: str,
+    ) -> None:
+        if node.link_to is not None:
+            first = self._links.get(node.link_to)
+            if first is not None:
+                try:
+                    os.link(first, name, src_dir_fd=self.root.fd, dst_dir_fd=tdir.fd,
+                            follow_symlinks=False)  # fmt: skip
+                    self._count(links_restored=1)
+                    return
+                except OSError:
+                    pass  # fall through: restore the content as its own file
+        self.collector.current_path = shown
+        if node.nlink > 1:
+            # create now so later hardlinks can point to it before its content is written
+            os.close(open_for_write(tdir.fd, name, node.mode))
+            self._links[share_path] = target_path
+        self._batch.append(_FileJob(tdir.retain(), name, node, shown))
+        self._batch_bytes += node.size
+        if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+            self.flush_batch()
+
+    def flush_batch(self) -> None:
+        """Submit the pending file jobs."""
+        if not self._batch:
+            return
+        batch, nbytes = self._batch, min(self._batch_bytes, 64 << 20)
+        self._batch, self._batch_bytes = [], 0
+        self._budget.acquire(nbytes)
+
+        def run() -> None:
+            try:
+                small = [j for j in batch if j.node.size <= BATCH_BYTES]
+                prefetched = self._prefetch(small)
+                for job in batch:
+                    self._write(job, prefetched if job.node.size <= BATCH_BYTES else None)
+            finally:
+                self._budget.release(nbytes)
+
+        self._futures.append(self._pool.submit(run))
+        if len(self._futures) > 256:
+            self._futures = [f for f in self._futures if not f.done()]
+
+    def _prefetch(self, jobs: list[_FileJob]) -> dict[bytes, bytes] | None:
+        """Fetch the chunks of a batch of small files together (pack by pack)."""
+        ids = [c for j in jobs for c in j.node.content]
+        if not ids:
+            return None
+        try:
+            return fetch_chunks(self.repo, ids)
+        except RepositoryError:
+            return None  # fall back to per-file fetches: errors then name the file
+
+    def _write(self, job: _FileJob, prefetched: dict[bytes, bytes] | None) -> None:
+        try:
+            fd = open_for_write(job.dir.fd, job.name, job.node.mode)
+            try:
+                written = write_content(
+                    self.repo,
+                    fd,
+                    job.node,
+                    self.options.verify,
+                    truncate=job.node.nlink > 1,
+                    prefetched=prefetched,
+                )
+                problems = apply_fd_metadata(fd, job.node, self.owner, self.options.restore_xattrs)
+            finally:
+                os.close(fd)
+            for p in problems:
+                self.error(job.path, p)
+            self._count(files_restored=1, bytes_restored=written)
+            self.collector.add(files_read=1, bytes_read=written)
+        except OSError as exc:
+            self.error(job.path, describe_restore_error(exc))
+            self._discard(job)
+        except RepositoryError as exc:
+            self.error(job.path, f"content unreadable: {exc}")
+            self._discard(job)
+        finally:
+            job.dir.release()
+
+    def _discard(self, job: _FileJob) -> None:
+        """Remove a partially written file (frees space for the next ones; no corrupt copy)."""
+        try:
+            os.unlink(job.name, dir_fd=job.dir.fd)
+        except OSError as exc:
+            self.error(job.path, f"incomplete copy left behind: {describe_restore_error(exc)}")
+
+    def finish(self) -> None:
+        """Wait for the workers, then apply directory metadata children-first."""
+        self.flush_batch()
+        self._pool.shutdown(wait=True)
+        for fut in self._futures:
+            fut.result()
+        opened = _OpenPath(self.root.fd)
+        try:
+            for target_rel, node in self._dirs_done:
+                self._dir_metadata(opened, target_rel, node)
+        finally:
+            opened.close()
+
+    def _dir_metadata(self, opened: _OpenPath, target_rel: bytes, node: Node) -> None:
+        try:
+            fd = opened.open(split_path(target_rel))
+            for p in apply_fd_metadata(fd, node, self.owner, self.options.restore_xattrs):
+                self.error(show_path(target_rel) or ".", p)
+        except OSError as exc:
+            self.error(show_path(target_rel) or ".", describe_restore_error(exc))
+
+    def mark_dir(self, target_rel: bytes, node: Node) -> None:
+        """Apply ``node``'s metadata to an already-created directory at the end."""
+        self._dirs_done.append((target_rel, node))
+
+
+class _OpenPath:
+    """Directory fds along the last path opened (consecutive paths share prefixes)."""
+
+    _FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+    def __init__(self, root_fd: int) -> None:
+        self._root = root_fd
+        self._parts: list[bytes] = []
+        self._fds: list[int] = []
+
+    def open(self, parts: list[bytes]) -> int:
+        """An fd of the directory at ``parts`` below the root (never through a symlink)."""
+        common = 0
+        while (
+            common < len(parts)
+            and common < len(self._parts)
+            and parts[common] == self._parts[common]
+        ):
+            common += 1
+        while len(self._fds) > common:
+            os.close(self._fds.pop())
+            self._parts.pop()
+        for part in parts[common:]:
+            parent = self._fds[-1] if self._fds else self._root
+            self._fds.append(os.open(part, self._FLAGS, dir_fd=parent))
+            self._parts.append(part)
+        return self._fds[-1] if self._fds else self._root
+
+    def close(self) -> None:
+        """Close every fd held."""
+        while self._fds:
+            os.close(self._fds.pop())
+        self._parts.clear()
+
+
+def join_path(base: bytes, name: bytes) -> bytes:
+    return base + b"/" + name if base else name
+
+
+def show_path(path: bytes) -> str:
+    return os.fsdecode(path)
