@@ -16,6 +16,7 @@ from typing import Any
 
 import msgpack
 
+from ferryman.engine.options import EngineError
 from ferryman.engine.ports import RepositoryPort, WriterPort
 from ferryman.repository.blob import KIND_TREE
 from ferryman.repository.tree import (
@@ -54,7 +55,7 @@ ROOT_NAME = b"root"
 NodeMap = dict[str, Any]
 
 
-class TreeLayoutError(Exception):
+class TreeLayoutError(EngineError):
     """A root tree does not have the expected single-root-directory layout."""
 
 

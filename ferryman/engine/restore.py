@@ -65,7 +65,7 @@ def run_restore(
     try:
         point = repo.load_restore_point(point_id)
         root = load_root(repo, point.root)
-    except (RepositoryError, ValueError) as exc:
+    except (RepositoryError, EngineError, ValueError) as exc:
         raise RestoreFailed(f"restore point {point_id}: {exc}") from exc
     try:
         root_dir = target.open_root()

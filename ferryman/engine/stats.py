@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 
@@ -115,19 +115,3 @@ class RestoreStats:
     def as_dict(self) -> dict[str, Any]:
         """Plain dict."""
         return asdict(self)
-
-
-@dataclass(slots=True)
-class ErrorList:
-    """Bounded list of per-path problems (restore errors)."""
-
-    items: list[Warning_] = field(default_factory=list)
-    dropped: int = 0
-    limit: int = 10_000
-
-    def add(self, path: str, reason: str) -> None:
-        """Record a problem."""
-        if len(self.items) < self.limit:
-            self.items.append(Warning_(path, reason))
-        else:
-            self.dropped += 1
