@@ -66,8 +66,13 @@ class RepositoryWriter:
             repo.backend, self._key, self.id, name, lease_timeout or repo.lease_timeout
         )
         self._lease.acquire()
-        self._condemned = gc_state.condemned_packs(repo.backend, self._key)
-        repo.sync_index()
+        try:
+            self._condemned = gc_state.condemned_packs(repo.backend, self._key)
+            repo.sync_index()
+        except BaseException:
+            with contextlib.suppress(RepositoryError):
+                self._lease.release()
+            raise
         self._session_path: Path = repo.cache_path / f"writer-{self.id}.sqlite"
         self._session = connect(self._session_path, durable=False)
         self._session.execute("CREATE TABLE session (id BLOB PRIMARY KEY) WITHOUT ROWID")
@@ -387,7 +392,8 @@ class RepositoryWriter:
             with contextlib.suppress(RepositoryError):
                 if self._error is None:
                     self._write_segment()
-            self._lease.release()
+            with contextlib.suppress(RepositoryError):
+                self._lease.release()  # if the delete fails the lease simply expires
             with self._session_lock:
                 self._session.close()
             self._session_path.unlink(missing_ok=True)
