@@ -274,3 +274,27 @@ def test_removed_proxy_is_revoked_and_its_tasks_requeued(
 
     with pytest.raises(ProxyGone):
         ctx.gateway.proxy_for_serial(int("9999", 16))  # type: ignore[attr-defined]
+
+
+def test_disabled_proxy_drains_and_gets_no_new_tasks(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    shares_and_job(api, tmp_path, 2)
+    pid = add_proxy(ctx, "p", slots=2)
+    api.post("/jobs/job/run")
+    with ctx.db.session() as db:
+        first = db.scalars(select(Task).order_by(Task.id)).first()
+        assert first is not None
+        db.delete(first)  # keep one task for the proxy, the other comes later
+    dispatcher.run_once()
+    running = ctx.gateway.poll(pid, 0).tasks  # type: ignore[attr-defined]
+    assert len(running) == 1
+    assert api.post("/proxies/p/disable", expect=200)["state"] == "draining"
+    shares_and_job(api, tmp_path, 1, job="later")
+    later = api.post("/jobs/later/run")
+    dispatcher.run_once()
+    waiting = api.get(f"/sessions/{later['id']}")["tasks"][0]
+    assert waiting["state"] == "waiting"
+    assert {"proxy": "p", "reason": "disabled"} in waiting["passed_over"]
+    finish(ctx, pid, running[0].task_id)
+    assert api.get("/proxies/p")["state"] == "disabled"

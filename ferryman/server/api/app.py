@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -35,8 +38,20 @@ def _one_line(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+# Long-polls (proxies waiting for tasks, people following sessions) each hold a worker
+# thread; the default of 40 would cap an installation at a few dozen proxies.
+WORKER_THREADS = 400
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+    yield
+
+
 def create_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(
+        lifespan=_lifespan,
         title="Ferryman backup server",
         version=ferryman.__version__,
         openapi_url="/api/v1/openapi.json",
