@@ -95,8 +95,11 @@ class LocalBackend:
             raise BackendError(f"{name}: cannot write to {self.root}: {exc.strerror}") from None
 
     def delete(self, name: str) -> None:
+        path = self._path(name)
         try:
-            os.unlink(self._path(name))
+            os.unlink(path)
+            # Durable deletes keep GC's order (segments before packs) across a power loss.
+            self._fsync_dir(path.parent)
         except FileNotFoundError:
             return
         except OSError as exc:
