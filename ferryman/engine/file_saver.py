@@ -40,6 +40,14 @@ SEGMENT = 8 << 20
 DATA = KIND_DATA
 
 
+Tally = dict[str, float]
+
+
+def _count(tally: Tally, **deltas: float) -> None:
+    for key, value in deltas.items():
+        tally[key] = tally.get(key, 0) + value
+
+
 @dataclass(slots=True)
 class FileOutcome:
     """Result of saving one file's content."""
@@ -172,18 +180,20 @@ class FileSaver:
         self._budget.acquire(nbytes)
 
         def run() -> None:
+            tally: Tally = {}  # one locked stats update per batch, not per file
             try:
-                fut.set_result([self._save_small_item(it) for it in batch])
+                fut.set_result([self._save_small_item(it, tally) for it in batch])
             except BaseException as exc:  # surfaced to the tree saver via the future
                 fut.set_exception(exc)
             finally:
                 for it in batch:
                     it.dir.release()
                 self._budget.release(nbytes)
+                self._stats.add(**tally)
 
         self._pool.submit(run)
 
-    def _save_small_item(self, item: _SmallItem) -> FileOutcome:
+    def _save_small_item(self, item: _SmallItem, tally: Tally) -> FileOutcome:
         for attempt in (1, 2):
             t0 = time.perf_counter()
             try:
@@ -201,47 +211,42 @@ class FileSaver:
             finally:
                 f.close()
             t1 = time.perf_counter()
-            self._stats.add(seconds_source_read=t1 - t0, files_read=1, bytes_read=len(data))
+            _count(tally, seconds_source_read=t1 - t0, files_read=1, bytes_read=len(data))
             # one fstat after reading: any change since the scan's lstat shows in it
             changed = _changed(item.st, after) or len(data) != after.st_size
             if not changed or attempt == 2:
                 break
             item.st = after
-        content = self._store_buffer(data)
+        content = self._store_buffer(data, tally)
         out = FileOutcome(content=content, size=len(data), xattrs=xattrs)
         if changed:
             out.warning = "changed while being read (stored as read on the second attempt)"
         return out
 
-    def _store_buffer(self, data: bytes | memoryview) -> list[bytes]:
+    def _store_buffer(self, data: bytes | memoryview, tally: Tally) -> list[bytes]:
         t0 = time.perf_counter()
         if len(data) <= self._min_chunk:
             pieces: list[bytes | memoryview] = [data] if data else []
         else:
             pieces = [c.data for c in self._chunker.cut_buf(data)]
-        return [self._store_chunk(p, t0) for p in pieces]
+        return [self._store_chunk(p, tally, t0) for p in pieces]
 
-    def _store_chunk(self, piece: bytes | memoryview, t0: float | None = None) -> bytes:
+    def _store_chunk(
+        self, piece: bytes | memoryview, tally: Tally | None = None, t0: float | None = None
+    ) -> bytes:
         start = time.perf_counter() if t0 is None else t0
         blob_id = self._repo.blob_id(piece)
         t1 = time.perf_counter()
         new = self._writer.add_blob(DATA, blob_id, piece)
         t2 = time.perf_counter()
-        n = len(piece)
+        local: Tally = {} if tally is None else tally
+        _count(local, seconds_processing=t1 - start, seconds_repository_write=t2 - t1)
         if new:
-            self._stats.add(
-                seconds_processing=t1 - start,
-                seconds_repository_write=t2 - t1,
-                chunks_new=1,
-                bytes_new=n,
-            )
+            _count(local, chunks_new=1, bytes_new=len(piece))
         else:
-            self._stats.add(
-                seconds_processing=t1 - start,
-                seconds_repository_write=t2 - t1,
-                chunks_deduplicated=1,
-                bytes_deduplicated=n,
-            )
+            _count(local, chunks_deduplicated=1, bytes_deduplicated=len(piece))
+        if tally is None:
+            self._stats.add(**local)
         return blob_id
 
     # -- large files -------------------------------------------------------------
