@@ -131,3 +131,21 @@ def test_a_reader_written_from_the_specification(repo: Repository, repo_url: str
     assert top["n"] == b"root" and top["t"] == "dir"
     walk(b"", top["st"])
     assert restored == files
+
+
+def test_key_derivation_test_vectors_of_the_specification() -> None:
+    master = bytes(range(32))
+    k_enc = _derive("ferryman repository v1 2026-11-24 encryption key", master)
+    k_id = _derive("ferryman repository v1 2026-11-24 blob id key", master)
+    assert k_enc.hex() == "6c84ba87e4e3ec308500bcec1921f1ea9a19803c288ed3ef646608528f64d3b7"
+    assert k_id.hex() == "9ce6bfaaf340a79c54834d5fe8694974956a4ea8969992914085b7330840b857"
+    assert blake3.blake3(b"hello", key=k_id).hexdigest() == (
+        "87c3b6242ac0eda8d69fe66ab3befdaae7584c7adbe0d578b9be2c5b33a3a3b2"
+    )
+    assert blake3.blake3(bytes(16), key=k_enc).hexdigest() == (
+        "4a9ed43cdb1e553028d0a3cd8afc2bcf644416559bad48493d028ea1a275fde3"
+    )
+    from ferryman.repository.crypto import RepositoryKeys
+
+    keys = RepositoryKeys.from_master(master)
+    assert (keys.encryption, keys.blob_id, keys.chunker_seed) == (k_enc, k_id, 0x76016AD8C36E8117)
