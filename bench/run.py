@@ -187,9 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print()
     print_report(console, results, comparisons, labels, header)
 
-    want_sections = (not args.small) if args.sections is None else args.sections
-    sections = run_extra_sections(console, BENCH_DIR) if want_sections else {}
-    out = {
+    out: dict[str, object] = {
         "started": started.isoformat(),
         "finished": datetime.now(UTC).isoformat(),
         "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version},
@@ -200,14 +198,17 @@ def main(argv: list[str] | None = None) -> int:
         "tools": tools_info,
         "results": [r.to_json() for r in results],
         "comparisons": [c.to_json() for c in comparisons],
-        "sections": sections,
+        "sections": {},
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    path = (
-        args.results / f"{started.strftime('%Y%m%dT%H%M%SZ')}{'-small' if args.small else ''}.json"
-    )
-    path.write_text(json.dumps(out, indent=2, default=str))
+    name = f"{started.strftime('%Y%m%dT%H%M%SZ')}{'-small' if args.small else ''}.json"
+    path = args.results / name
+    path.write_text(json.dumps(out, indent=2, default=str))  # saved before the sections run
     console.print(f"\nresults saved to {path}")
+    if (not args.small) if args.sections is None else args.sections:
+        out["sections"] = run_extra_sections(console, BENCH_DIR)
+        path.write_text(json.dumps(out, indent=2, default=str))
+        console.print(f"\nsections added to {path}")
     return 0 if all(r.ok for r in results) else 1
 
 
