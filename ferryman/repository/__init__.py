@@ -13,6 +13,7 @@ from ferryman.repository.backend import (
     open_backend,
 )
 from ferryman.repository.blob import KIND_DATA, KIND_TREE
+from ferryman.repository.check import CheckReport
 from ferryman.repository.config import ChunkerParams
 from ferryman.repository.errors import (
     BackendError,
@@ -28,6 +29,9 @@ from ferryman.repository.errors import (
     UnsupportedVersion,
     WrongPassphrase,
 )
+from ferryman.repository.gc import GCReport
+from ferryman.repository.index import IndexEntry
+from ferryman.repository.reachability import IncompleteRepository
 from ferryman.repository.repository import Repository
 from ferryman.repository.restore_point import RestorePoint
 from ferryman.repository.tree import Node, decode_tree, encode_tree, split_tree
@@ -43,8 +47,12 @@ __all__ = [
     "BackendStats",
     "BlobId",
     "BlobNotFound",
+    "CheckReport",
     "ChunkerParams",
     "CorruptObject",
+    "GCReport",
+    "IncompleteRepository",
+    "IndexEntry",
     "KeySlotError",
     "LeaseExpired",
     "LocalBackend",
