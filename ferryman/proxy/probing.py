@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 from ferryman.proxy.protocol import ProbeRequest, ProbeResult
@@ -25,6 +26,45 @@ def _local(path: str, must_exist: bool) -> None:
         raise FileNotFoundError(f"{parent}: no such folder")
 
 
+SAMPLE_BYTES = 4 << 20
+SAMPLE_ENTRIES = 200
+
+
+def sample_throughput(path: str) -> float | None:
+    """Read up to SAMPLE_BYTES from the first regular files of a shallow walk; bytes/s."""
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    done = 0
+    seen = 0
+    started = time.perf_counter()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            seen += 1
+            if seen > SAMPLE_ENTRIES or done >= SAMPLE_BYTES:
+                break
+            try:
+                fd = os.open(os.path.join(root, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                while done < SAMPLE_BYTES:
+                    chunk = os.read(fd, 1 << 20)
+                    if not chunk:
+                        break
+                    done += len(chunk)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        if seen > SAMPLE_ENTRIES or done >= SAMPLE_BYTES:
+            break
+    elapsed = time.perf_counter() - started
+    return round(done / elapsed, 1) if done and elapsed > 0 else None
+
+
 def _repository(url: str, credentials: dict[str, str] | None) -> None:
     if not url.startswith("s3://"):
         _local(url, must_exist=False)
@@ -37,11 +77,15 @@ def _repository(url: str, credentials: dict[str, str] | None) -> None:
 
 def probe(request: ProbeRequest) -> ProbeResult:
     started = time.perf_counter()
+    throughput = None
     try:
         if request.kind == "share":
             _local(request.url, must_exist=True)
+            rtt = time.perf_counter() - started
+            throughput = sample_throughput(request.url)
         else:
             _repository(request.url, request.credentials)
+            rtt = time.perf_counter() - started
     except Exception as exc:  # any failure means "cannot reach"; the reason goes to the server
         return ProbeResult(
             kind=request.kind,
@@ -55,5 +99,6 @@ def probe(request: ProbeRequest) -> ProbeResult:
         target_id=request.target_id,
         url=request.url,
         ok=True,
-        rtt_ms=round((time.perf_counter() - started) * 1000, 3),
+        rtt_ms=round(rtt * 1000, 3),
+        throughput=throughput,
     )

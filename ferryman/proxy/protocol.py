@@ -52,6 +52,7 @@ class ProbeResult(BaseModel):
     url: str
     ok: bool
     rtt_ms: float | None = None
+    throughput: float | None = None  # bytes/s of a short sample read (shares)
     error: str | None = None
 
 

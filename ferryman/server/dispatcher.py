@@ -65,7 +65,10 @@ def proxy_views(db: DbSession, offline_after: float) -> list[ProxyView]:
     probes: dict[int, dict[tuple[str, int], ProbeView]] = defaultdict(dict)
     for probe in db.scalars(select(Probe)):
         probes[probe.proxy_id][(probe.kind, probe.target_id)] = ProbeView(
-            ok=probe.ok, age=(now - probe.checked).total_seconds(), error=probe.error
+            ok=probe.ok,
+            age=(now - probe.checked).total_seconds(),
+            error=probe.error,
+            rtt_ms=probe.rtt_ms,
         )
     views = []
     for proxy in db.scalars(select(Proxy).order_by(Proxy.id)):

@@ -21,6 +21,18 @@ class ProbeView:
     ok: bool
     age: float
     error: str | None = None
+    rtt_ms: float | None = None
+
+
+def rtt_class(rtt_ms: float | None) -> int:
+    """Coarse distance from a round-trip time: same host/LAN, near, far, very far."""
+    if rtt_ms is None or rtt_ms < 2:
+        return 0
+    if rtt_ms < 20:
+        return 1
+    if rtt_ms < 200:
+        return 2
+    return 3
 
 
 @dataclass
@@ -105,10 +117,18 @@ def _limited(proxy: ProxyView, needs: TaskNeeds) -> str | None:
     return None
 
 
-def preference_key(proxy: ProxyView, needs: TaskNeeds) -> tuple[int, float, int, str]:
+def _share_rtt(proxy: ProxyView, needs: TaskNeeds) -> float | None:
+    if needs.share_id is None:
+        return None
+    probe = proxy.probes.get(("share", needs.share_id))
+    return probe.rtt_ms if probe is not None else None
+
+
+def preference_key(proxy: ProxyView, needs: TaskNeeds) -> tuple[int, int, float, int, str]:
     close = 0 if needs.share_site is not None and proxy.site == needs.share_site else 1
+    distance = rtt_class(_share_rtt(proxy, needs))
     spread = needs.session_tasks.get(proxy.id, 0)
-    return (close, round(proxy.load, 6), spread, proxy.name)
+    return (close, distance, round(proxy.load, 6), spread, proxy.name)
 
 
 def _why(proxy: ProxyView, needs: TaskNeeds, others: int) -> str:
@@ -178,7 +198,9 @@ def _passed_reason(other: ProxyView, chosen: ProxyView, needs: TaskNeeds) -> str
     if a[0] < b[0]:
         return f"not at the share's site '{needs.share_site}'"
     if a[1] < b[1]:
-        return f"busier (load {other.busy}/{other.slots})"
+        return f"farther from the share (round trip {_share_rtt(other, needs)} ms)"
     if a[2] < b[2]:
+        return f"busier (load {other.busy}/{other.slots})"
+    if a[3] < b[3]:
         return "already runs more tasks of this session"
     return "equal candidate; name order"

@@ -89,6 +89,7 @@ def store_probe_results(
                 target_url=result.url,
                 ok=result.ok,
                 rtt_ms=result.rtt_ms,
+                throughput=result.throughput,
                 error=(result.error or "")[:500] or None,
                 checked=utcnow(),
             )

@@ -18,3 +18,15 @@ def test_capabilities_list_local_sources() -> None:
     detected = capabilities.detect()
     assert "local" in detected["sources"] and "local" in detected["repositories"]
     assert capabilities.addresses()
+
+
+def test_share_probe_measures_round_trip_and_throughput(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from ferryman.proxy.probing import probe
+    from ferryman.proxy.protocol import ProbeRequest
+
+    (tmp_path / "a").write_bytes(b"x" * 100_000)
+    os.mkfifo(tmp_path / "fifo")  # never read from (would block)
+    result = probe(ProbeRequest(kind="share", target_id=1, url=str(tmp_path)))
+    assert result.ok and result.rtt_ms is not None and (result.throughput or 0) > 0

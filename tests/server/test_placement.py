@@ -82,3 +82,15 @@ def test_limits_slots_share_cap_and_repository() -> None:
     assert any("allows 1 proxies" in p["reason"] for p in d.passed_over)
     d = pick_proxy([proxy(1, "a")], needs(repository_running=3, repository_max=3))
     assert d.proxy is None and "repository 'r' is at its limit of 3" in d.reason
+
+
+def test_measured_round_trip_counts_as_distance_after_the_site() -> None:
+    near, far = proxy(1, "near", busy=1), proxy(2, "far")
+    near.probes[("share", 1)].rtt_ms = 0.3
+    far.probes[("share", 1)].rtt_ms = 45.0
+    d = pick_proxy([far, near], needs())
+    assert d.proxy is not None and d.proxy.name == "near"
+    assert {
+        "proxy": "far",
+        "reason": "farther from the share (round trip 45.0 ms)",
+    } in d.passed_over

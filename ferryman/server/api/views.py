@@ -178,6 +178,7 @@ def proxy_view(db: DbSession, proxy: Proxy, offline_after: float) -> dict[str, A
             "target": names.get((p.kind, p.target_id), f"#{p.target_id}"),
             "ok": p.ok,
             "rtt_ms": p.rtt_ms,
+            "throughput": p.throughput,
             "error": p.error,
             "age_seconds": round((now - p.checked).total_seconds(), 1),
         }

@@ -126,6 +126,8 @@ class Probe(Base):
     target_url: Mapped[str] = mapped_column(Text)
     ok: Mapped[bool] = mapped_column(Boolean)
     rtt_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # bytes/s read from the share by a short sample read (shares only)
+    throughput: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     checked: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
