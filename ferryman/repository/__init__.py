@@ -19,6 +19,7 @@ from ferryman.repository.errors import (
     BackendError,
     BlobNotFound,
     CorruptObject,
+    IncompleteRepository,
     KeySlotError,
     LeaseExpired,
     NotARepository,
@@ -31,7 +32,6 @@ from ferryman.repository.errors import (
 )
 from ferryman.repository.gc import GCReport
 from ferryman.repository.index import IndexEntry
-from ferryman.repository.reachability import IncompleteRepository
 from ferryman.repository.repository import Repository
 from ferryman.repository.restore_point import RestorePoint
 from ferryman.repository.tree import Node, decode_tree, encode_tree, split_tree

@@ -53,3 +53,7 @@ class LeaseExpired(RepositoryError):
 
 class KeySlotError(RepositoryError):
     """A key-slot operation is not possible (unknown slot, last slot...)."""
+
+
+class IncompleteRepository(RepositoryError):
+    """Reachability is unknown (an unreadable tree, an unindexed blob): GC must not guess."""

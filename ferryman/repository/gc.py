@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ferryman.repository import gc_state, index, pack
-from ferryman.repository.errors import CorruptObject, ObjectNotFound
+from ferryman.repository.errors import CorruptObject, IncompleteRepository, ObjectNotFound
 from ferryman.repository.gc_state import CondemnedList
 from ferryman.repository.index import IndexEntry
 from ferryman.repository.lease import WRITERS_PREFIX, list_leases
-from ferryman.repository.reachability import IncompleteRepository, ReachableSet, mark_reachable
+from ferryman.repository.reachability import ReachableSet, mark_reachable
 from ferryman.repository.rebuild import list_packs
 
 if TYPE_CHECKING:

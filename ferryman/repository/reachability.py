@@ -8,7 +8,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ferryman.repository.errors import BlobNotFound, RepositoryError
+from ferryman.repository.errors import BlobNotFound, IncompleteRepository, RepositoryError
 from ferryman.repository.index_cache import connect
 from ferryman.repository.restore_point import RestorePoint
 
@@ -56,10 +56,6 @@ class ReachableSet:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class IncompleteRepository(RepositoryError):
-    """A restore point reaches a tree that cannot be read: reachability is unknown."""
 
 
 def mark_reachable(repo: Repository, points: Iterable[RestorePoint]) -> ReachableSet:

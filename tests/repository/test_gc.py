@@ -184,7 +184,7 @@ def test_other_proxies_drop_cached_tree_packs_after_gc(
 
 
 def test_gc_refuses_to_guess_when_a_tree_is_missing(repo: Repository, repo_url: str) -> None:
-    from ferryman.repository.reachability import IncompleteRepository
+    from ferryman.repository.errors import IncompleteRepository
 
     _backup(repo, 1)
     for tree_pack in (Path(repo_url) / "tree").rglob("*"):
@@ -200,7 +200,7 @@ def test_gc_refuses_to_guess_when_a_tree_is_missing(repo: Repository, repo_url: 
 
 
 def test_gc_stops_when_a_reachable_blob_is_not_indexed(repo: Repository, repo_url: str) -> None:
-    from ferryman.repository.reachability import IncompleteRepository
+    from ferryman.repository.errors import IncompleteRepository
 
     from .conftest import PASSPHRASE
 
