@@ -13,7 +13,8 @@ def _local(path: str, must_exist: bool) -> None:
     if path.startswith("file://"):
         path = path[len("file://") :]
     if os.path.isdir(path):
-        os.listdir(path)
+        with os.scandir(path) as entries:
+            next(entries, None)
         if not os.access(path, os.R_OK | os.X_OK):
             raise PermissionError(f"{path}: permission denied")
         return
@@ -75,13 +76,25 @@ def _repository(url: str, credentials: dict[str, str] | None) -> None:
     backend.exists("config")
 
 
+def round_trip(path: str, samples: int = 3) -> float:
+    """Seconds for one metadata round trip (the best of a few, to ignore scheduling noise)."""
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    best = float("inf")
+    for _ in range(samples):
+        started = time.perf_counter()
+        os.stat(path)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def probe(request: ProbeRequest) -> ProbeResult:
     started = time.perf_counter()
     throughput = None
     try:
         if request.kind == "share":
             _local(request.url, must_exist=True)
-            rtt = time.perf_counter() - started
+            rtt = round_trip(request.url)
             throughput = sample_throughput(request.url)
         else:
             _repository(request.url, request.credentials)

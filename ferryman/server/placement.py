@@ -26,7 +26,7 @@ class ProbeView:
 
 def rtt_class(rtt_ms: float | None) -> int:
     """Coarse distance from a round-trip time: same host/LAN, near, far, very far."""
-    if rtt_ms is None or rtt_ms < 2:
+    if rtt_ms is None or rtt_ms < 5:
         return 0
     if rtt_ms < 20:
         return 1
