@@ -203,11 +203,13 @@ def run_gc(
     do_sweep: bool = True,
     grace: float = 60.0,
     repack_below: float = 0.0,
+    consolidate_above: int = 256,
 ) -> GCReport:
     """Sweep every generation whose fence passed, then mark a new one.
 
     ``grace`` is added to lease expiry times to absorb clock skew between hosts;
-    ``repack_below`` (e.g. 0.5) also rewrites live packs that are mostly garbage.
+    ``repack_below`` (e.g. 0.5) also rewrites live packs that are mostly garbage;
+    more than ``consolidate_above`` index segments are merged into few large ones.
     Run at most one ``gc`` per repository at a time (the server schedules it).
     """
     report = GCReport()
@@ -224,5 +226,10 @@ def run_gc(
                 report.waiting_generations.append(item.generation)
     if do_mark:
         mark(repo, report, repack_below)
+    if len(list(repo.backend.list(index.INDEX_PREFIX))) > consolidate_above:
+        # Many small segments (one or more per backup) slow down a new proxy's first sync.
+        repo.sync_index()
+        _consolidate(repo, set(), report)
+        repo.sync_index()
     remove_expired_leases(repo, grace, report)
     return report

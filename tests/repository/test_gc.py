@@ -216,3 +216,13 @@ def test_gc_stops_when_a_reachable_blob_is_not_indexed(repo: Repository, repo_ur
         assert fresh.rebuild_index() > 0
         assert fresh.gc(grace=0).condemned_packs == 0
         assert fresh.check(read_data=True).ok
+
+
+def test_many_index_segments_are_consolidated(repo: Repository, repo_url: str) -> None:
+    for seed in range(6):
+        _backup(repo, seed)
+    segments = len(list((Path(repo_url) / "index").iterdir()))
+    assert segments >= 6
+    report = repo.gc(grace=0, consolidate_above=3)
+    assert report.segments_deleted == segments and report.segments_written == 1
+    assert repo.check(read_data=True).ok
