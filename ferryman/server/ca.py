@@ -7,6 +7,7 @@ import hashlib
 import ipaddress
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 from cryptography import x509
@@ -121,10 +122,11 @@ class CertificateAuthority:
         return builder.sign(self.key, hashes.SHA256())
 
     def issue_server_certificate(self, cert_path: Path, key_path: Path, host: str) -> None:
+        """The HTTPS certificate; its names cover every way a proxy may reach this host."""
         key = ec.generate_private_key(ec.SECP256R1())
         sans: list[x509.GeneralName] = [x509.DNSName("localhost")]
-        names = {host, "127.0.0.1", "::1", socket.gethostname()}
-        for item in sorted(n for n in names if n and n not in ("0.0.0.0", "::")):
+        names = {host, "127.0.0.1", "::1", *host_names()}
+        for item in sorted(n for n in names if n and n not in ("0.0.0.0", "::", "localhost")):
             try:
                 sans.append(x509.IPAddress(ipaddress.ip_address(item)))
             except ValueError:
@@ -150,6 +152,27 @@ class CertificateAuthority:
         )
         cert = self._leaf(subject, csr.public_key(), ExtendedKeyUsageOID.CLIENT_AUTH)
         return cert.public_bytes(serialization.Encoding.PEM).decode(), cert.serial_number
+
+
+def host_names() -> set[str]:
+    """This host's names and addresses (best effort, no network traffic)."""
+    names = {socket.gethostname(), socket.getfqdn()}
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None):
+            names.add(str(info[4][0]).split("%")[0])
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(
+            ["ip", "-o", "addr", "show"], capture_output=True, text=True, timeout=5
+        )
+        for line in out.stdout.splitlines():
+            parts = line.split()
+            if len(parts) > 3 and parts[2] in ("inet", "inet6"):
+                names.add(parts[3].split("/")[0])
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {n for n in names if n and not n.startswith("fe80")}
 
 
 def serial_of_der(der: bytes) -> int:
