@@ -132,7 +132,7 @@ def node_from_map(doc: Any) -> Node:
     for k, v in kwargs.get("xattrs", {}).items():
         if not isinstance(k, bytes) or not isinstance(v, bytes):
             raise TreeFormatError("node xattrs must map bytes to bytes")
-    if b"/" in kwargs["name"] or kwargs["name"] in (b"", b".", b".."):
+    if b"/" in kwargs["name"] or b"\0" in kwargs["name"] or kwargs["name"] in (b"", b".", b".."):
         raise TreeFormatError(f"invalid entry name {kwargs['name']!r}")
     return Node(**kwargs)
 

@@ -178,6 +178,10 @@ def test_hostile_tree_blob_is_a_corrupt_object(repo: Repository) -> None:
         b"\xdd\xff\xff\xff\xff",  # array claiming 2^32 elements
         msgpack.packb({"v": 1, "nodes": [{"n": b"../escape", "t": "file"}]}),
         msgpack.packb({"v": 1, "nodes": [{"n": b"a/b", "t": "file"}]}),
+        msgpack.packb({"v": 1, "nodes": [{"n": b"nul\0", "t": "file"}]}),
+        msgpack.packb({"v": 1, "nodes": [{"n": b"x", "t": "file", "s": "big"}]}),
+        msgpack.packb({"v": 1, "nodes": [{"n": b"x", "t": "door"}]}),
+        msgpack.packb({"v": 1, "nodes": [{"n": b"b", "t": "file"}, {"n": b"a", "t": "file"}]}),
         msgpack.packb({"v": 1, "nodes": [{"n": b"x", "t": "file", "c": [b"short"]}]}),
         msgpack.packb({"v": 2, "nodes": []}),
     ]
