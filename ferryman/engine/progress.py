@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ferryman.engine.stats import BackupStats, StatsCollector
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,10 @@ class ProgressTicker:
             (s.bytes_read - read0) / dt,
             (s.bytes_transferred - xfer0) / dt,
         )
-        self._callback(event)
+        try:
+            self._callback(event)
+        except Exception:  # a broken progress sink must not fail the task
+            log.exception("progress callback failed; the task goes on")
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
