@@ -29,7 +29,7 @@ from ferryman.engine.selection import PathFilter, build_selection
 from ferryman.engine.stats import StatsCollector
 from ferryman.engine.tree_saver import TreeSaver, TreeSaverFailed
 from ferryman.repository import Repository, RepositoryError
-from ferryman.sources.base import Source
+from ferryman.sources.base import Source, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def run_backup(
     Saves a restore point for the share unless ``options.save_restore_point`` is
     False (partition tasks: the server assembles partitions with
     ``assemble_restore_point``). Raises ``BackupCancelled`` when ``cancel`` is set
-    (after saving a checkpoint), ``BackupFailed`` when the task cannot go on;
-    unreadable entries never raise: they become warnings.
+    (after saving a checkpoint), ``BackupFailed`` when the task cannot go on (source
+    root or repository unusable); unreadable entries never raise: they become warnings.
     """
     collector = StatsCollector()
     parents = find_parents(repo, options)
@@ -70,7 +70,10 @@ def _backup(
 ) -> BackupResult:
     selection = build_selection(options.paths)
     path_filter = PathFilter(options.include, options.exclude)
-    root_dir = source.open_root()
+    try:
+        root_dir = source.open_root()
+    except SourceError as exc:
+        raise BackupFailed(f"backup of share {options.share!r} failed: {exc}") from exc
     try:
         with (
             repo.open_writer(f"backup:{options.share}:{options.partition}") as writer,

@@ -186,7 +186,7 @@ def test_file_replaced_by_fifo_after_scan(
 
 
 def test_missing_source_root_is_a_clear_error(repo: Repository, tmp_path: Path) -> None:
-    from ferryman.sources.base import SourceUnavailable
+    from ferryman.engine.backup import BackupFailed
 
-    with pytest.raises(SourceUnavailable, match="cannot open source"):
+    with pytest.raises(BackupFailed, match="cannot open source"):
         run_backup(LocalSource(tmp_path / "nope"), repo, BackupOptions(share="s"))
