@@ -190,3 +190,58 @@ def test_missing_source_root_is_a_clear_error(repo: Repository, tmp_path: Path) 
 
     with pytest.raises(BackupFailed, match="cannot open source"):
         run_backup(LocalSource(tmp_path / "nope"), repo, BackupOptions(share="s"))
+
+
+def test_large_file_truncated_while_read(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shrinking under the reader: no crash (pread, never mmap), stored as read, warned."""
+    src = tmp_path / "src"
+    src.mkdir()
+    target = src / "shrinking"
+    target.write_bytes(os.urandom(40 << 20))
+    real_read = local.LocalFile.read_at
+    calls = {"n": 0}
+
+    def read_and_truncate(self: local.LocalFile, buf: bytearray | memoryview, offset: int) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.truncate(target, 12 << 20)
+        return real_read(self, buf, offset)
+
+    monkeypatch.setattr(local.LocalFile, "read_at", read_and_truncate)
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+    (node,) = list(list_path(repo, result.restore_point))
+    assert node.size == 12 << 20
+    assert b"".join(repo.get_blob(c) for c in node.content) == target.read_bytes()
+
+
+def test_writer_thread_appending_during_backup(repo: Repository, tmp_path: Path) -> None:
+    """A real concurrent writer: the backup completes; the file is stored or warned about."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(200):
+        (src / f"f{i}").write_bytes(os.urandom(5000))
+    log = src / "busy.log"
+    log.write_bytes(b"start\n")
+    stop = threading.Event()
+
+    def append() -> None:
+        with open(log, "ab", buffering=0) as f:
+            while not stop.is_set():
+                f.write(b"x" * 4096)
+
+    t = threading.Thread(target=append, daemon=True)
+    t.start()
+    try:
+        result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    finally:
+        stop.set()
+        t.join()
+    assert result.restore_point is not None
+    assert result.stats.files_read >= 200
+    names = {n.name for n in list_path(repo, result.restore_point)}
+    assert b"busy.log" in names
+    for w in result.warnings:
+        assert w.path == "busy.log" and "changed while being read" in w.reason

@@ -108,3 +108,20 @@ def test_disk_full_is_reported_per_file(repo: Repository, tmp_path: Path, tiny_f
     assert restored.status == "warning"
     assert {e.path: e.reason for e in restored.errors}["big"] == "disk full"
     assert (tiny_fs / "small").read_bytes() == b"fits"
+
+
+def test_restore_progress_and_cancel(repo: Repository, tmp_path: Path, point: str) -> None:
+    import threading
+
+    from ferryman.engine.progress import ProgressEvent
+
+    events: list[ProgressEvent] = []
+    result = run_restore(
+        repo, point, tmp_path / "p", RestoreOptions(progress_interval=0.01), events.append
+    )
+    assert result.status == "success"
+    assert events[-1].phase == "done" and events[-1].files_read == 3
+    cancel = threading.Event()
+    cancel.set()
+    stopped = run_restore(repo, point, tmp_path / "c", RestoreOptions(), cancel=cancel)
+    assert stopped.stats.files_restored == 0
