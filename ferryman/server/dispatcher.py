@@ -100,7 +100,7 @@ def waiting_tasks(db: DbSession, free_slots: int) -> Iterator[Task]:
         select(Task)
         .join(Session, Task.session_id == Session.id)
         .where(Task.state == "waiting", Session.status == "running")
-        .order_by(Session.priority.desc(), Task.queued, Task.id)
+        .order_by(Task.priority.desc(), Task.queued, Task.id)
         .options(contains_eager(Task.session))
     )
     if free_slots <= 0:
@@ -134,10 +134,10 @@ def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
     wants_probes: set[int] = set()
     now = utcnow()
     free = sum(max(0, p.slots - p.busy) for p in proxies if p.online and p.enabled)
+    only_new = free <= 0
     for task in waiting_tasks(db, free):
-        if free <= 0 and task.reason != NEW_TASK_REASON:
-            # no slot anywhere: nothing can move; keep the reason the task already shows
-            continue
+        if free <= 0 and not only_new:
+            break  # every slot is taken: the rest keeps its reason until one frees
         share: Share | None = shares.get(task.share_id) if task.share_id else None
         repo: Repository | None = repos.get(task.repository_id) if task.repository_id else None
         job = jobs.get(task.session.job_id) if task.session.job_id else None

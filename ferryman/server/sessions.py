@@ -138,6 +138,7 @@ def _add_task(
         repository_id=repository_id,
         partition=partition,
         params=params or {},
+        priority=session.priority,
         state="waiting",
         reason=NEW_TASK_REASON,
     )

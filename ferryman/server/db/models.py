@@ -5,7 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -169,6 +180,8 @@ class Task(Base):
     # waiting | assigned | running | success | warning | failed | stopped | blocked
     state: Mapped[str] = mapped_column(String(20), default="waiting", index=True)
     proxy_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    # the session's priority, copied so the queue is read in order from one index
+    priority: Mapped[int] = mapped_column(Integer, default=50, server_default="50")
     proxy_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     passed_over: Mapped[list[Any]] = mapped_column(default=list)
@@ -184,6 +197,8 @@ class Task(Base):
     started: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     ended: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     session: Mapped[Session] = relationship(back_populates="tasks")
+
+    __table_args__ = (Index("ix_tasks_queue", "state", priority.desc(), "queued", "id"),)
 
 
 class RestorePoint(Base):
