@@ -87,6 +87,10 @@ class Repository:
         master = os.urandom(crypto.KEY_SIZE)
         slot_id = keys.add_slot(backend, master, passphrase, config.id, n=scrypt_n, label="initial")
         backend.put(CONFIG_NAME, config.to_bytes())  # last: its presence means "initialized"
+        if RepositoryConfig.from_bytes(backend.get(CONFIG_NAME)).id != config.id:
+            # Another process initialised the same location at the same moment and won.
+            backend.delete(keys.KEYS_PREFIX + slot_id)
+            raise RepositoryExists(f"a repository was created at {backend.describe()} meanwhile")
         return cls(
             backend, config, master, slot_id, cache_dir=cache_dir, lease_timeout=lease_timeout
         )
