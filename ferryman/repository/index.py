@@ -96,6 +96,26 @@ def decode_segment(data: bytes, name: str) -> tuple[list[bytes], Iterator[IndexE
     return packs, entries()
 
 
+Row = tuple[bytes, bytes, int, int, int, int, int]
+
+
+def segment_rows(encryption_key: bytes, data: bytes, name: str) -> Iterator[Row]:
+    """Decrypt a segment and yield plain tuples (the fast path of the index cache).
+
+    Tuples are ``(blob id, pack id, offset, length, raw length, method, kind)``.
+    """
+    plain = envelope.open_object(encryption_key, envelope.KIND_INDEX, data, name)
+    packs, _ = decode_segment(plain, name)  # validates the header and sizes
+    start = 12 + 16 * len(packs)
+    methods = (compression.COMPRESSION_NONE, compression.COMPRESSION_ZSTD)
+    for bid, pnum, off, length, raw, method, kind in _ENTRY.iter_unpack(memoryview(plain)[start:]):
+        if pnum >= len(packs) or raw > blob.MAX_BLOB_SIZE or kind not in blob.KIND_NAMES:
+            raise CorruptObject(f"{name}: invalid entry for blob {bid.hex()}")
+        if method not in methods:
+            raise CorruptObject(f"{name}: unknown compression in entry {bid.hex()}")
+        yield bid, packs[pnum], off, length, raw, method, kind
+
+
 def seal_segment(encryption_key: bytes, entries: Iterable[IndexEntry]) -> bytes:
     """Encoded and encrypted segment object."""
     return envelope.seal_object(encryption_key, envelope.KIND_INDEX, encode_segment(entries))

@@ -88,17 +88,22 @@ class IndexCache:
                 data = backend.get(name)
             except ObjectNotFound:
                 continue  # consolidated away meanwhile; the next sync rebuilds
-            _, entries = index.open_segment(encryption_key, data, name)
-            self.merge(name, entries)
+            self.merge_rows(name, index.segment_rows(encryption_key, data, name))
             merged += 1
         return merged
 
     def merge(self, name: str, entries: Iterator[IndexEntry]) -> None:
         """Add the entries of segment ``name`` (idempotent; a blob may have several locations)."""
-        rows = (
-            (e.blob_id, e.pack_id, e.offset, e.length, e.raw_length, e.compression, e.kind)
-            for e in entries
+        self.merge_rows(
+            name,
+            (
+                (e.blob_id, e.pack_id, e.offset, e.length, e.raw_length, e.compression, e.kind)
+                for e in entries
+            ),
         )
+
+    def merge_rows(self, name: str, rows: Iterator[index.Row]) -> None:
+        """:meth:`merge` for plain tuples ``(id, pack, offset, length, raw, method, kind)``."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
