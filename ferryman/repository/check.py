@@ -91,9 +91,13 @@ def _check_metadata(repo: Repository, report: CheckReport) -> list[RestorePoint]
 
 def _check_packs(repo: Repository, present: dict[bytes, int], report: CheckReport) -> None:
     """Every indexed pack exists and its entry table agrees with the index."""
-    for pid in sorted(repo.index_cache.packs() - present.keys()):
-        report.errors.append(f"index refers to missing pack {pid.hex()} (run rebuild-index)")
-    for pid, kind in sorted(present.items()):
+    indexed_packs: set[bytes] = set()
+    for pid, indexed in repo.index_cache.scan_by_pack():
+        indexed_packs.add(pid)
+        kind = present.get(pid)
+        if kind is None:
+            report.errors.append(f"index refers to missing pack {pid.hex()} (run rebuild-index)")
+            continue
         report.packs_checked += 1
         try:
             table = pack.read_table(repo.backend, repo.keys.encryption, kind, pid.hex())
@@ -101,7 +105,6 @@ def _check_packs(repo: Repository, present: dict[bytes, int], report: CheckRepor
             report.errors.append(str(exc))
             continue
         by_id = {e.blob_id: e for e in table}
-        indexed = repo.index_cache.entries_in_pack(pid)
         for entry in indexed:
             found = by_id.get(entry.blob_id)
             if found is None or (found.offset, found.length, found.raw_length, found.kind) != (
@@ -113,7 +116,16 @@ def _check_packs(repo: Repository, present: dict[bytes, int], report: CheckRepor
                 report.errors.append(
                     f"index entry for blob {entry.blob_id.hex()} disagrees with pack {pid.hex()}"
                 )
-        if not indexed and not any(repo.index_cache.lookup(b) for b in by_id):
+    for pid, kind in sorted(present.items()):
+        if pid in indexed_packs:
+            continue
+        report.packs_checked += 1
+        try:
+            table = pack.read_table(repo.backend, repo.keys.encryption, kind, pid.hex())
+        except RepositoryError as exc:
+            report.errors.append(str(exc))
+            continue
+        if not any(repo.index_cache.lookup(e.blob_id) for e in table):
             report.warnings.append(
                 f"pack {pid.hex()} is not indexed (a backup in progress, or an interrupted "
                 "one; garbage collection removes it if nothing refers to it)"

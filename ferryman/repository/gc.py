@@ -81,9 +81,9 @@ def _choose(repo: Repository, reach: ReachableSet, avoid: set[bytes]) -> dict[by
 def _sparse_packs(repo: Repository, live: dict[bytes, int], threshold: float) -> set[bytes]:
     """Live packs whose kept records fill less than ``threshold`` of their record bytes."""
     sparse = set()
-    for pid, kept in live.items():
-        total = sum(e.length for e in repo.index_cache.entries_in_pack(pid))
-        if total and kept / total < threshold:
+    for pid, total in repo.index_cache.pack_totals().items():
+        kept = live.get(pid)
+        if kept is not None and total and kept / total < threshold:
             sparse.add(pid)
     return sparse
 

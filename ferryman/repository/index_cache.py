@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     raw_length INTEGER NOT NULL, compression INTEGER NOT NULL, kind INTEGER NOT NULL,
     PRIMARY KEY (id, pack)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
+DROP INDEX IF EXISTS blobs_by_pack;
 CREATE TABLE IF NOT EXISTS segments (name TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 # Page cache per connection, in KiB (negative = KiB for SQLite): small on purpose.
@@ -146,7 +146,7 @@ class IndexCache:
             return int(self._conn.execute("SELECT count(*) FROM blobs").fetchone()[0])
 
     def entries_in_pack(self, pack_id: bytes) -> list[IndexEntry]:
-        """The entries whose indexed location is ``pack_id``."""
+        """The entries whose indexed location is ``pack_id`` (a full scan: use sparingly)."""
         with self._lock:
             rows = self._conn.execute(
                 "SELECT id, pack, offset, length, raw_length, compression, kind FROM blobs "
@@ -159,6 +159,42 @@ class IndexCache:
         """Every pack id the index refers to."""
         with self._lock:
             return {row[0] for row in self._conn.execute("SELECT DISTINCT pack FROM blobs")}
+
+    def pack_totals(self) -> dict[bytes, int]:
+        """Record bytes indexed per pack (one scan, on a separate read connection)."""
+        conn = connect(self.path)
+        try:
+            rows = conn.execute("SELECT pack, sum(length) FROM blobs GROUP BY pack")
+            return {pack: int(total) for pack, total in rows}
+        finally:
+            conn.close()
+
+    def scan_by_pack(self) -> Iterator[tuple[bytes, list[IndexEntry]]]:
+        """Every entry grouped by pack, packs in id order.
+
+        Runs on its own read connection (WAL: writers are not blocked) and lets
+        SQLite sort on disk, so neither memory nor the insert path pays for a
+        secondary index.
+        """
+        conn = connect(self.path)
+        try:
+            cursor = conn.execute(
+                "SELECT id, pack, offset, length, raw_length, compression, kind FROM blobs "
+                "ORDER BY pack, id"
+            )
+            current: bytes | None = None
+            group: list[IndexEntry] = []
+            while rows := cursor.fetchmany(10_000):
+                for row in rows:
+                    if row[1] != current:
+                        if current is not None:
+                            yield current, group
+                        current, group = row[1], []
+                    group.append(IndexEntry(*row))
+            if current is not None:
+                yield current, group
+        finally:
+            conn.close()
 
     def iter_entries(self) -> Iterator[IndexEntry]:
         """Every entry, in blob-id order (reads in batches; memory stays bounded)."""
