@@ -94,6 +94,7 @@ def _backup(
                 writer,
                 collector,
                 on_checkpoint=checkpoints,
+                reread=saver.read_now,
                 checkpoint_interval=options.checkpoint_interval,
             )
             scanner = Scanner(

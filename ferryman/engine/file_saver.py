@@ -251,9 +251,21 @@ class FileSaver:
 
     # -- large files -------------------------------------------------------------
 
-    def save_large(self, dir: SourceDir, name: bytes, st: os.stat_result) -> PendingContent:
+    def read_now(self, dir: SourceDir, name: bytes, st: os.stat_result) -> FileOutcome:
+        """Read and store one file synchronously (any thread; used for rare re-reads)."""
+        if self.is_small(st):
+            tally: Tally = {}
+            out = self._save_small_item(_SmallItem(dir, name, st, 0), tally)
+            self._stats.add(**tally)
+            return out
+        return self.save_large(dir, name, st, flush=False).result()
+
+    def save_large(
+        self, dir: SourceDir, name: bytes, st: os.stat_result, flush: bool = True
+    ) -> PendingContent:
         """Read a large file now (calling thread) and spread its chunks over the workers."""
-        self.flush_batch()
+        if flush:  # the scanner's open batch; never from another thread
+            self.flush_batch()
         futures: list[Future[bytes]] = []
         outcome = FileOutcome()
         for attempt in (1, 2):

@@ -28,7 +28,15 @@ from ferryman.engine.nodes import (
 from ferryman.engine.ports import RepositoryPort, WriterPort
 from ferryman.engine.selection import PathFilter, Selection
 from ferryman.engine.stats import StatsCollector
-from ferryman.engine.tree_saver import CheckpointNow, EnterDir, Entry, Event, LeaveDir, TreeSaver
+from ferryman.engine.tree_saver import (
+    CheckpointNow,
+    EnterDir,
+    Entry,
+    Event,
+    LeaveDir,
+    RawFile,
+    TreeSaver,
+)
 from ferryman.sources.base import SourceDir
 from ferryman.sources.metadata import split_acls
 
@@ -259,12 +267,13 @@ class Scanner:
             if p.get("t") == "file" and unchanged(p, st):
                 prev = p
                 break
+        if prev is not None and st.st_nlink == 1:
+            # the tree saver checks (off this thread) that its chunks are still stored
+            counts.files_unchanged += 1
+            self._emit(RawFile(prev, rel, d.retain(), st))
+            return True
         if prev is not None and not all(map(self._writer.has_blob, prev.get("c", ()))):
             prev = None  # content gone (garbage-collected): read the file again
-        if prev is not None and st.st_nlink == 1:
-            counts.files_unchanged += 1
-            self._emit(Entry(None, rel, raw=prev))
-            return True
         node = node_from_stat(name, st)
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1:

@@ -19,11 +19,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ferryman.engine.file_saver import PendingContent
-from ferryman.engine.nodes import MAX_NODES_PER_TREE, Node, NodeMap, node_to_map, store_maps
+from ferryman.engine.file_saver import FileOutcome, PendingContent
+from ferryman.engine.nodes import (
+    MAX_NODES_PER_TREE,
+    Node,
+    NodeMap,
+    node_from_map,
+    node_to_map,
+    store_maps,
+)
 from ferryman.engine.ports import RepositoryPort, WriterPort
 from ferryman.engine.stats import StatsCollector
 from ferryman.repository.tree import TARGET_TREE_BYTES
+from ferryman.sources.base import SourceDir
 from ferryman.sources.metadata import split_acls
 
 
@@ -47,6 +55,17 @@ class Entry:
 
 
 @dataclass(slots=True)
+class RawFile:
+    """An unchanged regular file whose previous record is reused once its chunks are
+    confirmed present (``writer.has_blob``); otherwise it is read again from ``dir``."""
+
+    raw: NodeMap
+    path: bytes
+    dir: SourceDir  # retained by the scanner; released here
+    st: os.stat_result
+
+
+@dataclass(slots=True)
 class LeaveDir:
     """The scanner finished the directory entered last.
 
@@ -63,7 +82,8 @@ class CheckpointNow:
     """Save a checkpoint of everything before this event."""
 
 
-Event = EnterDir | Entry | LeaveDir | CheckpointNow
+Event = EnterDir | Entry | RawFile | LeaveDir | CheckpointNow
+RereadFile = Callable[[SourceDir, bytes, os.stat_result], FileOutcome]
 CheckpointCallback = Callable[[Node], None]
 
 
@@ -98,6 +118,7 @@ class TreeSaver:
         writer: WriterPort,
         collector: StatsCollector,
         on_checkpoint: CheckpointCallback | None = None,
+        reread: RereadFile | None = None,
         max_nodes: int = MAX_NODES_PER_TREE,
         queue_batches: int = 16,
         checkpoint_interval: float = 300.0,
@@ -108,6 +129,7 @@ class TreeSaver:
         self._writer = writer
         self._stats = collector
         self._on_checkpoint = on_checkpoint
+        self._reread = reread
         self._max_nodes = max_nodes
         self._queue: queue.Queue[list[Event] | None] = queue.Queue(maxsize=queue_batches)
         self._stack: list[_Builder] = []
@@ -139,8 +161,11 @@ class TreeSaver:
             batch = self._queue.get()
             if batch is None:
                 return
-            if self.error is not None:
-                continue  # drain so the scanner never blocks on a dead consumer
+            if self.error is not None:  # drain so the scanner never blocks on a dead consumer
+                for ev in batch:
+                    if isinstance(ev, RawFile):
+                        ev.dir.release()
+                continue
             try:
                 for ev in batch:
                     self._handle(ev)
@@ -150,7 +175,15 @@ class TreeSaver:
                 self.error = exc
 
     def _handle(self, ev: Event) -> None:
-        if isinstance(ev, Entry):
+        if isinstance(ev, RawFile):
+            try:
+                if all(map(self._writer.has_blob, ev.raw.get("c", ()))):
+                    self._add(ev.raw, raw=True)
+                else:
+                    self._reread_file(ev)
+            finally:
+                ev.dir.release()
+        elif isinstance(ev, Entry):
             if ev.raw is not None:
                 self._add(ev.raw, raw=True)
                 return
@@ -179,6 +212,22 @@ class TreeSaver:
             self._last_checkpoint = time.monotonic()
             if self._on_checkpoint is not None and self._stack:
                 self._on_checkpoint(self.partial_root())
+
+    def _reread_file(self, ev: RawFile) -> None:
+        """Chunks of an unchanged file are gone (garbage-collected): read it again."""
+        node = node_from_map(ev.raw)
+        self._stats.add(files_unchanged=-1)
+        if self._reread is None:
+            self._stats.warn(os.fsdecode(ev.path), "previous content gone; not re-read")
+            return
+        out = self._reread(ev.dir, node.name, ev.st)
+        if out.error is not None:
+            self._stats.warn(os.fsdecode(ev.path), out.error)
+            return
+        if out.warning is not None:
+            self._stats.warn(os.fsdecode(ev.path), out.warning)
+        node.content, node.size, node.holes = out.content, out.size, out.holes
+        self._add(node_to_map(node), raw=False)
 
     def _leave(self, ev: LeaveDir) -> None:
         b = self._stack.pop()

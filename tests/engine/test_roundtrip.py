@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from ferryman.engine.backup import run_backup
 from ferryman.engine.options import BackupOptions, RestoreOptions
 from ferryman.engine.progress import ProgressEvent
 from ferryman.engine.restore import run_restore
-from ferryman.repository import Repository
+from ferryman.repository import Repository, RepositoryWriter
 from ferryman.sources.local import LocalSource
 
 from .trees import build_awkward_tree, diff_trees
@@ -83,3 +85,28 @@ def test_other_share_does_not_serve_as_parent(repo: Repository, tmp_path: Path) 
     assert other.parent is None
     assert other.stats.files_read == 1
     assert other.stats.bytes_new == 0  # deduplicated across shares
+
+
+def test_unchanged_file_whose_chunks_are_gone_is_read_again(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """has_blob false for a reused chunk (garbage-collected): the file is re-read."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "keep").write_bytes(b"k" * 5000)
+    (src / "gone").write_bytes(b"g" * 5000)
+    run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    gone_id = repo.blob_id(b"g" * 5000)
+    real = RepositoryWriter.has_blob
+
+    def has_blob(self: RepositoryWriter, blob_id: bytes) -> bool:
+        return False if blob_id == gone_id else real(self, blob_id)
+
+    monkeypatch.setattr(RepositoryWriter, "has_blob", has_blob)
+    again = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert again.status == "success"
+    assert again.stats.files_read == 1 and again.stats.files_unchanged == 1
+    assert again.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, again.restore_point, out)
+    assert diff_trees(src, out) == []
