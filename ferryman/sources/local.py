@@ -77,9 +77,16 @@ class LocalDir:
         self._lock = threading.Lock()
 
     def names(self) -> list[bytes]:
-        """Entry names sorted bytewise (``os.scandir`` on the fd yields str; re-encode)."""
-        with os.scandir(self.fd) as it:
-            names = [os.fsencode(e.name) for e in it]
+        """Entry names sorted bytewise.
+
+        Listing ``/proc/self/fd/<fd>`` as bytes yields raw names directly (the fd
+        form of ``listdir``/``scandir`` only yields ``str``, re-encoding costs ~25 %).
+        """
+        try:
+            names = os.listdir(metadata.proc_path(self.fd, b"")[:-1])
+        except FileNotFoundError:  # no /proc: list through the fd and re-encode
+            with os.scandir(self.fd) as it:
+                names = [os.fsencode(e.name) for e in it]
         names.sort()
         return names
 
