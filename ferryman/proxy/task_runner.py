@@ -237,15 +237,18 @@ def execute(
     a: TaskAssignment, cache_dir: Path, progress: ProgressSink, cancel: threading.Event
 ) -> TaskResult:
     """Run one task; never raises."""
-    from ferryman.repository import RepositoryError
+    from ferryman.repository import BackendError, RepositoryError
 
     try:
         if a.repository is None:
             raise TaskError("the task names no repository")
         try:
             repo = open_repository(a.repository, cache_dir, create=a.kind == "attach")
-        except (RepositoryError, OSError, ValueError) as exc:
+        except (BackendError, OSError) as exc:
+            # this proxy cannot reach the storage: another proxy may
             raise TaskError(f"repository '{a.repository.name}': {exc}", "repository") from exc
+        except (RepositoryError, ValueError) as exc:  # wrong passphrase, not a repository...
+            raise TaskError(f"repository '{a.repository.name}': {exc}") from exc
         try:
             if a.kind == "attach":
                 return TaskResult(

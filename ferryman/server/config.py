@@ -20,6 +20,8 @@ class ServerConfig:
     poll_timeout: float = 20.0
     probe_max_age: float = 300.0
     max_attempts: int = 5
+    # a task no online proxy can reach fails after waiting this long
+    unreachable_timeout: float = 300.0
     # shares above these sizes (from the previous run) are split into partitions
     partition_min_bytes: int = 4 * 1024**3
     partition_min_files: int = 500_000

@@ -32,7 +32,9 @@ from ferryman.server.sessions import (
     ACTIVE_STATES,
     FINAL_STATES,
     NEW_TASK_REASON,
+    fail_task,
     finish_session_if_done,
+    on_task_finished,
     touch,
 )
 
@@ -162,6 +164,13 @@ def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
         decision = pick_proxy(proxies, needs)
         wants_probes.update(decision.wants_probes)
         if decision.proxy is None:
+            if _nobody_can_reach(decision.passed_over, proxies, needs) and (
+                (now - task.queued).total_seconds() > ctx.config.unreachable_timeout
+            ):
+                reasons = "; ".join(f"{p['proxy']}: {p['reason']}" for p in decision.passed_over)
+                fail_task(task, f"no proxy can reach what this task needs ({reasons})")
+                on_task_finished(db, task)
+                continue
             if task.reason != decision.reason or task.passed_over != decision.passed_over:
                 task.reason = decision.reason
                 task.passed_over = decision.passed_over
@@ -193,6 +202,21 @@ def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
     for proxy_id in wants_probes:
         ctx.signals.wake_proxy(proxy_id)
     return woken
+
+
+def _nobody_can_reach(
+    passed_over: list[dict[str, str]], proxies: list[ProxyView], needs: TaskNeeds
+) -> bool:
+    """Every online, enabled proxy the job allows was refused for connectivity."""
+    candidates = {
+        p.name
+        for p in proxies
+        if p.online
+        and p.enabled
+        and (needs.allowed_proxy_ids is None or p.id in needs.allowed_proxy_ids)
+    }
+    refused = {p["proxy"] for p in passed_over if p["reason"].startswith("cannot reach")}
+    return bool(candidates) and candidates <= refused
 
 
 def finish_idle_sessions(db: DbSession) -> None:

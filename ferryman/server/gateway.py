@@ -239,9 +239,26 @@ class ProxyGateway:
         with self.ctx.db.session() as db:
             task = self._owned(db, proxy_id, result.task_id)
             session: Session = task.session
+            unreachable = result.output.get("unreachable") if result.state == "failed" else None
+            if unreachable in ("share", "repository"):
+                target = task.share_id if unreachable == "share" else task.repository_id
+                if target is not None:
+                    invalidate(db, proxy_id, unreachable, target)  # re-probed before reuse
             if result.state == "stopped" and not session.stop_requested:
                 # the proxy was shutting down, not asked to stop: run it again elsewhere
                 requeue(task, f"interrupted on proxy '{task.proxy_name}'; requeued")
+                touch(session)
+            elif (
+                unreachable
+                and task.kind != "attach"
+                and task.attempts < self.ctx.config.max_attempts
+                and not session.stop_requested
+            ):
+                requeue(
+                    task,
+                    f"proxy '{task.proxy_name}' could not reach the {unreachable} "
+                    f"({result.error}); requeued",
+                )
                 touch(session)
             else:
                 task.state = result.state
@@ -251,11 +268,6 @@ class ProxyGateway:
                 task.output = result.output
                 task.ended = utcnow()
                 task.lease_expires = None
-                if result.state == "failed" and result.output.get("unreachable"):
-                    kind = result.output["unreachable"]
-                    target = task.share_id if kind == "share" else task.repository_id
-                    if target is not None:
-                        invalidate(db, proxy_id, kind, target)
                 on_task_finished(db, task)
         self.ctx.signals.dispatch.set()
         self.ctx.signals.session_changed()

@@ -298,3 +298,41 @@ def test_disabled_proxy_drains_and_gets_no_new_tasks(
     assert {"proxy": "p", "reason": "disabled"} in waiting["passed_over"]
     finish(ctx, pid, running[0].task_id)
     assert api.get("/proxies/p")["state"] == "disabled"
+
+
+def test_a_proxy_that_cannot_reach_the_share_hands_the_task_on(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    shares_and_job(api, tmp_path, 1)
+    first = add_proxy(ctx, "first", slots=1)
+    api.post("/jobs/job/run")
+    dispatcher.run_once()
+    task_id = ctx.gateway.poll(first, 0).tasks[0].task_id  # type: ignore[attr-defined]
+    second = add_proxy(ctx, "second", slots=1)
+    failure = TaskResult(
+        task_id=task_id, state="failed", error="share gone", output={"unreachable": "share"}
+    )
+    ctx.gateway.result(first, failure)  # type: ignore[attr-defined]
+    task = tasks(ctx)[0]
+    assert task.state == "waiting" and "could not reach the share" in (task.reason or "")
+    dispatcher.run_once()
+    task = tasks(ctx)[0]
+    # the first proxy must be probed again before it is used for this share
+    assert task.proxy_name == "second" and "attempt 2" in (task.reason or "")
+    assert second
+
+
+def test_a_share_no_proxy_can_reach_fails_after_a_while(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    shares_and_job(api, tmp_path, 1)
+    add_proxy(ctx, "blind", slots=1, unreachable={"job-s0"})
+    session = api.post("/jobs/job/run")
+    dispatcher.run_once()
+    assert api.get(f"/sessions/{session['id']}")["status"] == "running"
+    ctx.config.unreachable_timeout = 0
+    dispatcher.run_once()
+    view = api.get(f"/sessions/{session['id']}")
+    assert view["status"] == "failed"
+    assert "no proxy can reach" in view["tasks"][0]["error"]
+    assert "blind: cannot reach share 'job-s0'" in view["reason"]
