@@ -49,8 +49,10 @@ class BackupStats:
 
     def bottleneck(self) -> str:
         """Which stage took the most time: ``source``, ``processing`` or ``repository``."""
+        # seconds_scan is the walk's wall time (it includes waiting for the workers),
+        # so only the time spent in source reads counts for the source
         parts = {
-            "source": self.seconds_source_read + self.seconds_scan,
+            "source": self.seconds_source_read,
             "processing": self.seconds_processing,
             "repository": self.seconds_repository_write,
         }
