@@ -9,8 +9,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ferryman.repository.errors import BlobNotFound, IncompleteRepository, RepositoryError
-from ferryman.repository.index_cache import connect
 from ferryman.repository.restore_point import RestorePoint
+from ferryman.repository.scratch import ScratchDB
 
 if TYPE_CHECKING:
     from ferryman.repository.repository import Repository
@@ -20,8 +20,8 @@ class ReachableSet:
     """Blob ids on disk; ``add`` tells whether an id is new."""
 
     def __init__(self, directory: Path) -> None:
-        self.path = directory / f"reach-{secrets.token_hex(8)}.sqlite"
-        self._conn = connect(self.path, durable=False)
+        self._scratch = ScratchDB(directory / f"reach-{secrets.token_hex(8)}.sqlite")
+        self._conn = self._scratch.conn
         self._conn.execute("CREATE TABLE reach (id BLOB PRIMARY KEY) WITHOUT ROWID")
         self._conn.execute("BEGIN")
 
@@ -43,8 +43,7 @@ class ReachableSet:
 
     def close(self) -> None:
         """Drop the temporary database."""
-        self._conn.close()
-        self.path.unlink(missing_ok=True)
+        self._scratch.close()
 
     def __enter__(self) -> ReachableSet:
         return self

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ferryman.repository.check import CheckReport
     from ferryman.repository.gc import GCReport
 
-from ferryman.repository import blob, crypto, keys, pack, tree
+from ferryman.repository import blob, crypto, keys, pack, scratch, tree
 from ferryman.repository.backend.base import Backend, BackendStats, CountingBackend
 from ferryman.repository.config import CONFIG_NAME, ChunkerParams, RepositoryConfig
 from ferryman.repository.errors import (
@@ -64,6 +64,7 @@ class Repository:
         self.cache_path = base / config.id
         (self.cache_path / "packs").mkdir(parents=True, exist_ok=True)
         self.index_cache = IndexCache(self.cache_path / "index.sqlite")
+        scratch.remove_stale(self.cache_path)
         self._cache_base = base
         self._sync_lock = threading.Lock()
 

@@ -17,7 +17,6 @@ import secrets
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +24,10 @@ from ferryman.repository import blob, compression, crypto, gc_state, index, pack
 from ferryman.repository.blob_filter import BlobFilter
 from ferryman.repository.errors import RepositoryError
 from ferryman.repository.index import IndexEntry
-from ferryman.repository.index_cache import connect
 from ferryman.repository.lease import WriterLease
 from ferryman.repository.pack_buffers import POOL, OpenPack
 from ferryman.repository.restore_point import RestorePoint, new_point_id, seal_point
+from ferryman.repository.scratch import ScratchDB
 
 if TYPE_CHECKING:
     from ferryman.repository.repository import Repository
@@ -73,8 +72,8 @@ class RepositoryWriter:
             with contextlib.suppress(RepositoryError):
                 self._lease.release()
             raise
-        self._session_path: Path = repo.cache_path / f"writer-{self.id}.sqlite"
-        self._session = connect(self._session_path, durable=False)
+        self._scratch = ScratchDB(repo.cache_path / f"writer-{self.id}.sqlite")
+        self._session = self._scratch.conn
         self._session.execute("CREATE TABLE session (id BLOB PRIMARY KEY) WITHOUT ROWID")
         # One transaction for the whole session: no per-insert commit (the file is scratch).
         self._session.execute("BEGIN")
@@ -395,8 +394,7 @@ class RepositoryWriter:
             with contextlib.suppress(RepositoryError):
                 self._lease.release()  # if the delete fails the lease simply expires
             with self._session_lock:
-                self._session.close()
-            self._session_path.unlink(missing_ok=True)
+                self._scratch.close()
 
     def __enter__(self) -> RepositoryWriter:
         return self

@@ -234,3 +234,18 @@ def test_get_blobs_reads_a_pack_with_few_requests(repo: Repository) -> None:
     assert after["range_gets"] - before["range_gets"] <= 3
     with pytest.raises(BlobNotFound):
         list(repo.get_blobs([b"\x09" * 32]))
+
+
+def test_scratch_files_of_crashed_writers_are_removed(repo: Repository, repo_url: str) -> None:
+    from ferryman.repository.scratch import remove_stale
+
+    leftover = repo.cache_path / "writer-deadbeef.sqlite"
+    leftover.write_bytes(b"")
+    with repo.open_writer("live") as w:
+        live = list(repo.cache_path.glob("writer-*.sqlite"))
+        assert len(live) == 2
+        assert remove_stale(repo.cache_path) == 1
+        assert not leftover.exists()
+        data = b"still works"
+        w.add_blob(KIND_DATA, repo.blob_id(data), data)
+    assert not list(repo.cache_path.glob("writer-*.sqlite"))
