@@ -339,8 +339,10 @@ class _OpenPath:
 
 
 def join_path(base: bytes, name: bytes) -> bytes:
+    """``base/name`` (just ``name`` at the top)."""
     return base + b"/" + name if base else name
 
 
 def show_path(path: bytes) -> str:
+    """A relative path as text for messages (undecodable bytes escaped)."""
     return os.fsdecode(path)
