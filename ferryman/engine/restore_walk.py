@@ -8,12 +8,14 @@ must come in strictly increasing order within a directory.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from ferryman.engine.browse import split_path
 from ferryman.engine.file_saver import ByteBudget
@@ -31,6 +33,8 @@ from ferryman.engine.stats import RestoreStats, StatsCollector
 from ferryman.repository import Repository, RepositoryError
 from ferryman.sources.base import SourceError, UnsafeName, check_name
 from ferryman.sources.local import LocalTargetDir
+
+log = logging.getLogger(__name__)
 
 BATCH_FILES = 128
 BATCH_BYTES = 8 << 20
@@ -71,7 +75,8 @@ class Restorer:
         self._batch: list[_FileJob] = []
         self._batch_bytes = 0
         self._dirs_done: list[tuple[bytes, Node]] = []
-        self._links: dict[bytes, bytes] = {}
+        # first restored name of a hardlinked file -> [target path, links still to come]
+        self._links: dict[bytes, list[Any]] = {}
 
     # -- bookkeeping -------------------------------------------------------------------
 
@@ -194,22 +199,31 @@ class Restorer:
         if node.link_to is not None:
             first = self._links.get(node.link_to)
             if first is not None:
-                try:
-                    os.link(first, name, src_dir_fd=self.root.fd, dst_dir_fd=tdir.fd,
-                            follow_symlinks=False)  # fmt: skip
-                    self._count(links_restored=1)
+                first[1] -= 1
+                if first[1] <= 0:
+                    del self._links[node.link_to]
+                if self._link(first[0], tdir, name):
                     return
-                except OSError:
-                    pass  # fall through: restore the content as its own file
         self.collector.current_path = shown
         if node.nlink > 1:
             # create now so later hardlinks can point to it before its content is written
             os.close(open_for_write(tdir.fd, name, node.mode))
-            self._links[share_path] = target_path
+            self._links[share_path] = [target_path, node.nlink - 1]
         self._batch.append(_FileJob(tdir.retain(), name, node, shown))
         self._batch_bytes += node.size
         if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
             self.flush_batch()
+
+    def _link(self, first: bytes, tdir: LocalTargetDir, name: bytes) -> bool:
+        """Hardlink ``name`` to the first restored name; False: restore a copy instead."""
+        try:
+            os.link(first, name, src_dir_fd=self.root.fd, dst_dir_fd=tdir.fd,
+                    follow_symlinks=False)  # fmt: skip
+        except OSError as exc:  # e.g. the first name's path is beyond PATH_MAX
+            log.info("hardlink %r -> %r failed (%s): restoring a copy", name, first, exc)
+            return False
+        self._count(links_restored=1)
+        return True
 
     def flush_batch(self) -> None:
         """Submit the pending file jobs."""

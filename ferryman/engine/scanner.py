@@ -63,6 +63,7 @@ class _Hardlink:
     path: bytes
     pending: PendingContent | None
     node: Node
+    left: int  # names not seen yet: the entry is dropped when all were (bounded memory)
 
 
 class Scanner:
@@ -279,6 +280,9 @@ class Scanner:
         if st.st_nlink > 1:
             first = self._hardlinks.get(key)
             if first is not None:
+                first.left -= 1
+                if first.left <= 0:
+                    del self._hardlinks[key]
                 node.link_to = first.path
                 self._read_xattrs(d, node, rel, first.node)
                 if first.pending is None:
@@ -301,7 +305,7 @@ class Scanner:
             else:
                 pending = self._saver.save_large(d, name, st)
         if st.st_nlink > 1:
-            self._hardlinks[key] = _Hardlink(rel, pending, node)
+            self._hardlinks[key] = _Hardlink(rel, pending, node, st.st_nlink - 1)
         self._emit(Entry(node, rel, pending))
         return False
 
