@@ -67,13 +67,15 @@ def sample_throughput(path: str) -> float | None:
 
 
 def _repository(url: str, credentials: dict[str, str] | None) -> None:
+    """The repository must be there: a local path that merely *could* be created (the same
+    path on another host) is not the repository the server means."""
     if not url.startswith("s3://"):
-        _local(url, must_exist=False)
-        return
+        _local(url, must_exist=True)
     from ferryman.repository import open_backend
 
     backend = open_backend(url, **(credentials or {}))
-    backend.exists("config")
+    if not backend.exists("config"):
+        raise FileNotFoundError(f"no repository at {url} as seen from this proxy")
 
 
 def round_trip(path: str, samples: int = 3) -> float:

@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import time
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
@@ -28,7 +28,7 @@ from ferryman.proxy.protocol import (
     TaskResult,
 )
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import Proxy, Repository, Session, Share, Task, utcnow
+from ferryman.server.db.models import Probe, Proxy, Repository, Session, Share, Task, utcnow
 from ferryman.server.probes import ProbeTracker, invalidate, needed_probes, store_probe_results
 from ferryman.server.sessions import ACTIVE_STATES, on_task_finished, requeue, touch
 from ferryman.server.tokens import consume_join_token
@@ -238,6 +238,7 @@ class ProxyGateway:
     def result(self, proxy_id: int, result: TaskResult) -> None:
         with self.ctx.db.session() as db:
             task = self._owned(db, proxy_id, result.task_id)
+            attached = task.kind == "attach" and result.state == "success"
             session: Session = task.session
             unreachable = result.output.get("unreachable") if result.state == "failed" else None
             if unreachable in ("share", "repository"):
@@ -268,6 +269,15 @@ class ProxyGateway:
                 task.output = result.output
                 task.ended = utcnow()
                 task.lease_expires = None
+                if task.kind == "attach" and result.state == "success" and task.repository_id:
+                    # probes taken while it did not exist yet are wrong now
+                    db.execute(
+                        delete(Probe).where(
+                            Probe.kind == "repository", Probe.target_id == task.repository_id
+                        )
+                    )
                 on_task_finished(db, task)
+        if attached:
+            self.ctx.signals.wake_all_proxies()  # probe the new repository now
         self.ctx.signals.dispatch.set()
         self.ctx.signals.session_changed()

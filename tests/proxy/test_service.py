@@ -171,7 +171,12 @@ def test_probes_are_answered_in_the_next_heartbeat(tmp_path: Path) -> None:
         ProbeRequest(kind="share", target_id=1, url=str(tmp_path)),
         ProbeRequest(kind="share", target_id=2, url=str(tmp_path / "missing")),
         ProbeRequest(kind="repository", target_id=3, url=str(tmp_path / "new-repo")),
+        ProbeRequest(kind="repository", target_id=4, url=str(tmp_path / "repo")),
     ]
+    from ferryman.repository import Repository, open_backend
+
+    (tmp_path / "repo").mkdir()
+    Repository.init(open_backend(str(tmp_path / "repo")), "pw", scrypt_n=1024).close()
     service = ProxyService(channel, slots=1, site=None, cache_dir=tmp_path, poll_timeout=0.1)
     service.start()
     until(lambda: any(b.probe_results for b in channel.beats))
@@ -179,4 +184,6 @@ def test_probes_are_answered_in_the_next_heartbeat(tmp_path: Path) -> None:
     results = {r.target_id: r for b in channel.beats for r in b.probe_results}
     assert results[1].ok and results[1].rtt_ms is not None
     assert not results[2].ok and "no such folder" in (results[2].error or "")
-    assert results[3].ok  # a repository location that does not exist yet can be created
+    # a location where a repository could be created is not the repository the server means
+    assert not results[3].ok
+    assert results[4].ok
