@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 BATCH_FILES = 128
 BATCH_BYTES = 8 << 20
+DIRS_PER_SETTLE = 10_000
 
 
 @dataclass(slots=True)
@@ -74,7 +75,11 @@ class Restorer:
         self._futures: list[Future[None]] = []
         self._batch: list[_FileJob] = []
         self._batch_bytes = 0
+        # completed directories whose metadata is applied once their files are written
+        # (settled every DIRS_PER_SETTLE, so memory stays bounded), and the directories
+        # whose metadata waits for the very end (the target root, selected paths' parents)
         self._dirs_done: list[tuple[bytes, Node]] = []
+        self._dirs_last: list[tuple[bytes, Node]] = []
         # first restored name of a hardlinked file -> [target path, links still to come]
         self._links: dict[bytes, list[Any]] = {}
 
@@ -109,6 +114,8 @@ class Restorer:
                 stack.pop()
                 if frame.node is not None:
                     self._dirs_done.append((frame.target_rel, frame.node))
+                    if len(self._dirs_done) >= DIRS_PER_SETTLE:
+                        self._settle_dirs()
                 frame.dir.release()
                 continue
             child = self._entry(frame, node)
@@ -291,18 +298,28 @@ class Restorer:
         except OSError as exc:
             self.error(job.path, f"incomplete copy left behind: {describe_restore_error(exc)}")
 
-    def finish(self) -> None:
-        """Wait for the workers, then apply directory metadata children-first."""
+    def _settle_dirs(self) -> None:
+        """Wait for every queued file, then apply the completed directories' metadata."""
         self.flush_batch()
-        self._pool.shutdown(wait=True)
         for fut in self._futures:
             fut.result()
+        self._futures = []
+        self._apply_dirs(self._dirs_done)
+        self._dirs_done = []
+
+    def _apply_dirs(self, dirs: list[tuple[bytes, Node]]) -> None:
         opened = _OpenPath(self.root.fd)
         try:
-            for target_rel, node in self._dirs_done:
+            for target_rel, node in dirs:
                 self._dir_metadata(opened, target_rel, node)
         finally:
             opened.close()
+
+    def finish(self) -> None:
+        """Wait for the workers, then apply directory metadata children-first."""
+        self._settle_dirs()
+        self._pool.shutdown(wait=True)
+        self._apply_dirs(self._dirs_last[::-1])
 
     def _dir_metadata(self, opened: _OpenPath, target_rel: bytes, node: Node) -> None:
         try:
@@ -313,8 +330,8 @@ class Restorer:
             self.error(show_path(target_rel) or ".", describe_restore_error(exc))
 
     def mark_dir(self, target_rel: bytes, node: Node) -> None:
-        """Apply ``node``'s metadata to an already-created directory at the end."""
-        self._dirs_done.append((target_rel, node))
+        """Apply ``node``'s metadata to an already-created directory at the very end."""
+        self._dirs_last.append((target_rel, node))
 
 
 class _OpenPath:

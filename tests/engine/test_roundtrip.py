@@ -110,3 +110,25 @@ def test_unchanged_file_whose_chunks_are_gone_is_read_again(
     out = tmp_path / "out"
     run_restore(repo, again.restore_point, out)
     assert diff_trees(src, out) == []
+
+
+def test_directory_metadata_settled_in_rounds(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Directory times stay right when metadata is applied every few directories."""
+    from ferryman.engine import restore_walk
+
+    monkeypatch.setattr(restore_walk, "DIRS_PER_SETTLE", 2)
+    src = tmp_path / "src"
+    for i in range(6):
+        d = src / f"d{i}" / "inner"
+        d.mkdir(parents=True)
+        for j in range(5):
+            (d / f"f{j}").write_bytes(os.urandom(100))
+        os.utime(d, ns=(10**18 + i, 10**18 + i))
+        os.utime(d.parent, ns=(10**18, 10**18 + 7 * i))
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, result.restore_point, out)
+    assert diff_trees(src, out) == []
