@@ -378,11 +378,31 @@ class Repository:
 
     # -- maintenance ---------------------------------------------------------------------------
 
-    def gc(self, **options: Any) -> GCReport:
-        """Garbage collection (two phases, safe with concurrent writers); see ``gc.run_gc``."""
+    def gc(
+        self,
+        *,
+        grace: float = 60.0,
+        repack_below: float = 0.0,
+        consolidate_above: int = 256,
+        do_mark: bool = True,
+        do_sweep: bool = True,
+    ) -> GCReport:
+        """Garbage collection: sweep generations whose writer fence passed, then mark.
+
+        Safe while other processes write (docs/format.md §13.3); run one at a time.
+        ``grace`` absorbs clock skew between hosts; ``repack_below`` (e.g. 0.5)
+        rewrites mostly-dead live packs.
+        """
         from ferryman.repository.gc import run_gc
 
-        return run_gc(self, **options)
+        return run_gc(
+            self,
+            grace=grace,
+            repack_below=repack_below,
+            consolidate_above=consolidate_above,
+            do_mark=do_mark,
+            do_sweep=do_sweep,
+        )
 
     def check(self, read_data: bool = False, subset: str | float | None = None) -> CheckReport:
         """Verify the repository; returns a ``CheckReport``; see ``check.run_check``."""
