@@ -218,46 +218,9 @@ class Repository:
         in the given order; pass bounded batches (memory holds one batch's
         locations).
         """
-        by_pack: dict[bytes, list[IndexEntry]] = {}
-        for blob_id in dict.fromkeys(blob_ids):
-            entry = self.lookup(blob_id)
-            if entry is None:
-                raise BlobNotFound(f"blob {blob_id.hex()} is not in the repository index")
-            by_pack.setdefault(entry.pack_id, []).append(entry)
-        for entries in by_pack.values():
-            entries.sort(key=lambda e: e.offset)
-            run: list[IndexEntry] = []
-            for entry in entries:
-                end = entry.offset + entry.length
-                if run and (
-                    entry.offset - (run[-1].offset + run[-1].length) > max_gap
-                    or end - run[0].offset > max_request
-                ):
-                    yield from self._read_run(run)
-                    run = []
-                run.append(entry)
-            if run:
-                yield from self._read_run(run)
+        from ferryman.repository.batch_read import read_blobs
 
-    def _read_run(self, run: list[IndexEntry]) -> Iterator[tuple[bytes, bytes]]:
-        first = run[0]
-        if first.kind == blob.KIND_TREE or len(run) == 1:
-            for entry in run:
-                yield entry.blob_id, self.get_blob(entry.blob_id)
-            return
-        name = pack.pack_name(first.kind, first.pack_hex)
-        start, end = first.offset, run[-1].offset + run[-1].length
-        try:
-            window = self.backend.get_range(name, start, end - start)
-        except ObjectNotFound:
-            for entry in run:  # moved by garbage collection: the slow path re-syncs
-                yield entry.blob_id, self.get_blob(entry.blob_id)
-            return
-        cipher = pack.pack_cipher(self.keys.encryption, first.pack_hex)
-        view = memoryview(window)
-        for entry in run:
-            record = view[entry.offset - start : entry.offset - start + entry.length]
-            yield entry.blob_id, self._decode(cipher, entry, record, name)
+        return read_blobs(self, blob_ids, max_gap=max_gap, max_request=max_request)
 
     def _read(self, entry: IndexEntry) -> bytes:
         name = pack.pack_name(entry.kind, entry.pack_hex)
@@ -265,14 +228,14 @@ class Repository:
         if entry.kind == blob.KIND_TREE:
             record = self._cached_record(entry, name)
             try:
-                return self._decode(cipher, entry, record, name)
+                return self.decode_record(cipher, entry, record, name)
             except CorruptObject:
                 # The local copy may be the damaged one: drop it, use the repository's.
                 (self.cache_path / "packs" / entry.pack_hex).unlink(missing_ok=True)
         record = self.backend.get_range(name, entry.offset, entry.length)
-        return self._decode(cipher, entry, record, name)
+        return self.decode_record(cipher, entry, record, name)
 
-    def _decode(
+    def decode_record(
         self, cipher: AESGCM, entry: IndexEntry, record: bytes | memoryview, name: str
     ) -> bytes:
         if len(record) != entry.length:
