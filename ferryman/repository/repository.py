@@ -238,6 +238,7 @@ class Repository:
     def decode_record(
         self, cipher: AESGCM, entry: IndexEntry, record: bytes | memoryview, name: str
     ) -> bytes:
+        """Authenticate and decode one record read from pack ``name``."""
         if len(record) != entry.length:
             raise CorruptObject(f"pack {name}: truncated (blob {entry.blob_id.hex()} cut short)")
         return blob.open_blob(
