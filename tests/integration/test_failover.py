@@ -11,7 +11,7 @@ from typing import Any
 
 from .harness import ProxyProcess, ServerProcess, assert_same_tree, make_tree
 
-BIG = 320 << 20  # enough data that the task is still running when we strike
+BIG = 192 << 20  # enough data that the task is still running when we strike
 
 
 def _wait_for_progress(
@@ -89,9 +89,11 @@ def test_server_killed_mid_session_resumes_on_restart(
     server.wait_proxies({"embedded"})
     server.post("/shares", {"name": "big", "url": str(source)})
     server.post("/jobs", {"name": "job", "shares": ["big"], "repository": "default"})
+    brake = server.throttle()  # the embedded proxy runs in the server: slow it down
     session_id = server.post("/jobs/job/run")["id"]
     _wait_for_progress(server, session_id)
     server.kill()
+    brake.set()
     server.start()
     session = server.wait_session(session_id)
     assert session["status"] == "success", session
