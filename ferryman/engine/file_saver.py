@@ -6,7 +6,7 @@ AES-GCM) runs with the GIL released on every core:
 * small files (≤ ``SMALL_FILE_LIMIT``) are batched (up to ``BATCH_BYTES`` or
   ``BATCH_FILES``); one worker job opens, reads, chunks and stores a whole batch,
   so there is no per-file round trip between threads;
-* large files are read by the calling (scanner) thread in ``SEGMENT`` pieces,
+* large files are read by one reader thread (the walk goes on) in ``SEGMENT`` pieces,
   cut with FastCDC (the last, open-ended chunk of a segment is carried into the
   next one, so cut points equal whole-file chunking), and every chunk becomes its
   own job: one large file is spread over all workers.
@@ -37,6 +37,8 @@ SMALL_FILE_LIMIT = 4 << 20
 BATCH_BYTES = 2 << 20
 BATCH_FILES = 64
 SEGMENT = 8 << 20
+FILE_CHARGE = 4096  # budget bytes charged per small file on top of its size
+LARGE_FILES_QUEUED = 8
 DATA = KIND_DATA
 
 
@@ -145,6 +147,8 @@ class FileSaver:
         self._local = threading.local()  # chunkers are not thread-safe: one per thread
         self._min_chunk = self._chunker.min_size
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="saver")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="large-reader")
+        self._large_slots = threading.BoundedSemaphore(LARGE_FILES_QUEUED)
         self._budget = ByteBudget(max_inflight_bytes)
         self._batch: list[_SmallItem] = []
         self._batch_bytes = 0
@@ -175,7 +179,9 @@ class FileSaver:
         """Submit the current batch (call before waiting on any of its files)."""
         if not self._batch:
             return
-        batch, fut, nbytes = self._batch, self._batch_future, self._batch_bytes
+        # a per-file charge bounds how many (tiny) files and open dir handles are queued
+        nbytes = self._batch_bytes + FILE_CHARGE * len(self._batch)
+        batch, fut = self._batch, self._batch_future
         self._batch, self._batch_bytes, self._batch_future = [], 0, Future()
         self._budget.acquire(nbytes)
 
@@ -263,9 +269,25 @@ class FileSaver:
     def save_large(
         self, dir: SourceDir, name: bytes, st: os.stat_result, flush: bool = True
     ) -> PendingContent:
-        """Read a large file now (calling thread) and spread its chunks over the workers."""
+        """Queue a large file for the reader thread, which spreads its chunks over the
+        workers; the walk goes on meanwhile (a cold disk read does not stall it)."""
         if flush:  # the scanner's open batch; never from another thread
             self.flush_batch()
+        self._large_slots.acquire()  # bounds queued large files (and dir handles held)
+        held = dir.retain()
+
+        def read() -> PendingContent:
+            try:
+                return self._save_large_now(held, name, st)
+            finally:
+                held.release()
+                self._large_slots.release()
+
+        fut = self._reader.submit(read)
+        return PendingContent(lambda: fut.result().result())
+
+    def _save_large_now(self, dir: SourceDir, name: bytes, st: os.stat_result) -> PendingContent:
+        """Read a large file in the calling thread, submitting its chunks as it goes."""
         futures: list[Future[bytes]] = []
         outcome = FileOutcome()
         for attempt in (1, 2):
@@ -372,6 +394,7 @@ class FileSaver:
         return st.st_size <= SMALL_FILE_LIMIT
 
     def close(self) -> None:
-        """Flush the pending batch and wait for all jobs."""
+        """Flush the pending batch and wait for all jobs (reader first: it feeds the pool)."""
         self.flush_batch()
+        self._reader.shutdown(wait=True)
         self._pool.shutdown(wait=True)
