@@ -1,7 +1,7 @@
 """run_backup: one backup task (a whole share or one partition of it).
 
-Threads: the caller's thread runs the scanner (walk + change detection +
-reading large files); ``options.workers`` saver threads chunk, hash and store
+Threads: the caller's thread runs the scanner (walk + change detection); one
+reader thread reads large files; ``options.workers`` saver threads chunk, hash and store
 contents (compression/encryption happen inside ``add_blob``); one tree saver
 thread builds tree blobs in scan order and takes checkpoints; the repository
 writer's upload pool writes packs; a ticker emits progress. All hand-offs are
