@@ -31,7 +31,7 @@ def test_sites_slots_reachability_load_and_waiting(
     hq = _shares(server, hidden, "hq", 3, site="hq")
     anywhere = _shares(server, tmp_path / "open", "any", 4, site=None)
     slow = _shares(server, tmp_path / "slow", "slow", 2, site=None, big=24 << 20)
-    make_proxy(server, "hq1", site="hq", slots=1)
+    hq1 = make_proxy(server, "hq1", site="hq", slots=1)
     make_proxy(server, "branch", site="branch", slots=2)
     make_proxy(server, "blind", site="hq", slots=3, hide=hidden)
     proxies = server.wait_proxies({"hq1", "branch", "blind"})
@@ -70,6 +70,7 @@ def test_sites_slots_reachability_load_and_waiting(
     server.post(
         "/jobs", {"name": "queue", "shares": slow, "repository": "default", "proxies": ["hq1"]}
     )
+    brake = hq1.throttle()  # keep the first task busy long enough to watch the second wait
     session_id = server.post("/jobs/queue/run")["id"]
     seen_waiting = False
     revision = -1
@@ -80,8 +81,10 @@ def test_sites_slots_reachability_load_and_waiting(
         if second["state"] == "waiting" and "waiting for resources" in (second["reason"] or ""):
             seen_waiting = True
             assert {"proxy": "hq1", "reason": "all 1 task slots busy"} in second["passed_over"]
+            brake.set()
         if view["status"] != "running":
             break
+    brake.set()
     assert view["status"] == "success", view
     first, second = view["tasks"]
     assert first["proxy"] == second["proxy"] == "hq1"
