@@ -161,7 +161,14 @@ def run_assemble_task(a: TaskAssignment, repo: Any) -> TaskResult:
     point = repo.load_restore_point(point_id)
     files = sum(r.stats.files_scanned for r in results)
     size = sum(r.stats.bytes_scanned for r in results)
-    output = {"point_id": point_id, "time": _iso(point.time), "files": files, "bytes": size}
+    output: dict[str, Any] = {
+        "point_id": point_id,
+        "time": _iso(point.time),
+        "files": files,
+        "bytes": size,
+        # a partitioned share is large by definition: refresh the plan for its next run
+        "share_stats": browsing.top_level_stats(repo, point.root),
+    }
     state: FinalState = "warning" if any(r.status == "warning" for r in results) else "success"
     return TaskResult(task_id=a.task_id, state=state, output=output)
 

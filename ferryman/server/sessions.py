@@ -164,7 +164,11 @@ def on_task_finished(db: DbSession, task: Task) -> None:
         _record_point(db, session, task, output)
     if session.kind == "backup" and task.kind == "backup" and task.partition:
         _maybe_assemble(db, session, task)
-    if task.kind == "backup" and task.state in ("success", "warning") and output.get("share_stats"):
+    if (
+        task.kind in ("backup", "assemble")
+        and task.state in ("success", "warning")
+        and output.get("share_stats")
+    ):
         share = db.get(Share, task.share_id) if task.share_id else None
         if share is not None and not task.partition:
             share.last_stats = output["share_stats"]

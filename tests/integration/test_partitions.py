@@ -53,4 +53,11 @@ def test_partitioned_share_spreads_and_assembles(
     assert len(restore["tasks"]) == len(backups)
     assert {t["proxy"] for t in restore["tasks"]} == {"embedded", "p1"}
     assert assert_same_tree(source, out) == 6 * 4 * 2 + 2
+
+    # the assembled run refreshed the statistics: the next run is planned from them
+    third = server.wait_session(server.post("/jobs/job/run")["id"])
+    assert third["status"] == "success", third
+    parts = [t["partition"] for t in third["tasks"] if t["kind"] == "backup"]
+    assert len(parts) >= 2
+    assert "dir9" in {name for p in parts for name in p["paths"]}
     assert server.stop() == 0
