@@ -336,3 +336,24 @@ def test_a_share_no_proxy_can_reach_fails_after_a_while(
     assert view["status"] == "failed"
     assert "no proxy can reach" in view["tasks"][0]["error"]
     assert "blind: cannot reach share 'job-s0'" in view["reason"]
+
+
+def test_in_place_restore_goes_to_a_proxy_that_reaches_the_share(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    from ferryman.server.db.models import RestorePoint
+
+    shares_and_job(api, tmp_path, 1)
+    add_proxy(ctx, "a-blind", slots=1, unreachable={"job-s0"})
+    add_proxy(ctx, "b-sees", slots=1)
+    with ctx.db.session() as db:
+        share = db.scalar(select(Share))
+        assert share is not None
+        db.add(
+            RestorePoint(point_id="p", repository_id=1, share_id=share.id, share_name=share.name)
+        )
+    in_place = api.post("/restores", {"point": 1, "in_place": True})
+    elsewhere = api.post("/restores", {"point": 1, "to": str(tmp_path / "out")})
+    dispatcher.run_once()
+    assert api.get(f"/sessions/{in_place['id']}")["tasks"][0]["proxy"] == "b-sees"
+    assert api.get(f"/sessions/{elsewhere['id']}")["tasks"][0]["proxy"] == "a-blind"
