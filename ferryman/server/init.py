@@ -69,6 +69,12 @@ def init_server(
         database.migrate()
     except Exception as exc:
         raise InitError(f"cannot prepare the database {_safe_url(config.db_url)}: {exc}") from exc
+    with database.session() as db:
+        if db.scalar(select(Repository.id).limit(1)) is not None:
+            database.dispose()
+            raise InitError(
+                f"the database {_safe_url(config.db_url)} already holds a Ferryman installation"
+            )
     box = SecretBox.create(layout.secret_key)
     ca = CertificateAuthority.create(layout.ca_cert, layout.ca_key)
     ca.issue_server_certificate(layout.tls_cert, layout.tls_key, config.host)
@@ -76,8 +82,6 @@ def init_server(
     passphrase = secrets.token_urlsafe(32)
     _init_default_repository(layout.default_repository, passphrase, scrypt_n)
     with database.session() as db:
-        if db.scalar(select(Repository).where(Repository.name == DEFAULT_REPOSITORY_NAME)):
-            raise InitError("the database already holds an installation (repository 'default')")
         repo = Repository(
             name=DEFAULT_REPOSITORY_NAME, url=str(layout.default_repository), passphrase_secret=""
         )

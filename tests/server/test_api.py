@@ -253,3 +253,15 @@ def test_no_5xx_from_schema_driven_junk(api: Api) -> None:
                         method.upper(), f"{url}?path={value}&share={value}&job={value}", json=body
                     )
                     assert r.status_code < 500, (method, url, body, r.status_code, r.text)
+
+
+def test_init_refuses_an_existing_home_or_database(server_home, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from ferryman.server.init import InitError, init_server
+
+    with pytest.raises(InitError, match="already a Ferryman server home"):
+        init_server(server_home.home, "127.0.0.1:1", None)
+    with pytest.raises(InitError, match="already holds a Ferryman installation"):
+        init_server(tmp_path / "other", "127.0.0.1:1", server_home.db_url)
+    assert not (tmp_path / "other" / "secret.key").exists()
