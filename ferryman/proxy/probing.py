@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from typing import Any
 
 from ferryman.proxy.protocol import ProbeRequest, ProbeResult
 
@@ -78,6 +79,42 @@ def _repository(url: str, credentials: dict[str, str] | None) -> None:
         raise FileNotFoundError(f"no repository at {url} as seen from this proxy")
 
 
+SCAN_SECONDS = 30.0
+
+
+def top_level_scan(path: str, budget: float = SCAN_SECONDS) -> dict[str, Any] | None:
+    """Files and bytes per top-level entry (a metadata walk); None when over the time budget."""
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    deadline = time.monotonic() + budget
+    top: dict[str, list[int]] = {}
+    with os.scandir(path) as entries:
+        first_level = sorted(entries, key=lambda e: e.name)
+    for entry in first_level:
+        files, size = 0, 0
+        stack = [entry]
+        while stack:
+            item = stack.pop()
+            try:
+                if item.is_dir(follow_symlinks=False):
+                    with os.scandir(item.path) as children:
+                        stack.extend(children)
+                    continue
+                files += 1
+                if item.is_file(follow_symlinks=False):
+                    size += item.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+            if files % 1024 == 0 and time.monotonic() > deadline:
+                return None
+        top[entry.name] = [files, size]
+    return {
+        "files": sum(v[0] for v in top.values()),
+        "bytes": sum(v[1] for v in top.values()),
+        "top": top,
+    }
+
+
 def round_trip(path: str, samples: int = 3) -> float:
     """Seconds for one metadata round trip (the best of a few, to ignore scheduling noise)."""
     if path.startswith("file://"):
@@ -93,11 +130,14 @@ def round_trip(path: str, samples: int = 3) -> float:
 def probe(request: ProbeRequest) -> ProbeResult:
     started = time.perf_counter()
     throughput = None
+    scan = None
     try:
         if request.kind == "share":
             _local(request.url, must_exist=True)
             rtt = round_trip(request.url)
             throughput = sample_throughput(request.url)
+            if request.scan:
+                scan = top_level_scan(request.url)
         else:
             _repository(request.url, request.credentials)
             rtt = time.perf_counter() - started
@@ -116,4 +156,5 @@ def probe(request: ProbeRequest) -> ProbeResult:
         ok=True,
         rtt_ms=round(rtt * 1000, 3),
         throughput=throughput,
+        scan=scan,
     )

@@ -44,6 +44,8 @@ class ProbeRequest(BaseModel):
     target_id: int
     url: str
     credentials: dict[str, str] | None = None
+    # also count files and bytes per top-level entry (a share never backed up yet)
+    scan: bool = False
 
 
 class ProbeResult(BaseModel):
@@ -54,6 +56,8 @@ class ProbeResult(BaseModel):
     rtt_ms: float | None = None
     throughput: float | None = None  # bytes/s of a short sample read (shares)
     error: str | None = None
+    # {"files", "bytes", "top": {name: [files, bytes]}} when a scan was asked and finished
+    scan: dict[str, Any] | None = None
 
 
 class Heartbeat(BaseModel):

@@ -50,8 +50,10 @@ def needed_probes(
         for p in db.scalars(select(Probe).where(Probe.proxy_id == proxy_id))
     }
     wanted: list[ProbeRequest] = []
+    shares = list(db.scalars(select(Share)))
+    unscanned = {s.id for s in shares if not s.last_stats}
     targets: list[tuple[str, int, str, Repository | None]] = [
-        ("share", s.id, s.url, None) for s in db.scalars(select(Share))
+        ("share", s.id, s.url, None) for s in shares
     ]
     targets += [("repository", r.id, r.url, r) for r in db.scalars(select(Repository))]
     for kind, target_id, url, repo in targets:
@@ -65,7 +67,13 @@ def needed_probes(
         tracker.mark(proxy_id, kind, target_id)
         credentials = repository_credentials(repo, secrets) if repo is not None else None
         wanted.append(
-            ProbeRequest(kind=kind, target_id=target_id, url=url, credentials=credentials)  # type: ignore[arg-type]
+            ProbeRequest(
+                kind=kind,  # type: ignore[arg-type]
+                target_id=target_id,
+                url=url,
+                credentials=credentials,
+                scan=kind == "share" and target_id in unscanned,
+            )
         )
     return wanted
 
@@ -95,6 +103,11 @@ def store_probe_results(
             )
         )
         tracker.forget(proxy_id, result.kind, result.target_id)
+        if result.kind == "share" and result.ok and result.scan:
+            share = db.get(Share, result.target_id)
+            if share is not None and not share.last_stats and share.url == result.url:
+                # a quick top-level scan sizes the first run's partitions
+                share.last_stats = {**result.scan, "source": "scan"}
 
 
 def invalidate(db: DbSession, proxy_id: int, kind: str, target_id: int) -> None:

@@ -30,3 +30,14 @@ def test_share_probe_measures_round_trip_and_throughput(tmp_path) -> None:  # ty
     os.mkfifo(tmp_path / "fifo")  # never read from (would block)
     result = probe(ProbeRequest(kind="share", target_id=1, url=str(tmp_path)))
     assert result.ok and result.rtt_ms is not None and (result.throughput or 0) > 0
+
+
+def test_top_level_scan_counts_files_and_bytes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ferryman.proxy.probing import top_level_scan
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f").write_bytes(b"x" * 10)
+    (tmp_path / "a" / "g").write_bytes(b"y" * 5)
+    (tmp_path / "top").write_bytes(b"z")
+    stats = top_level_scan(str(tmp_path))
+    assert stats == {"files": 3, "bytes": 16, "top": {"a": [2, 15], "top": [1, 1]}}
