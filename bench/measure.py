@@ -7,7 +7,7 @@ import resource
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from bench.tree_memory import TreeMemorySampler, harness_processes
@@ -32,6 +32,14 @@ class StepResult:
     detail: str = ""  # the tool's own summary of the step, when it gives one
     peak_breakdown: list[tuple[int, str, int]] = field(default_factory=list)
     repeats: list[float] = field(default_factory=list)  # seconds of every run (--repeat)
+    rounds: list[dict[str, object]] = field(default_factory=list)  # every run, in full
+
+    @staticmethod
+    def from_json(data: dict[str, object]) -> StepResult:
+        known = {f.name for f in fields(StepResult)}
+        kept = {k: v for k, v in data.items() if k in known}
+        kept["peak_breakdown"] = [tuple(x) for x in kept.get("peak_breakdown", [])]  # type: ignore[attr-defined]
+        return StepResult(**kept)  # type: ignore[arg-type]
 
     @property
     def mb_per_s(self) -> float:
@@ -39,6 +47,26 @@ class StepResult:
 
     def to_json(self) -> dict[str, object]:
         return {**asdict(self), "mb_per_s": round(self.mb_per_s, 2)}
+
+
+ESTIMATORS = ("best", "median")
+
+
+def pick_round(rounds: list[StepResult], estimator: str = "best") -> StepResult:
+    """The run to report among repetitions of a step, with every run attached.
+
+    ``best``: the fastest — on a shared machine, contention only ever adds time,
+    so the fastest run is the closest to what the tool can do. ``median``: the
+    middle one (the lower middle for an even count). A failed last run is
+    reported as is.
+    """
+    ok = sorted((r for r in rounds if r.ok), key=lambda r: r.seconds)
+    if not ok or not rounds[-1].ok:
+        chosen = rounds[-1]
+    else:
+        chosen = ok[0] if estimator == "best" else ok[(len(ok) - 1) // 2]
+    every = [replace(r, rounds=[]).to_json() for r in rounds] if len(rounds) > 1 else []
+    return replace(chosen, repeats=[r.seconds for r in rounds], rounds=every, note=rounds[0].note)
 
 
 def disk_usage(root: Path) -> tuple[int, int]:

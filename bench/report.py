@@ -31,7 +31,7 @@ def _step_table(step: str, results: list[StepResult], labels: dict[str, str]) ->
         if r.note:
             status += f" ({r.note})"
         if len(r.repeats) > 1:
-            status += f" median of {' '.join(f'{t:.2f}' for t in r.repeats)}"
+            status += f" runs: {' '.join(f'{t:.2f}' for t in r.repeats)}"
         table.add_row(
             labels.get(r.tool, r.tool),
             f"{r.seconds:.2f}",

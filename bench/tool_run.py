@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bench.daily_change import apply_daily_change
-from bench.measure import StepResult, measure_step
+from bench.measure import StepResult, measure_step, pick_round
 from bench.targets import DAILY, FIRST, RESTORE, UNCHANGED
 from bench.tools.base import BackupTool
 from bench.tree_compare import compare_trees
@@ -33,10 +33,12 @@ class ToolRun:
         workdir: Path,
         console: Console,
         others: Callable[[], Iterable[int]] = tuple,
+        estimator: str = "best",
     ) -> None:
         """``others``: the background processes of the other tools, not measured here."""
         self.tool = tool
         self._others = others
+        self.estimator = estimator
         self.base = workdir / getattr(tool, "slug", tool.name)
         self.source = self.base / "share"
         self.restore_to = self.base / "restored"
@@ -89,10 +91,7 @@ class ToolRun:
         rounds = self._rounds.setdefault(name, [])
         rounds.append(result)
         self.alive = result.ok
-        ok = sorted((r for r in rounds if r.ok), key=lambda r: r.seconds)
-        reported = ok[(len(ok) - 1) // 2] if result.ok else result  # the median run
-        reported.repeats = [r.seconds for r in rounds]
-        reported.note = rounds[0].note
+        reported = pick_round(rounds, self.estimator)
         if again:
             self.results[-1] = reported
         else:
@@ -102,7 +101,7 @@ class ToolRun:
         """Run ``step`` (one of ``bench.targets.STEPS``) if the run is still alive.
 
         ``again``: a repetition of the step just run (re-runs and restores only);
-        the median run is reported, every time is kept.
+        the run picked by the estimator is reported, every run is kept.
         """
         if not self.alive:
             return
@@ -123,6 +122,7 @@ class ToolRun:
         diff = compare_trees(self.source, _restored_root(self.restore_to, self.source))
         self.info["restore_check"] = diff.summary()
         result.note = "verified" if diff.identical else "restore DIFFERS"
+        self._rounds[RESTORE][0].note = result.note  # kept when a repetition is reported
         self.console.print(f"  {self.tool.name:9} restore check: {diff.summary()}", markup=False)
 
     def finish(self, keep: bool) -> None:

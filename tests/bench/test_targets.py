@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.measure import StepResult
+from bench.measure import StepResult, pick_round
 from bench.report import session_seconds
 from bench.targets import DAILY, FIRST, RESTORE, UNCHANGED, compare, ferryman_memory_check
 
@@ -66,3 +66,17 @@ def test_session_seconds_from_the_follow_summary() -> None:
     assert session_seconds(line) == ("SUCCESS", 62.0)
     assert session_seconds("ended WARNING in 7.7s") == ("WARNING", 7.7)
     assert session_seconds("no summary") is None
+
+
+def test_repetitions_report_the_chosen_run_and_keep_all() -> None:
+    runs = [_result("restic", RESTORE, t) for t in (15.0, 60.0, 17.0)]
+    runs[0].note = "verified"
+    best = pick_round(runs, "best")
+    median = pick_round(runs, "median")
+    assert best.seconds == 15.0 and median.seconds == 17.0
+    assert best.repeats == [15.0, 60.0, 17.0] and len(best.rounds) == 3
+    assert median.note == "verified"  # the check of the first restore stays with the step
+    assert StepResult.from_json(best.to_json()).rounds == best.rounds
+    runs.append(_result("restic", RESTORE, 1.0))
+    runs[-1].ok = False
+    assert not pick_round(runs, "best").ok  # a failed repetition is not hidden
