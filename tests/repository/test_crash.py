@@ -65,9 +65,15 @@ def test_killing_writers_on_s3(tmp_path: Path, s3_url: str) -> None:
 
 
 def _crash_scenario(url: str, tmp_path: Path, kills: int, lease: float) -> None:
-    Repository.init(
-        open_backend(url), PASSPHRASE, chunker=SMALL_CHUNKS, scrypt_n=FAST_SCRYPT
-    ).close()
+    with (
+        Repository.init(
+            open_backend(url), PASSPHRASE, chunker=SMALL_CHUNKS, scrypt_n=FAST_SCRYPT
+        ) as repo,
+        repo.open_writer("baseline") as w,
+    ):
+        # One point exists whatever the machine's speed (children may die before their first).
+        root = store_files(repo, w, make_files(10**6, count=6))
+        w.save_restore_point(share="crash", root=root, extra={"seed": 10**6})
     ctx = multiprocessing.get_context("fork")
     rng = random.Random(20261124)
     cache = tmp_path / "proxy-cache"  # shared by every incarnation, like a restarted proxy
@@ -75,7 +81,7 @@ def _crash_scenario(url: str, tmp_path: Path, kills: int, lease: float) -> None:
     for i in range(kills):
         proc = ctx.Process(target=_crashing_writer, args=(url, str(cache), i, lease))
         proc.start()
-        time.sleep(rng.uniform(0.0, 0.3 if kills == KILLS else 0.8))
+        time.sleep(rng.uniform(0.0, 0.3 if kills == KILLS else 1.2))
         if proc.is_alive():
             killed_during_work += 1
         assert proc.pid is not None
