@@ -166,6 +166,10 @@ def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
         decision = pick_proxy(proxies, needs)
         wants_probes.update(decision.wants_probes)
         if decision.proxy is None:
+            if needs.allowed_proxy_ids is not None and not needs.allowed_proxy_ids & set(by_id):
+                fail_task(task, "none of the proxies the job names exists any more")
+                on_task_finished(db, task)
+                continue
             if _nobody_can_reach(decision.passed_over, proxies, needs) and (
                 (now - task.queued).total_seconds() > ctx.config.unreachable_timeout
             ):

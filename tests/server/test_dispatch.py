@@ -357,3 +357,17 @@ def test_in_place_restore_goes_to_a_proxy_that_reaches_the_share(
     dispatcher.run_once()
     assert api.get(f"/sessions/{in_place['id']}")["tasks"][0]["proxy"] == "b-sees"
     assert api.get(f"/sessions/{elsewhere['id']}")["tasks"][0]["proxy"] == "a-blind"
+
+
+def test_a_job_whose_proxies_were_all_removed_fails_at_once(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    (tmp_path / "s").mkdir()
+    api.post("/shares", {"name": "s", "url": str(tmp_path / "s")})
+    add_proxy(ctx, "only", slots=1)
+    api.post("/jobs", {"name": "j", "shares": ["s"], "repository": "default", "proxies": ["only"]})
+    api.call("DELETE", "/proxies/only", expect=204)
+    session = api.post("/jobs/j/run")
+    dispatcher.run_once()
+    view = api.get(f"/sessions/{session['id']}")
+    assert view["status"] == "failed" and "none of the proxies" in view["reason"]
