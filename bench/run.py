@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -167,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = datetime.now(UTC)
     run_dir = args.workdir / "runs"
+    if run_dir.exists():  # the last run's repositories: gone before anything is measured
+        shutil.rmtree(run_dir)
+        os.sync()
     runs: list[ToolRun] = []
     try:
         for name in names:

@@ -41,7 +41,7 @@ class ToolRun:
         self.estimator = estimator
         self.base = workdir / getattr(tool, "slug", tool.name)
         self.source = self.base / "share"
-        self.restore_to = self.base / "restored"
+        self.restore_to = self.base / "restored-1"
         self.workload = workload
         self.console = console
         self.results: list[StepResult] = []
@@ -71,8 +71,12 @@ class ToolRun:
         return True
 
     def _step(self, name: str, restore: bool = False, again: bool = False) -> None:
-        if restore and self.restore_to.exists():
-            shutil.rmtree(self.restore_to)  # every restore goes into an empty folder
+        if restore:
+            # every restore into a new empty folder; the earlier ones are deleted at the
+            # end: on this disk (ext4 with online discard) writing right after deleting
+            # gigabytes is several times slower, which would bias later runs
+            runs = len(self._rounds.get(name, []))
+            self.restore_to = self.base / f"restored-{runs + 1}"
         os.sync()  # no writeback of the previous step inside this one
         action = (lambda: self.tool.restore(self.restore_to)) if restore else self.tool.backup
         result = measure_step(
@@ -119,7 +123,8 @@ class ToolRun:
                 self._verify(self.results[-1])
 
     def _verify(self, result: StepResult) -> None:
-        diff = compare_trees(self.source, _restored_root(self.restore_to, self.source))
+        first = self.base / "restored-1"
+        diff = compare_trees(self.source, _restored_root(first, self.source))
         self.info["restore_check"] = diff.summary()
         result.note = "verified" if diff.identical else "restore DIFFERS"
         self._rounds[RESTORE][0].note = result.note  # kept when a repetition is reported
@@ -129,4 +134,5 @@ class ToolRun:
         self.tool.teardown()
         if not keep:
             shutil.rmtree(self.source, ignore_errors=True)
-            shutil.rmtree(self.restore_to, ignore_errors=True)
+            for restored in self.base.glob("restored-*"):
+                shutil.rmtree(restored, ignore_errors=True)
