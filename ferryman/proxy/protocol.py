@@ -92,6 +92,8 @@ class ShareSpec(BaseModel):
     url: str
     include: list[str] = []
     exclude: list[str] = []
+    # e.g. {"password": ...} for an smb:// share (decrypted by the server for this task)
+    credentials: dict[str, str] | None = Field(default=None, repr=False)
 
 
 class TaskAssignment(BaseModel):

@@ -29,7 +29,13 @@ from ferryman.proxy.protocol import (
 )
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import Probe, Proxy, Repository, Session, Share, Task, utcnow
-from ferryman.server.probes import ProbeTracker, invalidate, needed_probes, store_probe_results
+from ferryman.server.probes import (
+    ProbeTracker,
+    invalidate,
+    needed_probes,
+    share_credentials,
+    store_probe_results,
+)
 from ferryman.server.sessions import ACTIVE_STATES, on_task_finished, requeue, touch
 from ferryman.server.tokens import consume_join_token
 
@@ -183,7 +189,12 @@ class ProxyGateway:
             row = db.get(Share, task.share_id)
             if row is not None:
                 share = ShareSpec(
-                    id=row.id, name=row.name, url=row.url, include=row.include, exclude=row.exclude
+                    id=row.id,
+                    name=row.name,
+                    url=row.url,
+                    include=row.include,
+                    exclude=row.exclude,
+                    credentials=share_credentials(row, self.ctx.secrets),
                 )
         params = dict(task.params or {})
         if task.kind == "backup":

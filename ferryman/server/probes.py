@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from sqlalchemy import delete, select
@@ -41,6 +42,14 @@ def repository_credentials(repo: Repository, secrets: SecretBox) -> dict[str, st
     }
 
 
+def share_credentials(share: Share, secrets: SecretBox) -> dict[str, str] | None:
+    """A share's decrypted credentials (an SMB password), None when it has none."""
+    if not share.credentials_secret:
+        return None
+    value = json.loads(secrets.decrypt(share.credentials_secret, f"share:{share.id}:credentials"))
+    return {str(k): str(v) for k, v in value.items()}
+
+
 def needed_probes(
     db: DbSession, proxy_id: int, secrets: SecretBox, tracker: ProbeTracker, max_age: float
 ) -> list[ProbeRequest]:
@@ -52,11 +61,11 @@ def needed_probes(
     wanted: list[ProbeRequest] = []
     shares = list(db.scalars(select(Share)))
     unscanned = {s.id for s in shares if not s.last_stats}
-    targets: list[tuple[str, int, str, Repository | None]] = [
-        ("share", s.id, s.url, None) for s in shares
+    targets: list[tuple[str, int, str, Repository | Share]] = [
+        ("share", s.id, s.url, s) for s in shares
     ]
     targets += [("repository", r.id, r.url, r) for r in db.scalars(select(Repository))]
-    for kind, target_id, url, repo in targets:
+    for kind, target_id, url, row in targets:
         probe = existing.get((kind, target_id))
         if probe is not None and probe.target_url == url:
             age = (now - probe.checked).total_seconds()
@@ -65,7 +74,11 @@ def needed_probes(
         if not tracker.due(proxy_id, kind, target_id):
             continue
         tracker.mark(proxy_id, kind, target_id)
-        credentials = repository_credentials(repo, secrets) if repo is not None else None
+        credentials = (
+            repository_credentials(row, secrets)
+            if isinstance(row, Repository)
+            else share_credentials(row, secrets)
+        )
         wanted.append(
             ProbeRequest(
                 kind=kind,  # type: ignore[arg-type]

@@ -100,7 +100,7 @@ def test_share_job_session_flow(api: Api, tmp_path: Path) -> None:
 def test_validation_errors_are_one_line_4xx(api: Api) -> None:
     cases = [
         ("/shares", {"name": "x", "url": "relative/path"}, 422, "absolute path"),
-        ("/shares", {"name": "x", "url": "smb://host/share"}, 422, "unsupported share URL"),
+        ("/shares", {"name": "x", "url": "smb://host/share"}, 422, "needs a user"),
         ("/shares", {"name": "bad name", "url": "/tmp"}, 422, "name"),
         ("/shares", {"name": "x", "url": "/tmp", "io_control": "turbo"}, 422, "io_control"),
         ("/jobs", {"name": "j", "shares": ["nope"], "repository": "default"}, 404, "unknown share"),

@@ -53,6 +53,10 @@ def repository_url(url: str) -> str:
 
 
 def share_url(url: str) -> str:
+    if url.startswith("smb://"):
+        from ferryman.sources.smb_url import parse_smb_url
+
+        return parse_smb_url(printable(url, "share URL")).display()
     if "://" in url and not url.startswith("file://"):
         scheme = url.split("://", 1)[0]
         raise ValueError(

@@ -86,6 +86,9 @@ class Share(Base):
     include: Mapped[list[Any]] = mapped_column(default=list)
     exclude: Mapped[list[Any]] = mapped_column(default=list)
     io_control: Mapped[str] = mapped_column(String(20), default="normal")
+    # JSON object of credentials (an SMB share's password), encrypted with the SecretBox
+    # under the purpose ``share:<id>:credentials``; never returned by the API
+    credentials_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
     # per top-level entry statistics of the last successful run, for partitioning
     last_stats: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)

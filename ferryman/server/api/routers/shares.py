@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy import select
 
 from ferryman.server.api import inputs
@@ -25,11 +26,22 @@ class ShareIn(BaseModel):
     include: list[str] = []
     exclude: list[str] = []
     io_control: Literal["lower", "below-normal", "normal", "above-normal", "faster"] = "normal"
+    # an smb:// share's password: stored encrypted, handed to proxies with tasks, never returned
+    password: str | None = Field(default=None, repr=False, max_length=1024)
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         return inputs.share_url(value)
+
+    @model_validator(mode="after")
+    def _password(self) -> ShareIn:
+        smb = self.url.startswith("smb://")
+        if smb and self.password is None:
+            raise ValueError("an smb:// share needs a password (CLI: --password-env VAR)")
+        if not smb and self.password is not None:
+            raise ValueError("a password only applies to smb:// shares")
+        return self
 
     @field_validator("include", "exclude")
     @classmethod
@@ -53,9 +65,13 @@ def add_share(
     with ctx.db.session() as db:
         if db.scalar(select(Share).where(Share.name == body.name)):
             raise HTTPException(409, f"a share named '{body.name}' already exists")
-        share = Share(**body.model_dump())
+        share = Share(**body.model_dump(exclude={"password"}))
         db.add(share)
         db.flush()
+        if body.password is not None:
+            share.credentials_secret = ctx.secrets.encrypt(
+                json.dumps({"password": body.password}), f"share:{share.id}:credentials"
+            )
         view = share_view(share)
     ctx.signals.wake_all_proxies()  # probe the new share right away
     return view
