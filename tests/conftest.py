@@ -1,4 +1,4 @@
-"""Shared fixtures: a real PostgreSQL server for tests that need one.
+"""Shared fixtures: a real PostgreSQL server and a real S3 server (moto) for tests that need them.
 
 A private cluster is created with `initdb` in a temporary folder and started
 with `pg_ctl` on a free loopback port (as the `postgres` user when running as
@@ -14,9 +14,12 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +112,37 @@ def postgres_database(postgres_server: str) -> Callable[[], str]:
         return f"{postgres_server}/{name}"
 
     return create
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto S3 server in its own process on loopback; FAILS (not skips) under CI=true.
+
+    Used by the S3 repository backend tests and the S3 source tests.
+    """
+    port = _free_port()
+    exe = Path(sys.executable).with_name("moto_server")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen(
+            [*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=logf, stderr=logf, env=env
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                message = f"moto S3 server did not start: {log.read_text()[-2000:]}"
+                if os.environ.get("CI") == "true":
+                    pytest.fail(message)
+                pytest.skip(message)
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(10)

@@ -1,14 +1,9 @@
-"""Fixtures for repository tests: small local repositories and a real S3 server (moto)."""
+"""Fixtures for repository tests: small local repositories, and buckets on the shared
+moto S3 server (``s3_endpoint`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,43 +32,6 @@ def repo(tmp_path: Path, repo_url: str) -> Iterator[Repository]:
     )
     yield r
     r.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto S3 server in its own process on loopback; FAILS (not skips) under CI=true."""
-    port = _free_port()
-    exe = Path(sys.executable).with_name("moto_server")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen(
-            [*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=logf, stderr=logf, env=env
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                message = f"moto S3 server did not start: {log.read_text()[-2000:]}"
-                if os.environ.get("CI") == "true":
-                    pytest.fail(message)
-                pytest.skip(message)
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture

@@ -36,6 +36,37 @@ _TRANSIENT = {
 }
 
 
+def make_client(
+    *,
+    endpoint: str | None = None,
+    region: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    session_token: str | None = None,
+    max_attempts: int = 5,
+    max_pool_connections: int = 16,
+) -> Any:
+    """A boto3 S3 client: path-style addressing, standard retries, bounded timeouts.
+
+    Credentials default to the usual AWS environment variables / files. Shared by
+    the S3 repository backend and the S3 source.
+    """
+    config = Config(
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=max_pool_connections,
+    )
+    session = boto3.session.Session(
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        aws_session_token=session_token,
+        region_name=region,
+    )
+    return session.client("s3", endpoint_url=endpoint, config=config)
+
+
 class S3Backend:
     """Objects are keys under ``prefix`` in ``bucket``."""
 
@@ -57,20 +88,15 @@ class S3Backend:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint = endpoint
-        config = Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": max_attempts, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=60,
+        self.client: Any = make_client(
+            endpoint=endpoint,
+            region=region,
+            access_key=access_key,
+            secret_key=secret_key,
+            session_token=session_token,
+            max_attempts=max_attempts,
             max_pool_connections=max_pool_connections,
         )
-        session = boto3.session.Session(
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            aws_session_token=session_token,
-            region_name=region,
-        )
-        self.client: Any = session.client("s3", endpoint_url=endpoint, config=config)
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=multipart_chunksize,

@@ -1,0 +1,245 @@
+"""The S3 object source against a real S3-protocol server (moto, HTTP on loopback).
+
+Backup of a prefix with odd keys, metadata, tags and a multipart-sized object;
+incremental runs by ETag/size/Last-Modified; restore to the original bucket, to
+another bucket/prefix and to a folder; bad input (missing bucket, unreachable
+server, object deleted during the backup, bad URLs).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from ferryman.engine.backup import BackupFailed, run_backup
+from ferryman.engine.options import BackupOptions
+from ferryman.engine.restore import run_restore
+from ferryman.repository import Repository, open_backend
+from ferryman.sources.s3 import S3Source, parse_s3_url
+from ferryman.sources.s3_restore import BucketRestoreFailed, restore_to_bucket
+
+CREDS = {"access_key": "test", "secret_key": "test"}
+BIG = 17 << 20  # read through the large-file path, uploaded back in multipart parts
+
+# key (relative to the prefix) -> (content, content type, user metadata, tags)
+OBJECTS: dict[str, tuple[bytes, str, dict[str, str], dict[str, str]]] = {
+    "readme.txt": (b"hello\n", "text/plain", {"owner": "ops"}, {"team": "a", "x y": "1+2=3"}),
+    "docs/report.pdf": (os.urandom(3000), "application/pdf", {}, {}),
+    "docs/deep/ünïcode name.json": (b'{"a": 1}', "application/json", {"k": "v"}, {}),
+    "docs/": (b"", "application/x-directory", {}, {}),  # a console "folder" marker
+    "odd//double": (b"double slash", "text/plain", {}, {}),
+    "%percent": (b"percent", "text/plain", {}, {}),
+    "docs/deep": (b"an object named like a folder", "text/plain", {}, {}),
+    "empty": (b"", "binary/octet-stream", {"why": "empty"}, {"t": "1"}),
+}
+WITH_BIG = {**OBJECTS, "big.bin": (os.urandom(BIG), "application/octet-stream", {}, {"s": "big"})}
+
+
+@pytest.fixture
+def client(s3_endpoint: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+_n = iter(range(1 << 30))
+
+
+@pytest.fixture
+def bucket(client: Any) -> str:
+    name = f"src-{next(_n)}-{os.getpid()}"
+    client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[Repository]:
+    r = Repository.init(
+        open_backend(str(tmp_path / "repo")), "s3-src", scrypt_n=1 << 10, cache_dir=tmp_path / "c"
+    )
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def _put(
+    client: Any, bucket: str, key: str, spec: tuple[bytes, str, dict[str, str], dict[str, str]]
+) -> None:
+    data, ctype, meta, tags = spec
+    client.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=data,
+        ContentType=ctype,
+        Metadata=meta,
+        Tagging=urllib.parse.urlencode(tags),
+    )
+
+
+def _fill(client: Any, bucket: str, prefix: str, objects: dict[str, Any] = OBJECTS) -> None:
+    for key, spec in objects.items():
+        _put(client, bucket, prefix + key, spec)
+    client.put_object(Bucket=bucket, Key="outside-the-prefix", Body=b"not ours")
+
+
+def _dump(
+    client: Any, bucket: str, prefix: str
+) -> dict[str, tuple[bytes, str, dict[str, str], dict[str, str]]]:
+    """Every object under ``prefix``: content, content type, metadata and tags."""
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            resp = client.get_object(Bucket=bucket, Key=o["Key"])
+            tags = client.get_object_tagging(Bucket=bucket, Key=o["Key"])["TagSet"]
+            out[o["Key"][len(prefix) :]] = (
+                resp["Body"].read(),
+                resp["ContentType"],
+                resp["Metadata"],
+                {t["Key"]: t["Value"] for t in tags},
+            )
+    return out
+
+
+def _source(endpoint: str, bucket: str, prefix: str = "") -> S3Source:
+    return S3Source.from_url(f"s3://{bucket}/{prefix}?endpoint={endpoint}", **CREDS)
+
+
+def test_backup_and_restore_to_another_bucket_keeps_keys_content_metadata_tags(
+    client: Any, bucket: str, s3_endpoint: str, repo: Repository
+) -> None:
+    _fill(client, bucket, "data/", WITH_BIG)
+    result = run_backup(_source(s3_endpoint, bucket, "data"), repo, BackupOptions(share="objs"))
+    assert result.status == "success", result.warnings
+    assert result.stats.files_scanned == len(WITH_BIG)
+    assert result.stats.bytes_scanned == sum(len(v[0]) for v in WITH_BIG.values())
+
+    client.create_bucket(Bucket=bucket + "-copy")
+    target = _source(s3_endpoint, bucket + "-copy", "restored/here")
+    assert result.restore_point is not None
+    restored = restore_to_bucket(repo, result.restore_point, target)
+    assert restored.status == "success", restored.errors
+    assert restored.stats.files_restored == len(WITH_BIG)
+    assert _dump(client, bucket + "-copy", "restored/here/") == WITH_BIG
+
+    # one subtree only, back into the original bucket after losing it
+    for key in ("docs/report.pdf", "docs/deep/ünïcode name.json"):
+        client.delete_object(Bucket=bucket, Key="data/" + key)
+    again = restore_to_bucket(
+        repo, result.restore_point, _source(s3_endpoint, bucket, "data"), paths=[b"docs"]
+    )
+    assert again.status == "success", again.errors
+    # the docs/ marker, report.pdf, the object "docs/deep" and docs/deep/ünïcode name.json
+    assert again.stats.files_restored == 4
+    assert _dump(client, bucket, "data/") == WITH_BIG
+    assert client.get_object(Bucket=bucket, Key="outside-the-prefix")["Body"].read() == b"not ours"
+
+
+def test_restore_to_a_folder(
+    client: Any, bucket: str, s3_endpoint: str, repo: Repository, tmp_path: Path
+) -> None:
+    _fill(client, bucket, "", WITH_BIG)
+    result = run_backup(_source(s3_endpoint, bucket), repo, BackupOptions(share="objs"))
+    assert result.restore_point is not None
+    out = tmp_path / "out"
+    restored = run_restore(repo, result.restore_point, out)
+    assert restored.status == "success", restored.errors
+    assert (out / "docs" / "deep" / "ünïcode name.json").read_bytes() == b'{"a": 1}'
+    assert (out / "odd" / "%" / "double").read_bytes() == b"double slash"  # empty segment
+    assert (out / "%%percent").read_bytes() == b"percent"
+    assert (out / "docs" / "%").read_bytes() == b""  # the folder marker object "docs/"
+    assert (out / "docs" / "%deep").read_bytes() == b"an object named like a folder"
+    assert (out / "big.bin").stat().st_size == BIG
+    assert os.getxattr(out / "readme.txt", "user.s3.content-type") == b"text/plain"
+    assert os.getxattr(out / "readme.txt", "user.s3.meta.owner") == b"ops"
+    assert os.getxattr(out / "readme.txt", "user.s3.key") == b"readme.txt"
+    head = client.head_object(Bucket=bucket, Key="readme.txt")
+    assert (out / "readme.txt").stat().st_mtime == head["LastModified"].timestamp()
+
+
+def test_incremental_by_etag_size_and_last_modified(
+    client: Any, bucket: str, s3_endpoint: str, repo: Repository, tmp_path: Path
+) -> None:
+    _fill(client, bucket, "")
+    source = _source(s3_endpoint, bucket)
+    first = run_backup(source, repo, BackupOptions(share="objs"))
+    assert first.stats.files_read == len(OBJECTS) + 1 - 2  # the two empty objects are not read
+
+    same = run_backup(source, repo, BackupOptions(share="objs"))
+    assert same.stats.files_read == 0
+    assert same.stats.files_unchanged == len(OBJECTS) + 1
+
+    _put(client, bucket, "readme.txt", (b"changed\n", "text/markdown", {}, {}))
+    client.put_object(Bucket=bucket, Key="docs/new.txt", Body=b"new")
+    client.delete_object(Bucket=bucket, Key="docs/report.pdf")
+    third = run_backup(source, repo, BackupOptions(share="objs"))
+    assert third.stats.files_read == 2
+    assert third.stats.files_unchanged == len(OBJECTS) + 1 - 2
+    assert third.restore_point is not None
+    client.create_bucket(Bucket=bucket + "-v3")
+    restore_to_bucket(repo, third.restore_point, _source(s3_endpoint, bucket + "-v3"))
+    assert _dump(client, bucket + "-v3", "") == _dump(client, bucket, "")
+
+
+def test_object_deleted_during_the_backup_is_a_warning(
+    client: Any, bucket: str, s3_endpoint: str, repo: Repository
+) -> None:
+    _fill(client, bucket, "")
+    source = _source(s3_endpoint, bucket)
+    real_get = source.client.get_object
+
+    def get_after_someone_deleted_it(**kwargs: Any) -> Any:
+        if kwargs["Key"] == "docs/report.pdf":  # deleted between the listing and the read
+            client.delete_object(Bucket=bucket, Key="docs/report.pdf")
+        return real_get(**kwargs)
+
+    source.client.get_object = get_after_someone_deleted_it
+    result = run_backup(source, repo, BackupOptions(share="objs"))
+    assert result.status == "warning"
+    assert [(w.path, w.reason) for w in result.warnings] == [
+        ("docs/report.pdf", "vanished before it could be read")
+    ]
+    assert result.stats.files_scanned == len(OBJECTS) + 1
+
+
+def test_unreachable_bucket_or_server_fails_clearly(
+    s3_endpoint: str, repo: Repository, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        BackupFailed, match=r"cannot read s3://no-such-bucket/ at .*: no such bucket"
+    ):
+        run_backup(_source(s3_endpoint, "no-such-bucket"), repo, BackupOptions(share="objs"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there
+    src = S3Source(parse_s3_url(f"s3://b?endpoint={dead}"), max_connections=2, **CREDS)
+    src.client.meta.config.retries = {"max_attempts": 1}
+    with pytest.raises(BackupFailed, match="the server cannot be reached"):
+        run_backup(src, repo, BackupOptions(share="objs"))
+    with pytest.raises(BucketRestoreFailed, match=r"restore point nope"):
+        restore_to_bucket(repo, "nope", _source(s3_endpoint, "no-such-bucket"))
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("s3:///prefix", "an S3 share URL looks like s3://bucket"),
+        ("s3://b/p?access_key=x", "credentials go in --access-key-env"),
+        ("s3://b/p?versions=some&endpoint=http://h", "unknown S3 share URL option"),
+        ("s3://b?endpoint=ftp://h", "must be an http:// or https:// URL"),
+    ],
+)
+def test_bad_urls_are_refused(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_s3_url(url)
