@@ -12,7 +12,10 @@ mtime (``touch -r``, ``rsync -t``) and every metadata change (owner, mode,
 xattrs, ACLs, link count); inode catches a file replaced by another (rename
 over it, editors writing a new file); mode catches type changes. Hardlinking
 changes ctime (restic #2495), which costs one re-read of that file, never a
-wrong backup. The stored atime of an unchanged entry is the previous one.
+wrong backup. rdev catches a device node re-made with another number, and for
+entries read over SMB it carries the DOS attributes (Samba does not move the
+change time when only attributes change; see ``ferryman.sources.smb``). The
+stored atime of an unchanged entry is the previous one.
 
 A directory whose own stat is unchanged and whose every entry was reused in
 order, with nothing added or removed, reuses its previous tree blobs: an
@@ -77,4 +80,5 @@ def unchanged(prev: NodeMap, st: os.stat_result) -> bool:
         and prev.get("ct", 0) == st.st_ctime_ns
         and prev.get("i", 0) == st.st_ino
         and prev.get("m", 0) == st.st_mode
+        and prev.get("r", 0) == st.st_rdev
     )

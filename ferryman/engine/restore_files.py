@@ -18,6 +18,7 @@ from ferryman.sources.metadata import (
     ACL_ACCESS,
     ACL_DEFAULT,
     gid_for,
+    local_xattrs,
     uid_for,
     write_xattrs,
 )
@@ -171,7 +172,7 @@ def apply_fd_metadata(fd: int, node: Node, owner: bool, xattrs: bool) -> list[st
     except OSError as exc:
         problems.append(f"mode: {exc.strerror}")
     if xattrs:
-        attrs = dict(node.xattrs)
+        attrs = dict(local_xattrs(node.xattrs))
         if node.acl_access:
             attrs[ACL_ACCESS] = node.acl_access
         if node.acl_default:

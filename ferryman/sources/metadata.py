@@ -18,6 +18,9 @@ from functools import lru_cache
 
 ACL_ACCESS = b"system.posix_acl_access"
 ACL_DEFAULT = b"system.posix_acl_default"
+# Windows metadata of entries backed up over SMB (see ferryman.sources.smb): restored to
+# SMB targets only, since no local filesystem has such an xattr namespace
+SMB_NAMESPACE = b"smb."
 
 # errors meaning "this filesystem or entry has no xattrs": not worth a warning
 _NO_XATTR_ERRNOS = {errno.ENOTSUP, errno.ENODATA, errno.EPERM, errno.EOPNOTSUPP}
@@ -62,11 +65,18 @@ def _read_xattrs(path: bytes | int) -> dict[bytes, bytes]:
     return result
 
 
+def local_xattrs(xattrs: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """The attributes a local filesystem can hold (the ``smb.`` namespace left out)."""
+    if not any(k.startswith(SMB_NAMESPACE) for k in xattrs):
+        return xattrs
+    return {k: v for k, v in xattrs.items() if not k.startswith(SMB_NAMESPACE)}
+
+
 def write_xattrs(dir_fd: int, name: bytes, xattrs: dict[bytes, bytes]) -> list[str]:
     """Set extended attributes; returns a message per attribute that could not be set."""
     path = proc_path(dir_fd, name)
     problems: list[str] = []
-    for key, value in xattrs.items():
+    for key, value in local_xattrs(xattrs).items():
         try:
             os.setxattr(path, key, value, follow_symlinks=False)
         except OSError as exc:

@@ -1,0 +1,157 @@
+"""A real Samba ``smbd`` for tests, configured in a temporary folder and started on loopback.
+
+Everything smbd writes (configuration, password database, locks, state, logs)
+lives under the temporary folder; it listens on a free port of 127.0.0.1 only.
+The SMB user ``backup`` is mapped to the Unix account running the tests
+(``username map``), so no system account is created. Needs root (smbd refuses
+to serve otherwise). Without smbd the tests are skipped locally and FAIL under
+CI (``CI=true``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SMB_USER = "backup"
+SMB_PASSWORD = "Secr3t-backup"
+
+
+@dataclass
+class SambaServer:
+    """A running smbd; ``share_dir(name)`` is the folder behind share ``name``."""
+
+    root: Path
+    port: int
+    shares: dict[str, Path]
+    user: str = SMB_USER
+    password: str = SMB_PASSWORD
+
+    def url(self, share: str, path: str = "") -> str:
+        tail = f"/{path}" if path else ""
+        return f"smb://{self.user}@127.0.0.1:{self.port}/{share}{tail}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"smbd is required under CI: {reason}")
+    pytest.skip(f"smbd not available: {reason}")
+
+
+def _config(root: Path, port: int, shares: dict[str, Path]) -> str:
+    unix_user = os.environ.get("USER") or "root"
+    (root / "users.map").write_text(f"{unix_user} = {SMB_USER}\n")
+    lines = [
+        "[global]",
+        "server role = standalone server",
+        f"smb ports = {port}",
+        "interfaces = 127.0.0.1",
+        "bind interfaces only = yes",
+        "disable netbios = yes",
+        f"private dir = {root}/private",
+        f"lock directory = {root}/lock",
+        f"state directory = {root}/state",
+        f"cache directory = {root}/cache",
+        f"pid directory = {root}/run",
+        f"ncalrpc dir = {root}/ncalrpc",
+        f"passdb backend = tdbsam:{root}/private/passdb.tdb",
+        f"username map = {root}/users.map",
+        f"log file = {root}/log/smbd.log",
+        "log level = 1",
+        "max log size = 0",
+        "load printers = no",
+        "printing = bsd",
+        "printcap name = /dev/null",
+        "disable spoolss = yes",
+        "map to guest = never",
+        "server min protocol = SMB2_10",
+        "kernel oplocks = no",
+        # DOS attributes and NT security descriptors kept in xattrs, as on a Samba NAS
+        "store dos attributes = yes",
+        "ea support = yes",
+        "vfs objects = acl_xattr",
+        "acl_xattr:ignore system acls = yes",
+    ]
+    for name, path in shares.items():
+        lines += [f"[{name}]", f"path = {path}", "read only = no", "create mask = 0644"]
+    return "\n".join(lines) + "\n"
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"smbd exited with {proc.returncode}: {tail}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("smbd did not start listening within 20 s")
+
+
+def start_samba(share_names: list[str]) -> Iterator[SambaServer]:
+    """Configure and start smbd serving ``share_names`` (fresh empty folders); stop it after."""
+    smbd = shutil.which("smbd") or ("/usr/sbin/smbd" if os.path.exists("/usr/sbin/smbd") else None)
+    pdbedit = shutil.which("pdbedit")
+    if smbd is None or pdbedit is None:
+        _unavailable("smbd/pdbedit not found (apt-get install samba)")
+        return
+    if os.geteuid() != 0:
+        _unavailable("smbd must run as root")
+        return
+    root = Path(tempfile.mkdtemp(prefix="ferryman-smb-"))
+    for sub in ("private", "lock", "state", "cache", "run", "ncalrpc", "log"):
+        (root / sub).mkdir()
+    shares = {name: root / "shares" / name for name in share_names}
+    for path in shares.values():
+        path.mkdir(parents=True)
+    port = _free_port()
+    conf = root / "smb.conf"
+    conf.write_text(_config(root, port, shares))
+    unix_user = os.environ.get("USER") or "root"
+    subprocess.run(
+        [pdbedit, "-s", str(conf), "-a", "-u", unix_user, "-t"],
+        input=f"{SMB_PASSWORD}\n{SMB_PASSWORD}\n".encode(),
+        check=True,
+        capture_output=True,
+    )
+    log = root / "log" / "smbd.log"
+    proc = subprocess.Popen(
+        [smbd, "--foreground", "--no-process-group", "-s", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "log" / "stderr", "wb"),  # noqa: SIM115 - closed with the process
+        start_new_session=True,  # smbd signals its process group when it stops: not ours
+    )
+    try:
+        _wait_listening(port, proc, log)
+        yield SambaServer(root, port, shares)
+    finally:
+        # smbd leads its own process group (its workers included): stop them all
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
