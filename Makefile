@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 SHARE  ?= /usr/share/doc
 BENCH_ARGS ?=
 
-.PHONY: demo test lint typecheck bench bench-small venv clean lock
+.PHONY: demo test lint typecheck bench bench-small bench-cluster venv clean lock
 
 venv: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ bench: venv
 
 bench-small: venv
 	$(PY) -m bench.run --small $(BENCH_ARGS)
+
+## bench-cluster: only scale-out (root: namespaces, tc) and dispatcher; add BENCH_ARGS=--small
+bench-cluster: venv
+	$(PY) -m bench.run --only cluster $(BENCH_ARGS)
 
 ## lock: refresh constraints.txt from the current virtual environment
 lock: venv

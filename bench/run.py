@@ -7,6 +7,10 @@ tools take turns step by step. Caches are warm (nothing is dropped; every tool
 sees the same conditions).
 
     python -m bench.run [--small] [--tools ferryman,restic,borg] [--workdir DIR]
+
+Then the cluster benchmarks (``bench/cluster/``): scale-out over capped links
+(needs root) and the dispatcher with 10,000 queued tasks; ``--only cluster``
+runs just those.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import cast
 
 from rich.console import Console
 
+from bench.cluster.section import CLUSTER, parse_cluster, run_cluster
 from bench.measure import ESTIMATORS
 from bench.peers_install import install_peers
 from bench.report import print_report
@@ -136,7 +141,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the bench/repository and bench/engine micro-benchmarks afterwards"
         " (default: yes, except with --small)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--cluster",
+        default="all",
+        metavar="LIST",
+        help=f"cluster benchmarks to run afterwards: all, none or a subset of {','.join(CLUSTER)}"
+        " (the scale-out one needs root)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("cluster", *CLUSTER),
+        default=None,
+        help="run only the cluster benchmarks (or one of them): no peer comparison, no sections",
+    )
+    args = parser.parse_args(argv)
+    if args.only:
+        args.cluster = "all" if args.only == "cluster" else args.only
+        args.sections = False
+    try:
+        args.cluster_names = parse_cluster(args.cluster)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def _cluster_only(args: argparse.Namespace, console: Console) -> int:
+    """``--only …``: the cluster benchmarks alone, kept in their own results file."""
+    started = datetime.now(UTC)
+    cluster = run_cluster(console, args.cluster_names, args.small, BENCH_DIR.parent)
+    out: dict[str, object] = {
+        "started": started.isoformat(),
+        "finished": datetime.now(UTC).isoformat(),
+        "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version},
+        "project_commit": _project_commit(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "cluster": cluster,
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    name = f"{started.strftime('%Y%m%dT%H%M%SZ')}-cluster{'-small' if args.small else ''}.json"
+    (args.results / name).write_text(json.dumps(out, indent=2, default=str))
+    console.print(f"\ncluster results saved to {args.results / name}")
+    return 0 if all(c["returncode"] == 0 for c in cluster.values()) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         raise SystemExit("--repeat must be at least 1")
     console = Console() if sys.stdout.isatty() else Console(width=120)
+    if args.only:
+        return _cluster_only(args, console)
     names = [t.strip() for t in args.tools.split(",") if t.strip()]
     if not args.no_install:
         for name in install_peers(names):
@@ -216,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": [r.to_json() for r in results],
         "comparisons": [c.to_json() for c in comparisons],
         "sections": {},
+        "cluster": {},
     }
     args.results.mkdir(parents=True, exist_ok=True)
     name = f"{started.strftime('%Y%m%dT%H%M%SZ')}{'-small' if args.small else ''}.json"
@@ -226,7 +274,14 @@ def main(argv: list[str] | None = None) -> int:
         out["sections"] = run_extra_sections(console, BENCH_DIR)
         path.write_text(json.dumps(out, indent=2, default=str))
         console.print(f"\nsections added to {path}")
-    return 0 if all(r.ok for r in results) else 1
+    if args.cluster_names:
+        out["cluster"] = run_cluster(console, args.cluster_names, args.small, BENCH_DIR.parent)
+        path.write_text(json.dumps(out, indent=2, default=str))
+        console.print(f"\ncluster benchmarks added to {path}")
+    cluster_ok = all(
+        c["returncode"] == 0 for c in cast(dict[str, dict[str, object]], out["cluster"]).values()
+    )
+    return 0 if all(r.ok for r in results) and cluster_ok else 1
 
 
 if __name__ == "__main__":

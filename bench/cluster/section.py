@@ -1,0 +1,64 @@
+"""The cluster benchmarks as parts of ``make bench``: each runs as its own process (so
+its clean-up of namespaces and processes happens whatever the harness does), its output
+is shown as it comes and kept, with its saved figures, in the harness's results file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+CLUSTER = ("scaleout", "dispatcher")
+TIMEOUT = 1800
+SAVED = "results saved to "
+
+
+def parse_cluster(value: str) -> list[str]:
+    """``scaleout,dispatcher`` (or ``all``, or ``none``) → the benchmarks to run, in order."""
+    value = value.strip().lower()
+    if value in ("", "none"):
+        return []
+    if value == "all":
+        return list(CLUSTER)
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CLUSTER]
+    if unknown:
+        raise ValueError(
+            f"unknown cluster benchmark {unknown[0]!r}; choose from {', '.join(CLUSTER)}"
+        )
+    return [n for n in CLUSTER if n in names]
+
+
+def run_cluster(
+    console: Console, names: list[str], small: bool, root: Path
+) -> dict[str, dict[str, object]]:
+    """Run each named benchmark; returns {name: {returncode, output, figures}}."""
+    found: dict[str, dict[str, object]] = {}
+    for name in names:
+        module = f"bench.cluster.{name}"
+        console.print(f"\n[bold]{module}[/bold]")
+        argv = [sys.executable, "-m", module, *(["--small"] if small else [])]
+        lines: list[str] = []
+        with subprocess.Popen(
+            argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                console.print(line.rstrip("\n"), markup=False, highlight=False)
+                lines.append(line)
+            try:
+                code = proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.terminate()  # its SIGTERM handler cleans up
+                code = proc.wait(60)
+        if code != 0:
+            console.print(f"{module} FAILED (exit {code})", markup=False)
+        figures: object = None
+        saved = [line[len(SAVED) :].strip() for line in lines if line.startswith(SAVED)]
+        if saved and Path(saved[-1]).exists():
+            figures = json.loads(Path(saved[-1]).read_text())
+        found[name] = {"returncode": code, "output": "".join(lines), "figures": figures}
+    return found
