@@ -11,16 +11,21 @@ SNAPSHOT_TOOLS = {"lvm": "lvcreate", "zfs": "zfs", "btrfs": "btrfs"}
 
 def detect() -> dict[str, Any]:
     repositories = ["local"]
+    sources = ["local"]
     try:
         import boto3  # noqa: F401
 
         repositories.append("s3")
+        sources.append("s3")
     except ImportError:
         pass
+    snapshots = {name for name, tool in SNAPSHOT_TOOLS.items() if shutil.which(tool)}
+    # nas-dir only reads folders; command runs the administrator's scripts with /bin/sh
+    snapshots |= {"nas-dir"} | ({"command"} if shutil.which("sh") else set())
     return {
-        "sources": ["local"],
+        "sources": sources,
         "repositories": repositories,
-        "snapshots": sorted(name for name, tool in SNAPSHOT_TOOLS.items() if shutil.which(tool)),
+        "snapshots": sorted(snapshots),
     }
 
 

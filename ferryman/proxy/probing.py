@@ -79,6 +79,13 @@ def _repository(url: str, credentials: dict[str, str] | None) -> None:
         raise FileNotFoundError(f"no repository at {url} as seen from this proxy")
 
 
+def _s3_share(url: str, credentials: dict[str, str] | None) -> None:
+    """The bucket must answer a listing of the share's prefix with these keys."""
+    from ferryman.proxy.share_access import s3_source
+
+    s3_source(url, credentials).open_root()
+
+
 SCAN_SECONDS = 30.0
 
 
@@ -132,7 +139,10 @@ def probe(request: ProbeRequest) -> ProbeResult:
     throughput = None
     scan = None
     try:
-        if request.kind == "share":
+        if request.kind == "share" and request.url.startswith("s3://"):
+            _s3_share(request.url, request.credentials)
+            rtt = time.perf_counter() - started
+        elif request.kind == "share":
             _local(request.url, must_exist=True)
             rtt = round_trip(request.url)
             throughput = sample_throughput(request.url)

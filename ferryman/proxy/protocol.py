@@ -94,6 +94,8 @@ class ShareSpec(BaseModel):
     exclude: list[str] = []
     # e.g. {"password": ...} for an smb:// share (decrypted by the server for this task)
     credentials: dict[str, str] | None = Field(default=None, repr=False)
+    # snapshot provider of a local share: {"provider": "btrfs"|"nas-dir"|"command", ...}
+    snapshot: dict[str, Any] | None = None
 
 
 class TaskAssignment(BaseModel):

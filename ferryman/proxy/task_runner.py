@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ferryman.proxy import browsing
+from ferryman.proxy import browsing, share_access
 from ferryman.proxy.protocol import FinalState, TaskAssignment, TaskResult
 from ferryman.proxy.repository_access import open_repository
 
@@ -68,15 +68,21 @@ def _stats(stats: Any, duration: float | None = None) -> dict[str, Any]:
 
 
 def run_backup_task(
-    a: TaskAssignment, repo: Any, progress: ProgressSink, cancel: threading.Event
+    a: TaskAssignment,
+    repo: Any,
+    progress: ProgressSink,
+    cancel: threading.Event,
+    state_dir: Path | None = None,
 ) -> TaskResult:
     from ferryman.engine.backup import run_backup
     from ferryman.engine.options import BackupOptions
-    from ferryman.sources.local import LocalSource
+    from ferryman.sources.base import SourceError
 
     assert a.share is not None
-    if not os.path.isdir(a.share.url):
-        raise TaskError(f"share '{a.share.name}': {a.share.url} is not a reachable folder", "share")
+    try:
+        source = share_access.open_source(a.share, a.task_id, state_dir or Path("."))
+    except share_access.ShareUnavailable as exc:
+        raise TaskError(str(exc), "share") from exc
     paths: list[bytes] = []
     partition_name = ""
     if a.partition:
@@ -84,7 +90,11 @@ def run_backup_task(
         names = list(a.partition.get("paths", []))
         if "rest_except" in a.partition:
             others = set(a.partition["rest_except"])
-            names = sorted(set(names) | {n for n in os.listdir(a.share.url) if n not in others})
+            try:
+                top = share_access.top_level_names(source)
+            except SourceError as exc:
+                raise TaskError(f"share '{a.share.name}': {exc}", "share") from exc
+            names = sorted(set(names) | {n for n in top if n not in others})
         paths = [os.fsencode(n) for n in names]
         if not paths:
             return TaskResult(task_id=a.task_id, state="success", output={"partial": None})
@@ -98,10 +108,14 @@ def run_backup_task(
         checkpoint_interval=float(a.params.get("checkpoint_interval", 60.0)),
         tags={"job": str(a.params.get("job") or ""), "session": str(a.session_id)},
     )
-    result = run_backup(LocalSource(a.share.url), repo, options, progress_adapter(progress), cancel)
+    result = run_backup(source, repo, options, progress_adapter(progress), cancel)
     stats = _stats(result.stats)
     stats["bottleneck"] = result.bottleneck
     warnings = [{"path": w.path, "reason": w.reason} for w in result.warnings]
+    snapshot, snapshot_warnings = share_access.snapshot_report(source)
+    if snapshot is not None:
+        stats["snapshot"] = snapshot
+        warnings += snapshot_warnings
     output: dict[str, Any] = {}
     if a.partition:
         output["partial"] = {
@@ -195,14 +209,22 @@ def run_restore_task(
         paths=[os.fsencode(x) for x in paths],
         overwrite=p.get("overwrite", "replace"),
     )
-    result = run_restore(
-        repo,
-        p["point_id"],
-        LocalRestoreTarget(p["target"]),
-        options,
-        progress_adapter(progress),
-        cancel,
-    )
+    if share_access.is_s3(str(p["target"])):
+        try:
+            result = share_access.restore_into_bucket(
+                repo, p["point_id"], str(p["target"]), options.paths, a.share, cancel
+            )
+        except share_access.ShareUnavailable as exc:
+            raise TaskError(str(exc), "share") from exc
+    else:
+        result = run_restore(
+            repo,
+            p["point_id"],
+            LocalRestoreTarget(p["target"]),
+            options,
+            progress_adapter(progress),
+            cancel,
+        )
     errors = [{"path": e.path, "reason": e.reason} for e in result.errors]
     state: FinalState = "stopped" if cancel.is_set() else result.status
     error = f"{len(errors)} path(s) could not be restored" if state == "failed" else None
@@ -262,7 +284,7 @@ def execute(
                     task_id=a.task_id, state="success", output={"repository_id": repo.id}
                 )
             if a.kind == "backup":
-                return run_backup_task(a, repo, progress, cancel)
+                return run_backup_task(a, repo, progress, cancel, cache_dir)
             if a.kind == "assemble":
                 return run_assemble_task(a, repo)
             if a.kind == "restore":
@@ -282,7 +304,11 @@ def execute(
 
         if cancel.is_set():
             return TaskResult(task_id=a.task_id, state="stopped", error="cancelled")
-        if isinstance(exc, EngineError | RepositoryError) or type(exc).__name__ == "RestoreFailed":
+        from ferryman.sources.base import SourceError
+
+        if isinstance(exc, EngineError | RepositoryError | SourceError) or (
+            type(exc).__name__ == "RestoreFailed"
+        ):
             return TaskResult(task_id=a.task_id, state="failed", error=str(exc))
         log.exception("task %d (%s) failed", a.task_id, a.kind)
         return TaskResult(task_id=a.task_id, state="failed", error=f"{type(exc).__name__}: {exc}")

@@ -195,6 +195,7 @@ class ProxyGateway:
                     include=row.include,
                     exclude=row.exclude,
                     credentials=share_credentials(row, self.ctx.secrets),
+                    snapshot=row.snapshot,
                 )
         params = dict(task.params or {})
         if task.kind == "backup":

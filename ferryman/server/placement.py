@@ -72,6 +72,8 @@ class TaskNeeds:
     needs_share_probe: bool = True
     needs_repository_probe: bool = True
     source_type: str = "local"
+    # a backup of a share read through a snapshot provider: the proxy must be able to make it
+    snapshot_provider: str | None = None
 
 
 @dataclass
@@ -93,6 +95,10 @@ def _ineligible(proxy: ProxyView, needs: TaskNeeds, wants: list[int]) -> str | N
     sources = proxy.capabilities.get("sources")
     if needs.needs_share_probe and isinstance(sources, list) and needs.source_type not in sources:
         return f"cannot handle {needs.source_type} sources"
+    snapshots = proxy.capabilities.get("snapshots")
+    wanted = needs.snapshot_provider
+    if wanted and isinstance(snapshots, list) and wanted not in snapshots:
+        return f"cannot make {wanted} snapshots (tool missing)"
     checks = []
     if needs.needs_share_probe and needs.share_id is not None:
         checks.append(("share", needs.share_id, needs.share_name))

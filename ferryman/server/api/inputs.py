@@ -57,10 +57,15 @@ def share_url(url: str) -> str:
         from ferryman.sources.smb_url import parse_smb_url
 
         return parse_smb_url(printable(url, "share URL")).display()
+    if url.startswith("s3://"):
+        from ferryman.sources.s3 import parse_s3_url
+
+        parse_s3_url(printable(url, "share URL"))
+        return url
     if "://" in url and not url.startswith("file://"):
         scheme = url.split("://", 1)[0]
         raise ValueError(
-            f"unsupported share URL scheme '{scheme}': local or mounted paths only for now"
+            f"unsupported share URL scheme '{scheme}': a local or mounted path, smb:// or s3://"
         )
     return local_path(url, "share URL")
 

@@ -61,6 +61,7 @@ def share_view(share: Share) -> dict[str, Any]:
         "exclude": share.exclude or [],
         "io_control": share.io_control,
         "max_proxies": IO_CONTROL_MAX_PROXIES.get(share.io_control),
+        "snapshot": share.snapshot,
         "created": iso(share.created),
     }
 

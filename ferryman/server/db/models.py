@@ -89,6 +89,8 @@ class Share(Base):
     # JSON object of credentials (an SMB share's password), encrypted with the SecretBox
     # under the purpose ``share:<id>:credentials``; never returned by the API
     credentials_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # snapshot provider of a local share: {"provider": "btrfs"|"nas-dir"|"command", ...}
+    snapshot: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     # per top-level entry statistics of the last successful run, for partitioning
     last_stats: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)

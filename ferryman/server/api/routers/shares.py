@@ -28,6 +28,13 @@ class ShareIn(BaseModel):
     io_control: Literal["lower", "below-normal", "normal", "above-normal", "faster"] = "normal"
     # an smb:// share's password: stored encrypted, handed to proxies with tasks, never returned
     password: str | None = Field(default=None, repr=False, max_length=1024)
+    # an s3:// share's keys (else the proxy's AWS environment): stored like the password
+    access_key: str | None = Field(default=None, repr=False, max_length=1024)
+    secret_key: str | None = Field(default=None, repr=False, max_length=1024)
+    # snapshot provider of a local share: btrfs[:DIR] | nas-dir:GLOB | command (+ create/delete)
+    snapshot: str | None = Field(default=None, max_length=1000)
+    snapshot_create: str | None = Field(default=None, max_length=4000)
+    snapshot_delete: str | None = Field(default=None, max_length=4000)
 
     @field_validator("url")
     @classmethod
@@ -43,6 +50,18 @@ class ShareIn(BaseModel):
             raise ValueError("a password only applies to smb:// shares")
         return self
 
+    @model_validator(mode="after")
+    def _s3_keys_and_snapshot(self) -> ShareIn:
+        s3 = self.url.startswith("s3://")
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("give both the access key and the secret key, or neither")
+        if not s3 and self.access_key is not None:
+            raise ValueError("access and secret keys only apply to s3:// shares")
+        snapshot_config(self)  # raises ValueError with a message fit for a user
+        if self.snapshot and "://" in self.url:
+            raise ValueError("snapshot providers apply to local or mounted paths only")
+        return self
+
     @field_validator("include", "exclude")
     @classmethod
     def _globs(cls, value: list[str]) -> list[str]:
@@ -56,6 +75,16 @@ class ShareIn(BaseModel):
         return None if value is None else inputs.printable(value, "site")
 
 
+def snapshot_config(body: ShareIn) -> dict[str, Any] | None:
+    """The stored snapshot configuration of a share from its input."""
+    from ferryman.sources.snapshots import parse_snapshot
+
+    return parse_snapshot(body.snapshot, body.snapshot_create, body.snapshot_delete)
+
+
+_NOT_COLUMNS = {"password", "access_key", "secret_key", "snapshot_create", "snapshot_delete"}
+
+
 @router.post("", status_code=201)
 def add_share(
     body: ShareIn,
@@ -65,12 +94,18 @@ def add_share(
     with ctx.db.session() as db:
         if db.scalar(select(Share).where(Share.name == body.name)):
             raise HTTPException(409, f"a share named '{body.name}' already exists")
-        share = Share(**body.model_dump(exclude={"password"}))
+        share = Share(**body.model_dump(exclude=_NOT_COLUMNS | {"snapshot"}))
+        share.snapshot = snapshot_config(body)
         db.add(share)
         db.flush()
         if body.password is not None:
             share.credentials_secret = ctx.secrets.encrypt(
                 json.dumps({"password": body.password}), f"share:{share.id}:credentials"
+            )
+        if body.access_key is not None:
+            keys = {"access_key": body.access_key, "secret_key": body.secret_key}
+            share.credentials_secret = ctx.secrets.encrypt(
+                json.dumps(keys), f"share:{share.id}:credentials"
             )
         view = share_view(share)
     ctx.signals.wake_all_proxies()  # probe the new share right away
