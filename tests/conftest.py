@@ -1,4 +1,5 @@
-"""Shared fixtures: a real PostgreSQL server and a real S3 server (moto) for tests that need them.
+"""Shared fixtures: a real PostgreSQL server, a real S3 server (moto) and a btrfs file
+system on a loop device, for the tests that need them.
 
 A private cluster is created with `initdb` in a temporary folder and started
 with `pg_ctl` on a free loopback port (as the `postgres` user when running as
@@ -146,3 +147,41 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
     proc.terminate()
     proc.wait(10)
+
+
+def _no_btrfs(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"btrfs on a loop device is required under CI: {reason}")
+    pytest.skip(f"btrfs not available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def btrfs_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh btrfs file system on a loop device, mounted in a temporary folder."""
+    if os.geteuid() != 0:
+        _no_btrfs("needs root (losetup, mount)")
+    for tool in ("mkfs.btrfs", "btrfs", "losetup", "mount"):
+        if shutil.which(tool) is None:
+            _no_btrfs(f"{tool} not found (apt-get install btrfs-progs)")
+    base = tmp_path_factory.mktemp("btrfs")
+    image, mnt = base / "fs.img", base / "mnt"
+    mnt.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(256 << 20)  # sparse: costs only what is written
+    subprocess.run(["mkfs.btrfs", "-q", str(image)], check=True, capture_output=True)
+    attach = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True
+    )
+    if attach.returncode != 0:
+        _no_btrfs(f"losetup: {attach.stderr.strip()}")
+    device = attach.stdout.strip()
+    try:
+        mounted = subprocess.run(["mount", device, str(mnt)], capture_output=True, text=True)
+        if mounted.returncode != 0:
+            _no_btrfs(f"mount: {mounted.stderr.strip()}")
+        try:
+            yield mnt
+        finally:
+            subprocess.run(["umount", str(mnt)], check=False)
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)

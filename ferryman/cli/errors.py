@@ -7,6 +7,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
+EXIT_ADDRESS_IN_USE = 4  # `server run`: the listen address is taken
 EXIT_INTERRUPTED = 130
 
 

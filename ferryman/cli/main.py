@@ -11,7 +11,17 @@ from typing import Annotated
 import typer
 
 from ferryman import __version__
-from ferryman.cli.commands import job, point, proxy, repo, restore, server, session, share
+from ferryman.cli.commands import (
+    job,
+    notify,
+    point,
+    proxy,
+    repo,
+    restore,
+    server,
+    session,
+    share,
+)
 from ferryman.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from ferryman.cli.state import CliState
 
@@ -88,6 +98,7 @@ app.add_typer(share.app, name="share")
 app.add_typer(job.app, name="job")
 app.add_typer(session.app, name="session")
 app.add_typer(point.app, name="point")
+app.add_typer(notify.app, name="notify")
 app.command("ls")(point.ls)
 app.command("versions")(point.versions)
 app.command("restore")(restore.restore)

@@ -28,3 +28,25 @@ def env_secret(variable: str, option: str) -> str:
     if value == "":
         raise CliError(f"environment variable {variable} (named by {option}) is empty")
     return value
+
+
+def path_text(path: str) -> str:
+    """A path for the API, always JSON-safe and starting with ``/``.
+
+    A name typed in the shell that is not UTF-8 reaches Python with surrogates; it is sent
+    with ``\\xNN`` escapes for its bytes (backslashes doubled), the form the server shows
+    in ``ls`` (docs/api.md, "Names"). Text already holding ``\\xNN`` escapes goes as is.
+    """
+    path = path if path.startswith("/") else "/" + path
+    raw = path.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    out: list[str] = []
+    for char in raw.decode("utf-8", "surrogateescape"):
+        if 0xDC80 <= ord(char) <= 0xDCFF:
+            out.append(f"\\x{ord(char) - 0xDC00:02x}")
+        else:
+            out.append("\\\\" if char == "\\" else char)
+    return "".join(out)

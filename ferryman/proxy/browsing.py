@@ -9,39 +9,42 @@ from typing import Any
 from ferryman.engine import browse
 from ferryman.engine.browse import PathNotFound
 from ferryman.engine.nodes import iter_dir_nodes, load_root
+from ferryman.proxy import path_names
 
 __all__ = ["PathNotFound", "list_path", "top_level_stats", "versions"]
 
 
-def entry(node: Any, parent: str) -> dict[str, Any]:
-    name = os.fsdecode(node.name)
+def entry(node: Any, parent: bytes) -> dict[str, Any]:
+    """One listed entry; names are bytes, shown JSON-safe (see path_names)."""
     kind = node.type if node.type in ("file", "dir", "symlink") else "other"
+    raw_path = b"/" + b"/".join(p for p in (parent.strip(b"/"), node.name) if p)
     return {
-        "name": name,
-        "path": "/" + "/".join(p for p in (parent.strip("/"), name) if p),
+        "name": path_names.display(node.name),
+        "name_b64": path_names.b64(node.name),
+        "path": path_names.display(raw_path),
         "type": kind,
         "size": node.size,
         "mode": stat.filemode(node.mode) if node.mode else None,
         "mtime": node.mtime_ns / 1e9,
-        "link_target": os.fsdecode(node.link_target) if node.link_target else None,
+        "link_target": path_names.display(node.link_target) if node.link_target else None,
     }
 
 
-def list_path(repo: Any, point_id: str, path: str) -> list[dict[str, Any]]:
-    nodes = list(browse.list_path(repo, point_id, path))
-    if (
-        len(nodes) == 1
-        and nodes[0].type != "dir"
-        and path.strip("/").endswith(os.fsdecode(nodes[0].name))
-    ):
-        parent = "/".join(path.strip("/").split("/")[:-1])
+def list_path(repo: Any, point_id: str, path: bytes | str) -> list[dict[str, Any]]:
+    raw = path if isinstance(path, bytes) else os.fsencode(path)
+    nodes = list(browse.list_path(repo, point_id, raw))
+    if len(nodes) == 1 and nodes[0].type != "dir" and raw.strip(b"/").endswith(nodes[0].name):
+        parent = b"/".join(raw.strip(b"/").split(b"/")[:-1])
         return [entry(nodes[0], parent)]
-    return [entry(node, path) for node in nodes]
+    return [entry(node, raw) for node in nodes]
 
 
-def versions(repo: Any, share: str, point_ids: list[str], path: str) -> list[dict[str, Any]]:
+def versions(
+    repo: Any, share: str, point_ids: list[str], path: bytes | str
+) -> list[dict[str, Any]]:
     wanted = set(point_ids)
-    parent = "/".join(path.strip("/").split("/")[:-1])
+    path = path if isinstance(path, bytes) else os.fsencode(path)
+    parent = b"/".join(path.strip(b"/").split(b"/")[:-1])
     found = []
     for version in browse.versions(repo, share, path):
         if version.point_id not in wanted:

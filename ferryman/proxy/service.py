@@ -7,7 +7,6 @@ the embedded one (over `embedded.InProcessChannel`).
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import ferryman
+from ferryman.logs import configure_logging, log_context, set_process_field
 from ferryman.proxy import capabilities, probing
 from ferryman.proxy.protocol import (
     Heartbeat,
@@ -204,6 +204,10 @@ class ProxyService:
         self._beat_now.set()  # tell the server at once that we hold it
 
     def _run_task(self, task: RunningTask) -> None:
+        with log_context(session=task.assignment.session_id, task=task.assignment.task_id):
+            self._run_task_logged(task)
+
+    def _run_task_logged(self, task: RunningTask) -> None:
         a = task.assignment
         log.info("task %d (%s) started, attempt %d", a.task_id, a.kind, a.attempt)
         last_sent = [0.0]
@@ -269,13 +273,10 @@ def run_remote_proxy(
     from ferryman.proxy.capacity import default_slots
     from ferryman.proxy.client import HttpsChannel, join_or_load
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=os.environ.get("FERRYMAN_LOG_LEVEL", "INFO"),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+    configure_logging()  # FERRYMAN_LOG_FORMAT; kept when the caller set logging up already
     slots = slots or default_slots()
     identity = join_or_load(server_url, join_token, name=name, site=site, slots=slots, home=home)
+    set_process_field("proxy", identity.name)
     channel = HttpsChannel(identity)
     service = ProxyService(
         channel,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ferryman.proxy import browsing, share_access
+from ferryman.proxy import browsing, path_names, share_access
 from ferryman.proxy.protocol import FinalState, TaskAssignment, TaskResult
 from ferryman.proxy.repository_access import open_repository
 
@@ -195,18 +195,26 @@ def run_restore_task(
     from ferryman.sources.local import LocalRestoreTarget
 
     p = a.params
-    paths = [x.strip("/") for x in p.get("paths", []) if x.strip("/")]
+    if p.get("paths_b64") is not None:  # exact bytes of each path, from the server
+        raw_paths = [path_names.from_b64(x) for x in p["paths_b64"]]
+    else:
+        raw_paths = [path_names.parse(x) for x in p.get("paths", [])]
+    raw_paths = [x.strip(b"/") for x in raw_paths if x.strip(b"/")]
     if a.partition:
         # one slice of a whole-share restore: a set of top-level entries
         paths = list(a.partition.get("paths", []))
         if "rest_except" in a.partition:
             others = set(a.partition["rest_except"])
-            names = {e["name"] for e in browsing.list_path(repo, p["point_id"], "/")}
+            names = {
+                os.fsdecode(path_names.from_b64(e["name_b64"]))
+                for e in browsing.list_path(repo, p["point_id"], b"/")
+            }
             paths = sorted(set(paths) | {n for n in names if n not in others})
         if not paths:
             return TaskResult(task_id=a.task_id, state="success")
+        raw_paths = [os.fsencode(x) for x in paths]
     options = RestoreOptions(
-        paths=[os.fsencode(x) for x in paths],
+        paths=raw_paths,
         overwrite=p.get("overwrite", "replace"),
     )
     if share_access.is_s3(str(p["target"])):
@@ -248,13 +256,19 @@ def run_check_task(a: TaskAssignment, repo: Any) -> TaskResult:
 
 def run_browse_task(a: TaskAssignment, repo: Any) -> TaskResult:
     p = a.params
+    # the server sends the exact bytes in base64; "path" (maybe \xNN-escaped) otherwise
+    raw = (
+        path_names.from_b64(p["path_b64"])
+        if p.get("path_b64") is not None
+        else path_names.parse(p.get("path", "/"))
+    )
     try:
         if p.get("op") == "versions":
             output: dict[str, Any] = {
-                "versions": browsing.versions(repo, p["share"], p["point_ids"], p["path"])
+                "versions": browsing.versions(repo, p["share"], p["point_ids"], raw)
             }
         else:
-            output = {"entries": browsing.list_path(repo, p["point_ids"][0], p.get("path", "/"))}
+            output = {"entries": browsing.list_path(repo, p["point_ids"][0], raw)}
     except browsing.PathNotFound as exc:
         return TaskResult(
             task_id=a.task_id, state="failed", error=str(exc), output={"not_found": True}

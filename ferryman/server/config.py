@@ -30,6 +30,8 @@ class ServerConfig:
     embedded_slots: int = 0  # 0 = derived from CPU cores and memory
     # how often a backup task saves a checkpoint a resumed task continues from
     checkpoint_interval: float = 60.0
+    # GET /metrics without a token (`server run --metrics-public`)
+    metrics_public: bool = False
 
     @property
     def host(self) -> str:

@@ -208,7 +208,13 @@ def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
         session_tasks[task.session_id][chosen.id] += 1
         woken.append(chosen.id)
         free -= 1
-        log.info("task %d -> %s: %s", task.id, chosen.name, decision.reason)
+        log.info(
+            "task %d -> %s: %s",
+            task.id,
+            chosen.name,
+            decision.reason,
+            extra={"session": task.session_id, "task": task.id, "proxy": chosen.name},
+        )
     for proxy_id in wants_probes:
         ctx.signals.wake_proxy(proxy_id)
     return woken

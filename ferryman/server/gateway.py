@@ -27,6 +27,7 @@ from ferryman.proxy.protocol import (
     TaskReassigned,
     TaskResult,
 )
+from ferryman.server import eta
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import Probe, Proxy, Repository, Session, Share, Task, utcnow
 from ferryman.server.probes import (
@@ -40,6 +41,16 @@ from ferryman.server.sessions import ACTIVE_STATES, on_task_finished, requeue, t
 from ferryman.server.tokens import consume_join_token
 
 log = logging.getLogger("ferryman.server.gateway")
+
+
+def with_eta(db: DbSession, task: Task, progress: dict[str, object]) -> dict[str, object]:
+    """A backup task's progress with ``eta_seconds`` when the previous run's size is known."""
+    if task.kind != "backup" or task.share_id is None or task.started is None:
+        return progress
+    share = db.get(Share, task.share_id)
+    expected = eta.expected_bytes(share.last_stats if share else None, task.partition)
+    left = eta.eta_seconds(progress, expected, (utcnow() - task.started).total_seconds())
+    return {**progress, "eta_seconds": left} if left is not None else progress
 
 
 class ProxyGone(Exception):
@@ -243,7 +254,7 @@ class ProxyGateway:
     def progress(self, proxy_id: int, update: TaskProgress) -> None:
         with self.ctx.db.session() as db:
             task = self._owned(db, proxy_id, update.task_id)
-            task.progress = update.progress
+            task.progress = with_eta(db, task, update.progress)
             touch(task.session)
         self.ctx.signals.session_changed()
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,10 +22,33 @@ from ferryman.server.db.models import Proxy
 from ferryman.server.dispatcher import Dispatcher
 from ferryman.server.gateway import ProxyGateway
 from ferryman.server.home import home as resolve_home
+from ferryman.server.notifications import Notifier
 from ferryman.server.recovery import interrupt_embedded_tasks, recover_sessions
 from ferryman.server.tls import server_ssl_options
 
 log = logging.getLogger("ferryman.server")
+
+
+class AddressInUse(Exception):
+    """The listen address is taken by another program."""
+
+
+def ensure_address_free(host: str, port: int) -> None:
+    """Fail with one clear line before starting anything when HOST:PORT is taken."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return  # uvicorn reports an unknown host itself
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise AddressInUse(
+                f"port {host}:{port} is in use by another program ({exc.strerror}); "
+                "stop it or choose another address with --listen HOST:PORT"
+            ) from exc
 
 
 class _Server(uvicorn.Server):
@@ -68,6 +92,7 @@ class RunningServer:
         self.gateway = ProxyGateway(self.ctx)
         self.ctx.gateway = self.gateway  # type: ignore[attr-defined]
         self.dispatcher = Dispatcher(self.ctx)
+        self.notifier = Notifier(self.ctx)
         self.embedded_enabled = embedded_proxy
         self.embedded: Any = None
         home = self.ctx.home
@@ -86,6 +111,7 @@ class RunningServer:
         with self.ctx.db.session() as db:
             recover_sessions(db, self.ctx.config.lease_seconds)
         self.dispatcher.start()
+        self.notifier.start()
         if self.embedded_enabled:
             self._start_embedded()
         self.ctx.signals.dispatch.set()
@@ -121,6 +147,7 @@ class RunningServer:
         if self.embedded is not None:
             self.embedded.stop(timeout=30)
         self.dispatcher.stop()
+        self.notifier.stop()
         try:
             with self.ctx.db.session() as db:
                 interrupt_embedded_tasks(db)
@@ -131,6 +158,7 @@ class RunningServer:
 
     def serve(self) -> None:
         """Blocking: serve until `request_stop`, then shut everything down."""
+        ensure_address_free(self.ctx.config.host, self.ctx.config.port)
         self.start_background_services()
         log.info("ferryman server listening on %s", self.ctx.config.url)
         try:

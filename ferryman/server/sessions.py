@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from sqlalchemy import select
@@ -14,6 +15,8 @@ from ferryman.server.partitions import plan_partitions
 FINAL_STATES = ("success", "warning", "failed", "stopped")
 ACTIVE_STATES = ("assigned", "running")
 NEW_TASK_REASON = "waiting for placement"
+
+log = logging.getLogger("ferryman.server.sessions")
 
 
 class SessionConflict(Exception):
@@ -254,6 +257,15 @@ def finish_session_if_done(db: DbSession, session: Session) -> None:
         session.status = "success"
     session.ended = utcnow()
     touch(session)
+    log.info(
+        "session %d (%s%s) ended %s%s",
+        session.id,
+        session.kind,
+        f", job {session.job_name}" if session.job_name else "",
+        session.status,
+        f": {session.reason}" if session.reason else "",
+        extra={"session": session.id, "job": session.job_name},
+    )
 
 
 def stop_session(db: DbSession, session: Session, reason: str = "stopped by request") -> None:

@@ -1,15 +1,14 @@
 """Backup from storage snapshots: btrfs on a real loop-device file system, nas-dir, command.
 
-The btrfs tests create a btrfs file system in a sparse file, attach it to a loop
-device and mount it (root and ``btrfs-progs`` needed: skipped locally without
-them, FAIL under ``CI=true``). The share is a subvolume; every backup goes
+The btrfs tests use ``btrfs_mount`` (tests/conftest.py): a btrfs file system in a
+sparse file on a loop device (root and ``btrfs-progs`` needed: skipped locally
+without them, FAIL under ``CI=true``). The share is a subvolume; every backup goes
 through the real ``btrfs subvolume snapshot -r`` / ``delete``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,44 +34,6 @@ from ferryman.sources.snapshots import (
 from ferryman.sources.snapshots.command import CommandProvider
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"btrfs on a loop device is required under CI: {reason}")
-    pytest.skip(f"btrfs not available: {reason}")
-
-
-@pytest.fixture(scope="module")
-def btrfs_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh btrfs file system on a loop device, mounted in a temporary folder."""
-    if os.geteuid() != 0:
-        _unavailable("needs root (losetup, mount)")
-    for tool in ("mkfs.btrfs", "btrfs", "losetup", "mount"):
-        if shutil.which(tool) is None:
-            _unavailable(f"{tool} not found (apt-get install btrfs-progs)")
-    base = tmp_path_factory.mktemp("btrfs")
-    image, mnt = base / "fs.img", base / "mnt"
-    mnt.mkdir()
-    with open(image, "wb") as f:
-        f.truncate(256 << 20)  # sparse: costs only what is written
-    subprocess.run(["mkfs.btrfs", "-q", str(image)], check=True, capture_output=True)
-    attach = subprocess.run(
-        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True
-    )
-    if attach.returncode != 0:
-        _unavailable(f"losetup: {attach.stderr.strip()}")
-    device = attach.stdout.strip()
-    try:
-        mounted = subprocess.run(["mount", device, str(mnt)], capture_output=True, text=True)
-        if mounted.returncode != 0:
-            _unavailable(f"mount: {mounted.stderr.strip()}")
-        try:
-            yield mnt
-        finally:
-            subprocess.run(["umount", str(mnt)], check=False)
-    finally:
-        subprocess.run(["losetup", "-d", device], check=False)
 
 
 @pytest.fixture

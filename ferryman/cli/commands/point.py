@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ferryman.cli.options import JsonOption, ref
+from ferryman.cli.options import JsonOption, path_text, ref
 from ferryman.cli.output import (
     Column,
     field,
@@ -84,8 +84,8 @@ def ls(
     path: Annotated[str, typer.Argument(help="Folder inside the restore point.")] = "/",
     json: JsonOption = False,
 ) -> None:
-    """List a folder of a restore point."""
-    browse_path = path if path.startswith("/") else "/" + path
+    """List a folder of a restore point (names that are not UTF-8 show as \\xNN)."""
+    browse_path = path_text(path)
     entries = api(ctx).get(
         f"/points/{ref(point)}/ls", {"path": browse_path}, timeout=BROWSE_SECONDS
     )
@@ -116,7 +116,7 @@ def versions(
     json: JsonOption = False,
 ) -> None:
     """All stored versions of a file, oldest first."""
-    browse_path = path if path.startswith("/") else "/" + path
+    browse_path = path_text(path)
     found = oldest_first(
         api(ctx).get("/versions", {"share": share, "path": browse_path}, timeout=BROWSE_SECONDS),
         "time",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ferryman.cli.commands.server import LogFormat
 from ferryman.cli.config import check_server_url, resolve_home
 from ferryman.cli.errors import CliError
 from ferryman.cli.options import JsonOption, ref
@@ -48,18 +48,25 @@ def run(
         Path | None,
         typer.Option("--home", help="Proxy home folder. Default: the global --home."),
     ] = None,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            envvar="FERRYMAN_LOG_FORMAT",
+            case_sensitive=False,
+            help="Log lines on stderr: text, or json (one object per line). Default: text.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Join the backup server with a join token, then run as a proxy until stopped."""
+    from ferryman.logs import configure_logging
     from ferryman.proxy import run_proxy  # started here only: the CLI is otherwise an API client
     from ferryman.proxy.client import JoinError
     from ferryman.proxy.service import ProxyRevoked
 
     server_url = check_server_url(server)
     proxy_home = resolve_home(home) if home is not None else get_state(ctx).home
-    logging.basicConfig(
-        level=os.environ.get("FERRYMAN_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(log_format.value if log_format else "text")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     try:
         run_proxy(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ferryman.cli.errors import CliError
+from ferryman.cli.options import path_text
 from ferryman.cli.progress_view import exit_for_session, follow_session
 from ferryman.cli.state import api
 
@@ -46,7 +47,7 @@ def restore(
         raise CliError("give exactly one of --to URL or --in-place")
     body: dict[str, Any] = {
         "point": point,
-        "paths": [p if p.startswith("/") else "/" + p for p in path or []],
+        "paths": [path_text(p) for p in path or []],
         "to": to,
         "in_place": in_place,
         "overwrite": overwrite.value,

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
-from ferryman.cli.errors import CliError
+from ferryman.cli.errors import EXIT_ADDRESS_IN_USE, CliError
 from ferryman.cli.output import stdout_console
 from ferryman.cli.state import get_state
 
 app = typer.Typer(help="The backup server: initialise its home, run it.", no_args_is_help=True)
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
 
 
 def check_listen(listen: str) -> str:
@@ -59,12 +66,36 @@ def run(
         bool,
         typer.Option("--embedded-proxy/--no-embedded-proxy", help="Run the embedded proxy."),
     ] = True,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            envvar="FERRYMAN_LOG_FORMAT",
+            case_sensitive=False,
+            help="Log lines on stderr: text, or json (one object per line). Default: text.",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_public: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-public",
+            help="Serve GET /metrics without a token (default: a viewer token is needed).",
+        ),
+    ] = False,
 ) -> None:
     """Run the backup server (API, dispatcher, embedded proxy) until stopped."""
     listen = check_listen(listen) if listen else None
+    from ferryman.logs import configure_logging
     from ferryman.server import run_server
+    from ferryman.server.server_run import AddressInUse
+
+    configure_logging(log_format.value if log_format else "text")
+    if metrics_public:
+        os.environ["FERRYMAN_METRICS_PUBLIC"] = "true"  # a server setting, read at start
 
     try:
         run_server(home=get_state(ctx).home, listen=listen, embedded_proxy=embedded_proxy)
     except FileNotFoundError as exc:  # not a server home: the message says to run 'server init'
         raise CliError(str(exc)) from exc
+    except AddressInUse as exc:
+        raise CliError(str(exc), EXIT_ADDRESS_IN_USE) from exc

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ferryman.cli.options import JsonOption, ref
+from ferryman.cli.errors import CliError
+from ferryman.cli.options import JsonOption, env_secret, ref
 from ferryman.cli.output import (
     Column,
     field,
@@ -33,7 +34,10 @@ class IoControl(StrEnum):
 def add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Share name.")],
-    url: Annotated[str, typer.Argument(help="Absolute path of a local or mounted folder.")],
+    url: Annotated[
+        str,
+        typer.Argument(help="A local or mounted folder, or s3://bucket[/prefix]?endpoint=URL."),
+    ],
     site: Annotated[
         str | None, typer.Option(help="Site label (proxies on it count as close).")
     ] = None,
@@ -51,6 +55,36 @@ def add(
             help="Impact on the source: caps proxies at once (1, 1, 2, 4, unlimited).",
         ),
     ] = IoControl.NORMAL,
+    access_key_env: Annotated[
+        str | None,
+        typer.Option(
+            "--access-key-env", metavar="VAR", help="s3:// shares: env variable with the key id."
+        ),
+    ] = None,
+    secret_key_env: Annotated[
+        str | None,
+        typer.Option(
+            "--secret-key-env", metavar="VAR", help="s3:// shares: env variable with the secret."
+        ),
+    ] = None,
+    snapshot: Annotated[
+        str | None,
+        typer.Option(
+            "--snapshot",
+            metavar="PROVIDER",
+            help="Read a snapshot: btrfs[:DIR], nas-dir:GLOB or command.",
+        ),
+    ] = None,
+    snapshot_create: Annotated[
+        str | None,
+        typer.Option(
+            "--snapshot-create", metavar="CMD", help="command: prints the folder to read."
+        ),
+    ] = None,
+    snapshot_delete: Annotated[
+        str | None,
+        typer.Option("--snapshot-delete", metavar="CMD", help="command: removes that folder."),
+    ] = None,
     json: JsonOption = False,
 ) -> None:
     """Register a share."""
@@ -62,6 +96,20 @@ def add(
         "exclude": exclude or [],
         "io_control": io_control.value,
     }
+    if (access_key_env is None) != (secret_key_env is None):
+        raise CliError("--access-key-env and --secret-key-env go together")
+    if access_key_env and secret_key_env:
+        if not url.startswith("s3://"):
+            raise CliError("--access-key-env/--secret-key-env only apply to s3:// shares")
+        body["access_key"] = env_secret(access_key_env, "--access-key-env")
+        body["secret_key"] = env_secret(secret_key_env, "--secret-key-env")
+    for key, value in (
+        ("snapshot", snapshot),
+        ("snapshot_create", snapshot_create),
+        ("snapshot_delete", snapshot_delete),
+    ):
+        if value is not None:
+            body[key] = value
     created = api(ctx).post("/shares", body)
     if json:
         print_json(created)

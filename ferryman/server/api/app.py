@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import ferryman
 from ferryman.server.api.routers import (
     jobs,
+    notifications,
     points,
     proxies,
     proxy_protocol,
@@ -25,6 +26,7 @@ from ferryman.server.api.routers import (
     system,
 )
 from ferryman.server.context import ServerContext
+from ferryman.server.metrics import add_metrics_route
 
 log = logging.getLogger("ferryman.server.api")
 
@@ -59,9 +61,10 @@ def create_app(ctx: ServerContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
-    for module in (system, repositories, shares, jobs, sessions, points, proxies):
+    for module in (system, repositories, shares, jobs, sessions, points, proxies, notifications):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(proxy_protocol.router)
+    add_metrics_route(app, ctx)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

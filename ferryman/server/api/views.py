@@ -99,6 +99,8 @@ def task_view(task: Task, share_names: dict[int, str]) -> dict[str, Any]:
     stats = dict(task.stats or {})
     for key in STAT_KEYS:
         stats.setdefault(key, 0)
+    if task.kind in ("backup", "assemble") and task.state in ("success", "warning"):
+        stats.update(_ratios(stats))
     progress = dict(task.progress or {})
     for key in PROGRESS_KEYS:
         progress.setdefault(key, 0)
@@ -122,6 +124,21 @@ def task_view(task: Task, share_names: dict[int, str]) -> dict[str, Any]:
     }
 
 
+def _ratios(stats: dict[str, Any]) -> dict[str, float | None]:
+    """Dedup ratio (read / new) and compression ratio (new / transferred) of a backup."""
+    read, new, sent = (
+        float(stats.get(k) or 0) for k in ("bytes_read", "bytes_new", "bytes_transferred")
+    )
+    return {
+        "dedup_ratio": round(read / new, 3) if new > 0 else None,
+        "compression_ratio": round(new / sent, 3) if sent > 0 else None,
+    }
+
+
+# What a restore session was asked to do (its parameters minus secrets).
+RESTORE_KEYS = ("point", "target", "paths", "overwrite", "in_place")
+
+
 def session_view(db: DbSession, session: Session) -> dict[str, Any]:
     share_ids = {t.share_id for t in session.tasks if t.share_id}
     names = {s.id: s.name for s in db.scalars(select(Share).where(Share.id.in_(share_ids)))}
@@ -143,6 +160,11 @@ def session_view(db: DbSession, session: Session) -> dict[str, Any]:
             )
         ),
         "tasks": [task_view(t, names) for t in session.tasks],
+        **(
+            {key: (session.params or {}).get(key) for key in RESTORE_KEYS}
+            if session.kind == "restore"
+            else {}
+        ),
     }
 
 

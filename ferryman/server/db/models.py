@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -221,3 +222,37 @@ class RestorePoint(Base):
     time: Mapped[dt.datetime] = mapped_column(default=utcnow)
     files: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class NotificationTarget(Base):
+    """Where session reports go when a session ends: a webhook or an e-mail address list."""
+
+    __tablename__ = "notification_targets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # webhook | email
+    # webhook: {"url"}; email: {"host", "port", "tls", "user", "sender", "to": [...]}
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # the webhook's signing key or the SMTP password, encrypted with the SecretBox under
+    # the purpose ``notification:<id>:secret``; never returned by the API
+    secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    on_statuses: Mapped[list[Any]] = mapped_column(default=list)  # session statuses sent
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class NotificationDelivery(Base):
+    """One session report sent (or being sent) to one target."""
+
+    __tablename__ = "notification_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_targets.id", ondelete="CASCADE"), index=True
+    )
+    session_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: a test
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+    __table_args__ = (UniqueConstraint("target_id", "session_id", name="uq_delivery_session"),)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
+from ferryman.proxy import path_names
 from ferryman.server.api import inputs
 from ferryman.server.api.deps import get_ctx, lookup, require
 from ferryman.server.api.views import point_view, session_view
@@ -62,6 +63,19 @@ def show_point(
         return point_view(_point(db, ref), _repo_names(db))
 
 
+def _raw_path(path: str, path_b64: str | None) -> dict[str, str]:
+    """Browse parameters naming a path exactly: its display text and its bytes in base64."""
+    try:
+        raw = path_names.from_b64(path_b64) if path_b64 is not None else path_names.parse(path)
+    except path_names.BadPath as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if b"\x00" in raw:
+        raise HTTPException(422, "path contains a NUL byte")
+    if len(raw) > 4096:
+        raise HTTPException(422, "path is longer than 4096 bytes")
+    return {"path": path_names.display(raw), "path_b64": path_names.b64(raw)}
+
+
 def _browse(ctx: ServerContext, point: RestorePoint, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.db.session() as db:
         repo = db.get(Repository, point.repository_id)
@@ -80,23 +94,29 @@ def _browse(ctx: ServerContext, point: RestorePoint, params: dict[str, Any]) -> 
 def list_point(
     ref: str,
     path: str = Query(default="/", max_length=4096, pattern=r"^[^\x00]*$"),
+    path_b64: str | None = Query(default=None, max_length=8192),
     ctx: ServerContext = Depends(get_ctx),
     _: ApiToken = Depends(require(Role.restore_operator)),
 ) -> list[dict[str, Any]]:
+    where = _raw_path(path, path_b64)
     with ctx.db.session() as db:
         point = _point(db, ref)
         db.expunge(point)
-    output = _browse(ctx, point, {"op": "ls", "point_ids": [point.point_id], "path": path})
+    output = _browse(ctx, point, {"op": "ls", "point_ids": [point.point_id], **where})
     return list(output.get("entries", []))
 
 
 @router.get("/versions")
 def versions(
     share: str,
-    path: str = Query(max_length=4096, pattern=r"^[^\x00]*$"),
+    path: str = Query(default="", max_length=4096, pattern=r"^[^\x00]*$"),
+    path_b64: str | None = Query(default=None, max_length=8192),
     ctx: ServerContext = Depends(get_ctx),
     _: ApiToken = Depends(require(Role.restore_operator)),
 ) -> list[dict[str, Any]]:
+    if not path and path_b64 is None:
+        raise HTTPException(422, "path: give path or path_b64")
+    where = _raw_path(path, path_b64)
     with ctx.db.session() as db:
         share_row = lookup(db, Share, share, "share")
         db.expunge(share_row)
@@ -120,7 +140,7 @@ def versions(
         output = _browse(
             ctx,
             group[0],
-            {"op": "versions", "share": share_row.name, "point_ids": ids, "path": path},
+            {"op": "versions", "share": share_row.name, "point_ids": ids, **where},
         )
         found = {v["point_id"]: v for v in output.get("versions", [])}
         for p in group:
@@ -135,6 +155,8 @@ def versions(
 class RestoreIn(BaseModel):
     point: str | int
     paths: list[str] = []
+    # exact bytes of paths whose names are not UTF-8 (base64), besides or instead of paths
+    paths_b64: list[str] = []
     to: str | None = None
     in_place: bool = False
     overwrite: Literal["replace", "skip", "keep-both", "if-newer"] = "replace"
@@ -175,10 +197,13 @@ def restore(
                 409, "the share of this restore point was removed; restore --to a path"
             )
         target = share.url if body.in_place and share else body.to
+        raw_paths = [_raw_path(p, None) for p in body.paths]
+        raw_paths += [_raw_path("", p) for p in body.paths_b64]
         params = {
             "point_id": point.point_id,
             "point": point.id,
-            "paths": body.paths,
+            "paths": [p["path"] for p in raw_paths],
+            "paths_b64": [p["path_b64"] for p in raw_paths],
             "target": target,
             "in_place": body.in_place,
             "overwrite": body.overwrite,

@@ -6,13 +6,13 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session as DbSession
 
 from ferryman.server.api.deps import get_ctx, lookup, require
 from ferryman.server.api.views import session_view
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import ApiToken, Job, Session
+from ferryman.server.db.models import ApiToken, Job, RestorePoint, Session
 from ferryman.server.roles import Role, allows
 from ferryman.server.sessions import stop_session
 
@@ -27,6 +27,16 @@ def _get(db: DbSession, session_id: int) -> Session:
     return session
 
 
+def _of_job(job: Job) -> ColumnElement[bool]:
+    """The job's own sessions, and restores of its restore points."""
+    points = select(RestorePoint.id).where(RestorePoint.job_id == job.id)
+    restores = and_(
+        Session.kind == "restore",
+        or_(Session.params["point"].as_integer().in_(points), Session.job_name == job.name),
+    )
+    return or_(Session.job_id == job.id, restores)
+
+
 @router.get("")
 def list_sessions(
     job: str | None = None,
@@ -38,7 +48,7 @@ def list_sessions(
     with ctx.db.session() as db:
         query = select(Session)
         if job is not None:
-            query = query.where(Session.job_id == lookup(db, Job, job, "job").id)
+            query = query.where(_of_job(lookup(db, Job, job, "job")))
         if kind is not None:
             query = query.where(Session.kind == kind)
         else:

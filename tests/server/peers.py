@@ -1,0 +1,98 @@
+"""Real notification peers on loopback: an HTTP server that records webhook calls, and an
+SMTP server (aiosmtpd) that records mails."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+@dataclass
+class Received:
+    """Webhook calls: (headers, raw body) in arrival order."""
+
+    calls: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def webhook_server(status: int = 204) -> Iterator[tuple[str, Received]]:
+    received = Received()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.calls.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            received.arrived.set()
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Mailbox:
+    messages: list[Message] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    logins: list[tuple[str, str]] = field(default_factory=list)
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.messages.append(message_from_bytes(envelope.original_content))
+        self.arrived.set()
+        return "250 OK"
+
+
+@contextmanager
+def smtp_server(
+    user: str | None = None, password: str | None = None
+) -> Iterator[tuple[int, Mailbox]]:
+    """A real SMTP server on loopback; with ``user``, it requires that login (AUTH)."""
+    mailbox = Mailbox()
+
+    def authenticate(
+        server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = (data.login.decode(), data.password.decode())
+        mailbox.logins.append(login)
+        return AuthResult(success=login == (user, password), handled=False)
+
+    options: dict[str, Any] = {}
+    if user:
+        options = {
+            "authenticator": authenticate,
+            "auth_required": True,
+            "auth_require_tls": False,  # loopback, no TLS in this test
+        }
+    with socket.socket() as probe:  # aiosmtpd needs a fixed port to check it is up
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port, **options)
+    controller.start()
+    try:
+        yield port, mailbox
+    finally:
+        controller.stop()
