@@ -10,7 +10,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-TaskKind = Literal["backup", "assemble", "restore", "check", "browse", "attach", "scan"]
+TaskKind = Literal[
+    "backup", "assemble", "restore", "check", "browse", "attach", "scan", "maintenance"
+]
 FinalState = Literal["success", "warning", "failed", "stopped"]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ferryman.proxy import browsing, path_names, share_access
+from ferryman.proxy.maintenance import run_maintenance_task
 from ferryman.proxy.protocol import FinalState, TaskAssignment, TaskResult
 from ferryman.proxy.repository_access import open_repository
 
@@ -307,6 +308,8 @@ def execute(
                 return run_check_task(a, repo)
             if a.kind == "browse":
                 return run_browse_task(a, repo)
+            if a.kind == "maintenance":
+                return run_maintenance_task(a, repo)
             raise TaskError(f"this proxy does not know task kind '{a.kind}'")
         finally:
             repo.close()

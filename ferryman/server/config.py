@@ -32,6 +32,14 @@ class ServerConfig:
     checkpoint_interval: float = 60.0
     # GET /metrics without a token (`server run --metrics-public`)
     metrics_public: bool = False
+    # cron schedules and retention days are evaluated in this IANA time zone ("Europe/Paris")
+    timezone: str = "UTC"
+    # at start-up, run once each job that missed one or more scheduled runs while down
+    catch_up: bool = True
+    # how often the scheduler looks at the schedules (seconds)
+    schedule_interval: float = 1.0
+    # garbage collection after retention also rewrites live packs filled below this fraction
+    gc_repack_below: float = 0.5
 
     @property
     def host(self) -> str:
@@ -71,7 +79,10 @@ class ServerConfig:
             if value is None or f.name in ("db_url",):
                 continue
             current = getattr(self, f.name)
-            setattr(self, f.name, type(current)(value))
+            if isinstance(current, bool):
+                setattr(self, f.name, value.strip().lower() in ("1", "true", "yes", "on"))
+            else:
+                setattr(self, f.name, type(current)(value))
 
 
 def validate_listen(listen: str) -> str:

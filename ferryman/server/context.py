@@ -50,6 +50,8 @@ class ServerContext:
     ca: CertificateAuthority
     signals: Signals = field(default_factory=Signals)
     shutting_down: threading.Event = field(default_factory=threading.Event)
+    # `job run` and the scheduler check "not running" and start a session under this lock
+    job_start_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def open(cls, root: Path, db_url: str | None = None) -> ServerContext:

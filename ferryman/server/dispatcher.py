@@ -49,6 +49,7 @@ NEEDS_SHARE = {
     "browse": False,
     "attach": False,
     "scan": True,
+    "maintenance": False,
 }
 NEEDS_REPOSITORY = {
     "backup": True,
@@ -58,6 +59,7 @@ NEEDS_REPOSITORY = {
     "browse": True,
     "attach": False,
     "scan": False,
+    "maintenance": True,
 }
 
 
@@ -122,6 +124,8 @@ def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
     by_id = {p.id: p for p in proxies}
     active = list(db.scalars(select(Task).where(Task.state.in_(ACTIVE_STATES))))
     repo_running = Counter(t.repository_id for t in active if t.repository_id is not None)
+    # one maintenance task (deletions and garbage collection) per repository at a time
+    repo_maintained = {t.repository_id for t in active if t.kind == "maintenance"}
     share_proxies: dict[int, set[int]] = defaultdict(set)
     session_tasks: dict[int, Counter[int]] = defaultdict(Counter)
     for t in active:
@@ -143,6 +147,12 @@ def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
         share: Share | None = shares.get(task.share_id) if task.share_id else None
         repo: Repository | None = repos.get(task.repository_id) if task.repository_id else None
         job = jobs.get(task.session.job_id) if task.session.job_id else None
+        if task.kind == "maintenance" and repo is not None and repo.id in repo_maintained:
+            reason = f"waiting for another maintenance task of repository '{repo.name}'"
+            if task.reason != reason:
+                task.reason = reason
+                touch(task.session)
+            continue
         needs = TaskNeeds(
             kind=task.kind,
             share_id=share.id if share else None,
@@ -203,6 +213,8 @@ def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
         by_id[chosen.id].busy += 1
         if repo:
             repo_running[repo.id] += 1
+            if task.kind == "maintenance":
+                repo_maintained.add(repo.id)
         if share and task.kind == "backup":
             share_proxies[share.id].add(chosen.id)
         session_tasks[task.session_id][chosen.id] += 1

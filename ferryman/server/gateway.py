@@ -216,6 +216,8 @@ class ProxyGateway:
                 "plan_stats_above",
                 {"files": cfg.partition_min_files // 2, "bytes": cfg.partition_min_bytes // 2},
             )
+        if task.kind == "maintenance":
+            params.setdefault("repack_below", self.ctx.config.gc_repack_below)
         params.setdefault("session_id", task.session_id)
         params.setdefault("job", task.session.job_name)
         return TaskAssignment(

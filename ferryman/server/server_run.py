@@ -24,6 +24,7 @@ from ferryman.server.gateway import ProxyGateway
 from ferryman.server.home import home as resolve_home
 from ferryman.server.notifications import Notifier
 from ferryman.server.recovery import interrupt_embedded_tasks, recover_sessions
+from ferryman.server.scheduler import Scheduler
 from ferryman.server.tls import server_ssl_options
 
 log = logging.getLogger("ferryman.server")
@@ -82,9 +83,16 @@ def _update_client_config(ctx: ServerContext) -> None:
 class RunningServer:
     """A started server (used by `run_server`, and by tests that want it in-process)."""
 
-    def __init__(self, root: Path, listen: str | None = None, embedded_proxy: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        listen: str | None = None,
+        embedded_proxy: bool = True,
+        catch_up: bool | None = None,
+    ) -> None:
         _setup_logging()
         self.ctx = ServerContext.open(root)
+        self.scheduler = Scheduler(self.ctx, catch_up)  # refuses a bad time zone setting first
         if listen:
             self.ctx.config.listen = validate_listen(listen)
         _update_client_config(self.ctx)
@@ -114,6 +122,7 @@ class RunningServer:
         self.notifier.start()
         if self.embedded_enabled:
             self._start_embedded()
+        self.scheduler.start()
         self.ctx.signals.dispatch.set()
 
     def _start_embedded(self) -> None:
@@ -144,6 +153,7 @@ class RunningServer:
 
     def shutdown(self) -> None:
         self.ctx.shutting_down.set()
+        self.scheduler.stop()
         if self.embedded is not None:
             self.embedded.stop(timeout=30)
         self.dispatcher.stop()
@@ -171,9 +181,11 @@ def run_server(
     home: str | os.PathLike[str] | None = None,
     listen: str | None = None,
     embedded_proxy: bool = True,
+    catch_up: bool | None = None,
 ) -> None:
-    """Run the backup server until SIGTERM/SIGINT (blocking)."""
-    running = RunningServer(resolve_home(home), listen, embedded_proxy)
+    """Run the backup server until SIGTERM/SIGINT (blocking). ``catch_up`` overrides the
+    server setting: run jobs that missed scheduled runs while the server was down."""
+    running = RunningServer(resolve_home(home), listen, embedded_proxy, catch_up)
 
     def on_signal(signum: int, frame: object) -> None:
         log.info("signal %d: shutting down", signum)

@@ -167,6 +167,10 @@ def on_task_finished(db: DbSession, task: Task) -> None:
         _record_point(db, session, task, output)
     if session.kind == "backup" and task.kind == "backup" and task.partition:
         _maybe_assemble(db, session, task)
+    if task.kind == "maintenance":
+        from ferryman.server.retention import on_maintenance_finished
+
+        on_maintenance_finished(db, task)
     if (
         task.kind in ("backup", "assemble")
         and task.state in ("success", "warning")
@@ -240,8 +244,17 @@ def finish_session_if_done(db: DbSession, session: Session) -> None:
                 _maybe_assemble(db, session, task)
         if any(t.state not in FINAL_STATES for t in session.tasks):
             return
+        if all(t.state in ("success", "warning") for t in session.tasks):
+            from ferryman.server.retention import queue_maintenance
+
+            if queue_maintenance(db, session) is not None:
+                touch(session)
+                return  # the session ends with its retention
+        tasks = list(session.tasks)
     states = {t.state for t in tasks}
-    failed = [t for t in tasks if t.state == "failed"]
+    # a failed retention does not undo the backup: the session ends with a warning
+    retention = [t for t in tasks if t.kind == "maintenance" and session.kind == "backup"]
+    failed = [t for t in tasks if t.state == "failed" and t not in retention]
     if failed:
         session.status = "failed"
         first = failed[0]
@@ -249,6 +262,9 @@ def finish_session_if_done(db: DbSession, session: Session) -> None:
     elif "stopped" in states or session.stop_requested:
         session.status = "stopped"
         session.reason = session.reason or "stopped by request"
+    elif any(t.state == "failed" for t in retention):
+        session.status = "warning"
+        session.reason = f"retention failed: {retention[0].error or 'no reason given'}"
     elif "warning" in states:
         session.status = "warning"
         count = sum(len(t.warnings or []) for t in tasks)

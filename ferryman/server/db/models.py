@@ -104,7 +104,9 @@ class Job(Base):
     repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"))
     share_ids: Mapped[list[Any]] = mapped_column(default=list)
     schedule: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # the scheduler's next firing time, and the scheduled time it last fired for
     next_run: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    last_run: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     keep_last: Mapped[int | None] = mapped_column(Integer, nullable=True)
     keep_daily: Mapped[int | None] = mapped_column(Integer, nullable=True)
     keep_weekly: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -152,7 +154,7 @@ class Probe(Base):
 class Session(Base):
     __tablename__ = "sessions"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(20))  # backup | restore | check | browse
+    kind: Mapped[str] = mapped_column(String(20))  # backup | restore | check | browse | maintenance
     job_id: Mapped[int | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True
     )
@@ -164,6 +166,8 @@ class Session(Base):
     stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # what started it: manual (an API call) | schedule | catch-up (a run missed while down)
+    trigger: Mapped[str] = mapped_column(String(20), default="manual", server_default="manual")
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     ended: Mapped[dt.datetime | None] = mapped_column(nullable=True)
@@ -178,7 +182,7 @@ class Task(Base):
     )
     kind: Mapped[str] = mapped_column(
         String(20)
-    )  # backup | assemble | restore | check | browse | attach
+    )  # backup | assemble | restore | check | browse | attach | maintenance
     share_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     repository_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     partition: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)

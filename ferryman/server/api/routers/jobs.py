@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response
@@ -12,9 +13,11 @@ from ferryman.server.api import inputs
 from ferryman.server.api.deps import get_ctx, lookup, require
 from ferryman.server.api.views import job_view, session_view
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import ApiToken, Job, Proxy, Repository, Share
+from ferryman.server.db.models import ApiToken, Job, Proxy, Repository, Session, Share, utcnow
+from ferryman.server.job_runs import JobGone, JobNotStarted, start_job
 from ferryman.server.roles import Role
-from ferryman.server.sessions import SessionConflict, running_session_of, start_backup_session
+from ferryman.server.scheduler import next_fire, time_zone
+from ferryman.server.sessions import running_session_of
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -73,6 +76,7 @@ def add_job(
             priority=body.priority,
             enabled=body.enabled,
         )
+        job.next_run = _next_run(ctx, job)
         db.add(job)
         db.flush()
         return job_view(db, job)
@@ -94,35 +98,39 @@ def show_job(
         return job_view(db, lookup(db, Job, ref, "job"))
 
 
-def start_job(ctx: ServerContext, job_ref: str) -> dict[str, Any]:
-    """Start a backup session for a job (also used by the scheduler)."""
-    cfg = ctx.config
+def _start(ctx: ServerContext, job_ref: str) -> dict[str, Any]:
     with ctx.db.session() as db:
-        job = lookup(db, Job, job_ref, "job")
-        if not job.enabled:
-            raise HTTPException(409, f"job '{job.name}' is disabled; enable it to run it")
-        try:
-            session = start_backup_session(
-                db, job, cfg.max_partitions, (cfg.partition_min_bytes, cfg.partition_min_files)
-            )
-        except SessionConflict as exc:
-            raise HTTPException(409, str(exc)) from exc
-        view = session_view(db, session)
-    ctx.signals.dispatch.set()
-    return view
+        job_id = lookup(db, Job, job_ref, "job").id
+    try:
+        session_id = start_job(ctx, job_id, trigger="manual")
+    except JobGone as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except JobNotStarted as exc:
+        raise HTTPException(409, str(exc)) from exc
+    with ctx.db.session() as db:
+        return session_view(db, db.get_one(Session, session_id))
 
 
 @router.post("/{ref}/run", status_code=201)
 def run_job(
     ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.operator))
 ) -> dict[str, Any]:
-    return start_job(ctx, ref)
+    return _start(ctx, ref)
+
+
+def _next_run(ctx: ServerContext, job: Job) -> dt.datetime | None:
+    """When the scheduler will start the job (runs missed while it was disabled are not run)."""
+    if not job.enabled or not job.schedule:
+        return None
+    return next_fire(job.schedule, utcnow(), time_zone(ctx.config.timezone))
 
 
 def _set_enabled(ctx: ServerContext, ref: str, enabled: bool) -> dict[str, Any]:
     with ctx.db.session() as db:
         job = lookup(db, Job, ref, "job")
-        job.enabled = enabled
+        if job.enabled != enabled:
+            job.enabled = enabled
+            job.next_run = _next_run(ctx, job)
         return job_view(db, job)
 
 

@@ -120,6 +120,23 @@ def check_repository(
     return view
 
 
+@router.post("/{ref}/gc", status_code=201)
+def collect_garbage(
+    ref: str,
+    ctx: ServerContext = Depends(get_ctx),
+    _: ApiToken = Depends(require(Role.operator)),
+) -> dict[str, Any]:
+    """A maintenance session: garbage collection on a proxy that reaches the repository."""
+    with ctx.db.session() as db:
+        repo = lookup(db, Repository, ref, "repository")
+        session = start_single_task_session(
+            db, "maintenance", repo, {"delete": [], "gc": True}, job_name=None, priority=60
+        )
+        view = session_view(db, session)
+    ctx.signals.dispatch.set()
+    return view
+
+
 @router.delete("/{ref}", status_code=204)
 def remove_repository(
     ref: str,
