@@ -14,6 +14,8 @@ object size, mtime and ctime its Last-Modified, the inode a 63-bit hash of its
 ETag (and version id), so an object with the same ETag, size and
 Last-Modified is not read again and keeps its chunk list.
 
+With ``?versions=all`` every version is kept (see ``s3_versions``).
+
 Content type, the standard headers, user metadata, tags, ETag and version id
 are kept as extended attributes under ``user.s3.`` (see docs/format.md), read
 from the GET response of each object read (plus one ``GetObjectTagging``).
@@ -53,7 +55,7 @@ HEADERS = {
     "CacheControl": b"user.s3.cache-control",
 }
 
-_URL_OPTIONS = {"endpoint", "region"}
+_URL_OPTIONS = {"endpoint", "region", "versions"}
 _MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "AllAccessDisabled"}
 _FILE_MODE = stat.S_IFREG | 0o644
@@ -68,6 +70,7 @@ class S3Location:
     prefix: str
     endpoint: str | None = None
     region: str | None = None
+    all_versions: bool = False  # ?versions=all: every version (s3_versions), not only the latest
 
     def describe(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""
@@ -91,8 +94,12 @@ def parse_s3_url(url: str) -> S3Location:
     endpoint = query.get("endpoint", [None])[-1]
     if endpoint is not None and urllib.parse.urlparse(endpoint).scheme not in ("http", "https"):
         raise ValueError(f"the S3 endpoint must be an http:// or https:// URL: {endpoint!r}")
+    versions = query.get("versions", ["latest"])[-1]
+    if versions not in ("latest", "all"):
+        raise ValueError(f"versions must be 'latest' or 'all', not {versions!r}")
     prefix = parsed.path.strip("/")
     return S3Location(
+        all_versions=versions == "all",
         bucket=parsed.netloc,
         prefix=prefix + "/" if prefix else "",
         endpoint=endpoint,
@@ -144,10 +151,15 @@ class _Object:
     key: str
     version: str | None
     st: os.stat_result
+    extra: dict[bytes, bytes] | None = None  # more attributes (versions: latest, delete marker)
 
 
 def _metadata(
-    source: S3Source, key: str, version: str | None, resp: dict[str, Any]
+    source: S3Source,
+    key: str,
+    version: str | None,
+    resp: dict[str, Any],
+    extra: dict[bytes, bytes] | None = None,
 ) -> dict[bytes, bytes]:
     """The ``user.s3.*`` attributes of an object from a GET/HEAD response (+ its tags)."""
     attrs: dict[bytes, bytes] = {KEY: key[len(source.location.prefix) :].encode()}
@@ -162,6 +174,8 @@ def _metadata(
     tags = source.tags(key, version)
     if tags:
         attrs[TAGS] = urllib.parse.urlencode(sorted(tags.items())).encode()
+    if extra:
+        attrs.update(extra)
     return attrs
 
 
@@ -240,7 +254,9 @@ class S3File:
         """Headers, user metadata, tags, ETag and version id of the object read."""
         if self._resp is None:
             return self._source.head_metadata(self._obj)
-        return _metadata(self._source, self._obj.key, self._obj.version, self._resp)
+        return _metadata(
+            self._source, self._obj.key, self._obj.version, self._resp, self._obj.extra
+        )
 
     def close(self) -> None:
         """Release the HTTP connection."""
@@ -372,9 +388,13 @@ class S3Source:
         """Open ``s3://bucket[/prefix]?endpoint=…`` (``ValueError`` on a bad URL)."""
         return cls(parse_s3_url(url), **kwargs)
 
-    def open_root(self) -> S3Dir:
+    def open_root(self) -> Any:
         """The share's prefix; the bucket must be reachable and listable."""
-        root = S3Dir(self, self.location.prefix)
+        root: Any = S3Dir(self, self.location.prefix)
+        if self.location.all_versions:
+            from ferryman.sources.s3_versions import VersionsRoot
+
+            root = VersionsRoot(self)
         try:
             root.names()
         except OSError as exc:
@@ -413,7 +433,7 @@ class S3Source:
             resp = self.client.head_object(**args)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise object_error(exc, obj.key) from None
-        return _metadata(self, obj.key, obj.version, resp)
+        return _metadata(self, obj.key, obj.version, resp, obj.extra)
 
 
 def source_reason(exc: OSError) -> str:

@@ -15,19 +15,28 @@ import io
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
-from ferryman.engine.browse import find_node, split_path
+from ferryman.engine.browse import find_in_dir, find_node, split_path
 from ferryman.engine.nodes import Node, iter_dir_nodes, load_root
 from ferryman.engine.options import EngineError, RestoreResult
 from ferryman.engine.restore_files import data_regions
 from ferryman.engine.stats import RestoreStats, Warning_
 from ferryman.repository import Repository, RepositoryError
-from ferryman.sources.s3 import HEADERS, KEY, META_PREFIX, TAGS, S3Source, object_error
+from ferryman.sources.s3 import (
+    HEADERS,
+    KEY,
+    META_PREFIX,
+    TAGS,
+    VERSION_ID,
+    S3Source,
+    object_error,
+)
+from ferryman.sources.s3_versions import DELETE_MARKER, LAYOUT, VERSIONS
 
 SINGLE_PUT_LIMIT = 16 << 20
 FETCH_BATCH = 8
@@ -121,7 +130,6 @@ class BucketRestorer:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(workers * 2)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="s3-restore")
-        self._futures: list[Future[None]] = []
         self._transfer = TransferConfig(
             multipart_threshold=SINGLE_PUT_LIMIT,
             multipart_chunksize=SINGLE_PUT_LIMIT,
@@ -134,27 +142,74 @@ class BucketRestorer:
             self.errors.append(Warning_(path, reason))
 
     def walk(self, node: Node, path: list[str], cancel: threading.Event | None) -> None:
-        """Upload a file node, or every file below a directory node."""
+        """Upload a file node, or every file below a directory node.
+
+        The versions of one key (files with ``user.s3.version-id``, from a
+        ``versions=all`` share) are one job, uploaded oldest first, so the newest
+        ends up current.
+        """
         if cancel is not None and cancel.is_set():
             return
         if node.type == "dir":
             with self._lock:
                 self.stats.dirs_restored += 1
+            history: list[Node] = []
             for child in iter_dir_nodes(self.repo, node):
-                self.walk(child, [*path, child.name.decode("utf-8", "surrogateescape")], cancel)
+                name = child.name.decode("utf-8", "surrogateescape")
+                if child.type == "file" and VERSION_ID in child.xattrs:
+                    history.append(child)
+                else:
+                    self.walk(child, [*path, name], cancel)
+            if history:
+                self._submit(self._replay, history, path)
         elif node.type == "file":
-            self._slots.acquire()
-            self._futures.append(self._pool.submit(self._upload, node, path))
+            self._submit(self._upload, [node], path)
         else:
             with self._lock:
                 self.stats.files_skipped += 1
             self._error("/".join(path), f"{node.type}: objects can only hold files, skipped")
 
-    def _upload(self, node: Node, path: list[str]) -> None:
+    def _submit(self, job: Any, nodes: list[Node], path: list[str]) -> None:
+        self._slots.acquire()  # bounds queued jobs (and the nodes they hold)
+
+        def run() -> None:
+            try:
+                job(nodes, path)
+            finally:
+                self._slots.release()
+
+        self._pool.submit(run)
+
+    def _key(self, node: Node, shown: str) -> str:
+        rel = node.xattrs[KEY].decode() if KEY in node.xattrs else shown
+        return self.target.location.prefix + rel
+
+    def _upload(self, nodes: list[Node], path: list[str]) -> None:
         shown = "/".join(path)
+        for node in nodes:
+            if not self._put(node, shown):
+                return
+
+    def _replay(self, history: list[Node], path: list[str]) -> None:
+        """One key's versions in order; a delete marker deletes (a new marker when versioned)."""
+        shown = "/".join(path)
+        for node in history:
+            if DELETE_MARKER not in node.xattrs:
+                if not self._put(node, shown):
+                    return
+                continue
+            try:
+                self.target.client.delete_object(
+                    Bucket=self.target.location.bucket, Key=self._key(node, shown)
+                )
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                self._error(shown, str(object_error(exc, "delete marker").strerror))
+                return
+
+    def _put(self, node: Node, shown: str) -> bool:
+        """PUT one object (multipart when large); False (and an error listed) on failure."""
         try:
-            rel = node.xattrs[KEY].decode() if KEY in node.xattrs else shown
-            key = self.target.location.prefix + rel
+            key = self._key(node, shown)
             args = put_args(node)
             bucket = self.target.location.bucket
             client = self.target.client
@@ -164,17 +219,19 @@ class BucketRestorer:
             else:
                 reader = io.BufferedReader(_Reader(_content(self.repo, node)), 1 << 20)
                 client.upload_fileobj(reader, bucket, key, ExtraArgs=args, Config=self._transfer)
-            with self._lock:
-                self.stats.files_restored += 1
-                self.stats.bytes_restored += node.size
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             self._error(shown, str(object_error(exc, "upload").strerror))
+            return False
         except (RepositoryError, KeyError, ValueError) as exc:
             self._error(shown, f"cannot read the stored content: {exc}")
+            return False
         except Exception as exc:  # boto3's S3UploadFailedError and the like: one object lost
             self._error(shown, f"{type(exc).__name__}: {exc}")
-        finally:
-            self._slots.release()
+            return False
+        with self._lock:
+            self.stats.files_restored += 1
+            self.stats.bytes_restored += node.size
+        return True
 
     def finish(self) -> None:
         """Wait for every upload."""
@@ -204,7 +261,12 @@ def restore_to_bucket(
     restorer = BucketRestorer(repo, target, workers)
     try:
         if not paths:
-            restorer.walk(root, [], cancel)
+            history = find_in_dir(repo, root, VERSIONS)
+            if history is not None and history.xattrs.get(LAYOUT) == VERSIONS:
+                # versions=all: replaying every version also leaves the latest current
+                restorer.walk(history, ["versions"], cancel)
+            else:
+                restorer.walk(root, [], cancel)
         for raw in paths or []:
             try:
                 parts = split_path(raw)

@@ -236,10 +236,86 @@ def test_unreachable_bucket_or_server_fails_clearly(
     [
         ("s3:///prefix", "an S3 share URL looks like s3://bucket"),
         ("s3://b/p?access_key=x", "credentials go in --access-key-env"),
-        ("s3://b/p?versions=some&endpoint=http://h", "unknown S3 share URL option"),
+        ("s3://b/p?versions=some&endpoint=http://h", "versions must be .latest. or .all."),
+        ("s3://b/p?acl=private", "unknown S3 share URL option"),
         ("s3://b?endpoint=ftp://h", "must be an http:// or https:// URL"),
     ],
 )
 def test_bad_urls_are_refused(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_s3_url(url)
+
+
+def _history(client: Any, bucket: str, key: str) -> list[bytes | None]:
+    """A key's versions oldest first: content, or None for a delete marker.
+
+    S3 lists a key's versions newest first; Last-Modified only has seconds, so ties
+    keep that order (reversed) and the version marked latest comes last.
+    """
+    listed = client.list_object_versions(Bucket=bucket, Prefix=key)
+    items = [(v, False) for v in listed.get("Versions", [])]
+    items += [(m, True) for m in listed.get("DeleteMarkers", [])]
+    ordered = sorted(
+        enumerate(items), key=lambda e: (e[1][0]["LastModified"], e[1][0]["IsLatest"], -e[0])
+    )
+    out: list[bytes | None] = []
+    for _, (item, deleted) in ordered:
+        vid = item["VersionId"]
+        if deleted:
+            out.append(None)
+        else:
+            body = client.get_object(Bucket=bucket, Key=key, VersionId=vid)["Body"].read()
+            out.append(body)
+    return out
+
+
+def test_all_versions_are_kept_and_replayed_into_a_versioned_bucket(
+    client: Any, bucket: str, s3_endpoint: str, repo: Repository, tmp_path: Path
+) -> None:
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    for body in (b"one", b"two"):
+        client.put_object(Bucket=bucket, Key="a.txt", Body=body, ContentType="text/plain")
+    client.put_object(Bucket=bucket, Key="dir/b.bin", Body=b"bee")
+    client.put_object(Bucket=bucket, Key="gone.txt", Body=b"was here")
+    client.delete_object(Bucket=bucket, Key="gone.txt")
+    source = S3Source.from_url(f"s3://{bucket}?endpoint={s3_endpoint}&versions=all", **CREDS)
+    first = run_backup(source, repo, BackupOptions(share="history"))
+    assert first.status == "success", first.warnings
+    assert first.restore_point is not None
+
+    out = tmp_path / "out"
+    assert run_restore(repo, first.restore_point, out).status == "success"
+    assert sorted(os.listdir(out)) == ["latest", "versions"]
+    assert sorted(os.listdir(out / "latest")) == ["a.txt", "dir"]  # gone.txt is deleted now
+    assert (out / "latest" / "a.txt").read_bytes() == b"two"
+    a_versions = sorted(os.listdir(out / "versions" / "a.txt"))
+    assert [n[:2] for n in a_versions] == ["%v", "%v"]
+    assert [(out / "versions" / "a.txt" / n).read_bytes() for n in a_versions] == [b"one", b"two"]
+    gone = sorted(os.listdir(out / "versions" / "gone.txt"))
+    assert ["-deleted-" in n for n in gone] == [False, True]  # the marker is the newest
+    assert (out / "versions" / "gone.txt" / gone[0]).read_bytes() == b"was here"
+    marker = out / "versions" / "gone.txt" / gone[1]
+    assert os.getxattr(marker, "user.s3.delete-marker") == b"1"
+
+    client.put_object(Bucket=bucket, Key="a.txt", Body=b"three")
+    second = run_backup(source, repo, BackupOptions(share="history"))
+    assert second.stats.files_read == 2  # latest/a.txt and the new version, nothing else
+
+    client.create_bucket(Bucket=bucket + "-replay")
+    client.put_bucket_versioning(
+        Bucket=bucket + "-replay", VersioningConfiguration={"Status": "Enabled"}
+    )
+    assert second.restore_point is not None
+    replay = restore_to_bucket(repo, second.restore_point, _source(s3_endpoint, bucket + "-replay"))
+    assert replay.status == "success", replay.errors
+    for key in ("a.txt", "dir/b.bin", "gone.txt"):
+        assert _history(client, bucket + "-replay", key) == _history(client, bucket, key), key
+    assert _history(client, bucket + "-replay", "a.txt") == [b"one", b"two", b"three"]
+    versions = client.list_object_versions(Bucket=bucket + "-replay", Prefix="a.txt")["Versions"]
+    types = {
+        client.head_object(Bucket=bucket + "-replay", Key="a.txt", VersionId=v["VersionId"])[
+            "ContentType"
+        ]
+        for v in versions
+    }
+    assert types == {"text/plain", "binary/octet-stream"}  # "three" was put without a type
