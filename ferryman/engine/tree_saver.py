@@ -135,6 +135,7 @@ class TreeSaver:
         self._stack: list[_Builder] = []
         self.root: Node | None = None
         self.error: BaseException | None = None
+        self._present: set[bytes] = set()  # reused ids of the current batch, confirmed
         self._thread = threading.Thread(target=self._run, name="tree-saver", daemon=True)
         self._thread.start()
 
@@ -167,6 +168,7 @@ class TreeSaver:
                         ev.dir.release()
                 continue
             try:
+                self._present = self._confirm(batch)
                 for ev in batch:
                     self._handle(ev)
                     if time.monotonic() - self._last_checkpoint >= self._interval:
@@ -177,7 +179,7 @@ class TreeSaver:
     def _handle(self, ev: Event) -> None:
         if isinstance(ev, RawFile):
             try:
-                if all(map(self._writer.has_blob, ev.raw.get("c", ()))):
+                if all(map(self._present.__contains__, ev.raw.get("c", ()))):
                     self._add(ev.raw, raw=True)
                 else:
                     self._reread_file(ev)
@@ -213,6 +215,17 @@ class TreeSaver:
             if self._on_checkpoint is not None and self._stack:
                 self._on_checkpoint(self.partial_root())
 
+    def _confirm(self, batch: list[Event]) -> set[bytes]:
+        """The reused chunk and tree ids of ``batch`` that the writer may reference
+        (``has_blob``), asked in one call for the whole batch."""
+        ids: list[bytes] = []
+        for ev in batch:
+            if isinstance(ev, RawFile):
+                ids.extend(ev.raw.get("c", ()))
+            elif isinstance(ev, LeaveDir) and ev.reuse is not None:
+                ids.extend(ev.reuse.get("st", ()))
+        return self._writer.has_blobs(ids) if ids else set()
+
     def _reread_file(self, ev: RawFile) -> None:
         """Chunks of an unchanged file are gone (garbage-collected): read it again."""
         node = node_from_map(ev.raw)
@@ -233,7 +246,9 @@ class TreeSaver:
         b = self._stack.pop()
         prev = ev.reuse
         reused = (
-            prev is not None and b.all_raw and all(map(self._writer.has_blob, prev.get("st", ())))
+            prev is not None
+            and b.all_raw
+            and all(map(self._present.__contains__, prev.get("st", ())))
         )
         if reused and prev is not None:
             b.node.subtrees = list(prev.get("st", []))

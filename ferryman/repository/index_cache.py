@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 
 from ferryman.repository import index
@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS segments (name TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 # Page cache per connection, in KiB (negative = KiB for SQLite): small on purpose.
 CACHE_KIB = 8192
+# Ids per membership query (below SQLite's limit on bound parameters).
+PRESENT_BATCH = 500
 
 
 def connect(path: Path, *, durable: bool = True) -> sqlite3.Connection:
@@ -139,6 +141,23 @@ class IndexCache:
                 (blob_id,),
             ).fetchall()
         return [IndexEntry(blob_id, r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    def present(self, blob_ids: list[bytes], excluded_packs: Container[bytes]) -> set[bytes]:
+        """The ids of ``blob_ids`` indexed in at least one pack not in ``excluded_packs``.
+
+        One query per ``PRESENT_BATCH`` ids: confirming the chunks of thousands of
+        unchanged files costs a few queries, not one round trip per chunk.
+        """
+        found: set[bytes] = set()
+        for start in range(0, len(blob_ids), PRESENT_BATCH):
+            part = blob_ids[start : start + PRESENT_BATCH]
+            marks = ",".join("?" * len(part))
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT id, pack FROM blobs WHERE id IN ({marks})", part
+                ).fetchall()
+            found.update(blob_id for blob_id, pack_id in rows if pack_id not in excluded_packs)
+        return found
 
     def count(self) -> int:
         """Number of blobs known."""

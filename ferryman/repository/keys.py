@@ -14,10 +14,13 @@ is the 32-byte master secret sealed with AES-256-GCM, associated data
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +63,31 @@ class KeySlot:
 def _wrapping_key(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     kdf = Scrypt(salt=salt, length=32, n=n, r=r, p=p)
     return kdf.derive(passphrase.encode("utf-8"))
+
+
+# Wrapping keys derived in this process, by (salt, n, r, p, hash of passphrase): a
+# long-running proxy opens the same repository for every task, and scrypt costs
+# ~0.2 s each time.  The process holds the master secret while a repository is open
+# anyway, so keeping its wrapping key too exposes nothing more.
+_DERIVED: OrderedDict[tuple[bytes, int, int, int, bytes], bytes] = OrderedDict()
+_DERIVED_MAX = 16
+_DERIVED_LOCK = threading.Lock()
+
+
+def _cached_wrapping_key(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    tag = hashlib.sha256(salt + passphrase.encode("utf-8")).digest()
+    key = (salt, n, r, p, tag)
+    with _DERIVED_LOCK:
+        found = _DERIVED.get(key)
+        if found is not None:
+            _DERIVED.move_to_end(key)
+            return found
+    derived = _wrapping_key(passphrase, salt, n, r, p)
+    with _DERIVED_LOCK:
+        _DERIVED[key] = derived
+        while len(_DERIVED) > _DERIVED_MAX:
+            _DERIVED.popitem(last=False)
+    return derived
 
 
 def _aad(repo_id: str) -> bytes:
@@ -126,7 +154,7 @@ def parse_slot(slot_id: str, data: bytes) -> KeySlot:
 
 def try_slot(slot: KeySlot, passphrase: str, repo_id: str) -> bytes | None:
     """Return the master secret if ``passphrase`` opens ``slot``, else ``None``."""
-    cipher = AESGCM(_wrapping_key(passphrase, slot.salt, slot.n, slot.r, slot.p))
+    cipher = AESGCM(_cached_wrapping_key(passphrase, slot.salt, slot.n, slot.r, slot.p))
     view = slot.wrapped
     if len(view) != crypto.NONCE_SIZE + crypto.KEY_SIZE + crypto.TAG_SIZE:
         return None

@@ -16,6 +16,7 @@ import contextlib
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -123,6 +124,13 @@ class RepositoryWriter:
         if any(loc.pack_id not in self._condemned for loc in locations):
             return True
         return self._in_session(blob_id)
+
+    def has_blobs(self, blob_ids: Iterable[bytes]) -> set[bytes]:
+        """The subset of ``blob_ids`` for which :meth:`has_blob` is True, in few index queries."""
+        ids = list(dict.fromkeys(blob_ids))
+        found = self.repo.index_cache.present(ids, self._condemned)
+        found.update(b for b in ids if b not in found and self._in_session(b))
+        return found
 
     # -- adding blobs --------------------------------------------------------------------------
 

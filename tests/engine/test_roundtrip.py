@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -97,12 +98,16 @@ def test_unchanged_file_whose_chunks_are_gone_is_read_again(
     (src / "gone").write_bytes(b"g" * 5000)
     run_backup(LocalSource(src), repo, BackupOptions(share="s"))
     gone_id = repo.blob_id(b"g" * 5000)
-    real = RepositoryWriter.has_blob
+    real, real_many = RepositoryWriter.has_blob, RepositoryWriter.has_blobs
 
     def has_blob(self: RepositoryWriter, blob_id: bytes) -> bool:
         return False if blob_id == gone_id else real(self, blob_id)
 
+    def has_blobs(self: RepositoryWriter, blob_ids: Iterable[bytes]) -> set[bytes]:
+        return real_many(self, blob_ids) - {gone_id}
+
     monkeypatch.setattr(RepositoryWriter, "has_blob", has_blob)
+    monkeypatch.setattr(RepositoryWriter, "has_blobs", has_blobs)
     again = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
     assert again.status == "success"
     assert again.stats.files_read == 1 and again.stats.files_unchanged == 1

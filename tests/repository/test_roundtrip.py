@@ -40,6 +40,22 @@ def test_blob_round_trip_and_dedup(repo: Repository) -> None:
         repo.get_blob(b"\1" * 32)
 
 
+def test_has_blobs_confirms_indexed_and_session_blobs_in_one_call(repo: Repository) -> None:
+    stored = [f"indexed {i}".encode() * 100 for i in range(3)]
+    with repo.open_writer("t") as w:
+        for data in stored:
+            w.add_blob(KIND_DATA, repo.blob_id(data), data)
+    indexed = [repo.blob_id(d) for d in stored]
+    missing = [b"\2" * 32, b"\3" * 32]
+    with repo.open_writer("t2") as w:
+        fresh = b"added in this session" * 50
+        w.add_blob(KIND_DATA, repo.blob_id(fresh), fresh)
+        asked = [*indexed, *missing, repo.blob_id(fresh), indexed[0]]
+        assert w.has_blobs(asked) == {*indexed, repo.blob_id(fresh)}
+        assert w.has_blobs(asked) == {b for b in asked if w.has_blob(b)}
+        assert w.has_blobs([]) == set()
+
+
 def test_blob_ids_are_keyed(repo: Repository, tmp_path: Path) -> None:
     other = Repository.init(
         open_backend(str(tmp_path / "other")), PASSPHRASE, scrypt_n=1024, cache_dir=tmp_path / "c"
