@@ -50,6 +50,10 @@ BUCKET = "ferryman-bench"
 S3_KEY = "bench"
 PASSPHRASE = "scale-out benchmark passphrase"
 SHARE = "scale"
+SHM = Path("/dev/shm")
+DEFAULT_STATE = (
+    SHM / "ferryman-bench-scaleout" if SHM.is_dir() else BENCH_DIR / "work" / "scaleout-state"
+)
 PARTS = 12  # divisible by 1, 2, 3 and 4: every proxy gets the same number of equal partitions
 
 
@@ -59,12 +63,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--small", action="store_true", help="a quarter of the data")
     parser.add_argument("--proxies", default="1,2,3,4", help="proxy counts to run, e.g. 1,4")
-    parser.add_argument("--rate-mbit", type=float, default=40.0, help="cap of every link")
+    parser.add_argument("--rate-mbit", type=float, default=16.0, help="cap of every link")
     parser.add_argument(
-        "--share-mb", type=int, default=None, help="share size in MB (default 240, small 60)"
+        "--share-mb", type=int, default=None, help="share size in MB (default 120, small 36)"
     )
     parser.add_argument("--workdir", type=Path, default=BENCH_DIR / "work" / "scaleout")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE,
+        help="homes of the server and proxies, S3 spill files (default: in memory, "
+        f"{DEFAULT_STATE}, so the shared disk adds no stalls); removed afterwards",
+    )
     args = parser.parse_args(argv)
     try:
         args.counts = sorted({int(n) for n in args.proxies.split(",") if n.strip()})
@@ -74,7 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--proxies: between 1 and 16 proxies")
     if 1 not in args.counts:
         parser.error("--proxies must include 1: the one-proxy run is the baseline")
-    args.share_mb = args.share_mb or (60 if args.small else 240)
+    args.share_mb = args.share_mb or (36 if args.small else 120)
+    args.workdir = args.workdir.resolve()
     return args
 
 
@@ -164,13 +176,23 @@ class S3Server:
     def __init__(self, workdir: Path) -> None:
         self.port = _free_port(HOST_ADDRESS)
         self.endpoint = f"http://{HOST_ADDRESS}:{self.port}"
+        self.workdir = workdir
         self.log_path = workdir / "moto.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> S3Server:
         exe = Path(sys.executable).with_name("moto_server")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_KEY}
+        spill = self.workdir / "moto-tmp"
+        spill.mkdir(exist_ok=True)
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": S3_KEY,
+            "AWS_SECRET_ACCESS_KEY": S3_KEY,
+            # objects stay in memory (moto spills those above 5 MB to temporary files)
+            "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(1 << 30),
+            "TMPDIR": str(spill),
+        }
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [*cmd, "-H", HOST_ADDRESS, "-p", str(self.port)],
@@ -292,10 +314,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"building the share ({args.share_mb} MB of random data in {PARTS} folders)…")
     share_bytes = build_share(args.workdir / "share", args.share_mb)
-    homes = args.workdir / "homes"
+    homes = args.state_dir
     if homes.exists():
         shutil.rmtree(homes)
-    homes.mkdir()
+    homes.mkdir(parents=True)
     most = args.counts[-1]
     namespaces = Namespaces(most, args.rate_mbit)
     procs: list[Any] = []
@@ -309,7 +331,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             + "; all at once "
             + ", ".join(f"{v:.2f}" for v in links["together_mb_s"])
         )
-        s3 = S3Server(args.workdir)
+        s3 = S3Server(homes)
         procs.append(s3.start())
         env = {
             # every top-level folder of the share is worth its own partition
@@ -346,6 +368,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         stop_all(procs)
         namespaces.remove()
+        shutil.rmtree(homes, ignore_errors=True)
     return {
         "rate_mbit": args.rate_mbit,
         "cap_mb_s": args.rate_mbit / 8,
