@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import Any
 
 _ESCAPE = re.compile(rb"\\\\|\\x([0-9a-fA-F]{2})")
 _HEX_ESCAPE = re.compile(r"\\x[0-9a-fA-F]{2}")
@@ -74,3 +75,22 @@ def from_b64(value: str) -> bytes:
         return base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise BadPath(f"path_b64 is not valid base64: {value[:40]!r}") from exc
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every string holding undecodable bytes (surrogates) in display form.
+
+    Paths read from a filesystem reach Python as ``os.fsdecode`` text; JSON cannot carry
+    them. Applied to what people see (progress, warnings, the API's session view).
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return display(value.encode("utf-8", "surrogateescape"))
+        return value
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -17,7 +17,7 @@ from typing import Any
 
 import ferryman
 from ferryman.logs import configure_logging, log_context, set_process_field
-from ferryman.proxy import capabilities, probing
+from ferryman.proxy import capabilities, path_names, probing
 from ferryman.proxy.protocol import (
     Heartbeat,
     ProbeRequest,
@@ -218,7 +218,8 @@ class ProxyService:
                 return
             last_sent[0] = now
             try:
-                self.channel.progress(TaskProgress(task_id=a.task_id, progress=data))
+                safe = path_names.json_safe(data)  # e.g. current_path of a non-UTF-8 name
+                self.channel.progress(TaskProgress(task_id=a.task_id, progress=safe))
             except TaskReassigned:
                 log.warning("task %d was reassigned by the server; dropping it", a.task_id)
                 task.dropped = True
@@ -239,6 +240,13 @@ class ProxyService:
             log.info("task %d ended", a.task_id)
 
     def _deliver(self, result: TaskResult) -> None:
+        # paths in warnings may hold bytes that are not UTF-8: JSON cannot carry them raw
+        result = result.model_copy(
+            update={
+                "warnings": path_names.json_safe(result.warnings),
+                "error": path_names.json_safe(result.error),
+            }
+        )
         delay = 0.5
         deadline = time.monotonic() + 600
         while True:

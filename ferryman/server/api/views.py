@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
+from ferryman.proxy.path_names import json_safe
 from ferryman.server.db.models import (
     Job,
     Probe,
@@ -106,11 +107,13 @@ def task_view(task: Task, share_names: dict[int, str]) -> dict[str, Any]:
     progress = dict(task.progress or {})
     for key in PROGRESS_KEYS:
         progress.setdefault(key, 0)
+    # last line of defence: text from a filesystem may hold bytes JSON cannot carry
+    progress, stats = json_safe(progress), json_safe(stats)
     return {
         "id": task.id,
         "kind": task.kind,
         "share": share_names.get(task.share_id) if task.share_id else None,
-        "partition": task.partition,
+        "partition": json_safe(task.partition),
         "state": task.state,
         "proxy": task.proxy_name,
         "reason": task.reason,
@@ -121,8 +124,8 @@ def task_view(task: Task, share_names: dict[int, str]) -> dict[str, Any]:
         "ended": iso(task.ended),
         "progress": progress,
         "stats": stats,
-        "warnings": task.warnings or [],
-        "error": task.error,
+        "warnings": json_safe(task.warnings or []),
+        "error": json_safe(task.error),
     }
 
 
