@@ -47,11 +47,25 @@ def print_report(session: dict[str, Any], console: Console) -> None:
     line(f"  duration:   {format_duration(session_duration(session))}")
     points = session.get("restore_points") or []
     line(f"  restore points: {', '.join(str(p) for p in points) if points else '-'}")
+    if session.get("kind") == "restore":
+        _restore_request(session, line)
     tasks = session.get("tasks") or []
     line(f"  tasks:      {len(tasks)}")
     for task in tasks:
         line()
         _task_block(task, line)
+
+
+def _restore_request(session: dict[str, Any], line: Any) -> None:
+    """What a restore session was asked: which point, what, where, and how."""
+    paths = session.get("paths") or []
+    line(f"  from point: {session.get('point', '-')}")
+    line(
+        f"  paths:      {', '.join(printable(str(p)) for p in paths) if paths else '(everything)'}"
+    )
+    where = "in place" if session.get("in_place") else "to"
+    line(f"  target:     {where} {printable(str(session.get('target') or '-'))}")
+    line(f"  overwrite:  {session.get('overwrite') or '-'}")
 
 
 def _task_block(task: dict[str, Any], line: Any) -> None:

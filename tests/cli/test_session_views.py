@@ -245,3 +245,15 @@ def test_following_survives_a_server_restart() -> None:
     state = next_state(Restarting(), session("running", 4, []), sleep=slept.append)  # type: ignore[arg-type]
     assert state["status"] == "success"
     assert slept == [1.0, 1.0]
+
+
+def test_restore_report_says_what_was_restored_where() -> None:
+    restore = session("success", 3, [task("success", kind="restore", stats=RESTORE_STATS)])
+    restore.update(kind="restore", point=3, target="/tmp/r", paths=["/docs", "/caf\\xe9"],
+                   overwrite="skip", in_place=False)  # fmt: skip
+    console, out = plain_console()
+    print_report(restore, console)
+    text = out.getvalue()
+    assert "from point: 3" in text
+    assert "paths:      /docs, /caf\\xe9" in text
+    assert "target:     to /tmp/r" in text and "overwrite:  skip" in text
