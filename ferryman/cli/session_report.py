@@ -41,6 +41,8 @@ def print_report(session: dict[str, Any], console: Console) -> None:
     if session.get("reason"):
         status += f" - {session['reason']}"
     line(f"  status:     {status}")
+    if session.get("trigger") and session["trigger"] != "manual":
+        line(f"  trigger:    {session['trigger']}")
     line(f"  created:    {format_time(session.get('created'))}")
     line(f"  started:    {format_time(session.get('started'))}")
     line(f"  ended:      {format_time(session.get('ended'))}")
@@ -88,6 +90,8 @@ def _task_block(task: dict[str, Any], line: Any) -> None:
         _restore_figures(values, line)
     elif kind == "check":
         _check_figures(values, line)
+    elif kind == "maintenance":
+        _maintenance_figures(task.get("stats") or {}, line)
     else:
         _backup_figures(values, line)
     if task.get("error"):
@@ -150,3 +154,23 @@ def _check_figures(values: dict[str, Any], line: Any) -> None:
             line(f"    {label + ':':<17}{len(items)}")
             for item in items[:MAX_WARNINGS_SHOWN]:
                 line(f"      {item}")
+
+
+def _maintenance_figures(stats: dict[str, Any], line: Any) -> None:
+    removed = stats.get("removed") or []
+    line(f"    retention:       {format_count(stats.get('points_removed', len(removed)))} "
+         "restore point(s) removed")  # fmt: skip
+    for item in removed[:MAX_WARNINGS_SHOWN]:
+        line(f"      {item.get('share')} {format_time(item.get('time'))} {item.get('point_id')}")
+    if "bytes_reclaimed" in stats:
+        line(
+            f"    garbage:         {format_bytes(stats.get('bytes_reclaimed'))} reclaimed, "
+            f"{format_count(stats.get('packs_deleted'))} pack(s) deleted, "
+            f"{format_count(stats.get('packs_repacked'))} repacked; "
+            f"{format_bytes(stats.get('bytes_after'))} stored now"
+        )
+    if stats.get("gc_waiting"):
+        line(
+            f"    waiting:         {stats['gc_waiting']} GC generation(s) wait for running "
+            "backups to end; the next maintenance frees them"
+        )

@@ -109,6 +109,7 @@ def list_jobs(ctx: typer.Context, json: JsonOption = False) -> None:
             Column("SHARES", field("shares")),
             Column("REPO", field("repository")),
             Column("SCHEDULE", field("schedule")),
+            Column("NEXT RUN", field("next_run", format_time)),
             Column("RETENTION", _retention),
             Column("PROXIES", field("proxies")),
             Column("PRIO", field("priority"), "right"),
@@ -118,6 +119,35 @@ def list_jobs(ctx: typer.Context, json: JsonOption = False) -> None:
         ],
         empty="no jobs",
     )
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Job name or id.")],
+    json: JsonOption = False,
+) -> None:
+    """Show one job: shares, schedule with its next and last run, retention."""
+    job = api(ctx).get(f"/jobs/{ref(name)}")
+    if json:
+        print_json(job)
+        return
+    console = stdout_console()
+    rows = [
+        ("job", f"{job['name']} (id {job['id']})"),
+        ("shares", ", ".join(job.get("shares") or [])),
+        ("repository", job.get("repository")),
+        ("schedule", job.get("schedule") or "manual only"),
+        ("next run", format_time(job.get("next_run"))),
+        ("last run", format_time(job.get("last_run"))),
+        ("retention", _retention(job)),
+        ("proxies", job.get("proxies")),
+        ("priority", job.get("priority")),
+        ("enabled", job.get("enabled")),
+        ("last session", _last_session(job)),
+    ]
+    for label, value in rows:
+        console.print(f"{label + ':':<14}{value}", markup=False, highlight=False)
 
 
 @app.command("run")

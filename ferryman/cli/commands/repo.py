@@ -136,6 +136,30 @@ def check(
     raise typer.Exit(exit_for_session(final))
 
 
+@app.command("gc")
+def gc(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Repository name or id.")],
+    follow: Annotated[
+        bool, typer.Option("--follow/--no-follow", help="Wait for the result (default).")
+    ] = True,
+    json: JsonOption = False,
+) -> None:
+    """Reclaim the space of deleted restore points (runs as a session on a proxy)."""
+    client = api(ctx)
+    session = client.post(f"/repositories/{ref(name)}/gc")
+    if not follow:
+        if json:
+            print_json(session)
+        else:
+            typer.echo(session["id"])
+        return
+    final = follow_session(client, session, live=not json)
+    if json:
+        print_json(final)
+    raise typer.Exit(exit_for_session(final))
+
+
 @app.command("remove")
 def remove(
     ctx: typer.Context, name: Annotated[str, typer.Argument(help="Repository name or id.")]

@@ -82,8 +82,17 @@ def run(
             help="Serve GET /metrics without a token (default: a viewer token is needed).",
         ),
     ] = False,
+    catch_up: Annotated[
+        bool | None,
+        typer.Option(
+            "--catch-up/--no-catch-up",
+            help="Run once each job that missed scheduled runs while the server was down. "
+            "Default: the server setting catch_up (on).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run the backup server (API, dispatcher, embedded proxy) until stopped."""
+    """Run the backup server (API, dispatcher, scheduler, embedded proxy) until stopped."""
     listen = check_listen(listen) if listen else None
     from ferryman.logs import configure_logging
     from ferryman.server import run_server
@@ -92,10 +101,18 @@ def run(
     configure_logging(log_format.value if log_format else "text")
     if metrics_public:
         os.environ["FERRYMAN_METRICS_PUBLIC"] = "true"  # a server setting, read at start
+    from ferryman.server.scheduler import ScheduleError
 
     try:
-        run_server(home=get_state(ctx).home, listen=listen, embedded_proxy=embedded_proxy)
+        run_server(
+            home=get_state(ctx).home,
+            listen=listen,
+            embedded_proxy=embedded_proxy,
+            catch_up=catch_up,
+        )
     except FileNotFoundError as exc:  # not a server home: the message says to run 'server init'
         raise CliError(str(exc)) from exc
     except AddressInUse as exc:
         raise CliError(str(exc), EXIT_ADDRESS_IN_USE) from exc
+    except ScheduleError as exc:  # a bad time zone in server.json
+        raise CliError(str(exc)) from exc

@@ -31,6 +31,7 @@ class SessionKind(StrEnum):
     BACKUP = "backup"
     RESTORE = "restore"
     CHECK = "check"
+    MAINTENANCE = "maintenance"
 
 
 SessionId = Annotated[int, typer.Argument(metavar="ID", help="Session id.")]
