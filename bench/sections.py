@@ -1,6 +1,6 @@
 """Extra sections: the micro-benchmarks other helpers keep in ``bench/<area>/``.
 
-A section is a package ``bench/repository`` or ``bench/engine``; it runs as
+A section is a package ``bench/repository``, ``bench/engine`` or ``bench/sources``; it runs as
 ``python -m bench.<area>`` when it has a ``__main__.py``, otherwise each of its
 public modules runs as ``python -m bench.<area>.<module>``. Its output is shown
 as is and kept in the results file.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-AREAS = ("repository", "engine")
+AREAS = ("repository", "engine", "sources")
 TIMEOUT = 900
 
 

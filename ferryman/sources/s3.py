@@ -171,7 +171,10 @@ def _metadata(
             attrs[name] = str(resp[field]).encode()
     for k, v in (resp.get("Metadata") or {}).items():
         attrs[META_PREFIX + k.encode()] = v.encode()
-    tags = source.tags(key, version)
+    # a GET answers x-amz-tagging-count when the object has tags: no tagging request
+    # for untagged objects (HEAD does not say, so empty objects always ask)
+    has_tags = resp.get("TagCount", 0) > 0 if resp.get("_get") else True
+    tags = source.tags(key, version) if has_tags else {}
     if tags:
         attrs[TAGS] = urllib.parse.urlencode(sorted(tags.items())).encode()
     if extra:
@@ -206,6 +209,7 @@ class S3File:
             raise object_error(exc, self._obj.key) from None
         except botocore.exceptions.BotoCoreError as exc:
             raise object_error(exc, self._obj.key) from None
+        resp["_get"] = True
         self._resp = resp
         total = resp.get("ContentLength", 0) + offset
         if "ContentRange" in resp:
