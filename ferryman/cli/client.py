@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -60,6 +62,22 @@ class ApiClient:
 
     def delete(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return self.request("DELETE", path, params=params)
+
+    def stream(self, method: str, path: str, body: Any = None) -> Iterator[dict[str, Any]]:
+        """Send one request and yield the JSON objects of a line-per-object (NDJSON) answer."""
+        server = self.connection.server
+        try:
+            with self._http.stream(method, path, json=body, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ApiError(response.status_code, error_message(response))
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"lost the backup server at {server}: {_reason(exc)}") from exc
+        except ValueError as exc:
+            raise CliError(f"the backup server at {server} sent a line that is not JSON") from exc
 
     def request(
         self,

@@ -28,6 +28,8 @@ class ServerConfig:
     max_partitions: int = 16
     dispatch_interval: float = 0.5
     embedded_slots: int = 0  # 0 = derived from CPU cores and memory
+    # where proxy deployment caches wheelhouses ("" = <home>/deploy/wheelhouse)
+    wheelhouse_dir: str = ""
     # how often a backup task saves a checkpoint a resumed task continues from
     checkpoint_interval: float = 60.0
     # GET /metrics without a token (`server run --metrics-public`)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ferryman.cli.commands import proxy_deploy
 from ferryman.cli.commands.server import LogFormat
 from ferryman.cli.config import check_server_url, resolve_home
 from ferryman.cli.errors import CliError
@@ -35,6 +36,7 @@ def run(
         str | None,
         typer.Option(
             "--join-token",
+            envvar="FERRYMAN_JOIN_TOKEN",
             help="One-time token from 'ferryman proxy join-token' (first start only).",
         ),
     ] = None,
@@ -165,8 +167,25 @@ def disable(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Proxy 
     stdout_console().print(f"proxy {name}: {answer.get('state', 'disabled')}", markup=False)
 
 
+app.command("deploy")(proxy_deploy.deploy)
+app.command("upgrade")(proxy_deploy.upgrade)
+
+
 @app.command("remove")
-def remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Proxy name.")]) -> None:
+def remove(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Proxy name.")],
+    uninstall: Annotated[
+        bool, typer.Option(help="Also stop it and remove its files from its host (over SSH).")
+    ] = False,
+    identity: proxy_deploy.IdentityOption = None,
+    passphrase_env: proxy_deploy.PassphraseEnvOption = None,
+    password_env: proxy_deploy.PasswordEnvOption = None,
+) -> None:
     """Remove the proxy: its certificate is revoked at once, its tasks are requeued."""
+    if uninstall:
+        body = proxy_deploy.login(identity, passphrase_env, password_env)
+        proxy_deploy.uninstall(ctx, name, body)
+        return
     api(ctx).delete(f"/proxies/{ref(name)}")
     stdout_console().print(f"proxy {name} removed", markup=False)

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import ferryman
 from ferryman.server.api.routers import (
+    deployments,
     jobs,
     notifications,
     points,
@@ -63,6 +64,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.state.ctx = ctx
     for module in (system, repositories, shares, jobs, sessions, points, proxies, notifications):
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(deployments.router, prefix="/api/v1")
     app.include_router(proxy_protocol.router)
     add_metrics_route(app, ctx)
 
