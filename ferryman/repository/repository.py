@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +35,9 @@ from ferryman.repository.index_cache import IndexCache
 from ferryman.repository.lease import DEFAULT_LEASE_TIMEOUT
 from ferryman.repository.restore_point import POINTS_PREFIX, RestorePoint, open_point
 from ferryman.repository.writer import RepositoryWriter
+
+# Tree packs kept in memory by a Repository (each up to the tree pack size, 4 MiB).
+TREE_PACKS_IN_MEMORY = 3
 
 
 class Repository:
@@ -67,6 +72,11 @@ class Repository:
         scratch.remove_stale(self.cache_path)
         self._cache_base = base
         self._sync_lock = threading.Lock()
+        self._packs_dir = os.path.join(os.fspath(self.cache_path), "packs")
+        # The last few tree packs read, whole, with their cipher: a walk of the
+        # previous tree reads its blobs in pack order, thousands per pack.
+        self._tree_packs: OrderedDict[str, tuple[bytes, AESGCM]] = OrderedDict()
+        self._tree_packs_lock = threading.Lock()
 
     # -- creating and opening ------------------------------------------------------------------
 
@@ -223,15 +233,18 @@ class Repository:
         return read_blobs(self, blob_ids, max_gap=max_gap, max_request=max_request)
 
     def _read(self, entry: IndexEntry) -> bytes:
-        name = pack.pack_name(entry.kind, entry.pack_hex)
-        cipher = pack.pack_cipher(self.keys.encryption, entry.pack_hex)
+        pack_hex = entry.pack_hex
+        name = pack.pack_name(entry.kind, pack_hex)
         if entry.kind == blob.KIND_TREE:
-            record = self._cached_record(entry, name)
+            data, cipher = self._tree_pack(pack_hex, name)
+            local = memoryview(data)[entry.offset : entry.offset + entry.length]
             try:
-                return self.decode_record(cipher, entry, record, name)
+                return self.decode_record(cipher, entry, local, name)
             except CorruptObject:
                 # The local copy may be the damaged one: drop it, use the repository's.
-                (self.cache_path / "packs" / entry.pack_hex).unlink(missing_ok=True)
+                self._forget_tree_pack(pack_hex)
+        else:
+            cipher = pack.pack_cipher(self.keys.encryption, pack_hex)
         record = self.backend.get_range(name, entry.offset, entry.length)
         return self.decode_record(cipher, entry, record, name)
 
@@ -245,19 +258,39 @@ class Repository:
             cipher, entry.kind, entry.blob_id, record, entry.raw_length, self.keys.blob_id, name
         )
 
-    def _cached_record(self, entry: IndexEntry, name: str) -> bytes:
-        """Tree blobs come from a local copy of their whole pack (fetched once per proxy)."""
-        path = self.cache_path / "packs" / entry.pack_hex
-        if not path.exists():
+    def _tree_pack(self, pack_hex: str, name: str) -> tuple[bytes, AESGCM]:
+        """A tree pack's bytes and cipher: from memory, else from the local copy of the
+        whole pack (fetched once per proxy)."""
+        with self._tree_packs_lock:
+            found = self._tree_packs.get(pack_hex)
+            if found is not None:
+                self._tree_packs.move_to_end(pack_hex)
+                return found
+        path = os.path.join(self._packs_dir, pack_hex)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
             data = self.backend.get(name)
-            tmp = path.with_name(f".{entry.pack_hex}.{os.getpid()}.{threading.get_ident()}")
-            tmp.write_bytes(data)
+            tmp = os.path.join(
+                self._packs_dir, f".{pack_hex}.{os.getpid()}.{threading.get_ident()}"
+            )
+            with open(tmp, "wb") as f:
+                f.write(data)
             os.replace(tmp, path)
-        with open(path, "rb") as f:
-            record = os.pread(f.fileno(), entry.length, entry.offset)
-        if len(record) != entry.length:
-            path.unlink(missing_ok=True)
-        return record
+        value = (data, pack.pack_cipher(self.keys.encryption, pack_hex))
+        with self._tree_packs_lock:
+            self._tree_packs[pack_hex] = value
+            while len(self._tree_packs) > TREE_PACKS_IN_MEMORY:
+                self._tree_packs.popitem(last=False)
+        return value
+
+    def _forget_tree_pack(self, pack_hex: str) -> None:
+        """Drop a (possibly damaged) tree pack from memory and from the local cache."""
+        with self._tree_packs_lock:
+            self._tree_packs.pop(pack_hex, None)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self._packs_dir, pack_hex))
 
     def get_tree(self, tree_id: bytes) -> list[tree.Node]:
         """Read and decode a tree blob."""
