@@ -34,8 +34,8 @@ from ferryman.engine.options import (
 from ferryman.engine.progress import ProgressCallback, ProgressTicker
 from ferryman.engine.restore_walk import Restorer, join_path
 from ferryman.repository import Repository, RepositoryError
-from ferryman.sources.base import SourceError, check_name
-from ferryman.sources.local import LocalRestoreTarget
+from ferryman.sources.base import RemoteRestoreTarget, RemoteTargetDir, SourceError, check_name
+from ferryman.sources.local import LocalRestoreTarget, LocalTargetDir
 
 
 class RestoreFailed(EngineError):
@@ -45,7 +45,7 @@ class RestoreFailed(EngineError):
 def run_restore(
     repo: Repository,
     point_id: str,
-    target: str | bytes | os.PathLike[str] | LocalRestoreTarget,
+    target: str | bytes | os.PathLike[str] | LocalRestoreTarget | RemoteRestoreTarget,
     options: RestoreOptions | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -60,7 +60,7 @@ def run_restore(
     options = options or RestoreOptions()
     if options.overwrite not in OVERWRITE_POLICIES:
         raise InvalidOptions(f"unknown overwrite policy {options.overwrite!r}")
-    if not isinstance(target, LocalRestoreTarget):
+    if isinstance(target, str | bytes | os.PathLike):
         target = LocalRestoreTarget(target)
     try:
         point = repo.load_restore_point(point_id)
@@ -68,7 +68,7 @@ def run_restore(
     except (RepositoryError, EngineError, ValueError) as exc:
         raise RestoreFailed(f"restore point {point_id}: {exc}") from exc
     try:
-        root_dir = target.open_root()
+        root_dir: LocalTargetDir | RemoteTargetDir = target.open_root()
     except SourceError as exc:
         raise RestoreFailed(str(exc)) from exc
     restorer = Restorer(repo, root_dir, options)

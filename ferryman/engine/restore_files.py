@@ -11,6 +11,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
+from typing import Protocol
 
 from ferryman.engine.nodes import Node
 from ferryman.engine.ports import RepositoryPort
@@ -89,23 +90,51 @@ def _chunks(
             yield blob_id, got[blob_id]
 
 
+class FdFile:
+    """A ``TargetFile`` over a local file descriptor (the descriptor stays the caller's)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write_at(self, data: bytes | memoryview, offset: int) -> int:
+        return os.pwrite(self.fd, data, offset)
+
+    def read_at(self, buf: bytearray | memoryview, offset: int) -> int:
+        return os.preadv(self.fd, [buf], offset)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+
+class _Output(Protocol):
+    def write_at(self, data: bytes | memoryview, offset: int) -> int: ...
+
+    def read_at(self, buf: bytearray | memoryview, offset: int) -> int: ...
+
+    def truncate(self, size: int) -> None: ...
+
+
 def write_content(
     repo: RepositoryPort,
-    fd: int,
+    fd: int | _Output,
     node: Node,
     verify: bool,
     truncate: bool = True,
     prefetched: dict[bytes, bytes] | None = None,
 ) -> int:
-    """Write a file's chunks (skipping holes) into ``fd``; returns bytes written.
+    """Write a file's chunks (skipping holes) into ``fd`` (a local descriptor or a
+    ``TargetFile``); returns bytes written.
 
     Chunks come from ``prefetched`` (a batch fetched together) or are fetched in
     windows of ``FETCH_WINDOW``; the repository authenticates each and checks it
     against its keyed id. With ``verify``, each chunk is also read back from the
     file right after it was written and its keyed hash compared with the id.
     """
+    out: _Output = FdFile(fd) if isinstance(fd, int) else fd
     if truncate:
-        os.ftruncate(fd, 0)
+        out.truncate(0)
     regions = data_regions(node.size, node.holes)
     ri, roff = 0, 0  # current region and offset inside it
     written = 0
@@ -119,7 +148,7 @@ def write_content(
             else:
                 off, length = regions[ri]
                 foff, n = off + roff, min(len(view), length - roff)
-            done = os.pwrite(fd, view[:n], foff)
+            done = out.write_at(view[:n], foff)
             placed.append((foff, done))
             view = view[done:]
             written += done
@@ -127,10 +156,10 @@ def write_content(
             if ri < len(regions) and roff >= regions[ri][1]:
                 ri, roff = ri + 1, 0
         if verify:
-            _verify_chunk(repo, fd, blob_id, placed, len(data))
+            _verify_chunk(repo, out, blob_id, placed, len(data))
     end = max(node.size, _end_of(regions, written))
     if end != written or node.holes:
-        os.ftruncate(fd, end)  # trailing hole, or a node inconsistent with its data
+        out.truncate(end)  # trailing hole, or a node inconsistent with its data
     return written
 
 
@@ -140,14 +169,14 @@ def _end_of(regions: list[tuple[int, int]], written: int) -> int:
 
 
 def _verify_chunk(
-    repo: RepositoryPort, fd: int, blob_id: bytes, placed: list[tuple[int, int]], size: int
+    repo: RepositoryPort, out: _Output, blob_id: bytes, placed: list[tuple[int, int]], size: int
 ) -> None:
     """Read one written chunk back and compare its keyed hash with its id."""
     buf = bytearray(size)
     view = memoryview(buf)
     pos = 0
     for foff, n in placed:
-        if os.preadv(fd, [view[pos : pos + n]], foff) != n:
+        if out.read_at(view[pos : pos + n], foff) != n:
             raise VerifyFailed(errno.EIO, "restored file reads back short")
         pos += n
     if repo.blob_id(view) != blob_id:

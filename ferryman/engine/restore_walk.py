@@ -31,8 +31,11 @@ from ferryman.engine.restore_files import (
 )
 from ferryman.engine.stats import RestoreStats, StatsCollector
 from ferryman.repository import Repository, RepositoryError
-from ferryman.sources.base import SourceError, UnsafeName, check_name
+from ferryman.sources.base import RemoteTargetDir, SourceError, UnsafeName, check_name
 from ferryman.sources.local import LocalTargetDir
+
+# a local directory (fd based) or one reached over the network (an SMB share)
+TargetDir = LocalTargetDir | RemoteTargetDir
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ DIRS_PER_SETTLE = 10_000
 
 @dataclass(slots=True)
 class _Frame:
-    dir: LocalTargetDir
+    dir: TargetDir
     entries: Iterator[Node]
     share_rel: bytes
     target_rel: bytes
@@ -53,7 +56,7 @@ class _Frame:
 
 @dataclass(slots=True)
 class _FileJob:
-    dir: LocalTargetDir
+    dir: TargetDir
     name: bytes
     node: Node
     path: str
@@ -62,7 +65,7 @@ class _FileJob:
 class Restorer:
     """One restore task's state."""
 
-    def __init__(self, repo: Repository, root: LocalTargetDir, options: RestoreOptions) -> None:
+    def __init__(self, repo: Repository, root: TargetDir, options: RestoreOptions) -> None:
         self.repo = repo
         self.root = root
         self.options = options
@@ -99,7 +102,7 @@ class Restorer:
     # -- the walk ----------------------------------------------------------------------
 
     def restore_entries(
-        self, tdir: LocalTargetDir, entries: Iterator[Node], share_rel: bytes, target_rel: bytes
+        self, tdir: TargetDir, entries: Iterator[Node], share_rel: bytes, target_rel: bytes
     ) -> None:
         """Restore ``entries`` (and everything below them) into ``tdir``."""
         stack = [_Frame(tdir.retain(), entries, share_rel, target_rel, None)]
@@ -157,7 +160,7 @@ class Restorer:
             self.error(shown, str(exc))
         return None
 
-    def _resolve_existing(self, tdir: LocalTargetDir, node: Node, shown: str) -> bytes | None:
+    def _resolve_existing(self, tdir: TargetDir, node: Node, shown: str) -> bytes | None:
         """Apply the overwrite policy; the name to create, or None to skip."""
         if tdir.created:
             return node.name  # a directory this restore created holds only what it wrote
@@ -188,22 +191,25 @@ class Restorer:
             return None
         return node.name
 
-    def _name_metadata(self, tdir: LocalTargetDir, name: bytes, node: Node, shown: str) -> None:
-        problems = apply_name_metadata(tdir.fd, name, node, self.owner, self.options.restore_xattrs)
-        for p in problems:
-            self.error(shown, p)
+    def _name_metadata(self, tdir: TargetDir, name: bytes, node: Node, shown: str) -> None:
+        if isinstance(tdir, LocalTargetDir):  # remote targets refuse links and special files
+            xattrs = self.options.restore_xattrs
+            for p in apply_name_metadata(tdir.fd, name, node, self.owner, xattrs):
+                self.error(shown, p)
         self._count(files_restored=1)
 
     def _file(
         self,
-        tdir: LocalTargetDir,
+        tdir: TargetDir,
         name: bytes,
         node: Node,
         share_path: bytes,
         target_path: bytes,
         shown: str,
     ) -> None:
-        if node.link_to is not None:
+        local = isinstance(tdir, LocalTargetDir)
+        if node.link_to is not None and local:
+            assert isinstance(tdir, LocalTargetDir)
             first = self._links.get(node.link_to)
             if first is not None:
                 first[1] -= 1
@@ -212,7 +218,7 @@ class Restorer:
                 if self._link(first[0], tdir, name):
                     return
         self.collector.current_path = shown
-        if node.nlink > 1:
+        if node.nlink > 1 and isinstance(tdir, LocalTargetDir):  # remote: copies, no links
             # create now so later hardlinks can point to it before its content is written
             os.close(open_for_write(tdir.fd, name, node.mode))
             self._links[share_path] = [target_path, node.nlink - 1]
@@ -223,6 +229,7 @@ class Restorer:
 
     def _link(self, first: bytes, tdir: LocalTargetDir, name: bytes) -> bool:
         """Hardlink ``name`` to the first restored name; False: restore a copy instead."""
+        assert isinstance(self.root, LocalTargetDir)  # only local targets record links
         try:
             os.link(first, name, src_dir_fd=self.root.fd, dst_dir_fd=tdir.fd,
                     follow_symlinks=False)  # fmt: skip
@@ -265,19 +272,17 @@ class Restorer:
 
     def _write(self, job: _FileJob, prefetched: dict[bytes, bytes] | None) -> None:
         try:
-            fd = open_for_write(job.dir.fd, job.name, job.node.mode)
-            try:
-                written = write_content(
-                    self.repo,
-                    fd,
-                    job.node,
-                    self.options.verify,
-                    truncate=job.node.nlink > 1,
-                    prefetched=prefetched,
-                )
-                problems = apply_fd_metadata(fd, job.node, self.owner, self.options.restore_xattrs)
-            finally:
-                os.close(fd)
+            if isinstance(job.dir, LocalTargetDir):
+                written, problems = self._write_local(job.dir, job, prefetched)
+            else:
+                out = job.dir.open_write(job.name, job.node.mode)
+                try:
+                    written = write_content(
+                        self.repo, out, job.node, self.options.verify, False, prefetched
+                    )
+                    problems = out.apply_metadata(job.node, self.options.restore_xattrs)
+                finally:
+                    out.close()
             for p in problems:
                 self.error(job.path, p)
             self._count(files_restored=1, bytes_restored=written)
@@ -291,10 +296,30 @@ class Restorer:
         finally:
             job.dir.release()
 
+    def _write_local(
+        self, tdir: LocalTargetDir, job: _FileJob, prefetched: dict[bytes, bytes] | None
+    ) -> tuple[int, list[str]]:
+        fd = open_for_write(tdir.fd, job.name, job.node.mode)
+        try:
+            written = write_content(
+                self.repo,
+                fd,
+                job.node,
+                self.options.verify,
+                truncate=job.node.nlink > 1,
+                prefetched=prefetched,
+            )
+            return written, apply_fd_metadata(fd, job.node, self.owner, self.options.restore_xattrs)
+        finally:
+            os.close(fd)
+
     def _discard(self, job: _FileJob) -> None:
         """Remove a partially written file (frees space for the next ones; no corrupt copy)."""
         try:
-            os.unlink(job.name, dir_fd=job.dir.fd)
+            if isinstance(job.dir, LocalTargetDir):
+                os.unlink(job.name, dir_fd=job.dir.fd)
+            else:
+                job.dir.remove(job.name)
         except OSError as exc:
             self.error(job.path, f"incomplete copy left behind: {describe_restore_error(exc)}")
 
@@ -308,6 +333,18 @@ class Restorer:
         self._dirs_done = []
 
     def _apply_dirs(self, dirs: list[tuple[bytes, Node]]) -> None:
+        if not isinstance(self.root, LocalTargetDir):
+            for target_rel, node in dirs:
+                shown = show_path(target_rel) or "."
+                try:
+                    parts = split_path(target_rel)
+                    xattrs = self.options.restore_xattrs
+                    for p in self.root.apply_path_metadata(parts, node, xattrs):
+                        self.error(shown, p)
+                except (OSError, SourceError) as exc:
+                    reason = describe_restore_error(exc) if isinstance(exc, OSError) else str(exc)
+                    self.error(shown, reason)
+            return
         opened = _OpenPath(self.root.fd)
         try:
             for target_rel, node in dirs:

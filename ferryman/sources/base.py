@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import os
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ferryman.repository.tree import Node
 
 
 class SourceError(Exception):
@@ -156,5 +159,82 @@ class RestoreTarget(Protocol):
     description: str
 
     def open_root(self) -> TargetDir:
+        """Open (creating if needed) the target root directory."""
+        ...
+
+
+class TargetFile(Protocol):
+    """A file being written by a restore into a target reached without file descriptors."""
+
+    def write_at(self, data: bytes | memoryview, offset: int) -> int:
+        """Write all of ``data`` at ``offset``; returns its length."""
+        ...
+
+    def read_at(self, buf: bytearray | memoryview, offset: int) -> int:
+        """Read back into ``buf`` (restore verification); 0 at EOF."""
+        ...
+
+    def truncate(self, size: int) -> None:
+        """Set the file's size."""
+        ...
+
+    def apply_metadata(self, node: Node, xattrs: bool) -> list[str]:
+        """Set the node's metadata the target can hold; a message per problem."""
+        ...
+
+    def close(self) -> None:
+        """Close the file."""
+        ...
+
+
+class RemoteTargetDir(Protocol):
+    """A directory of a restore target reached over the network (an SMB share): the same
+    walk as local targets, files written through ``TargetFile``s, no hard links."""
+
+    created: bool
+
+    def lstat(self, name: bytes) -> os.stat_result | None:
+        """Stat an entry without following links; None if it does not exist."""
+        ...
+
+    def make_dir(self, name: bytes, mode: int) -> RemoteTargetDir:
+        """Create (or reuse an existing real directory)."""
+        ...
+
+    def open_write(self, name: bytes, mode: int) -> TargetFile:
+        """Create or truncate a regular file for writing."""
+        ...
+
+    def remove(self, name: bytes) -> None:
+        """Remove an entry (a directory recursively)."""
+        ...
+
+    def symlink(self, name: bytes, target: bytes) -> None:
+        """Create a symlink (OSError where the target has none)."""
+        ...
+
+    def mknod(self, name: bytes, mode: int, rdev: int) -> None:
+        """Create a special file (OSError where the target has none)."""
+        ...
+
+    def apply_path_metadata(self, parts: list[bytes], node: Node, xattrs: bool) -> list[str]:
+        """Set a directory's metadata (the directory at ``parts`` below this one)."""
+        ...
+
+    def retain(self) -> RemoteTargetDir:
+        """One more reference."""
+        ...
+
+    def release(self) -> None:
+        """Drop a reference."""
+        ...
+
+
+class RemoteRestoreTarget(Protocol):
+    """Where a restore writes when it is not a local path."""
+
+    description: str
+
+    def open_root(self) -> RemoteTargetDir:
         """Open (creating if needed) the target root directory."""
         ...
