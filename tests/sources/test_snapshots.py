@@ -366,3 +366,14 @@ def test_bad_snapshot_specs_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         parse_snapshot(spec, create, delete)
+
+
+@pytest.mark.parametrize("script", ["zfs-snapshot.sh", "lvm-snapshot.sh"])
+def test_example_scripts_parse(script: str) -> None:
+    """The documented ZFS/LVM scripts are not run here (no pool, no volume group), but
+    they must at least be valid shell and follow the create/delete interface."""
+    path = ROOT / "docs" / "snapshots" / script
+    assert subprocess.run(["sh", "-n", str(path)], capture_output=True).returncode == 0
+    text = path.read_text()
+    assert "FERRYMAN_SNAPSHOT_NAME" in text and "create)" in text and "delete)" in text
+    assert os.access(path, os.X_OK)
