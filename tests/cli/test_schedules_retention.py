@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .installation import Installation, new_installation
+from .installation import FERRYMAN, Installation, new_installation
 from .test_end_to_end import one_error_line, tree
 
 pytestmark = pytest.mark.timeout(300)
@@ -162,3 +165,48 @@ def test_a_bad_time_zone_stops_the_server_with_one_line(server: Installation) ->
     assert done.returncode == 1
     assert "Mars/Olympus" in one_error_line(done)
     assert server.json("job", "list") is not None  # the running server is unaffected
+
+
+def restart(server: Installation, *options: str) -> None:
+    """Stop ``server run`` and start it again on the same home (no new ``server init``)."""
+    server.stop()
+    with (server.work / "server.log").open("ab") as log:
+        server.process = subprocess.Popen(
+            [*FERRYMAN, "server", "run", *options],
+            env=server.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def online() -> bool:
+        done = server.ferryman("proxy", "list", "--json", timeout=30)
+        return done.returncode == 0 and any(p["state"] == "online" for p in json.loads(done.stdout))
+
+    wait_for(online, 60, "the server to come back")
+
+
+def test_a_run_missed_while_the_server_was_down_is_caught_up_once_at_start_up(
+    server: Installation, tmp_path: Path
+) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "f.txt").write_text("catch up\n")
+    server.ok("share", "add", "catch", str(tmp_path / "c"))
+    # once a minute, at a second a few seconds from now (a sixth cron field counts seconds)
+    fire_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=6)
+    server.ok("job", "add", "catch-job", "--share", "catch", "--repo", "default",
+              "--schedule", f"* * * * * {fire_at.second}")  # fmt: skip
+    server.stop()
+    time.sleep(max(0.0, (fire_at - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)
+    restart(server)  # the firing time passed while the server was down
+
+    def sessions() -> list[dict[str, object]]:
+        return server.json("session", "list", "--job", "catch-job")  # type: ignore[no-any-return]
+
+    ended = wait_for(
+        lambda: [s for s in sessions() if s["status"] != "running"], 60, "the catch-up run"
+    )
+    assert [(s["trigger"], s["status"]) for s in ended] == [("catch-up", "success")]
+    assert len(sessions()) == 1  # once; the next firing time is a minute away
+    assert server.json("job", "show", "catch-job")["last_run"] is not None
+    server.ok("job", "disable", "catch-job")
