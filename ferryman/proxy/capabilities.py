@@ -19,6 +19,12 @@ def detect() -> dict[str, Any]:
         sources.append("s3")
     except ImportError:
         pass
+    try:
+        import smbprotocol  # noqa: F401
+
+        sources.append("smb")
+    except ImportError:
+        pass
     snapshots = {name for name, tool in SNAPSHOT_TOOLS.items() if shutil.which(tool)}
     # nas-dir only reads folders; command runs the administrator's scripts with /bin/sh
     snapshots |= {"nas-dir"} | ({"command"} if shutil.which("sh") else set())

@@ -139,7 +139,11 @@ def probe(request: ProbeRequest) -> ProbeResult:
     throughput = None
     scan = None
     try:
-        if request.kind == "share" and request.url.startswith("s3://"):
+        if request.kind == "share" and request.url.startswith("smb://"):
+            from ferryman.proxy.smb_access import probe_share
+
+            rtt, throughput, scan = probe_share(request)
+        elif request.kind == "share" and request.url.startswith("s3://"):
             _s3_share(request.url, request.credentials)
             rtt = time.perf_counter() - started
         elif request.kind == "share":

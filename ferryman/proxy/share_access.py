@@ -37,6 +37,13 @@ def open_source(share: ShareSpec, task_id: int, state_dir: Path) -> Source:
     """The source a backup task reads (a snapshot of it when the share names a provider)."""
     if is_s3(share.url):
         return s3_source(share.url, share.credentials)  # type: ignore[no-any-return]
+    if share.url.startswith("smb://"):
+        from ferryman.proxy.smb_access import SmbShareError, smb_source
+
+        try:
+            return smb_source(share)
+        except SmbShareError as exc:
+            raise ShareUnavailable(str(exc)) from exc
     if not os.path.isdir(share.url):
         raise ShareUnavailable(f"share '{share.name}': {share.url} is not a reachable folder")
     from ferryman.sources.local import LocalSource

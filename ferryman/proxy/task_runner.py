@@ -225,6 +225,8 @@ def run_restore_task(
             )
         except share_access.ShareUnavailable as exc:
             raise TaskError(str(exc), "share") from exc
+    elif str(p["target"]).startswith("smb://"):
+        result = _restore_to_smb(a, repo, options, progress, cancel)
     else:
         result = run_restore(
             repo,
@@ -240,6 +242,24 @@ def run_restore_task(
     return TaskResult(
         task_id=a.task_id, state=state, stats=_stats(result.stats), warnings=errors, error=error
     )
+
+
+def _restore_to_smb(
+    a: TaskAssignment, repo: Any, options: Any, progress: ProgressSink, cancel: threading.Event
+) -> Any:
+    """Restore into an SMB share, logged in with the restore point's share password."""
+    from ferryman.engine.restore import run_restore
+    from ferryman.proxy.smb_access import SmbShareError, smb_restore_target
+
+    p = a.params
+    try:
+        target = smb_restore_target(str(p["target"]), a.share)
+    except SmbShareError as exc:
+        raise TaskError(str(exc)) from exc
+    try:
+        return run_restore(repo, p["point_id"], target, options, progress_adapter(progress), cancel)
+    finally:
+        target.close()
 
 
 def run_check_task(a: TaskAssignment, repo: Any) -> TaskResult:

@@ -168,7 +168,9 @@ def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
             session_tasks=dict(session_tasks[task.session_id]),
             repository_running=repo_running.get(repo.id, 0) if repo else 0,
             repository_max=repo.max_tasks if repo else None,
-            source_type="s3" if share and share.url.startswith("s3://") else "local",
+            source_type=share.url.split("://", 1)[0]
+            if share and share.url.startswith(("s3://", "smb://"))
+            else "local",
             snapshot_provider=(share.snapshot or {}).get("provider")
             if share and task.kind == "backup"
             else None,

@@ -169,7 +169,7 @@ class RestoreIn(BaseModel):
     @field_validator("to")
     @classmethod
     def _to(cls, value: str | None) -> str | None:
-        if value is not None and value.startswith("s3://"):  # a bucket/prefix
+        if value is not None and value.startswith(("s3://", "smb://")):  # a bucket, an SMB share
             return inputs.share_url(value)
         return None if value is None else inputs.local_path(value, "restore target")
 
