@@ -94,6 +94,18 @@ def test_compression_is_skipped_for_random_data(repo: Repository) -> None:
     assert repo.get_blob(repo.blob_id(noise)) == noise
 
 
+def test_partly_compressible_chunk_is_compressed(repo: Repository) -> None:
+    """A chunk starting with random bytes but mostly text (a VM image's blocks) is
+    compressed: the probe looks at slices spread over it, not only its start."""
+    mixed = os.urandom(300_000) + b"log line of a VM image, mostly text. " * 20_000
+    with repo.open_writer("t") as w:
+        w.add_blob(KIND_DATA, repo.blob_id(mixed), mixed)
+    entry = repo.lookup(repo.blob_id(mixed))
+    assert entry is not None and entry.compression == COMPRESSION_ZSTD
+    assert entry.length < 0.5 * len(mixed)
+    assert repo.get_blob(repo.blob_id(mixed)) == mixed
+
+
 def test_trees_keep_every_node_field_and_non_utf8_names() -> None:
     node = Node(
         name=b"caf\xe9\n\xff",
