@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.exceptions
 import pytest
 
 from ferryman.engine.backup import BackupFailed, run_backup
@@ -319,3 +320,94 @@ def test_all_versions_are_kept_and_replayed_into_a_versioned_bucket(
         for v in versions
     }
     assert types == {"text/plain", "binary/octet-stream"}  # "three" was put without a type
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """A moto server that checks signatures and IAM policies (the shared one accepts any key):
+    a bucket with ``ok.txt`` and ``secret/x.txt``, and a user denied ``secret/*``."""
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).with_name("moto_server")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+    # authentication is enforced after the first N requests (the set-up below), then on
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "12"}
+    env.update(AWS_ACCESS_KEY_ID="setup", AWS_SECRET_ACCESS_KEY="setup")
+    log = tmp_path_factory.mktemp("moto-auth") / "moto.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out, env=env
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                if os.environ.get("CI") == "true":
+                    pytest.fail(f"moto did not start: {log.read_text()[-1000:]}")
+                pytest.skip("moto did not start")
+            time.sleep(0.2)
+    kw: dict[str, Any] = dict(
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="setup",
+        aws_secret_access_key="setup",
+    )
+    s3, iam = boto3.client("s3", **kw), boto3.client("iam", **kw)
+    s3.create_bucket(Bucket="guarded")
+    s3.put_object(Bucket="guarded", Key="ok.txt", Body=b"readable")
+    s3.put_object(Bucket="guarded", Key="secret/x.txt", Body=b"not for us")
+    iam.create_user(UserName="backup")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+            {
+                "Effect": "Deny",
+                "Action": "s3:GetObject",
+                "Resource": "arn:aws:s3:::guarded/secret/*",
+            },
+        ],
+    }
+    iam.put_user_policy(UserName="backup", PolicyName="p", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="backup")["AccessKey"]
+    probe = boto3.client("s3", **{**kw, "aws_secret_access_key": "wrong"})
+    for _ in range(20):  # spend what is left of the unauthenticated requests
+        try:
+            probe.list_buckets()
+        except botocore.exceptions.ClientError:
+            break
+    else:
+        pytest.fail("moto never started checking signatures")
+    yield url, {"access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"]}
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_wrong_keys_fail_clearly_and_denied_objects_are_warnings(
+    auth_server: tuple[str, dict[str, str]], repo: Repository
+) -> None:
+    url, keys = auth_server
+    share = f"s3://guarded?endpoint={url}"
+    wrong_secret = S3Source.from_url(share, access_key=keys["access_key"], secret_key="nope")
+    with pytest.raises(BackupFailed, match="wrong secret key"):
+        run_backup(wrong_secret, repo, BackupOptions(share="g"))
+    unknown = S3Source.from_url(share, access_key="AKIDONTKNOW", secret_key="nope")
+    with pytest.raises(BackupFailed, match="the access key is not known to the server"):
+        run_backup(unknown, repo, BackupOptions(share="g"))
+
+    result = run_backup(S3Source.from_url(share, **keys), repo, BackupOptions(share="g"))
+    assert result.status == "warning"
+    assert [(w.path, w.reason) for w in result.warnings] == [("secret/x.txt", "permission denied")]
+    assert result.stats.files_read == 1
