@@ -42,7 +42,15 @@ from bench.cluster.figures import (
     scale_rows,
     scale_table,
 )
-from bench.cluster.fleet import FleetError, Proxy, Server, stop_all, stop_process
+from bench.cluster.fleet import (
+    PRIORITY_NICE,
+    FleetError,
+    Proxy,
+    Server,
+    nice_prefix,
+    stop_all,
+    stop_process,
+)
 from bench.cluster.netns import HOST_ADDRESS, Link, Namespaces, missing_requirements
 
 BENCH_DIR = Path(__file__).resolve().parents[1]
@@ -69,6 +77,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workdir", type=Path, default=BENCH_DIR / "work" / "scaleout")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument(
+        "--priority",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run server, proxies and the S3 server at nice -10 so other work on a shared"
+        " machine yields to them (default: yes)",
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -173,7 +188,8 @@ def link_check(links: list[Link], seconds: float = 3.0) -> dict[str, Any]:
 class S3Server:
     """moto's S3-protocol server on the bridge address, in the host namespace."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, priority: bool = False) -> None:
+        self.priority = priority
         self.port = _free_port(HOST_ADDRESS)
         self.endpoint = f"http://{HOST_ADDRESS}:{self.port}"
         self.workdir = workdir
@@ -195,7 +211,7 @@ class S3Server:
         }
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [*cmd, "-H", HOST_ADDRESS, "-p", str(self.port)],
+                [*nice_prefix(self.priority), *cmd, "-H", HOST_ADDRESS, "-p", str(self.port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -331,7 +347,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             + "; all at once "
             + ", ".join(f"{v:.2f}" for v in links["together_mb_s"])
         )
-        s3 = S3Server(homes)
+        s3 = S3Server(homes, args.priority)
         procs.append(s3.start())
         env = {
             # every top-level folder of the share is worth its own partition
@@ -339,7 +355,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "FERRYMAN_PARTITION_MIN_FILES": "1",
             "FERRYMAN_MAX_PARTITIONS": str(PARTS),
         }
-        server = Server(homes / "server", f"{HOST_ADDRESS}:{_free_port(HOST_ADDRESS)}", env=env)
+        listen = f"{HOST_ADDRESS}:{_free_port(HOST_ADDRESS)}"
+        server = Server(homes / "server", listen, env=env, priority=args.priority)
         procs.append(server.start())
         server.post(
             "/shares", {"name": SHARE, "url": str(args.workdir / "share"), "io_control": "faster"}
@@ -347,7 +364,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         names = []
         proxy_env = {"AWS_EC2_METADATA_DISABLED": "true"}
         for link in namespaces.links:
-            proxy = Proxy(server.url, homes / f"p{link.index}", f"p{link.index}", 1, link.namespace)
+            proxy = Proxy(
+                server.url,
+                homes / f"p{link.index}",
+                f"p{link.index}",
+                slots=1,
+                netns=link.namespace,
+                priority=args.priority,
+            )
             procs.insert(0, proxy.start(server.join_token(), proxy_env))
             names.append(proxy.name)
         server.wait_proxies(set(names))
@@ -374,6 +398,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cap_mb_s": args.rate_mbit / 8,
         "share_bytes": share_bytes,
         "partitions": PARTS,
+        "nice": PRIORITY_NICE if args.priority else 0,
         "link_check": links,
         "runs": runs,
     }
@@ -388,7 +413,8 @@ def report(result: dict[str, Any]) -> tuple[str, bool]:
     lines = [
         f"scale-out: {result['share_bytes'] / 1e6:.0f} MB share in {result['partitions']} "
         f"partitions, every proxy link capped at {result['rate_mbit']:g} Mbit/s "
-        f"({result['cap_mb_s']:.2f} MB/s), S3 repository (moto) behind the links",
+        f"({result['cap_mb_s']:.2f} MB/s), S3 repository (moto) behind the links, "
+        f"nice {result['nice']}",
         "",
         format_table(scale_table(rows)),
         "",
@@ -406,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C and SIGTERM both unwind through the cleanup of namespaces and processes
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = dt.datetime.now(dt.UTC)
+    load_before = os.getloadavg()[0]
     try:
         result = run(args)
     except KeyboardInterrupt:
@@ -414,9 +441,14 @@ def main(argv: list[str] | None = None) -> int:
     except (FleetError, RuntimeError) as exc:
         print(f"scale-out benchmark failed: {exc}", file=sys.stderr)
         return 2
+    result["load_average"] = {"before": load_before, "after": os.getloadavg()[0]}
     text, _ = report(result)
     print()
     print(text)
+    print(
+        f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
+        f"({os.cpu_count()} CPUs; above ~2 other work was competing)"
+    )
     args.results.mkdir(parents=True, exist_ok=True)
     name = f"{started.strftime('%Y%m%dT%H%M%SZ')}-scaleout{'-small' if args.small else ''}.json"
     path = args.results / name

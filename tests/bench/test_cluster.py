@@ -141,6 +141,7 @@ def test_dispatcher_report_against_targets() -> None:
     result = {
         "queued": 10_000,
         "db": "sqlite",
+        "nice": -10,
         "still_queued_after": 9_700,
         "freed_slot": {
             "gaps": 199,
