@@ -194,3 +194,20 @@ def test_busy_port_is_one_clear_line(server: Installation) -> None:
         "(Address already in use); stop it or choose another address with --listen HOST:PORT"
     ], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_remote_proxy_logs_json_with_its_task(server: Installation, source: Path) -> None:
+    server.start_proxy("pj")  # inherits FERRYMAN_LOG_FORMAT=json from the installation
+    server.wait_online("pj")
+    if "obs" not in [s["name"] for s in server.json("share", "list")]:
+        server.ok("share", "add", "obs", str(source))
+    server.ok("job", "add", "on-pj", "--share", "obs", "--repo", "default", "--proxies", "pj")
+    assert "ended SUCCESS" in server.ok("job", "run", "on-pj", "--follow")
+    session = server.json("session", "list", "--job", "on-pj")[-1]
+    [task] = session["tasks"]
+    log = (server.work / "proxy-pj.log").read_text()
+    lines = [json.loads(line) for line in log.splitlines()]
+    assert all(line["proxy"] == "pj" for line in lines if line["logger"].startswith("ferryman"))
+    mine = [line for line in lines if line.get("task") == task["id"]]
+    assert mine and all(line["session"] == session["id"] for line in mine)
+    assert any("started" in line["message"] for line in mine)
