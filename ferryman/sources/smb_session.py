@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import struct
 import time
@@ -100,6 +101,10 @@ _ERRNOS = {
 }
 
 T = TypeVar("T")
+
+# smbprotocol logs every request at INFO: far too chatty for a proxy's log
+for _name in ("smbprotocol", "spnego"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 class SmbAuthFailed(SourceUnavailable):

@@ -36,7 +36,10 @@ def add(
     name: Annotated[str, typer.Argument(help="Share name.")],
     url: Annotated[
         str,
-        typer.Argument(help="A local or mounted folder, or s3://bucket[/prefix]?endpoint=URL."),
+        typer.Argument(
+            help="A local or mounted folder, s3://bucket[/prefix]?endpoint=URL, "
+            "or smb://[DOMAIN;]user@host[:port]/share[/path]."
+        ),
     ],
     site: Annotated[
         str | None, typer.Option(help="Site label (proxies on it count as close).")
@@ -65,6 +68,14 @@ def add(
         str | None,
         typer.Option(
             "--secret-key-env", metavar="VAR", help="s3:// shares: env variable with the secret."
+        ),
+    ] = None,
+    password_env: Annotated[
+        str | None,
+        typer.Option(
+            "--password-env",
+            metavar="VAR",
+            help="smb:// shares: env variable with the user's password (stored as a secret).",
         ),
     ] = None,
     snapshot: Annotated[
@@ -103,6 +114,12 @@ def add(
             raise CliError("--access-key-env/--secret-key-env only apply to s3:// shares")
         body["access_key"] = env_secret(access_key_env, "--access-key-env")
         body["secret_key"] = env_secret(secret_key_env, "--secret-key-env")
+    if url.startswith("smb://"):
+        if password_env is None:
+            raise CliError("an smb:// share needs --password-env VAR (the user's password)")
+        body["password"] = env_secret(password_env, "--password-env")
+    elif password_env is not None:
+        raise CliError("--password-env only applies to smb:// shares")
     for key, value in (
         ("snapshot", snapshot),
         ("snapshot_create", snapshot_create),
