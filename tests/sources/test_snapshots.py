@@ -377,3 +377,14 @@ def test_example_scripts_parse(script: str) -> None:
     text = path.read_text()
     assert "FERRYMAN_SNAPSHOT_NAME" in text and "create)" in text and "delete)" in text
     assert os.access(path, os.X_OK)
+
+
+def test_btrfs_snapshot_folder_off_the_file_system_is_explained(
+    btrfs_mount: Path, tmp_path: Path
+) -> None:
+    # the file system's top subvolume as the share: "next to it" is another file system
+    provider = make_provider(str(btrfs_mount), {"provider": "btrfs"})
+    source = SnapshotSource(str(btrfs_mount), provider, SnapshotScope(998, 1, str(tmp_path)))
+    with pytest.raises(SnapshotError, match=r"not on the share's btrfs file system; name a folder"):
+        with source.snapshot():
+            pass

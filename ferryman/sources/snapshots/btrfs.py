@@ -96,6 +96,14 @@ class BtrfsProvider:
                 f"btrfs snapshot of {self.share_path}",
                 TIMEOUT,
             )
+        except SnapshotError as exc:
+            lock.release()
+            if "cross-device" in str(exc).lower() or self.snapshot_dir in str(exc):
+                raise SnapshotError(
+                    f"{exc} — {self.snapshot_dir} is not on the share's btrfs file system; "
+                    "name a folder on it with --snapshot btrfs:DIR"
+                ) from exc
+            raise
         except BaseException:
             lock.release()
             raise
