@@ -1,10 +1,10 @@
 """File names that are not UTF-8, carried safely through JSON (see docs/api.md, "Names").
 
 Names are bytes. A name that is valid UTF-8 is shown as is. Any other name is shown with
-each byte that is not part of valid UTF-8 written ``\\xNN`` and each backslash doubled,
-so the text is printable, fits JSON, and reads back to the same bytes; ``name_b64``
-carries the exact bytes too. Paths given to the API may use those escapes, or be given
-exactly in base64 (``path_b64``).
+each byte that is not part of valid UTF-8 written ``\\xNN`` and each backslash doubled
+(so is a UTF-8 name that contains the text ``\\xNN``): the text fits JSON and always
+reads back to the same bytes; ``name_b64`` carries the exact bytes too. Paths given to
+the API may use those escapes, or be given exactly in base64 (``path_b64``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,13 @@ class BadPath(ValueError):
 def display(raw: bytes) -> str:
     """Printable, JSON-safe text for a name or path given as bytes."""
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         pass
+    else:
+        # a UTF-8 name holding the text \xNN: double its backslashes, so that
+        # parse() reads the shown form back to these bytes and not to an escape
+        return text.replace("\\", "\\\\") if _HEX_ESCAPE.search(text) else text
     out: list[str] = []
     for chunk in _utf8_runs(raw):
         if isinstance(chunk, str):
