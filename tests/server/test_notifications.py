@@ -187,3 +187,17 @@ def test_roles(api: Api) -> None:
     assert api.call("POST", "/notifications", json=body).status_code == 409
     assert api.call("DELETE", "/notifications/h").status_code == 204
     assert api.call("GET", "/notifications/h").status_code == 404
+
+
+def test_a_secret_that_cannot_be_decrypted_fails_the_delivery_clearly(
+    api: Api, ctx: ServerContext
+) -> None:
+    api.post("/notifications", {"name": "h", "kind": "webhook", "url": "http://127.0.0.1:9/",
+                                "secret": "k"})  # fmt: skip
+    with ctx.db.session() as db:
+        target = db.scalar(select(NotificationTarget))
+        assert target is not None
+        target.secret = ctx.secrets.encrypt("k", "some:other:purpose")  # as after a key change
+    answer = api.post("/notifications/h/test", expect=200)
+    assert answer["status"] == "failed" and answer["attempts"] == 0
+    assert "cannot use the target's secret" in answer["error"]

@@ -33,6 +33,7 @@ from ferryman.server.notifications.senders import (
     send_email,
     send_webhook,
 )
+from ferryman.server.secrets import SecretError
 
 log = logging.getLogger("ferryman.server.notify")
 
@@ -161,17 +162,20 @@ class Notifier:
             if target is None:
                 return "gone"
             name, kind, settings = target.name, target.kind, dict(target.settings or {})
-            secret = (
-                self.ctx.secrets.decrypt(target.secret, secret_purpose(target.id))
-                if target.secret
-                else None
-            )
-            session = db.get(Session, delivery.session_id) if delivery.session_id else None
+            session_id = delivery.session_id
+            session = db.get(Session, session_id) if session_id else None
             view = session_view(db, session) if session is not None else None
-        context = {"session": view["id"] if view else None, "target": name}
-        error: str | None = None
+            secret: str | None = None
+            error: str | None = None
+            if target.secret:
+                try:
+                    secret = self.ctx.secrets.decrypt(target.secret, secret_purpose(target.id))
+                except SecretError as exc:  # the server key file was replaced
+                    error = f"cannot use the target's secret: {exc}"
+        context = {"session": session_id, "target": name}
         attempts = 0
-        for attempt in range(1, max(1, self.policy.attempts) + 1):
+        tries = max(1, self.policy.attempts) if error is None else 0
+        for attempt in range(1, tries + 1):
             attempts = attempt
             try:
                 self._send_once(kind, name, settings, secret, view)
