@@ -105,3 +105,13 @@ def restore_into_bucket(
         return restore_to_bucket(repo, point_id, target, paths, cancel)
     except BucketRestoreFailed as exc:
         raise ShareUnavailable(str(exc)) from exc
+
+
+S3_READERS = 16  # GETs wait on the network, not the CPU: keep many in flight
+
+
+def reader_threads(source: Source, default: int) -> int:
+    """Saver workers for a source: object reads want more in flight than there are cores."""
+    from ferryman.sources.s3 import S3Source
+
+    return max(default, S3_READERS) if isinstance(source, S3Source) else default

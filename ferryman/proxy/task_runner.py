@@ -109,6 +109,7 @@ def run_backup_task(
         checkpoint_interval=float(a.params.get("checkpoint_interval", 60.0)),
         tags={"job": str(a.params.get("job") or ""), "session": str(a.session_id)},
     )
+    options.workers = share_access.reader_threads(source, options.workers)
     result = run_backup(source, repo, options, progress_adapter(progress), cancel)
     stats = _stats(result.stats)
     stats["bottleneck"] = result.bottleneck
