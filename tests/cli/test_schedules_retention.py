@@ -142,6 +142,12 @@ def test_a_scheduled_job_fires_by_itself_and_never_twice_at_once(
     for (_, ended), (started, _) in itertools.pairwise(spans):
         assert ended <= started, spans  # one after the other, never two at once
 
+    # the schedule and keep rules change in place; a bad change is one line and changes nothing
+    done = server.ferryman("job", "set", "sched-job", "--schedule", "61 * * * *")
+    assert done.returncode == 1 and "cron expression" in one_error_line(done)
+    changed = server.json("job", "set", "sched-job", "--no-schedule", "--keep-last", "3")
+    assert changed["schedule"] is None and changed["keep_last"] == 3
+
 
 def test_wrong_schedule_and_keep_values_are_one_clear_line(
     server: Installation, tmp_path: Path

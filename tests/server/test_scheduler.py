@@ -123,3 +123,21 @@ def test_a_disabled_job_has_no_next_run_and_runs_missed_while_disabled_are_not_r
     assert api.get(f"/jobs/{job_id}")["next_run"] is not None
     assert Scheduler(ctx).run_once() == []
     assert _sessions(ctx) == []
+
+
+def test_changing_a_job_moves_its_next_run_and_bad_input_changes_nothing(
+    ctx: ServerContext, api: Api, tmp_path: Path
+) -> None:
+    job_id = _job(api, tmp_path, HOURLY)
+    hourly = api.get(f"/jobs/{job_id}")["next_run"]
+    changed = api.call(
+        "PATCH", f"/jobs/{job_id}", json={"schedule": "* * * * * */5", "keep_daily": 7}
+    ).json()
+    assert changed["schedule"] == "* * * * * */5" and changed["keep_daily"] == 7
+    assert changed["next_run"] < hourly
+    for bad in ({"schedule": "61 * * * *"}, {"keep_last": 0}, {"priority": None}):
+        response = api.call("PATCH", f"/jobs/{job_id}", json=bad)
+        assert response.status_code == 422, response.text
+    assert api.get(f"/jobs/{job_id}") == changed
+    cleared = api.call("PATCH", f"/jobs/{job_id}", json={"schedule": None, "keep_daily": None})
+    assert cleared.json()["next_run"] is None and cleared.json()["keep_daily"] is None

@@ -73,6 +73,55 @@ def add(
     stdout_console().print(f"job {created['name']} added", markup=False)
 
 
+@app.command("set")
+def set_job(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Job name or id.")],
+    schedule: Annotated[
+        str | None, typer.Option(help="New cron expression, e.g. '0 2 * * *'.")
+    ] = None,
+    no_schedule: Annotated[
+        bool, typer.Option("--no-schedule", help="Manual runs only from now on.")
+    ] = False,
+    keep_last: Annotated[int | None, typer.Option(min=1, help="Keep the last N points.")] = None,
+    keep_daily: Annotated[int | None, typer.Option(min=1, help="Keep N daily points.")] = None,
+    keep_weekly: Annotated[int | None, typer.Option(min=1, help="Keep N weekly points.")] = None,
+    keep_monthly: Annotated[int | None, typer.Option(min=1, help="Keep N monthly points.")] = None,
+    keep_all: Annotated[
+        bool,
+        typer.Option("--keep-all", help="Drop every keep rule first (alone: keep everything)."),
+    ] = False,
+    priority: Annotated[
+        int | None, typer.Option(min=0, max=100, help="0-100, higher runs first.")
+    ] = None,
+    json: JsonOption = False,
+) -> None:
+    """Change a job's schedule, keep rules or priority (from its next session on)."""
+    if schedule is not None and no_schedule:
+        raise CliError("--schedule and --no-schedule exclude each other")
+    body: dict[str, Any] = {}
+    if schedule is not None or no_schedule:
+        body["schedule"] = None if no_schedule else schedule
+    rules = {"keep_last": keep_last, "keep_daily": keep_daily,
+             "keep_weekly": keep_weekly, "keep_monthly": keep_monthly}  # fmt: skip
+    if keep_all:
+        body.update(dict.fromkeys(rules))
+    body.update({key: value for key, value in rules.items() if value is not None})
+    if priority is not None:
+        body["priority"] = priority
+    if not body:
+        raise CliError("nothing to change: give --schedule, --keep-…, --keep-all or --priority")
+    changed = api(ctx).patch(f"/jobs/{ref(name)}", body)
+    if json:
+        print_json(changed)
+        return
+    stdout_console().print(
+        f"job {changed['name']}: schedule {changed.get('schedule') or 'manual only'}, "
+        f"retention {_retention(changed)}",
+        markup=False,
+    )
+
+
 def _retention(job: dict[str, Any]) -> str:
     parts = [
         f"{label} {job[key]}"

@@ -82,6 +82,46 @@ def add_job(
         return job_view(db, job)
 
 
+class JobChange(BaseModel):
+    """`PATCH /jobs/{ref}`: only the fields given change; `null` clears a schedule or a rule."""
+
+    schedule: str | None = None
+    keep_last: int | None = Field(default=None, ge=1, le=100_000)
+    keep_daily: int | None = Field(default=None, ge=1, le=100_000)
+    keep_weekly: int | None = Field(default=None, ge=1, le=100_000)
+    keep_monthly: int | None = Field(default=None, ge=1, le=100_000)
+    priority: int | None = Field(default=None, ge=0, le=100)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        return inputs.cron(value)
+
+
+@router.patch("/{ref}")
+def change_job(
+    ref: str,
+    body: JobChange,
+    ctx: ServerContext = Depends(get_ctx),
+    _: ApiToken = Depends(require(Role.administrator)),
+) -> dict[str, Any]:
+    """Change a job's schedule, keep rules or priority (a running session keeps its rules)."""
+    given = body.model_fields_set
+    with ctx.db.session() as db:
+        job = lookup(db, Job, ref, "job")
+        for name in ("keep_last", "keep_daily", "keep_weekly", "keep_monthly"):
+            if name in given:
+                setattr(job, name, getattr(body, name))
+        if "priority" in given:
+            if body.priority is None:
+                raise HTTPException(422, "priority must be an integer from 0 to 100")
+            job.priority = body.priority
+        if "schedule" in given and body.schedule != job.schedule:
+            job.schedule = body.schedule
+            job.next_run = _next_run(ctx, job)
+        return job_view(db, job)
+
+
 @router.get("")
 def list_jobs(
     ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
