@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ferryman.proxy.protocol import FinalState, TaskAssignment, TaskResult
+from ferryman.proxy.protocol import TaskAssignment, TaskResult
 from ferryman.repository import ObjectNotFound, Repository
 
 log = logging.getLogger("ferryman.proxy.maintenance")
@@ -48,8 +48,6 @@ def run_maintenance_task(a: TaskAssignment, repo: Repository) -> TaskResult:
     }
     if not a.params.get("gc", True):
         return TaskResult(task_id=a.task_id, state="success", stats=stats, output=output)
-    state: FinalState = "success"
-    warnings: list[dict[str, str]] = []
     try:
         before = _stored_bytes(repo)
         repack_below = float(a.params.get("repack_below", 0.0))
@@ -62,17 +60,21 @@ def run_maintenance_task(a: TaskAssignment, repo: Repository) -> TaskResult:
             deleted_packs += second.deleted_packs
             waiting = second.waiting_generations
         after = _stored_bytes(repo)
-    except Exception as exc:  # the points are deleted: report that, and the GC failure
+    except Exception as exc:  # the points are deleted: report them with the GC failure
         log.exception("task %d: garbage collection failed", a.task_id)
-        state = "warning"
-        warnings.append({"path": "", "reason": f"garbage collection failed: {exc}"})
-    else:
-        stats.update(
-            packs_deleted=deleted_packs,
-            packs_repacked=report.repacked_packs,
-            bytes_before=before,
-            bytes_after=after,
-            bytes_reclaimed=max(0, before - after),
-            gc_waiting=len(waiting),
+        return TaskResult(
+            task_id=a.task_id,
+            state="failed",
+            stats=stats,
+            output=output,
+            error=f"garbage collection failed: {type(exc).__name__}: {exc}",
         )
-    return TaskResult(task_id=a.task_id, state=state, stats=stats, warnings=warnings, output=output)
+    stats.update(
+        packs_deleted=deleted_packs,
+        packs_repacked=report.repacked_packs,
+        bytes_before=before,
+        bytes_after=after,
+        bytes_reclaimed=max(0, before - after),
+        gc_waiting=len(waiting),
+    )
+    return TaskResult(task_id=a.task_id, state="success", stats=stats, output=output)
