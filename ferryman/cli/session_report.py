@@ -94,6 +94,7 @@ def _task_block(task: dict[str, Any], line: Any) -> None:
         _maintenance_figures(task.get("stats") or {}, line)
     else:
         _backup_figures(values, line)
+        _snapshot_line((task.get("stats") or {}).get("snapshot"), line)
     if task.get("error"):
         line(f"    error:           {task['error']}")
     warnings = task.get("warnings") or []
@@ -103,6 +104,17 @@ def _task_block(task: dict[str, Any], line: Any) -> None:
             line(f"      {printable(str(warning.get('path')))}: {warning.get('reason')}")
         if len(warnings) > MAX_WARNINGS_SHOWN:
             line(f"      … {len(warnings) - MAX_WARNINGS_SHOWN} more (see --json)")
+
+
+def _snapshot_line(snap: Any, line: Any) -> None:
+    """Which snapshot a backup read, and whether it was removed (shares with a provider)."""
+    if not isinstance(snap, dict):
+        return
+    state = "removed" if snap.get("removed") else f"NOT removed: {snap.get('remove_error')}"
+    leftovers = len(snap.get("leftovers_removed") or [])
+    extra = f"; {leftovers} leftover(s) of interrupted runs removed" if leftovers else ""
+    where = printable(str(snap.get("path")))
+    line(f"    snapshot:        {snap.get('provider')} {where} ({state}){extra}")
 
 
 def _backup_figures(values: dict[str, Any], line: Any) -> None:

@@ -102,6 +102,9 @@ def test_btrfs_share_is_read_through_a_snapshot(server: Installation, btrfs_moun
     assert snap["provider"] == "btrfs" and snap["removed"] is True
     assert snap["path"].startswith(str(btrfs_mount / ".ferryman-snapshots" / "ferryman-s"))
     assert not [n for n in os.listdir(btrfs_mount / ".ferryman-snapshots") if "ferryman-" in n]
+    sessions = server.json("session", "list", "--job", "vol-job", "--kind", "backup")
+    report = server.ok("session", "show", str(sessions[-1]["id"]))
+    assert f"snapshot:        btrfs {snap['path']} (removed)" in report
 
     (share / "dir" / "f3").write_bytes(b"changed")
     assert "ended SUCCESS" in server.ok("job", "run", "vol-job", "--follow")
