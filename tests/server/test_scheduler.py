@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -11,6 +12,7 @@ from sqlalchemy import select
 
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import Job, Session
+from ferryman.server.job_runs import JobNotStarted, start_job
 from ferryman.server.scheduler import ScheduleError, Scheduler, decide, next_fire, time_zone
 
 from .conftest import Api
@@ -141,3 +143,29 @@ def test_changing_a_job_moves_its_next_run_and_bad_input_changes_nothing(
     assert api.get(f"/jobs/{job_id}") == changed
     cleared = api.call("PATCH", f"/jobs/{job_id}", json={"schedule": None, "keep_daily": None})
     assert cleared.json()["next_run"] is None and cleared.json()["keep_daily"] is None
+
+
+def test_concurrent_starts_of_one_job_start_one_session(
+    ctx: ServerContext, api: Api, tmp_path: Path
+) -> None:
+    """`job run` calls and the scheduler racing: exactly one session, the others refused."""
+    job_id = _job(api, tmp_path, HOURLY)
+    outcomes: list[str] = []
+
+    def start(trigger: str) -> None:
+        try:
+            start_job(ctx, job_id, trigger)
+            outcomes.append("started")
+        except JobNotStarted as exc:
+            outcomes.append(str(exc))
+
+    threads = [
+        threading.Thread(target=start, args=("schedule" if i % 2 else "manual",)) for i in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("started") == 1, outcomes
+    assert all("already running" in o for o in outcomes if o != "started")
+    assert len(_sessions(ctx)) == 1
