@@ -96,6 +96,7 @@ class RepositoryWriter:
         self._error: BaseException | None = None
         self._closed = False
         self.stats = {"blobs_new": 0, "blobs_dedup": 0, "bytes_raw": 0, "bytes_stored": 0}
+        POOL.writer_opened()
 
     # -- dedup ---------------------------------------------------------------------------------
 
@@ -403,6 +404,7 @@ class RepositoryWriter:
                 self._lease.release()  # if the delete fails the lease simply expires
             with self._session_lock:
                 self._scratch.close()
+            POOL.writer_closed()
 
     def __enter__(self) -> RepositoryWriter:
         return self

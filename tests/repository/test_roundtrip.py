@@ -106,6 +106,22 @@ def test_partly_compressible_chunk_is_compressed(repo: Repository) -> None:
     assert repo.get_blob(repo.blob_id(mixed)) == mixed
 
 
+def test_pack_buffers_are_kept_only_while_a_writer_is_open(repo: Repository) -> None:
+    """An idle proxy does not hold the pack buffers of its last backup."""
+    from ferryman.repository.pack_buffers import POOL
+
+    with repo.open_writer("outer", pack_size=100_000) as outer:
+        with repo.open_writer("inner", pack_size=100_000) as inner:
+            for i in range(8):
+                data = os.urandom(60_000) + bytes([i])
+                inner.add_blob(KIND_DATA, repo.blob_id(data), data)
+        assert POOL.kept() > 0  # the outer writer may still reuse them
+        data = b"outer blob" * 100
+        outer.add_blob(KIND_DATA, repo.blob_id(data), data)
+    assert POOL.kept() == 0
+    assert repo.get_blob(repo.blob_id(data)) == data
+
+
 def test_trees_keep_every_node_field_and_non_utf8_names() -> None:
     node = Node(
         name=b"caf\xe9\n\xff",
