@@ -3,7 +3,10 @@ SMTP server (aiosmtpd) that records mails."""
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,10 +14,15 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 
 @dataclass
@@ -66,9 +74,16 @@ class Mailbox:
 
 @contextmanager
 def smtp_server(
-    user: str | None = None, password: str | None = None
+    user: str | None = None,
+    password: str | None = None,
+    tls: str = "none",
+    certificate: tuple[Path, Path] | None = None,
 ) -> Iterator[tuple[int, Mailbox]]:
-    """A real SMTP server on loopback; with ``user``, it requires that login (AUTH)."""
+    """A real SMTP server on loopback; with ``user``, it requires that login (AUTH).
+
+    ``tls``: ``starttls`` (required before mail) or ``ssl`` (TLS from the first byte),
+    with ``certificate`` = (certificate, key) files.
+    """
     mailbox = Mailbox()
 
     def authenticate(
@@ -85,8 +100,17 @@ def smtp_server(
         options = {
             "authenticator": authenticate,
             "auth_required": True,
-            "auth_require_tls": False,  # loopback, no TLS in this test
+            # with implicit TLS (ssl) aiosmtpd does not see the encryption it sits on
+            "auth_require_tls": tls == "starttls",
         }
+    if tls != "none":
+        assert certificate is not None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(certificate[0]), str(certificate[1]))
+        if tls == "starttls":
+            options.update(tls_context=context, require_starttls=True)
+        else:
+            options.update(ssl_context=context)
     with socket.socket() as probe:  # aiosmtpd needs a fixed port to check it is up
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
@@ -96,3 +120,35 @@ def smtp_server(
         yield port, mailbox
     finally:
         controller.stop()
+
+
+def loopback_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (certificate file, key file)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "smtp.pem", folder / "smtp.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file

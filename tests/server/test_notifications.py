@@ -7,6 +7,7 @@ import hmac
 import json
 import socket
 import warnings
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -22,7 +23,7 @@ from ferryman.server.notifications.notifier import Notifier, RetryPolicy
 from ferryman.server.sessions import on_task_finished, start_single_task_session
 
 from .conftest import Api
-from .peers import smtp_server, webhook_server
+from .peers import loopback_certificate, smtp_server, webhook_server
 
 FAST = RetryPolicy(attempts=2, backoff=(0.05,), timeout=5)
 
@@ -201,3 +202,23 @@ def test_a_secret_that_cannot_be_decrypted_fails_the_delivery_clearly(
     answer = api.post("/notifications/h/test", expect=200)
     assert answer["status"] == "failed" and answer["attempts"] == 0
     assert "cannot use the target's secret" in answer["error"]
+
+
+@pytest.mark.parametrize("tls", ["starttls", "ssl"])
+def test_mail_over_tls_verifies_the_server(
+    api: Api, ctx: ServerContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tls: str
+) -> None:
+    warnings.simplefilter("ignore", UserWarning)
+    certificate = loopback_certificate(tmp_path)
+    body = {"kind": "email", "host": "127.0.0.1", "tls": tls, "user": "backup",
+            "password": "pw", "sender": "a@b.c", "to": ["d@e.f"]}  # fmt: skip
+    with smtp_server("backup", "pw", tls=tls, certificate=certificate) as (port, mailbox):
+        api.post("/notifications", {**body, "name": "tls", "port": port})
+        # not trusted: refused, nothing sent, the password never left over plain text
+        untrusted = api.post("/notifications/tls/test", expect=200)
+        assert untrusted["status"] == "failed" and "certificate" in untrusted["error"].lower()
+        assert mailbox.logins == []
+        # trusted through the standard OpenSSL variable, as an installation would do
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+        assert api.post("/notifications/tls/test", expect=200)["status"] == "delivered"
+    assert mailbox.logins == [("backup", "pw")] and len(mailbox.messages) == 1
