@@ -144,37 +144,54 @@ def _reparse_error(rel: str) -> OSError:
 
 
 class SmbFile:
-    """An open file of the share (positional reads; many may be open over one session)."""
+    """A file of the share, opened on first use (positional reads; many may be open at once
+    over one session). A whole read of a small file (``read_all``) is a single compound
+    request: open, read, query info and security descriptor, close."""
 
-    __slots__ = ("_info", "_session", "handle", "has_sd")
+    __slots__ = ("_cached_sd", "_info", "_rel", "_session", "handle", "has_sd")
 
-    def __init__(self, session: SmbSession, handle: Open, has_sd: bool) -> None:
+    def __init__(self, session: SmbSession, rel: str) -> None:
         self._session = session
-        self.handle = handle
-        self.has_sd = has_sd
+        self._rel = rel
+        self.handle: Open | None = None
+        self.has_sd = False
         self._info: SmbInfo | None = None
+        self._cached_sd: bytes | None = None
+
+    def _open(self) -> Open:
+        if self.handle is None:
+            access = FILE_READ_DATA | FILE_READ_ATTRIBUTES | FILE_READ_EA
+            self.handle, self.has_sd = open_with_sd(self._session, self._rel, access, False)
+        return self.handle
 
     def info(self) -> SmbInfo:
-        buf = self._session.query_info(self.handle, INFO_FILE, FILE_ALL_INFORMATION)
+        buf = self._session.query_info(self._open(), INFO_FILE, FILE_ALL_INFORMATION)
         self._info = parse_all_information(buf)
         return self._info
 
     def fstat(self) -> os.stat_result:
-        """Stat the open file (one QUERY_INFO)."""
+        """Stat the open file (one QUERY_INFO; none after a compound ``read_all``)."""
+        if self.handle is None and self._info is not None:
+            return self._info.stat()
         return self.info().stat()
 
     def read_at(self, buf: bytearray | memoryview, offset: int) -> int:
         """Read into ``buf`` from ``offset``; 0 at EOF."""
-        return self._session.read_into(self.handle, memoryview(buf).cast("B"), offset)
+        return self._session.read_into(self._open(), memoryview(buf).cast("B"), offset)
 
     def read_all(self, size_hint: int) -> bytes:
         """Read the whole file (a file that grew is read to its end)."""
-        buf = bytearray(size_hint + 1)
-        n = self.read_at(buf, 0)
-        if n <= size_hint:
-            return bytes(buf[:n])
-        parts = [bytes(buf[:n])]
-        pos = n
+        if self.handle is None and size_hint < self._session.max_read:
+            data = self._read_compound(size_hint + 1)
+            if len(data) <= size_hint:
+                return data
+            pos, parts = len(data), [data]  # it grew: go on with an ordinary handle
+        else:
+            buf = bytearray(size_hint + 1)
+            n = self.read_at(buf, 0)
+            if n <= size_hint:
+                return bytes(buf[:n])
+            pos, parts = n, [bytes(buf[:n])]
         while True:
             more = bytearray(1 << 20)
             got = self.read_at(more, pos)
@@ -183,22 +200,40 @@ class SmbFile:
             parts.append(bytes(more[:got]))
             pos += got
 
+    def _read_compound(self, length: int) -> bytes:
+        access = FILE_READ_DATA | FILE_READ_ATTRIBUTES | FILE_READ_EA
+        try:
+            got = self._session.read_whole(self._rel, access, length, with_sd=True)
+        except PermissionError:  # the security descriptor may not be read: the data may
+            got = self._session.read_whole(self._rel, access, length, with_sd=False)
+        self._info = parse_all_information(got.all_information)
+        self._cached_sd = got.security
+        self.has_sd = got.security is not None
+        return got.data
+
     def data_extents(self, size: int) -> list[tuple[int, int]]:
         """No sparse map over SMB here: all data."""
         return [(0, size)] if size else []
 
     def read_xattrs(self) -> dict[bytes, bytes]:
-        """Attributes, creation time and security descriptor of the open file."""
+        """Attributes, creation time and security descriptor of the file."""
+        if self.handle is None and self._info is not None:  # after a compound read_all
+            attrs = self._info.xattrs()
+            if self._cached_sd is not None:
+                attrs[XATTR_SECURITY] = self._cached_sd
+            return attrs
         info = self._info or self.info()
         attrs = info.xattrs()
         if self.has_sd:
-            sd = self._session.query_info(self.handle, INFO_SECURITY, 0, SD_PARTS, 65536)
+            sd = self._session.query_info(self._open(), INFO_SECURITY, 0, SD_PARTS, 65536)
             attrs[XATTR_SECURITY] = sd
         return attrs
 
     def close(self) -> None:
-        """Close the handle."""
-        self._session.close_handle(self.handle)
+        """Close the handle (if one was opened)."""
+        if self.handle is not None:
+            self._session.close_handle(self.handle)
+            self.handle = None
 
 
 def open_with_sd(
@@ -265,11 +300,9 @@ class SmbDir:
         return SmbDir(self._session, join(self.rel, to_smb_name(name)))
 
     def open_file(self, name: bytes) -> SmbFile:
-        """Open a file for reading (others may go on reading, writing and deleting it)."""
-        rel = join(self.rel, to_smb_name(name))
-        access = FILE_READ_DATA | FILE_READ_ATTRIBUTES | FILE_READ_EA
-        handle, has_sd = open_with_sd(self._session, rel, access, False)
-        return SmbFile(self._session, handle, has_sd)
+        """A file for reading, opened on first use (others may go on reading, writing and
+        deleting it)."""
+        return SmbFile(self._session, join(self.rel, to_smb_name(name)))
 
     def read_link(self, name: bytes) -> bytes:
         """Reparse points are never followed nor backed up (``lstat`` refuses them)."""

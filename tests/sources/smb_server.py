@@ -43,6 +43,10 @@ class SambaServer:
         return f"smb://{self.user}@127.0.0.1:{self.port}/{share}{tail}"
 
 
+class SambaUnavailable(Exception):
+    """smbd cannot run here (not installed, not root)."""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,16 +112,19 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None
     raise RuntimeError("smbd did not start listening within 20 s")
 
 
-def start_samba(share_names: list[str]) -> Iterator[SambaServer]:
-    """Configure and start smbd serving ``share_names`` (fresh empty folders); stop it after."""
+@contextlib.contextmanager
+def run_samba(share_names: list[str]) -> Iterator[SambaServer]:
+    """Configure and start smbd serving ``share_names`` (fresh empty folders); stop it after.
+
+    Raises ``SambaUnavailable`` when smbd cannot run here (not installed, not root).
+    Used by the tests (``start_samba``) and by ``bench/sources/bench_smb.py``.
+    """
     smbd = shutil.which("smbd") or ("/usr/sbin/smbd" if os.path.exists("/usr/sbin/smbd") else None)
     pdbedit = shutil.which("pdbedit")
     if smbd is None or pdbedit is None:
-        _unavailable("smbd/pdbedit not found (apt-get install samba)")
-        return
+        raise SambaUnavailable("smbd/pdbedit not found (apt-get install samba)")
     if os.geteuid() != 0:
-        _unavailable("smbd must run as root")
-        return
+        raise SambaUnavailable("smbd must run as root")
     root = Path(tempfile.mkdtemp(prefix="ferryman-smb-"))
     for sub in ("private", "lock", "state", "cache", "run", "ncalrpc", "log"):
         (root / sub).mkdir()
@@ -135,12 +142,13 @@ def start_samba(share_names: list[str]) -> Iterator[SambaServer]:
         capture_output=True,
     )
     log = root / "log" / "smbd.log"
-    proc = subprocess.Popen(
-        [smbd, "--foreground", "--no-process-group", "-s", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(root / "log" / "stderr", "wb"),  # noqa: SIM115 - closed with the process
-        start_new_session=True,  # smbd signals its process group when it stops: not ours
-    )
+    with open(root / "log" / "stderr", "wb") as err:
+        proc = subprocess.Popen(
+            [smbd, "--foreground", "--no-process-group", "-s", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # smbd signals its process group when it stops: not ours
+        )
     try:
         _wait_listening(port, proc, log)
         yield SambaServer(root, port, shares)
@@ -155,3 +163,17 @@ def start_samba(share_names: list[str]) -> Iterator[SambaServer]:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def start_samba(share_names: list[str]) -> Iterator[SambaServer]:
+    """For fixtures: ``run_samba``, skipped locally and failed under CI when unavailable."""
+    try:
+        server = run_samba(share_names)
+        running = server.__enter__()
+    except SambaUnavailable as exc:
+        _unavailable(str(exc))
+        return
+    try:
+        yield running
+    finally:
+        server.__exit__(None, None, None)
