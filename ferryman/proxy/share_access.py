@@ -83,6 +83,10 @@ def snapshot_report(source: Source) -> tuple[dict[str, Any] | None, list[dict[st
         {"path": path, "reason": "leftover snapshot of an interrupted run removed"}
         for path in report.leftovers_removed
     ]
+    warnings += [
+        {"path": report.path or "(snapshot)", "reason": f"leftover snapshot not removed: {error}"}
+        for error in report.leftovers_failed
+    ]
     if report.remove_error:
         warnings.append({"path": report.path, "reason": report.remove_error})
     return dataclasses.asdict(report), warnings

@@ -388,3 +388,44 @@ def test_btrfs_snapshot_folder_off_the_file_system_is_explained(
     hint = r"not on the share's btrfs file system; name a folder"
     with pytest.raises(SnapshotError, match=hint), source.snapshot():
         pass
+
+
+def test_a_leftover_that_cannot_be_removed_does_not_stop_the_backup(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    share, snaproot, state = tmp_path / "share", tmp_path / "snaps", str(tmp_path / "state")
+    snaproot.mkdir()
+    share.mkdir()
+    (share / "a").write_text("a")
+    monkeypatch.setenv("SNAPROOT", str(snaproot))
+    delete = (
+        'if [ "$FERRYMAN_SNAPSHOT_NAME" = ferryman-s5-t40 ]; then '
+        'echo "umount: target is busy" >&2; exit 32; fi; ' + DELETE
+    )
+    config = {"provider": "command", "create": CREATE, "delete": delete}
+    script = (
+        "import time\n"
+        "from ferryman.sources.snapshots import SnapshotScope, SnapshotSource, make_provider\n"
+        f"src = SnapshotSource({str(share)!r}, make_provider({str(share)!r}, {config!r}), "
+        f"SnapshotScope(5, 40, {state!r}))\n"
+        "with src.snapshot() as view:\n"
+        "    print(view.root.decode(), flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    leftover = proc.stdout.readline().strip()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for task in (41, 42):  # the sweep fails each time, the backups go on
+        source = SnapshotSource(
+            str(share), make_provider(str(share), config), SnapshotScope(5, task, state)
+        )
+        result = run_backup(source, repo, BackupOptions(share="cmd"))
+        assert result.status == "success"
+        assert source.report.leftovers_removed == [] and source.report.removed
+        (failure,) = source.report.leftovers_failed
+        assert "exit status 32" in failure and "target is busy" in failure
+    assert os.path.isdir(leftover)

@@ -96,6 +96,7 @@ class SnapshotReport:
     provider: str
     path: str = ""
     leftovers_removed: list[str] = field(default_factory=list)
+    leftovers_failed: list[str] = field(default_factory=list)
     removed: bool = False
     remove_error: str | None = None
 
@@ -117,7 +118,9 @@ class SnapshotSource:
     @contextmanager
     def snapshot(self) -> Iterator[LocalSource]:
         """Remove leftovers, create the snapshot, yield it, always remove it."""
-        self.report.leftovers_removed = self.provider.remove_leftovers(self.scope)
+        leftovers = self.provider.remove_leftovers(self.scope)
+        self.report.leftovers_removed = leftovers.removed
+        self.report.leftovers_failed = leftovers.failed
         snap: Snapshot = self.provider.create(self.scope)
         self.report.path = snap.path
         view = LocalSource(snap.path)

@@ -16,7 +16,7 @@ import contextlib
 import fcntl
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ferryman.sources.base import SourceError
@@ -45,6 +45,15 @@ class SnapshotScope:
         return re.compile(rf"^{PREFIX}-s{self.share_id}-t\d+$")
 
 
+@dataclass
+class Leftovers:
+    """What the leftover sweep did: snapshots removed, and the ones it could not remove
+    (each with the reason; the next task of the share tries them again)."""
+
+    removed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
 class Snapshot(Protocol):
     """One snapshot in use: where to read it, and how to remove it."""
 
@@ -61,8 +70,9 @@ class SnapshotProvider(Protocol):
 
     name: str
 
-    def remove_leftovers(self, scope: SnapshotScope) -> list[str]:
-        """Remove snapshots of this share left by interrupted runs; returns what was removed."""
+    def remove_leftovers(self, scope: SnapshotScope) -> Leftovers:
+        """Remove snapshots of this share left by interrupted runs (a failure to remove one
+        is reported, not raised: it must not stop today's backup)."""
         ...
 
     def create(self, scope: SnapshotScope) -> Snapshot:

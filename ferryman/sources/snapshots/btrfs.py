@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 
 from ferryman.sources.snapshots import commands
-from ferryman.sources.snapshots.base import LiveLock, SnapshotError, SnapshotScope
+from ferryman.sources.snapshots.base import Leftovers, LiveLock, SnapshotError, SnapshotScope
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,16 @@ class BtrfsProvider:
         parent = os.path.dirname(self.share_path.rstrip("/")) or "/"
         self.snapshot_dir = os.path.abspath(snapshot_dir or os.path.join(parent, DEFAULT_DIR))
 
-    def remove_leftovers(self, scope: SnapshotScope) -> list[str]:
+    def remove_leftovers(self, scope: SnapshotScope) -> Leftovers:
         """Delete this share's snapshots whose lock is free (their task died)."""
         try:
             names = os.listdir(self.snapshot_dir)
         except FileNotFoundError:
-            return []
+            return Leftovers()
         except OSError as exc:
-            raise SnapshotError(f"cannot list {self.snapshot_dir}: {exc.strerror}") from exc
+            return Leftovers(failed=[f"cannot list {self.snapshot_dir}: {exc.strerror}"])
         pattern = scope.pattern()
-        removed = []
+        done = Leftovers()
         for name in sorted(names):
             if not pattern.match(name):
                 continue
@@ -72,11 +72,14 @@ class BtrfsProvider:
                 continue  # a running task of the same share (a partition) uses it
             try:
                 _delete(path)
+            except SnapshotError as exc:
+                done.failed.append(str(exc))
+                continue
             finally:
                 lock.release()
             log.info("removed leftover snapshot %s", path)
-            removed.append(path)
-        return removed
+            done.removed.append(path)
+        return done
 
     def create(self, scope: SnapshotScope) -> BtrfsSnapshot:
         """``btrfs subvolume snapshot -r`` of the share into the snapshot folder."""

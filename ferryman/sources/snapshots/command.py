@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 
 from ferryman.sources.snapshots import commands
-from ferryman.sources.snapshots.base import LiveLock, SnapshotError, SnapshotScope
+from ferryman.sources.snapshots.base import Leftovers, LiveLock, SnapshotError, SnapshotScope
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +82,15 @@ class CommandProvider:
             [path],
         )
 
-    def remove_leftovers(self, scope: SnapshotScope) -> list[str]:
+    def remove_leftovers(self, scope: SnapshotScope) -> Leftovers:
         """Run the delete command for records of this share whose task died."""
         folder = self._records(scope)
         try:
             names = sorted(os.listdir(folder))
         except FileNotFoundError:
-            return []
+            return Leftovers()
         pattern = scope.pattern()
-        removed = []
+        done = Leftovers()
         for entry in names:
             name, ext = os.path.splitext(entry)
             if ext != ".path" or not pattern.match(name):
@@ -104,11 +104,14 @@ class CommandProvider:
                     path = f.read().strip()
                 self.delete(scope, name, path)
                 os.unlink(record)
+            except SnapshotError as exc:
+                done.failed.append(str(exc))  # the record stays: tried again next time
+                continue
             finally:
                 lock.release()
             log.info("removed leftover snapshot %s", path or name)
-            removed.append(path or name)
-        return removed
+            done.removed.append(path or name)
+        return done
 
     def create(self, scope: SnapshotScope) -> CommandSnapshot:
         """Run the create command; its last stdout line is the folder to read."""

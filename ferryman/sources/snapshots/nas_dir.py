@@ -12,7 +12,7 @@ import glob
 import os
 from dataclasses import dataclass
 
-from ferryman.sources.snapshots.base import SnapshotError, SnapshotScope
+from ferryman.sources.snapshots.base import Leftovers, SnapshotError, SnapshotScope
 
 
 @dataclass
@@ -33,9 +33,9 @@ class NasDirProvider:
         self.share_path = share_path
         self.pattern = pattern
 
-    def remove_leftovers(self, scope: SnapshotScope) -> list[str]:
+    def remove_leftovers(self, scope: SnapshotScope) -> Leftovers:
         """Nothing is ever left over: nothing is created."""
-        return []
+        return Leftovers()
 
     def create(self, scope: SnapshotScope) -> ExistingSnapshot:
         """The newest matching snapshot folder."""
