@@ -26,6 +26,10 @@ import pytest
 
 SMB_USER = "backup"
 SMB_PASSWORD = "Secr3t-backup"
+# a second SMB user mapped to the unprivileged Unix account "nobody": permission tests
+LIMITED_USER = "limited"
+LIMITED_PASSWORD = "Secr3t-limited"
+LIMITED_UNIX = "nobody"
 
 
 @dataclass
@@ -37,10 +41,12 @@ class SambaServer:
     shares: dict[str, Path]
     user: str = SMB_USER
     password: str = SMB_PASSWORD
+    limited_user: str = LIMITED_USER
+    limited_password: str = LIMITED_PASSWORD
 
-    def url(self, share: str, path: str = "") -> str:
+    def url(self, share: str, path: str = "", user: str | None = None) -> str:
         tail = f"/{path}" if path else ""
-        return f"smb://{self.user}@127.0.0.1:{self.port}/{share}{tail}"
+        return f"smb://{user or self.user}@127.0.0.1:{self.port}/{share}{tail}"
 
 
 class SambaUnavailable(Exception):
@@ -61,7 +67,7 @@ def _unavailable(reason: str) -> None:
 
 def _config(root: Path, port: int, shares: dict[str, Path]) -> str:
     unix_user = os.environ.get("USER") or "root"
-    (root / "users.map").write_text(f"{unix_user} = {SMB_USER}\n")
+    (root / "users.map").write_text(f"{unix_user} = {SMB_USER}\n{LIMITED_UNIX} = {LIMITED_USER}\n")
     lines = [
         "[global]",
         "server role = standalone server",
@@ -126,21 +132,25 @@ def run_samba(share_names: list[str]) -> Iterator[SambaServer]:
     if os.geteuid() != 0:
         raise SambaUnavailable("smbd must run as root")
     root = Path(tempfile.mkdtemp(prefix="ferryman-smb-"))
+    root.chmod(0o755)  # the limited user must reach the shares below
     for sub in ("private", "lock", "state", "cache", "run", "ncalrpc", "log"):
         (root / sub).mkdir()
     shares = {name: root / "shares" / name for name in share_names}
     for path in shares.values():
         path.mkdir(parents=True)
+        path.chmod(0o755)
+    (root / "shares").chmod(0o755)
     port = _free_port()
     conf = root / "smb.conf"
     conf.write_text(_config(root, port, shares))
     unix_user = os.environ.get("USER") or "root"
-    subprocess.run(
-        [pdbedit, "-s", str(conf), "-a", "-u", unix_user, "-t"],
-        input=f"{SMB_PASSWORD}\n{SMB_PASSWORD}\n".encode(),
-        check=True,
-        capture_output=True,
-    )
+    for account, password in ((unix_user, SMB_PASSWORD), (LIMITED_UNIX, LIMITED_PASSWORD)):
+        subprocess.run(
+            [pdbedit, "-s", str(conf), "-a", "-u", account, "-t"],
+            input=f"{password}\n{password}\n".encode(),
+            check=True,
+            capture_output=True,
+        )
     log = root / "log" / "smbd.log"
     with open(root / "log" / "stderr", "wb") as err:
         proc = subprocess.Popen(

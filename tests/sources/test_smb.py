@@ -332,3 +332,29 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_unreadable_files_and_folders_are_warnings_and_the_rest_is_kept(
+    samba: SambaServer, share: tuple[str, Path], repo: Repository, tmp_path: Path
+) -> None:
+    _, path = share
+    (path / "open").mkdir()
+    (path / "open" / "a.txt").write_bytes(b"readable")
+    (path / "secret.txt").write_bytes(b"root only")
+    (path / "secret.txt").chmod(0o600)
+    (path / "closed").mkdir()
+    (path / "closed" / "inside").write_bytes(b"x")
+    (path / "closed").chmod(0o700)
+    (path / "z.txt").write_bytes(b"last")
+    url = samba.url("data", path.name, user=samba.limited_user)  # nobody on the server
+    result = run_backup(SmbSource(url, samba.limited_password), repo, BackupOptions(share="l"))
+    assert result.status == "warning"
+    reasons = {w.path: w.reason for w in result.warnings}
+    assert set(reasons) == {"secret.txt", "closed"}, reasons
+    assert "permission denied" in reasons["secret.txt"]
+    assert "permission denied" in reasons["closed"]
+    out = tmp_path / "out"
+    restored = run_restore(repo, result.restore_point or "", out, RestoreOptions())
+    assert restored.status == "success", restored.errors
+    files = {k: v for k, v in tree_bytes(out).items() if v is not None}
+    assert files == {"open/a.txt": b"readable", "z.txt": b"last"}
