@@ -69,11 +69,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.cluster.scaleout", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--small", action="store_true", help="a quarter of the data")
-    parser.add_argument("--proxies", default="1,2,3,4", help="proxy counts to run, e.g. 1,4")
+    parser.add_argument(
+        "--small", action="store_true", help="half the data, 1 and 4 proxies only (~2 min)"
+    )
+    parser.add_argument(
+        "--proxies", default=None, help="proxy counts to run (default 1,2,3,4; small: 1,4)"
+    )
     parser.add_argument("--rate-mbit", type=float, default=16.0, help="cap of every link")
     parser.add_argument(
-        "--share-mb", type=int, default=None, help="share size in MB (default 120, small 36)"
+        "--share-mb", type=int, default=None, help="share size in MB (default 120, small 60)"
     )
     parser.add_argument("--workdir", type=Path, default=BENCH_DIR / "work" / "scaleout")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
@@ -92,6 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"{DEFAULT_STATE}, so the shared disk adds no stalls); removed afterwards",
     )
     args = parser.parse_args(argv)
+    if args.proxies is None:
+        args.proxies = "1,4" if args.small else "1,2,3,4"
     try:
         args.counts = sorted({int(n) for n in args.proxies.split(",") if n.strip()})
     except ValueError:
@@ -100,7 +106,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--proxies: between 1 and 16 proxies")
     if 1 not in args.counts:
         parser.error("--proxies must include 1: the one-proxy run is the baseline")
-    args.share_mb = args.share_mb or (36 if args.small else 120)
+    args.share_mb = args.share_mb or (60 if args.small else 120)
     args.workdir = args.workdir.resolve()
     return args
 

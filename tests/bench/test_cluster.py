@@ -120,6 +120,8 @@ def test_bad_options_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -> 
     small = dispatcher.parse_args(["--small"])
     assert (small.queued, small.tasks) == (1_000, 60)
     assert scaleout.parse_args([]).counts == [1, 2, 3, 4]
+    quick = scaleout.parse_args(["--small"])
+    assert (quick.counts, quick.share_mb) == ([1, 4], 60)
 
 
 def test_share_is_equal_incompressible_folders_and_reused(tmp_path: Path) -> None:
