@@ -89,6 +89,9 @@ def test_keep_last_removes_the_oldest_points_and_the_repository_shrinks(
 
     checked = server.ferryman("repo", "check", "default")
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    collected = server.json("repo", "gc", "default")  # nothing left to reclaim
+    assert collected["kind"] == "maintenance" and collected["status"] == "success"
+    assert collected["tasks"][0]["stats"]["bytes_reclaimed"] == 0
 
     # the two newest points are kept, and they restore byte for byte — including
     # docs/stable.txt, whose only stored copy was written by the first, removed point
