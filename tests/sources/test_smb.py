@@ -358,3 +358,24 @@ def test_unreadable_files_and_folders_are_warnings_and_the_rest_is_kept(
     assert restored.status == "success", restored.errors
     files = {k: v for k, v in tree_bytes(out).items() if v is not None}
     assert files == {"open/a.txt": b"readable", "z.txt": b"last"}
+
+
+def test_file_vanishing_between_listing_and_read_is_a_warning(
+    samba: SambaServer, share: tuple[str, Path], repo: Repository
+) -> None:
+    url, path = share
+    for name in ("a", "b", "c"):
+        (path / name).write_bytes(name.encode() * 10)
+    source = SmbSource(url, samba.password)
+    root = source.open_root()
+    try:
+        assert root.names() == [b"a", b"b", b"c"]
+        (path / "b").unlink()  # gone after the listing, before the read
+        f = root.open_file(b"b")
+        with pytest.raises(FileNotFoundError):
+            f.read_all(10)
+        f.close()
+        assert root.open_file(b"c").read_all(10) == b"c" * 10
+    finally:
+        root.release()
+        source.close()
