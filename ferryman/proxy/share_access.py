@@ -99,6 +99,7 @@ def restore_into_bucket(
     paths: list[bytes],
     share: ShareSpec | None,
     cancel: Any,
+    overwrite: str = "replace",
 ) -> Any:
     """Restore into ``s3://bucket/prefix`` (the share's keys when it is an S3 share)."""
     from ferryman.sources.s3_restore import BucketRestoreFailed, restore_to_bucket
@@ -106,7 +107,7 @@ def restore_into_bucket(
     credentials = share.credentials if share is not None and is_s3(share.url) else None
     target = s3_source(target_url, credentials)
     try:
-        return restore_to_bucket(repo, point_id, target, paths, cancel)
+        return restore_to_bucket(repo, point_id, target, paths, cancel, overwrite=overwrite)
     except BucketRestoreFailed as exc:
         raise ShareUnavailable(str(exc)) from exc
 

@@ -222,7 +222,13 @@ def run_restore_task(
     if share_access.is_s3(str(p["target"])):
         try:
             result = share_access.restore_into_bucket(
-                repo, p["point_id"], str(p["target"]), options.paths, a.share, cancel
+                repo,
+                p["point_id"],
+                str(p["target"]),
+                options.paths,
+                a.share,
+                cancel,
+                overwrite=options.overwrite,
             )
         except share_access.ShareUnavailable as exc:
             raise TaskError(str(exc), "share") from exc

@@ -122,9 +122,12 @@ def put_args(node: Node) -> dict[str, Any]:
 class BucketRestorer:
     """Uploads the files of a restore point into ``target`` (a bucket and prefix)."""
 
-    def __init__(self, repo: Repository, target: S3Source, workers: int = 8) -> None:
+    def __init__(
+        self, repo: Repository, target: S3Source, workers: int = 8, overwrite: str = "replace"
+    ) -> None:
         self.repo = repo
         self.target = target
+        self.overwrite = overwrite
         self.stats = RestoreStats()
         self.errors: list[Warning_] = []
         self._lock = threading.Lock()
@@ -187,8 +190,41 @@ class BucketRestorer:
     def _upload(self, nodes: list[Node], path: list[str]) -> None:
         shown = "/".join(path)
         for node in nodes:
-            if not self._put(node, shown):
+            key = self._resolve_existing(node, shown)
+            if key is None or not self._put(node, shown, key):
                 return
+
+    def _existing(self, key: str) -> Any:
+        """The HEAD of an object already at ``key``, None when there is none."""
+        try:
+            return self.target.client.head_object(Bucket=self.target.location.bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if isinstance(object_error(exc, key), FileNotFoundError):
+                return None
+            raise
+
+    def _resolve_existing(self, node: Node, shown: str) -> str | None:
+        """The overwrite policy for a plain object: the key to PUT, or None to skip."""
+        key = self._key(node, shown)
+        if self.overwrite == "replace":
+            return key
+        try:
+            head = self._existing(key)
+            if head is None:
+                return key
+            newer = node.mtime_ns <= int(head["LastModified"].timestamp()) * 1_000_000_000
+            if self.overwrite == "skip" or (self.overwrite == "if-newer" and newer):
+                with self._lock:
+                    self.stats.files_skipped += 1
+                return None
+            for i in range(1, 10_000):  # keep-both, like a folder restore: KEY.restored[-N]
+                candidate = key + ".restored" + ("" if i == 1 else f"-{i}")
+                if self._existing(candidate) is None:
+                    return candidate
+            self._error(shown, "no free key for keep-both")
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            self._error(shown, str(object_error(exc, "existing object").strerror))
+        return None
 
     def _replay(self, history: list[Node], path: list[str]) -> None:
         """One key's versions in order; a delete marker deletes (a new marker when versioned)."""
@@ -206,10 +242,10 @@ class BucketRestorer:
                 self._error(shown, str(object_error(exc, "delete marker").strerror))
                 return
 
-    def _put(self, node: Node, shown: str) -> bool:
+    def _put(self, node: Node, shown: str, key: str | None = None) -> bool:
         """PUT one object (multipart when large); False (and an error listed) on failure."""
         try:
-            key = self._key(node, shown)
+            key = key or self._key(node, shown)
             args = put_args(node)
             bucket = self.target.location.bucket
             client = self.target.client
@@ -245,8 +281,15 @@ def restore_to_bucket(
     paths: list[bytes] | None = None,
     cancel: threading.Event | None = None,
     workers: int = 8,
+    overwrite: str = "replace",
 ) -> RestoreResult:
-    """Restore a restore point (or ``paths`` of it) into the target bucket/prefix."""
+    """Restore a restore point (or ``paths`` of it) into the target bucket/prefix.
+
+    ``overwrite`` applies to objects already there as in a folder restore:
+    ``replace``, ``skip``, ``if-newer`` (only when the stored one is newer than
+    the object's Last-Modified) or ``keep-both`` (``KEY.restored``). A key's
+    version history (``versions=all``) is always replayed.
+    """
     started = time.monotonic()
     try:
         point = repo.load_restore_point(point_id)
@@ -258,7 +301,9 @@ def restore_to_bucket(
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
         reason = object_error(exc, target.description).strerror
         raise BucketRestoreFailed(f"cannot restore into {target.description}: {reason}") from None
-    restorer = BucketRestorer(repo, target, workers)
+    if overwrite not in ("replace", "skip", "if-newer", "keep-both"):
+        raise BucketRestoreFailed(f"unknown overwrite policy {overwrite!r}")
+    restorer = BucketRestorer(repo, target, workers, overwrite)
     try:
         if not paths:
             history = find_in_dir(repo, root, VERSIONS)

@@ -411,3 +411,37 @@ def test_wrong_keys_fail_clearly_and_denied_objects_are_warnings(
     assert result.status == "warning"
     assert [(w.path, w.reason) for w in result.warnings] == [("secret/x.txt", "permission denied")]
     assert result.stats.files_read == 1
+
+
+def test_restore_into_a_bucket_follows_the_overwrite_policy(
+    client: Any, bucket: str, s3_endpoint: str, repo: Repository
+) -> None:
+    client.put_object(Bucket=bucket, Key="a.txt", Body=b"backed up")
+    client.put_object(Bucket=bucket, Key="b.txt", Body=b"b")
+    result = run_backup(_source(s3_endpoint, bucket), repo, BackupOptions(share="objs"))
+    assert result.restore_point is not None
+    point = result.restore_point
+
+    def body(key: str) -> bytes:
+        data: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return data
+
+    def restore(policy: str) -> Any:
+        client.put_object(Bucket=bucket, Key="a.txt", Body=b"edited since")  # newer
+        client.delete_object(Bucket=bucket, Key="b.txt")
+        done = restore_to_bucket(repo, point, _source(s3_endpoint, bucket), overwrite=policy)
+        assert done.status == "success", done.errors
+        assert body("b.txt") == b"b"  # missing objects come back under every policy
+        return done
+
+    for policy in ("skip", "if-newer"):
+        assert restore(policy).stats.files_skipped == 1
+        assert body("a.txt") == b"edited since"
+    restore("keep-both")
+    assert body("a.txt") == b"edited since" and body("a.txt.restored") == b"backed up"
+    restore("keep-both")
+    assert body("a.txt.restored-2") == b"backed up"
+    restore("replace")
+    assert body("a.txt") == b"backed up"
+    with pytest.raises(BucketRestoreFailed, match="unknown overwrite policy 'merge'"):
+        restore_to_bucket(repo, point, _source(s3_endpoint, bucket), overwrite="merge")
