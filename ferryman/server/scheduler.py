@@ -174,7 +174,8 @@ class Scheduler:
 
     def _loop(self) -> None:
         first = True
-        while not self._stop.is_set():
+        # a server shutting down starts nothing new (its sessions would only be interrupted)
+        while not self._stop.is_set() and not self.ctx.shutting_down.is_set():
             try:
                 self.run_once(startup=first)
                 first = False
