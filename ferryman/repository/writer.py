@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ferryman.repository import blob, compression, crypto, gc_state, index, pack
 from ferryman.repository.blob_filter import BlobFilter
-from ferryman.repository.errors import RepositoryError
+from ferryman.repository.errors import LeaseExpired, RepositoryError
 from ferryman.repository.index import IndexEntry
 from ferryman.repository.lease import WriterLease
 from ferryman.repository.pack_buffers import POOL, OpenPack
@@ -36,8 +36,13 @@ if TYPE_CHECKING:
 DEFAULT_PACK_SIZE = 16 << 20
 DEFAULT_TREE_PACK_SIZE = 4 << 20
 DEFAULT_UPLOADS = 2
-# A writer publishes an index segment at least every this many packs.
-PACKS_PER_SEGMENT = 32
+# Index segments are published as packs land, so that a writer that dies leaves little
+# stored-but-unindexed data (which the next attempt cannot see, so sends again): a
+# segment is due when the unindexed packs reach 1/UNINDEXED_SHARE of all the bytes this
+# writer uploaded, or PACKS_PER_SEGMENT packs.  Early in a session that is one segment
+# per pack; later one per ~128 MiB.  Checkpoints (``flush``) publish one as well.
+PACKS_PER_SEGMENT = 8
+UNINDEXED_SHARE = 16
 
 
 class RepositoryWriter:
@@ -92,10 +97,21 @@ class RepositoryWriter:
         self._futures: set[Future[None]] = set()
         self._pending_entries: list[IndexEntry] = []
         self._pending_packs = 0
+        self._pending_bytes = 0  # size of the uploaded packs no segment lists yet
+        self._uploaded_bytes = 0
         self._segment_lock = threading.Lock()
         self._error: BaseException | None = None
         self._closed = False
-        self.stats = {"blobs_new": 0, "blobs_dedup": 0, "bytes_raw": 0, "bytes_stored": 0}
+        # bytes_stored: records added to packs; bytes_published: pack objects durably written
+        # *and* listed by a durable index segment (what a writer that dies now leaves
+        # behind for the next attempt to reuse: an unindexed pack is garbage, §13.1)
+        self.stats = {
+            "blobs_new": 0,
+            "blobs_dedup": 0,
+            "bytes_raw": 0,
+            "bytes_stored": 0,
+            "bytes_published": 0,
+        }
         POOL.writer_opened()
 
     # -- dedup ---------------------------------------------------------------------------------
@@ -284,8 +300,12 @@ class RepositoryWriter:
             with self._entries_lock:
                 self._pending_entries.extend(entries)
                 self._pending_packs += 1
-                due = self._pending_packs >= PACKS_PER_SEGMENT or (
-                    len(self._pending_entries) >= index.MAX_ENTRIES_PER_SEGMENT // 4
+                self._pending_bytes += len(data)
+                self._uploaded_bytes += len(data)
+                due = (
+                    self._pending_packs >= PACKS_PER_SEGMENT
+                    or self._pending_bytes * UNINDEXED_SHARE >= self._uploaded_bytes
+                    or len(self._pending_entries) >= index.MAX_ENTRIES_PER_SEGMENT // 4
                 )
             if due:
                 self._write_segment()
@@ -300,13 +320,16 @@ class RepositoryWriter:
         with self._segment_lock:
             with self._entries_lock:
                 entries, self._pending_entries = self._pending_entries, []
-                self._pending_packs = 0
+                published = self._pending_bytes
+                self._pending_packs = self._pending_bytes = 0
             if not entries:
                 return
             self._lease.ensure_valid()
             name = index.new_segment_name()
             self._backend.put(name, index.seal_segment(self._key, entries))
             self.repo.index_cache.merge(name, iter(entries))
+            with self._lock:
+                self.stats["bytes_published"] += published
 
     # -- checkpoints and publishing ------------------------------------------------------------
 
@@ -321,6 +344,8 @@ class RepositoryWriter:
                 errors.append(exc)
         if errors:
             self._error = errors[0]
+            if isinstance(errors[0], LeaseExpired):  # from a segment published after a pack
+                raise errors[0]
             raise RepositoryError(f"pack upload failed: {errors[0]}") from errors[0]
 
     def flush(self) -> None:
