@@ -79,7 +79,8 @@ def _backup(
             repo.open_writer(f"backup:{options.share}:{options.partition}") as writer,
             ProgressTicker(collector, progress, options.progress_interval),
         ):
-            collector.transferred = lambda: int(writer.stats["bytes_stored"])
+            # sent = pack objects uploaded and indexed: what another attempt could reuse
+            collector.transferred = lambda: int(writer.stats["bytes_published"])
             checkpoints = CheckpointSaver(repo, writer, options)
             saver = FileSaver(
                 repo,
@@ -88,6 +89,7 @@ def _backup(
                 options.workers,
                 options.max_inflight_bytes,
                 read_xattrs=options.read_xattrs,
+                cancel=cancel,
             )
             trees = TreeSaver(
                 repo,

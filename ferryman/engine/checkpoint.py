@@ -6,15 +6,25 @@ the share, partition and partition paths. A restarted task — on any proxy —
 uses the newest matching checkpoint as its first parent for change detection,
 in front of the previous complete restore point: files already stored are
 neither read nor sent again. Checkpoints of a share/partition are deleted once
-a task for it completes.
+a task for it completes; a task keeps only its newest own checkpoint.
+
+A large file being read when a checkpoint is taken is recorded as a *partial
+node* (``partial_file_map``): its chunks cover the stored prefix, ``s`` is the
+prefix length and ``ps`` the file's size when it was read. A resumed task that
+finds the file unchanged (size ``ps``, same mtime, ctime, inode, mode) reads it
+only from the end of the prefix (``resumable_prefix``). Readers that do not know
+``ps`` see a file whose size differs from the source: they read it again.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ferryman.engine.nodes import Node, load_root, store_root
+from ferryman.engine.file_saver import PartialContent
+from ferryman.engine.nodes import Node, NodeMap, load_root, node_to_map, store_root
 from ferryman.engine.options import BackupOptions, InvalidOptions
 from ferryman.repository import Repository, RepositoryError, RepositoryWriter, RestorePoint
 
@@ -71,8 +81,68 @@ def find_parents(repo: Repository, options: BackupOptions) -> Parents:
     return found
 
 
+# Node key of a partial file in a checkpoint tree: the file's size when its prefix was read.
+PARTIAL_SIZE = "ps"
+
+
+def partial_file_map(node: Node, prefix: PartialContent | None) -> NodeMap | None:
+    """The checkpoint record of a large file whose first ``prefix.size`` bytes are stored.
+
+    None when there is nothing worth recording (no prefix, the whole file, hard links).
+    """
+    if prefix is None or not prefix.content or not 0 < prefix.size < node.size:
+        return None
+    if node.nlink != 1 or node.link_to is not None:
+        return None
+    m = node_to_map(node)
+    m["c"], m["s"], m[PARTIAL_SIZE] = list(prefix.content), prefix.size, node.size
+    m.pop("h", None)
+    return m
+
+
+def resumable_prefix(
+    prevs: Iterable[NodeMap], st: os.stat_result, has_blob: Callable[[bytes], bool]
+) -> PartialContent | None:
+    """The stored prefix of a file a checkpoint recorded as partial, if still valid.
+
+    Valid when the file is unchanged since (size, mtime, ctime, inode, mode) and every
+    chunk of the prefix may still be referenced (``has_blob``); otherwise None and
+    the file is read from its start.
+    """
+    for p in prevs:
+        full = p.get(PARTIAL_SIZE)
+        size = p.get("s", 0)
+        chunks = p.get("c")
+        if (
+            p.get("t") != "file"
+            or not isinstance(full, int)
+            or not isinstance(size, int)
+            or not isinstance(chunks, list)
+            or not chunks
+            or p.get("h")
+            or not 0 < size < full
+        ):
+            continue
+        if (
+            full == st.st_size
+            and p.get("mt", 0) == st.st_mtime_ns
+            and p.get("ct", 0) == st.st_ctime_ns
+            and p.get("i", 0) == st.st_ino
+            and p.get("m", 0) == st.st_mode
+            and all(isinstance(c, bytes) and len(c) == 32 for c in chunks)
+            and all(map(has_blob, chunks))
+        ):
+            return PartialContent(list(chunks), size, st)
+    return None
+
+
 class CheckpointSaver:
-    """Saves checkpoint restore points from the tree saver thread."""
+    """Saves checkpoint restore points from the tree saver thread.
+
+    Each checkpoint holds everything the previous one of this task held (the
+    walk only moves forward; a partial file grows or becomes complete), so the
+    previous one is deleted once the new one is published.
+    """
 
     def __init__(self, repo: Repository, writer: RepositoryWriter, options: BackupOptions) -> None:
         self._repo = repo
@@ -89,7 +159,8 @@ class CheckpointSaver:
             checkpoint=True,
             extra={"partition": self._options.partition, "paths": list(self._options.paths)},
         )
-        self.saved.append(point.id)
+        superseded, self.saved = self.saved, [point.id]
+        delete_checkpoints(self._repo, superseded)
 
 
 def delete_checkpoints(repo: Repository, ids: list[str]) -> None:

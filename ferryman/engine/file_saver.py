@@ -15,6 +15,12 @@ Bytes in flight are bounded by a byte budget, so memory stays flat. Files are
 read with ``pread`` (never mmap: a file truncated while mapped kills the process
 with SIGBUS). A file whose size/mtime/ctime change while read is read once more,
 then kept with a warning.
+
+Checkpoints and cancellation reach inside a large file: its chunk jobs are kept in
+file order (``LargeRead``), so the stored prefix can be checkpointed while the rest
+is still being read; a cancel stops the reader at the next segment and the file's
+outcome is that prefix (``FileOutcome.partial``). A resumed task passes the prefix
+back (``save_large(resume=...)``) and reads only from where it ends.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
 from ferryman.engine.ports import Chunker, RepositoryPort, WriterPort
@@ -37,6 +44,7 @@ SMALL_FILE_LIMIT = 4 << 20
 BATCH_BYTES = 2 << 20
 BATCH_FILES = 64
 SEGMENT = 8 << 20
+GROWTH_LIMIT = 4 * SEGMENT  # how far past its size at open a growing file is read
 FILE_CHARGE = 4096  # budget bytes charged per small file on top of its size
 LARGE_FILES_QUEUED = 8
 DATA = KIND_DATA
@@ -51,6 +59,19 @@ def _count(tally: Tally, **deltas: float) -> None:
 
 
 @dataclass(slots=True)
+class PartialContent:
+    """The stored prefix of a large file: chunks covering bytes ``[0, size)``.
+
+    ``st`` is the file's stat when that prefix was read; the prefix may be reused
+    only while the file's size, mtime, ctime and inode still equal it.
+    """
+
+    content: list[bytes]
+    size: int
+    st: os.stat_result
+
+
+@dataclass(slots=True)
 class FileOutcome:
     """Result of saving one file's content."""
 
@@ -60,16 +81,82 @@ class FileOutcome:
     warning: str | None = None  # degraded but stored
     error: str | None = None  # not stored: the entry is skipped
     xattrs: dict[bytes, bytes] | None = None  # read through the fd when asked
+    interrupted: bool = False  # the task was cancelled before the file was read to its end
+    partial: PartialContent | None = None  # when interrupted: the prefix stored (if any)
+
+
+class LargeRead:
+    """Chunk jobs of one large file in file order, readable while the file is read."""
+
+    __slots__ = ("_chunks", "_lock", "_st")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._chunks: list[tuple[Future[bytes], int]] = []  # (job, end offset of the chunk)
+        self._st: os.stat_result | None = None  # None: no reusable prefix (sparse, changed)
+
+    def start(self, st: os.stat_result | None, resume: PartialContent | None = None) -> None:
+        """A (new) read attempt under ``st``; ``resume`` supplies the stored prefix."""
+        with self._lock:
+            self._st = st
+            self._chunks = []
+            if resume is not None:
+                for blob_id in resume.content:  # all stored: their ends are never looked at
+                    done: Future[bytes] = Future()
+                    done.set_result(blob_id)
+                    self._chunks.append((done, resume.size))
+
+    def add(self, job: Future[bytes], end: int) -> None:
+        """The reader submitted the chunk ending at offset ``end``."""
+        with self._lock:
+            self._chunks.append((job, end))
+
+    def jobs(self) -> list[Future[bytes]]:
+        """Every chunk job submitted so far, in file order."""
+        with self._lock:
+            return [job for job, _ in self._chunks]
+
+    def stored_prefix(self) -> PartialContent | None:
+        """The longest prefix whose chunks are all stored (None if empty or unusable)."""
+        with self._lock:
+            st, chunks = self._st, list(self._chunks)
+        if st is None:
+            return None
+        ids: list[bytes] = []
+        end = 0
+        for job, stop in chunks:
+            if not job.done() or job.exception() is not None:
+                break
+            ids.append(job.result())
+            end = stop
+        return PartialContent(ids, end, st) if ids else None
 
 
 class PendingContent:
-    """A file whose content is being stored; ``result()`` blocks until it is."""
+    """A file whose content is being stored; ``result()`` blocks until it is.
 
-    __slots__ = ("_resolve", "_value")
+    Large files also expose ``progress`` (their chunk jobs so far) and ``wait``, so
+    the tree saver can checkpoint the stored prefix while the rest is being read.
+    """
 
-    def __init__(self, resolve: Callable[[], FileOutcome]) -> None:
+    __slots__ = ("_resolve", "_value", "_wait", "progress")
+
+    def __init__(
+        self,
+        resolve: Callable[[], FileOutcome],
+        wait: Callable[[float], bool] | None = None,
+        progress: LargeRead | None = None,
+    ) -> None:
         self._resolve = resolve
         self._value: FileOutcome | None = None
+        self._wait = wait
+        self.progress = progress
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the outcome is ready within ``timeout`` seconds (small files: assumed)."""
+        if self._value is not None or self._wait is None:
+            return True
+        return self._wait(max(0.0, timeout))
 
     def result(self) -> FileOutcome:
         """Wait for and return the outcome (cached; hardlinks share one)."""
@@ -98,6 +185,10 @@ class ByteBudget:
         with self._cond:
             self._used -= n
             self._cond.notify_all()
+
+
+class _ReadCancelled(Exception):
+    """The task was cancelled while a large file was being read."""
 
 
 def _changed(before: os.stat_result, after: os.stat_result) -> bool:
@@ -139,8 +230,10 @@ class FileSaver:
         workers: int = 2,
         max_inflight_bytes: int = 64 << 20,
         read_xattrs: bool = True,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.read_xattrs = read_xattrs
+        self._cancel = cancel  # stops large-file reads at the next segment
         self._repo = repo
         self._writer = writer
         self._stats = collector
@@ -267,31 +360,64 @@ class FileSaver:
         return self.save_large(dir, name, st, flush=False).result()
 
     def save_large(
-        self, dir: SourceDir, name: bytes, st: os.stat_result, flush: bool = True
+        self,
+        dir: SourceDir,
+        name: bytes,
+        st: os.stat_result,
+        flush: bool = True,
+        resume: PartialContent | None = None,
     ) -> PendingContent:
         """Queue a large file for the reader thread, which spreads its chunks over the
-        workers; the walk goes on meanwhile (a cold disk read does not stall it)."""
+        workers; the walk goes on meanwhile (a cold disk read does not stall it).
+
+        ``resume``: a stored prefix of this file (from a checkpoint, already checked
+        against ``st`` and present in the repository); reading starts where it ends.
+        """
         if flush:  # the scanner's open batch; never from another thread
             self.flush_batch()
         self._large_slots.acquire()  # bounds queued large files (and dir handles held)
         held = dir.retain()
+        progress = LargeRead()
 
         def read() -> PendingContent:
             try:
-                return self._save_large_now(held, name, st)
+                return self._save_large_now(held, name, st, progress, resume)
             finally:
                 held.release()
                 self._large_slots.release()
 
         fut = self._reader.submit(read)
-        return PendingContent(lambda: fut.result().result())
 
-    def _save_large_now(self, dir: SourceDir, name: bytes, st: os.stat_result) -> PendingContent:
+        def wait(timeout: float) -> bool:
+            deadline = time.monotonic() + timeout
+            try:
+                fut.result(timeout)  # the reader is done: every chunk job is submitted
+            except TimeoutError:
+                return False
+            except BaseException:
+                return True  # result() raises it
+            left = max(0.0, deadline - time.monotonic())
+            return not wait_futures(progress.jobs(), timeout=left).not_done
+
+        return PendingContent(lambda: fut.result().result(), wait, progress)
+
+    def _save_large_now(
+        self,
+        dir: SourceDir,
+        name: bytes,
+        st: os.stat_result,
+        progress: LargeRead | None = None,
+        resume: PartialContent | None = None,
+    ) -> PendingContent:
         """Read a large file in the calling thread, submitting its chunks as it goes."""
-        futures: list[Future[bytes]] = []
+        track = progress if progress is not None else LargeRead()
         outcome = FileOutcome()
+        interrupted = False
         for attempt in (1, 2):
-            futures = []
+            if self._cancelled():  # a resumed prefix stays valid: it is checkpointed again
+                track.start(resume.st if resume is not None else None, resume)
+                interrupted = True
+                break
             try:
                 f = dir.open_file(name)
             except OSError as exc:
@@ -300,10 +426,21 @@ class FileSaver:
             xattrs: dict[bytes, bytes] | None = None
             try:
                 before = f.fstat()
-                size, holes = self._read_large(f, before, futures)
+                sparse = is_probably_sparse(before)
+                # a prefix is reusable (now or by a later task) only if the file is the
+                # one the scan saw, unchanged, and read from its start without holes
+                reusable = attempt == 1 and not sparse and not _changed(st, before)
+                start = resume if reusable and resume is not None else None
+                track.start(before if reusable else None, start)
+                if start is not None:
+                    self._stats.add(bytes_resumed=start.size)
+                size, holes = self._read_large(f, before, track, start.size if start else 0)
                 after = f.fstat()
                 if self.read_xattrs:
                     xattrs = self._xattrs_of(f)
+            except _ReadCancelled:
+                interrupted = True
+                break
             except OSError as exc:
                 outcome = FileOutcome(error=describe_os_error(exc))
                 break
@@ -316,31 +453,46 @@ class FileSaver:
             if attempt == 2:
                 outcome.warning = "changed while being read (stored as read on the second attempt)"
             st = after
-        final, chunk_futures = outcome, futures
+        final, chunk_futures = outcome, track.jobs()
 
         def resolve() -> FileOutcome:
+            if interrupted:
+                for cf in chunk_futures:
+                    cf.exception()  # wait for every submitted chunk, then take the prefix
+                return FileOutcome(interrupted=True, partial=track.stored_prefix())
             if final.error is None:
                 final.content = [cf.result() for cf in chunk_futures]
             return final
 
         return PendingContent(resolve)
 
+    def _cancelled(self) -> bool:
+        return self._cancel is not None and self._cancel.is_set()
+
     def _read_large(
-        self, f: SourceFile, st: os.stat_result, futures: list[Future[bytes]]
+        self, f: SourceFile, st: os.stat_result, track: LargeRead, start: int = 0
     ) -> tuple[int, list[tuple[int, int]]]:
-        """Read data extents, cut and submit chunks; returns (size, holes)."""
+        """Read data extents from ``start``, cut and submit chunks; returns (size, holes).
+
+        ``start`` > 0 (a resumed prefix that ends on a chunk boundary) only for
+        files read as one extent: cut points from a boundary on equal whole-file ones.
+        """
         if is_probably_sparse(st):
             extents = f.data_extents(st.st_size)
             holes = holes_from_extents(extents, st.st_size)
             bounded = True
         else:
-            extents, holes, bounded = [(0, st.st_size)], [], False
+            extents, holes, bounded = [(start, max(0, st.st_size - start))], [], False
         carry = b""
-        end = 0
+        end = start
         for idx, (off, length) in enumerate(extents):
             pos, stop = off, off + length
             open_ended = not bounded and idx == len(extents) - 1  # read on if the file grew
-            while pos < stop or open_ended:
+            while pos < stop or (open_ended and pos < stop + GROWTH_LIMIT):
+                # a file still growing is cut past its size at open (a fast appender
+                # would otherwise keep this loop going); it then counts as changed
+                if self._cancelled():
+                    raise _ReadCancelled
                 want = SEGMENT if open_ended else min(SEGMENT, stop - pos)
                 buf = bytearray(len(carry) + want)
                 buf[: len(carry)] = carry
@@ -351,26 +503,29 @@ class FileSaver:
                 end = max(end, pos)
                 last_piece = n == 0 or (not open_ended and pos >= stop and idx == len(extents) - 1)
                 view = memoryview(buf)[: len(carry) + n]
-                carry = self._cut_and_submit(view, futures, final=last_piece)
+                chunk_start = pos - len(view)  # file offset of view[0]
+                carry = self._cut_and_submit(view, track, chunk_start, final=last_piece)
                 if n == 0:
                     break
         if carry:
-            self._submit_chunk(memoryview(carry), futures)
+            self._submit_chunk(memoryview(carry), track, end)
         self._stats.add(files_read=1)
         return (end if not bounded else st.st_size), holes
 
-    def _cut_and_submit(self, view: memoryview, futures: list[Future[bytes]], final: bool) -> bytes:
+    def _cut_and_submit(
+        self, view: memoryview, track: LargeRead, offset: int, final: bool
+    ) -> bytes:
         if not view:
             return b""
         chunks = list(self._chunker.cut_buf(view))
         keep = chunks if final else chunks[:-1]
         for c in keep:
-            self._submit_chunk(c.data, futures)
+            self._submit_chunk(c.data, track, offset + c.offset + c.length)
         if final:
             return b""
         return bytes(chunks[-1].data)
 
-    def _submit_chunk(self, piece: memoryview, futures: list[Future[bytes]]) -> None:
+    def _submit_chunk(self, piece: memoryview, track: LargeRead, end: int) -> None:
         n = len(piece)
         self._budget.acquire(n)
 
@@ -380,7 +535,7 @@ class FileSaver:
             finally:
                 self._budget.release(n)
 
-        futures.append(self._pool.submit(run))
+        track.add(self._pool.submit(run), end)
 
     @staticmethod
     def _xattrs_of(f: SourceFile) -> dict[bytes, bytes]:

@@ -38,7 +38,8 @@ class BackupOptions:
     empty = the whole share. ``parent`` forces the restore point used for change
     detection; by default the newest one of the same share (or a newer checkpoint
     of the same share and partition) is used. ``partition`` names the partition
-    (checkpoints are per share and partition).
+    (checkpoints are per share and partition). ``checkpoint_interval``: seconds
+    between checkpoints, which bound what an interrupted task reads again.
     """
 
     share: str
@@ -51,7 +52,7 @@ class BackupOptions:
     one_file_system: bool = False
     read_xattrs: bool = True
     workers: int = field(default_factory=default_workers)
-    checkpoint_interval: float = 300.0
+    checkpoint_interval: float = 30.0
     progress_interval: float = 0.5
     save_restore_point: bool = True
     tags: dict[str, str] = field(default_factory=dict)

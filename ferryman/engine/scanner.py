@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from ferryman.engine.change_detection import PreviousListing, unchanged
+from ferryman.engine.checkpoint import resumable_prefix
 from ferryman.engine.file_saver import FileSaver, PendingContent, describe_os_error
 from ferryman.engine.nodes import (
     Node,
@@ -303,10 +304,19 @@ class Scanner:
             elif self._saver.is_small(st):
                 pending = self._saver.save_small(d, name, st)
             else:
-                pending = self._saver.save_large(d, name, st)
+                # a checkpoint may hold the stored prefix of this file: read only the rest
+                resume = None
+                if st.st_nlink == 1:
+                    resume = resumable_prefix(prevs, st, self._writer.has_blob)
+                pending = self._saver.save_large(d, name, st, resume=resume)
         if st.st_nlink > 1:
             self._hardlinks[key] = _Hardlink(rel, pending, node, st.st_nlink - 1)
         self._emit(Entry(node, rel, pending))
+        if pending is not None and pending.progress is not None:
+            # hand the large file to the tree saver now (it checkpoints while waiting for
+            # it) and notice a cancel between large files, not only every 256 entries
+            self._flush_events()
+            self._check_cancel()
         return False
 
     def _dir(

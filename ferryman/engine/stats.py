@@ -31,6 +31,7 @@ class BackupStats:
     files_read: int = 0
     bytes_read: int = 0
     files_unchanged: int = 0
+    bytes_resumed: int = 0  # prefixes of large files a checkpoint held: not read again
     chunks_new: int = 0
     bytes_new: int = 0
     chunks_deduplicated: int = 0

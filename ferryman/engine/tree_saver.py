@@ -6,7 +6,10 @@ content in order (``PendingContent.result()``), so the scanner and the workers
 never wait for a directory to complete. Each directory level keeps at most one
 tree blob's worth of nodes in memory; full blobs are stored as soon as they
 fill. Periodic checkpoints are taken here, since this thread knows what is
-complete; the scanner only asks for one when the task is cancelled.
+complete; the scanner only asks for one when the task is cancelled. While it
+waits for a large file, checkpoints go on and include the file's stored prefix
+as a partial node (see ``checkpoint.partial_file_map``); a file interrupted by a
+cancel is checkpointed the same way, and everything after it is dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ferryman.engine.checkpoint import partial_file_map
 from ferryman.engine.file_saver import FileOutcome, PendingContent
 from ferryman.engine.nodes import (
     MAX_NODES_PER_TREE,
@@ -121,7 +125,7 @@ class TreeSaver:
         reread: RereadFile | None = None,
         max_nodes: int = MAX_NODES_PER_TREE,
         queue_batches: int = 16,
-        checkpoint_interval: float = 300.0,
+        checkpoint_interval: float = 30.0,
     ) -> None:
         self._interval = checkpoint_interval
         self._last_checkpoint = time.monotonic()
@@ -136,6 +140,7 @@ class TreeSaver:
         self.root: Node | None = None
         self.error: BaseException | None = None
         self._present: set[bytes] = set()  # reused ids of the current batch, confirmed
+        self.stopped = False  # a file was interrupted by a cancel: the rest is dropped
         self._thread = threading.Thread(target=self._run, name="tree-saver", daemon=True)
         self._thread.start()
 
@@ -162,19 +167,23 @@ class TreeSaver:
             batch = self._queue.get()
             if batch is None:
                 return
-            if self.error is not None:  # drain so the scanner never blocks on a dead consumer
-                for ev in batch:
-                    if isinstance(ev, RawFile):
-                        ev.dir.release()
-                continue
+            events = iter(batch)
             try:
-                self._present = self._confirm(batch)
-                for ev in batch:
-                    self._handle(ev)
-                    if time.monotonic() - self._last_checkpoint >= self._interval:
-                        self._handle(CheckpointNow())
+                if self.error is None and not self.stopped:
+                    self._present = self._confirm(batch)
+                    for ev in events:
+                        self._handle(ev)
+                        if self.stopped:
+                            break
+                        if time.monotonic() - self._last_checkpoint >= self._interval:
+                            self._checkpoint()
             except BaseException as exc:  # reported to the scanner by put()/finish()
                 self.error = exc
+            # dropped events (dead or stopped consumer, which still drains the queue so
+            # the scanner never blocks): release the directories they hold
+            for ev in events:
+                if isinstance(ev, RawFile):
+                    ev.dir.release()
 
     def _handle(self, ev: Event) -> None:
         if isinstance(ev, RawFile):
@@ -192,7 +201,11 @@ class TreeSaver:
             node = ev.node
             assert node is not None
             if ev.pending is not None:
-                out = ev.pending.result()
+                out = self._outcome(ev.pending, node)
+                if out.interrupted:  # cancelled mid-file: keep its stored prefix, stop
+                    self._checkpoint(partial_file_map(node, out.partial))
+                    self.stopped = True
+                    return
                 if out.error is not None:
                     self._stats.warn(os.fsdecode(ev.path), out.error)
                     return
@@ -211,9 +224,20 @@ class TreeSaver:
         elif isinstance(ev, LeaveDir):
             self._leave(ev)
         else:
-            self._last_checkpoint = time.monotonic()
-            if self._on_checkpoint is not None and self._stack:
-                self._on_checkpoint(self.partial_root())
+            self._checkpoint()
+
+    def _checkpoint(self, last: NodeMap | None = None) -> None:
+        """Save a checkpoint of everything completed (and ``last``, a partial file)."""
+        self._last_checkpoint = time.monotonic()
+        if self._on_checkpoint is not None and self._stack:
+            self._on_checkpoint(self.partial_root(last))
+
+    def _outcome(self, pending: PendingContent, node: Node) -> FileOutcome:
+        """Wait for a file's content; checkpoints stay on schedule meanwhile (large files)."""
+        if self._on_checkpoint is not None and pending.progress is not None:
+            while not pending.wait(self._interval - (time.monotonic() - self._last_checkpoint)):
+                self._checkpoint(partial_file_map(node, pending.progress.stored_prefix()))
+        return pending.result()
 
     def _confirm(self, batch: list[Event]) -> set[bytes]:
         """The reused chunk and tree ids of ``batch`` that the writer may reference
@@ -279,11 +303,17 @@ class TreeSaver:
             self._stats.add(trees_written=1)
         return blob_id
 
-    def partial_root(self) -> Node:
-        """The root node of a tree holding everything completed so far (for checkpoints)."""
+    def partial_root(self, last: NodeMap | None = None) -> Node:
+        """The root node of a tree holding everything completed so far (for checkpoints).
+
+        ``last``: an entry of the innermost open directory that sorts after every
+        completed one (the partial node of the file being read).
+        """
         child: Node | None = None
         for b in reversed(self._stack):
             maps = b.buffer + ([node_to_map(child)] if child is not None else [])
+            if last is not None:
+                maps, last = [*maps, last], None
             ids = list(b.blob_ids)
             for i in range(0, max(len(maps), 1), self._max_nodes):
                 ids.append(self._store(maps[i : i + self._max_nodes]))

@@ -25,6 +25,10 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NOATIME = getattr(os, "O_NOATIME", 0)
 
 
+# How far past its size at open a file that grows while read is read (see read_all).
+GROWTH_LIMIT = 4 << 20
+
+
 class LocalFile:
     """An open regular file (pread-based; safe against truncation, unlike mmap)."""
 
@@ -42,16 +46,23 @@ class LocalFile:
         return os.preadv(self.fd, [buf], offset)
 
     def read_all(self, size_hint: int) -> bytes:
-        """Read the whole file; one read call for files that did not grow."""
+        """Read the whole file; one read call for files that did not grow.
+
+        A file that keeps growing is cut ``GROWTH_LIMIT`` bytes past ``size_hint``
+        (a writer appending faster than we read would otherwise never let the read
+        end); the caller sees the size change and keeps it with a warning.
+        """
         data = os.read(self.fd, size_hint + 1)
         if len(data) <= size_hint:
             return data
-        parts = [data]
-        while True:
-            more = os.read(self.fd, 1 << 20)
+        parts, left = [data], GROWTH_LIMIT
+        while left > 0:
+            more = os.read(self.fd, min(1 << 20, left))
             if not more:
-                return b"".join(parts)
+                break
             parts.append(more)
+            left -= len(more)
+        return b"".join(parts)
 
     def read_xattrs(self) -> dict[bytes, bytes]:
         """xattrs incl. ACL attributes, through the open fd."""

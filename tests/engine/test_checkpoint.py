@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from ferryman.engine.backup import run_backup
+from ferryman.engine.checkpoint import PARTIAL_SIZE
+from ferryman.engine.file_saver import SEGMENT
+from ferryman.engine.nodes import load_root, load_tree_maps, node_from_map
 from ferryman.engine.options import BackupCancelled, BackupOptions
 from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository, open_backend
@@ -112,3 +115,102 @@ def test_killed_process_resumes_from_periodic_checkpoint(tmp_path: Path) -> None
         assert diff_trees(src, tmp_path / "out") == []
     finally:
         repo.close()
+
+
+BIG = 48 << 20  # a few SEGMENTs: the cancel lands well inside the file
+
+
+def _tree_with_big_file(src: Path) -> Path:
+    _tree(src, dirs=2, files=20)
+    big = src / "d1" / "vm.img"
+    big.write_bytes(os.urandom(BIG))
+    return big
+
+
+def _cancel_after(
+    monkeypatch: pytest.MonkeyPatch, limit: int
+) -> tuple[threading.Event, dict[str, int]]:
+    """Cancel the backup once ``limit`` bytes were read through pread (large files)."""
+    cancel = threading.Event()
+    seen = {"read": 0}
+    real_read_at = local.LocalFile.read_at
+
+    def counting_read_at(self: local.LocalFile, buf: bytearray | memoryview, offset: int) -> int:
+        n = real_read_at(self, buf, offset)
+        seen["read"] += n
+        if seen["read"] >= limit:
+            cancel.set()
+        return n
+
+    monkeypatch.setattr(local.LocalFile, "read_at", counting_read_at)
+    return cancel, seen
+
+
+def _partial_nodes(repo: Repository) -> list[dict[str, object]]:
+    """Partial-file records of the (single) checkpoint's tree, as stored maps."""
+    (point,) = repo.list_restore_points(include_checkpoints=True)
+    assert point.checkpoint
+    found = []
+    stack = [load_root(repo, point.root)]
+    while stack:
+        for blob_id in stack.pop().subtrees:
+            for m in load_tree_maps(repo, blob_id):
+                if m["t"] == "dir":
+                    stack.append(node_from_map(m))
+                elif PARTIAL_SIZE in m:
+                    found.append(m)
+    return found
+
+
+def test_cancel_mid_large_file_keeps_its_prefix_and_resume_reads_only_the_rest(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    _tree_with_big_file(src)
+    cancel, seen = _cancel_after(monkeypatch, 20 << 20)
+    with pytest.raises(BackupCancelled, match="checkpoint"):
+        run_backup(LocalSource(src), repo, BackupOptions(share="s", workers=2), cancel=cancel)
+    # the reader stopped at the next segment instead of finishing the 48 MiB file
+    assert seen["read"] <= (20 << 20) + 2 * SEGMENT
+    (partial,) = _partial_nodes(repo)
+    assert partial["n"] == b"vm.img" and partial[PARTIAL_SIZE] == BIG
+    prefix = partial["s"]
+    assert isinstance(prefix, int) and (8 << 20) < prefix < BIG
+
+    monkeypatch.undo()
+    resumed = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    # the stored prefix is neither read nor sent again; the rest of the file is
+    print(
+        f"cancelled after {seen['read']} bytes read; prefix {prefix}; resumed read "
+        f"{resumed.stats.bytes_read}, new {resumed.stats.bytes_new}"
+    )
+    assert resumed.stats.bytes_read == BIG - prefix
+    assert resumed.stats.bytes_resumed == prefix
+    assert resumed.stats.bytes_new <= BIG - prefix + (1 << 20)
+    assert resumed.stats.bytes_deduplicated < 4 << 20  # at most the tail chunk of the prefix
+    assert [p.checkpoint for p in repo.list_restore_points(include_checkpoints=True)] == [False]
+    assert resumed.restore_point is not None
+    run_restore(repo, resumed.restore_point, tmp_path / "out")
+    assert diff_trees(src, tmp_path / "out") == []
+
+
+def test_a_large_file_changed_since_its_partial_checkpoint_is_read_again(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    big = _tree_with_big_file(src)
+    cancel, _ = _cancel_after(monkeypatch, 20 << 20)
+    with pytest.raises(BackupCancelled):
+        run_backup(LocalSource(src), repo, BackupOptions(share="s", workers=2), cancel=cancel)
+    assert _partial_nodes(repo)
+    monkeypatch.undo()
+    # same size and mtime, different bytes inside the stored prefix (ctime moves)
+    before = big.stat()
+    with big.open("r+b") as f:
+        f.write(b"changed!" * 1024)
+    os.utime(big, ns=(before.st_atime_ns, before.st_mtime_ns))
+    resumed = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert resumed.stats.bytes_read >= BIG
+    assert resumed.restore_point is not None
+    run_restore(repo, resumed.restore_point, tmp_path / "out")
+    assert diff_trees(src, tmp_path / "out") == []
