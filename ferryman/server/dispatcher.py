@@ -269,7 +269,10 @@ class Dispatcher:
     def run_once(self) -> None:
         with self.ctx.db.session() as db:
             expire_leases(db, self.ctx.config.max_attempts)
-            woken = place_waiting_tasks(self.ctx, db)
+            # a server shutting down places nothing: tasks its embedded proxy gives back
+            # wait for the next start instead of being assigned to a proxy about to stop
+            shutting_down = self.ctx.shutting_down.is_set()
+            woken = [] if shutting_down else place_waiting_tasks(self.ctx, db)
             finish_idle_sessions(db)
         for proxy_id in set(woken):
             self.ctx.signals.wake_proxy(proxy_id)

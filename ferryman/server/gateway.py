@@ -53,6 +53,16 @@ def with_eta(db: DbSession, task: Task, progress: dict[str, object]) -> dict[str
     return {**progress, "eta_seconds": left} if left is not None else progress
 
 
+def since(task: Task) -> dt.datetime:
+    """When the current attempt of a running task began, at the earliest.
+
+    ``started`` is the first attempt's start; a retried task was requeued later, and
+    a heartbeat its new proxy composed just before picking it up must not count.
+    """
+    assert task.started is not None
+    return max(task.started, task.queued)
+
+
 class ProxyGone(Exception):
     """The proxy was removed (its certificate is revoked)."""
 
@@ -135,7 +145,7 @@ class ProxyGateway:
                     keep.append(task.id)
                     if task.session.stop_requested:
                         cancel.append(task.id)
-                elif task.state == "running" and task.started and now - task.started > grace:
+                elif task.state == "running" and task.started and now - since(task) > grace:
                     requeue(task, f"proxy '{proxy.name}' no longer runs the task; requeued")
                     touch(task.session)
             mine_ids = {t.id for t in mine}
@@ -272,7 +282,11 @@ class ProxyGateway:
                     invalidate(db, proxy_id, unreachable, target)  # re-probed before reuse
             if result.state == "stopped" and not session.stop_requested:
                 # the proxy was shutting down, not asked to stop: run it again elsewhere
-                requeue(task, f"interrupted on proxy '{task.proxy_name}'; requeued")
+                if self.ctx.shutting_down.is_set():  # the embedded proxy stops with us
+                    why = "interrupted by server shutdown; requeued for the next start"
+                else:
+                    why = f"interrupted on proxy '{task.proxy_name}'; requeued"
+                requeue(task, why)
                 touch(session)
             elif (
                 unreachable

@@ -3,19 +3,29 @@ restarted. Sessions still end Success and restore points match the source."""
 
 from __future__ import annotations
 
+import random
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ferryman.server.home import ServerHome
+
 from .harness import ProxyProcess, ServerProcess, assert_same_tree, make_tree
 
 BIG = 192 << 20  # enough data that the task is still running when we strike
+# One large file (a disk image): the kill lands inside it. Large enough that one pack (16 MiB)
+# caught between its upload and its index segment at the kill stays well under 10 %.
+IMAGE = 256 << 20
 
 
 def _wait_for_progress(
-    server: ServerProcess, session_id: int, at_least: int = 1, timeout: float = 60
+    server: ServerProcess,
+    session_id: int,
+    at_least: int = 1,
+    timeout: float = 60,
+    figure: str = "bytes_read",
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     revision = -1
@@ -23,10 +33,20 @@ def _wait_for_progress(
         view = server.get(f"/sessions/{session_id}/follow?revision={revision}&timeout=5")
         revision = view["revision"]
         task = view["tasks"][0]
-        if task["state"] == "running" and task["progress"].get("bytes_read", 0) >= at_least:
+        if task["state"] == "running" and task["progress"].get(figure, 0) >= at_least:
             return dict(task)
         assert view["status"] == "running", f"session ended before we could strike: {view}"
     raise AssertionError("the task never made progress")
+
+
+def _pack_bytes(repository: Path) -> int:
+    """Size of every pack object of a local repository (indexed or not)."""
+    return sum(
+        p.stat().st_size
+        for kind in ("data", "tree")
+        for p in (repository / kind).rglob("*")
+        if p.is_file() and not p.name.startswith(".tmp-")
+    )
 
 
 def _restore_and_compare(server: ServerProcess, source: Path, out: Path) -> None:
@@ -43,7 +63,11 @@ def test_proxy_killed_mid_task_session_still_succeeds(
     make_server: Callable[..., ServerProcess],
     make_proxy: Callable[..., ProxyProcess],
 ) -> None:
-    source = make_tree(tmp_path / "src", dirs=4, files=4, big=BIG)
+    source = make_tree(tmp_path / "src", dirs=4, files=4)
+    rng = random.Random(7)
+    with (source / "dir1" / "disk.img").open("wb") as image:
+        for _ in range(IMAGE // (32 << 20)):
+            image.write(rng.randbytes(32 << 20))
     server = make_server(embedded=False)
     proxies = {name: make_proxy(server, name, slots=1) for name in ("a", "b")}
     server.wait_proxies({"a", "b"})
@@ -54,23 +78,48 @@ def test_proxy_killed_mid_task_session_still_succeeds(
     # slow both proxies down so the first one is caught mid-task, after a few checkpoints
     brakes = [p.throttle() for p in proxies.values()]
     session_id = server.post("/jobs/job/run")["id"]
-    task = _wait_for_progress(server, session_id, at_least=BIG // 3)
+    # strike once 3/8 of the image is stored and indexed (reading runs ahead of that), so that
+    # a few checkpoints (every 0.5 s here) recorded a prefix of it
+    task = _wait_for_progress(
+        server, session_id, at_least=IMAGE * 3 // 8, figure="bytes_transferred"
+    )
     victim = task["proxy"]
     proxies[victim].kill()
     for brake in brakes:
         brake.set()
-    sent_before = task["progress"]["bytes_transferred"]
+    # progress lags the process a little: both figures are at most what the victim had done
+    read_before = task["progress"]["bytes_read"]
+    stored_before = task["progress"]["bytes_transferred"]  # packs written and indexed
     session = server.wait_session(session_id)
     assert session["status"] == "success", session
     (final,) = session["tasks"]
     survivor = "b" if victim == "a" else "a"
-    assert final["proxy"] == survivor and final["attempts"] == 2
+    assert final["proxy"] == survivor and final["attempts"] == 2, (
+        final["attempts"],
+        final["reason"],
+    )
     assert f"lease expired on proxy '{victim}'" in final["reason"]
     stats = final["stats"]
+    total, read, sent = stats["bytes"], stats["bytes_read"], stats["bytes_transferred"]
+    # Re-sent, precisely: pack data the victim had durably written that the survivor sent
+    # again. The victim's indexed packs are reused, so what is sent twice is its packs no
+    # index segment lists: the repository's pack bytes beyond one copy of the share (the
+    # share is random data, so one copy stores ~its size; no GC has run).
+    stored = _pack_bytes(ServerHome(server.home).default_repository)
+    resent = stored - total
     print(
-        f"killed {victim} after it sent {sent_before} bytes; the resumed task read "
-        f"{stats['bytes_read']} of {stats['bytes']} bytes and sent {stats['bytes_transferred']}"
+        f"killed {victim} after it read {read_before} and published {stored_before} bytes; "
+        f"the resumed task read {read} of {total} bytes (a stored prefix of "
+        f"{stats['bytes_resumed']} was not read) and sent {sent}; packs hold {stored} bytes: "
+        f"re-sent {resent} ({100 * resent / total:.1f}%)"
     )
+    assert stored_before >= IMAGE * 3 // 8
+    assert resent <= 0.10 * total
+    # as the operator sees it: the survivor sent at most what the victim had not + 10%
+    assert sent <= total - stored_before + 0.10 * total
+    # the big file's prefix held by the victim's last checkpoint was not read again
+    assert stats["bytes_resumed"] >= 8 << 20
+    assert read <= total - stats["bytes_resumed"]
     listed = {p["name"]: p["state"] for p in server.get("/proxies")}
     assert listed[victim] == "offline" and listed[survivor] == "online"
     _restore_and_compare(server, source, tmp_path / "out")
@@ -120,8 +169,8 @@ def test_server_stopped_cleanly_mid_session_requeues_and_resumes(
     session = server.wait_session(session_id)
     assert session["status"] == "success", session
     (task,) = session["tasks"]
-    # either the engine stopped at a checkpoint and the task resumed after the restart, or it
-    # completed during the shutdown (cancellation is checked between files): never stuck
+    # either the engine stopped at a checkpoint (within one read, also mid-file) and the task
+    # resumed after the restart, or it completed before the shutdown reached it: never stuck
     if task["attempts"] == 2:
         assert "interrupted by server shutdown" in task["reason"], task["reason"]
     else:
