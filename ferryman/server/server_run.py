@@ -109,6 +109,7 @@ class RunningServer:
             host=self.ctx.config.host,
             port=self.ctx.config.port,
             log_level="warning",
+            log_config=None,  # uvicorn's lines go through our handler (text or JSON)
             access_log=False,
             timeout_graceful_shutdown=3,
             **server_ssl_options(str(home.tls_cert), str(home.tls_key), str(home.ca_cert)),
