@@ -137,7 +137,12 @@ def test_changing_a_job_moves_its_next_run_and_bad_input_changes_nothing(
     ).json()
     assert changed["schedule"] == "* * * * * */5" and changed["keep_daily"] == 7
     assert changed["next_run"] < hourly
-    for bad in ({"schedule": "61 * * * *"}, {"keep_last": 0}, {"priority": None}):
+    for bad in (
+        {"schedule": "61 * * * *"},
+        {"schedule": "0 0 30 2 *"},  # February 30th: never fires
+        {"keep_last": 0},
+        {"priority": None},
+    ):
         response = api.call("PATCH", f"/jobs/{job_id}", json=bad)
         assert response.status_code == 422, response.text
     assert api.get(f"/jobs/{job_id}") == changed

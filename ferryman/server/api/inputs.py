@@ -77,4 +77,8 @@ def cron(expression: str | None) -> str | None:
 
     if not croniter.is_valid(expression.strip()):
         raise ValueError(f"invalid cron expression {expression!r} (e.g. '0 2 * * *')")
+    try:
+        croniter(expression.strip()).get_next()
+    except ValueError:  # e.g. '0 0 30 2 *': valid fields, but no such date
+        raise ValueError(f"cron expression {expression!r} never fires") from None
     return expression.strip()
