@@ -106,7 +106,7 @@ def run_backup_task(
         include=a.share.include,
         exclude=a.share.exclude,
         save_restore_point=not a.partition,
-        checkpoint_interval=float(a.params.get("checkpoint_interval", 60.0)),
+        checkpoint_interval=float(a.params.get("checkpoint_interval", 30.0)),
         tags={"job": str(a.params.get("job") or ""), "session": str(a.session_id)},
     )
     options.workers = share_access.reader_threads(source, options.workers)

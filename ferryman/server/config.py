@@ -31,7 +31,7 @@ class ServerConfig:
     # where proxy deployment caches wheelhouses ("" = <home>/deploy/wheelhouse)
     wheelhouse_dir: str = ""
     # how often a backup task saves a checkpoint a resumed task continues from
-    checkpoint_interval: float = 60.0
+    checkpoint_interval: float = 30.0
     # GET /metrics without a token (`server run --metrics-public`)
     metrics_public: bool = False
     # cron schedules and retention days are evaluated in this IANA time zone ("Europe/Paris")
