@@ -13,6 +13,7 @@ import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -45,18 +46,19 @@ def send_webhook(url: str, body: bytes, secret: str | None, event: str, timeout:
     }
     if secret:
         headers[SIGNATURE_HEADER] = sign(body, secret)
+    shown = redacted(url)
     try:
         response = httpx.post(url, content=body, headers=headers, timeout=timeout)
     except httpx.TimeoutException as exc:
-        raise DeliveryError(f"webhook {url} did not answer within {timeout:g}s") from exc
+        raise DeliveryError(f"webhook {shown} did not answer within {timeout:g}s") from exc
     except httpx.HTTPError as exc:
-        raise DeliveryError(f"cannot reach webhook {url}: {_first_line(exc)}") from exc
+        raise DeliveryError(f"cannot reach webhook {shown}: {_first_line(exc)}") from exc
     if response.is_success:
         return
     # a 4xx other than 408/429 will not change by itself: do not insist
     retry = response.status_code >= 500 or response.status_code in (408, 429)
     raise DeliveryError(
-        f"webhook {url} answered HTTP {response.status_code}: {_first_line(response.text)}",
+        f"webhook {shown} answered HTTP {response.status_code}: {_first_line(response.text)}",
         retry=retry,
     )
 
@@ -106,6 +108,14 @@ def send_email(
         raise DeliveryError(f"{where}: {_first_line(exc)}", retry=False) from exc
     except (smtplib.SMTPException, OSError) as exc:
         raise DeliveryError(f"{where}: {_first_line(exc) or type(exc).__name__}") from exc
+
+
+def redacted(url: str) -> str:
+    """``https://hooks.example.org/…``: many webhook URLs carry a token in the path or query,
+    so errors and logs show the scheme and host only."""
+    parts = urlsplit(url)
+    rest = "/…" if (parts.path not in ("", "/") or parts.query) else parts.path
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{rest}"
 
 
 def _first_line(value: object) -> str:
