@@ -117,7 +117,7 @@ class Scheduler:
         for job_id, name, schedule, next_run, enabled in jobs:
             if not enabled or not schedule:
                 if next_run is not None:
-                    self._save(job_id, None, None)
+                    self._save(job_id, schedule, None, None)
                 continue
             try:
                 decision = decide(schedule, next_run, now, self.zone)
@@ -128,7 +128,7 @@ class Scheduler:
                 continue
             if not decision.due:
                 if decision.next_run != next_run:
-                    self._save(job_id, decision.next_run, None)
+                    self._save(job_id, schedule, decision.next_run, None)
                 continue
             trigger = "catch-up" if startup else "schedule"
             if startup and not self.catch_up:
@@ -139,10 +139,12 @@ class Scheduler:
                     decision.missed,
                     decision.next_run.isoformat(),
                 )
-                self._save(job_id, decision.next_run, None)
+                self._save(job_id, schedule, decision.next_run, None)
                 continue
             session_id = self._start(job_id, name, trigger, decision)
-            self._save(job_id, decision.next_run, decision.scheduled_for if session_id else None)
+            self._save(
+                job_id, schedule, decision.next_run, decision.scheduled_for if session_id else None
+            )
             if session_id:
                 started.append(session_id)
         return started
@@ -162,12 +164,16 @@ class Scheduler:
         return session_id
 
     def _save(
-        self, job_id: int, next_run: dt.datetime | None, last_run: dt.datetime | None
+        self,
+        job_id: int,
+        schedule: str | None,
+        next_run: dt.datetime | None,
+        last_run: dt.datetime | None,
     ) -> None:
         with self.ctx.db.session() as db:
             job = db.get(Job, job_id)
-            if job is None:
-                return
+            if job is None or job.schedule != schedule:
+                return  # removed, or its schedule changed meanwhile: the next round sees it
             job.next_run = next_run
             if last_run is not None:
                 job.last_run = last_run
