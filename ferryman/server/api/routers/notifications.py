@@ -20,8 +20,8 @@ from ferryman.server.notifications.notifier import (
     RetryPolicy,
     secret_purpose,
 )
-from ferryman.server.notifications.senders import DEFAULT_PORTS
-from ferryman.server.roles import Role
+from ferryman.server.notifications.senders import DEFAULT_PORTS, redacted
+from ferryman.server.roles import Role, allows
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 TEST_TIMEOUT = 15.0
@@ -123,9 +123,14 @@ def _delivery_view(row: NotificationDelivery) -> dict[str, Any]:
     }
 
 
-def target_view(db: DbSession, target: NotificationTarget) -> dict[str, Any]:
-    """The target as the API shows it: never the secret, only whether there is one."""
+def target_view(db: DbSession, target: NotificationTarget, full_url: bool = True) -> dict[str, Any]:
+    """The target as the API shows it: never the secret, only whether there is one.
+
+    A webhook URL often holds a token itself: below administrator it shows host only.
+    """
     settings = dict(target.settings or {})
+    if not full_url and settings.get("url"):
+        settings["url"] = redacted(str(settings["url"]))
     return {
         "id": target.id,
         "name": target.name,
@@ -172,19 +177,24 @@ def add_target(
 
 @router.get("")
 def list_targets(
-    ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+    ctx: ServerContext = Depends(get_ctx), token: ApiToken = Depends(require(Role.viewer))
 ) -> list[dict[str, Any]]:
+    full = allows(Role.parse(token.role), Role.administrator)
     with ctx.db.session() as db:
         targets = db.scalars(select(NotificationTarget).order_by(NotificationTarget.id))
-        return [target_view(db, t) for t in targets]
+        return [target_view(db, t, full) for t in targets]
 
 
 @router.get("/{ref}")
 def show_target(
-    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+    ref: str,
+    ctx: ServerContext = Depends(get_ctx),
+    token: ApiToken = Depends(require(Role.viewer)),
 ) -> dict[str, Any]:
+    full = allows(Role.parse(token.role), Role.administrator)
     with ctx.db.session() as db:
-        return target_view(db, lookup(db, NotificationTarget, ref, "notification target"))
+        target = lookup(db, NotificationTarget, ref, "notification target")
+        return target_view(db, target, full)
 
 
 @router.post("/{ref}/test")
