@@ -24,8 +24,8 @@ from ferryman import __version__
 from .harness import ServerProcess, make_tree
 from .sshd import SshServer, start_sshd, stop_sshd
 
-# FERRYMAN_TEST_DEPLOY_DIR installs there (e.g. a tmpfs when the disk is short) instead
-# of the defaults, /var/lib/ferryman-proxy (root) and ~/.ferryman-proxy (a user)
+# FERRYMAN_TEST_DEPLOY_DIR: the root deployment installs there (e.g. a tmpfs when the disk
+# is short) instead of the default, /var/lib/ferryman-proxy
 DEPLOY_DIR = os.environ.get("FERRYMAN_TEST_DEPLOY_DIR")
 ROOT_DIR = Path(DEPLOY_DIR) / "root" if DEPLOY_DIR else Path("/var/lib/ferryman-proxy")
 ROOT_ARGS = ["--install-dir", str(ROOT_DIR)] if DEPLOY_DIR else []
@@ -201,7 +201,8 @@ def test_deploy_backup_redeploy_upgrade_uninstall(
         # the server is upgraded: its proxy is now out of date, upgrade drains and returns
         server.stop()
         tree = patched_tree(tmp_path / "upgraded", UPGRADED)
-        server.extra_env["PYTHONPATH"] = str(tree)
+        # PYTHONSAFEPATH: the current directory (this checkout) must not come first
+        server.extra_env.update(PYTHONPATH=str(tree), PYTHONSAFEPATH="1")
         server.start()
         assert server.get("/health")["version"] == UPGRADED
         server.wait_proxies({"p1"})
@@ -237,97 +238,87 @@ def test_deploy_backup_redeploy_upgrade_uninstall(
         subprocess.run(["userdel", ACCOUNT], capture_output=True)
 
 
-def test_password_login_user_install_and_requirement_failures(
-    sshd: SshServer, server: ServerProcess, tmp_path: Path
-) -> None:
-    root = Path(pwd.getpwnam(sshd.user).pw_dir) / ".ferryman-proxy"
-    where: list[str] = []
-    if DEPLOY_DIR:
-        Path(DEPLOY_DIR).mkdir(parents=True, exist_ok=True)
-        os.chmod(DEPLOY_DIR, 0o1777)
-        root = Path(DEPLOY_DIR) / "user"
-        where = ["--install-dir", str(root)]
-    env = {"SSH_PASSWORD": sshd.password}
-    target = sshd.url(sshd.user)
+@contextlib.contextmanager
+def small_disk(size: str) -> Iterator[Path]:
+    """A real tmpfs of that size, writable by everyone (skips the test if it cannot mount)."""
+    folder = Path(tempfile.mkdtemp(prefix="ferryman-small-"))
+    os.chmod(folder, 0o755)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=1777", "tmpfs", str(folder)],
+        capture_output=True,
+    )
     try:
-        wrong = failed(
-            server, "proxy", "deploy", target, "--password-env", "NOPE", "--trust-host-key"
-        )
-        assert "environment variable NOPE (named by --password-env) is not set" in wrong
-        denied = failed(
-            server,
-            "proxy",
-            "deploy",
-            target,
-            "--password-env",
-            "BAD",
-            "--trust-host-key",
-            env={"BAD": "not-the-password"},
-        )
-        assert "login refused" in denied
-
-        # the host has too little free disk where the proxy would go: a real 1 MiB tmpfs
-        small = tmp_path / "small"
-        small.mkdir()
-        mounted = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True
-        )
-        if mounted.returncode == 0:
-            try:
-                error = failed(
-                    server,
-                    "proxy",
-                    "deploy",
-                    target,
-                    "--password-env",
-                    "SSH_PASSWORD",
-                    "--trust-host-key",
-                    "--name",
-                    "tiny",
-                    "--install-dir",
-                    str(small / "fp"),
-                    env=env,
-                )
-                assert "the host does not meet the requirements: free disk:" in error
-                assert "needs 400 MiB" in error
-                assert list(small.iterdir()) == []  # nothing was written
-                assert proxy(server, "tiny") is None
-            finally:
-                subprocess.run(["umount", str(small)], capture_output=True)
-
-        # a soft requirement fails (reported), --force overrides it: the memory rule is
-        # covered in tests/server/deploy; here the report of a sound host as a user
-        out = ok(
-            server,
-            "proxy",
-            "deploy",
-            target,
-            "--password-env",
-            "SSH_PASSWORD",
-            "--trust-host-key",
-            "--name",
-            "u1",
-            "--slots",
-            "1",
-            *where,
-            env=env,
-        )
-        assert f"as {sshd.user}" in out and "service account" not in out
-        assert proxy(server, "u1")["state"] == "online"  # type: ignore[index]
-        assert any("ferryman.cli proxy run" in p for p in processes_of(sshd.user))
-        assert (root / "venv").stat().st_uid == pwd.getpwnam(sshd.user).pw_uid
-
-        out = ok(
-            server,
-            "proxy",
-            "remove",
-            "u1",
-            "--uninstall",
-            "--password-env",
-            "SSH_PASSWORD",
-            env=env,
-        )
-        assert proxy(server, "u1") is None and not root.exists()
-        assert not [p for p in processes_of(sshd.user) if "ferryman" in p]
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+        yield folder
     finally:
-        _stop_installed(root)
+        subprocess.run(["umount", str(folder)], capture_output=True)
+        folder.rmdir()
+
+
+def test_password_login_requirement_failures_and_force(
+    sshd: SshServer, server: ServerProcess
+) -> None:
+    env = {"SSH_PASSWORD": sshd.password}
+    deploy = [
+        "proxy",
+        "deploy",
+        sshd.url(sshd.user),
+        "--password-env",
+        "SSH_PASSWORD",
+        "--trust-host-key",
+        "--slots",
+        "1",
+    ]
+    wrong = failed(server, *deploy[:3], "--password-env", "NOPE")
+    assert "environment variable NOPE (named by --password-env) is not set" in wrong
+    denied = failed(server, *deploy, env={"SSH_PASSWORD": "not-the-password"})
+    assert "login refused" in denied
+
+    # hard: the user may not write where the proxy would go
+    error = failed(server, *deploy, "--name", "x", "--install-dir", "/root/fp", env=env)
+    assert "the host does not meet the requirements: install folder:" in error
+    assert "Permission denied" in error
+
+    # hard: too little free disk there (a real 1 MiB file system); --force does not help
+    with small_disk("1m") as tiny:
+        error = failed(
+            server, *deploy, "--name", "x", "--install-dir", str(tiny / "fp"), "--force", env=env
+        )
+        assert "the host does not meet the requirements: free disk:" in error
+        assert "needs 400 MiB" in error
+        assert list(tiny.iterdir()) == []  # nothing was written
+    assert proxy(server, "x") is None
+
+    # soft: less free disk than recommended (600 MiB): refused, then --force overrides it
+    with small_disk("600m") as disk:
+        root = disk / "fp"
+        try:
+            error = failed(server, *deploy, "--name", "u1", "--install-dir", str(root), env=env)
+            assert (
+                "free disk: needs 400 MiB, 1.0 GiB recommended (soft; --force overrides)" in error
+            )
+            assert not root.exists()
+            out = ok(
+                server, *deploy, "--name", "u1", "--install-dir", str(root), "--force", env=env
+            )
+            assert "WARN free disk" in out and "met, --force overrides: free disk" in out
+            assert f"as {sshd.user}" in out and "service account" not in out
+            assert proxy(server, "u1")["state"] == "online"  # type: ignore[index]
+            assert any("ferryman.cli proxy run" in p for p in processes_of(sshd.user))
+            assert (root / "venv").stat().st_uid == pwd.getpwnam(sshd.user).pw_uid
+
+            ok(
+                server,
+                "proxy",
+                "remove",
+                "u1",
+                "--uninstall",
+                "--password-env",
+                "SSH_PASSWORD",
+                env=env,
+            )
+            assert proxy(server, "u1") is None and not root.exists()
+            assert not [p for p in processes_of(sshd.user) if "ferryman" in p]
+        finally:
+            _stop_installed(root)

@@ -80,14 +80,25 @@ except (OSError, ValueError):
 facts["memory_total"] = mem.get("MemTotal")
 facts["memory_available"] = mem.get("MemAvailable")
 path = args["install_dir"]
-while path and not os.path.exists(path):
-    path = os.path.dirname(path)
+denied = None
+while True:
+    try:
+        os.stat(path)
+        break
+    except FileNotFoundError:
+        path = os.path.dirname(path) or "/"
+    except OSError as exc:
+        denied = str(exc)
+        break
 try:
-    st = os.statvfs(path or "/")
+    st = os.statvfs(path)
     facts["disk_free"] = st.f_bavail * st.f_frsize
 except OSError:
     facts["disk_free"] = None
-facts["disk_path"] = path or "/"
+facts["disk_path"] = path
+if denied is None and not os.access(path, os.W_OK | os.X_OK):
+    denied = "%s is not writable" % path
+facts["install_denied"] = denied
 facts["systemd"] = os.path.isdir("/run/systemd/system")
 facts["uid"] = os.geteuid()
 facts["installed_version"] = None
@@ -127,6 +138,7 @@ class HostFacts:
     systemd: bool = False
     uid: int | None = None
     installed_version: str | None = None
+    install_denied: str | None = None  # why the install folder cannot be made, if it cannot
     reach: str | None = None  # None = reached; else the error
     reach_ms: float | None = None
     clock_skew: float | None = None  # host clock minus server clock, seconds
@@ -281,20 +293,23 @@ def evaluate(facts: HostFacts) -> HostReport:
             memory_level,
             f"at least {_size(MIN_MEMORY_SOFT)} recommended" if memory_level != "ok" else "",
         )
-        disk = facts.disk_free
-        disk_level = "ok"
-        if disk is None or disk < MIN_DISK_HARD:
-            disk_level = "hard"
-        elif disk < MIN_DISK_SOFT:
-            disk_level = "soft"
-        add(
-            "free disk",
-            f"{_size(disk)} at {facts.disk_path}",
-            disk_level,
-            ""
-            if disk_level == "ok"
-            else f"needs {_size(MIN_DISK_HARD)}, {_size(MIN_DISK_SOFT)} recommended",
-        )
+        if facts.install_denied:
+            add("install folder", facts.disk_path or "?", "hard", facts.install_denied)
+        else:
+            disk = facts.disk_free
+            disk_level = "ok"
+            if disk is None or disk < MIN_DISK_HARD:
+                disk_level = "hard"
+            elif disk < MIN_DISK_SOFT:
+                disk_level = "soft"
+            add(
+                "free disk",
+                f"{_size(disk)} at {facts.disk_path}",
+                disk_level,
+                ""
+                if disk_level == "ok"
+                else f"needs {_size(MIN_DISK_HARD)}, {_size(MIN_DISK_SOFT)} recommended",
+            )
         add(
             "systemd",
             "yes" if facts.systemd else "no",

@@ -12,6 +12,11 @@ Built by the server (the host needs no internet), cached under
   minute a pip install on the host takes (docs/decisions/0005-proxy-deployment.md);
 - `manifest.json`: size and SHA-256 of every file of the bundle, to verify an install;
 - `complete.json`: written last; a folder without it is rebuilt.
+
+When the server runs from a checkout, the folder name also carries a digest of the
+source tree (a checkout changes without its version changing). The dependencies,
+installed once per exact set of wheels under `dependencies/`, are hard-linked into
+each version's bundle, so a new Ferryman version only installs its own wheel.
 """
 
 from __future__ import annotations
@@ -203,6 +208,32 @@ def _reuse_dependencies(root: Path, platform: HostPlatform, into: Path) -> None:
                     shutil.copy2(wheel, target)
 
 
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _installed_dependencies(
+    root: Path, platform: HostPlatform, wheels: list[Path], pip_install: list[str]
+) -> Path:
+    """The dependencies installed into a site-packages tree, cached by their exact wheels."""
+    key = hashlib.sha256("\n".join(w.name for w in wheels).encode()).hexdigest()[:12]
+    folder = root / "dependencies" / f"{platform.key}-{key}"
+    with _locked(folder):
+        tree = folder / "site-packages"
+        if not (folder / "complete").exists():
+            shutil.rmtree(tree, ignore_errors=True)
+            _pip(
+                [*pip_install, "--target", str(tree), *map(str, wheels)],
+                "installing the dependencies into the bundle",
+            )
+            shutil.rmtree(tree / "bin", ignore_errors=True)  # scripts for the server's Python
+            (folder / "complete").touch()
+        return tree
+
+
 def ensure_bundle(root: Path, platform: HostPlatform, version: str | None = None) -> Bundle:
     """The cached bundle for this version and platform, built first when missing. Blocking."""
     version = version or ferryman.__version__
@@ -236,18 +267,14 @@ def ensure_bundle(root: Path, platform: HostPlatform, version: str | None = None
         with tempfile.TemporaryDirectory(prefix="ferryman-bundle-", dir=folder) as tmp:
             stage = Path(tmp) / "site-packages"
             compile_options = [] if platform.same_python_as_server else ["--no-compile"]
+            pip_install = ["install", "--no-index", "--no-deps", *target_options, *compile_options]
+            dependencies = sorted(w for w in wheels.glob("*.whl") if w != wheel)
+            installed = _installed_dependencies(root, platform, dependencies, pip_install)
+            # hard links: the dependencies' tree is shared by every version's bundle
+            shutil.copytree(installed, stage, copy_function=_link_or_copy)
             _pip(
-                [
-                    "install",
-                    "--target",
-                    str(stage),
-                    "--no-index",
-                    "--no-deps",
-                    *target_options,
-                    *compile_options,
-                    *map(str, sorted(wheels.glob("*.whl"))),
-                ],
-                "installing the wheelhouse into the bundle",
+                [*pip_install, "--target", str(stage), str(wheel)],
+                "installing ferryman into the bundle",
             )
             shutil.rmtree(stage / "bin", ignore_errors=True)  # scripts for the server's Python
             (folder / "manifest.json").write_text(json.dumps(_manifest(stage)))

@@ -63,6 +63,8 @@ def test_hard_requirements() -> None:
     assert levels(good_host(arch="armv7l"))["architecture"] == "hard"
     assert levels(good_host(disk_free=100 * 1024**2))["free disk"] == "hard"
     assert levels(good_host(clock_skew=-600.0))["clock skew"] == "hard"
+    denied = evaluate(good_host(install_denied="[Errno 13] Permission denied: '/root/x'"))
+    assert [(c.name, c.level) for c in denied.hard_failures] == [("install folder", "hard")]
     unreachable = evaluate(good_host(reach="[Errno 111] Connection refused"))
     assert [c.name for c in unreachable.hard_failures] == ["reaches server"]
     assert "Connection refused" in unreachable.hard_failures[0].message
