@@ -18,8 +18,10 @@ def read_blobs(
 ) -> Iterator[tuple[bytes, bytes]]:
     """See :meth:`Repository.get_blobs`."""
     by_pack: dict[bytes, list[IndexEntry]] = {}
-    for blob_id in dict.fromkeys(blob_ids):
-        entry = repo.lookup(blob_id)
+    ids = list(dict.fromkeys(blob_ids))
+    known = repo.index_cache.lookup_many(ids)  # one query per 500 ids
+    for blob_id in ids:
+        entry = known.get(blob_id) or repo.lookup(blob_id)  # a miss syncs the index
         if entry is None:
             raise BlobNotFound(f"blob {blob_id.hex()} is not in the repository index")
         by_pack.setdefault(entry.pack_id, []).append(entry)
@@ -41,7 +43,7 @@ def read_blobs(
 
 def _read_run(repo: Repository, run: list[IndexEntry]) -> Iterator[tuple[bytes, bytes]]:
     first = run[0]
-    if first.kind == blob.KIND_TREE or len(run) == 1:
+    if first.kind == blob.KIND_TREE:
         for entry in run:
             yield entry.blob_id, repo.get_blob(entry.blob_id)
         return

@@ -142,6 +142,22 @@ class IndexCache:
             ).fetchall()
         return [IndexEntry(blob_id, r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
+    def lookup_many(self, blob_ids: list[bytes]) -> dict[bytes, IndexEntry]:
+        """:meth:`lookup` for many ids at once (ids not indexed are absent from the result)."""
+        found: dict[bytes, IndexEntry] = {}
+        for start in range(0, len(blob_ids), PRESENT_BATCH):
+            part = blob_ids[start : start + PRESENT_BATCH]
+            marks = ",".join("?" * len(part))
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT id, pack, offset, length, raw_length, compression, kind FROM blobs "
+                    f"WHERE id IN ({marks}) ORDER BY pack DESC",
+                    part,
+                ).fetchall()
+            for row in rows:  # the lowest pack id wins, as in lookup()
+                found[row[0]] = IndexEntry(*row)
+        return found
+
     def present(self, blob_ids: list[bytes], excluded_packs: Container[bytes]) -> set[bytes]:
         """The ids of ``blob_ids`` indexed in at least one pack not in ``excluded_packs``.
 

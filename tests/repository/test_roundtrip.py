@@ -278,6 +278,11 @@ def test_get_blobs_reads_a_pack_with_few_requests(repo: Repository) -> None:
     assert after["range_gets"] - before["range_gets"] <= 3
     with pytest.raises(BlobNotFound):
         list(repo.get_blobs([b"\x09" * 32]))
+    some = list(blobs)[:5]
+    assert dict(repo.get_blobs(some[:1])) == {some[0]: blobs[some[0]]}  # a single record
+    found = repo.index_cache.lookup_many([*some, b"\x09" * 32])
+    assert set(found) == set(some)
+    assert all(found[b] == repo.index_cache.lookup(b) for b in some)
 
 
 def test_scratch_files_of_crashed_writers_are_removed(repo: Repository, repo_url: str) -> None:
