@@ -114,9 +114,21 @@ def _removable(
     db: DbSession, session: Session, rules: KeepRules, zone: ZoneInfo
 ) -> list[RestorePoint]:
     """The job's points in its repository that its keep rules let go, per share."""
-    running = set(
-        db.scalars(select(Session.id).where(Session.status == "running", Session.id != session.id))
+    others = list(
+        db.execute(
+            select(Session.id, Session.params).where(
+                Session.status == "running", Session.id != session.id
+            )
+        )
     )
+    running = {session_id for session_id, _ in others}
+    # points a running restore or browse reads stay until it ends (GC fences writers only)
+    in_use: set[str] = set()
+    for _, params in others:
+        params = params or {}
+        in_use.update(str(p) for p in params.get("point_ids") or [])
+        if params.get("point_id"):
+            in_use.add(str(params["point_id"]))
     points = db.scalars(
         select(RestorePoint)
         .where(
@@ -127,8 +139,8 @@ def _removable(
     )
     by_share: dict[Any, list[RestorePoint]] = {}
     for point in points:
-        if point.session_id in running:
-            continue  # a point of a session still running is never a candidate
+        if point.session_id in running or point.point_id in in_use:
+            continue  # a point of a session still running, or being read, is never a candidate
         by_share.setdefault(point.share_id or point.share_name, []).append(point)
     removable: list[RestorePoint] = []
     for share_points in by_share.values():

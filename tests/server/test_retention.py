@@ -10,6 +10,7 @@ import pytest
 
 from ferryman.proxy.protocol import TaskResult
 from ferryman.server.context import ServerContext
+from ferryman.server.db.models import Session, Task
 from ferryman.server.dispatcher import Dispatcher
 from ferryman.server.retention import KeepRules, points_to_keep
 
@@ -160,3 +161,21 @@ def test_one_maintenance_task_per_repository_at_a_time(ctx: ServerContext, api: 
     assert states[first["id"]].state == "assigned"
     assert states[second["id"]].state == "waiting"
     assert "another maintenance task" in (states[second["id"]].reason or "")
+
+
+def test_a_point_being_restored_is_not_removed(
+    ctx: ServerContext, api: Api, tmp_path: Path
+) -> None:
+    (tmp_path / "s").mkdir()
+    api.post("/shares", {"name": "s", "url": str(tmp_path / "s")})
+    api.post("/jobs", {"name": "keep1", "shares": ["s"], "repository": "default", "keep_last": 1})
+    proxy_id = add_proxy(ctx, "p1", slots=2)
+    _backup(ctx, api, "keep1", proxy_id, "a" * 32)
+    with ctx.db.session() as db:  # a restore of that point is still running
+        restore = Session(kind="restore", status="running", params={"point_id": "a" * 32})
+        db.add(restore)
+        db.flush()
+        db.add(Task(session_id=restore.id, kind="restore", repository_id=1, state="waiting"))
+    session_id = _backup(ctx, api, "keep1", proxy_id, "b" * 32)
+    assert api.get(f"/sessions/{session_id}")["status"] == "success"  # nothing to remove now
+    assert _point_ids(api, "keep1") == ["a" * 32, "b" * 32]
