@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ferryman.repository import LeaseExpired, Repository, open_backend
+from ferryman.repository import KIND_DATA, LeaseExpired, Repository, open_backend
 
 from .conftest import FAST_SCRYPT, PASSPHRASE, SMALL_CHUNKS
 from .snapshots import make_files, read_files, store_files
@@ -98,3 +98,32 @@ def _crash_scenario(url: str, tmp_path: Path, kills: int, lease: float) -> None:
         repo.gc(grace=0)
         repo.gc(grace=0)
     assert _verify(url, tmp_path / "final", read_data=True) > 0
+
+
+def test_packs_of_a_writer_that_dies_are_indexed_without_a_flush(
+    repo: Repository, repo_url: str, tmp_path: Path
+) -> None:
+    """What a dead writer uploaded stays reusable: each pack got its index segment promptly,
+    so a later writer stores none of it again (only the pack still open is lost)."""
+    w = repo.open_writer("dies", pack_size=64_000)
+    rng = random.Random(5)
+    blobs = [rng.randbytes(10_000) for _ in range(60)]  # ~10 packs, no flush
+    ids = [repo.blob_id(b) for b in blobs]
+    for blob_id, data in zip(ids, blobs, strict=True):
+        w.add_blob(KIND_DATA, blob_id, data)
+    w._pool.shutdown(wait=True)  # uploads in flight land; then the process "dies"
+    w._lease._stop.set()
+    still_open = w._open[KIND_DATA]
+    lost = {e.blob_id for e in still_open.builder.entries} if still_open else set()
+    assert len(lost) < 10
+
+    other = Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=tmp_path / "other")
+    try:
+        with other.open_writer("next attempt") as nxt:
+            present = {i for i in ids if nxt.has_blob(i)}
+            assert present == set(ids) - lost
+            for blob_id, data in zip(ids, blobs, strict=True):
+                nxt.add_blob(KIND_DATA, blob_id, data)
+            assert nxt.stats["blobs_new"] == len(lost)
+    finally:
+        other.close()
