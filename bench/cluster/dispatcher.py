@@ -52,6 +52,7 @@ from bench.cluster.fleet import (
     raise_own_priority,
     stop_all,
 )
+from bench.cluster.postgres import PostgresUnavailable, private_cluster
 from bench.tools.ferryman import free_port
 
 BENCH_DIR = Path(__file__).resolve().parents[1]
@@ -70,7 +71,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--small", action="store_true", help="1,000 queued, shorter phases")
     parser.add_argument("--queued", type=int, default=None, help="tasks to queue (10,000)")
     parser.add_argument("--tasks", type=int, default=None, help="tasks to run while measuring")
-    parser.add_argument("--db", default=None, help="postgresql://… (default: SQLite)")
+    parser.add_argument(
+        "--db",
+        default="sqlite",
+        help="sqlite (in the server home, the default), postgres (a private cluster started"
+        " for the run) or a postgresql://… URL of an empty database",
+    )
     parser.add_argument("--api-seconds", type=float, default=None)
     parser.add_argument(
         "--api-threads", type=int, default=1, help="concurrent API clients (1: each call alone)"
@@ -91,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " machine yields to them (default: yes)",
     )
     args = parser.parse_args(argv)
+    if args.db not in ("sqlite", "postgres") and not args.db.startswith("postgresql://"):
+        parser.error(f"--db must be sqlite, postgres or a postgresql:// URL, got {args.db!r}")
     args.queued = args.queued or (1_000 if args.small else 10_000)
     args.tasks = args.tasks or (60 if args.small else 200)
     args.api_seconds = args.api_seconds or (5.0 if args.small else 15.0)
@@ -103,9 +111,10 @@ def _time(value: str) -> float:
     return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
 
 
-def fill_queue(server: Server, count: int, threads: int = 4) -> tuple[list[int], float]:
+def fill_queue(server: Server, count: int, threads: int = 1) -> tuple[list[int], float]:
     """Queue ``count`` repository checks through the API; returns their session ids in
-    queue order and the seconds it took."""
+    queue order and the seconds it took. One request at a time, so the queue order (by
+    queued time) is the order of the ids."""
     clients = [server.client() for _ in range(threads)]
     started = time.monotonic()
     done = [0]
@@ -210,8 +219,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(args.workdir)
     args.workdir.mkdir(parents=True)
     args.prioritised = raise_own_priority(args.priority)
+    db_url = args.db_url if args.db != "sqlite" else None
     server = Server(
-        args.workdir / "server", f"127.0.0.1:{free_port()}", args.db, priority=args.priority
+        args.workdir / "server", f"127.0.0.1:{free_port()}", db_url, priority=args.priority
     )
     proxy = Proxy(server.url, args.workdir / "proxy", PROXY, slots=1, priority=args.priority)
     try:
@@ -271,6 +281,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(args.workdir, ignore_errors=True)
     if len(quiet) != args.tasks:
         raise FleetError(f"only {len(quiet)} of the first {args.tasks} tasks ran in order")
+    quiet.sort()  # in the order they ran (the queue's order, barring equal queued times)
+    loaded.sort()
     gaps = gaps_ms([t[1] for t in quiet], [t[0] for t in quiet])
     loaded_gaps = gaps_ms([t[1] for t in loaded], [t[0] for t in loaded]) if len(loaded) > 1 else []
     durations = [end - start for start, end in quiet]
@@ -292,7 +304,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
     }
     return {
-        "db": "postgresql" if args.db else "sqlite",
+        "db": "sqlite" if args.db == "sqlite" else "postgresql",
         "nice": PRIORITY_NICE if args.prioritised else 0,
         "queued": args.queued,
         "fill_seconds": fill_seconds,
@@ -357,7 +369,16 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     load_before = os.getloadavg()[0]
     try:
-        result = run(args)
+        if args.db == "postgres":
+            with private_cluster(SHM if SHM.is_dir() else None) as url:
+                args.db_url = url
+                result = run(args)
+        else:
+            args.db_url = args.db
+            result = run(args)
+    except PostgresUnavailable as exc:
+        print(f"dispatcher benchmark failed: PostgreSQL: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; processes stopped", file=sys.stderr)
         return 130
