@@ -17,9 +17,9 @@ from ferryman.engine.backup import run_backup
 from ferryman.engine.checkpoint import PARTIAL_SIZE
 from ferryman.engine.file_saver import SEGMENT
 from ferryman.engine.nodes import load_root, load_tree_maps, node_from_map
-from ferryman.engine.options import BackupCancelled, BackupOptions
+from ferryman.engine.options import BackupCancelled, BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
-from ferryman.repository import Repository, open_backend
+from ferryman.repository import Repository, RepositoryError, open_backend
 from ferryman.sources import local
 from ferryman.sources.local import LocalSource
 
@@ -150,8 +150,22 @@ def _partial_nodes(repo: Repository) -> list[dict[str, object]]:
     """Partial-file records of the (single) checkpoint's tree, as stored maps."""
     (point,) = repo.list_restore_points(include_checkpoints=True)
     assert point.checkpoint
+    return _partials_of(repo, point.root)
+
+
+def _newest_checkpoint_partials(repo: Repository) -> list[dict[str, object]]:
+    """Partial-file records of the newest checkpoint (none yet: empty)."""
+    try:
+        points = repo.list_restore_points(include_checkpoints=True)
+    except RepositoryError:  # a checkpoint deleted while listed: try again later
+        return []
+    checkpoints = [p for p in points if p.checkpoint]
+    return _partials_of(repo, checkpoints[-1].root) if checkpoints else []
+
+
+def _partials_of(repo: Repository, root: bytes) -> list[dict[str, object]]:
     found = []
-    stack = [load_root(repo, point.root)]
+    stack = [load_root(repo, root)]
     while stack:
         for blob_id in stack.pop().subtrees:
             for m in load_tree_maps(repo, blob_id):
@@ -214,3 +228,45 @@ def test_a_large_file_changed_since_its_partial_checkpoint_is_read_again(
     assert resumed.restore_point is not None
     run_restore(repo, resumed.restore_point, tmp_path / "out")
     assert diff_trees(src, tmp_path / "out") == []
+
+
+def test_periodic_checkpoints_go_on_inside_a_large_file(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a large file is read, checkpoints keep being saved with its stored prefix."""
+    src = tmp_path / "src"
+    _tree_with_big_file(src)
+    gate = threading.Event()
+    real_read_at = local.LocalFile.read_at
+
+    def held_read_at(self: local.LocalFile, buf: bytearray | memoryview, offset: int) -> int:
+        if offset >= 24 << 20:  # hold the reader mid-file until a checkpoint shows the prefix
+            gate.wait(60)
+        return real_read_at(self, buf, offset)
+
+    monkeypatch.setattr(local.LocalFile, "read_at", held_read_at)
+    outcome: dict[str, BackupResult] = {}
+    options = BackupOptions(share="s", checkpoint_interval=0.2)
+    backup = threading.Thread(
+        target=lambda: outcome.update(r=run_backup(LocalSource(src), repo, options))
+    )
+    backup.start()
+    try:
+        deadline = time.monotonic() + 60
+        prefix = 0
+        while prefix < 16 << 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            partial = [
+                int(m["s"])  # type: ignore[call-overload]
+                for m in _newest_checkpoint_partials(repo)
+                if m["n"] == b"vm.img"
+            ]
+            prefix = max(partial, default=0)
+        assert prefix >= 16 << 20, "no checkpoint recorded the stored prefix of the file"
+    finally:
+        gate.set()
+        backup.join(60)
+    assert outcome["r"].status == "success"
+    assert outcome["r"].stats.bytes_read >= BIG  # nothing was resumed: the task never stopped
+    # a task keeps only its newest checkpoint, and none once it completed
+    assert [p.checkpoint for p in repo.list_restore_points(include_checkpoints=True)] == [False]
