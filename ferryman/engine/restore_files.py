@@ -71,7 +71,7 @@ def _place(regions: list[tuple[int, int]], stream_len: int) -> list[tuple[int, i
     return out
 
 
-FETCH_WINDOW = 8  # chunks of a large file fetched together (pack by pack)
+FETCH_WINDOW = 4  # chunks of a large file fetched together (pack by pack)
 
 
 def fetch_chunks(repo: RepositoryPort, ids: list[bytes]) -> dict[bytes, bytes]:
