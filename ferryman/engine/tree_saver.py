@@ -141,6 +141,8 @@ class TreeSaver:
         self.error: BaseException | None = None
         self._present: set[bytes] = set()  # reused ids of the current batch, confirmed
         self.stopped = False  # a file was interrupted by a cancel: the rest is dropped
+        self._added = 0  # entries completed so far
+        self._checkpointed: tuple[int, int] = (0, 0)  # (entries, partial bytes) last saved
         self._thread = threading.Thread(target=self._run, name="tree-saver", daemon=True)
         self._thread.start()
 
@@ -227,10 +229,15 @@ class TreeSaver:
             self._checkpoint()
 
     def _checkpoint(self, last: NodeMap | None = None) -> None:
-        """Save a checkpoint of everything completed (and ``last``, a partial file)."""
+        """Save a checkpoint of everything completed (and ``last``, a partial file);
+        skipped when nothing was completed since the previous one."""
         self._last_checkpoint = time.monotonic()
+        progress = (self._added, int(last["s"]) if last is not None else 0)
+        if progress == self._checkpointed:
+            return
         if self._on_checkpoint is not None and self._stack:
             self._on_checkpoint(self.partial_root(last))
+            self._checkpointed = progress
 
     def _outcome(self, pending: PendingContent, node: Node) -> FileOutcome:
         """Wait for a file's content; checkpoints stay on schedule meanwhile (large files)."""
@@ -288,6 +295,7 @@ class TreeSaver:
             self.root = b.node
 
     def _add(self, m: NodeMap, raw: bool) -> None:
+        self._added += 1
         b = self._stack[-1]
         b.buffer.append(m)
         b.all_raw = b.all_raw and raw
