@@ -25,13 +25,18 @@ MIN_MEMORY_SOFT = MEMORY_PER_SLOT + RESERVED_MEMORY
 MAX_SKEW_SOFT = 5.0
 MAX_SKEW_HARD = 240.0  # certificates are issued valid from 5 minutes before "now"
 
-# every Python 3 that really runs (a pyenv shim may not): "major.minor path", from the
-# PATH and from the system folders (a service account can run those, unlike ~/.pyenv)
+# Pythons that really run (a pyenv shim may not): "major.minor path". A system-wide one
+# (a service account can run it) is searched first, newest first, and ends the search;
+# otherwise every python3* on the PATH is listed and the newest taken.
 FIND_PYTHON = """
-for p in python3.14 python3.13 python3.12 python3.11 python3 \\
-         /usr/bin/python3.14 /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/python3.11 \\
-         /usr/local/bin/python3.14 /usr/local/bin/python3.13 /usr/local/bin/python3.12 \\
-         /usr/local/bin/python3.11 /usr/bin/python3; do
+for v in 3.14 3.13 3.12 3.11; do
+  for d in /usr/bin /usr/local/bin; do
+    if [ -x "$d/python$v" ] && "$d/python$v" -c '' 2>/dev/null; then
+      echo "$v $d/python$v"; exit 0
+    fi
+  done
+done
+for p in python3.14 python3.13 python3.12 python3.11 python3; do
   command -v "$p" >/dev/null 2>&1 || continue
   "$p" -c 'import sys; v = sys.version_info; print("%d.%d %s" % (v[0], v[1], sys.executable))' \\
     2>/dev/null

@@ -6,6 +6,7 @@ re-running a deployment repairs a broken install and changes nothing on a sound 
 
 from __future__ import annotations
 
+import base64
 import json
 import shlex
 
@@ -100,48 +101,60 @@ async def verify(host: HostConnection, layout: Layout, bundle: Bundle, python: s
 
 
 async def install_bundle(host: HostConnection, layout: Layout, bundle: Bundle, python: str) -> None:
-    """Upload the bundle and unpack it into a new venv that replaces the old one at once."""
-    part = f"{layout.root}/bundle.tar.gz.part"
-    await host.run(f"cat > {_q(part)}", stdin=bundle.archive, what="uploading the bundle")
+    """Stream the bundle straight into a new venv (unpacking overlaps the upload), then
+    swap it in for the old one at once."""
     new, old = f"{layout.venv}.new", f"{layout.venv}.old"
     script = f"""set -e
 rm -rf {_q(new)} {_q(old)}
 {_q(python)} -m venv --without-pip {_q(new)}
 site=$({_q(new)}/bin/python -I -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-tar -xzf {_q(part)} -C "$site" --no-same-owner
+tar -xzf - -C "$site" --no-same-owner
 chmod -R go-w {_q(new)}
 if [ -d {_q(layout.venv)} ]; then mv {_q(layout.venv)} {_q(old)}; fi
 mv {_q(new)} {_q(layout.venv)}
-rm -rf {_q(old)} {_q(part)}
+rm -rf {_q(old)}
 """
-    await host.run(script, what="installing the virtual environment")
+    await host.run(script, stdin=bundle.archive, what="installing the virtual environment")
+
+
+def _write(path: str, text: str, mode: str) -> str:
+    """Shell lines writing `text` to `path` atomically (base64: no quoting pitfalls)."""
+    data = base64.b64encode(text.encode()).decode()
+    return f"printf '%s' {_q(data)} | base64 -d > {_q(path)}.tmp && chmod {mode} {_q(path)}.tmp\n"
 
 
 async def configure(
-    host: HostConnection, layout: Layout, settings: ProxySettings, join_token: str | None
+    host: HostConnection,
+    layout: Layout,
+    settings: ProxySettings,
+    join_token: str | None,
+    record: dict[str, str],
 ) -> bool:
-    """Write the launcher (and the join token when one is needed); True when it changed."""
-    text = layout.launcher_text(settings)
-    current = await host.run(f"cat {_q(layout.launcher)} 2>/dev/null", check=False)
-    changed = current.stdout != text
-    if changed:
-        await host.run(
-            f"cat > {_q(layout.launcher)}.tmp && chmod 755 {_q(layout.launcher)}.tmp && "
-            f"mv {_q(layout.launcher)}.tmp {_q(layout.launcher)}",
-            input=text,
-            what="writing the launcher",
-        )
+    """Write the launcher, the join token (when one is needed; sent on stdin, never on a
+    command line) and the version marker, in one round trip; True when the launcher changed."""
+    launcher = layout.launcher
+    script = "set -e\n" + _write(launcher, layout.launcher_text(settings), "755")
+    script += (
+        f"if cmp -s {_q(launcher)}.tmp {_q(launcher)}; then rm -f {_q(launcher)}.tmp; "
+        f"else mv {_q(launcher)}.tmp {_q(launcher)}; echo launcher-changed; fi\n"
+    )
     if join_token is not None:
-        owner = (
-            f"chown {_q(layout.account)} {_q(layout.env_file)}.tmp && " if layout.account else ""
+        env = _q(layout.env_file)
+        owner = f"chown {_q(layout.account)} {env}.tmp\n" if layout.account else ""
+        script += (
+            f"IFS= read -r token\n(umask 077; printf 'FERRYMAN_JOIN_TOKEN=%s\\n' \"$token\" "
+            f"> {env}.tmp)\n{owner}mv {env}.tmp {env}\n"
         )
-        await host.run(
-            f"umask 077 && cat > {_q(layout.env_file)}.tmp && {owner}"
-            f"mv {_q(layout.env_file)}.tmp {_q(layout.env_file)}",
-            input=f"FERRYMAN_JOIN_TOKEN={join_token}\n",
-            what="writing the join token",
-        )
-    return changed
+    deployment = f"{layout.root}/deployment.json"
+    script += _write(deployment, json.dumps(record) + "\n", "644")
+    script += f"mv {_q(deployment)}.tmp {_q(deployment)}\n"
+    script += f"echo {_q(record['version'])} > {_q(layout.version_file)}\n"
+    result = await host.run(
+        script,
+        input=f"{join_token}\n" if join_token is not None else None,
+        what="writing the configuration",
+    )
+    return "launcher-changed" in result.stdout
 
 
 async def forget_join_token(host: HostConnection, layout: Layout) -> None:
@@ -160,18 +173,6 @@ async def reset_identity(host: HostConnection, layout: Layout) -> None:
         _q(f"{layout.home}/{n}") for n in ("proxy.json", "proxy.pem", "proxy.key", "ca.pem")
     )
     await host.run(f"rm -f {files}", what="removing the stale identity")
-
-
-async def mark_version(
-    host: HostConnection, layout: Layout, version: str, facts: dict[str, str]
-) -> None:
-    data = json.dumps({"version": version, **facts})
-    await host.run(
-        f"echo {_q(version)} > {_q(layout.version_file)} && "
-        f"cat > {_q(layout.root)}/deployment.json",
-        input=data + "\n",
-        what="recording the version",
-    )
 
 
 async def uninstall_files(host: HostConnection, layout: Layout) -> None:

@@ -207,8 +207,8 @@ async def deploy(ctx: ServerContext, request: DeployRequest) -> AsyncIterator[Ev
 
         token = await _join_token(ctx, host, layout, name, request.target)
         settings = ProxySettings(server_url, name, request.site, request.slots)
-        changed = await install.configure(host, layout, settings, token)
-        await install.mark_version(host, layout, version, {"name": name, "server": server_url})
+        record = {"version": version, "name": name, "server": server_url}
+        changed = await install.configure(host, layout, settings, token, record)
         yield clock.done(
             "configure",
             (
