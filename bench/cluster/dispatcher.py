@@ -28,6 +28,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -58,9 +59,6 @@ from bench.tools.ferryman import free_port
 BENCH_DIR = Path(__file__).resolve().parents[1]
 PROXY = "bench-dispatch"
 SHM = Path("/dev/shm")
-DEFAULT_WORKDIR = (
-    SHM / "ferryman-bench-dispatcher" if SHM.is_dir() else BENCH_DIR / "work" / "dispatcher"
-)
 READ_CALLS = ("/sessions?limit=50", "/proxies", "/jobs", "/sessions/{id}")
 
 
@@ -84,9 +82,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workdir",
         type=Path,
-        default=DEFAULT_WORKDIR,
-        help=f"server and proxy homes (default: in memory, {DEFAULT_WORKDIR}, so the shared"
-        " disk adds no stalls; give a folder on disk to include its fsyncs)",
+        default=None,
+        help="server and proxy homes (default: a new folder in memory, /dev/shm, so the"
+        " shared disk adds no stalls, removed afterwards; give a folder on disk to include"
+        " its fsyncs)",
     )
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
     parser.add_argument(
@@ -215,9 +214,14 @@ def ran_prefix(server: Server, ids: list[int], start: int, limit: int) -> list[t
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.workdir.exists():
+    temporary = args.workdir is None
+    if temporary:  # a folder of this run's own: runs at the same time do not collide
+        args.workdir = Path(
+            tempfile.mkdtemp(prefix="ferryman-bench-dispatcher-", dir=SHM if SHM.is_dir() else None)
+        )
+    elif args.workdir.exists():
         shutil.rmtree(args.workdir)
-    args.workdir.mkdir(parents=True)
+    args.workdir.mkdir(parents=True, exist_ok=True)
     args.prioritised = raise_own_priority(args.priority)
     db_url = args.db_url if args.db != "sqlite" else None
     server = Server(
@@ -277,7 +281,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         still_queued = len(queued) - first_loaded - len(loaded)
     finally:
         stop_all([proxy, server])
-        if args.workdir == DEFAULT_WORKDIR:
+        if temporary:
             shutil.rmtree(args.workdir, ignore_errors=True)
     if len(quiet) != args.tasks:
         raise FleetError(f"only {len(quiet)} of the first {args.tasks} tasks ran in order")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import json
 import os
 import random
@@ -28,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -59,9 +61,8 @@ S3_KEY = "bench"
 PASSPHRASE = "scale-out benchmark passphrase"
 SHARE = "scale"
 SHM = Path("/dev/shm")
-DEFAULT_STATE = (
-    SHM / "ferryman-bench-scaleout" if SHM.is_dir() else BENCH_DIR / "work" / "scaleout-state"
-)
+# one scale-out run at a time on a machine: the namespaces, bridge and addresses are global
+LOCK = Path("/run/lock" if Path("/run/lock").is_dir() else "/tmp") / "ferryman-bench-scaleout.lock"
 PARTS = 12  # divisible by 1, 2, 3 and 4: every proxy gets the same number of equal partitions
 
 
@@ -91,9 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--state-dir",
         type=Path,
-        default=DEFAULT_STATE,
-        help="homes of the server and proxies, S3 spill files (default: in memory, "
-        f"{DEFAULT_STATE}, so the shared disk adds no stalls); removed afterwards",
+        default=None,
+        help="homes of the server and proxies, S3 spill files (default: a new folder in"
+        " memory, /dev/shm, so the shared disk adds no stalls); removed afterwards",
     )
     args = parser.parse_args(argv)
     if args.proxies is None:
@@ -336,10 +337,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"building the share ({args.share_mb} MB of random data in {PARTS} folders)…")
     share_bytes = build_share(args.workdir / "share", args.share_mb)
-    homes = args.state_dir
-    if homes.exists():
-        shutil.rmtree(homes)
-    homes.mkdir(parents=True)
+    if args.state_dir is None:
+        parent = SHM if SHM.is_dir() else args.workdir
+        homes = Path(tempfile.mkdtemp(prefix="ferryman-bench-scaleout-", dir=parent))
+    else:
+        homes = args.state_dir
+        if homes.exists():
+            shutil.rmtree(homes)
+        homes.mkdir(parents=True)
     most = args.counts[-1]
     namespaces = Namespaces(most, args.rate_mbit)
     procs: list[Any] = []
@@ -437,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # Ctrl-C and SIGTERM both unwind through the cleanup of namespaces and processes
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    lock = open(LOCK, "w")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another scale-out benchmark runs on this machine ({LOCK}); waiting for it…")
+        fcntl.flock(lock, fcntl.LOCK_EX)
     started = dt.datetime.now(dt.UTC)
     load_before = os.getloadavg()[0]
     try:
