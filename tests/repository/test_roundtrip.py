@@ -106,10 +106,16 @@ def test_partly_compressible_chunk_is_compressed(repo: Repository) -> None:
     assert repo.get_blob(repo.blob_id(mixed)) == mixed
 
 
-def test_pack_buffers_are_kept_only_while_a_writer_is_open(repo: Repository) -> None:
+def test_pack_buffers_are_kept_only_while_a_writer_is_open(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An idle proxy does not hold the pack buffers of its last backup."""
-    from ferryman.repository.pack_buffers import POOL
+    from ferryman.repository import writer
+    from ferryman.repository.pack_buffers import BufferPool
 
+    # a pool of its own: writers other tests left open (simulated crashes) keep theirs
+    POOL = BufferPool()
+    monkeypatch.setattr(writer, "POOL", POOL)
     with repo.open_writer("outer", pack_size=100_000) as outer:
         with repo.open_writer("inner", pack_size=100_000) as inner:
             for i in range(8):
