@@ -12,6 +12,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ class SshServer:
     password: str
     proc: subprocess.Popen[bytes] | None = None
     created_user: bool = False
+    authorized: Path | None = None  # the authorized_keys folder
 
     @property
     def host_key(self) -> Path:
@@ -102,8 +104,9 @@ def start_sshd(folder: Path) -> SshServer:
         created = True
     password = secrets.token_urlsafe(12)
     subprocess.run(["chpasswd"], input=f"{TEST_USER}:{password}\n".encode(), check=True)
-    authorized = folder / "authorized"
-    authorized.mkdir()
+    # sshd reads a user's authorized keys as that user: keep them out of pytest's 0700 folders
+    authorized = Path(tempfile.mkdtemp(prefix="ferryman-sshd-keys-"))
+    os.chmod(authorized, 0o755)
     for user in ("root", TEST_USER):
         (authorized / user).write_text(client.with_suffix(".pub").read_text())
     os.chmod(folder, 0o755)
@@ -123,12 +126,29 @@ def start_sshd(folder: Path) -> SshServer:
         "Subsystem sftp internal-sftp\n"
         "LogLevel ERROR\n"
     )
-    server = SshServer(folder, port, client, TEST_USER, password, created_user=created)
+    server = SshServer(
+        folder, port, client, TEST_USER, password, created_user=created, authorized=authorized
+    )
     server.start()
     return server
 
 
+SUDOERS = Path("/etc/sudoers.d/ferryman-deploy-test")
+
+
+def grant_sudo(user: str) -> bool:
+    """Passwordless sudo for the test user (what `deploy --sudo` needs); False without sudo."""
+    if shutil.which("sudo") is None:
+        return False
+    SUDOERS.write_text(f"{user} ALL=(root) NOPASSWD: ALL\n")
+    os.chmod(SUDOERS, 0o440)
+    return True
+
+
 def stop_sshd(server: SshServer) -> None:
     server.stop()
+    SUDOERS.unlink(missing_ok=True)
+    if server.authorized is not None:
+        shutil.rmtree(server.authorized, ignore_errors=True)
     if server.created_user:
         subprocess.run(["userdel", "-r", TEST_USER], capture_output=True)

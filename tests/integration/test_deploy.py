@@ -22,7 +22,7 @@ import pytest
 from ferryman import __version__
 
 from .harness import ServerProcess, make_tree
-from .sshd import SshServer, start_sshd, stop_sshd
+from .sshd import SshServer, grant_sudo, start_sshd, stop_sshd
 
 # FERRYMAN_TEST_DEPLOY_DIR: the root deployment installs there (e.g. a tmpfs when the disk
 # is short) instead of the default, /var/lib/ferryman-proxy
@@ -322,3 +322,42 @@ def test_password_login_requirement_failures_and_force(
             assert not [p for p in processes_of(sshd.user) if "ferryman" in p]
         finally:
             _stop_installed(root)
+
+
+def test_sudo_installs_as_root_under_the_service_account(
+    sshd: SshServer, server: ServerProcess
+) -> None:
+    if not grant_sudo(sshd.user):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("sudo is required under CI (apt-get install sudo)")
+        pytest.skip("sudo is not installed")
+    key = str(sshd.client_key)
+    deploy = [
+        "proxy",
+        "deploy",
+        sshd.url(sshd.user),
+        "--identity",
+        key,
+        "--trust-host-key",
+        "--sudo",
+        "--name",
+        "s1",
+        "--slots",
+        "1",
+    ]
+    with small_disk("600m") as disk:
+        root = disk / "fp"
+        try:
+            out = ok(server, *deploy, "--install-dir", str(root), "--force")
+            assert f"as {sshd.user}" in out and "created service account ferryman-proxy" in out
+            assert proxy(server, "s1")["state"] == "online"  # type: ignore[index]
+            assert any("ferryman.cli proxy run" in p for p in processes_of(ACCOUNT))
+            assert (root / "venv").stat().st_uid == 0
+            assert (root / "home").stat().st_uid == pwd.getpwnam(ACCOUNT).pw_uid
+            ok(server, "proxy", "remove", "s1", "--uninstall", "--identity", key)
+            assert proxy(server, "s1") is None and not root.exists()
+            with pytest.raises(KeyError):
+                pwd.getpwnam(ACCOUNT)
+        finally:
+            _stop_installed(root)
+            subprocess.run(["userdel", ACCOUNT], capture_output=True)

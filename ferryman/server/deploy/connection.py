@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shlex
 from dataclasses import dataclass
@@ -14,6 +15,15 @@ from ferryman.server.deploy.host_keys import KnownHosts, fingerprint
 from ferryman.server.deploy.target import Credentials, SshTarget
 
 CONNECT_TIMEOUT = 15.0
+UPLOAD_CHUNK = 1 << 20
+# AES-GCM first: with AES-NI it moves a bundle several times faster than ChaCha20 here
+CIPHERS = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+]
 
 # asyncssh logs every command line and channel at INFO: noise in the server log
 logging.getLogger("asyncssh").setLevel(logging.WARNING)
@@ -77,6 +87,9 @@ class HostConnection:
                 config=None,
                 connect_timeout=CONNECT_TIMEOUT,
                 keepalive_interval=15,
+                encryption_algs=CIPHERS,
+                window=8 << 20,
+                max_pktsize=256 << 10,
             )
         except asyncssh.PermissionDenied as exc:
             raise DeployError(f"{target}: login refused ({_reason(exc)})") from exc
@@ -113,23 +126,14 @@ class HostConnection:
     ) -> CommandResult:
         """Run a POSIX shell snippet; `check` turns a non-zero status into a DeployError."""
         try:
-            result = await self.conn.run(
-                self._wrap(script),
-                input=input.encode() if input is not None else None,
-                stdin=str(stdin) if stdin is not None else (),
-                check=False,
-                encoding=None,  # bytes: uploads are binary
-                timeout=timeout,
-            )
-        except asyncssh.TimeoutError as exc:
+            async with asyncio.timeout(timeout):
+                out, err, status = await self._exchange(script, input, stdin)
+        except TimeoutError as exc:
             raise DeployError(
                 f"{what} on {self.target.host} timed out after {timeout:.0f}s"
             ) from exc
         except (OSError, asyncssh.Error) as exc:
             raise DeployError(f"{what} on {self.target.host} failed: {_reason(exc)}") from exc
-        out = _text(result.stdout)
-        err = _text(result.stderr)
-        status = result.exit_status if result.exit_status is not None else 255
         if check and status != 0:
             detail = (err.strip() or out.strip()).splitlines()
             last = detail[-1] if detail else f"exit status {status}"
@@ -137,6 +141,23 @@ class HostConnection:
                 last += " (--sudo needs passwordless sudo: NOPASSWD in sudoers)"
             raise DeployError(f"{what} on {self.target.host} failed: {last}")
         return CommandResult(status, out, err)
+
+    async def _exchange(
+        self, script: str, input: str | None, stdin: Path | None
+    ) -> tuple[str, str, int]:
+        # bytes, written in large chunks: asyncssh's own file redirect moves a bundle ~4x slower
+        async with self.conn.create_process(self._wrap(script), encoding=None) as process:
+            if input is not None:
+                process.stdin.write(input.encode())
+            if stdin is not None:
+                with open(stdin, "rb") as f:
+                    while chunk := f.read(UPLOAD_CHUNK):
+                        process.stdin.write(chunk)
+                        await process.stdin.drain()
+            process.stdin.write_eof()
+            result = await process.wait()
+        status = result.exit_status if result.exit_status is not None else 255
+        return _text(result.stdout), _text(result.stderr), status
 
 
 def _text(data: object) -> str:
