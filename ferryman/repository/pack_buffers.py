@@ -3,23 +3,42 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import os
 import threading
 from collections.abc import Callable
 
 from ferryman.repository import pack
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to trim
+def _libc_function(name: str) -> Callable[..., int] | None:
+    try:  # the process's own symbols: libc is always loaded (no ldconfig lookup)
+        function: Callable[..., int] = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
         return None
-    return trim
+    return function
 
 
-_MALLOC_TRIM = _load_malloc_trim()
+_MALLOC_TRIM = _libc_function("malloc_trim")
+_MALLOPT = _libc_function("mallopt")
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+# Allocations from this size up get their own mapping, returned to the system when
+# freed.  glibc's default threshold grows with the largest block freed (up to 32 MiB),
+# so after the first pack buffer is freed every chunk-sized buffer comes from the
+# per-thread arenas, which keep it: the reference first backup peaked at 319-361 MB
+# of server RSS that way, 295-319 MB with the threshold fixed at 1 MiB.
+MMAP_THRESHOLD = 1 << 20
+_threshold_fixed = False
+
+
+def fix_mmap_threshold() -> None:
+    """Fix glibc's mmap threshold at ``MMAP_THRESHOLD`` (once per process; an explicit
+    ``MALLOC_MMAP_THRESHOLD_`` in the environment is left alone)."""
+    global _threshold_fixed
+    if _threshold_fixed:
+        return
+    _threshold_fixed = True
+    if _MALLOPT is not None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def return_free_memory() -> None:
@@ -54,6 +73,7 @@ class BufferPool:
         """A writer started using the pool."""
         with self._lock:
             self._writers += 1
+            fix_mmap_threshold()
 
     def writer_closed(self) -> None:
         """A writer closed; the last one drops the kept buffers and trims the heap."""
