@@ -140,7 +140,9 @@ def upgrade(
     client = api(ctx)
     if all_:
         listing = client.get("/deployments")
-        names = [d["name"] for d in listing["deployments"] if d["outdated"]]
+        names = [
+            d["name"] for d in listing["deployments"] if d["outdated"] and d.get("registered", True)
+        ]
         if not names:
             stdout_console().print(
                 f"every deployed proxy runs {listing['server_version']}", markup=False

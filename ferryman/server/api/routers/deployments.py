@@ -17,11 +17,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 import ferryman
 from ferryman.server.api.deps import get_ctx, require
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import ApiToken
+from ferryman.server.db.models import ApiToken, Proxy
 from ferryman.server.deploy import DeployError, steps
 from ferryman.server.deploy.target import Credentials, SshTarget
 from ferryman.server.roles import Role
@@ -145,10 +146,17 @@ def list_deployments(
     ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
 ) -> dict[str, Any]:
     """Proxies this server deployed, where, and whether they run the server's version."""
+    with ctx.db.session() as db:
+        registered = set(db.scalars(select(Proxy.name)))
     return {
         "server_version": ferryman.__version__,
         "deployments": [
-            {**asdict(r), "outdated": r.version != ferryman.__version__}
+            {
+                **asdict(r),
+                "outdated": r.version != ferryman.__version__,
+                # False once removed without --uninstall: the files may still be on the host
+                "registered": r.name in registered,
+            }
             for r in steps.records(ctx).all()
         ],
     }
