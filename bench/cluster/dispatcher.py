@@ -27,6 +27,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -370,6 +371,8 @@ def _loaded_line(loaded: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: the server and proxy are stopped, the state removed
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = dt.datetime.now(dt.UTC)
     load_before = os.getloadavg()[0]
     try:
@@ -386,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; processes stopped", file=sys.stderr)
         return 130
-    except FleetError as exc:
+    except (FleetError, httpx.HTTPError) as exc:
         print(f"dispatcher benchmark failed: {exc}", file=sys.stderr)
         return 2
     result["load_average"] = {"before": load_before, "after": os.getloadavg()[0]}

@@ -85,7 +85,7 @@ def scale_table(rows: Sequence[ScaleRow], target: float = SCALE_OUT_TARGET) -> l
                 f"{row.seconds:.1f}",
                 f"{row.mb_per_s:.2f}",
                 f"{row.speed_up:.2f}x",
-                f"{row.efficiency:.2f}",
+                f"{row.efficiency:.3f}",
                 verdict,
             ]
         )

@@ -58,8 +58,8 @@ def test_scale_table_reads_as_printed() -> None:
     text = format_table(scale_table(rows)).splitlines()
     header = "proxies seconds MB/s speed-up efficiency target >= 0.8"
     assert text[0].split() == header.split()
-    assert text[1].split() == ["1", "60.0", "4.00", "1.00x", "1.00", "pass"]
-    assert text[2].split() == ["2", "40.0", "6.00", "1.50x", "0.75", "miss", "(failed)"]
+    assert text[1].split() == ["1", "60.0", "4.00", "1.00x", "1.000", "pass"]
+    assert text[2].split() == ["2", "40.0", "6.00", "1.50x", "0.750", "miss", "(failed)"]
     assert len({len(line) for line in text[:2]}) == 1  # columns aligned
 
 
