@@ -185,14 +185,17 @@ async def deploy(ctx: ServerContext, request: DeployRequest) -> AsyncIterator[Ev
         else:
             if was_running and proxy_known:
                 drained_from = await asyncio.to_thread(control.set_enabled, ctx, name, False)
-                left = await _drain(ctx, name, request.drain_timeout)
-                yield clock.done(
-                    "drain",
-                    "no running tasks"
-                    if left == 0
-                    else f"{left} task(s) still running after "
-                    f"{request.drain_timeout:.0f}s: they checkpoint and requeue",
-                )
+                running, left = await _drain(ctx, name, request.drain_timeout)
+                if running == 0:
+                    detail = "disabled; no running tasks"
+                elif left == 0:
+                    detail = f"disabled; its {running} running task(s) finished"
+                else:
+                    detail = (
+                        f"disabled; {left} task(s) still running after "
+                        f"{request.drain_timeout:.0f}s: they checkpoint and requeue"
+                    )
+                yield clock.done("drain", detail)
             if was_running:
                 await service.stop(host, layout)
                 was_running = False
@@ -282,12 +285,15 @@ def _requirements_summary(report: HostReport, force: bool) -> str:
     return "met"
 
 
-async def _drain(ctx: ServerContext, name: str, timeout: float) -> int:
+async def _drain(ctx: ServerContext, name: str, timeout: float) -> tuple[int, int]:
+    """Wait for the (disabled) proxy's tasks to end: (running at first, still running)."""
     deadline = time.monotonic() + timeout
+    first: int | None = None
     while True:
         left = await asyncio.to_thread(control.active_tasks, ctx, name)
+        first = left if first is None else first
         if left == 0 or time.monotonic() > deadline:
-            return left
+            return first, left
         await asyncio.sleep(0.5)
 
 
