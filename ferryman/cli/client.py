@@ -75,7 +75,9 @@ class ApiClient:
                     if line.strip():
                         yield json.loads(line)
         except httpx.TransportError as exc:
-            raise ServerUnreachable(f"lost the backup server at {server}: {_reason(exc)}") from exc
+            raise ServerUnreachable(
+                f"cannot reach the backup server at {server}: {_reason(exc)}"
+            ) from exc
         except ValueError as exc:
             raise CliError(f"the backup server at {server} sent a line that is not JSON") from exc
 
