@@ -11,11 +11,15 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,6 +116,66 @@ def processes_of(user: str) -> list[str]:
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
+def throttle_pid(pid: int, run: float = 0.03, pause: float = 0.12) -> threading.Event:
+    """Slow a process down (SIGSTOP/SIGCONT duty cycle) until the returned event is set."""
+    done = threading.Event()
+
+    def cycle() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            while not done.is_set():
+                os.kill(pid, signal.SIGSTOP)
+                done.wait(pause)
+                os.kill(pid, signal.SIGCONT)
+                done.wait(run)
+            os.kill(pid, signal.SIGCONT)
+
+    threading.Thread(target=cycle, daemon=True).start()
+    return done
+
+
+def wait_for_running_task(server: ServerProcess, session_id: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session = server.get(f"/sessions/{session_id}")
+        if any(t["state"] == "running" for t in session["tasks"]):
+            return
+        assert session["status"] == "running", session
+        time.sleep(0.1)
+    raise AssertionError(f"no task of session {session_id} started")
+
+
+def run_while(server: ServerProcess, args: list[str], condition: Any, then: Any) -> str:
+    """Run a CLI command; once `condition()` holds while it runs, call `then()`. Its output."""
+    environment = {
+        **os.environ,
+        "FERRYMAN_SERVER": server.url,
+        "FERRYMAN_TOKEN": server.token,
+        "FERRYMAN_CA": server.ca,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferryman.cli", *args],
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not condition():
+            assert proc.poll() is None, "the command ended before the condition held"
+            assert time.monotonic() < deadline, "condition not met in time"
+            time.sleep(0.1)
+        then()
+        out, err = proc.communicate(timeout=600)
+    finally:
+        then()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, f"{args}: {out}\n{err}"
+    return out
+
+
 def patched_tree(dest: Path, version: str) -> Path:
     """A copy of this source tree claiming another version: the 'upgraded server'."""
     shutil.copytree(
@@ -131,6 +195,7 @@ def test_deploy_backup_redeploy_upgrade_uninstall(
 ) -> None:
     key = str(sshd.client_key)
     deploy = ["proxy", "deploy", sshd.url("root"), "--identity", key, "--name", "p1", *ROOT_ARGS]
+    work = Path(tempfile.mkdtemp(prefix="ferryman-deploy-"))
     try:
         # an unknown host key is refused unless trusted explicitly
         error = failed(server, *deploy)
@@ -164,23 +229,19 @@ def test_deploy_backup_redeploy_upgrade_uninstall(
         assert (ROOT_DIR / "venv").stat().st_uid == 0  # the service account cannot change it
 
         # a backup through the deployed proxy (running as the service account)
-        work = Path(tempfile.mkdtemp(prefix="ferryman-deploy-"))
-        try:
-            os.chmod(work, 0o755)
-            share = make_tree(work / "share", dirs=2, files=3)
-            repo = work / "repo"
-            repo.mkdir()
-            shutil.chown(repo, ACCOUNT, ACCOUNT)
-            server.post("/repositories", {"name": "r1", "url": str(repo), "passphrase": "pw"})
-            server.post("/shares", {"name": "s1", "url": str(share)})
-            server.post(
-                "/jobs", {"name": "j1", "shares": ["s1"], "repository": "r1", "proxies": ["p1"]}
-            )
-            session = server.wait_session(server.post("/jobs/j1/run")["id"])
-            assert session["status"] == "success", session
-            assert [t["proxy"] for t in session["tasks"]] == ["p1"]
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        os.chmod(work, 0o755)
+        share = make_tree(work / "share", dirs=2, files=3)
+        repo = work / "repo"
+        repo.mkdir()
+        shutil.chown(repo, ACCOUNT, ACCOUNT)
+        server.post("/repositories", {"name": "r1", "url": str(repo), "passphrase": "pw"})
+        server.post("/shares", {"name": "s1", "url": str(share)})
+        server.post(
+            "/jobs", {"name": "j1", "shares": ["s1"], "repository": "r1", "proxies": ["p1"]}
+        )
+        session = server.wait_session(server.post("/jobs/j1/run")["id"])
+        assert session["status"] == "success", session
+        assert [t["proxy"] for t in session["tasks"]] == ["p1"]
 
         # re-deploying a sound install changes nothing
         supervisor = (ROOT_DIR / "run" / "supervisor.pid").read_text()
@@ -190,11 +251,28 @@ def test_deploy_backup_redeploy_upgrade_uninstall(
         assert (ROOT_DIR / "run" / "supervisor.pid").read_text() == supervisor
         assert proxy(server, "p1")["id"] == first["id"]  # type: ignore[index]
 
-        # ... and repairs a broken one
-        site = next((ROOT_DIR / "venv" / "lib").glob("python3*/site-packages"))
-        (site / "ferryman" / "cli" / "main.py").unlink()
-        repaired = ok(server, *deploy)
-        assert "file(s) missing or changed" in repaired and "drain" in repaired
+        # ... and repairs a broken one, draining it first: a backup is running on it
+        # (the proxy is slowed down so that it still runs when the drain starts)
+        make_tree(work / "big", dirs=2, files=2, big=64 << 20)
+        server.post("/shares", {"name": "big", "url": str(work / "big")})
+        server.post(
+            "/jobs", {"name": "j2", "shares": ["big"], "repository": "r1", "proxies": ["p1"]}
+        )
+        brake = throttle_pid(int((ROOT_DIR / "run" / "proxy.pid").read_text()), pause=0.4)
+        try:
+            running = server.post("/jobs/j2/run")["id"]
+            wait_for_running_task(server, running)
+            site = next((ROOT_DIR / "venv" / "lib").glob("python3*/site-packages"))
+            (site / "ferryman" / "cli" / "main.py").unlink()
+            # full speed again once the deployment disabled the proxy with the task running
+            repaired = run_while(
+                server, deploy, lambda: proxy(server, "p1")["state"] == "draining", brake.set
+            )
+        finally:
+            brake.set()
+        assert "file(s) missing or changed" in repaired
+        assert re.search(r"^drain .*its 1 running task\(s\) finished", repaired, re.M), repaired
+        assert server.wait_session(running)["status"] == "success"
         assert proxy(server, "p1")["state"] == "online"  # type: ignore[index]
         assert (site / "ferryman" / "cli" / "main.py").exists()
 
@@ -236,6 +314,7 @@ def test_deploy_backup_redeploy_upgrade_uninstall(
     finally:
         _stop_installed(ROOT_DIR)
         subprocess.run(["userdel", ACCOUNT], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @contextlib.contextmanager
