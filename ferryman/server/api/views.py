@@ -145,33 +145,47 @@ RESTORE_KEYS = ("point", "target", "paths", "overwrite", "in_place")
 
 
 def session_view(db: DbSession, session: Session) -> dict[str, Any]:
-    share_ids = {t.share_id for t in session.tasks if t.share_id}
+    return session_views(db, [session])[0]
+
+
+def session_views(db: DbSession, sessions: list[Session]) -> list[dict[str, Any]]:
+    """Views of several sessions with a fixed number of queries (lists stay fast)."""
+    ids = [s.id for s in sessions]
+    tasks: dict[int, list[Task]] = {i: [] for i in ids}
+    for task in db.scalars(select(Task).where(Task.session_id.in_(ids)).order_by(Task.id)):
+        tasks[task.session_id].append(task)
+    share_ids = {t.share_id for ts in tasks.values() for t in ts if t.share_id}
     names = {s.id: s.name for s in db.scalars(select(Share).where(Share.id.in_(share_ids)))}
-    return {
-        "id": session.id,
-        "kind": session.kind,
-        "job": session.job_name,
-        "trigger": session.trigger or "manual",
-        "status": session.status,
-        "reason": session.reason,
-        "created": iso(session.created),
-        "started": iso(session.started),
-        "ended": iso(session.ended),
-        "revision": session.revision,
-        "restore_points": list(
-            db.scalars(
-                select(RestorePoint.id)
-                .where(RestorePoint.session_id == session.id)
-                .order_by(RestorePoint.id)
-            )
-        ),
-        "tasks": [task_view(t, names) for t in session.tasks],
-        **(
-            {key: (session.params or {}).get(key) for key in RESTORE_KEYS}
-            if session.kind == "restore"
-            else {}
-        ),
-    }
+    points: dict[int, list[int]] = {i: [] for i in ids}
+    for point_id, session_id in db.execute(
+        select(RestorePoint.id, RestorePoint.session_id)
+        .where(RestorePoint.session_id.in_(ids))
+        .order_by(RestorePoint.id)
+    ):
+        if session_id is not None:
+            points[session_id].append(point_id)
+    return [
+        {
+            "id": session.id,
+            "kind": session.kind,
+            "job": session.job_name,
+            "trigger": session.trigger or "manual",
+            "status": session.status,
+            "reason": session.reason,
+            "created": iso(session.created),
+            "started": iso(session.started),
+            "ended": iso(session.ended),
+            "revision": session.revision,
+            "restore_points": points[session.id],
+            "tasks": [task_view(t, names) for t in tasks[session.id]],
+            **(
+                {key: (session.params or {}).get(key) for key in RESTORE_KEYS}
+                if session.kind == "restore"
+                else {}
+            ),
+        }
+        for session in sessions
+    ]
 
 
 def point_view(point: RestorePoint, repo_names: dict[int, str]) -> dict[str, Any]:

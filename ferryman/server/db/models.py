@@ -222,7 +222,7 @@ class RestorePoint(Base):
     share_name: Mapped[str] = mapped_column(String(200))
     job_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     job_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    session_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    session_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     time: Mapped[dt.datetime] = mapped_column(default=utcnow)
     files: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session as DbSession
 
 from ferryman.server.api.deps import get_ctx, lookup, require
-from ferryman.server.api.views import session_view
+from ferryman.server.api.views import session_view, session_views
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import ApiToken, Job, RestorePoint, Session
 from ferryman.server.roles import Role, allows
@@ -57,7 +57,7 @@ def list_sessions(
         if limit:
             query = query.limit(limit)
         sessions = list(db.scalars(query))
-        return [session_view(db, s) for s in reversed(sessions)]
+        return session_views(db, sessions[::-1])
 
 
 @router.get("/{session_id}")
