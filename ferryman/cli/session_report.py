@@ -95,6 +95,7 @@ def _task_block(task: dict[str, Any], line: Any) -> None:
     else:
         _backup_figures(values, line)
         _snapshot_line((task.get("stats") or {}).get("snapshot"), line)
+        _adaptive_line((task.get("stats") or {}).get("io_adaptive"), line)
     if task.get("error"):
         line(f"    error:           {task['error']}")
     warnings = task.get("warnings") or []
@@ -115,6 +116,24 @@ def _snapshot_line(snap: Any, line: Any) -> None:
     extra = f"; {leftovers} leftover(s) of interrupted runs removed" if leftovers else ""
     where = printable(str(snap.get("path")))
     line(f"    snapshot:        {snap.get('provider')} {where} ({state}){extra}")
+
+
+def _adaptive_line(info: Any, line: Any) -> None:
+    """How adaptive I/O control moved the task's parallel source reads (adaptive shares)."""
+    if not isinstance(info, dict):
+        return
+    steps = [info.get("max_parallelism")]
+    for value in (info.get("min_parallelism"), info.get("final_parallelism")):
+        if value != steps[-1]:
+            steps.append(value)
+    path = "→".join(str(v) for v in steps)
+    base, peak = info.get("baseline_latency_ms"), info.get("peak_latency_ms")
+    latency = (
+        f", source latency {base:.1f} ms → {peak:.1f} ms (peak)"
+        if isinstance(base, int | float) and isinstance(peak, int | float)
+        else ""
+    )
+    line(f"    adaptive I/O:    parallelism {path} ({info.get('changes', 0)} changes){latency}")
 
 
 def _backup_figures(values: dict[str, Any], line: Any) -> None:

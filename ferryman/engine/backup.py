@@ -21,6 +21,7 @@ from ferryman.engine.checkpoint import (
     find_parents,
 )
 from ferryman.engine.file_saver import FileSaver
+from ferryman.engine.io_governor import IoGovernor
 from ferryman.engine.nodes import store_root
 from ferryman.engine.options import BackupCancelled, BackupOptions, BackupResult, EngineError
 from ferryman.engine.progress import ProgressCallback, ProgressTicker
@@ -82,6 +83,7 @@ def _backup(
             # sent = pack objects uploaded and indexed: what another attempt could reuse
             collector.transferred = lambda: int(writer.stats["bytes_published"])
             checkpoints = CheckpointSaver(repo, writer, options)
+            governor = IoGovernor(max(1, options.workers)) if options.adaptive_io else None
             saver = FileSaver(
                 repo,
                 writer,
@@ -90,6 +92,7 @@ def _backup(
                 options.max_inflight_bytes,
                 read_xattrs=options.read_xattrs,
                 cancel=cancel,
+                governor=governor,
             )
             trees = TreeSaver(
                 repo,
@@ -160,4 +163,5 @@ def _backup(
         warnings=list(collector.warnings),
         warnings_dropped=collector.warnings_dropped,
         bottleneck=stats.bottleneck(),
+        io_adaptive=governor.report() if governor is not None else None,
     )

@@ -32,8 +32,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
+from ferryman.engine.io_governor import IoGovernor
 from ferryman.engine.ports import Chunker, RepositoryPort, WriterPort
 from ferryman.engine.stats import StatsCollector
 from ferryman.repository.blob import KIND_DATA
@@ -231,8 +233,10 @@ class FileSaver:
         max_inflight_bytes: int = 64 << 20,
         read_xattrs: bool = True,
         cancel: threading.Event | None = None,
+        governor: IoGovernor | None = None,
     ) -> None:
         self.read_xattrs = read_xattrs
+        self._governor = governor  # adaptive I/O: a token per source read while it runs
         self._cancel = cancel  # stops large-file reads at the next segment
         self._repo = repo
         self._writer = writer
@@ -295,20 +299,21 @@ class FileSaver:
     def _save_small_item(self, item: _SmallItem, tally: Tally) -> FileOutcome:
         for attempt in (1, 2):
             t0 = time.perf_counter()
-            try:
-                f = item.dir.open_file(item.name)
-            except OSError as exc:
-                return FileOutcome(error=describe_os_error(exc))
-            xattrs: dict[bytes, bytes] | None = None
-            try:
-                data = f.read_all(item.st.st_size)
-                after = f.fstat()
-                if self.read_xattrs:
-                    xattrs = self._xattrs_of(f)
-            except OSError as exc:
-                return FileOutcome(error=describe_os_error(exc))
-            finally:
-                f.close()
+            with self._source_read(item.st.st_size):
+                try:
+                    f = item.dir.open_file(item.name)
+                except OSError as exc:
+                    return FileOutcome(error=describe_os_error(exc))
+                xattrs: dict[bytes, bytes] | None = None
+                try:
+                    data = f.read_all(item.st.st_size)
+                    after = f.fstat()
+                    if self.read_xattrs:
+                        xattrs = self._xattrs_of(f)
+                except OSError as exc:
+                    return FileOutcome(error=describe_os_error(exc))
+                finally:
+                    f.close()
             t1 = time.perf_counter()
             _count(tally, seconds_source_read=t1 - t0, files_read=1, bytes_read=len(data))
             # one fstat after reading: any change since the scan's lstat shows in it
@@ -466,6 +471,12 @@ class FileSaver:
 
         return PendingContent(resolve)
 
+    def _source_read(self, nbytes: Callable[[], int] | int) -> AbstractContextManager[None]:
+        """Around every read from the source: the governor's gate and timing, if any."""
+        if self._governor is None:
+            return nullcontext()
+        return self._governor.reading(nbytes)
+
     def _cancelled(self) -> bool:
         return self._cancel is not None and self._cancel.is_set()
 
@@ -497,7 +508,8 @@ class FileSaver:
                 buf = bytearray(len(carry) + want)
                 buf[: len(carry)] = carry
                 t0 = time.perf_counter()
-                n = f.read_at(memoryview(buf)[len(carry) :], pos)
+                with self._source_read(want):
+                    n = f.read_at(memoryview(buf)[len(carry) :], pos)
                 self._stats.add(seconds_source_read=time.perf_counter() - t0, bytes_read=n)
                 pos += n
                 end = max(end, pos)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ferryman.engine.stats import BackupStats, RestoreStats, Warning_
 
@@ -40,6 +40,9 @@ class BackupOptions:
     of the same share and partition) is used. ``partition`` names the partition
     (checkpoints are per share and partition). ``checkpoint_interval``: seconds
     between checkpoints, which bound what an interrupted task reads again.
+    ``adaptive_io``: lower the number of parallel source reads while the source's
+    read latency is well above the one measured at the start, raise it again when it
+    recovers (``io_governor``); the changes are in ``BackupResult.io_adaptive``.
     """
 
     share: str
@@ -57,6 +60,7 @@ class BackupOptions:
     save_restore_point: bool = True
     tags: dict[str, str] = field(default_factory=dict)
     max_inflight_bytes: int = 32 << 20
+    adaptive_io: bool = False
 
 
 @dataclass(slots=True)
@@ -74,6 +78,7 @@ class BackupResult:
     warnings: list[Warning_]
     warnings_dropped: int = 0
     bottleneck: str = ""
+    io_adaptive: dict[str, Any] | None = None  # IoGovernor.report() with adaptive_io
 
 
 @dataclass(slots=True)

@@ -98,6 +98,8 @@ class ShareSpec(BaseModel):
     credentials: dict[str, str] | None = Field(default=None, repr=False)
     # snapshot provider of a local share: {"provider": "btrfs"|"nas-dir"|"command", ...}
     snapshot: dict[str, Any] | None = None
+    # the share's I/O control level; "adaptive" makes the backup follow source latency
+    io_control: str = "normal"
 
 
 class TaskAssignment(BaseModel):

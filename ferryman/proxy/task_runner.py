@@ -108,11 +108,14 @@ def run_backup_task(
         save_restore_point=not a.partition,
         checkpoint_interval=float(a.params.get("checkpoint_interval", 30.0)),
         tags={"job": str(a.params.get("job") or ""), "session": str(a.session_id)},
+        adaptive_io=a.share.io_control == "adaptive",
     )
     options.workers = share_access.reader_threads(source, options.workers)
     result = run_backup(source, repo, options, progress_adapter(progress), cancel)
     stats = _stats(result.stats)
     stats["bottleneck"] = result.bottleneck
+    if result.io_adaptive is not None:
+        stats["io_adaptive"] = result.io_adaptive
     warnings = [{"path": w.path, "reason": w.reason} for w in result.warnings]
     snapshot, snapshot_warnings = share_access.snapshot_report(source)
     if snapshot is not None:

@@ -217,6 +217,7 @@ class ProxyGateway:
                     exclude=row.exclude,
                     credentials=share_credentials(row, self.ctx.secrets),
                     snapshot=row.snapshot,
+                    io_control=row.io_control,
                 )
         params = dict(task.params or {})
         if task.kind == "backup":

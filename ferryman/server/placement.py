@@ -11,6 +11,7 @@ IO_CONTROL_MAX_PROXIES: dict[str, int | None] = {
     "lower": 1,
     "below-normal": 1,
     "normal": 2,
+    "adaptive": 2,  # as normal; each task also follows the source's read latency
     "above-normal": 4,
     "faster": None,
 }

@@ -257,3 +257,30 @@ def test_restore_report_says_what_was_restored_where() -> None:
     assert "from point: 3" in text
     assert "paths:      /docs, /caf\\xe9" in text
     assert "target:     to /tmp/r" in text and "overwrite:  skip" in text
+
+
+def test_report_shows_how_adaptive_io_moved_the_parallelism() -> None:
+    adaptive = {
+        "max_parallelism": 4,
+        "min_parallelism": 1,
+        "final_parallelism": 3,
+        "changes": 5,
+        "baseline_latency_ms": 2.1,
+        "peak_latency_ms": 38.0,
+        "events": [{"at": 3.5, "from": 4, "to": 2, "latency_ms": 38.0}],
+    }
+    stats = dict(FINAL_STATS, io_adaptive=adaptive)
+    console, out = plain_console()
+    print_report(session("success", 9, [task("success", stats=stats)]), console)
+    line = "adaptive I/O:    parallelism 4→1→3 (5 changes), source latency 2.1 ms → 38.0 ms (peak)"
+    assert line in out.getvalue()
+    # never lowered: one figure; a static level: no line at all
+    calm = dict(adaptive, min_parallelism=4, final_parallelism=4, changes=0, events=[])
+    console, out = plain_console()
+    print_report(
+        session("success", 9, [task("success", stats=dict(stats, io_adaptive=calm))]), console
+    )
+    assert "parallelism 4 (0 changes)" in out.getvalue()
+    console, out = plain_console()
+    print_report(session("success", 9, [task("success", stats=FINAL_STATS)]), console)
+    assert "adaptive I/O" not in out.getvalue()

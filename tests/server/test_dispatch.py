@@ -371,3 +371,31 @@ def test_a_job_whose_proxies_were_all_removed_fails_at_once(
     dispatcher.run_once()
     view = api.get(f"/sessions/{session['id']}")
     assert view["status"] == "failed" and "none of the proxies" in view["reason"]
+
+
+def test_adaptive_io_reaches_the_proxy_and_its_report_the_session(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    shares_and_job(api, tmp_path, 1, io="adaptive")
+    assert api.get("/shares")[0]["max_proxies"] == 2  # placement as "normal"
+    pid = add_proxy(ctx, "p1")
+    session = api.post("/jobs/job/run")
+    dispatcher.run_once()
+    reply = ctx.gateway.poll(pid, 0)  # type: ignore[attr-defined]
+    (assignment,) = reply.tasks
+    assert assignment.share is not None and assignment.share.io_control == "adaptive"
+    report = {
+        "max_parallelism": 4,
+        "min_parallelism": 1,
+        "final_parallelism": 3,
+        "changes": 4,
+        "baseline_latency_ms": 2.1,
+        "peak_latency_ms": 38.0,
+        "events": [{"at": 3.5, "from": 4, "to": 2, "latency_ms": 38.0}],
+    }
+    result = TaskResult(
+        task_id=assignment.task_id, state="success", stats={"files": 1, "io_adaptive": report}
+    )
+    ctx.gateway.result(pid, result)  # type: ignore[attr-defined]
+    shown = api.get(f"/sessions/{session['id']}")
+    assert shown["tasks"][0]["stats"]["io_adaptive"] == report

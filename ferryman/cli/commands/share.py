@@ -28,6 +28,7 @@ class IoControl(StrEnum):
     NORMAL = "normal"
     ABOVE_NORMAL = "above-normal"
     FASTER = "faster"
+    ADAPTIVE = "adaptive"
 
 
 @app.command("add")
@@ -55,7 +56,8 @@ def add(
         typer.Option(
             "--io-control",
             case_sensitive=False,
-            help="Impact on the source: caps proxies at once (1, 1, 2, 4, unlimited).",
+            help="Impact on the source: caps proxies at once (1, 1, 2, 4, unlimited); "
+            "adaptive: 2 proxies, each lowering its parallel reads while the source is slow.",
         ),
     ] = IoControl.NORMAL,
     access_key_env: Annotated[

@@ -25,7 +25,9 @@ class ShareIn(BaseModel):
     site: str | None = Field(default=None, max_length=200)
     include: list[str] = []
     exclude: list[str] = []
-    io_control: Literal["lower", "below-normal", "normal", "above-normal", "faster"] = "normal"
+    io_control: Literal["lower", "below-normal", "normal", "above-normal", "faster", "adaptive"] = (
+        "normal"
+    )
     # an smb:// share's password: stored encrypted, handed to proxies with tasks, never returned
     password: str | None = Field(default=None, repr=False, max_length=1024)
     # an s3:// share's keys (else the proxy's AWS environment): stored like the password
