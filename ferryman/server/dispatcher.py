@@ -94,7 +94,8 @@ def proxy_views(db: DbSession, offline_after: float) -> list[ProxyView]:
     return views
 
 
-WINDOW = 500  # waiting tasks read per query, in placement order
+FIRST_WINDOW = 64  # waiting tasks read by the first query, in placement order; a freed slot
+MAX_WINDOW = 512  # usually takes one of the first few, so windows start small and then double
 
 
 def waiting_tasks(db: DbSession, free_slots: int) -> Iterator[Task]:
@@ -109,13 +110,14 @@ def waiting_tasks(db: DbSession, free_slots: int) -> Iterator[Task]:
     )
     if free_slots <= 0:
         query = query.where(Task.reason == NEW_TASK_REASON)
-    offset = 0
+    offset, window = 0, FIRST_WINDOW
     while True:
-        batch = list(db.scalars(query.offset(offset).limit(WINDOW)))
+        batch = list(db.scalars(query.offset(offset).limit(window)))
         yield from batch
-        if len(batch) < WINDOW:
+        if len(batch) < window:
             return
-        offset += WINDOW
+        offset += window
+        window = min(window * 2, MAX_WINDOW)
 
 
 def place_waiting_tasks(ctx: ServerContext, db: DbSession) -> list[int]:
@@ -273,9 +275,11 @@ class Dispatcher:
             # wait for the next start instead of being assigned to a proxy about to stop
             shutting_down = self.ctx.shutting_down.is_set()
             woken = [] if shutting_down else place_waiting_tasks(self.ctx, db)
-            finish_idle_sessions(db)
+        # placements are committed: wake their proxies before the bookkeeping below
         for proxy_id in set(woken):
             self.ctx.signals.wake_proxy(proxy_id)
+        with self.ctx.db.session() as db:
+            finish_idle_sessions(db)
         self.ctx.signals.session_changed()
 
     def _loop(self) -> None:
