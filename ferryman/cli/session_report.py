@@ -128,8 +128,9 @@ def _adaptive_line(info: Any, line: Any) -> None:
             steps.append(value)
     path = "→".join(str(v) for v in steps)
     base, peak = info.get("baseline_latency_ms"), info.get("peak_latency_ms")
+    per = " per MiB" if info.get("latency_unit") == "MiB" else ""
     latency = (
-        f", source latency {base:.1f} ms → {peak:.1f} ms (peak)"
+        f", source latency{per} {base:.1f} ms → {peak:.1f} ms (peak)"
         if isinstance(base, int | float) and isinstance(peak, int | float)
         else ""
     )

@@ -83,7 +83,11 @@ def _backup(
             # sent = pack objects uploaded and indexed: what another attempt could reuse
             collector.transferred = lambda: int(writer.stats["bytes_published"])
             checkpoints = CheckpointSaver(repo, writer, options)
-            governor = IoGovernor(max(1, options.workers)) if options.adaptive_io else None
+            governor = (
+                IoGovernor(max(1, options.workers), options.adaptive_io)
+                if options.adaptive_io is not None
+                else None
+            )
             saver = FileSaver(
                 repo,
                 writer,

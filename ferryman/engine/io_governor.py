@@ -3,9 +3,11 @@
 A share with ``io_control = adaptive`` backs up through an ``IoGovernor``. Every
 read from the source (a small file's open+read, one segment of a large file) holds
 a token of the governor's gate while it runs and reports its duration. The governor
-keeps an exponentially weighted moving average (EWMA) of the read latency, per call
-and per MiB for reads larger than one MiB, and compares it with a baseline learned
-in the first seconds of the task:
+keeps an exponentially weighted moving average (EWMA) of the read latency and
+compares it with a baseline learned over the first ``warmup`` seconds of reads.
+Small reads (per call) and bulk reads (per MiB, reads over one MiB) are two kinds
+with their own EWMA and baseline, so a walk that moves from small files to large
+ones does not look like a slowdown. Then (``GovernorSettings``):
 
 * latency above ``slow_factor`` x baseline for ``hold`` seconds: the limit is
   halved (never below 1) — a NAS that slows down because production users need it
@@ -34,6 +36,37 @@ MAX_EVENTS_REPORTED = 20
 
 
 @dataclass(slots=True, frozen=True)
+class GovernorSettings:
+    """How the governor reacts; the defaults suit a NAS under production load."""
+
+    warmup: float = 5.0  # seconds of reads (and at least warmup_reads) to learn the baseline
+    warmup_reads: int = 16
+    alpha: float = 0.2  # EWMA weight of a new read
+    slow_factor: float = 2.5
+    recover_factor: float = 1.5
+    hold: float = 3.0  # seconds a condition must last before the limit changes
+    cooldown: float = 3.0  # seconds at least between two changes
+    floor: float = 0.0005  # latencies under it never count as slow (seconds)
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.recover_factor < self.slow_factor:
+            raise ValueError("need 1 <= recover_factor < slow_factor")
+
+
+@dataclass(slots=True)
+class _Latency:
+    """Latency of one kind of read: small (per call) or bulk (per MiB, reads > 1 MiB)."""
+
+    first: float | None = None
+    warm_sum: float = 0.0
+    warm_n: int = 0
+    samples: int = 0
+    baseline: float | None = None
+    ewma: float | None = None
+    peak: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
 class Change:
     """One change of the parallelism limit."""
 
@@ -50,40 +83,23 @@ class IoGovernor:
     def __init__(
         self,
         max_parallelism: int,
+        settings: GovernorSettings | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
-        warmup: float = 2.0,
-        warmup_reads: int = 8,
-        alpha: float = 0.2,
-        slow_factor: float = 2.5,
-        recover_factor: float = 1.5,
-        hold: float = 1.0,
-        cooldown: float = 1.0,
-        floor: float = 0.0005,
     ) -> None:
         if max_parallelism < 1:
             raise ValueError("max_parallelism must be at least 1")
-        if not 1.0 <= recover_factor < slow_factor:
-            raise ValueError("need 1 <= recover_factor < slow_factor")
         self.max_parallelism = max_parallelism
+        self.settings = settings or GovernorSettings()
         self._clock = clock
-        self._warmup = warmup
-        self._warmup_reads = warmup_reads
-        self._alpha = alpha
-        self._slow = slow_factor
-        self._recover = recover_factor
-        self._hold = hold
-        self._cooldown = cooldown
-        self._floor = floor
         self._cond = threading.Condition()
         self._limit = max_parallelism
         self._active = 0
         self._start: float | None = None
-        self._warm_sum = 0.0
-        self._warm_n = 0
-        self._baseline: float | None = None
-        self._ewma: float | None = None
-        self._peak = 0.0
+        # small reads and bulk reads (large-file segments) have their own baseline: a
+        # walk reaching large files must not look like a slowdown
+        self._small = _Latency()
+        self._bulk = _Latency()
         self._slow_since: float | None = None
         self._fast_since: float | None = None
         self._last_change = float("-inf")
@@ -98,9 +114,12 @@ class IoGovernor:
 
     @property
     def baseline(self) -> float | None:
-        """The learned per-read latency of the unhurried source (seconds), once known."""
+        """The learned latency of the unhurried source (seconds; the main kind of reads)."""
         with self._cond:
-            return self._baseline
+            return self._main().baseline
+
+    def _main(self) -> _Latency:
+        return self._bulk if self._bulk.samples > self._small.samples else self._small
 
     @contextmanager
     def reading(self, nbytes: Callable[[], int] | int = 0) -> Iterator[None]:
@@ -131,66 +150,78 @@ class IoGovernor:
 
     def observe(self, elapsed: float, nbytes: int = 0) -> None:
         """Account one finished read of ``nbytes`` that took ``elapsed`` seconds."""
-        latency = elapsed / max(1.0, nbytes / MIB)
+        cfg = self.settings
+        bulk = nbytes > MIB
+        latency = elapsed / (nbytes / MIB) if bulk else elapsed
         with self._cond:
             now = self._clock()
             if self._start is None:
                 self._start = now - elapsed
-            ewma = (
-                latency if self._ewma is None else self._ewma + self._alpha * (latency - self._ewma)
-            )
-            self._ewma = ewma
-            if self._baseline is None:
-                self._warm_sum += latency
-                self._warm_n += 1
-                if self._warm_n >= self._warmup_reads and now - self._start >= self._warmup:
-                    self._baseline = self._warm_sum / self._warm_n
-                    self._ewma = self._baseline
+            kind = self._bulk if bulk else self._small
+            kind.samples += 1
+            if kind.first is None:
+                kind.first = now - elapsed
+            if kind.ewma is None:
+                kind.ewma = latency
+            else:
+                kind.ewma += cfg.alpha * (latency - kind.ewma)
+            if kind.baseline is None:
+                kind.warm_sum += latency
+                kind.warm_n += 1
+                if kind.warm_n >= cfg.warmup_reads and now - kind.first >= cfg.warmup:
+                    kind.baseline = kind.ewma = kind.warm_sum / kind.warm_n
                 return
-            self._peak = max(self._peak, ewma)
-            base = max(self._baseline, self._floor)
-            if ewma > self._slow * base:
+            ewma = kind.ewma
+            kind.peak = max(kind.peak, ewma)
+            base = max(kind.baseline, cfg.floor)
+            if ewma > cfg.slow_factor * base:
                 self._fast_since = None
                 if self._slow_since is None:
                     self._slow_since = now
-                elif now - self._slow_since >= self._hold and self._may_change(now):
-                    self._set_limit(max(1, self._limit // 2), now, ewma)
+                elif now - self._slow_since >= cfg.hold and self._may_change(now):
+                    self._set_limit(max(1, self._limit // 2), now, kind)
                     self._slow_since = now
-            elif ewma < self._recover * base:
+            elif ewma < cfg.recover_factor * base:
                 self._slow_since = None
                 if self._fast_since is None:
                     self._fast_since = now
-                elif now - self._fast_since >= self._hold and self._may_change(now):
-                    self._set_limit(min(self.max_parallelism, self._limit + 1), now, ewma)
+                elif now - self._fast_since >= cfg.hold and self._may_change(now):
+                    self._set_limit(min(self.max_parallelism, self._limit + 1), now, kind)
                     self._fast_since = now
             else:
                 self._slow_since = self._fast_since = None
 
     def _may_change(self, now: float) -> bool:
-        return now - self._last_change >= self._cooldown
+        return now - self._last_change >= self.settings.cooldown
 
-    def _set_limit(self, new: int, now: float, ewma: float) -> None:
+    def _set_limit(self, new: int, now: float, kind: _Latency) -> None:
         if new == self._limit:
             return
-        assert self._start is not None and self._baseline is not None
-        self.changes.append(Change(now - self._start, self._limit, new, ewma, self._baseline))
+        assert self._start is not None and kind.baseline is not None and kind.ewma is not None
+        self.changes.append(Change(now - self._start, self._limit, new, kind.ewma, kind.baseline))
         self._limit = new
         self._min_limit = min(self._min_limit, new)
         self._last_change = now
         self._cond.notify_all()
 
     def report(self) -> dict[str, Any]:
-        """The task statistics' ``io_adaptive`` entry (JSON-ready; latencies in ms)."""
+        """The task statistics' ``io_adaptive`` entry (JSON-ready; latencies in ms).
+
+        Baseline and peak latency are those of the main kind of reads: per read for
+        small files, per MiB for large-file segments (``latency_unit``).
+        """
         with self._cond:
+            main = self._main()
             return {
                 "max_parallelism": self.max_parallelism,
                 "min_parallelism": self._min_limit,
                 "final_parallelism": self._limit,
                 "changes": len(self.changes),
                 "baseline_latency_ms": None
-                if self._baseline is None
-                else round(self._baseline * 1000, 3),
-                "peak_latency_ms": round(self._peak * 1000, 3),
+                if main.baseline is None
+                else round(main.baseline * 1000, 3),
+                "peak_latency_ms": round(main.peak * 1000, 3),
+                "latency_unit": "MiB" if main is self._bulk else "read",
                 "events": [
                     {
                         "at": round(c.at, 3),

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ferryman.engine.io_governor import GovernorSettings
 from ferryman.engine.stats import BackupStats, RestoreStats, Warning_
 
 OverwritePolicy = Literal["replace", "skip", "keep-both", "if-newer"]
@@ -40,9 +41,10 @@ class BackupOptions:
     of the same share and partition) is used. ``partition`` names the partition
     (checkpoints are per share and partition). ``checkpoint_interval``: seconds
     between checkpoints, which bound what an interrupted task reads again.
-    ``adaptive_io``: lower the number of parallel source reads while the source's
-    read latency is well above the one measured at the start, raise it again when it
-    recovers (``io_governor``); the changes are in ``BackupResult.io_adaptive``.
+    ``adaptive_io`` (settings, or None = off): lower the number of parallel source
+    reads while the source's read latency is well above the one measured at the
+    start, raise it again when it recovers (``io_governor``); the changes are in
+    ``BackupResult.io_adaptive``.
     """
 
     share: str
@@ -60,7 +62,7 @@ class BackupOptions:
     save_restore_point: bool = True
     tags: dict[str, str] = field(default_factory=dict)
     max_inflight_bytes: int = 32 << 20
-    adaptive_io: bool = False
+    adaptive_io: GovernorSettings | None = None
 
 
 @dataclass(slots=True)

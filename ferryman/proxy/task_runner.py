@@ -76,6 +76,7 @@ def run_backup_task(
     state_dir: Path | None = None,
 ) -> TaskResult:
     from ferryman.engine.backup import run_backup
+    from ferryman.engine.io_governor import GovernorSettings
     from ferryman.engine.options import BackupOptions
     from ferryman.sources.base import SourceError
 
@@ -108,7 +109,7 @@ def run_backup_task(
         save_restore_point=not a.partition,
         checkpoint_interval=float(a.params.get("checkpoint_interval", 30.0)),
         tags={"job": str(a.params.get("job") or ""), "session": str(a.session_id)},
-        adaptive_io=a.share.io_control == "adaptive",
+        adaptive_io=GovernorSettings() if a.share.io_control == "adaptive" else None,
     )
     options.workers = share_access.reader_threads(source, options.workers)
     result = run_backup(source, repo, options, progress_adapter(progress), cancel)

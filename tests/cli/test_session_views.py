@@ -281,6 +281,12 @@ def test_report_shows_how_adaptive_io_moved_the_parallelism() -> None:
         session("success", 9, [task("success", stats=dict(stats, io_adaptive=calm))]), console
     )
     assert "parallelism 4 (0 changes)" in out.getvalue()
+    bulk = dict(adaptive, latency_unit="MiB")  # large files: latency per MiB read
+    console, out = plain_console()
+    print_report(
+        session("success", 9, [task("success", stats=dict(stats, io_adaptive=bulk))]), console
+    )
+    assert "source latency per MiB 2.1 ms → 38.0 ms (peak)" in out.getvalue()
     console, out = plain_console()
     print_report(session("success", 9, [task("success", stats=FINAL_STATS)]), console)
     assert "adaptive I/O" not in out.getvalue()
