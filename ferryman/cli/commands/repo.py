@@ -122,18 +122,7 @@ def check(
     json: JsonOption = False,
 ) -> None:
     """Check a repository's integrity (runs as a session on a proxy)."""
-    client = api(ctx)
-    session = client.post(f"/repositories/{ref(name)}/check", {"read_data": read_data})
-    if not follow:
-        if json:
-            print_json(session)
-        else:
-            typer.echo(session["id"])
-        return
-    final = follow_session(client, session, live=not json)
-    if json:
-        print_json(final)
-    raise typer.Exit(exit_for_session(final))
+    _run_session(ctx, f"/repositories/{ref(name)}/check", {"read_data": read_data}, follow, json)
 
 
 @app.command("gc")
@@ -146,8 +135,15 @@ def gc(
     json: JsonOption = False,
 ) -> None:
     """Reclaim the space of deleted restore points (runs as a session on a proxy)."""
+    _run_session(ctx, f"/repositories/{ref(name)}/gc", None, follow, json)
+
+
+def _run_session(
+    ctx: typer.Context, path: str, body: dict[str, Any] | None, follow: bool, json: bool
+) -> None:
+    """Start a repository session; print its id (or JSON), or follow it to its end."""
     client = api(ctx)
-    session = client.post(f"/repositories/{ref(name)}/gc")
+    session = client.post(path, body)
     if not follow:
         if json:
             print_json(session)
