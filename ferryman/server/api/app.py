@@ -62,9 +62,9 @@ def create_app(ctx: ServerContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
-    for module in (system, repositories, shares, jobs, sessions, points, proxies, notifications):
+    api_routers = (system, repositories, shares, jobs, sessions, points, proxies)
+    for module in (*api_routers, notifications, deployments):
         app.include_router(module.router, prefix="/api/v1")
-    app.include_router(deployments.router, prefix="/api/v1")
     app.include_router(proxy_protocol.router)
     add_metrics_route(app, ctx)
 
