@@ -80,6 +80,30 @@ def _ours(snapdir: Path) -> list[str]:
     )
 
 
+def _leftover_of_a_killed_task(
+    share: Path, config: object, share_id: int, task: int, state: str
+) -> str:
+    """Run task ``task`` in a child that is killed (-9) while it holds its snapshot;
+    returns the snapshot path the child printed (left behind by the kill)."""
+    script = (
+        "import time\n"
+        "from ferryman.sources.snapshots import SnapshotScope, SnapshotSource, make_provider\n"
+        f"src = SnapshotSource({str(share)!r}, make_provider({str(share)!r}, {config!r}), "
+        f"SnapshotScope({share_id}, {task}, {state!r}))\n"
+        "with src.snapshot() as view:\n"
+        "    print(view.root.decode(), flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    leftover = proc.stdout.readline().strip()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return leftover
+
+
 def _restore(repo: Repository, point: str | None, target: Path) -> None:
     assert point is not None
     result = run_restore(repo, point, target)
@@ -150,22 +174,7 @@ def test_btrfs_incremental_reads_only_changed_files_and_cleans_a_killed_run(
     assert _ours(snapdir) == []
 
     # a task killed (-9) while it reads its snapshot leaves the snapshot behind
-    script = (
-        "import sys, time\n"
-        "from ferryman.sources.snapshots import SnapshotScope, SnapshotSource, make_provider\n"
-        f"src = SnapshotSource({str(share)!r}, make_provider({str(share)!r}, {config!r}), "
-        f"SnapshotScope({share_id}, 2, {state!r}))\n"
-        "with src.snapshot() as view:\n"
-        "    print(view.root.decode(), flush=True)\n"
-        "    time.sleep(60)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    leftover = proc.stdout.readline().strip()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    leftover = _leftover_of_a_killed_task(share, config, share_id, 2, state)
     assert os.path.isdir(leftover) and _ours(snapdir) == [
         f"ferryman-s{share_id}-t2",
         f"ferryman-s{share_id}-t2.lock",
@@ -294,22 +303,7 @@ def test_command_provider_leftover_of_a_killed_task_is_deleted_next_run(
     (share / "a").write_text("a")
     monkeypatch.setenv("SNAPROOT", str(snaproot))
     config = {"provider": "command", "create": CREATE, "delete": DELETE}
-    script = (
-        "import time\n"
-        "from ferryman.sources.snapshots import SnapshotScope, SnapshotSource, make_provider\n"
-        f"src = SnapshotSource({str(share)!r}, make_provider({str(share)!r}, {config!r}), "
-        f"SnapshotScope(5, 20, {state!r}))\n"
-        "with src.snapshot() as view:\n"
-        "    print(view.root.decode(), flush=True)\n"
-        "    time.sleep(60)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    leftover = proc.stdout.readline().strip()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    leftover = _leftover_of_a_killed_task(share, config, 5, 20, state)
     assert os.path.isdir(leftover)
     source = SnapshotSource(
         str(share), make_provider(str(share), config), SnapshotScope(5, 21, state)
@@ -403,22 +397,7 @@ def test_a_leftover_that_cannot_be_removed_does_not_stop_the_backup(
         'echo "umount: target is busy" >&2; exit 32; fi; ' + DELETE
     )
     config = {"provider": "command", "create": CREATE, "delete": delete}
-    script = (
-        "import time\n"
-        "from ferryman.sources.snapshots import SnapshotScope, SnapshotSource, make_provider\n"
-        f"src = SnapshotSource({str(share)!r}, make_provider({str(share)!r}, {config!r}), "
-        f"SnapshotScope(5, 40, {state!r}))\n"
-        "with src.snapshot() as view:\n"
-        "    print(view.root.decode(), flush=True)\n"
-        "    time.sleep(60)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    leftover = proc.stdout.readline().strip()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    leftover = _leftover_of_a_killed_task(share, config, 5, 40, state)
     for task in (41, 42):  # the sweep fails each time, the backups go on
         source = SnapshotSource(
             str(share), make_provider(str(share), config), SnapshotScope(5, task, state)
