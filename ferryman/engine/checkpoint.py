@@ -101,13 +101,15 @@ def partial_file_map(node: Node, prefix: PartialContent | None) -> NodeMap | Non
 
 
 def resumable_prefix(
-    prevs: Iterable[NodeMap], st: os.stat_result, has_blob: Callable[[bytes], bool]
+    prevs: Iterable[NodeMap],
+    st: os.stat_result,
+    has_blobs: Callable[[list[bytes]], set[bytes]],
 ) -> PartialContent | None:
     """The stored prefix of a file a checkpoint recorded as partial, if still valid.
 
     Valid when the file is unchanged since (size, mtime, ctime, inode, mode) and every
-    chunk of the prefix may still be referenced (``has_blob``); otherwise None and
-    the file is read from its start.
+    chunk of the prefix may still be referenced (``has_blobs``, asked once for the
+    whole prefix); otherwise None and the file is read from its start.
     """
     for p in prevs:
         full = p.get(PARTIAL_SIZE)
@@ -130,7 +132,7 @@ def resumable_prefix(
             and p.get("i", 0) == st.st_ino
             and p.get("m", 0) == st.st_mode
             and all(isinstance(c, bytes) and len(c) == 32 for c in chunks)
-            and all(map(has_blob, chunks))
+            and set(chunks) <= has_blobs(chunks)
         ):
             return PartialContent(list(chunks), size, st)
     return None

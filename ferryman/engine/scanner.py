@@ -307,7 +307,7 @@ class Scanner:
                 # a checkpoint may hold the stored prefix of this file: read only the rest
                 resume = None
                 if st.st_nlink == 1:
-                    resume = resumable_prefix(prevs, st, self._writer.has_blob)
+                    resume = resumable_prefix(prevs, st, self._writer.has_blobs)
                 pending = self._saver.save_large(d, name, st, resume=resume)
         if st.st_nlink > 1:
             self._hardlinks[key] = _Hardlink(rel, pending, node, st.st_nlink - 1)
