@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from typing import Any
 
 import boto3
 
+from bench.tools.ferryman import free_port
 from ferryman.engine.backup import run_backup
 from ferryman.engine.options import BackupOptions
 from ferryman.engine.restore import run_restore
@@ -47,14 +47,8 @@ def _default_folder() -> Path:
     return share if share.is_dir() else Path("/usr/share/doc")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).with_name("moto_server")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
@@ -176,12 +170,19 @@ def main() -> None:
     print(
         f"data: {files} files, {size / 1e6:.1f} MB from {args.folder}; S3 server: moto on loopback"
     )
-    print(f"{'step':<12}{'local s':>10}{'MB/s':>9}{'s3 s':>10}{'MB/s':>9}{'s3/local time':>15}")
+    print_table(results, size, "s3")
+
+
+def print_table(results: dict[str, dict[str, Any]], size: int, other: str) -> None:
+    """Per step: seconds and MB/s of the local source and of `other`, and their time ratio."""
+    ratio = f"{other}/local time"
+    width = len(ratio) + 2
+    print(f"{'step':<12}{'local s':>10}{'MB/s':>9}{other + ' s':>10}{'MB/s':>9}{ratio:>{width}}")
     for step in ("backup", "rerun", "restore"):
-        lt, st = results["local"][f"{step}_s"], results["s3"][f"{step}_s"]
+        lt, st = results["local"][f"{step}_s"], results[other][f"{step}_s"]
         print(
             f"{step:<12}{lt:>10.2f}{size / 1e6 / lt:>9.1f}{st:>10.2f}{size / 1e6 / st:>9.1f}"
-            f"{st / lt:>15.2f}"
+            f"{st / lt:>{width}.2f}"
         )
 
 

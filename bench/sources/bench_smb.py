@@ -27,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench.sources.bench_s3 import repo_at, sample, timed
+from bench.sources.bench_s3 import print_table, repo_at, sample, timed
 from ferryman.engine.backup import run_backup
 from ferryman.engine.options import BackupOptions
 from ferryman.engine.restore import run_restore
@@ -107,13 +107,7 @@ def main() -> None:
     print(
         f"data: {files} files, {size / 1e6:.1f} MB from {args.folder}; SMB server: smbd on loopback"
     )
-    print(f"{'step':<12}{'local s':>10}{'MB/s':>9}{'smb s':>10}{'MB/s':>9}{'smb/local time':>16}")
-    for step in ("backup", "rerun", "restore"):
-        lt, st = results["local"][f"{step}_s"], results["smb"][f"{step}_s"]
-        print(
-            f"{step:<12}{lt:>10.2f}{size / 1e6 / lt:>9.1f}{st:>10.2f}{size / 1e6 / st:>9.1f}"
-            f"{st / lt:>16.2f}"
-        )
+    print_table(results, size, "smb")
 
 
 if __name__ == "__main__":
