@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,22 +12,7 @@ from ferryman.cli.errors import CliError
 from ferryman.cli.main import run
 from ferryman.cli.output import printable
 
-
-@pytest.fixture
-def dead_server() -> str:
-    """A loopback URL nothing listens on: a command that sends a request fails loudly."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("ferryman: error: ")
-    assert "Traceback" not in err
-    return lines[0]
+from .conftest import one_error_line
 
 
 def test_missing_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from ferryman.cli.main import run
 
-
-@pytest.fixture
-def dead_server() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ferryman: error: "), err
-    return lines[0]
+from .conftest import one_error_line
 
 
 @pytest.mark.parametrize(
