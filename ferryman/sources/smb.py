@@ -350,8 +350,9 @@ class SmbDir:
             self._session.close_handle(self.handle)
 
 
-class SmbSource:
-    """The folder of an ``smb://`` URL, read over one session per task."""
+class SmbEndpoint:
+    """The folder of an ``smb://`` URL and its one session, connected on first use and
+    ended by ``close`` (a later use connects again)."""
 
     def __init__(self, url: str | SmbUrl, password: str, timeout: float = 30.0) -> None:
         self.url = parse_smb_url(url) if isinstance(url, str) else url
@@ -368,6 +369,17 @@ class SmbSource:
             if self._session is None:
                 self._session = SmbSession(self.url, self.password, self.timeout)
             return self._session
+
+    def close(self) -> None:
+        """End the session (a later use connects again)."""
+        with self._lock:
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+
+class SmbSource(SmbEndpoint):
+    """The folder of an ``smb://`` URL, read over one session per task."""
 
     def open_root(self) -> SmbDir:
         """Connect if needed and open the folder the URL names."""
@@ -390,10 +402,3 @@ class SmbSource:
     def snapshot(self) -> contextlib.AbstractContextManager[SmbSource]:
         """No snapshot over SMB: the live share is read; the session ends with the context."""
         return self._connected()
-
-    def close(self) -> None:
-        """End the session (a later use connects again)."""
-        with self._lock:
-            session, self._session = self._session, None
-        if session is not None:
-            session.close()

@@ -15,16 +15,18 @@ import errno
 import os
 import stat
 import struct
-import threading
 
 from smbprotocol.open import CreateDisposition, Open
 
 from ferryman.repository.tree import Node
 from ferryman.sources.base import SourceUnavailable, check_name
 from ferryman.sources.smb import (
+    ATTR_DIRECTORY,
+    ATTR_READONLY,
     XATTR_ATTRIBUTES,
     XATTR_CREATION_TIME,
     XATTR_SECURITY,
+    SmbEndpoint,
     SmbInfo,
     join,
     parse_all_information,
@@ -52,13 +54,10 @@ from ferryman.sources.smb_session import (
     SmbSession,
     ns_to_filetime,
 )
-from ferryman.sources.smb_url import SmbUrl, parse_smb_url
 
 # the attributes a restore sets back (others, like DIRECTORY or COMPRESSED, are not settable)
 SETTABLE_ATTRIBUTES = 0x1 | 0x2 | 0x4 | 0x20 | 0x100 | 0x1000 | 0x2000
 ATTR_NORMAL = 0x80
-ATTR_READONLY = 0x1
-ATTR_DIRECTORY = 0x10
 _WRITE_META = FILE_WRITE_ATTRIBUTES | FILE_WRITE_EA
 _SD_ACCESS = WRITE_DAC | WRITE_OWNER
 
@@ -272,24 +271,12 @@ class SmbTargetDir:
         """Nothing to close."""
 
 
-class SmbRestoreTarget:
+class SmbRestoreTarget(SmbEndpoint):
     """The folder of an ``smb://`` URL, written over one session (closed by ``close``)."""
-
-    def __init__(self, url: str | SmbUrl, password: str, timeout: float = 30.0) -> None:
-        self.url = parse_smb_url(url) if isinstance(url, str) else url
-        self.password = password
-        self.timeout = timeout
-        self.description = self.url.display()
-        self._session: SmbSession | None = None
-        self._lock = threading.Lock()
 
     def open_root(self) -> SmbTargetDir:
         """Connect and create the target folder (and its parents) when missing."""
-        with self._lock:
-            if self._session is None:
-                self._session = SmbSession(self.url, self.password, self.timeout)
-            session = self._session
-        root = SmbTargetDir(session, "")
+        root = SmbTargetDir(self.session, "")
         try:
             for part in (p for p in self.url.path.split("/") if p):
                 root = root.make_dir(part.encode("utf-8", "surrogatepass"), 0o755)
@@ -298,13 +285,6 @@ class SmbRestoreTarget:
                 f"cannot open restore target {self.description!r}: {exc.strerror}"
             ) from exc
         return root
-
-    def close(self) -> None:
-        """End the session."""
-        with self._lock:
-            session, self._session = self._session, None
-        if session is not None:
-            session.close()
 
 
 __all__ = ["SmbInfo", "SmbRestoreTarget", "SmbTargetDir", "SmbTargetFile"]
