@@ -103,7 +103,6 @@ class IoGovernor:
         self._slow_since: float | None = None
         self._fast_since: float | None = None
         self._last_change = float("-inf")
-        self._min_limit = max_parallelism
         self.changes: list[Change] = []
 
     @property
@@ -200,7 +199,6 @@ class IoGovernor:
         assert self._start is not None and kind.baseline is not None and kind.ewma is not None
         self.changes.append(Change(now - self._start, self._limit, new, kind.ewma, kind.baseline))
         self._limit = new
-        self._min_limit = min(self._min_limit, new)
         self._last_change = now
         self._cond.notify_all()
 
@@ -214,7 +212,7 @@ class IoGovernor:
             main = self._main()
             return {
                 "max_parallelism": self.max_parallelism,
-                "min_parallelism": self._min_limit,
+                "min_parallelism": min([self.max_parallelism, *(c.new for c in self.changes)]),
                 "final_parallelism": self._limit,
                 "changes": len(self.changes),
                 "baseline_latency_ms": None
