@@ -54,6 +54,7 @@ from bench.cluster.fleet import (
     stop_process,
 )
 from bench.cluster.netns import HOST_ADDRESS, Link, Namespaces, missing_requirements
+from bench.cluster.section import print_and_save
 
 BENCH_DIR = Path(__file__).resolve().parents[1]
 BUCKET = "ferryman-bench"
@@ -458,20 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FleetError, RuntimeError) as exc:
         print(f"scale-out benchmark failed: {exc}", file=sys.stderr)
         return 2
-    result["load_average"] = {"before": load_before, "after": os.getloadavg()[0]}
     text, _ = report(result)
-    print()
-    print(text)
-    print(
-        f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
-        f"({os.cpu_count()} CPUs; above ~2 other work was competing)"
-    )
-    args.results.mkdir(parents=True, exist_ok=True)
-    name = f"{started.strftime('%Y%m%dT%H%M%SZ')}-scaleout{'-small' if args.small else ''}.json"
-    path = args.results / name
-    out = {"started": started.isoformat(), "args": {k: str(v) for k, v in vars(args).items()}}
-    path.write_text(json.dumps({**out, **result}, indent=2))
-    print(f"\nresults saved to {path}")
+    print_and_save(result, text, args, started, load_before, "scaleout")
     return 0
 
 

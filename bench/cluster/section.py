@@ -4,10 +4,14 @@ is shown as it comes and kept, with its saved figures, in the harness's results 
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -62,3 +66,28 @@ def run_cluster(
             figures = json.loads(Path(saved[-1]).read_text())
         found[name] = {"returncode": code, "output": "".join(lines), "figures": figures}
     return found
+
+
+def print_and_save(
+    result: dict[str, Any],
+    text: str,
+    args: argparse.Namespace,
+    started: dt.datetime,
+    load_before: float,
+    name: str,
+) -> None:
+    """Print a benchmark's report with the load around it, save its figures (`SAVED` line)."""
+    load_after = os.getloadavg()[0]
+    result["load_average"] = {"before": load_before, "after": load_after}
+    print()
+    print(text)
+    print(
+        f"1-minute load average {load_before:.1f} before, {load_after:.1f} after "
+        f"({os.cpu_count()} CPUs; above ~2 other work was competing)"
+    )
+    args.results.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    path = args.results / f"{stamp}-{name}{'-small' if args.small else ''}.json"
+    out = {"started": started.isoformat(), "args": {k: str(v) for k, v in vars(args).items()}}
+    path.write_text(json.dumps({**out, **result}, indent=2))
+    print(f"\n{SAVED}{path}")
