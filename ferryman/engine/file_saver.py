@@ -471,7 +471,7 @@ class FileSaver:
 
         return PendingContent(resolve)
 
-    def _source_read(self, nbytes: Callable[[], int] | int) -> AbstractContextManager[None]:
+    def _source_read(self, nbytes: int) -> AbstractContextManager[None]:
         """Around every read from the source: the governor's gate and timing, if any."""
         if self._governor is None:
             return nullcontext()

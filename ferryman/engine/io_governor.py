@@ -121,10 +121,10 @@ class IoGovernor:
         return self._bulk if self._bulk.samples > self._small.samples else self._small
 
     @contextmanager
-    def reading(self, nbytes: Callable[[], int] | int = 0) -> Iterator[None]:
+    def reading(self, nbytes: int = 0) -> Iterator[None]:
         """Hold a read token while the body reads from the source, and time the read.
 
-        ``nbytes``: the bytes read (a callable is asked after the body, once known).
+        ``nbytes``: the bytes read.
         A read that raises is not measured (a missing file says nothing of latency).
         """
         self.acquire()
@@ -134,7 +134,7 @@ class IoGovernor:
             elapsed = self._clock() - t0
         finally:
             self.release()
-        self.observe(elapsed, nbytes() if callable(nbytes) else nbytes)
+        self.observe(elapsed, nbytes)
 
     def acquire(self) -> None:
         with self._cond:
