@@ -109,10 +109,12 @@ class VersionsRoot(_NoEntries):
 
     def __init__(self, source: S3Source) -> None:
         self._source = source
+        # one listing serves both the check in names() and the walk of versions/
+        self._versions = VersionsDir(source, source.location.prefix, [], True)
 
     def names(self) -> list[bytes]:
         # the bucket must answer a version listing (unversioned: one "null" version each)
-        VersionsDir(self._source, self._source.location.prefix, [], True).names()
+        self._versions.names()
         return [LATEST, VERSIONS]
 
     def lstat(self, name: bytes) -> os.stat_result:
@@ -125,7 +127,7 @@ class VersionsRoot(_NoEntries):
         if name == LATEST:
             return _Marked(S3Dir(self._source, prefix), LATEST)
         if name == VERSIONS:
-            return _Marked(VersionsDir(self._source, prefix, [], True), VERSIONS)
+            return _Marked(self._versions, VERSIONS)
         raise FileNotFoundError(errno.ENOENT, f"{name!r} not listed")
 
     def open_file(self, name: bytes) -> S3File:

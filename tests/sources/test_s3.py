@@ -280,8 +280,14 @@ def test_all_versions_are_kept_and_replayed_into_a_versioned_bucket(
     client.put_object(Bucket=bucket, Key="gone.txt", Body=b"was here")
     client.delete_object(Bucket=bucket, Key="gone.txt")
     source = S3Source.from_url(f"s3://{bucket}?endpoint={s3_endpoint}&versions=all", **CREDS)
+    listings: list[str] = []
+    source.client.meta.events.register(
+        "before-call.s3.ListObjectVersions",
+        lambda params, **_: listings.append(params["query_string"]["prefix"]),
+    )
     first = run_backup(source, repo, BackupOptions(share="history"))
     assert first.status == "success", first.warnings
+    assert sorted(listings) == ["", "dir/"]  # one version listing per folder with keys below
     assert first.restore_point is not None
 
     out = tmp_path / "out"
