@@ -411,11 +411,10 @@ class FileSaver:
         dir: SourceDir,
         name: bytes,
         st: os.stat_result,
-        progress: LargeRead | None = None,
+        track: LargeRead,
         resume: PartialContent | None = None,
     ) -> PendingContent:
         """Read a large file in the calling thread, submitting its chunks as it goes."""
-        track = progress if progress is not None else LargeRead()
         outcome = FileOutcome()
         interrupted = False
         for attempt in (1, 2):
@@ -481,7 +480,7 @@ class FileSaver:
         return self._cancel is not None and self._cancel.is_set()
 
     def _read_large(
-        self, f: SourceFile, st: os.stat_result, track: LargeRead, start: int = 0
+        self, f: SourceFile, st: os.stat_result, track: LargeRead, start: int
     ) -> tuple[int, list[tuple[int, int]]]:
         """Read data extents from ``start``, cut and submit chunks; returns (size, holes).
 
