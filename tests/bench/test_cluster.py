@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ from bench.cluster.figures import (
     scale_table,
 )
 from bench.cluster.netns import address_plan, tbf_args
-from bench.cluster.section import parse_cluster
+from bench.cluster.section import SAVED, parse_cluster, print_and_save
 
 MB = 1_000_000
 
@@ -106,6 +109,21 @@ def test_cluster_selection() -> None:
     assert parse_cluster("none") == [] and parse_cluster("") == []
     with pytest.raises(ValueError, match="unknown cluster benchmark 'scale'"):
         parse_cluster("scale")
+
+
+def test_saved_figures_are_found_by_the_saved_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = argparse.Namespace(results=tmp_path / "results", small=True)
+    started = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    print_and_save({"queued": 10}, "REPORT", args, started, 0.5, "dispatcher")
+    out = capsys.readouterr().out
+    assert "REPORT" in out and "1-minute load average 0.5 before" in out
+    (saved,) = [line[len(SAVED) :] for line in out.splitlines() if line.startswith(SAVED)]
+    assert Path(saved) == tmp_path / "results" / "20260102T030405Z-dispatcher-small.json"
+    figures = json.loads(Path(saved).read_text())
+    assert figures["queued"] == 10 and figures["started"] == started.isoformat()
+    assert figures["load_average"]["before"] == 0.5 and figures["args"]["small"] == "True"
 
 
 def test_bad_options_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
