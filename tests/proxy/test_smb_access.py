@@ -52,6 +52,8 @@ def test_restore_target_must_be_the_points_own_share(samba: SambaServer) -> None
         id=1, name="files", url=samba.url("data"), credentials={"password": samba.password}
     )
     target = smb_restore_target(samba.url("data", "elsewhere/inside"), share)
+    assert target.description == samba.url("data", "elsewhere/inside")
+    assert target.password == samba.password  # the share's stored password
     target.close()
     other = f"smb://someone@127.0.0.1:{samba.port}/data"
     with pytest.raises(SmbShareError, match="no password is known"):
