@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from ferryman.server.api.deps import require
+from ferryman.server.api.views import proxy_state
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import (
     Job,
@@ -135,12 +136,8 @@ class ServerCollector(Collector):
         counts = dict.fromkeys(PROXY_STATES, 0)
         total_slots = 0
         for proxy in db.scalars(select(Proxy)):
-            age = (now - proxy.last_heartbeat).total_seconds() if proxy.last_heartbeat else None
-            online = age is not None and age <= self.ctx.config.offline_after
-            if not proxy.enabled:
-                state = "draining" if online and busy_by_proxy.get(proxy.id) else "disabled"
-            else:
-                state = "online" if online else "offline"
+            busy_now = bool(busy_by_proxy.get(proxy.id))
+            state = proxy_state(proxy, busy_now, self.ctx.config.offline_after, now)
             counts[state] += 1
             if state == "online":
                 total_slots += proxy.slots

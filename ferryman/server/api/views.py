@@ -202,17 +202,21 @@ def point_view(point: RestorePoint, repo_names: dict[int, str]) -> dict[str, Any
     }
 
 
+def proxy_state(proxy: Proxy, busy: bool, offline_after: float, now: dt.datetime) -> str:
+    """online, offline, disabled, or draining (disabled, online and still running tasks)."""
+    age = (now - proxy.last_heartbeat).total_seconds() if proxy.last_heartbeat else None
+    online = age is not None and age <= offline_after
+    if not proxy.enabled:
+        return "draining" if busy and online else "disabled"
+    return "online" if online else "offline"
+
+
 def proxy_view(db: DbSession, proxy: Proxy, offline_after: float) -> dict[str, Any]:
     now = utcnow()
     running = list(
         db.scalars(select(Task.id).where(Task.proxy_id == proxy.id, Task.state.in_(ACTIVE_STATES)))
     )
-    age = (now - proxy.last_heartbeat).total_seconds() if proxy.last_heartbeat else None
-    online = age is not None and age <= offline_after
-    if not proxy.enabled:
-        state = "draining" if running and online else "disabled"
-    else:
-        state = "online" if online else "offline"
+    state = proxy_state(proxy, bool(running), offline_after, now)
     names = {("share", s.id): s.name for s in db.scalars(select(Share))}
     names.update({("repository", r.id): r.name for r in db.scalars(select(Repository))})
     probes = [
