@@ -12,6 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Container, Iterator
 from pathlib import Path
+from typing import Any
 
 from ferryman.repository import index
 from ferryman.repository.backend.base import Backend
@@ -142,20 +143,23 @@ class IndexCache:
             ).fetchall()
         return [IndexEntry(blob_id, r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
-    def lookup_many(self, blob_ids: list[bytes]) -> dict[bytes, IndexEntry]:
-        """:meth:`lookup` for many ids at once (ids not indexed are absent from the result)."""
-        found: dict[bytes, IndexEntry] = {}
+    def _rows_of(self, columns: str, blob_ids: list[bytes], order: str = "") -> Iterator[Any]:
+        """``SELECT columns`` of the rows of ``blob_ids``, one query per ``PRESENT_BATCH`` ids."""
         for start in range(0, len(blob_ids), PRESENT_BATCH):
             part = blob_ids[start : start + PRESENT_BATCH]
             marks = ",".join("?" * len(part))
             with self._lock:
                 rows = self._conn.execute(
-                    "SELECT id, pack, offset, length, raw_length, compression, kind FROM blobs "
-                    f"WHERE id IN ({marks}) ORDER BY pack DESC",
-                    part,
+                    f"SELECT {columns} FROM blobs WHERE id IN ({marks}){order}", part
                 ).fetchall()
-            for row in rows:  # the lowest pack id wins, as in lookup()
-                found[row[0]] = IndexEntry(*row)
+            yield from rows
+
+    def lookup_many(self, blob_ids: list[bytes]) -> dict[bytes, IndexEntry]:
+        """:meth:`lookup` for many ids at once (ids not indexed are absent from the result)."""
+        found: dict[bytes, IndexEntry] = {}
+        columns = "id, pack, offset, length, raw_length, compression, kind"
+        for row in self._rows_of(columns, blob_ids, " ORDER BY pack DESC"):
+            found[row[0]] = IndexEntry(*row)  # the lowest pack id wins, as in lookup()
         return found
 
     def present(self, blob_ids: list[bytes], excluded_packs: Container[bytes]) -> set[bytes]:
@@ -164,16 +168,8 @@ class IndexCache:
         One query per ``PRESENT_BATCH`` ids: confirming the chunks of thousands of
         unchanged files costs a few queries, not one round trip per chunk.
         """
-        found: set[bytes] = set()
-        for start in range(0, len(blob_ids), PRESENT_BATCH):
-            part = blob_ids[start : start + PRESENT_BATCH]
-            marks = ",".join("?" * len(part))
-            with self._lock:
-                rows = self._conn.execute(
-                    f"SELECT id, pack FROM blobs WHERE id IN ({marks})", part
-                ).fetchall()
-            found.update(blob_id for blob_id, pack_id in rows if pack_id not in excluded_packs)
-        return found
+        rows = self._rows_of("id, pack", blob_ids)
+        return {blob_id for blob_id, pack_id in rows if pack_id not in excluded_packs}
 
     def count(self) -> int:
         """Number of blobs known."""
