@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from dataclasses import dataclass
 
 from ferryman.sources.snapshots.base import Leftovers, SnapshotError, SnapshotScope
@@ -46,7 +47,7 @@ class NasDirProvider:
                 st = os.stat(path)
             except OSError:
                 continue  # expired by the NAS while we looked
-            if os.path.isdir(path):
+            if stat.S_ISDIR(st.st_mode):
                 found.append((st.st_mtime, path))
         if not found:
             raise SnapshotError(
