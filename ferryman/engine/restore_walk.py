@@ -207,9 +207,7 @@ class Restorer:
         target_path: bytes,
         shown: str,
     ) -> None:
-        local = isinstance(tdir, LocalTargetDir)
-        if node.link_to is not None and local:
-            assert isinstance(tdir, LocalTargetDir)
+        if node.link_to is not None and isinstance(tdir, LocalTargetDir):  # remote: copies
             first = self._links.get(node.link_to)
             if first is not None:
                 first[1] -= 1
