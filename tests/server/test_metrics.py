@@ -9,7 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import Job, Proxy, Session
+from ferryman.server.db.models import Job, Proxy, Session, Task
+from ferryman.server.metrics import PROXY_STATES
 from ferryman.server.sessions import on_task_finished, start_backup_session
 
 from .conftest import Api
@@ -100,3 +101,29 @@ def test_metrics_need_a_token_unless_public(api: Api, ctx: ServerContext) -> Non
     assert ("ferryman_queue_length", ()) in scrape(api, viewer)
     ctx.config.metrics_public = True
     assert api.client.get("/metrics").status_code == 200
+
+
+def test_proxy_states_agree_with_the_api(api: Api, ctx: ServerContext, tmp_path: Path) -> None:
+    api.post("/shares", {"name": "a", "url": str(tmp_path)})
+    api.post("/jobs", {"name": "nightly", "shares": ["a"], "repository": "default"})
+    with ctx.db.session() as db:
+        job = db.scalar(select(Job))
+        proxy = db.scalar(select(Proxy))
+        assert job is not None and proxy is not None
+        task = start_backup_session(db, job, 1, (1 << 40, 1 << 30)).tasks[0]
+        proxy.last_heartbeat = dt.datetime.now(dt.UTC)
+        task.state, task.proxy_id = "running", proxy.id
+        task_id = task.id
+    api.post("/proxies/embedded/disable", expect=200)
+
+    def states() -> dict[str, float]:
+        values = scrape(api)
+        return {s: values[("ferryman_proxies", (("state", s),))] for s in PROXY_STATES}
+
+    assert api.get("/proxies/embedded")["state"] == "draining"
+    assert states() == {"online": 0, "offline": 0, "disabled": 0, "draining": 1}
+    assert scrape(api)[("ferryman_proxy_slots", ())] == 0  # only online proxies count
+    with ctx.db.session() as db:
+        db.get_one(Task, task_id).state = "success"
+    assert api.get("/proxies/embedded")["state"] == "disabled"
+    assert states() == {"online": 0, "offline": 0, "disabled": 1, "draining": 0}
