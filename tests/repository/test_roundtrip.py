@@ -19,6 +19,7 @@ from ferryman.repository import (
     split_tree,
 )
 from ferryman.repository.compression import COMPRESSION_NONE, COMPRESSION_ZSTD
+from ferryman.repository.index_cache import PRESENT_BATCH
 
 from .conftest import PASSPHRASE
 from .snapshots import make_files, read_files, store_files
@@ -54,6 +55,9 @@ def test_has_blobs_confirms_indexed_and_session_blobs_in_one_call(repo: Reposito
         assert w.has_blobs(asked) == {*indexed, repo.blob_id(fresh)}
         assert w.has_blobs(asked) == {b for b in asked if w.has_blob(b)}
         assert w.has_blobs([]) == set()
+        # ids past the first query's PRESENT_BATCH are confirmed too
+        padding = [i.to_bytes(32, "big") for i in range(PRESENT_BATCH)]
+        assert w.has_blobs([*padding, *indexed]) == set(indexed)
 
 
 def test_blob_ids_are_keyed(repo: Repository, tmp_path: Path) -> None:
@@ -289,6 +293,8 @@ def test_get_blobs_reads_a_pack_with_few_requests(repo: Repository) -> None:
     found = repo.index_cache.lookup_many([*some, b"\x09" * 32])
     assert set(found) == set(some)
     assert all(found[b] == repo.index_cache.lookup(b) for b in some)
+    padding = [i.to_bytes(32, "big") for i in range(PRESENT_BATCH)]
+    assert set(repo.index_cache.lookup_many([*padding, *some])) == set(some)  # a 2nd query
 
 
 def test_scratch_files_of_crashed_writers_are_removed(repo: Repository, repo_url: str) -> None:
