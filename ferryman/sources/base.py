@@ -14,8 +14,9 @@ make a restore write outside its target.
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Self
 
 if TYPE_CHECKING:
     from ferryman.repository.tree import Node
@@ -38,6 +39,33 @@ def check_name(name: bytes) -> bytes:
     if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
         raise UnsafeName(f"unsafe entry name {name!r}: refused")
     return name
+
+
+class RefCounted:
+    """A handle shared by queued work: ``retain`` adds a reference, the last ``release``
+    calls ``_close``. Subclasses set ``_refs = 1`` and ``_lock`` in ``__init__``."""
+
+    __slots__ = ("_lock", "_refs")
+
+    _lock: threading.Lock
+    _refs: int
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def retain(self) -> Self:
+        """One more reference."""
+        with self._lock:
+            self._refs += 1
+        return self
+
+    def release(self) -> None:
+        """Drop a reference; the handle is closed at zero."""
+        with self._lock:
+            self._refs -= 1
+            last = self._refs == 0
+        if last:
+            self._close()
 
 
 class SourceFile(Protocol):

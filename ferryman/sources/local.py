@@ -17,7 +17,7 @@ import threading
 from contextlib import AbstractContextManager
 
 from ferryman.sources import metadata
-from ferryman.sources.base import SourceUnavailable, check_name
+from ferryman.sources.base import RefCounted, SourceUnavailable, check_name
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -77,10 +77,10 @@ class LocalFile:
         os.close(self.fd)
 
 
-class LocalDir:
+class LocalDir(RefCounted):
     """An open directory, reference counted so queued work can still use it."""
 
-    __slots__ = ("_lock", "_refs", "fd")
+    __slots__ = ("fd",)
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -135,19 +135,8 @@ class LocalDir:
         """xattrs of this directory itself, through its fd."""
         return metadata.read_xattrs_fd(self.fd)
 
-    def retain(self) -> LocalDir:
-        """One more reference."""
-        with self._lock:
-            self._refs += 1
-        return self
-
-    def release(self) -> None:
-        """Drop a reference; close at zero."""
-        with self._lock:
-            self._refs -= 1
-            last = self._refs == 0
-        if last:
-            os.close(self.fd)
+    def _close(self) -> None:
+        os.close(self.fd)
 
 
 class LocalSource:
@@ -172,14 +161,14 @@ class LocalSource:
         return contextlib.nullcontext(self)
 
 
-class LocalTargetDir:
+class LocalTargetDir(RefCounted):
     """An open directory of a restore target; all writes are relative to it.
 
     Reference counted (``retain``/``release``) so queued restore jobs can keep
     using it after the walk has moved on.
     """
 
-    __slots__ = ("_lock", "_refs", "created", "fd")
+    __slots__ = ("created", "fd")
 
     def __init__(self, fd: int, created: bool = False) -> None:
         self.fd = fd
@@ -187,19 +176,8 @@ class LocalTargetDir:
         self._refs = 1
         self._lock = threading.Lock()
 
-    def retain(self) -> LocalTargetDir:
-        """One more reference."""
-        with self._lock:
-            self._refs += 1
-        return self
-
-    def release(self) -> None:
-        """Drop a reference; close at zero."""
-        with self._lock:
-            self._refs -= 1
-            last = self._refs == 0
-        if last:
-            os.close(self.fd)
+    def _close(self) -> None:
+        os.close(self.fd)
 
     def lstat(self, name: bytes) -> os.stat_result | None:
         """lstat or None when missing."""

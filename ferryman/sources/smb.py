@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from smbprotocol.open import Open
 
-from ferryman.sources.base import SourceUnavailable
+from ferryman.sources.base import RefCounted, SourceUnavailable
 from ferryman.sources.smb_session import (
     FILE_ALL_INFORMATION,
     FILE_LIST_DIRECTORY,
@@ -246,10 +246,10 @@ def open_with_sd(
         return session.open(rel, access, directory=directory), False
 
 
-class SmbDir:
+class SmbDir(RefCounted):
     """An open directory of the share; its listing (with metadata) is read by ``names()``."""
 
-    __slots__ = ("_entries", "_lock", "_refs", "_session", "handle", "has_sd", "rel")
+    __slots__ = ("_entries", "_session", "handle", "has_sd", "rel")
 
     def __init__(self, session: SmbSession, rel: str) -> None:
         self._session = session
@@ -335,19 +335,8 @@ class SmbDir:
             )
         return attrs
 
-    def retain(self) -> SmbDir:
-        """One more reference."""
-        with self._lock:
-            self._refs += 1
-        return self
-
-    def release(self) -> None:
-        """Drop a reference; the handle is closed at zero."""
-        with self._lock:
-            self._refs -= 1
-            last = self._refs == 0
-        if last:
-            self._session.close_handle(self.handle)
+    def _close(self) -> None:
+        self._session.close_handle(self.handle)
 
 
 class SmbEndpoint:
