@@ -68,6 +68,14 @@ class Api:
         response = self.call("POST", path, expect=expect, json=body, **kw)
         return response.json() if response.content else None
 
+    def error(self, method: str, path: str, status: int, **kwargs: Any) -> str:
+        """The ``detail`` of a request that must fail with ``status``: one line of text."""
+        response = self.call(method, path, **kwargs)
+        assert response.status_code == status, (method, path, kwargs, response.text)
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and "\n" not in detail, detail
+        return detail
+
 
 @pytest.fixture
 def api(ctx: ServerContext, server_home: InitResult) -> Iterator[Api]:
