@@ -116,6 +116,10 @@ def test_packs_of_a_writer_that_dies_are_indexed_without_a_flush(
     still_open = w._open[KIND_DATA]
     lost = {e.blob_id for e in still_open.builder.entries} if still_open else set()
     assert len(lost) < 10
+    # what it reports as published is exactly the pack objects it left behind
+    backend = open_backend(repo_url)
+    uploaded = sum(backend.size(name) for name in backend.list("data/"))
+    assert w.stats["bytes_published"] == uploaded > 0
 
     other = Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=tmp_path / "other")
     try:
