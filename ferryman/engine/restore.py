@@ -32,10 +32,10 @@ from ferryman.engine.options import (
     RestoreResult,
 )
 from ferryman.engine.progress import ProgressCallback, ProgressTicker
-from ferryman.engine.restore_walk import Restorer, join_path
+from ferryman.engine.restore_walk import Restorer, TargetDir, join_path
 from ferryman.repository import Repository, RepositoryError
-from ferryman.sources.base import RemoteRestoreTarget, RemoteTargetDir, SourceError, check_name
-from ferryman.sources.local import LocalRestoreTarget, LocalTargetDir
+from ferryman.sources.base import RemoteRestoreTarget, SourceError, check_name
+from ferryman.sources.local import LocalRestoreTarget
 
 
 class RestoreFailed(EngineError):
@@ -68,7 +68,7 @@ def run_restore(
     except (RepositoryError, EngineError, ValueError) as exc:
         raise RestoreFailed(f"restore point {point_id}: {exc}") from exc
     try:
-        root_dir: LocalTargetDir | RemoteTargetDir = target.open_root()
+        root_dir: TargetDir = target.open_root()
     except SourceError as exc:
         raise RestoreFailed(str(exc)) from exc
     restorer = Restorer(repo, root_dir, options)
