@@ -68,6 +68,10 @@ class RefCounted:
             self._close()
 
 
+# How far past its size at open a file that grows while read is read (SourceFile.read_all).
+GROWTH_LIMIT = 4 << 20
+
+
 class SourceFile(Protocol):
     """An open regular file of a source."""
 
@@ -80,7 +84,12 @@ class SourceFile(Protocol):
         ...
 
     def read_all(self, size_hint: int) -> bytes:
-        """Read the whole file (small files) in as few calls as possible."""
+        """Read the whole file (small files) in as few calls as possible.
+
+        A file that grows while read is read at most ``GROWTH_LIMIT`` bytes past
+        ``size_hint`` (a fast appender would otherwise never let the read end); the
+        caller sees the size change and keeps it with a warning.
+        """
         ...
 
     def data_extents(self, size: int) -> list[tuple[int, int]]:

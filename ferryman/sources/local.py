@@ -17,16 +17,12 @@ import threading
 from contextlib import AbstractContextManager
 
 from ferryman.sources import metadata
-from ferryman.sources.base import RefCounted, SourceUnavailable, check_name
+from ferryman.sources.base import GROWTH_LIMIT, RefCounted, SourceUnavailable, check_name
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 # O_NOATIME keeps backups from touching atimes, but only the owner (or root) may use it
 _NOATIME = getattr(os, "O_NOATIME", 0)
-
-
-# How far past its size at open a file that grows while read is read (see read_all).
-GROWTH_LIMIT = 4 << 20
 
 
 class LocalFile:
@@ -46,12 +42,8 @@ class LocalFile:
         return os.preadv(self.fd, [buf], offset)
 
     def read_all(self, size_hint: int) -> bytes:
-        """Read the whole file; one read call for files that did not grow.
-
-        A file that keeps growing is cut ``GROWTH_LIMIT`` bytes past ``size_hint``
-        (a writer appending faster than we read would otherwise never let the read
-        end); the caller sees the size change and keeps it with a warning.
-        """
+        """Read the whole file; one read call for files that did not grow (a growing
+        one is cut ``GROWTH_LIMIT`` bytes past ``size_hint``, see ``SourceFile``)."""
         data = os.read(self.fd, size_hint + 1)
         if len(data) <= size_hint:
             return data

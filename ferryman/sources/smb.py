@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from smbprotocol.open import Open
 
-from ferryman.sources.base import RefCounted, SourceUnavailable
+from ferryman.sources.base import GROWTH_LIMIT, RefCounted, SourceUnavailable
 from ferryman.sources.smb_session import (
     FILE_ALL_INFORMATION,
     FILE_LIST_DIRECTORY,
@@ -180,7 +180,8 @@ class SmbFile:
         return self._session.read_into(self._open(), memoryview(buf).cast("B"), offset)
 
     def read_all(self, size_hint: int) -> bytes:
-        """Read the whole file (a file that grew is read to its end)."""
+        """Read the whole file (a growing one is cut ``GROWTH_LIMIT`` bytes past
+        ``size_hint``, see ``SourceFile``)."""
         if self.handle is None and size_hint < self._session.max_read:
             data = self._read_compound(size_hint + 1)
             if len(data) <= size_hint:
@@ -192,13 +193,14 @@ class SmbFile:
             if n <= size_hint:
                 return bytes(buf[:n])
             pos, parts = n, [bytes(buf[:n])]
-        while True:
-            more = bytearray(1 << 20)
+        while pos < size_hint + 1 + GROWTH_LIMIT:
+            more = bytearray(min(1 << 20, size_hint + 1 + GROWTH_LIMIT - pos))
             got = self.read_at(more, pos)
             if not got:
-                return b"".join(parts)
+                break
             parts.append(bytes(more[:got]))
             pos += got
+        return b"".join(parts)
 
     def _read_compound(self, length: int) -> bytes:
         access = FILE_READ_DATA | FILE_READ_ATTRIBUTES | FILE_READ_EA

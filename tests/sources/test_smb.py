@@ -17,7 +17,7 @@ from ferryman.engine.options import BackupOptions, RestoreOptions
 from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository, open_backend
 from ferryman.repository.tree import Node
-from ferryman.sources.base import SourceUnavailable
+from ferryman.sources.base import GROWTH_LIMIT, SourceUnavailable
 from ferryman.sources.local import LocalSource
 from ferryman.sources.smb import (
     XATTR_ATTRIBUTES,
@@ -29,6 +29,7 @@ from ferryman.sources.smb_session import (
     FILE_BASIC_INFORMATION,
     FILE_WRITE_ATTRIBUTES,
     INFO_FILE,
+    READ_PIECE,
     SmbAuthFailed,
 )
 from ferryman.sources.smb_target import SmbRestoreTarget
@@ -376,6 +377,28 @@ def test_file_vanishing_between_listing_and_read_is_a_warning(
             f.read_all(10)
         f.close()
         assert root.open_file(b"c").read_all(10) == b"c" * 10
+    finally:
+        root.release()
+        source.close()
+
+
+def test_a_file_that_grew_since_its_listing_is_read_a_bounded_amount_past_it(
+    samba: SambaServer, share: tuple[str, Path]
+) -> None:
+    url, path = share
+    source = SmbSource(url, samba.password)
+    large = READ_PIECE  # from here on read_all opens an ordinary handle
+    data = os.urandom(large + GROWTH_LIMIT + (2 << 20))
+    (path / "growing").write_bytes(data)
+    root = source.open_root()
+    try:
+        for hint in (1000, large):  # one compound request, then an ordinary handle
+            f = root.open_file(b"growing")
+            try:
+                got = f.read_all(hint)  # the file is larger than when it was listed
+            finally:
+                f.close()
+            assert got == data[: hint + 1 + GROWTH_LIMIT]
     finally:
         root.release()
         source.close()
