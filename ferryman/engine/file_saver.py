@@ -35,7 +35,7 @@ from concurrent.futures import wait as wait_futures
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
-from ferryman.engine.io_governor import IoGovernor
+from ferryman.engine.io_governor import IoGovernor, ReadMeter
 from ferryman.engine.ports import Chunker, RepositoryPort, WriterPort
 from ferryman.engine.stats import StatsCollector
 from ferryman.repository.blob import KIND_DATA
@@ -299,7 +299,7 @@ class FileSaver:
     def _save_small_item(self, item: _SmallItem, tally: Tally) -> FileOutcome:
         for attempt in (1, 2):
             t0 = time.perf_counter()
-            with self._source_read(item.st.st_size):
+            with self._source_read(item.st.st_size) as meter:
                 try:
                     f = item.dir.open_file(item.name)
                 except OSError as exc:
@@ -307,6 +307,7 @@ class FileSaver:
                 xattrs: dict[bytes, bytes] | None = None
                 try:
                     data = f.read_all(item.st.st_size)
+                    meter.nbytes = len(data)
                     after = f.fstat()
                     if self.read_xattrs:
                         xattrs = self._xattrs_of(f)
@@ -470,10 +471,10 @@ class FileSaver:
 
         return PendingContent(resolve)
 
-    def _source_read(self, nbytes: int) -> AbstractContextManager[None]:
+    def _source_read(self, nbytes: int) -> AbstractContextManager[ReadMeter]:
         """Around every read from the source: the governor's gate and timing, if any."""
         if self._governor is None:
-            return nullcontext()
+            return nullcontext(ReadMeter(nbytes))
         return self._governor.reading(nbytes)
 
     def _cancelled(self) -> bool:
@@ -507,8 +508,8 @@ class FileSaver:
                 buf = bytearray(len(carry) + want)
                 buf[: len(carry)] = carry
                 t0 = time.perf_counter()
-                with self._source_read(want):
-                    n = f.read_at(memoryview(buf)[len(carry) :], pos)
+                with self._source_read(want) as meter:
+                    n = meter.nbytes = f.read_at(memoryview(buf)[len(carry) :], pos)
                 self._stats.add(seconds_source_read=time.perf_counter() - t0, bytes_read=n)
                 pos += n
                 end = max(end, pos)

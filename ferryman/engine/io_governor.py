@@ -77,6 +77,13 @@ class Change:
     baseline: float
 
 
+@dataclass(slots=True)
+class ReadMeter:
+    """What one read moved; the body of ``IoGovernor.reading`` sets the bytes it got."""
+
+    nbytes: int
+
+
 class IoGovernor:
     """A resizable gate on source reads, driven by the measured read latency."""
 
@@ -121,20 +128,22 @@ class IoGovernor:
         return self._bulk if self._bulk.samples > self._small.samples else self._small
 
     @contextmanager
-    def reading(self, nbytes: int = 0) -> Iterator[None]:
+    def reading(self, nbytes: int = 0) -> Iterator[ReadMeter]:
         """Hold a read token while the body reads from the source, and time the read.
 
-        ``nbytes``: the bytes read.
+        ``nbytes``: the bytes asked for; the body sets ``meter.nbytes`` to the bytes
+        it got (a short or empty read at the end of a file is not a fast full one).
         A read that raises is not measured (a missing file says nothing of latency).
         """
+        meter = ReadMeter(nbytes)
         self.acquire()
         t0 = self._clock()
         try:
-            yield
+            yield meter
             elapsed = self._clock() - t0
         finally:
             self.release()
-        self.observe(elapsed, nbytes)
+        self.observe(elapsed, meter.nbytes)
 
     def acquire(self) -> None:
         with self._cond:

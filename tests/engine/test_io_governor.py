@@ -120,6 +120,17 @@ def test_latencies_under_the_floor_never_count_as_slow() -> None:
     assert gov.limit == 4
 
 
+def test_an_empty_read_at_the_end_of_a_file_is_not_a_fast_bulk_read() -> None:
+    gov, clock = make(4)
+    for _ in range(60):  # 3 s of 8 MiB asks that each got nothing, 2 ms apiece
+        clock.now += 0.05
+        with gov.reading(8 << 20) as meter:
+            clock.now += 0.002
+            meter.nbytes = 0
+    # timed per call (2 ms), not per MiB of what was asked (0.25 ms)
+    assert gov.baseline == pytest.approx(0.002)
+
+
 def test_gate_admits_at_most_the_limit_and_follows_it_down() -> None:
     gov, clock = make(3)
     drive(gov, clock, 0.002, 2.5)
