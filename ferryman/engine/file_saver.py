@@ -46,7 +46,8 @@ SMALL_FILE_LIMIT = 4 << 20
 BATCH_BYTES = 2 << 20
 BATCH_FILES = 64
 SEGMENT = 8 << 20
-GROWTH_LIMIT = 4 * SEGMENT  # how far past its size at open a growing file is read
+LARGE_GROWTH_LIMIT = 4 * SEGMENT  # how far past its size at open a growing large file is read
+# (whole-file reads of small files stop at sources.base.GROWTH_LIMIT)
 FILE_CHARGE = 4096  # budget bytes charged per small file on top of its size
 LARGE_FILES_QUEUED = 8
 DATA = KIND_DATA
@@ -499,7 +500,7 @@ class FileSaver:
         for idx, (off, length) in enumerate(extents):
             pos, stop = off, off + length
             open_ended = not bounded and idx == len(extents) - 1  # read on if the file grew
-            while pos < stop or (open_ended and pos < stop + GROWTH_LIMIT):
+            while pos < stop or (open_ended and pos < stop + LARGE_GROWTH_LIMIT):
                 # a file still growing is cut past its size at open (a fast appender
                 # would otherwise keep this loop going); it then counts as changed
                 if self._cancelled():
