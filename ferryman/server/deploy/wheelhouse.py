@@ -202,13 +202,10 @@ def _reuse_dependencies(root: Path, platform: HostPlatform, into: Path) -> None:
         for wheel in done.parent.glob("wheels/*.whl"):
             target = into / wheel.name
             if not wheel.name.startswith("ferryman-") and not target.exists():
-                try:
-                    os.link(wheel, target)
-                except OSError:
-                    shutil.copy2(wheel, target)
+                _link_or_copy(wheel, target)
 
 
-def _link_or_copy(source: str, target: str) -> None:
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
     try:
         os.link(source, target)
     except OSError:
