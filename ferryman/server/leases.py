@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session as DbSession
 
-from ferryman.server.db.models import Proxy, Task, utcnow
+from ferryman.server.db.models import Probe, Proxy, Task, utcnow
 from ferryman.server.sessions import ACTIVE_STATES, fail_task, on_task_finished, requeue, touch
 
 
@@ -44,3 +44,11 @@ def release_proxy_tasks(db: DbSession, proxy_id: int, reason: str) -> int:
         requeue(task, reason)
         touch(task.session)
     return len(tasks)
+
+
+def remove_proxy(db: DbSession, proxy: Proxy, reason: str) -> None:
+    """Requeue its tasks, drop its probes and delete the row. Deleting the row revokes
+    its certificate at once: every mTLS call looks the serial up."""
+    release_proxy_tasks(db, proxy.id, reason)
+    db.execute(delete(Probe).where(Probe.proxy_id == proxy.id))
+    db.delete(proxy)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
+from ferryman.server import leases
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import Probe, Proxy, Task, utcnow
-from ferryman.server.leases import release_proxy_tasks
+from ferryman.server.db.models import Proxy, Task, utcnow
 from ferryman.server.sessions import ACTIVE_STATES
 from ferryman.server.tokens import create_join_token
 
@@ -32,9 +32,7 @@ def remove_proxy(ctx: ServerContext, name: str, reason: str) -> bool:
         proxy = db.scalar(select(Proxy).where(Proxy.name == name))
         if proxy is None or proxy.embedded:
             return False
-        release_proxy_tasks(db, proxy.id, reason)
-        db.execute(delete(Probe).where(Probe.proxy_id == proxy.id))
-        db.delete(proxy)
+        leases.remove_proxy(db, proxy, reason)
     ctx.signals.dispatch.set()
     return True
 

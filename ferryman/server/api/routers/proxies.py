@@ -6,16 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from ferryman.proxy.protocol import JoinRequest, JoinResponse
+from ferryman.server import leases
 from ferryman.server.api.deps import get_ctx, lookup, require
 from ferryman.server.api.views import iso, proxy_view
 from ferryman.server.ca import CertificateError
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import ApiToken, Probe, Proxy
+from ferryman.server.db.models import ApiToken, Proxy
 from ferryman.server.gateway import NameTaken
-from ferryman.server.leases import release_proxy_tasks
 from ferryman.server.roles import Role
 from ferryman.server.tokens import JoinTokenError, create_join_token, parse_duration
 
@@ -124,9 +124,6 @@ def remove_proxy(
                 409,
                 "the embedded proxy cannot be removed; disable it or run with --no-embedded-proxy",
             )
-        release_proxy_tasks(db, proxy.id, f"proxy '{proxy.name}' was removed; requeued")
-        db.execute(delete(Probe).where(Probe.proxy_id == proxy.id))
-        # deleting the row revokes its certificate: every mTLS call looks the serial up
-        db.delete(proxy)
+        leases.remove_proxy(db, proxy, f"proxy '{proxy.name}' was removed; requeued")
     ctx.signals.dispatch.set()
     return Response(status_code=204)
