@@ -1,0 +1,166 @@
+// Dashboard: the last 24 h at a glance (GET /dashboard + GET /proxies), kept live.
+import { html } from '../vendor/htm-preact-standalone.module.js';
+import { api } from '../api.js';
+import { useData } from '../components/data.js';
+import { SlotBar } from '../components/progress.js';
+import { SessionProgress, sessionTitle, summarize } from '../components/sessions.js';
+import { StatusBadge } from '../components/status.js';
+import { Table } from '../components/table.js';
+import { ViewRoot } from '../components/view.js';
+import * as fmt from '../format.js';
+import { useLive } from '../live.js';
+import { sessionHref } from '../router.js';
+
+const STATUSES = ['running', 'success', 'warning', 'failed', 'stopped'];
+const DAY_MS = 24 * 3600 * 1000;
+
+/** The dashboard from the older endpoints, for a server without GET /dashboard. */
+async function dashboardFromLists() {
+  const [sessions, repositories, points] = await Promise.all([
+    api.get('/sessions?limit=500'),
+    api.get('/repositories'),
+    api.get('/points'),
+  ]);
+  const since = Date.now() - DAY_MS;
+  const recent = sessions.filter(
+    (s) => s.status === 'running' || (fmt.toDate(s.ended || s.created)?.getTime() ?? 0) >= since,
+  );
+  const counts = Object.fromEntries(STATUSES.map((s) => [s, 0]));
+  for (const s of recent) counts[s.status] = (counts[s.status] || 0) + 1;
+  const warningsOf = (s) => (s.tasks || []).reduce((n, t) => n + (t.warnings || []).length, 0);
+  return {
+    sessions_24h: counts,
+    running: recent.filter((s) => s.status === 'running').map(summarize),
+    repositories: repositories.map((r) => {
+      const mine = points.filter((p) => p.repository === r.name);
+      return {
+        ...r,
+        bytes_stored: null,
+        points: mine.length,
+        last_backup: mine.length ? mine[mine.length - 1].time : null,
+      };
+    }),
+    attention: recent
+      .filter((s) => s.status === 'failed' || s.status === 'warning')
+      .reverse()
+      .map((s) => ({ session: s.id, job: s.job, status: s.status, ended: s.ended, warnings: warningsOf(s), reason: s.reason })),
+  };
+}
+
+async function loadDashboard() {
+  const [dashboard, proxies] = await Promise.all([
+    api.get('/dashboard').catch((error) => {
+      if (error.status === 404) return dashboardFromLists();
+      throw error;
+    }),
+    api.get('/proxies'),
+  ]);
+  return { dashboard, proxies };
+}
+
+function Counts({ counts }) {
+  return html`<div class="counts">
+    ${STATUSES.map(
+      (status) => html`<a class=${`count count-${status}`} href="#/sessions" data-count=${status}>
+        <span class="count-n">${counts[status] ?? 0}</span>
+        <span class="count-label">${status}</span>
+      </a>`,
+    )}
+  </div>`;
+}
+
+function Running({ sessions }) {
+  if (!sessions.length) return html`<p class="empty">No session is running.</p>`;
+  return html`<div class="running-list">
+    ${sessions.map(
+      (s) => html`<a class="running" href=${sessionHref(s.id)} data-session=${s.id}>
+        <div class="running-head">
+          <b>${sessionTitle(s)}</b> <span class="muted">#${s.id}</span>
+          <span class="muted small">started ${fmt.ago(s.started || s.created)}</span>
+        </div>
+        <${SessionProgress} session=${s} />
+      </a>`,
+    )}
+  </div>`;
+}
+
+function Proxies({ proxies }) {
+  return html`<${Table}
+    rows=${proxies}
+    empty="No proxy yet."
+    rowProps=${(p) => ({ 'data-proxy': p.name })}
+    columns=${[
+      { title: 'Proxy', render: (p) => html`<a href="#/proxies">${p.name}</a>` },
+      { title: 'State', render: (p) => html`<${StatusBadge} status=${p.state} />` },
+      { title: 'Slots', className: 'w-bar', render: (p) => html`<${SlotBar} used=${p.busy_slots} total=${p.slots} />` },
+    ]}
+  />`;
+}
+
+function Repositories({ repositories }) {
+  return html`<${Table}
+    rows=${repositories}
+    empty="No repository yet."
+    columns=${[
+      { title: 'Repository', render: (r) => html`<a href="#/repositories">${r.name}</a>` },
+      { title: 'Stored', className: 'num', render: (r) => fmt.bytes(r.bytes_stored) },
+      { title: 'Points', className: 'num', render: (r) => fmt.count(r.points) },
+      { title: 'Last backup', render: (r) => (r.last_backup ? fmt.ago(r.last_backup) : 'never') },
+    ]}
+  />`;
+}
+
+function Attention({ items }) {
+  return html`<${Table}
+    rows=${items}
+    empty="Nothing needs attention in the last 24 hours."
+    rowProps=${(a) => ({ 'data-attention': a.session, key: a.session })}
+    columns=${[
+      { title: 'Session', render: (a) => html`<a href=${sessionHref(a.session)}>#${a.session}</a>` },
+      { title: 'Job', render: (a) => a.job || '–' },
+      { title: 'Status', render: (a) => html`<${StatusBadge} status=${a.status} />` },
+      { title: 'Ended', render: (a) => fmt.ago(a.ended) },
+      { title: 'Warnings', className: 'num', render: (a) => fmt.count(a.warnings) },
+      { title: 'Reason', className: 'wrap', render: (a) => a.reason || '' },
+    ]}
+  />`;
+}
+
+export function DashboardView() {
+  const { data, error, ready, reload } = useData(loadDashboard);
+  useLive(['sessions', 'proxies'], reload);
+  const d = data && data.dashboard;
+  const proxies = (data && data.proxies) || [];
+  const summary = d && d.proxies;
+  return html`<${ViewRoot} name="dashboard" ready=${ready} title="Dashboard" error=${error}>
+    ${d
+      ? html`
+          <h2>Sessions, last 24 hours</h2>
+          <${Counts} counts=${d.sessions_24h || {}} />
+          <div class="grid-2">
+            <div class="card">
+              <h2>Running now</h2>
+              <${Running} sessions=${d.running || []} />
+            </div>
+            <div class="card">
+              <h2>Proxies
+                ${summary ? html`<span class="muted small">
+                  ${summary.online} online · ${summary.slots_used}/${summary.slots_total} slots busy
+                  ${summary.offline ? ` · ${summary.offline} offline` : ''}
+                  ${summary.draining ? ` · ${summary.draining} draining` : ''}
+                  ${summary.disabled ? ` · ${summary.disabled} disabled` : ''}</span>` : null}
+              </h2>
+              <${Proxies} proxies=${proxies} />
+            </div>
+            <div class="card">
+              <h2>Repositories</h2>
+              <${Repositories} repositories=${d.repositories || []} />
+            </div>
+            <div class="card">
+              <h2>Needs attention</h2>
+              <${Attention} items=${d.attention || []} />
+            </div>
+          </div>`
+      : null}
+  <//>`;
+}
