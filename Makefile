@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 SHARE  ?= /usr/share/doc
 BENCH_ARGS ?=
 
-.PHONY: demo test lint typecheck bench bench-small bench-cluster venv clean lock
+.PHONY: demo test screenshots lint typecheck bench bench-small bench-cluster venv clean lock
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ demo: venv
 ## test: the whole test suite
 test: venv
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+## screenshots: the web console end-to-end tests, saving each view to docs/screenshots/
+screenshots: venv
+	@FERRYMAN_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/web -q $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,343 @@
+"""The web console end to end, in Debian's chromium against a real server and two proxies.
+
+Sign in (password, API token), create a repository, a share and a job through the forms
+(with their validation errors), run the job and follow the session live to success,
+browse the restore point and restore one folder elsewhere, and check what each role may
+do. Every page visited must log no console error (see ``browsing`` in conftest.py).
+The tests run in file order and build on each other's objects; run alone (``-k``), a
+test makes what it needs through the CLI first.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli.test_end_to_end import tree
+
+from .conftest import Browsing, Console, fill, go, need_playwright, sign_in, submit, view
+
+expect = need_playwright()
+
+pytestmark = pytest.mark.timeout(300)
+
+REPO, SHARE, JOB = "web-repo", "web-share", "web-job"
+REPO_PASSPHRASE = "web console passphrase"
+SESSION_URL = re.compile(r"#/sessions/(\d+)$")
+
+
+def _names(console: Console, kind: str) -> list[str]:
+    return [item["name"] for item in console.installation.json(kind, "list")]
+
+
+def ensure_job(console: Console) -> None:
+    """The repository, share and job the form test creates, when that test did not run."""
+    inst = console.installation
+    if REPO not in _names(console, "repo"):
+        done = inst.ferryman("repo", "add", REPO, str(inst.work / REPO), "--passphrase-env",
+                             "WEB_PASS", env={"WEB_PASS": REPO_PASSPHRASE})  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    if SHARE not in _names(console, "share"):
+        inst.ok("share", "add", SHARE, str(console.source))
+    if JOB not in _names(console, "job"):
+        inst.ok("job", "add", JOB, "--share", SHARE, "--repo", REPO)
+
+
+def ensure_backup(console: Console) -> int:
+    """The id of the newest restore point of the share (a backup is run if there is none)."""
+    ensure_job(console)
+    points = console.installation.json("point", "list", "--share", SHARE)
+    if not points:
+        console.installation.ok("job", "run", JOB, "--follow")
+        points = console.installation.json("point", "list", "--share", SHARE)
+    return int(points[-1]["id"])
+
+
+def follow_session(page: Any) -> tuple[int, Any]:
+    """After run/restore-start: the session page the console moved to, and its status."""
+    page.wait_for_url(SESSION_URL)
+    match = SESSION_URL.search(page.url)
+    assert match, page.url
+    detail = view(page, "session")
+    return int(match.group(1)), detail.locator("[data-session-status]")
+
+
+def status_is(word: str) -> re.Pattern[str]:
+    return re.compile(rf"^\s*{word}\s*$", re.IGNORECASE)
+
+
+def no_buttons(page: Any, *actions: str) -> None:
+    for action in actions:
+        expect(page.locator(f'[data-action="{action}"]')).to_have_count(0)
+
+
+def web_post(page: Any, path: str, body: dict[str, Any] | None = None) -> int:
+    """POST from inside the page with the signed-in cookie, as the console's own code does."""
+    return int(
+        page.evaluate(
+            """async ([path, body]) => (await fetch('/api/v1' + path, {
+                method: 'POST', credentials: 'same-origin',
+                headers: {'X-Ferryman-Web': '1', 'Content-Type': 'application/json'},
+                body: JSON.stringify(body || {}),
+            })).status""",
+            [path, body],
+        )
+    )
+
+
+def test_sign_in_with_user_and_password_then_sign_out(console: Console, browsing: Browsing) -> None:
+    page = browsing.open()
+    login = view(page, "login")
+    console.shot(page, "login")
+    form = login.locator('form[data-form="login"]')
+    fill(form, "user", "alice")
+    fill(form, "password", "not the password")
+    submit(form)
+    expect(form.locator('[data-error="form"]')).to_contain_text("wrong user name or password")
+    expect(page.locator('[data-view="dashboard"]')).to_have_count(0)
+
+    sign_in(page, user="alice", password=console.passwords["alice"])
+    me = page.request.get("/api/v1/whoami")
+    assert me.status == 200
+    assert {k: me.json()[k] for k in ("name", "role", "via")} == {
+        "name": "alice",
+        "role": "administrator",
+        "via": "password",
+    }
+    # the session cookie alone does not make a state-changing request (CSRF guard)
+    tokens = len(console.api("GET", "/tokens").json())
+    refused = page.request.post("/api/v1/tokens", data={"name": "csrf", "role": "administrator"})
+    assert refused.status == 403, refused.text()
+    assert refused.json()["detail"] == "missing X-Ferryman-Web header"
+    assert len(console.api("GET", "/tokens").json()) == tokens
+
+    page.locator('[data-action="logout"]').click()
+    view(page, "login")
+    assert page.request.get("/api/v1/whoami").status == 401
+
+
+def test_create_repository_share_and_job_through_the_forms(
+    console: Console, browsing: Browsing
+) -> None:
+    inst = console.installation
+    page = browsing.open("alice")
+
+    # repository: a taken name is refused next to the name; then the real one
+    repos = go(page, "#/repositories", "repositories")
+    repos.locator('[data-action="create"]').click()
+    form = page.locator('form[data-form="repository"]')
+    fill(form, "name", "default")
+    fill(form, "url", str(inst.work / REPO))
+    fill(form, "passphrase", REPO_PASSPHRASE)
+    submit(form)
+    expect(form.locator('[data-error-for="name"]')).to_contain_text("already exists")
+    expect(form.locator('[name="url"]')).to_have_value(str(inst.work / REPO))  # nothing lost
+    fill(form, "name", REPO)
+    submit(form)
+    expect(repos.get_by_text(REPO, exact=True).first).to_be_visible()
+    stored = {r["name"]: r for r in inst.json("repo", "list")}
+    assert stored[REPO]["url"] == str(inst.work / REPO)
+    assert (inst.work / REPO).is_dir()  # a proxy initialised it
+    console.shot(page, "repositories")
+
+    # share: a path no proxy can reach is refused next to the path; then the real one
+    shares = go(page, "#/shares", "shares")
+    shares.locator('[data-action="create"]').click()
+    form = page.locator('form[data-form="share"]')
+    fill(form, "name", SHARE)
+    fill(form, "url", str(console.source / "no-such-folder"))
+    submit(form)
+    expect(form.locator('[data-error-for="url"]')).to_be_visible()
+    expect(form.locator('[name="name"]')).to_have_value(SHARE)
+    assert SHARE not in _names(console, "share")
+    fill(form, "url", str(console.source))
+    submit(form)
+    expect(shares.get_by_text(SHARE, exact=True).first).to_be_visible()
+    stored = {s["name"]: s for s in inst.json("share", "list")}
+    assert stored[SHARE]["url"] == str(console.source)
+    console.shot(page, "shares")
+
+    # job: a bad cron expression is refused next to the schedule, a taken name next to it
+    jobs = go(page, "#/jobs", "jobs")
+    jobs.locator('[data-action="create"]').click()
+    form = page.locator('form[data-form="job"]')
+    fill(form, "name", JOB)
+    fill(form, "shares", [SHARE])
+    fill(form, "repository", REPO)
+    fill(form, "schedule", "61 * * x")
+    submit(form)
+    expect(form.locator('[data-error-for="schedule"]')).to_contain_text("cron")
+    assert JOB not in _names(console, "job")
+    fill(form, "schedule", "0 0 1 1 *")  # once a year: never fires during the tests
+    submit(form)
+    expect(jobs.locator(f'[data-action="run-job"][data-job="{JOB}"]')).to_be_visible()
+    job = next(j for j in inst.json("job", "list") if j["name"] == JOB)
+    assert job["schedule"] == "0 0 1 1 *"
+    assert job["repository"] == REPO and job["shares"] == [SHARE]
+
+    jobs.locator('[data-action="create"]').click()
+    form = page.locator('form[data-form="job"]')
+    fill(form, "name", JOB)
+    fill(form, "shares", [SHARE])
+    fill(form, "repository", REPO)
+    submit(form)
+    expect(form.locator('[data-error-for="name"]')).to_contain_text("already exists")
+    assert _names(console, "job").count(JOB) == 1
+
+
+def test_run_the_job_and_follow_the_session_live_to_success(
+    console: Console, browsing: Browsing
+) -> None:
+    ensure_job(console)
+    inst = console.installation
+    page = browsing.open("alice")
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/api/v1/events" in r.url else None)
+    # with every proxy disabled the task waits: the page is open before anything moves
+    inst.ok("proxy", "disable", "embedded")
+    inst.ok("proxy", "disable", "branch-1")
+    try:
+        jobs = go(page, "#/jobs", "jobs")
+        jobs.locator(f'[data-action="run-job"][data-job="{JOB}"]').click()
+        session_id, status = follow_session(page)
+        expect(status).to_have_text(status_is("running"))
+        page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    finally:
+        inst.ok("proxy", "enable", "embedded")
+        inst.ok("proxy", "enable", "branch-1")
+
+    expect(status).to_have_text(status_is("success"))
+    assert page.evaluate("window.__sameDocument === true"), "the session view was reloaded"
+    assert any(f"session={session_id}" in url for url in streams), streams
+
+    shown = inst.json("session", "show", str(session_id))
+    assert shown["status"] == "success" and shown["job"] == JOB
+    detail = view(page, "session")
+    rows = detail.locator("[data-task]")
+    expect(rows).to_have_count(len(shown["tasks"]))
+    for task in shown["tasks"]:
+        row = detail.locator(f'[data-task="{task["id"]}"]')
+        expect(row).to_contain_text(task["proxy"])
+    expect(detail.locator('[data-chart="throughput"]')).to_be_visible()
+    console.shot(page, "session")
+
+
+def test_browse_the_restore_point_and_restore_one_folder_elsewhere(
+    console: Console, browsing: Browsing
+) -> None:
+    point = ensure_backup(console)
+    target = console.installation.work / "restored-from-web"
+    page = browsing.open("alice")
+    restore = go(page, "#/restore", "restore")
+    restore.locator('select[name="share"]').select_option(SHARE)
+    restore.locator(f'[data-point="{point}"]').click()
+    expect(restore.locator('[data-path="/readme.txt"]')).to_be_visible()
+    restore.locator('[data-open="/projects"]').click()
+    expect(restore.locator('[data-path="/projects/alpha"]')).to_be_visible()
+    expect(restore.locator('[data-path="/projects/beta"]')).to_be_visible()
+    restore.locator('input[type="checkbox"][data-select="/projects"]').check()
+    restore.locator('input[name="to"]').fill(str(target))
+    restore.locator('select[name="overwrite"]').select_option("replace")
+    console.shot(page, "restore")
+    restore.locator('[data-action="restore-start"]').click()
+
+    session_id, status = follow_session(page)
+    expect(status).to_have_text(status_is("success"))
+    shown = console.installation.json("session", "show", str(session_id))
+    assert shown["kind"] == "restore" and shown["status"] == "success"
+    assert tree(target / "projects") == tree(console.source / "projects")
+    assert sorted(p.name for p in target.iterdir()) == ["projects"]  # that folder only
+
+
+def test_an_api_token_signs_in_with_its_role(console: Console, browsing: Browsing) -> None:
+    ensure_job(console)
+    made = console.api("POST", "/tokens", json={"name": "web operator", "role": "operator"})
+    assert made.status_code == 201, made.text
+    page = browsing.open()
+    sign_in(page, token=made.json()["token"])
+    me = page.request.get("/api/v1/whoami").json()
+    assert (me["name"], me["role"], me["via"]) == ("web operator", "operator", "token")
+    # an operator runs jobs but does not create or remove them
+    jobs = go(page, "#/jobs", "jobs")
+    expect(jobs.locator(f'[data-action="run-job"][data-job="{JOB}"]')).to_be_visible()
+    no_buttons(page, "create", "delete")
+
+
+def test_a_viewer_sees_everything_but_cannot_run_or_restore(
+    console: Console, browsing: Browsing
+) -> None:
+    point = ensure_backup(console)
+    before = len(console.installation.json("session", "list"))
+    page = browsing.open("victor")
+    jobs = go(page, "#/jobs", "jobs")
+    expect(jobs.get_by_text(JOB, exact=True).first).to_be_visible()
+    no_buttons(page, "run-job", "create", "edit", "delete", "enable", "disable")
+    for route, name in (("#/repositories", "repositories"), ("#/shares", "shares")):
+        go(page, route, name)
+        no_buttons(page, "create", "edit", "delete")
+    go(page, "#/proxies", "proxies")
+    no_buttons(page, "enable", "disable", "drain", "delete")
+    restore = go(page, "#/restore", "restore")
+    restore.locator('select[name="share"]').select_option(SHARE)
+    restore.locator(f'[data-point="{point}"]').click()
+    expect(restore.locator('[data-path="/projects"]')).to_be_visible()  # may browse
+    no_buttons(page, "restore-start")
+
+    # and the API refuses it all the same
+    assert web_post(page, f"/jobs/{JOB}/run") == 403
+    target = str(console.installation.work / "viewer-restore")
+    refused = page.request.post(
+        "/api/v1/restores",
+        headers={"X-Ferryman-Web": "1"},
+        data={"point": point, "paths": ["/projects"], "to": target},
+    )
+    assert refused.status == 403, refused.text()
+    assert len(console.installation.json("session", "list")) == before
+    assert not Path(target).exists()
+
+
+def test_a_restore_operator_restores_but_changes_no_job(
+    console: Console, browsing: Browsing
+) -> None:
+    point = ensure_backup(console)
+    page = browsing.open("olga")
+    jobs = go(page, "#/jobs", "jobs")
+    expect(jobs.get_by_text(JOB, exact=True).first).to_be_visible()
+    no_buttons(page, "run-job", "create", "edit", "delete")
+    restore = go(page, "#/restore", "restore")
+    restore.locator('select[name="share"]').select_option(SHARE)
+    restore.locator(f'[data-point="{point}"]').click()
+    expect(restore.locator('[data-action="restore-start"]')).to_be_visible()
+    assert web_post(page, f"/jobs/{JOB}/run") == 403
+
+
+def test_every_view_renders_without_console_errors(console: Console, browsing: Browsing) -> None:
+    ensure_backup(console)
+    session_id = console.installation.json("session", "list", "--job", JOB)[-1]["id"]
+    page = browsing.open("alice")
+    views = [
+        ("#/dashboard", "dashboard"),
+        ("#/proxies", "proxies"),
+        ("#/repositories", "repositories"),
+        ("#/shares", "shares"),
+        ("#/jobs", "jobs"),
+        ("#/sessions", "sessions"),
+        (f"#/sessions/{session_id}", "session"),
+        ("#/restore", "restore"),
+    ]
+    for route, name in views:
+        page.goto("/" + route)  # a full load of each, as from a bookmark
+        view(page, name)
+    dashboard = go(page, "#/dashboard", "dashboard")
+    expect(dashboard.get_by_text(JOB).first).to_be_visible()
+    console.shot(page, "dashboard")
+    proxies = go(page, "#/proxies", "proxies")
+    for name in ("embedded", "branch-1"):
+        expect(proxies.get_by_text(name, exact=True).first).to_be_visible()
+    expect(proxies.get_by_text("branch", exact=True).first).to_be_visible()  # its site
+    console.shot(page, "proxies")
+    go(page, "#/sessions", "sessions")
+    console.shot(page, "sessions")
+    assert browsing.problems == [], "\n".join(browsing.problems)
