@@ -21,6 +21,7 @@ from ferryman.cli.commands import (
     server,
     session,
     share,
+    user,
 )
 from ferryman.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from ferryman.cli.state import CliState
@@ -99,6 +100,7 @@ app.add_typer(job.app, name="job")
 app.add_typer(session.app, name="session")
 app.add_typer(point.app, name="point")
 app.add_typer(notify.app, name="notify")
+app.add_typer(user.app, name="user")
 app.command("ls")(point.ls)
 app.command("versions")(point.versions)
 app.command("restore")(restore.restore)

@@ -38,16 +38,21 @@ class Installation:
     proxies: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def ferryman(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run one CLI command as a user would; never raises on a non-zero exit."""
+        """Run one CLI command as a user would (``input``: its stdin); never raises on a
+        non-zero exit."""
         return subprocess.run(
             [*FERRYMAN, *args],
             env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
-            stdin=subprocess.DEVNULL,
+            **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}),
         )
 
     def ok(self, *args: str, timeout: float = 120) -> str:

@@ -53,6 +53,11 @@ def init(
     console.print(f"server home:    {result.home}", markup=False)
     console.print(f"server URL:     {result.url}", markup=False)
     console.print(f"client config:  {result.client_config} (administrator token)", markup=False)
+    console.print(
+        f"web console:    {result.url.rstrip('/')}/ (sign in with the token, or a user from "
+        "'ferryman user add')",
+        markup=False,
+    )
     console.print("next:           ferryman server run", markup=False)
 
 

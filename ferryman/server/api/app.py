@@ -14,6 +14,8 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import ferryman
+from ferryman.server.api.console import add_console_routes
+from ferryman.server.api.errors import FieldError
 from ferryman.server.api.routers import (
     deployments,
     jobs,
@@ -25,6 +27,7 @@ from ferryman.server.api.routers import (
     sessions,
     shares,
     system,
+    users,
 )
 from ferryman.server.context import ServerContext
 from ferryman.server.metrics import add_metrics_route
@@ -39,6 +42,15 @@ def _one_line(exc: RequestValidationError) -> str:
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts) or "invalid request"
+
+
+def _first_field(exc: RequestValidationError) -> str | None:
+    """The top-level input named by the first error (``include`` for ``body.include.2``)."""
+    for error in exc.errors()[:1]:
+        loc = [x for x in error.get("loc", ()) if x not in ("body", "query", "path")]
+        if loc and isinstance(loc[0], str):
+            return loc[0]
+    return None
 
 
 # Long-polls (proxies waiting for tasks, people following sessions) each hold a worker
@@ -62,20 +74,28 @@ def create_app(ctx: ServerContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
-    api_routers = (system, repositories, shares, jobs, sessions, points, proxies)
+    api_routers = (system, users, repositories, shares, jobs, sessions, points, proxies)
     for module in (*api_routers, notifications, deployments):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(proxy_protocol.router)
     add_metrics_route(app, ctx)
+    add_console_routes(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _one_line(exc)}, status_code=422)
+        body = {"detail": _one_line(exc)}
+        field = _first_field(exc)
+        if field:
+            body["field"] = field
+        return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+        body = {"detail": detail}
+        if isinstance(exc, FieldError):
+            body["field"] = exc.field
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(DataError)
     @app.exception_handler(OverflowError)

@@ -56,6 +56,38 @@ class ApiToken(Base):
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class User(Base):
+    """A person who signs in to the web console with a password (scrypt hash, own salt)."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(40))
+    # "scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>" (see ferryman.server.users)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_login: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie's SHA-256 only, for a user or an API token."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    api_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(40))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires: Mapped[dt.datetime] = mapped_column()
+    last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class JoinToken(Base):
     __tablename__ = "join_tokens"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -260,3 +292,19 @@ class NotificationDelivery(Base):
     finished: Mapped[dt.datetime | None] = mapped_column(nullable=True)
 
     __table_args__ = (UniqueConstraint("target_id", "session_id", name="uq_delivery_session"),)
+
+
+class TaskSample(Base):
+    """Cumulative counters of one task at one moment, for the throughput chart of a session."""
+
+    __tablename__ = "task_samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    proxy_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    time: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    files_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_transferred: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -20,9 +20,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 import ferryman
-from ferryman.server.api.deps import get_ctx, require
+from ferryman.server.api.deps import Caller, get_ctx, require
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import ApiToken, Proxy
+from ferryman.server.db.models import Proxy
 from ferryman.server.deploy import DeployError, steps
 from ferryman.server.deploy.target import Credentials, SshTarget
 from ferryman.server.roles import Role
@@ -83,7 +83,7 @@ def _check_dir(path: str | None) -> None:
 async def deploy_proxy(
     body: DeployIn,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> StreamingResponse:
     try:
         target = SshTarget.parse(body.target)
@@ -111,7 +111,7 @@ async def upgrade_proxy(
     name: str,
     body: UpgradeIn,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> StreamingResponse:
     _check_name(name)
     try:
@@ -128,7 +128,7 @@ async def uninstall_proxy(
     name: str,
     body: SshLogin,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> StreamingResponse:
     _check_name(name)
     credentials = body.credentials()
@@ -143,7 +143,7 @@ async def uninstall_proxy(
 
 @router.get("/deployments")
 def list_deployments(
-    ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+    ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.viewer))
 ) -> dict[str, Any]:
     """Proxies this server deployed, where, and whether they run the server's version."""
     with ctx.db.session() as db:

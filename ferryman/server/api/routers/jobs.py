@@ -10,10 +10,10 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 
 from ferryman.server.api import inputs
-from ferryman.server.api.deps import get_ctx, lookup, require
+from ferryman.server.api.deps import Caller, get_ctx, lookup, require
 from ferryman.server.api.views import job_view, session_view
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import ApiToken, Job, Proxy, Repository, Session, Share, utcnow
+from ferryman.server.db.models import Job, Proxy, Repository, Session, Share, utcnow
 from ferryman.server.job_runs import JobGone, JobNotStarted, start_job
 from ferryman.server.roles import Role
 from ferryman.server.scheduler import next_fire, time_zone
@@ -45,7 +45,7 @@ class JobIn(BaseModel):
 def add_job(
     body: JobIn,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> dict[str, Any]:
     with ctx.db.session() as db:
         if db.scalar(select(Job).where(Job.name == body.name)):
@@ -103,7 +103,7 @@ def change_job(
     ref: str,
     body: JobChange,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> dict[str, Any]:
     """Change a job's schedule, keep rules or priority (a running session keeps its rules)."""
     given = body.model_fields_set
@@ -124,7 +124,7 @@ def change_job(
 
 @router.get("")
 def list_jobs(
-    ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+    ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.viewer))
 ) -> list[dict[str, Any]]:
     with ctx.db.session() as db:
         return [job_view(db, j) for j in db.scalars(select(Job).order_by(Job.id))]
@@ -132,7 +132,7 @@ def list_jobs(
 
 @router.get("/{ref}")
 def show_job(
-    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.viewer))
 ) -> dict[str, Any]:
     with ctx.db.session() as db:
         return job_view(db, lookup(db, Job, ref, "job"))
@@ -153,7 +153,7 @@ def _start(ctx: ServerContext, job_ref: str) -> dict[str, Any]:
 
 @router.post("/{ref}/run", status_code=201)
 def run_job(
-    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.operator))
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.operator))
 ) -> dict[str, Any]:
     return _start(ctx, ref)
 
@@ -176,14 +176,14 @@ def _set_enabled(ctx: ServerContext, ref: str, enabled: bool) -> dict[str, Any]:
 
 @router.post("/{ref}/enable")
 def enable_job(
-    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.operator))
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.operator))
 ) -> dict[str, Any]:
     return _set_enabled(ctx, ref, True)
 
 
 @router.post("/{ref}/disable")
 def disable_job(
-    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.operator))
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.operator))
 ) -> dict[str, Any]:
     return _set_enabled(ctx, ref, False)
 
@@ -192,7 +192,7 @@ def disable_job(
 def remove_job(
     ref: str,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> Response:
     with ctx.db.session() as db:
         job = lookup(db, Job, ref, "job")

@@ -10,10 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from ferryman.server.api import inputs
-from ferryman.server.api.deps import get_ctx, lookup, require
+from ferryman.server.api.deps import Caller, get_ctx, lookup, require
 from ferryman.server.api.views import iso
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import ApiToken, NotificationDelivery, NotificationTarget
+from ferryman.server.db.models import NotificationDelivery, NotificationTarget
 from ferryman.server.notifications.notifier import (
     STATUSES,
     Notifier,
@@ -147,7 +147,7 @@ def target_view(db: DbSession, target: NotificationTarget, full_url: bool = True
 def add_target(
     body: NotificationIn,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> dict[str, Any]:
     if body.kind == "webhook":
         settings: dict[str, Any] = {"url": body.url}
@@ -177,7 +177,7 @@ def add_target(
 
 @router.get("")
 def list_targets(
-    ctx: ServerContext = Depends(get_ctx), token: ApiToken = Depends(require(Role.viewer))
+    ctx: ServerContext = Depends(get_ctx), token: Caller = Depends(require(Role.viewer))
 ) -> list[dict[str, Any]]:
     full = allows(Role.parse(token.role), Role.administrator)
     with ctx.db.session() as db:
@@ -189,7 +189,7 @@ def list_targets(
 def show_target(
     ref: str,
     ctx: ServerContext = Depends(get_ctx),
-    token: ApiToken = Depends(require(Role.viewer)),
+    token: Caller = Depends(require(Role.viewer)),
 ) -> dict[str, Any]:
     full = allows(Role.parse(token.role), Role.administrator)
     with ctx.db.session() as db:
@@ -201,7 +201,7 @@ def show_target(
 def test_target(
     ref: str,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> dict[str, Any]:
     """Send a test message now (one attempt) and answer with the delivery's outcome."""
     with ctx.db.session() as db:
@@ -221,7 +221,7 @@ def test_target(
 def remove_target(
     ref: str,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> Response:
     with ctx.db.session() as db:
         target = lookup(db, NotificationTarget, ref, "notification target")

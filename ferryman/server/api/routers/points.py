@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session as DbSession
 
 from ferryman.proxy import path_names
 from ferryman.server.api import inputs
-from ferryman.server.api.deps import get_ctx, lookup, require
+from ferryman.server.api.deps import Caller, get_ctx, lookup, require
 from ferryman.server.api.views import point_view, session_view
 from ferryman.server.api.waiting import wait_for_task
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import ApiToken, Job, Repository, RestorePoint, Share
+from ferryman.server.db.models import Job, Repository, RestorePoint, Share
 from ferryman.server.roles import Role
 from ferryman.server.sessions import start_restore_session, start_single_task_session
 
@@ -43,7 +43,7 @@ def list_points(
     share: str | None = None,
     job: str | None = None,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.viewer)),
+    _: Caller = Depends(require(Role.viewer)),
 ) -> list[dict[str, Any]]:
     with ctx.db.session() as db:
         query = select(RestorePoint).order_by(RestorePoint.time, RestorePoint.id)
@@ -57,7 +57,7 @@ def list_points(
 
 @router.get("/points/{ref}")
 def show_point(
-    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.viewer))
 ) -> dict[str, Any]:
     with ctx.db.session() as db:
         return point_view(_point(db, ref), _repo_names(db))
@@ -96,7 +96,7 @@ def list_point(
     path: str = Query(default="/", max_length=4096, pattern=r"^[^\x00]*$"),
     path_b64: str | None = Query(default=None, max_length=8192),
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.restore_operator)),
+    _: Caller = Depends(require(Role.restore_operator)),
 ) -> list[dict[str, Any]]:
     where = _raw_path(path, path_b64)
     with ctx.db.session() as db:
@@ -112,7 +112,7 @@ def versions(
     path: str = Query(default="", max_length=4096, pattern=r"^[^\x00]*$"),
     path_b64: str | None = Query(default=None, max_length=8192),
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.restore_operator)),
+    _: Caller = Depends(require(Role.restore_operator)),
 ) -> list[dict[str, Any]]:
     if not path and path_b64 is None:
         raise HTTPException(422, "path: give path or path_b64")
@@ -184,7 +184,7 @@ class RestoreIn(BaseModel):
 def restore(
     body: RestoreIn,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.restore_operator)),
+    _: Caller = Depends(require(Role.restore_operator)),
 ) -> dict[str, Any]:
     with ctx.db.session() as db:
         point = _point(db, str(body.point))

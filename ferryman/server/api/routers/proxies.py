@@ -10,11 +10,11 @@ from sqlalchemy import select
 
 from ferryman.proxy.protocol import JoinRequest, JoinResponse
 from ferryman.server import leases
-from ferryman.server.api.deps import get_ctx, lookup, require
+from ferryman.server.api.deps import Caller, get_ctx, lookup, require
 from ferryman.server.api.views import iso, proxy_view
 from ferryman.server.ca import CertificateError
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import ApiToken, Proxy
+from ferryman.server.db.models import Proxy
 from ferryman.server.gateway import NameTaken
 from ferryman.server.roles import Role
 from ferryman.server.tokens import JoinTokenError, create_join_token, parse_duration
@@ -30,7 +30,7 @@ class JoinTokenIn(BaseModel):
 def new_join_token(
     body: JoinTokenIn | None = None,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> dict[str, Any]:
     try:
         ttl = parse_duration(body.ttl if body else "1h")
@@ -66,7 +66,7 @@ def ctx_gateway(ctx: ServerContext):  # type: ignore[no-untyped-def]
 
 @router.get("")
 def list_proxies(
-    ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+    ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.viewer))
 ) -> list[dict[str, Any]]:
     with ctx.db.session() as db:
         return [
@@ -77,7 +77,7 @@ def list_proxies(
 
 @router.get("/{ref}")
 def show_proxy(
-    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.viewer))
 ) -> dict[str, Any]:
     with ctx.db.session() as db:
         return proxy_view(db, lookup(db, Proxy, ref, "proxy"), ctx.config.offline_after)
@@ -97,7 +97,7 @@ def _set_enabled(ctx: ServerContext, ref: str, enabled: bool) -> dict[str, Any]:
 def enable_proxy(
     ref: str,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> dict[str, Any]:
     return _set_enabled(ctx, ref, True)
 
@@ -106,7 +106,7 @@ def enable_proxy(
 def disable_proxy(
     ref: str,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> dict[str, Any]:
     return _set_enabled(ctx, ref, False)
 
@@ -115,7 +115,7 @@ def disable_proxy(
 def remove_proxy(
     ref: str,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> Response:
     with ctx.db.session() as db:
         proxy = lookup(db, Proxy, ref, "proxy")

@@ -9,11 +9,11 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 
 from ferryman.server.api import inputs
-from ferryman.server.api.deps import get_ctx, lookup, require
+from ferryman.server.api.deps import Caller, get_ctx, lookup, require
 from ferryman.server.api.views import repository_view, session_view
 from ferryman.server.api.waiting import wait_for_task
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import ApiToken, Job, Repository, Session
+from ferryman.server.db.models import Job, Repository, Session
 from ferryman.server.roles import Role
 from ferryman.server.sessions import start_single_task_session
 
@@ -55,7 +55,7 @@ def store_repository(ctx: ServerContext, db, body: RepositoryIn) -> Repository: 
 def add_repository(
     body: RepositoryIn,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> dict[str, Any]:
     if not body.passphrase:
         raise HTTPException(422, "passphrase is required to add a repository")
@@ -88,7 +88,7 @@ def _forget(ctx: ServerContext, repo_id: int) -> None:
 
 @router.get("")
 def list_repositories(
-    ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+    ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.viewer))
 ) -> list[dict[str, Any]]:
     with ctx.db.session() as db:
         return [repository_view(r) for r in db.scalars(select(Repository).order_by(Repository.id))]
@@ -96,7 +96,7 @@ def list_repositories(
 
 @router.get("/{ref}")
 def show_repository(
-    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.viewer))
 ) -> dict[str, Any]:
     with ctx.db.session() as db:
         return repository_view(lookup(db, Repository, ref, "repository"))
@@ -107,7 +107,7 @@ def check_repository(
     ref: str,
     body: CheckIn | None = None,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.operator)),
+    _: Caller = Depends(require(Role.operator)),
 ) -> dict[str, Any]:
     read_data = bool(body and body.read_data)
     with ctx.db.session() as db:
@@ -124,7 +124,7 @@ def check_repository(
 def collect_garbage(
     ref: str,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.operator)),
+    _: Caller = Depends(require(Role.operator)),
 ) -> dict[str, Any]:
     """A maintenance session: garbage collection on a proxy that reaches the repository."""
     with ctx.db.session() as db:
@@ -141,7 +141,7 @@ def collect_garbage(
 def remove_repository(
     ref: str,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> Response:
     with ctx.db.session() as db:
         repo = lookup(db, Repository, ref, "repository")

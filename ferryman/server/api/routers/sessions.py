@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session as DbSession
 
-from ferryman.server.api.deps import get_ctx, lookup, require
+from ferryman.server.api.deps import Caller, get_ctx, lookup, require
 from ferryman.server.api.views import session_view, session_views
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import ApiToken, Job, RestorePoint, Session
+from ferryman.server.db.models import Job, RestorePoint, Session
 from ferryman.server.roles import Role, allows
 from ferryman.server.sessions import stop_session
 
@@ -43,7 +43,7 @@ def list_sessions(
     kind: str | None = None,
     limit: int | None = Query(default=None, ge=1, le=10000),
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.viewer)),
+    _: Caller = Depends(require(Role.viewer)),
 ) -> list[dict[str, Any]]:
     with ctx.db.session() as db:
         query = select(Session)
@@ -64,7 +64,7 @@ def list_sessions(
 def show_session(
     session_id: int,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.viewer)),
+    _: Caller = Depends(require(Role.viewer)),
 ) -> dict[str, Any]:
     with ctx.db.session() as db:
         return session_view(db, _get(db, session_id))
@@ -76,7 +76,7 @@ def follow_session(
     revision: int = -1,
     timeout: float = Query(default=20.0, ge=0, le=60),
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.viewer)),
+    _: Caller = Depends(require(Role.viewer)),
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -96,7 +96,7 @@ def follow_session(
 def stop(
     session_id: int,
     ctx: ServerContext = Depends(get_ctx),
-    token: ApiToken = Depends(require(Role.restore_operator)),
+    token: Caller = Depends(require(Role.restore_operator)),
 ) -> dict[str, Any]:
     with ctx.db.session() as db:
         session = _get(db, session_id)

@@ -10,10 +10,10 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy import select
 
 from ferryman.server.api import inputs
-from ferryman.server.api.deps import get_ctx, lookup, require
+from ferryman.server.api.deps import Caller, get_ctx, lookup, require
 from ferryman.server.api.views import share_view
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import ApiToken, Job, Share
+from ferryman.server.db.models import Job, Share
 from ferryman.server.roles import Role
 
 router = APIRouter(prefix="/shares", tags=["shares"])
@@ -91,7 +91,7 @@ _NOT_COLUMNS = {"password", "access_key", "secret_key", "snapshot_create", "snap
 def add_share(
     body: ShareIn,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> dict[str, Any]:
     with ctx.db.session() as db:
         if db.scalar(select(Share).where(Share.name == body.name)):
@@ -116,7 +116,7 @@ def add_share(
 
 @router.get("")
 def list_shares(
-    ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+    ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.viewer))
 ) -> list[dict[str, Any]]:
     with ctx.db.session() as db:
         return [share_view(s) for s in db.scalars(select(Share).order_by(Share.id))]
@@ -124,7 +124,7 @@ def list_shares(
 
 @router.get("/{ref}")
 def show_share(
-    ref: str, ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.viewer))
+    ref: str, ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.viewer))
 ) -> dict[str, Any]:
     with ctx.db.session() as db:
         return share_view(lookup(db, Share, ref, "share"))
@@ -134,7 +134,7 @@ def show_share(
 def remove_share(
     ref: str,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> Response:
     with ctx.db.session() as db:
         share = lookup(db, Share, ref, "share")

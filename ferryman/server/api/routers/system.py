@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 import ferryman
-from ferryman.server.api.deps import get_ctx, require
+from ferryman.server.api.deps import Caller, get_ctx, require
 from ferryman.server.api.views import iso
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import ApiToken
@@ -30,8 +30,9 @@ def ca_certificate(ctx: ServerContext = Depends(get_ctx)) -> Response:
 
 
 @router.get("/whoami")
-def whoami(token: ApiToken = Depends(require(Role.viewer))) -> dict[str, Any]:
-    return {"id": token.id, "name": token.name, "role": token.role}
+def whoami(caller: Caller = Depends(require(Role.viewer))) -> dict[str, Any]:
+    """Who the request is from; ``via``: token (bearer or token sign-in) or password."""
+    return {"id": caller.id, "name": caller.name, "role": caller.role, "via": caller.via}
 
 
 class TokenIn(BaseModel):
@@ -47,7 +48,7 @@ def _token_view(row: ApiToken) -> dict[str, Any]:
 def add_token(
     body: TokenIn,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> dict[str, Any]:
     try:
         role = Role.parse(body.role)
@@ -60,7 +61,7 @@ def add_token(
 
 @router.get("/tokens")
 def list_tokens(
-    ctx: ServerContext = Depends(get_ctx), _: ApiToken = Depends(require(Role.administrator))
+    ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.administrator))
 ) -> list[dict[str, Any]]:
     with ctx.db.session() as db:
         return [_token_view(t) for t in db.scalars(select(ApiToken).order_by(ApiToken.id))]
@@ -70,7 +71,7 @@ def list_tokens(
 def remove_token(
     token_id: int,
     ctx: ServerContext = Depends(get_ctx),
-    _: ApiToken = Depends(require(Role.administrator)),
+    _: Caller = Depends(require(Role.administrator)),
 ) -> Response:
     with ctx.db.session() as db:
         row = db.get(ApiToken, token_id) if 0 < token_id < 2**62 else None
