@@ -21,6 +21,10 @@ export function blamedField(error, fields) {
   if (error && error.field && fields.includes(error.field)) return error.field;
   const match = /^([a-z_]+)(?:\.\d+)?: /.exec((error && error.detail) || '');
   if (match && fields.includes(match[1])) return match[1];
+  // A taken name (409) is the name field's fault even when the server names no field.
+  if (error && error.status === 409 && /already exists|name .*taken/i.test(error.detail) && fields.includes('name')) {
+    return 'name';
+  }
   return null;
 }
 

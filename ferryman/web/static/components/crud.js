@@ -1,0 +1,39 @@
+// The create/edit form card shared by the repositories, shares and jobs pages.
+import { html, useState } from '../vendor/htm-preact-standalone.module.js';
+import { FormError } from './form.js';
+
+/** Which form is open: null, {mode: 'create'} or {mode: 'edit', item}. */
+export function useEditor() {
+  const [editing, setEditing] = useState(null);
+  return {
+    editing,
+    create: () => setEditing({ mode: 'create', item: null }),
+    edit: (item) => setEditing({ mode: 'edit', item }),
+    close: () => setEditing(null),
+  };
+}
+
+/**
+ * <form data-form=kind data-mode=create|edit>: the fields, the form-level error
+ * and the buttons. `onSubmit(formData)` returns a promise (errors via `form`).
+ */
+export function FormCard({ kind, mode, title, form, onSubmit, onCancel, children, submitLabel }) {
+  const submit = (event) => {
+    event.preventDefault();
+    onSubmit(new FormData(event.target));
+  };
+  return html`<form class="card" data-form=${kind} data-mode=${mode} onSubmit=${submit} novalidate>
+    <div class="form-title"><h2>${title}</h2></div>
+    <${FormError} error=${form.formError} />
+    <div class="form-grid">${children}</div>
+    <div class="form-actions">
+      <button class="btn primary" type="submit" disabled=${form.busy}>
+        ${form.busy ? 'Saving…' : submitLabel || (mode === 'edit' ? 'Save' : 'Create')}
+      </button>
+      <button class="btn" type="button" data-action="cancel" onClick=${onCancel}>Cancel</button>
+    </div>
+  </form>`;
+}
+
+/** FormData text, trimmed; '' for a missing field. */
+export const text = (data, name) => String(data.get(name) ?? '').trim();
