@@ -145,3 +145,29 @@ def test_corrupt_root_is_a_clear_error(repo: Repository, tmp_path: Path) -> None
         run_restore(repo, point, tmp_path / "t")
     with pytest.raises(RestoreFailed, match="does not exist"):
         run_restore(repo, "0" * 32, tmp_path / "t")
+
+
+def test_chunk_not_matching_its_id_is_never_written(repo: Repository, tmp_path: Path) -> None:
+    """The content hash is checked before writing: a chunk stored under another
+    chunk's id fails its file (reported, nothing left behind); the others restore."""
+    good, forged = b"good content\n" * 100, b"forged content\n" * 100
+    with repo.open_writer("forger") as w:
+        good_id = repo.blob_id(good)
+        w.add_blob(KIND_DATA, good_id, good)
+        lying_id = repo.blob_id(b"what the file really held")
+        w.add_blob(KIND_DATA, lying_id, forged)  # a hostile writer: id of other bytes
+        nodes = [
+            Node(name=b"bad", type="file", mode=0o100644, size=len(forged), content=[lying_id]),
+            Node(name=b"ok", type="file", mode=0o100644, size=len(good), content=[good_id]),
+        ]
+        root = Node(name=ROOT_NAME, type="dir", mode=0o40755, subtrees=[_raw_tree(repo, w, nodes)])
+        point = w.save_restore_point(share="evil", root=_raw_tree(repo, w, [root])).id
+    target = tmp_path / "t"
+    result = run_restore(repo, point, target)
+    assert result.status == "warning"
+    assert [(e.path, e.reason.split(":")[0]) for e in result.errors] == [
+        ("bad", "content unreadable")
+    ]
+    assert "does not match its id" in result.errors[0].reason
+    assert sorted(p.name for p in target.iterdir()) == ["ok"]
+    assert (target / "ok").read_bytes() == good
