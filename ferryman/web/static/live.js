@@ -14,6 +14,7 @@ const modeListeners = new Set();
 let mode = 'off'; // 'off' (signed out) | 'connecting' | 'live' | 'polling'
 let source = null;
 let sourceUrl = null;
+let triedUrl = null; // the stream last asked for, open or not
 let pollTimer = null;
 let retryTimer = null;
 
@@ -64,6 +65,7 @@ function connect() {
     return;
   }
   sourceUrl = wantedUrl();
+  triedUrl = sourceUrl;
   setMode(mode === 'polling' ? 'polling' : 'connecting');
   const opened = new EventSource(sourceUrl, { withCredentials: true });
   source = opened;
@@ -109,7 +111,9 @@ function reconcile() {
   }
   if (mode === 'polling') {
     startPolling();
-    return; // the retry timer reconnects with the right URL
+    // A page that wants another stream (a session's) asks for it at once.
+    if (triedUrl !== wantedUrl()) connect();
+    return;
   }
   if (!source || sourceUrl !== wantedUrl()) connect();
 }
@@ -117,6 +121,7 @@ function reconcile() {
 /** Stops everything (signing out). */
 export function stopLive() {
   listeners.clear();
+  triedUrl = null;
   reconcile();
   setMode('off');
 }

@@ -1,6 +1,64 @@
-import { html } from '../vendor/htm-preact-standalone.module.js';
+// Sessions: newest first, filtered by kind/job/status, kept live.
+import { html, useState } from '../vendor/htm-preact-standalone.module.js';
+import { api, query } from '../api.js';
+import { useData } from '../components/data.js';
+import { SessionProgress, sessionDuration, summarize } from '../components/sessions.js';
+import { StatusBadge } from '../components/status.js';
+import { Table } from '../components/table.js';
 import { ViewRoot } from '../components/view.js';
+import * as fmt from '../format.js';
+import { useLive } from '../live.js';
+import { sessionHref } from '../router.js';
 
-export function SessionsView() {
-  return html`<${ViewRoot} name="sessions" ready=${true} title="Sessions"><p class="empty">Coming soon.</p><//>`;
+const KINDS = ['backup', 'restore', 'check', 'maintenance'];
+const STATUSES = ['running', 'success', 'warning', 'failed', 'stopped'];
+const LIMIT = 200;
+
+export function SessionsView({ query: q }) {
+  const [kind, setKind] = useState(q.kind || '');
+  const [job, setJob] = useState(q.job || '');
+  const [status, setStatus] = useState(q.status || '');
+  const jobs = useData(() => api.get('/jobs'));
+  const list = useData(() => api.get(`/sessions${query({ kind, job, limit: LIMIT })}`), [kind, job]);
+  useLive(['sessions'], list.reload);
+  const rows = (list.data || [])
+    .filter((s) => !status || s.status === status)
+    .slice()
+    .reverse()
+    .map(summarize);
+
+  const select = (name, value, set, options, all) => html`<select name=${name} value=${value}
+      onChange=${(e) => set(e.target.value)}>
+    <option value="">${all}</option>
+    ${options.map((o) => html`<option value=${o}>${o}</option>`)}
+  </select>`;
+
+  const columns = [
+    { title: 'Session', render: (s) => html`<a href=${sessionHref(s.id)}>#${s.id}</a>` },
+    { title: 'Kind', render: (s) => s.kind },
+    { title: 'Job', render: (s) => s.job || '–' },
+    { title: 'Trigger', render: (s) => s.trigger || '–' },
+    { title: 'Status', render: (s) => html`<${StatusBadge} status=${s.status} />` },
+    { title: 'Started', render: (s) => html`${fmt.time(s.started || s.created)}<div class="muted small">${fmt.ago(s.started || s.created)}</div>` },
+    { title: 'Duration', className: 'num', render: sessionDuration },
+    { title: 'Tasks', className: 'num', render: (s) => (s.tasks ? s.tasks.length : '–') },
+    {
+      title: 'Progress / reason',
+      className: 'wrap w-wide',
+      render: (s) => (s.status === 'running' ? html`<${SessionProgress} session=${s} />` : html`<span class="muted small">${s.reason || ''}</span>`),
+    },
+  ];
+  return html`<${ViewRoot} name="sessions" ready=${list.ready} title="Sessions" error=${list.error}
+      actions=${html`<div class="row filters">
+        ${select('kind', kind, setKind, KINDS, 'all kinds')}
+        ${select('job', job, setJob, (jobs.data || []).map((j) => j.name), 'all jobs')}
+        ${select('status', status, setStatus, STATUSES, 'any status')}
+      </div>`}>
+    <div class="card table-card">
+      <${Table} rows=${rows} columns=${columns}
+        empty=${kind || job || status ? 'No session matches.' : 'No session yet: run a job from the Jobs page.'}
+        rowProps=${(s) => ({ 'data-session': s.id })} />
+    </div>
+    ${list.data && list.data.length >= LIMIT ? html`<p class="muted small">The newest ${LIMIT} sessions are shown.</p>` : null}
+  <//>`;
 }

@@ -1,0 +1,52 @@
+// A lazily loaded folder tree of a restore point (GET /points/{id}/ls), with
+// checkboxes to pick what to restore and a versions button on files.
+import { html } from '../vendor/htm-preact-standalone.module.js';
+import * as fmt from '../format.js';
+
+/** True when `path` or one of its parent folders is in `selected`. */
+export function coveredBy(selected, path) {
+  for (const chosen of selected) {
+    if (chosen === path || path.startsWith(chosen.endsWith('/') ? chosen : `${chosen}/`)) return chosen;
+  }
+  return null;
+}
+
+function Row({ entry, depth, tree, selectable }) {
+  const isDir = entry.type === 'dir';
+  const open = tree.open.has(entry.path);
+  const covering = coveredBy(tree.selected, entry.path);
+  const inherited = covering && covering !== entry.path;
+  return html`<div class="tree-row" data-path=${entry.path} data-type=${entry.type} style=${{ paddingLeft: `${4 + depth * 18}px` }}>
+      ${isDir
+        ? html`<button type="button" class="tree-open" data-open=${entry.path} aria-expanded=${open ? 'true' : 'false'}
+            onClick=${() => tree.toggle(entry.path)}>${open ? '▾' : '▸'}</button>`
+        : html`<span class="tree-open"></span>`}
+      ${selectable
+        ? html`<input type="checkbox" data-select=${entry.path} checked=${Boolean(covering)} disabled=${Boolean(inherited)}
+            onChange=${(e) => tree.select(entry.path, e.target.checked)} />`
+        : null}
+      <span class="tree-name mono" onClick=${isDir ? () => tree.toggle(entry.path) : null}
+        style=${isDir ? { cursor: 'pointer' } : null}>
+        ${isDir ? html`<b>${entry.name}/</b>` : entry.name}
+        ${entry.link_target ? html`<span class="muted"> → ${entry.link_target}</span>` : null}
+      </span>
+      <span class="tree-meta">${isDir ? '' : fmt.bytes(entry.size)}</span>
+      <span class="tree-meta">${fmt.time(entry.mtime)}</span>
+      <span class="tree-meta mono">${entry.mode}</span>
+      ${entry.type === 'file'
+        ? html`<button type="button" class="btn small" data-action="versions"
+            onClick=${() => tree.showVersions(entry.path)}>Versions</button>`
+        : html`<span style=${{ width: '66px' }}></span>`}
+    </div>
+    ${isDir && open ? html`<${Children} path=${entry.path} depth=${depth + 1} tree=${tree} selectable=${selectable} />` : null}`;
+}
+
+export function Children({ path, depth, tree, selectable }) {
+  const listing = tree.listings[path];
+  if (!listing || listing.loading) return html`<div class="tree-row muted small" style=${{ paddingLeft: `${22 + depth * 18}px` }}>loading…</div>`;
+  if (listing.error) return html`<div class="tree-row field-error" style=${{ paddingLeft: `${22 + depth * 18}px` }}>${listing.error}</div>`;
+  if (!listing.entries.length) return html`<div class="tree-row muted small" style=${{ paddingLeft: `${22 + depth * 18}px` }}>empty folder</div>`;
+  return listing.entries.map(
+    (entry) => html`<${Row} key=${entry.path} entry=${entry} depth=${depth} tree=${tree} selectable=${selectable} />`,
+  );
+}
