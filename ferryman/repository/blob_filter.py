@@ -25,11 +25,11 @@ class BlobFilter:
         self._bits = bytearray(bits // 8)
         self._lock = threading.Lock()
 
-    def _positions(self, blob_id: bytes) -> list[int]:
+    def _positions(self, blob_id: bytes) -> tuple[int, int, int, int]:
         # Blob ids are keyed BLAKE3 outputs: disjoint 8-byte slices are independent hashes.
-        return [
-            int.from_bytes(blob_id[8 * i : 8 * i + 8], "little") & self._mask for i in range(HASHES)
-        ]
+        m = self._mask
+        a, b, c, d = _FOUR_U64.unpack_from(blob_id)
+        return a & m, b & m, c & m, d & m
 
     def add(self, blob_id: bytes) -> None:
         """Remember ``blob_id``."""
@@ -41,4 +41,10 @@ class BlobFilter:
         if not isinstance(blob_id, bytes) or len(blob_id) < 8 * HASHES:
             return False
         bits = self._bits
-        return all(bits[pos >> 3] & (1 << (pos & 7)) for pos in self._positions(blob_id))
+        a, b, c, d = self._positions(blob_id)
+        return bool(
+            bits[a >> 3] & (1 << (a & 7))
+            and bits[b >> 3] & (1 << (b & 7))
+            and bits[c >> 3] & (1 << (c & 7))
+            and bits[d >> 3] & (1 << (d & 7))
+        )

@@ -164,13 +164,17 @@ class RepositoryWriter:
         data: bytes | bytearray | memoryview,
         *,
         force: bool = False,
+        checked: bool = False,
     ) -> bool:
         """Store ``data`` as blob ``blob_id`` of ``kind`` unless already present.
 
         Returns False when deduplicated.  ``blob_id`` must be ``repo.blob_id(data)``
         (readers verify it).  ``force`` stores a new copy even if the index has one
-        (garbage collection's repacking).  Thread-safe; may block while too many
-        packs are waiting for upload.
+        (garbage collection's repacking).  ``checked``: the caller has just asked
+        :meth:`has_blobs` for this id (with others, in one query) and got no, so the
+        per-blob index lookup is skipped; the session still deduplicates (an id
+        indexed meanwhile by another writer is stored twice, which is harmless).
+        Thread-safe; may block while too many packs are waiting for upload.
         """
         self._raise_pending_error()
         if kind not in blob.KIND_NAMES:
@@ -180,7 +184,7 @@ class RepositoryWriter:
         if len(data) > blob.MAX_BLOB_SIZE:
             raise ValueError(f"blob of {len(data)} bytes exceeds {blob.MAX_BLOB_SIZE}")
         blob_id = bytes(blob_id)
-        if (not force and self.has_blob(blob_id)) or not self._claim(blob_id):
+        if (not force and not checked and self.has_blob(blob_id)) or not self._claim(blob_id):
             with self._lock:
                 self.stats["blobs_dedup"] += 1
             return False
