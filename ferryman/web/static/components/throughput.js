@@ -41,7 +41,8 @@ export function ratesFromSamples(samples, field = 'bytes_read') {
         const lo = Math.max(a.t, t0 + k * step);
         const hi = Math.min(b.t, t0 + (k + 1) * step);
         if (hi <= lo) continue;
-        const rate = (moved * ((hi - lo) / span)) / step / MB;
+        const width = Math.min(step, t1 - (t0 + k * step)); // the last bucket may be cut short
+        const rate = (moved * ((hi - lo) / span)) / width / MB;
         perProxy[proxy][k] += rate;
         total[k] += rate;
       }
@@ -50,6 +51,12 @@ export function ratesFromSamples(samples, field = 'bytes_read') {
   return { times, total, perProxy };
 }
 
+const pad = (n) => String(n).padStart(2, '0');
+const clock = (t) => {
+  const d = new Date(t * 1000);
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+};
+
 function options(width, proxies) {
   return {
     width,
@@ -57,14 +64,15 @@ function options(width, proxies) {
     legend: { show: true },
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
-    axes: [{}, { label: 'MB/s', size: 60, values: (u, ticks) => ticks.map((v) => v.toFixed(v < 10 ? 1 : 0)) }],
+    axes: [{ values: (u, ticks) => ticks.map(clock) }, { label: 'MB/s', size: 60, values: (u, ticks) => ticks.map((v) => v.toFixed(v < 10 ? 1 : 0)) }],
     series: [
-      {},
-      { label: 'total', stroke: COLORS[0], width: 2, fill: 'rgba(31,78,121,0.08)', value: (u, v) => (v == null ? '–' : `${v.toFixed(1)} MB/s`) },
+      { label: 'time', value: (u, t) => (t == null ? '–' : clock(t)) },
+      { label: 'total', stroke: COLORS[0], width: 2, points: { show: false }, fill: 'rgba(31,78,121,0.08)', value: (u, v) => (v == null ? '–' : `${v.toFixed(1)} MB/s`) },
       ...proxies.map((name, i) => ({
         label: name,
         stroke: COLORS[(i + 1) % COLORS.length],
         width: 1.5,
+        points: { show: false },
         value: (u, v) => (v == null ? '–' : `${v.toFixed(1)} MB/s`),
       })),
     ],
