@@ -105,6 +105,7 @@ def _backup(
                 on_checkpoint=checkpoints,
                 reread=saver.read_now,
                 checkpoint_interval=options.checkpoint_interval,
+                trust_reused=writer.trusts_points(parents.point_ids),
             )
             scanner = Scanner(
                 repo,

@@ -36,6 +36,7 @@ class Parents:
     """Trees used for change detection, most authoritative first."""
 
     roots: list[Node] = field(default_factory=list)
+    point_ids: list[str] = field(default_factory=list)  # the restore point of each root
     parent_id: str | None = None
     checkpoint_ids: list[str] = field(default_factory=list)
 
@@ -75,6 +76,7 @@ def find_parents(repo: Repository, options: BackupOptions) -> Parents:
     for point in [*reversed(fresh[-1:]), *([parent] if parent is not None else [])]:
         try:
             found.roots.append(load_root(repo, point.root))
+            found.point_ids.append(point.id)
         except (RepositoryError, ValueError) as exc:
             log.warning("restore point %s unusable for change detection: %s", point.id, exc)
     found.parent_id = parent.id if parent is not None else None

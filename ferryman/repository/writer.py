@@ -27,7 +27,12 @@ from ferryman.repository.errors import LeaseExpired, RepositoryError
 from ferryman.repository.index import IndexEntry
 from ferryman.repository.lease import WriterLease
 from ferryman.repository.pack_buffers import POOL, OpenPack
-from ferryman.repository.restore_point import RestorePoint, new_point_id, seal_point
+from ferryman.repository.restore_point import (
+    POINTS_PREFIX,
+    RestorePoint,
+    new_point_id,
+    seal_point,
+)
 from ferryman.repository.scratch import ScratchDB
 
 if TYPE_CHECKING:
@@ -148,6 +153,21 @@ class RepositoryWriter:
         found = self.repo.index_cache.present(ids, self._condemned)
         found.update(b for b in ids if b not in found and self._in_session(b))
         return found
+
+    def trusts_points(self, point_ids: Iterable[str]) -> bool:
+        """Whether every blob reachable from these restore points may be referenced
+        without asking :meth:`has_blob` for each (docs/format.md §13.1, step 3).
+
+        True when no GC generation was pending when this writer opened (its
+        condemned set is empty) and every point still exists now, after the lease:
+        a sweep that completed earlier listed those points, so kept what they
+        reach; any later mark sees this writer's lease and waits for it.  Checked
+        once per task, it spares an unchanged re-run one index query per chunk.
+        """
+        if self._condemned:
+            return False
+        ids = list(point_ids)
+        return bool(ids) and all(self._backend.exists(POINTS_PREFIX + pid) for pid in ids)
 
     # -- adding blobs --------------------------------------------------------------------------
 

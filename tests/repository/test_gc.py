@@ -94,6 +94,28 @@ def test_writer_started_after_mark_reuploads_condemned_blobs(repo: Repository) -
     assert repo.check(read_data=True).ok
 
 
+def test_writer_trusts_the_blobs_of_existing_points_only_while_no_gc_is_pending(
+    repo: Repository,
+) -> None:
+    """trusts_points (reused blobs referenced without a per-blob has_blob) holds only
+    for points that still exist after the lease, and never while a generation is
+    condemned but not swept."""
+    kept_id, _ = _backup(repo, 1)
+    gone_id, _ = _backup(repo, 2)
+    with repo.open_writer("t") as w:
+        assert w.trusts_points([kept_id, gone_id])
+        assert not w.trusts_points([])
+        repo.delete_restore_point(gone_id)  # forgotten after find_parents listed it
+        assert not w.trusts_points([kept_id, gone_id])
+        assert w.trusts_points([kept_id])
+    assert repo.gc(grace=0).condemned_packs > 0
+    with repo.open_writer("t") as w:
+        assert not w.trusts_points([kept_id])  # the sweep is pending: ask has_blob
+    repo.gc(grace=0)  # sweep
+    with repo.open_writer("t") as w:
+        assert w.trusts_points([kept_id])
+
+
 def test_expired_lease_of_a_dead_writer_no_longer_blocks(repo: Repository) -> None:
     old_id, _ = _backup(repo, 1)
     dead = WriterLease(repo.backend, repo.keys.encryption, "ab" * 16, "crashed", timeout=0.3)
