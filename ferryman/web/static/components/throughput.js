@@ -5,6 +5,8 @@ import uPlot from '../vendor/uPlot.esm.js';
 
 const COLORS = ['#1f4e79', '#e07b39', '#3a9b5c', '#8e5cc4', '#c44e52', '#2aa1b3', '#b3a12a', '#7f7f7f'];
 const MB = 1e6;
+// Whole seconds and minutes between time ticks (uPlot would also pick fractions of a second).
+const TICKS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
 
 /**
  * Buckets cumulative samples into rates: {times, total, perProxy: {name: [..]}}.
@@ -64,7 +66,7 @@ function options(width, proxies) {
     legend: { show: true },
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
-    axes: [{ values: (u, ticks) => ticks.map(clock) }, { label: 'MB/s', size: 60, values: (u, ticks) => ticks.map((v) => v.toFixed(v < 10 ? 1 : 0)) }],
+    axes: [{ values: (u, ticks) => ticks.map(clock), incrs: TICKS, space: 70 }, { label: 'MB/s', size: 60, values: (u, ticks) => ticks.map((v) => v.toFixed(v < 10 ? 1 : 0)) }],
     series: [
       { label: 'time', value: (u, t) => (t == null ? '–' : clock(t)) },
       { label: 'total', stroke: COLORS[0], width: 2, points: { show: false }, fill: 'rgba(31,78,121,0.08)', value: (u, v) => (v == null ? '–' : `${v.toFixed(1)} MB/s`) },

@@ -126,8 +126,9 @@ function useSeenSamples() {
     record(session) {
       const now = Date.now() / 1000;
       for (const task of session.tasks || []) {
-        const p = task.progress;
-        if (task.state !== 'running' || !p || last.current[task.id] === p.bytes_read) continue;
+        // A running task's progress, then once its final figures.
+        const p = task.state === 'running' ? task.progress : isEnded(task.state) && last.current[task.id] !== undefined ? task.stats : null;
+        if (!p || last.current[task.id] === p.bytes_read) continue;
         last.current[task.id] = p.bytes_read;
         seen.current.push({ t: now, proxy: task.proxy, task: task.id, bytes_read: p.bytes_read || 0, bytes_transferred: p.bytes_transferred || 0 });
       }
