@@ -4,7 +4,9 @@ the console page, and the live event stream."""
 from __future__ import annotations
 
 import json
+import signal
 import ssl
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -92,3 +94,87 @@ def test_user_commands_refuse_bad_input_in_one_line(server: Installation) -> Non
     taken = server.ferryman(*add, "--password-stdin", input="long enough\n")
     assert "a user named 'bob' already exists" in error_line(taken)
     server.ok("user", "remove", "bob")
+
+
+def read_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
+    """``(event, data)`` pairs of a server-sent event stream (comments skipped)."""
+    event, data = "message", ""
+    for line in lines:
+        if line == "":
+            if data:
+                yield event, json.loads(data)
+            event, data = "message", ""
+        elif line.startswith("event: "):
+            event = line[len("event: ") :]
+        elif line.startswith("data: "):
+            data += line[len("data: ") :]
+
+
+def bearer(server: Installation) -> dict[str, str]:
+    return {"Authorization": f"Bearer {client_config(server)['token']}"}
+
+
+def test_event_stream_sends_changes_only(server: Installation, tmp_path: Any) -> None:
+    (tmp_path / "a.txt").write_text("live\n" * 1000)
+    server.ok("share", "add", "live", str(tmp_path))
+    server.ok("job", "add", "live-job", "--share", "live", "--repo", "default")
+    with browser(server) as web:
+        assert web.get("/api/v1/events").status_code == 401
+        assert web.get("/api/v1/events?session=999999", headers=bearer(server)).status_code == 404
+        assert web.get("/api/v1/events?session=x", headers=bearer(server)).status_code == 422
+        quiet = httpx.Timeout(30, read=3)
+        with web.stream("GET", "/api/v1/events", headers=bearer(server), timeout=quiet) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            events = read_events(stream.iter_lines())
+            first = dict([next(events), next(events)])
+            assert first["sessions"] == []
+            assert [p["name"] for p in first["proxies"]] == ["embedded"]
+            with pytest.raises(httpx.ReadTimeout):  # nothing changed: nothing sent
+                next(events)
+
+        # follow one session with the console cookie (a token sign-in)
+        assert web.post("/api/v1/login", json={"token": client_config(server)["token"]}).is_success
+        run = web.post("/api/v1/jobs/live-job/run", headers={"X-Ferryman-Web": "1"})
+        assert run.status_code == 201, run.text
+        session_id = run.json()["id"]
+        statuses = []
+        with web.stream("GET", f"/api/v1/events?session={session_id}") as stream:
+            for event, data in read_events(stream.iter_lines()):
+                if event == "session":
+                    assert data["id"] == session_id and data["tasks"]
+                    statuses.append(data["status"])
+                    if data["status"] != "running":
+                        break
+        assert statuses[-1] == "success", statuses
+        with web.stream("GET", "/api/v1/events") as stream:
+            kind, summaries = next(read_events(stream.iter_lines()))
+        assert kind == "sessions"
+        (summary,) = summaries
+        assert (summary["id"], summary["job"], summary["status"]) == (
+            session_id,
+            "live-job",
+            "success",
+        )
+        assert set(summary["progress"]) == {
+            "files_read",
+            "bytes_read",
+            "bytes_transferred",
+            "rate",
+            "eta_seconds",
+        }
+
+
+def test_event_stream_ends_when_the_server_stops(server: Installation) -> None:
+    """Runs last in this module: it stops the server."""
+    assert server.process is not None
+    with (
+        browser(server) as web,
+        web.stream("GET", "/api/v1/events", headers=bearer(server)) as stream,
+    ):
+        lines = stream.iter_lines()
+        next(read_events(lines))
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        rest = list(lines)  # ends cleanly instead of hanging until a timeout
+        assert time.monotonic() - started < 10, rest
+    assert server.process.wait(timeout=15) == 0, server.server_log()

@@ -243,8 +243,8 @@ def test_no_5xx_from_schema_driven_junk(api: Api) -> None:
                 url = path.replace("/api/v1", "")
                 for name in ("ref", "session_id", "token_id", "task_id"):
                     url = url.replace("{" + name + "}", value)
-                if url.startswith("/proxy/"):
-                    continue
+                if url.startswith("/proxy/") or url == "/events":
+                    continue  # /events never ends; tests/cli/test_console.py sends it junk
                 for body in junk_bodies:
                     r = api.call(
                         method.upper(), f"{url}?path={value}&share={value}&job={value}", json=body

@@ -18,6 +18,7 @@ from ferryman.server.api.console import add_console_routes
 from ferryman.server.api.errors import FieldError
 from ferryman.server.api.routers import (
     deployments,
+    events,
     jobs,
     notifications,
     points,
@@ -74,7 +75,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
-    api_routers = (system, users, repositories, shares, jobs, sessions, points, proxies)
+    api_routers = (system, users, repositories, shares, jobs, sessions, points, proxies, events)
     for module in (*api_routers, notifications, deployments):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(proxy_protocol.router)

@@ -188,6 +188,52 @@ def session_views(db: DbSession, sessions: list[Session]) -> list[dict[str, Any]
     ]
 
 
+# Counters of running tasks summed into a session summary.
+SUMMARY_KEYS = ("files_read", "bytes_read", "bytes_transferred", "rate")
+# What lists of sessions leave out: short-lived helper sessions of other requests.
+HIDDEN_KINDS = ("browse", "attach")
+
+
+def session_summaries(db: DbSession, sessions: list[Session]) -> list[dict[str, Any]]:
+    """Sessions without their tasks: status plus the summed progress of running tasks.
+
+    ``eta_seconds`` is the longest estimate of a running task (None when none is known).
+    """
+    progress: dict[int, dict[str, Any]] = {
+        s.id: {**dict.fromkeys(SUMMARY_KEYS, 0), "eta_seconds": None} for s in sessions
+    }
+    running = [s.id for s in sessions if s.status == "running"]
+    if running:
+        rows = db.execute(
+            select(Task.session_id, Task.progress).where(
+                Task.session_id.in_(running), Task.state == "running"
+            )
+        )
+        for session_id, values in rows:
+            total = progress[session_id]
+            for key in SUMMARY_KEYS:
+                value = (values or {}).get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    total[key] += value
+            eta = (values or {}).get("eta_seconds")
+            if isinstance(eta, int | float) and (total["eta_seconds"] or 0) < eta:
+                total["eta_seconds"] = eta
+    return [
+        {
+            "id": s.id,
+            "kind": s.kind,
+            "job": s.job_name,
+            "status": s.status,
+            "revision": s.revision,
+            "created": iso(s.created),
+            "started": iso(s.started),
+            "ended": iso(s.ended),
+            "progress": progress[s.id],
+        }
+        for s in sessions
+    ]
+
+
 def point_view(point: RestorePoint, repo_names: dict[int, str]) -> dict[str, Any]:
     return {
         "id": point.id,

@@ -10,14 +10,13 @@ from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session as DbSession
 
 from ferryman.server.api.deps import Caller, get_ctx, lookup, require
-from ferryman.server.api.views import session_view, session_views
+from ferryman.server.api.views import HIDDEN_KINDS, session_view, session_views
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import Job, RestorePoint, Session
 from ferryman.server.roles import Role, allows
 from ferryman.server.sessions import stop_session
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
-HIDDEN_KINDS = ("browse", "attach")
 
 
 def _get(db: DbSession, session_id: int) -> Session:
