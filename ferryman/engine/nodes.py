@@ -151,9 +151,15 @@ def load_tree_maps(repo: RepositoryPort, blob_id: bytes) -> list[NodeMap]:
 
 
 def iter_dir_maps(repo: RepositoryPort, subtrees: list[bytes]) -> Iterator[NodeMap]:
-    """Stream a directory's entries as stored maps, one tree blob at a time."""
+    """Stream a directory's entries as stored maps, one tree blob at a time.
+
+    The tree blobs of the subdirectories listed are located with one index query
+    per blob read (``prefetch_locations``), not one per subdirectory.
+    """
     for blob_id in subtrees:
-        yield from load_tree_maps(repo, blob_id)
+        maps = load_tree_maps(repo, blob_id)
+        repo.prefetch_locations([i for m in maps if m.get("t") == "dir" for i in m.get("st", ())])
+        yield from maps
 
 
 def store_maps(repo: RepositoryPort, writer: WriterPort, maps: list[NodeMap]) -> tuple[bytes, bool]:

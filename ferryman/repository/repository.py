@@ -38,6 +38,7 @@ from ferryman.repository.writer import RepositoryWriter
 
 # Tree packs kept in memory by a Repository (each up to the tree pack size, 4 MiB).
 TREE_PACKS_IN_MEMORY = 3
+PREFETCHED_LOCATIONS = 20_000
 
 
 class Repository:
@@ -77,6 +78,8 @@ class Repository:
         # previous tree reads its blobs in pack order, thousands per pack.
         self._tree_packs: OrderedDict[str, tuple[bytes, AESGCM]] = OrderedDict()
         self._tree_packs_lock = threading.Lock()
+        # Locations looked up ahead of get_blob (prefetch_locations), each used once.
+        self._located: dict[bytes, IndexEntry] = {}
 
     # -- creating and opening ------------------------------------------------------------------
 
@@ -197,8 +200,30 @@ class Repository:
             entry = self.index_cache.lookup(blob_id)
         return entry
 
+    def prefetch_locations(self, blob_ids: list[bytes]) -> None:
+        """Look up where ``blob_ids`` are in one index query; the next :meth:`get_blob`
+        of each skips its own query (a walk of a previous tree reads one blob per
+        directory: the subdirectories' ids are known one level ahead).  At most
+        ``PREFETCHED_LOCATIONS`` are kept; ids never read are dropped with the rest."""
+        if not blob_ids:
+            return
+        found = self.index_cache.lookup_many(blob_ids)
+        with self._tree_packs_lock:
+            if len(self._located) + len(found) > PREFETCHED_LOCATIONS:
+                self._located.clear()
+            self._located.update(found)
+
     def get_blob(self, blob_id: bytes) -> bytes:
         """Read, authenticate, decompress and verify one blob."""
+        located = None
+        if self._located:
+            with self._tree_packs_lock:
+                located = self._located.pop(blob_id, None)
+        if located is not None:
+            try:
+                return self._read(located)
+            except ObjectNotFound:
+                pass  # moved by garbage collection: look it up again
         for attempt in range(2):
             locations = self.index_cache.locations(blob_id)
             if not locations:
