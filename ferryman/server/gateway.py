@@ -38,6 +38,7 @@ from ferryman.server.probes import (
     store_probe_results,
 )
 from ferryman.server.sessions import ACTIVE_STATES, on_task_finished, requeue, touch
+from ferryman.server.throughput import record_sample
 from ferryman.server.tokens import consume_join_token
 
 log = logging.getLogger("ferryman.server.gateway")
@@ -268,6 +269,7 @@ class ProxyGateway:
         with self.ctx.db.session() as db:
             task = self._owned(db, proxy_id, update.task_id)
             task.progress = with_eta(db, task, update.progress)
+            record_sample(db, task, update.progress)
             touch(task.session)
         self.ctx.signals.session_changed()
 
@@ -309,6 +311,7 @@ class ProxyGateway:
                 task.output = result.output
                 task.ended = utcnow()
                 task.lease_expires = None
+                record_sample(db, task, result.stats, final=True)
                 if task.kind == "attach" and result.state == "success" and task.repository_id:
                     # probes taken while it did not exist yet are wrong now
                     db.execute(

@@ -164,6 +164,20 @@ def test_event_stream_sends_changes_only(server: Installation, tmp_path: Any) ->
         }
 
 
+def test_share_form_refuses_a_path_no_proxy_reaches(server: Installation, tmp_path: Any) -> None:
+    with browser(server) as web:
+        missing = {"name": "ghost", "url": str(tmp_path / "not-here")}
+        refused = web.post("/api/v1/shares?probe=20", json=missing, headers=bearer(server))
+        assert refused.status_code == 422, refused.text
+        answer = refused.json()
+        assert answer["field"] == "url" and "no proxy can reach" in answer["detail"]
+        assert "ghost" not in [s["name"] for s in server.json("share", "list")]
+        there = {"name": "ghost", "url": str(tmp_path)}
+        kept = web.post("/api/v1/shares?probe=20", json=there, headers=bearer(server))
+        assert kept.status_code == 201, kept.text
+    server.ok("share", "remove", "ghost")
+
+
 def test_event_stream_ends_when_the_server_stops(server: Installation) -> None:
     """Runs last in this module: it stops the server."""
     assert server.process is not None

@@ -17,6 +17,7 @@ import ferryman
 from ferryman.server.api.console import add_console_routes
 from ferryman.server.api.errors import FieldError
 from ferryman.server.api.routers import (
+    dashboard,
     deployments,
     events,
     jobs,
@@ -75,8 +76,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
-    api_routers = (system, users, repositories, shares, jobs, sessions, points, proxies, events)
-    for module in (*api_routers, notifications, deployments):
+    api_routers = (system, users, repositories, shares, jobs, sessions, points, proxies)
+    for module in (*api_routers, notifications, deployments, events, dashboard):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(proxy_protocol.router)
     add_metrics_route(app, ctx)

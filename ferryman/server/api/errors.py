@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from fastapi import HTTPException
+from sqlalchemy.orm import Session as DbSession
+
+from ferryman.server.api.deps import lookup
+
+T = TypeVar("T")
 
 
 class FieldError(HTTPException):
@@ -11,3 +18,11 @@ class FieldError(HTTPException):
     def __init__(self, status_code: int, detail: str, field: str) -> None:
         super().__init__(status_code, detail)
         self.field = field
+
+
+def field_lookup(db: DbSession, model: type[T], ref: str, what: str, field: str) -> T:
+    """`deps.lookup` for an object named in a request body: its 404 names the field."""
+    try:
+        return lookup(db, model, ref, what)
+    except HTTPException as exc:
+        raise FieldError(exc.status_code, str(exc.detail), field) from exc

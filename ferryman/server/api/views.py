@@ -259,12 +259,22 @@ def proxy_state(proxy: Proxy, busy: bool, offline_after: float, now: dt.datetime
 
 def proxy_view(db: DbSession, proxy: Proxy, offline_after: float) -> dict[str, Any]:
     now = utcnow()
-    running = list(
-        db.scalars(select(Task.id).where(Task.proxy_id == proxy.id, Task.state.in_(ACTIVE_STATES)))
-    )
+    running = db.execute(
+        select(Task.id, Task.session_id, Task.share_id)
+        .where(Task.proxy_id == proxy.id, Task.state.in_(ACTIVE_STATES))
+        .order_by(Task.id)
+    ).all()
     state = proxy_state(proxy, bool(running), offline_after, now)
     names = {("share", s.id): s.name for s in db.scalars(select(Share))}
     names.update({("repository", r.id): r.name for r in db.scalars(select(Repository))})
+    tasks = [
+        {
+            "task": task_id,
+            "session": session_id,
+            "share": names.get(("share", share_id)) if share_id is not None else None,
+        }
+        for task_id, session_id, share_id in running
+    ]
     probes = [
         {
             "kind": p.kind,
@@ -273,6 +283,7 @@ def proxy_view(db: DbSession, proxy: Proxy, offline_after: float) -> dict[str, A
             "rtt_ms": p.rtt_ms,
             "throughput": p.throughput,
             "error": p.error,
+            "checked": iso(p.checked),
             "age_seconds": round((now - p.checked).total_seconds(), 1),
         }
         for p in db.scalars(select(Probe).where(Probe.proxy_id == proxy.id).order_by(Probe.id))
@@ -287,7 +298,7 @@ def proxy_view(db: DbSession, proxy: Proxy, offline_after: float) -> dict[str, A
         "site": proxy.site,
         "slots": proxy.slots,
         "busy_slots": len(running),
-        "running_tasks": running,
+        "running_tasks": tasks,
         "last_heartbeat": iso(proxy.last_heartbeat),
         "addresses": proxy.addresses or [],
         "capabilities": proxy.capabilities or {},

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from ferryman.server.api import inputs
 from ferryman.server.api.deps import Caller, get_ctx, lookup, require
+from ferryman.server.api.errors import FieldError, field_lookup
 from ferryman.server.api.views import job_view, session_view
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import Job, Proxy, Repository, Session, Share, utcnow
@@ -49,20 +50,20 @@ def add_job(
 ) -> dict[str, Any]:
     with ctx.db.session() as db:
         if db.scalar(select(Job).where(Job.name == body.name)):
-            raise HTTPException(409, f"a job named '{body.name}' already exists")
+            raise FieldError(409, f"a job named '{body.name}' already exists", "name")
         share_ids = []
         for ref in body.shares:
-            share = lookup(db, Share, ref, "share")
+            share = field_lookup(db, Share, ref, "share", "shares")
             if share.id not in share_ids:
                 share_ids.append(share.id)
-        repo = lookup(db, Repository, body.repository, "repository")
+        repo = field_lookup(db, Repository, body.repository, "repository", "repository")
         proxy_ids = None
         if isinstance(body.proxies, list) or body.proxies != "auto":
             names = body.proxies if isinstance(body.proxies, list) else body.proxies.split(",")
             names = [n.strip() for n in names if n.strip()]
             if not names:
-                raise HTTPException(422, "proxies must be 'auto' or a list of proxy names")
-            proxy_ids = [lookup(db, Proxy, n, "proxy").id for n in names]
+                raise FieldError(422, "proxies must be 'auto' or a list of proxy names", "proxies")
+            proxy_ids = [field_lookup(db, Proxy, n, "proxy", "proxies").id for n in names]
         job = Job(
             name=body.name,
             repository_id=repo.id,
@@ -114,7 +115,7 @@ def change_job(
                 setattr(job, name, getattr(body, name))
         if "priority" in given:
             if body.priority is None:
-                raise HTTPException(422, "priority must be an integer from 0 to 100")
+                raise FieldError(422, "priority must be an integer from 0 to 100", "priority")
             job.priority = body.priority
         if "schedule" in given and body.schedule != job.schedule:
             job.schedule = body.schedule

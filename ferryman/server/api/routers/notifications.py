@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from ferryman.server.api import inputs
 from ferryman.server.api.deps import Caller, get_ctx, lookup, require
+from ferryman.server.api.errors import FieldError
 from ferryman.server.api.views import iso
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import NotificationDelivery, NotificationTarget
@@ -164,7 +165,9 @@ def add_target(
         secret = body.password
     with ctx.db.session() as db:
         if db.scalar(select(NotificationTarget).where(NotificationTarget.name == body.name)):
-            raise HTTPException(409, f"a notification target named '{body.name}' already exists")
+            raise FieldError(
+                409, f"a notification target named '{body.name}' already exists", "name"
+            )
         target = NotificationTarget(
             name=body.name, kind=body.kind, settings=settings, on_statuses=body.on
         )

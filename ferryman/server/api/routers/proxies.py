@@ -111,6 +111,16 @@ def disable_proxy(
     return _set_enabled(ctx, ref, False)
 
 
+@router.post("/{ref}/drain")
+def drain_proxy(
+    ref: str,
+    ctx: ServerContext = Depends(get_ctx),
+    _: Caller = Depends(require(Role.administrator)),
+) -> dict[str, Any]:
+    """No new tasks; running ones finish (state ``draining`` until then). Same as disable."""
+    return _set_enabled(ctx, ref, False)
+
+
 @router.delete("/{ref}", status_code=204)
 def remove_proxy(
     ref: str,

@@ -6,14 +6,15 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from ferryman.server.api import inputs
 from ferryman.server.api.deps import Caller, get_ctx, lookup, require
+from ferryman.server.api.errors import FieldError
 from ferryman.server.api.views import repository_view, session_view
 from ferryman.server.api.waiting import wait_for_task
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import Job, Repository, Session
+from ferryman.server.db.models import Job, Probe, Repository, Session
 from ferryman.server.roles import Role
 from ferryman.server.sessions import start_single_task_session
 
@@ -58,12 +59,12 @@ def add_repository(
     _: Caller = Depends(require(Role.administrator)),
 ) -> dict[str, Any]:
     if not body.passphrase:
-        raise HTTPException(422, "passphrase is required to add a repository")
+        raise FieldError(422, "passphrase is required to add a repository", "passphrase")
     if bool(body.access_key) != bool(body.secret_key):
-        raise HTTPException(422, "give both access_key and secret_key, or neither")
+        raise FieldError(422, "give both access_key and secret_key, or neither", "access_key")
     with ctx.db.session() as db:
         if db.scalar(select(Repository).where(Repository.name == body.name)):
-            raise HTTPException(409, f"a repository named '{body.name}' already exists")
+            raise FieldError(409, f"a repository named '{body.name}' already exists", "name")
         repo = store_repository(ctx, db, body)
         session = start_single_task_session(db, "attach", repo, {}, priority=100)
         repo_id, session_id = repo.id, session.id
@@ -74,7 +75,7 @@ def add_repository(
         raise
     if task.state not in ("success", "warning"):
         _forget(ctx, repo_id)
-        raise HTTPException(400, f"cannot use repository '{body.name}': {task.error}")
+        raise FieldError(400, f"cannot use repository '{body.name}': {task.error}", "url")
     with ctx.db.session() as db:
         return repository_view(db.get(Repository, repo_id))  # type: ignore[arg-type]
 
@@ -100,6 +101,54 @@ def show_repository(
 ) -> dict[str, Any]:
     with ctx.db.session() as db:
         return repository_view(lookup(db, Repository, ref, "repository"))
+
+
+class RepositoryChange(BaseModel):
+    """`PATCH /repositories/{ref}`: task limit and S3 keys; name, url, passphrase stay."""
+
+    name: str | None = Field(default=None, max_length=200)
+    url: str | None = Field(default=None, max_length=4096)
+    max_tasks: int | None = Field(default=None, ge=1, le=1000)
+    access_key: str | None = Field(default=None, repr=False, max_length=1024)
+    secret_key: str | None = Field(default=None, repr=False, max_length=1024)
+
+
+@router.patch("/{ref}")
+def change_repository(
+    ref: str,
+    body: RepositoryChange,
+    ctx: ServerContext = Depends(get_ctx),
+    _: Caller = Depends(require(Role.administrator)),
+) -> dict[str, Any]:
+    """Change how many tasks may write at once, or an S3 repository's keys."""
+    given = body.model_fields_set
+    with ctx.db.session() as db:
+        repo = lookup(db, Repository, ref, "repository")
+        if body.name is not None and body.name != repo.name:
+            raise FieldError(422, "a repository's name cannot be changed", "name")
+        if body.url is not None and body.url != repo.url:
+            raise FieldError(422, "a repository's url cannot be changed", "url")
+        if "max_tasks" in given:
+            if body.max_tasks is None:
+                raise FieldError(422, "max_tasks must be an integer from 1 to 1000", "max_tasks")
+            repo.max_tasks = body.max_tasks
+        if given & {"access_key", "secret_key"}:
+            if not repo.url.startswith("s3://"):
+                raise FieldError(422, "keys only apply to s3:// repositories", "access_key")
+            if not body.access_key or not body.secret_key:
+                raise FieldError(422, "give both access_key and secret_key", "access_key")
+            box = ctx.secrets
+            repo.access_key_secret = box.encrypt(
+                body.access_key, f"repository:{repo.id}:access_key"
+            )
+            repo.secret_key_secret = box.encrypt(
+                body.secret_key, f"repository:{repo.id}:secret_key"
+            )
+            # probes made with the old keys say nothing about the new ones
+            db.execute(delete(Probe).where(Probe.kind == "repository", Probe.target_id == repo.id))
+        view = repository_view(repo)
+    ctx.signals.wake_all_proxies()
+    return view
 
 
 @router.post("/{ref}/check", status_code=201)

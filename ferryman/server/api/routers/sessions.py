@@ -15,6 +15,7 @@ from ferryman.server.context import ServerContext
 from ferryman.server.db.models import Job, RestorePoint, Session
 from ferryman.server.roles import Role, allows
 from ferryman.server.sessions import stop_session
+from ferryman.server.throughput import session_samples
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 
@@ -89,6 +90,18 @@ def follow_session(
             ):
                 return session_view(db, session)
         ctx.signals.wait_session_change(min(0.5, max(0.01, deadline - time.monotonic())))
+
+
+@router.get("/{session_id}/throughput")
+def throughput(
+    session_id: int,
+    ctx: ServerContext = Depends(get_ctx),
+    _: Caller = Depends(require(Role.viewer)),
+) -> dict[str, Any]:
+    """Cumulative counters of each task over time (oldest first), for a throughput chart."""
+    with ctx.db.session() as db:
+        _get(db, session_id)
+        return {"samples": session_samples(db, session_id)}
 
 
 @router.post("/{session_id}/stop")

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, Field, field_validator, model_validator
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session as DbSession
 
 from ferryman.server.api import inputs
 from ferryman.server.api.deps import Caller, get_ctx, lookup, require
-from ferryman.server.api.views import share_view
+from ferryman.server.api.errors import FieldError
+from ferryman.server.api.views import proxy_state, share_view
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import Job, Share
+from ferryman.server.db.models import Job, Probe, Proxy, Share, utcnow
 from ferryman.server.roles import Role
 
 router = APIRouter(prefix="/shares", tags=["shares"])
+
+
+IoControl = Literal["lower", "below-normal", "normal", "above-normal", "faster", "adaptive"]
+
+
+def _globs(value: list[str]) -> list[str]:
+    if any(not g.strip() for g in value):
+        raise ValueError("empty glob pattern")
+    return [inputs.printable(g, "glob pattern") for g in value]
 
 
 class ShareIn(BaseModel):
@@ -25,9 +37,7 @@ class ShareIn(BaseModel):
     site: str | None = Field(default=None, max_length=200)
     include: list[str] = []
     exclude: list[str] = []
-    io_control: Literal["lower", "below-normal", "normal", "above-normal", "faster", "adaptive"] = (
-        "normal"
-    )
+    io_control: IoControl = "normal"
     # an smb:// share's password: stored encrypted, handed to proxies with tasks, never returned
     password: str | None = Field(default=None, repr=False, max_length=1024)
     # an s3:// share's keys (else the proxy's AWS environment): stored like the password
@@ -67,9 +77,7 @@ class ShareIn(BaseModel):
     @field_validator("include", "exclude")
     @classmethod
     def _globs(cls, value: list[str]) -> list[str]:
-        if any(not g.strip() for g in value):
-            raise ValueError("empty glob pattern")
-        return [inputs.printable(g, "glob pattern") for g in value]
+        return _globs(value)
 
     @field_validator("site")
     @classmethod
@@ -90,12 +98,15 @@ _NOT_COLUMNS = {"password", "access_key", "secret_key", "snapshot_create", "snap
 @router.post("", status_code=201)
 def add_share(
     body: ShareIn,
+    probe: float = Query(default=0, ge=0, le=60),
     ctx: ServerContext = Depends(get_ctx),
     _: Caller = Depends(require(Role.administrator)),
 ) -> dict[str, Any]:
+    """Register a share. With ``?probe=SECONDS``, wait that long for the online proxies to
+    try it: when every one of them fails, the share is not kept (422 on ``url``)."""
     with ctx.db.session() as db:
         if db.scalar(select(Share).where(Share.name == body.name)):
-            raise HTTPException(409, f"a share named '{body.name}' already exists")
+            raise FieldError(409, f"a share named '{body.name}' already exists", "name")
         share = Share(**body.model_dump(exclude=_NOT_COLUMNS | {"snapshot"}))
         share.snapshot = snapshot_config(body)
         db.add(share)
@@ -111,7 +122,139 @@ def add_share(
             )
         view = share_view(share)
     ctx.signals.wake_all_proxies()  # probe the new share right away
+    if probe > 0:
+        error = unreachable_everywhere(ctx, view["id"], probe)
+        if error is not None:
+            with ctx.db.session() as db:
+                db.execute(delete(Share).where(Share.id == view["id"]))
+                forget_probes(db, view["id"])
+            raise FieldError(422, f"no proxy can reach {body.url}: {error}", "url")
     return view
+
+
+def unreachable_everywhere(ctx: ServerContext, share_id: int, seconds: float) -> str | None:
+    """The error of a share that no online proxy reaches, once each has probed it; None
+    when one reaches it, no proxy is online, or the answers do not come in time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with ctx.db.session() as db:
+            now = utcnow()
+            online = [
+                p.id
+                for p in db.scalars(select(Proxy).where(Proxy.enabled))
+                if proxy_state(p, False, ctx.config.offline_after, now) == "online"
+            ]
+            probes = {
+                p.proxy_id: p
+                for p in db.scalars(
+                    select(Probe).where(Probe.kind == "share", Probe.target_id == share_id)
+                )
+            }
+        if not online or any(p.ok for p in probes.values()):
+            return None
+        if all(proxy_id in probes for proxy_id in online):
+            return probes[online[0]].error or "unreachable"
+        if time.monotonic() >= deadline:
+            return None
+        ctx.signals.wake_all_proxies()
+        time.sleep(0.2)
+
+
+def forget_probes(db: DbSession, share_id: int) -> None:
+    db.execute(delete(Probe).where(Probe.kind == "share", Probe.target_id == share_id))
+
+
+class ShareChange(BaseModel):
+    """`PATCH /shares/{ref}`: only the fields given change; name and url stay."""
+
+    name: str | None = Field(default=None, max_length=200)
+    url: str | None = Field(default=None, max_length=4096)
+    site: str | None = Field(default=None, max_length=200)
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+    io_control: IoControl | None = None
+    password: str | None = Field(default=None, repr=False, max_length=1024)
+    access_key: str | None = Field(default=None, repr=False, max_length=1024)
+    secret_key: str | None = Field(default=None, repr=False, max_length=1024)
+    snapshot: str | None = Field(default=None, max_length=1000)
+    snapshot_create: str | None = Field(default=None, max_length=4000)
+    snapshot_delete: str | None = Field(default=None, max_length=4000)
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _globs(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _globs(value)
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, value: str | None) -> str | None:
+        return None if value is None else inputs.printable(value, "site")
+
+
+@router.patch("/{ref}")
+def change_share(
+    ref: str,
+    body: ShareChange,
+    ctx: ServerContext = Depends(get_ctx),
+    _: Caller = Depends(require(Role.administrator)),
+) -> dict[str, Any]:
+    """Change a share's site, masks, I/O control, credentials or snapshot provider."""
+    given = body.model_fields_set
+    with ctx.db.session() as db:
+        share = lookup(db, Share, ref, "share")
+        if body.name is not None and body.name != share.name:
+            raise FieldError(422, "a share's name cannot be changed; add a new share", "name")
+        if body.url is not None and body.url != share.url:
+            raise FieldError(422, "a share's url cannot be changed; add a new share", "url")
+        if "site" in given:
+            share.site = body.site or None
+        for name in ("include", "exclude"):
+            if name in given:
+                setattr(share, name, getattr(body, name) or [])
+        if "io_control" in given:
+            if body.io_control is None:
+                raise FieldError(422, "io_control cannot be empty", "io_control")
+            share.io_control = body.io_control
+        if given & {"snapshot", "snapshot_create", "snapshot_delete"}:
+            share.snapshot = _snapshot(share, body)
+        credentials = _credentials(share, body, given)
+        if credentials is not None:
+            share.credentials_secret = ctx.secrets.encrypt(
+                json.dumps(credentials), f"share:{share.id}:credentials"
+            )
+            forget_probes(db, share.id)  # made with the old credentials
+        view = share_view(share)
+    ctx.signals.wake_all_proxies()
+    return view
+
+
+def _snapshot(share: Share, body: ShareChange) -> dict[str, Any] | None:
+    from ferryman.sources.snapshots import parse_snapshot
+
+    try:
+        config = parse_snapshot(body.snapshot, body.snapshot_create, body.snapshot_delete)
+    except ValueError as exc:
+        raise FieldError(422, str(exc), "snapshot") from exc
+    if config and "://" in share.url:
+        raise FieldError(422, "snapshot providers apply to local or mounted paths only", "snapshot")
+    return config
+
+
+def _credentials(share: Share, body: ShareChange, given: set[str]) -> dict[str, str] | None:
+    """The new credentials of the share, None when the request leaves them alone."""
+    if "password" in given:
+        if not share.url.startswith("smb://"):
+            raise FieldError(422, "a password only applies to smb:// shares", "password")
+        if not body.password:
+            raise FieldError(422, "an smb:// share needs a password", "password")
+        return {"password": body.password}
+    if given & {"access_key", "secret_key"}:
+        if not share.url.startswith("s3://"):
+            raise FieldError(422, "access and secret keys only apply to s3:// shares", "access_key")
+        if not body.access_key or not body.secret_key:
+            raise FieldError(422, "give both the access key and the secret key", "access_key")
+        return {"access_key": body.access_key, "secret_key": body.secret_key}
+    return None
 
 
 @router.get("")
