@@ -99,6 +99,9 @@ class RestoreOptions:
     restore_xattrs: bool = True
     verify: bool = True
     workers: int = field(default_factory=default_workers)
+    # worker processes writing files into a local target from a local repository,
+    # started past restore_walk.PROCESS_AFTER_FILES files: None = ``workers``, 0 = none
+    processes: int | None = None
     progress_interval: float = 0.5
 
 

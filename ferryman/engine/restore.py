@@ -78,6 +78,7 @@ def run_restore(
             _restore_selection(restorer, root, options, cancel)
             restorer.finish()
     finally:
+        restorer.close()
         root_dir.release()
     stats = restorer.stats
     stats.seconds_total = time.monotonic() - started

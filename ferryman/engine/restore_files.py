@@ -232,3 +232,62 @@ def apply_name_metadata(
     except OSError as exc:
         problems.append(f"timestamps: {exc.strerror}")
     return problems
+
+
+def write_local_file(
+    repo: RepositoryPort,
+    dir_fd: int,
+    name: bytes,
+    node: Node,
+    *,
+    owner: bool,
+    xattrs: bool,
+    verify: bool,
+    prefetched: dict[bytes, bytes] | None,
+) -> tuple[int, list[str]]:
+    """Create (or reopen) ``name`` in ``dir_fd``, write its content and metadata;
+    returns bytes written and the metadata problems."""
+    fd = open_for_write(dir_fd, name, node.mode)
+    try:
+        # a hardlinked file was created empty ahead of its content: truncate it
+        written = write_content(
+            repo, fd, node, verify, truncate=node.nlink > 1, prefetched=prefetched
+        )
+        return written, apply_fd_metadata(fd, node, owner, xattrs)
+    finally:
+        os.close(fd)
+
+
+class OpenPath:
+    """Directory fds along the last path opened (consecutive paths share prefixes)."""
+
+    _FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+    def __init__(self, root_fd: int) -> None:
+        self._root = root_fd
+        self._parts: list[bytes] = []
+        self._fds: list[int] = []
+
+    def open(self, parts: list[bytes]) -> int:
+        """An fd of the directory at ``parts`` below the root (never through a symlink)."""
+        common = 0
+        while (
+            common < len(parts)
+            and common < len(self._parts)
+            and parts[common] == self._parts[common]
+        ):
+            common += 1
+        while len(self._fds) > common:
+            os.close(self._fds.pop())
+            self._parts.pop()
+        for part in parts[common:]:
+            parent = self._fds[-1] if self._fds else self._root
+            self._fds.append(os.open(part, self._FLAGS, dir_fd=parent))
+            self._parts.append(part)
+        return self._fds[-1] if self._fds else self._root
+
+    def close(self) -> None:
+        """Close every fd held."""
+        while self._fds:
+            os.close(self._fds.pop())
+        self._parts.clear()

@@ -13,21 +13,24 @@ import os
 import stat
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from ferryman.engine import restore_procs
 from ferryman.engine.browse import split_path
 from ferryman.engine.file_saver import ByteBudget
 from ferryman.engine.nodes import Node, iter_dir_nodes
 from ferryman.engine.options import RestoreOptions
 from ferryman.engine.restore_files import (
+    OpenPath,
     apply_fd_metadata,
     apply_name_metadata,
     describe_restore_error,
     fetch_chunks,
     open_for_write,
     write_content,
+    write_local_file,
 )
 from ferryman.engine.stats import RestoreStats, StatsCollector
 from ferryman.repository import Repository, RepositoryError
@@ -42,6 +45,9 @@ log = logging.getLogger(__name__)
 BATCH_FILES = 128
 BATCH_BYTES = 8 << 20
 DIRS_PER_SETTLE = 10_000
+# Files restored in this process before the rest go to worker processes (a small
+# restore does not pay for starting them; see restore_procs).
+PROCESS_AFTER_FILES = 2_000
 
 
 @dataclass(slots=True)
@@ -60,6 +66,7 @@ class _FileJob:
     name: bytes
     node: Node
     path: str
+    target: bytes  # path below the target root, with the name restored
 
 
 class Restorer:
@@ -76,6 +83,12 @@ class Restorer:
         self._pool = ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="restore")
         self._budget = ByteBudget(64 << 20)
         self._futures: list[Future[None]] = []
+        # worker processes for local targets (started past PROCESS_AFTER_FILES files),
+        # and their batches in flight, kept to be written here if a worker fails
+        self._procs: ProcessPoolExecutor | None = None
+        self._procs_off = not isinstance(root, LocalTargetDir) or options.processes == 0
+        self._proc_batches: list[tuple[Future[restore_procs.BatchOutcome], list[_FileJob]]] = []
+        self._files_queued = 0
         self._batch: list[_FileJob] = []
         self._batch_bytes = 0
         # completed directories whose metadata is applied once their files are written
@@ -220,7 +233,7 @@ class Restorer:
             # create now so later hardlinks can point to it before its content is written
             os.close(open_for_write(tdir.fd, name, node.mode))
             self._links[share_path] = [target_path, node.nlink - 1]
-        self._batch.append(_FileJob(tdir.retain(), name, node, shown))
+        self._batch.append(_FileJob(tdir.retain(), name, node, shown, target_path))
         self._batch_bytes += node.size
         if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
             self.flush_batch()
@@ -243,20 +256,109 @@ class Restorer:
             return
         batch, nbytes = self._batch, min(self._batch_bytes, 64 << 20)
         self._batch, self._batch_bytes = [], 0
+        self._files_queued += len(batch)
         self._budget.acquire(nbytes)
+        procs = self._worker_processes()
+        if procs is not None:
+            self._submit_to_processes(procs, batch, nbytes)
+            return
 
         def run() -> None:
             try:
-                small = [j for j in batch if j.node.size <= BATCH_BYTES]
-                prefetched = self._prefetch(small)
-                for job in batch:
-                    self._write(job, prefetched if job.node.size <= BATCH_BYTES else None)
+                self._run_jobs(batch)
             finally:
                 self._budget.release(nbytes)
 
         self._futures.append(self._pool.submit(run))
         if len(self._futures) > 256:
             self._futures = [f for f in self._futures if not f.done()]
+
+    def _run_jobs(self, batch: list[_FileJob]) -> None:
+        small = [j for j in batch if j.node.size <= BATCH_BYTES]
+        prefetched = self._prefetch(small)
+        for job in batch:
+            self._write(job, prefetched if job.node.size <= BATCH_BYTES else None)
+
+    # -- worker processes (local targets) ------------------------------------------------
+
+    def _worker_processes(self) -> ProcessPoolExecutor | None:
+        """The worker processes, started once enough files went through threads."""
+        if self._procs is not None or self._procs_off:
+            return self._procs
+        if self._files_queued <= PROCESS_AFTER_FILES:
+            return None
+        self._procs_off = True  # one attempt
+        assert isinstance(self.root, LocalTargetDir)
+        setup = restore_procs.worker_setup(
+            self.repo,
+            self.root.fd,
+            owner=self.owner,
+            xattrs=self.options.restore_xattrs,
+            verify=self.options.verify,
+            small=BATCH_BYTES,
+        )
+        if setup is None:
+            return None
+        count = self.options.processes or max(1, self.options.workers)
+        try:
+            self._procs = restore_procs.start_pool(setup, count)
+        except OSError as exc:
+            log.warning("restore worker processes not started (%s): using threads", exc)
+        return self._procs
+
+    def _submit_to_processes(
+        self, procs: ProcessPoolExecutor, batch: list[_FileJob], nbytes: int
+    ) -> None:
+        jobs: list[restore_procs.Job] = []
+        for j in batch:
+            parent = j.target[: -len(j.name) - 1] if len(j.target) > len(j.name) else b""
+            jobs.append((parent.split(b"/") if parent else [], j.name, j.node, j.path))
+        try:
+            fut = restore_procs.submit(procs, jobs)
+        except RuntimeError as exc:  # the pool broke earlier: write here
+            log.warning("restore worker processes unusable (%s): using threads", exc)
+            self._budget.release(nbytes)
+            self._procs_broken()
+            self._futures.append(self._pool.submit(self._run_jobs, batch))
+            return
+        fut.add_done_callback(lambda f: self._process_batch_done(f, nbytes))
+        self._proc_batches.append((fut, batch))
+        if len(self._proc_batches) > 256:
+            self._collect_process_batches(wait=False)
+
+    def _process_batch_done(self, fut: Future[restore_procs.BatchOutcome], nbytes: int) -> None:
+        self._budget.release(nbytes)
+        if fut.cancelled() or fut.exception() is not None:
+            return  # written again here by _collect_process_batches
+        out = fut.result()
+        for path, reason in out.errors or []:
+            self.error(path, reason)
+        self._count(files_restored=out.files, bytes_restored=out.bytes)
+        self.collector.add(files_read=out.files, bytes_read=out.bytes)
+
+    def _collect_process_batches(self, wait: bool) -> None:
+        """Drop finished batches (all of them with ``wait``); a batch whose worker
+        failed (not a file's error: the process itself) is written in this process."""
+        pending: list[tuple[Future[restore_procs.BatchOutcome], list[_FileJob]]] = []
+        for fut, batch in self._proc_batches:
+            if not wait and not fut.done():
+                pending.append((fut, batch))
+                continue
+            exc = None if not fut.cancelled() and fut.exception() is None else fut.exception()
+            if fut.cancelled() or exc is not None:
+                log.warning("restore worker process failed (%s): writing its files here", exc)
+                self._procs_broken()
+                self._run_jobs(batch)  # releases the jobs' directories
+                continue
+            for job in batch:
+                job.dir.release()
+        self._proc_batches = pending
+
+    def _procs_broken(self) -> None:
+        self._procs_off = True
+        if self._procs is not None:
+            self._procs.shutdown(wait=False, cancel_futures=True)
+            self._procs = None
 
     def _prefetch(self, jobs: list[_FileJob]) -> dict[bytes, bytes] | None:
         """Fetch the chunks of a batch of small files together (pack by pack)."""
@@ -271,7 +373,16 @@ class Restorer:
     def _write(self, job: _FileJob, prefetched: dict[bytes, bytes] | None) -> None:
         try:
             if isinstance(job.dir, LocalTargetDir):
-                written, problems = self._write_local(job.dir, job, prefetched)
+                written, problems = write_local_file(
+                    self.repo,
+                    job.dir.fd,
+                    job.name,
+                    job.node,
+                    owner=self.owner,
+                    xattrs=self.options.restore_xattrs,
+                    verify=self.options.verify,
+                    prefetched=prefetched,
+                )
             else:
                 out = job.dir.open_write(job.name, job.node.mode)
                 try:
@@ -294,23 +405,6 @@ class Restorer:
         finally:
             job.dir.release()
 
-    def _write_local(
-        self, tdir: LocalTargetDir, job: _FileJob, prefetched: dict[bytes, bytes] | None
-    ) -> tuple[int, list[str]]:
-        fd = open_for_write(tdir.fd, job.name, job.node.mode)
-        try:
-            written = write_content(
-                self.repo,
-                fd,
-                job.node,
-                self.options.verify,
-                truncate=job.node.nlink > 1,
-                prefetched=prefetched,
-            )
-            return written, apply_fd_metadata(fd, job.node, self.owner, self.options.restore_xattrs)
-        finally:
-            os.close(fd)
-
     def _discard(self, job: _FileJob) -> None:
         """Remove a partially written file (frees space for the next ones; no corrupt copy)."""
         try:
@@ -324,6 +418,7 @@ class Restorer:
     def _settle_dirs(self) -> None:
         """Wait for every queued file, then apply the completed directories' metadata."""
         self.flush_batch()
+        self._collect_process_batches(wait=True)
         for fut in self._futures:
             fut.result()
         self._futures = []
@@ -343,7 +438,7 @@ class Restorer:
                     reason = describe_restore_error(exc) if isinstance(exc, OSError) else str(exc)
                     self.error(shown, reason)
             return
-        opened = _OpenPath(self.root.fd)
+        opened = OpenPath(self.root.fd)
         try:
             for target_rel, node in dirs:
                 self._dir_metadata(opened, target_rel, node)
@@ -353,10 +448,17 @@ class Restorer:
     def finish(self) -> None:
         """Wait for the workers, then apply directory metadata children-first."""
         self._settle_dirs()
-        self._pool.shutdown(wait=True)
+        self.close()
         self._apply_dirs(self._dirs_last[::-1])
 
-    def _dir_metadata(self, opened: _OpenPath, target_rel: bytes, node: Node) -> None:
+    def close(self) -> None:
+        """Stop the worker threads and processes (after ``finish``, or on an error)."""
+        if self._procs is not None:
+            self._procs.shutdown(wait=True, cancel_futures=True)
+            self._procs = None
+        self._pool.shutdown(wait=True)
+
+    def _dir_metadata(self, opened: OpenPath, target_rel: bytes, node: Node) -> None:
         try:
             fd = opened.open(split_path(target_rel))
             for p in apply_fd_metadata(fd, node, self.owner, self.options.restore_xattrs):
@@ -367,41 +469,6 @@ class Restorer:
     def mark_dir(self, target_rel: bytes, node: Node) -> None:
         """Apply ``node``'s metadata to an already-created directory at the very end."""
         self._dirs_last.append((target_rel, node))
-
-
-class _OpenPath:
-    """Directory fds along the last path opened (consecutive paths share prefixes)."""
-
-    _FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-    def __init__(self, root_fd: int) -> None:
-        self._root = root_fd
-        self._parts: list[bytes] = []
-        self._fds: list[int] = []
-
-    def open(self, parts: list[bytes]) -> int:
-        """An fd of the directory at ``parts`` below the root (never through a symlink)."""
-        common = 0
-        while (
-            common < len(parts)
-            and common < len(self._parts)
-            and parts[common] == self._parts[common]
-        ):
-            common += 1
-        while len(self._fds) > common:
-            os.close(self._fds.pop())
-            self._parts.pop()
-        for part in parts[common:]:
-            parent = self._fds[-1] if self._fds else self._root
-            self._fds.append(os.open(part, self._FLAGS, dir_fd=parent))
-            self._parts.append(part)
-        return self._fds[-1] if self._fds else self._root
-
-    def close(self) -> None:
-        """Close every fd held."""
-        while self._fds:
-            os.close(self._fds.pop())
-        self._parts.clear()
 
 
 def join_path(base: bytes, name: bytes) -> bytes:

@@ -147,9 +147,17 @@ def test_corrupt_root_is_a_clear_error(repo: Repository, tmp_path: Path) -> None
         run_restore(repo, "0" * 32, tmp_path / "t")
 
 
-def test_chunk_not_matching_its_id_is_never_written(repo: Repository, tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_processes", [False, True])
+def test_chunk_not_matching_its_id_is_never_written(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_processes: bool
+) -> None:
     """The content hash is checked before writing: a chunk stored under another
-    chunk's id fails its file (reported, nothing left behind); the others restore."""
+    chunk's id fails its file (reported, nothing left behind); the others restore.
+    The same when the restore's worker processes write the files."""
+    from ferryman.engine import restore_walk
+
+    if in_processes:
+        monkeypatch.setattr(restore_walk, "PROCESS_AFTER_FILES", 0)
     good, forged = b"good content\n" * 100, b"forged content\n" * 100
     with repo.open_writer("forger") as w:
         good_id = repo.blob_id(good)

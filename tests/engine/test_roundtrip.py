@@ -78,6 +78,30 @@ def test_incremental_reads_only_changed_files(repo: Repository, tmp_path: Path) 
     assert diff_trees(src, out) == []
 
 
+def test_unchanged_directory_keeps_its_xattrs_when_a_file_inside_changes(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A directory whose own stat is unchanged takes its xattrs from the previous
+    record; when a file inside changed, that record is re-encoded with them."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(b"one")
+    try:
+        os.setxattr(src / "d", "user.tag", b"kept")
+    except OSError as exc:
+        pytest.skip(f"no user xattrs here: {exc}")
+    run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    stat_before = os.stat(src / "d")
+    (src / "d" / "f").write_bytes(b"two, longer")  # the directory's own stat is unchanged
+    assert os.stat(src / "d").st_ctime_ns == stat_before.st_ctime_ns
+    again = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert again.stats.files_read == 1 and again.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, again.restore_point, out)
+    assert os.getxattr(out / "d", "user.tag") == b"kept"
+    assert diff_trees(src, out) == []
+
+
 def test_other_share_does_not_serve_as_parent(repo: Repository, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
@@ -144,7 +168,10 @@ def test_directory_metadata_settled_in_rounds(
 
 
 def test_round_trip_through_worker_processes(
-    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Files written by the restore's worker processes: same tree, links, holes."""
     from ferryman.engine import restore_walk
@@ -163,10 +190,14 @@ def test_round_trip_through_worker_processes(
     sparse = os.stat(out / "sparse.img")
     assert sparse.st_size == 64 << 20 and sparse.st_blocks * 512 < 8 << 20
     assert restored.stats.bytes_restored > 9 << 20
+    assert "worker process" not in caplog.text  # written there, not by the fallback
 
 
 def test_worker_processes_that_cannot_start_leave_the_work_to_threads(
-    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A worker that fails to open the target: its batches are written in-process."""
     from ferryman.engine import restore_procs, restore_walk
@@ -191,3 +222,4 @@ def test_worker_processes_that_cannot_start_leave_the_work_to_threads(
     assert restored.status == "success", restored.errors
     assert restored.stats.files_restored == 20
     assert diff_trees(src, out) == []
+    assert "writing its files here" in caplog.text or "using threads" in caplog.text
