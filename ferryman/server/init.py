@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
 
+from ferryman.server.api.inputs import NAME_PATTERN
 from ferryman.server.ca import CertificateAuthority
 from ferryman.server.config import ServerConfig, validate_listen
 from ferryman.server.db.engine import Database
@@ -19,6 +21,7 @@ from ferryman.server.home import home as resolve_home
 from ferryman.server.roles import Role
 from ferryman.server.secrets import SecretBox
 from ferryman.server.tokens import create_api_token
+from ferryman.server.users import add_user, check_password
 
 EMBEDDED_PROXY_NAME = "embedded"
 DEFAULT_REPOSITORY_NAME = "default"
@@ -50,9 +53,16 @@ def init_server(
     db_url: str | None = None,
     *,
     scrypt_n: int | None = None,
+    admin_user: tuple[str, str] | None = None,
 ) -> InitResult:
     """Create the home, database (migrated), CA and server certificate, an administrator
-    token in `client.json`, the default repository, and register the embedded proxy."""
+    token in `client.json`, the default repository, and register the embedded proxy.
+    ``admin_user`` (name, password) also adds an administrator who signs in to the console."""
+    if admin_user is not None:
+        try:
+            check_user(*admin_user)
+        except ValueError as exc:
+            raise InitError(f"--admin-user: {exc}") from exc
     root = resolve_home(home)
     layout = ServerHome(root)
     if layout.config.exists():
@@ -90,10 +100,19 @@ def init_server(
         repo.passphrase_secret = box.encrypt(passphrase, f"repository:{repo.id}:passphrase")
         db.add(Proxy(name=EMBEDDED_PROXY_NAME, embedded=True, slots=1, version=None))
         _, token = create_api_token(db, "administrator (server init)", Role.administrator)
+        if admin_user is not None:
+            add_user(db, admin_user[0], Role.administrator, admin_user[1])
     database.dispose()
     config.save(layout.config)
     write_client_config(layout, config.url, token)
     return InitResult(root, config.url, layout.client_config, token, config.db_url)
+
+
+def check_user(name: str, password: str) -> None:
+    """ValueError when a user could not be created with this name and password."""
+    if not re.fullmatch(NAME_PATTERN, name) or len(name) > 200:
+        raise ValueError(f"invalid user name {name!r}: letters, digits, '.', '_', '-'")
+    check_password(password)
 
 
 def _init_default_repository(path: Path, passphrase: str, scrypt_n: int | None) -> None:

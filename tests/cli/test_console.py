@@ -192,3 +192,12 @@ def test_event_stream_ends_when_the_server_stops(server: Installation) -> None:
         rest = list(lines)  # ends cleanly instead of hanging until a timeout
         assert time.monotonic() - started < 10, rest
     assert server.process.wait(timeout=15) == 0, server.server_log()
+
+
+def test_server_init_refuses_a_bad_admin_password_before_creating_anything(
+    tmp_path: Any,
+) -> None:
+    fresh = new_installation(tmp_path)
+    bad = fresh.ferryman("server", "init", "--admin-user", "root", input="short\n")
+    assert "at least 8 characters" in error_line(bad)
+    assert not fresh.home.exists() or not any(fresh.home.iterdir())  # nothing half-made

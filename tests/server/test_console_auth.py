@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,10 +14,10 @@ from sqlalchemy import select, update
 from ferryman.server.api.app import create_app
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import User, WebSession
-from ferryman.server.init import InitResult
+from ferryman.server.init import InitError, InitResult, init_server
 from ferryman.server.web_sessions import COOKIE
 
-from .conftest import Api
+from .conftest import FAST_SCRYPT, Api
 
 WEB = {"X-Ferryman-Web": "1"}
 
@@ -180,3 +181,24 @@ def test_console_files_are_served_on_the_same_app(browser: TestClient) -> None:
     assert browser.get("/static/../../server/init.py").status_code == 404
     redirect = browser.get("/ui", follow_redirects=False)
     assert redirect.status_code in (302, 307) and redirect.headers["location"] == "/"
+
+
+def test_server_init_can_add_a_console_administrator(tmp_path: Path) -> None:
+    with pytest.raises(InitError, match="invalid user name"):
+        init_server(tmp_path / "bad", "127.0.0.1:18999", None, admin_user=("r/t", "long enough"))
+    assert not (tmp_path / "bad").exists()
+    result = init_server(
+        tmp_path / "home",
+        "127.0.0.1:18999",
+        None,
+        scrypt_n=FAST_SCRYPT,
+        admin_user=("root", "long enough pw"),
+    )
+    context = ServerContext.open(result.home)
+    try:
+        with TestClient(create_app(context), base_url="https://testserver") as client:
+            sign_in(client, "root", "long enough pw")
+            me = client.get("/api/v1/whoami").json()
+            assert (me["name"], me["role"], me["via"]) == ("root", "administrator", "password")
+    finally:
+        context.db.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from enum import StrEnum
 from typing import Annotated
 
@@ -40,13 +41,27 @@ def init(
             help="Configuration database URL (postgresql://…). Default: SQLite in the home."
         ),
     ] = None,
+    admin_user: Annotated[
+        str | None,
+        typer.Option(
+            "--admin-user",
+            metavar="NAME",
+            help="Also add a console user with the administrator role; the password is "
+            "read from the first line of stdin (asked twice at a terminal).",
+        ),
+    ] = None,
 ) -> None:
     """Create the server home: database, CA, administrator token, default repository."""
     listen = check_listen(listen)
     from ferryman.server import InitError, init_server  # server code: imported only to start it
 
+    user = None
+    if admin_user is not None:
+        from ferryman.cli.commands.user import read_password
+
+        user = (admin_user, read_password(from_stdin=not sys.stdin.isatty()))
     try:
-        result = init_server(home=get_state(ctx).home, listen=listen, db_url=db)
+        result = init_server(home=get_state(ctx).home, listen=listen, db_url=db, admin_user=user)
     except InitError as exc:
         raise CliError(str(exc)) from exc
     console = stdout_console()
@@ -58,6 +73,8 @@ def init(
         "'ferryman user add')",
         markup=False,
     )
+    if admin_user is not None:
+        console.print(f"console user:   {admin_user} (administrator)", markup=False)
     console.print("next:           ferryman server run", markup=False)
 
 
