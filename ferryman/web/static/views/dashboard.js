@@ -48,14 +48,15 @@ async function dashboardFromLists() {
 }
 
 async function loadDashboard() {
-  const [dashboard, proxies] = await Promise.all([
+  const [dashboard, proxies, jobs] = await Promise.all([
     api.get('/dashboard').catch((error) => {
       if (error.status === 404) return dashboardFromLists();
       throw error;
     }),
     api.get('/proxies'),
+    api.get('/jobs'),
   ]);
-  return { dashboard, proxies };
+  return { dashboard, proxies, jobs };
 }
 
 function Counts({ counts }) {
@@ -110,6 +111,26 @@ function Repositories({ repositories }) {
   />`;
 }
 
+function Jobs({ jobs }) {
+  return html`<${Table}
+    rows=${jobs}
+    empty="No job yet."
+    rowProps=${(j) => ({ 'data-job-row': j.name })}
+    columns=${[
+      { title: 'Job', render: (j) => html`<a href="#/jobs">${j.name}</a>` },
+      {
+        title: 'Last session',
+        render: (j) =>
+          j.last_session
+            ? html`<a href=${sessionHref(j.last_session.id)}><${StatusBadge} status=${j.last_session.status} /></a>
+                <span class="muted small"> ${fmt.ago(j.last_session.created)}</span>`
+            : html`<span class="muted">never run</span>`,
+      },
+      { title: 'Next run', render: (j) => (j.enabled ? (j.next_run ? fmt.time(j.next_run) : 'by hand') : 'disabled') },
+    ]}
+  />`;
+}
+
 function Attention({ items }) {
   return html`<${Table}
     rows=${items}
@@ -138,10 +159,17 @@ export function DashboardView() {
           <h2>Sessions, last 24 hours</h2>
           <${Counts} counts=${d.sessions_24h || {}} />
           <div class="grid-2">
+            <div class="column">
             <div class="card">
               <h2>Running now</h2>
               <${Running} sessions=${d.running || []} />
             </div>
+            <div class="card">
+              <h2>Jobs</h2>
+              <${Jobs} jobs=${(data && data.jobs) || []} />
+            </div>
+            </div>
+            <div class="column">
             <div class="card">
               <h2>Proxies
                 ${summary ? html`<span class="muted small">
@@ -156,10 +184,11 @@ export function DashboardView() {
               <h2>Repositories</h2>
               <${Repositories} repositories=${d.repositories || []} />
             </div>
-            <div class="card">
-              <h2>Needs attention</h2>
-              <${Attention} items=${d.attention || []} />
             </div>
+          </div>
+          <div class="card">
+            <h2>Needs attention <span class="muted small">failed or with warnings, last 24 hours</span></h2>
+            <${Attention} items=${d.attention || []} />
           </div>`
       : null}
   <//>`;
