@@ -20,7 +20,7 @@ from ferryman.repository import ObjectNotFound, Repository
 log = logging.getLogger("ferryman.proxy.maintenance")
 
 
-def _stored_bytes(repo: Repository) -> int:
+def stored_bytes(repo: Repository) -> int:
     """Bytes of the records the index lists (packs' data, without their tables)."""
     repo.sync_index()
     return sum(repo.index_cache.pack_totals().values())
@@ -49,7 +49,7 @@ def run_maintenance_task(a: TaskAssignment, repo: Repository) -> TaskResult:
     if not a.params.get("gc", True):
         return TaskResult(task_id=a.task_id, state="success", stats=stats, output=output)
     try:
-        before = _stored_bytes(repo)
+        before = stored_bytes(repo)
         repack_below = float(a.params.get("repack_below", 0.0))
         report = repo.gc(repack_below=repack_below)
         deleted_packs = report.deleted_packs
@@ -59,7 +59,7 @@ def run_maintenance_task(a: TaskAssignment, repo: Repository) -> TaskResult:
             second = repo.gc(do_mark=False)
             deleted_packs += second.deleted_packs
             waiting = second.waiting_generations
-        after = _stored_bytes(repo)
+        after = stored_bytes(repo)
     except Exception as exc:  # the points are deleted: report them with the GC failure
         log.exception("task %d: garbage collection failed", a.task_id)
         return TaskResult(
@@ -76,5 +76,6 @@ def run_maintenance_task(a: TaskAssignment, repo: Repository) -> TaskResult:
         bytes_after=after,
         bytes_reclaimed=max(0, before - after),
         gc_waiting=len(waiting),
+        repository_bytes=after,
     )
     return TaskResult(task_id=a.task_id, state="success", stats=stats, output=output)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ferryman.proxy import browsing, path_names, share_access
-from ferryman.proxy.maintenance import run_maintenance_task
+from ferryman.proxy.maintenance import run_maintenance_task, stored_bytes
 from ferryman.proxy.protocol import FinalState, TaskAssignment, TaskResult
 from ferryman.proxy.repository_access import open_repository
 
@@ -134,6 +134,8 @@ def run_backup_task(
             "warnings": len(result.warnings) + result.warnings_dropped,
         }
     else:
+        # the repository's size as this task leaves it, for the console's usage figures
+        stats["repository_bytes"] = stored_bytes(repo)
         point = repo.load_restore_point(result.restore_point)
         output.update(
             point_id=result.restore_point,
@@ -190,7 +192,8 @@ def run_assemble_task(a: TaskAssignment, repo: Any) -> TaskResult:
         "share_stats": browsing.top_level_stats(repo, point.root),
     }
     state: FinalState = "warning" if any(r.status == "warning" for r in results) else "success"
-    return TaskResult(task_id=a.task_id, state=state, output=output)
+    stats = {"repository_bytes": stored_bytes(repo)}
+    return TaskResult(task_id=a.task_id, state=state, stats=stats, output=output)
 
 
 def run_restore_task(

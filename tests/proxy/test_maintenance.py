@@ -54,6 +54,7 @@ def test_removed_points_free_their_data_and_kept_points_keep_theirs(repo: Reposi
     assert result.stats["points_removed"] == 1
     assert result.stats["bytes_reclaimed"] > 0 and result.stats["packs_deleted"] > 0
     assert result.stats["bytes_after"] < result.stats["bytes_before"]
+    assert result.stats["repository_bytes"] == result.stats["bytes_after"]
     assert [p.id for p in repo.list_restore_points()] == [new_id]
     # the shared files, first stored for the removed point, are still whole
     assert read_files(repo, repo.load_restore_point(new_id).root) == new
