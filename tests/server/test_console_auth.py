@@ -121,7 +121,7 @@ def test_cookie_changes_need_the_console_header(api: Api, browser: TestClient) -
     api.post("/users", {"name": "carol", "role": "viewer", "password": "long enough"})
 
 
-def test_roles_apply_to_cookie_sessions(api: Api, browser: TestClient) -> None:
+def test_roles_apply_to_cookie_sessions(api: Api, browser: TestClient, ctx: ServerContext) -> None:
     add_user(api, "vera", "viewer")
     add_user(api, "olga", "operator")
     sign_in(browser, "vera")
@@ -130,7 +130,9 @@ def test_roles_apply_to_cookie_sessions(api: Api, browser: TestClient) -> None:
     assert refused.status_code == 403
     assert refused.json()["detail"] == "role 'viewer' may not do this (needs operator)"
     assert browser.get("/api/v1/users").status_code == 403
-    sign_in(browser, "olga")  # a second sign-in replaces the cookie
+    sign_in(browser, "olga")  # a second sign-in replaces the cookie and the old session
+    with ctx.db.session() as db:
+        assert [s.name for s in db.scalars(select(WebSession))] == ["olga"]
     assert browser.post("/api/v1/jobs/nightly/run", headers=WEB).status_code == 404
     assert browser.get("/api/v1/users").status_code == 403
 

@@ -54,9 +54,15 @@ def _refuse(detail: str) -> HTTPException:
 
 
 @router.post("/login")
-def login(body: LoginIn, response: Response, ctx: ServerContext = Depends(get_ctx)) -> Any:
-    """Sign in to the console; the answer sets the ``ferryman_session`` cookie."""
+def login(
+    body: LoginIn, request: Request, response: Response, ctx: ServerContext = Depends(get_ctx)
+) -> Any:
+    """Sign in to the console; the answer sets the ``ferryman_session`` cookie (a session
+    the browser held before ends)."""
     with ctx.db.session() as db:
+        previous = request.cookies.get(COOKIE)
+        if previous:
+            close_web_session(db, previous)
         if body.token is not None:
             token = find_api_token(db, body.token.strip())
             if token is None:
