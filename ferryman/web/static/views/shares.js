@@ -13,6 +13,7 @@ import { can } from '../roles.js';
 const IO = ['lower', 'below-normal', 'normal', 'above-normal', 'faster', 'adaptive'];
 const SECRETS = ['password', 'access_key', 'secret_key'];
 const SNAPSHOT = ['snapshot', 'snapshot_create', 'snapshot_delete'];
+const PROBE_SECONDS = 15;
 const FIELDS = ['name', 'url', 'site', 'include', 'exclude', 'io_control', ...SECRETS, ...SNAPSHOT];
 
 /** The snapshot setting as typed in the form (the API answers it parsed). */
@@ -35,16 +36,32 @@ function ShareForm({ editing, onDone, onCancel }) {
         exclude: lines(data.get('exclude')),
         io_control: text(data, 'io_control') || 'normal',
       };
-      for (const name of [...SECRETS, ...SNAPSHOT]) {
+      for (const name of SECRETS) {
         const value = name === 'password' ? String(data.get(name) || '') : text(data, name);
-        if (value && !(isEdit && name === 'snapshot' && value === snapshotText(share.snapshot))) body[name] = value;
+        if (value) body[name] = value; // empty: unchanged (secrets are never shown)
+      }
+      const snapshot = { snapshot: text(data, 'snapshot'), create: text(data, 'snapshot_create'), del: text(data, 'snapshot_delete') };
+      const was = share.snapshot || {};
+      const changed =
+        snapshot.snapshot !== snapshotText(share.snapshot) ||
+        snapshot.create !== (was.create || '') ||
+        snapshot.del !== (was.delete || '');
+      if (!isEdit || changed) {
+        if (snapshot.snapshot) {
+          body.snapshot = snapshot.snapshot;
+          if (snapshot.create) body.snapshot_create = snapshot.create;
+          if (snapshot.del) body.snapshot_delete = snapshot.del;
+        } else if (isEdit) {
+          body.snapshot = null; // cleared: the share reads its location directly again
+        }
       }
       if (isEdit) {
         await api.patch(`/shares/${ref(share.name)}`, body);
         onDone(`share '${share.name}' saved`);
       } else {
         Object.assign(body, { name: text(data, 'name'), url: text(data, 'url') });
-        await api.post('/shares', body);
+        // probe: the server keeps the share only if a proxy can reach it (else 422, field "url").
+        await api.post(`/shares?probe=${PROBE_SECONDS}`, body);
         onDone(`share '${body.name}' added`);
       }
     });
