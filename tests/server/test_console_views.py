@@ -108,7 +108,9 @@ def test_dashboard_counts_sessions_proxies_and_what_needs_attention(
     assert running["job"] == "good" and running["progress"]["bytes_read"] == 5000
     assert board["proxies"]["online"] == 1 and board["proxies"]["slots_used"] == 1
     assert board["proxies"]["slots_total"] == 2 and board["proxies"]["offline"] == 1
-    ctx.gateway.result(proxy_id, TaskResult(task_id=good, state="success"))  # type: ignore[attr-defined]
+    assert board["repositories"][0]["bytes_stored"] is None  # nothing reported yet
+    sized = TaskResult(task_id=good, state="success", stats={"repository_bytes": 123456})
+    ctx.gateway.result(proxy_id, sized)  # type: ignore[attr-defined]
     _, bad = started_task(ctx, api, dispatcher, "bad")
     warnings = [{"path": "/a", "message": "unreadable"}, {"path": "/b", "message": "gone"}]
     ctx.gateway.result(  # type: ignore[attr-defined]
@@ -127,6 +129,7 @@ def test_dashboard_counts_sessions_proxies_and_what_needs_attention(
     assert (attention["job"], attention["status"], attention["warnings"]) == ("bad", "warning", 2)
     (repo,) = board["repositories"]
     assert (repo["name"], repo["points"], repo["last_backup"]) == ("default", 0, None)
+    assert repo["bytes_stored"] == 123456  # the warning task after it reported no size
 
 
 def test_patch_share_changes_what_may_change_and_names_the_field(api: Api, tmp_path: Path) -> None:

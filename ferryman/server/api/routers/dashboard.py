@@ -87,12 +87,37 @@ def _repositories(db: Any) -> list[dict[str, Any]]:
                 "id": repo.id,
                 "name": repo.name,
                 "url": repo.url,
-                "bytes_stored": None,  # the server does not know; `repo check` reports it
+                "bytes_stored": _stored_bytes(db, repo.id),
                 "points": count,
                 "last_backup": iso(last),
             }
         )
     return out
+
+
+# Tasks that report the repository's stored size when they end (docs/api.md, Sessions).
+SIZED_KINDS = ("backup", "assemble", "maintenance")
+SIZE_LOOKBACK = 50
+
+
+def _stored_bytes(db: Any, repository_id: int) -> int | None:
+    """``repository_bytes`` of the latest task that reported it (None before any did)."""
+    rows = db.scalars(
+        select(Task.stats)
+        .where(
+            Task.repository_id == repository_id,
+            Task.kind.in_(SIZED_KINDS),
+            Task.state.in_(("success", "warning")),
+            Task.ended.is_not(None),
+        )
+        .order_by(Task.ended.desc(), Task.id.desc())
+        .limit(SIZE_LOOKBACK)
+    )
+    for stats in rows:
+        value = (stats or {}).get("repository_bytes")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 def _attention(db: Any, now: Any) -> list[dict[str, Any]]:
