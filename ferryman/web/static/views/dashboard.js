@@ -3,7 +3,7 @@ import { html } from '../vendor/htm-preact-standalone.module.js';
 import { api } from '../api.js';
 import { useData } from '../components/data.js';
 import { SlotBar } from '../components/progress.js';
-import { SessionProgress, sessionTitle, summarize } from '../components/sessions.js';
+import { SessionProgress, sessionTitle } from '../components/sessions.js';
 import { StatusBadge } from '../components/status.js';
 import { Table } from '../components/table.js';
 import { ViewRoot } from '../components/view.js';
@@ -12,47 +12,9 @@ import { useLive } from '../live.js';
 import { sessionHref } from '../router.js';
 
 const STATUSES = ['running', 'success', 'warning', 'failed', 'stopped'];
-const DAY_MS = 24 * 3600 * 1000;
-
-/** The dashboard from the older endpoints, for a server without GET /dashboard. */
-async function dashboardFromLists() {
-  const [sessions, repositories, points] = await Promise.all([
-    api.get('/sessions?limit=500'),
-    api.get('/repositories'),
-    api.get('/points'),
-  ]);
-  const since = Date.now() - DAY_MS;
-  const recent = sessions.filter(
-    (s) => s.status === 'running' || (fmt.toDate(s.ended || s.created)?.getTime() ?? 0) >= since,
-  );
-  const counts = Object.fromEntries(STATUSES.map((s) => [s, 0]));
-  for (const s of recent) counts[s.status] = (counts[s.status] || 0) + 1;
-  const warningsOf = (s) => (s.tasks || []).reduce((n, t) => n + (t.warnings || []).length, 0);
-  return {
-    sessions_24h: counts,
-    running: recent.filter((s) => s.status === 'running').map(summarize),
-    repositories: repositories.map((r) => {
-      const mine = points.filter((p) => p.repository === r.name);
-      return {
-        ...r,
-        bytes_stored: null,
-        points: mine.length,
-        last_backup: mine.length ? mine[mine.length - 1].time : null,
-      };
-    }),
-    attention: recent
-      .filter((s) => s.status === 'failed' || s.status === 'warning')
-      .reverse()
-      .map((s) => ({ session: s.id, job: s.job, status: s.status, ended: s.ended, warnings: warningsOf(s), reason: s.reason })),
-  };
-}
-
 async function loadDashboard() {
   const [dashboard, proxies, jobs] = await Promise.all([
-    api.get('/dashboard').catch((error) => {
-      if (error.status === 404) return dashboardFromLists();
-      throw error;
-    }),
+    api.get('/dashboard'),
     api.get('/proxies'),
     api.get('/jobs'),
   ]);
@@ -104,7 +66,10 @@ function Repositories({ repositories }) {
     empty="No repository yet."
     columns=${[
       { title: 'Repository', render: (r) => html`<a href="#/repositories">${r.name}</a>` },
-      { title: 'Stored', className: 'num', render: (r) => fmt.bytes(r.bytes_stored) },
+      // The server may not know a repository's size (bytes_stored null): no column then.
+      ...(repositories.some((r) => r.bytes_stored != null)
+        ? [{ title: 'Stored', className: 'num', render: (r) => fmt.bytes(r.bytes_stored) }]
+        : []),
       { title: 'Points', className: 'num', render: (r) => fmt.count(r.points) },
       { title: 'Last backup', render: (r) => (r.last_backup ? fmt.ago(r.last_backup) : 'never') },
     ]}

@@ -28,20 +28,31 @@ function probeAge(probe) {
   return fmt.ago(probe.checked);
 }
 
+const PROBES_SHOWN = 5;
+
+function Probe({ probe: p }) {
+  return html`<div class="probe small" data-probe=${`${p.kind}:${p.target}`} data-ok=${p.ok ? '1' : '0'}
+      title=${p.error || ''}>
+    <span class=${`dot ${p.ok ? 'dot-ok' : 'dot-bad'}`}></span>
+    <span class="muted">${p.kind}</span> <b>${p.target}</b>
+    ${p.ok
+      ? ` ${p.rtt_ms != null ? `${Number(p.rtt_ms).toFixed(1)} ms` : ''}${p.throughput ? ` · ${fmt.rate(p.throughput)}` : ''}`
+      : html` <span class="field-error">${p.error || 'unreachable'}</span>`}
+    <span class="muted"> · ${probeAge(p)}</span>
+  </div>`;
+}
+
+/** Failing probes first; past a few, the rest fold away. */
 function Probes({ probes }) {
   if (!probes || !probes.length) return html`<span class="muted">–</span>`;
+  const sorted = [...probes].sort((a, b) => Number(a.ok) - Number(b.ok));
+  const first = sorted.slice(0, PROBES_SHOWN);
+  const rest = sorted.slice(PROBES_SHOWN);
   return html`<div class="probes">
-    ${probes.map(
-      (p) => html`<div class="probe small" data-probe=${`${p.kind}:${p.target}`} data-ok=${p.ok ? '1' : '0'}
-          title=${p.error || ''}>
-        <span class=${`dot ${p.ok ? 'dot-ok' : 'dot-bad'}`}></span>
-        <span class="muted">${p.kind}</span> <b>${p.target}</b>
-        ${p.ok
-          ? ` ${p.rtt_ms != null ? `${Number(p.rtt_ms).toFixed(1)} ms` : ''}${p.throughput ? ` · ${fmt.rate(p.throughput)}` : ''}`
-          : html` <span class="field-error">${p.error || 'unreachable'}</span>`}
-        <span class="muted"> · ${probeAge(p)}</span>
-      </div>`,
-    )}
+    ${first.map((p) => html`<${Probe} probe=${p} />`)}
+    ${rest.length
+      ? html`<details><summary>${rest.length} more</summary>${rest.map((p) => html`<${Probe} probe=${p} />`)}</details>`
+      : null}
   </div>`;
 }
 
@@ -68,17 +79,7 @@ export function ProxiesView({ user }) {
   const deployedBy = Object.fromEntries(((data && data.deployments) || []).map((d) => [d.name, d]));
 
   const act = (proxy, action) =>
-    attempt(async () => {
-      try {
-        return await api.post(`/proxies/${ref(proxy.name)}/${action}`);
-      } catch (err) {
-        // A server without a drain endpoint: disabling drains (running tasks finish).
-        if (action === 'drain' && err.status === 404 && err.detail === 'Not Found') {
-          return api.post(`/proxies/${ref(proxy.name)}/disable`);
-        }
-        throw err;
-      }
-    }, `proxy '${proxy.name}': ${action} done`).then(reload);
+    attempt(() => api.post(`/proxies/${ref(proxy.name)}/${action}`), `proxy '${proxy.name}': ${action} done`).then(reload);
   const remove = (proxy) =>
     attempt(() => api.del(`/proxies/${ref(proxy.name)}`), `proxy '${proxy.name}' removed`).then(reload);
 

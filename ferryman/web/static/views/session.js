@@ -1,6 +1,6 @@
 // One session, live: header facts, per-task table (where each task ran and why),
 // throughput chart, bottleneck, warnings (searchable), final report.
-import { html, useRef, useState } from '../vendor/htm-preact-standalone.module.js';
+import { html, useState } from '../vendor/htm-preact-standalone.module.js';
 import { api, ref } from '../api.js';
 import { useData } from '../components/data.js';
 import { ProgressBar } from '../components/progress.js';
@@ -117,41 +117,10 @@ function Warnings({ tasks }) {
   </div>`;
 }
 
-/** Samples of a server without GET /throughput: the task progress this page saw. */
-function useSeenSamples() {
-  const seen = useRef([]);
-  const last = useRef({});
-  return {
-    samples: seen.current,
-    record(session) {
-      const now = Date.now() / 1000;
-      for (const task of session.tasks || []) {
-        // A running task's progress, then once its final figures.
-        const p = task.state === 'running' ? task.progress : isEnded(task.state) && last.current[task.id] !== undefined ? task.stats : null;
-        if (!p || last.current[task.id] === p.bytes_read) continue;
-        last.current[task.id] = p.bytes_read;
-        seen.current.push({ t: now, proxy: task.proxy, task: task.id, bytes_read: p.bytes_read || 0, bytes_transferred: p.bytes_transferred || 0 });
-      }
-    },
-  };
-}
-
 export function SessionView({ id, user }) {
-  const seen = useSeenSamples();
-  const throughputMissing = useRef(false);
   const session = useData(() => api.get(`/sessions/${ref(id)}`), [id]);
-  const throughput = useData(async () => {
-    if (throughputMissing.current) return { samples: seen.samples };
-    try {
-      return await api.get(`/sessions/${ref(id)}/throughput`);
-    } catch (error) {
-      if (error.status !== 404) throw error;
-      throughputMissing.current = true;
-      return { samples: seen.samples };
-    }
-  }, [id]);
+  const throughput = useData(() => api.get(`/sessions/${ref(id)}/throughput`), [id]);
   const s = session.data;
-  if (s) seen.record(s);
   const running = s && s.status === 'running';
 
   useLive(
