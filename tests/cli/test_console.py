@@ -3,16 +3,20 @@ the console page, and the live event stream."""
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from ferryman.cli.main import run
+
+from .conftest import one_error_line
 from .installation import Installation, new_installation
 
 pytestmark = pytest.mark.timeout(300)
@@ -46,14 +50,35 @@ def error_line(done: Any) -> str:
     return str(lines[0])
 
 
-def test_user_commands_manage_console_sign_in(server: Installation) -> None:
-    added = server.ferryman(
+Cli = Callable[..., tuple[int, str]]
+
+
+@pytest.fixture
+def cli(
+    server: Installation, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Cli:
+    """The CLI run in-process (fast) against the real server: (exit code, stdout or the
+    one error line); ``stdin`` is what the command reads."""
+    for name in ("FERRYMAN_SERVER", "FERRYMAN_TOKEN", "FERRYMAN_CA"):
+        monkeypatch.delenv(name, raising=False)
+
+    def ferryman(*args: str, stdin: str = "") -> tuple[int, str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        code = run(["--home", str(server.home), *args])
+        return code, one_error_line(capsys) if code else capsys.readouterr().out
+
+    return ferryman
+
+
+def test_user_commands_manage_console_sign_in(server: Installation, cli: Cli) -> None:
+    added = server.ferryman(  # once as a real process, as a user types it
         "user", "add", "alice", "--role", "operator", "--password-stdin", input="s3cret pass\n"
     )
     assert added.returncode == 0, added.stderr
     assert "user alice added (operator)" in added.stdout
     assert "s3cret" not in server.server_log()
-    users = server.json("user", "list")
+    users = json.loads(cli("user", "list", "--json")[1])
     assert [(u["name"], u["role"], u["last_login"]) for u in users] == [("alice", "operator", None)]
     with browser(server) as web:
         page = web.get("/")
@@ -61,39 +86,36 @@ def test_user_commands_manage_console_sign_in(server: Installation) -> None:
         signed = web.post("/api/v1/login", json={"user": "alice", "password": "s3cret pass"})
         assert signed.status_code == 200, signed.text
         assert web.get("/api/v1/whoami").json()["via"] == "password"
-        changed = server.ferryman(
-            "user", "passwd", "alice", "--password-stdin", input="other pw 1\n"
-        )
-        assert changed.returncode == 0, changed.stderr
+        changed = cli("user", "passwd", "alice", "--password-stdin", stdin="other pw 1\n")
+        assert changed == (0, "password of user alice changed\n")
         assert web.get("/api/v1/whoami").status_code == 401  # signed out by the change
         again = web.post("/api/v1/login", json={"user": "alice", "password": "other pw 1"})
         assert again.status_code == 200
-    assert server.json("user", "list")[0]["last_login"] is not None
-    assert "alice" in server.ok("user", "list")
-    assert server.ok("user", "remove", "alice").strip() == "user alice removed"
-    assert server.json("user", "list") == []
+    assert json.loads(cli("user", "list", "--json")[1])[0]["last_login"] is not None
+    assert "alice" in cli("user", "list")[1]
+    assert cli("user", "remove", "alice") == (0, "user alice removed\n")
+    assert cli("user", "list", "--json") == (0, "[]\n")
 
 
-def test_user_commands_refuse_bad_input_in_one_line(server: Installation) -> None:
+def test_user_commands_refuse_bad_input_in_one_line(cli: Cli) -> None:
+    """Each bad input: one line on stderr, a non-zero exit, nothing changed."""
     add = ("user", "add", "bob", "--role", "viewer")
-    assert "use --password-stdin" in error_line(server.ferryman(*add))
-    short = server.ferryman(*add, "--password-stdin", input="short\n")
-    assert "at least 8 characters" in error_line(short)
-    empty = server.ferryman(*add, "--password-stdin", input="")
-    assert "no password on standard input" in error_line(empty)
-    role = server.ferryman("user", "add", "bob", "--role", "king", "--password-stdin", input="x")
-    assert role.returncode == 2 and "king" in error_line(role)
-    name = server.ferryman("user", "add", "b/b", "--role", "viewer", "--password-stdin",
-                           input="long enough\n")  # fmt: skip
-    assert "name" in error_line(name)
-    assert "unknown user 'nobody'" in error_line(server.ferryman("user", "remove", "nobody"))
-    missing = server.ferryman("user", "passwd", "nobody", "--password-stdin", input="long enough")
-    assert "unknown user 'nobody'" in error_line(missing)
-    assert server.json("user", "list") == []  # nothing half-created
-    server.ferryman(*add, "--password-stdin", input="long enough\n")
-    taken = server.ferryman(*add, "--password-stdin", input="long enough\n")
-    assert "a user named 'bob' already exists" in error_line(taken)
-    server.ok("user", "remove", "bob")
+    assert "use --password-stdin" in cli(*add)[1]
+    assert "at least 8 characters" in cli(*add, "--password-stdin", stdin="short\n")[1]
+    assert "no password on standard input" in cli(*add, "--password-stdin")[1]
+    code, error = cli("user", "add", "bob", "--role", "king", "--password-stdin")
+    assert code == 2 and "king" in error
+    bad_name = cli("user", "add", "b/b", "--role", "viewer", "--password-stdin",
+                   stdin="long enough\n")  # fmt: skip
+    assert "name" in bad_name[1]
+    assert "unknown user 'nobody'" in cli("user", "remove", "nobody")[1]
+    missing = cli("user", "passwd", "nobody", "--password-stdin", stdin="long enough")
+    assert "unknown user 'nobody'" in missing[1]
+    assert cli("user", "list", "--json") == (0, "[]\n")  # nothing half-created
+    assert cli(*add, "--password-stdin", stdin="long enough\n")[0] == 0
+    taken = cli(*add, "--password-stdin", stdin="long enough\n")
+    assert "a user named 'bob' already exists" in taken[1]
+    assert cli("user", "remove", "bob") == (0, "user bob removed\n")
 
 
 def read_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
