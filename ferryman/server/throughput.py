@@ -1,7 +1,9 @@
 """Throughput samples: the cumulative counters of each task over time, for the console's chart.
 
-A sample is kept when progress arrives, at most one per task per second, and the task's
-final statistics are its last sample. Samples go with their session (foreign key cascade).
+A sample is kept when progress arrives, at most one per task per second — and, as a task
+grows old, at most one per 1/600 of its age so far, so a 10-hour task keeps about 3,000
+rather than 36,000 — and the task's final statistics are its last sample. Samples go with
+their session (foreign key cascade).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sqlalchemy.orm import Session as DbSession
 from ferryman.server.db.models import Task, TaskSample, utcnow
 
 SAMPLE_EVERY = dt.timedelta(seconds=1)
+SAMPLES_PER_AGE = 600
 COUNTERS = ("files_read", "bytes_read", "bytes_transferred")
 # Short helper tasks whose progress nobody charts.
 UNSAMPLED_KINDS = ("browse", "attach")
@@ -27,8 +30,8 @@ def _count(value: Any) -> int:
 
 
 def record_sample(db: DbSession, task: Task, values: dict[str, Any], final: bool = False) -> None:
-    """Keep the task's counters now, unless it has a sample from less than a second ago
-    (a task's final figures are always kept)."""
+    """Keep the task's counters now, unless its last sample is too recent (see the module
+    docstring); a task's final figures are always kept."""
     if task.kind in UNSAMPLED_KINDS:
         return
     now = utcnow()
@@ -39,7 +42,8 @@ def record_sample(db: DbSession, task: Task, values: dict[str, Any], final: bool
             .order_by(TaskSample.id.desc())
             .limit(1)
         )
-        if last is not None and now - last < SAMPLE_EVERY:
+        age = now - task.started if task.started is not None else dt.timedelta(0)
+        if last is not None and now - last < max(SAMPLE_EVERY, age / SAMPLES_PER_AGE):
             return
     db.add(
         TaskSample(

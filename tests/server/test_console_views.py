@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, update
 
 from ferryman.proxy.protocol import TaskProgress, TaskResult
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import Proxy, Session, TaskSample, utcnow
+from ferryman.server.db.models import Proxy, Session, Task, TaskSample, utcnow
 from ferryman.server.dispatcher import Dispatcher
 
 from .conftest import Api
@@ -52,7 +52,15 @@ def test_throughput_samples_at_most_one_a_second_then_the_final_figures(
     with ctx.db.session() as db:  # as if the first sample were two seconds old
         db.execute(update(TaskSample).values(time=utcnow() - dt.timedelta(seconds=2)))
     progress(ctx, proxy_id, task_id, 3)
-    final = {"files_read": 4, "bytes_read": 4000, "bytes_transferred": 40, "files": 4}
+    # an old task is sampled less often: at most every 1/600 of its age (here 10 s)
+    with ctx.db.session() as db:
+        db.execute(update(Task).values(started=utcnow() - dt.timedelta(seconds=6000)))
+        db.execute(update(TaskSample).values(time=utcnow() - dt.timedelta(seconds=5)))
+    progress(ctx, proxy_id, task_id, 9)  # 5 s after the last sample: not kept
+    with ctx.db.session() as db:
+        db.execute(update(TaskSample).values(time=utcnow() - dt.timedelta(seconds=11)))
+    progress(ctx, proxy_id, task_id, 10)
+    final = {"files_read": 12, "bytes_read": 12000, "bytes_transferred": 120, "files": 12}
     ctx.gateway.result(  # type: ignore[attr-defined]
         proxy_id, TaskResult(task_id=task_id, state="success", stats=final)
     )
@@ -61,7 +69,8 @@ def test_throughput_samples_at_most_one_a_second_then_the_final_figures(
     assert [(s["files_read"], s["bytes_read"], s["bytes_transferred"]) for s in samples] == [
         (1, 1000, 10),
         (3, 3000, 30),
-        (4, 4000, 40),
+        (10, 10000, 100),
+        (12, 12000, 120),
     ]
     assert {(s["proxy"], s["task"]) for s in samples} == {("p", task_id)}
     times = [s["t"] for s in samples]
