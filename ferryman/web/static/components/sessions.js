@@ -9,7 +9,7 @@ export const isEnded = (state) => ENDED.includes(state);
 
 /** A full session reduced to the summary the events stream sends (progress summed over running tasks). */
 export function summarize(session) {
-  if (session.progress && !session.tasks) return session;
+  if (session.progress) return session; // a summary already (events, /dashboard)
   const progress = { files_read: 0, bytes_read: 0, bytes_transferred: 0, rate: 0, eta_seconds: null };
   for (const task of session.tasks || []) {
     if (task.state !== 'running' || !task.progress) continue;

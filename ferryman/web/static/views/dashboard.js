@@ -113,8 +113,19 @@ function Attention({ items }) {
 }
 
 export function DashboardView() {
-  const { data, error, ready, reload } = useData(loadDashboard);
-  useLive(['sessions', 'proxies'], reload);
+  const { data, error, ready, reload, setData } = useData(loadDashboard);
+  // Progress of the running sessions comes with the events; a session that
+  // started or ended (or a proxy change) reads the whole dashboard again.
+  useLive(['sessions', 'proxies'], reload, {
+    onEvent: (topic, summaries) => {
+      if (topic !== 'sessions' || !Array.isArray(summaries) || !data) return false;
+      const running = summaries.filter((x) => x.status === 'running');
+      const ids = (list) => list.map((x) => x.id).sort().join();
+      if (ids(running) !== ids(data.dashboard.running || [])) return false;
+      setData({ ...data, dashboard: { ...data.dashboard, running } });
+      return true;
+    },
+  });
   const d = data && data.dashboard;
   const proxies = (data && data.proxies) || [];
   const summary = d && d.proxies;

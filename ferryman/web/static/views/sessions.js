@@ -20,7 +20,19 @@ export function SessionsView({ query: q }) {
   const [status, setStatus] = useState(q.status || '');
   const jobs = useData(() => api.get('/jobs'));
   const list = useData(() => api.get(`/sessions${query({ kind, job, limit: LIMIT })}`), [kind, job]);
-  useLive(['sessions'], list.reload);
+  // The events carry summaries of recent sessions: they update the rows in place;
+  // a session the list does not hold yet makes it read the list again.
+  useLive(['sessions'], list.reload, {
+    onEvent: (topic, summaries) => {
+      if (!Array.isArray(summaries) || !list.data) return false;
+      const known = new Set(list.data.map((x) => x.id));
+      const wanted = summaries.filter((x) => (!kind || x.kind === kind) && (!job || x.job === job));
+      if (wanted.some((x) => !known.has(x.id))) return false;
+      const fresh = new Map(summaries.map((x) => [x.id, x]));
+      list.setData(list.data.map((x) => (fresh.has(x.id) ? { ...x, ...fresh.get(x.id) } : x)));
+      return true;
+    },
+  });
   const rows = (list.data || [])
     .filter((s) => !status || s.status === status)
     .slice()
