@@ -347,7 +347,11 @@ class Scanner:
                 reuse = None
                 self._stats.warn(os.fsdecode(rel), f"cannot open: {describe_os_error(exc)}")
         if reuse is not None:
-            self._read_xattrs(d, node, rel, node_from_map(reuse))
+            if self._xattrs:  # same inode and ctime: xattrs and ACLs cannot have changed
+                xattrs = reuse.get("x")
+                node.xattrs = dict(xattrs) if xattrs else {}
+                node.acl_access = reuse.get("aa", b"")
+                node.acl_default = reuse.get("ad", b"")
         elif sub is not None and self._xattrs:
             try:
                 self._set_xattrs(node, sub.own_xattrs())
