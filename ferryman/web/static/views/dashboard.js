@@ -24,7 +24,7 @@ async function loadDashboard() {
 function Counts({ counts }) {
   return html`<div class="counts">
     ${STATUSES.map(
-      (status) => html`<a class=${`count count-${status}`} href="#/sessions" data-count=${status}>
+      (status) => html`<a class=${`count count-${status}`} href=${`#/sessions?status=${status}`} data-count=${status}>
         <span class="count-n">${counts[status] ?? 0}</span>
         <span class="count-label">${status}</span>
       </a>`,

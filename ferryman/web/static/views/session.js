@@ -90,6 +90,8 @@ function TaskTable({ tasks }) {
     rowProps=${(t) => ({ 'data-task': t.id, 'data-task-state': t.state })} />`;
 }
 
+const WARNINGS_SHOWN = 500;
+
 function Warnings({ tasks }) {
   const [search, setSearch] = useState('');
   const all = tasks.flatMap((t) => (t.warnings || []).map((w) => ({ ...w, task: t.id })));
@@ -98,16 +100,18 @@ function Warnings({ tasks }) {
   const shown = needle
     ? all.filter((w) => `${w.path} ${w.reason}`.toLowerCase().includes(needle))
     : all;
+  const listed = shown.slice(0, WARNINGS_SHOWN);
   return html`<div>
     <div class="row">
       <input name="warning-search" type="search" placeholder="Search paths and reasons…" value=${search}
         onInput=${(e) => setSearch(e.target.value)} />
-      <span class="muted small">${shown.length} of ${all.length}</span>
+      <span class="muted small">${shown.length} of ${all.length}
+        ${shown.length > listed.length ? ` (the first ${listed.length} listed: search to narrow)` : ''}</span>
     </div>
     <table class="table">
       <thead><tr><th>Task</th><th>Path</th><th>Reason</th></tr></thead>
       <tbody>
-        ${shown.map(
+        ${listed.map(
           (w, i) => html`<tr key=${i} data-warning=${w.path}>
             <td>#${w.task}</td><td class="mono wrap">${w.path}</td><td class="wrap">${w.reason}</td>
           </tr>`,
