@@ -81,7 +81,7 @@ function options(width, proxies) {
   };
 }
 
-export function ThroughputChart({ samples }) {
+export function ThroughputChart({ samples, ended = false }) {
   const box = useRef(null);
   const plot = useRef(null);
   const shape = useRef('');
@@ -123,6 +123,8 @@ export function ThroughputChart({ samples }) {
 
   return html`<div class="chart" data-chart="throughput">
     <div ref=${box}></div>
-    ${enough ? null : html`<p class="empty">No throughput figures yet: they appear while tasks read data.</p>`}
+    ${enough
+      ? null
+      : html`<p class="empty">${ended ? 'No throughput figures: the session read too little data to chart.' : 'No throughput figures yet: they appear while tasks read data.'}</p>`}
   </div>`;
 }

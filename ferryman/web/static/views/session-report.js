@@ -14,7 +14,9 @@ const STAGES = [
 export function Bottleneck({ stats, compact = false }) {
   if (!stats) return html`<span class="muted">–</span>`;
   const seconds = STAGES.map(([, key]) => Number(stats[key]) || 0);
-  const sum = seconds.reduce((a, b) => a + b, 0);
+  // Under a tenth of a second in all, the split says nothing: the word alone.
+  const total = seconds.reduce((a, b) => a + b, 0);
+  const sum = total >= 0.1 ? total : 0;
   if (!sum && !stats.bottleneck) return html`<span class="muted">–</span>`;
   const title = STAGES.map(([, , label], i) => `${label}: ${fmt.duration(seconds[i])}`).join('\n');
   return html`<div class="bottleneck" title=${title} data-bottleneck=${stats.bottleneck || ''}>

@@ -175,7 +175,7 @@ export function SessionView({ id, user }) {
           </div>
           <div class="card">
             <h2>Throughput <span class="muted small">MB/s read, total and per proxy</span></h2>
-            <${ThroughputChart} samples=${(throughput.data && throughput.data.samples) || []} />
+            <${ThroughputChart} samples=${(throughput.data && throughput.data.samples) || []} ended=${isEnded(s.status)} />
           </div>
           <div class="card">
             <h2>Warnings</h2>
