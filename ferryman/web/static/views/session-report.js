@@ -2,7 +2,6 @@
 // bottleneck bar of a task, from the engine's stage times in task stats.
 import { html } from '../vendor/htm-preact-standalone.module.js';
 import * as fmt from '../format.js';
-import { sessionDuration } from '../components/sessions.js';
 
 const STAGES = [
   ['source', 'seconds_source_read', 'source read'],
@@ -58,7 +57,7 @@ function BackupFacts({ tasks }) {
     <${Fact} label="Transferred">${fmt.bytes(sent)}<//>
     <${Fact} label="Dedup ratio">${fresh ? fmt.ratio(read / fresh) : '–'}<//>
     <${Fact} label="Compression ratio">${sent ? fmt.ratio(fresh / sent) : '–'}<//>
-    <div class="fact field-wide"><span>Bottleneck</span>
+    <div class="fact fact-3" data-report="bottleneck"><span>Bottleneck</span>
       <${Bottleneck} stats=${stageTotal ? { ...total, bottleneck: slowest[0] } : null} /></div>`;
 }
 
@@ -80,22 +79,16 @@ function MaintenanceFacts({ tasks }) {
     <${Fact} label="Reclaimed">${fmt.bytes(sum(m, 'bytes_reclaimed'))}<//>`;
 }
 
+/** The figures of an ended session, as facts to add to the session's header card. */
 export function SessionReport({ session }) {
   const tasks = session.tasks || [];
-  return html`<div class="card" data-report=${session.status}>
-    <h2>Report</h2>
-    <div class="facts">
-      <${Fact} label="Status">${session.status}<//>
-      <${Fact} label="Duration">${sessionDuration(session)}<//>
-      ${session.kind === 'restore' ? html`<${RestoreFacts} tasks=${tasks} />` : null}
-      ${session.kind === 'backup' ? html`<${BackupFacts} tasks=${tasks} />` : null}
-      <${MaintenanceFacts} tasks=${tasks} />
-      ${session.restore_points && session.restore_points.length
-        ? html`<${Fact} label="Restore points">${session.restore_points.map(
-            (p) => html`<a href=${`#/restore?point=${p}`}>#${p}</a> `,
-          )}<//>`
-        : null}
-    </div>
-  </div>`;
+  return html`
+    ${session.kind === 'restore' ? html`<${RestoreFacts} tasks=${tasks} />` : null}
+    ${session.kind === 'backup' ? html`<${BackupFacts} tasks=${tasks} />` : null}
+    <${MaintenanceFacts} tasks=${tasks} />
+    ${session.restore_points && session.restore_points.length
+      ? html`<${Fact} label="Restore points">${session.restore_points.map(
+          (p) => html`<a href=${`#/restore?point=${p}`}>#${p}</a> `,
+        )}<//>`
+      : null}`;
 }
-

@@ -154,7 +154,7 @@ export function SessionView({ id, user }) {
       actions=${mayStop ? html`<button type="button" class="btn danger" data-action="stop" onClick=${stop}>Stop</button>` : null}>
     ${s
       ? html`
-          <div class="card facts">
+          <div class="card facts" data-report=${isEnded(s.status) ? s.status : ''}>
             <${Fact} label="Kind">${s.kind}<//>
             <${Fact} label="Job">${s.job || '–'}<//>
             <${Fact} label="Trigger">${s.trigger || '–'}<//>
@@ -167,9 +167,9 @@ export function SessionView({ id, user }) {
                   ${`point #${s.point ?? '–'} → ${s.target || '–'}${s.in_place ? ' (in place)' : ''} · `}
                   ${s.paths && s.paths.length ? s.paths.join(', ') : 'everything'}${` · existing files: ${s.overwrite || 'replace'}`}</b></div>`
               : null}
+            ${isEnded(s.status) ? html`<${SessionReport} session=${s} />` : null}
             ${s.reason ? html`<div class="fact field-wide"><span>Reason</span><b>${s.reason}</b></div>` : null}
           </div>
-          ${isEnded(s.status) ? html`<${SessionReport} session=${s} />` : null}
           <div class="card table-card">
             <${TaskTable} tasks=${s.tasks || []} />
           </div>
