@@ -127,14 +127,15 @@ export function SessionView({ id, user }) {
   const s = session.data;
   const running = s && s.status === 'running';
 
+  const missing = session.error && session.error.status === 404;
   useLive(
-    ['session'],
+    missing ? [] : ['session'],
     () => {
       session.reload();
       throughput.reload();
     },
     {
-      session: id,
+      session: missing ? null : id,
       onEvent: (topic, data) => {
         if (!data || String(data.id) !== String(id)) return false;
         session.setData(data);
@@ -146,7 +147,7 @@ export function SessionView({ id, user }) {
 
   const mayStop = s && running && (s.kind === 'restore' ? can(user, 'restore') : can(user, 'run'));
   const stop = () => attempt(() => api.post(`/sessions/${ref(id)}/stop`), `session ${id} stopping`).then(session.reload);
-  const error = session.error && session.error.status === 404 ? { detail: `session ${id} not found` } : session.error;
+  const error = missing ? { detail: `session ${id} not found` } : session.error;
 
   return html`<${ViewRoot} name="session" ready=${session.ready} error=${error}
       title=${html`Session #${id} ${s ? html`<span class="muted">${sessionTitle(s)}</span>` : null}
