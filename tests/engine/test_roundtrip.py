@@ -102,6 +102,29 @@ def test_unchanged_directory_keeps_its_xattrs_when_a_file_inside_changes(
     assert diff_trees(src, out) == []
 
 
+def test_backup_raises_the_gc_threshold_only_while_it_runs(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """The proxy's process (the server, when embedded) gets its own GC settings back."""
+    import gc
+
+    from ferryman.engine.backup import GC_YOUNG_THRESHOLD
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x" * 100)
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+    run_backup(
+        LocalSource(src),
+        repo,
+        BackupOptions(share="s"),
+        progress=lambda _event: seen.append(gc.get_threshold()),
+    )
+    assert seen and all(t[0] >= GC_YOUNG_THRESHOLD for t in seen)
+    assert gc.get_threshold() == before
+
+
 def test_other_share_does_not_serve_as_parent(repo: Repository, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
