@@ -9,6 +9,7 @@ byte/duration formats.
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -147,4 +148,36 @@ def test_sizes_and_durations_read_as_in_the_cli(call: Any) -> None:
         "1m15s",
         "1h02m05s",
         "2.50x",
+    ]
+
+
+def test_deploy_steps_are_read_line_by_line_across_chunks(call: Any) -> None:
+    events = [
+        {"event": "step", "step": "connect", "detail": "h1 \N{EM DASH} known", "seconds": 0.07},
+        {"event": "step", "step": "analyse", "detail": "h1", "seconds": 0.9, "lines": ["  ok  py"]},
+        {"event": "done", "proxy": "h1", "version": "0.1.0", "service": "systemd", "seconds": 6.1},
+    ]
+    text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events)
+    data = text.encode()
+    # the answer arrives in chunks that cut lines, and the dash's three bytes, in two
+    dash = data.index("\N{EM DASH}".encode())
+    cuts = [0, dash + 1, dash + 2, data.index(b"\n") + 3, len(data) - 5, len(data)]
+    read = call(
+        "views/deploy.js",
+        f"""(async () => {{
+          const bytes = new TextEncoder().encode({json.dumps(text)});
+          const cuts = {json.dumps(cuts)};
+          const body = new ReadableStream({{ start(c) {{
+            for (let i = 1; i < cuts.length; i++) c.enqueue(bytes.slice(cuts[i - 1], cuts[i]));
+            c.close();
+          }} }});
+          const lines = [];
+          for await (const event of m.ndjson(new Response(body))) lines.push(m.stepLine(event));
+          return lines;
+        }})()""",
+    )
+    assert read == [
+        "connect          0.07s  h1 \N{EM DASH} known",
+        "analyse          0.90s  h1\n  ok  py",
+        "proxy h1 deployed: version 0.1.0, systemd, 6.10s",
     ]

@@ -7,7 +7,7 @@ import { Field, intOrNull, useFormState } from '../components/form.js';
 
 const FIELDS = ['target', 'private_key', 'passphrase', 'password', 'name', 'site', 'slots', 'install_dir', 'server_url'];
 
-function stepLine(event) {
+export function stepLine(event) {
   const seconds = event.seconds != null ? `${Number(event.seconds).toFixed(2)}s` : '';
   if (event.event === 'step') {
     const head = `${String(event.step).padEnd(14)} ${seconds.padStart(7)}  ${event.detail || ''}`;
@@ -18,7 +18,8 @@ function stepLine(event) {
   return JSON.stringify(event);
 }
 
-async function* ndjson(response) {
+/** The JSON objects of an NDJSON answer, as their lines arrive (a line may span chunks). */
+export async function* ndjson(response) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = '';
