@@ -66,10 +66,8 @@ function Repositories({ repositories }) {
     empty="No repository yet."
     columns=${[
       { title: 'Repository', render: (r) => html`<a href="#/repositories">${r.name}</a>` },
-      // The server may not know a repository's size (bytes_stored null): no column then.
-      ...(repositories.some((r) => r.bytes_stored != null)
-        ? [{ title: 'Stored', className: 'num', render: (r) => fmt.bytes(r.bytes_stored) }]
-        : []),
+      // bytes_stored is null until a task has reported the repository's size
+      { title: 'Stored', className: 'num', render: (r) => fmt.bytes(r.bytes_stored) },
       { title: 'Points', className: 'num', render: (r) => fmt.count(r.points) },
       { title: 'Last backup', render: (r) => (r.last_backup ? fmt.ago(r.last_backup) : 'never') },
     ]}

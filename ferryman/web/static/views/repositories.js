@@ -94,9 +94,7 @@ export function RepositoriesView({ user }) {
     { title: 'Location', className: 'wrap', render: (r) => html`<span class="mono">${r.url}</span>` },
     { title: 'Max tasks', className: 'num', render: (r) => r.max_tasks },
     { title: 'Keys', render: (r) => (r.has_credentials ? 'stored' : '–') },
-    ...((data || []).some((r) => r.bytes_stored != null)
-      ? [{ title: 'Stored', className: 'num', render: (r) => fmt.bytes(r.bytes_stored) }]
-      : []),
+    { title: 'Stored', className: 'num', render: (r) => fmt.bytes(r.bytes_stored) },
     { title: 'Points', className: 'num', render: (r) => fmt.count(r.points) },
     { title: 'Last backup', render: (r) => (r.last_backup ? fmt.ago(r.last_backup) : 'never') },
     { title: 'Created', render: (r) => fmt.time(r.created) },
