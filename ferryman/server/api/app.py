@@ -33,6 +33,7 @@ from ferryman.server.api.routers import (
 )
 from ferryman.server.context import ServerContext
 from ferryman.server.metrics import add_metrics_route
+from ferryman.server.sign_in_throttle import SignInThrottle
 
 log = logging.getLogger("ferryman.server.api")
 
@@ -76,6 +77,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
+    app.state.sign_in_throttle = SignInThrottle()  # per server process
     api_routers = (system, users, repositories, shares, jobs, sessions, points, proxies)
     for module in (*api_routers, notifications, deployments, events, dashboard):
         app.include_router(module.router, prefix="/api/v1")

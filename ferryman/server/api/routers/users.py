@@ -16,6 +16,7 @@ from ferryman.server.api.views import iso
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import User, utcnow
 from ferryman.server.roles import Role
+from ferryman.server.sign_in_throttle import SignInLocked, SignInThrottle
 from ferryman.server.tokens import find_api_token
 from ferryman.server.users import NameTaken, UserError, add_user, authenticate, set_password
 from ferryman.server.web_sessions import (
@@ -48,9 +49,22 @@ class LoginIn(BaseModel):
         return self
 
 
-def _refuse(detail: str) -> HTTPException:
-    time.sleep(FAILED_LOGIN_DELAY)
-    return HTTPException(401, detail)
+def _sign_in(ctx: ServerContext, body: LoginIn, previous: str | None) -> tuple[str, str, str]:
+    """``(name, role, cookie)`` of a new console session; HTTPException 401 when refused."""
+    with ctx.db.session() as db:
+        if previous:
+            close_web_session(db, previous)
+        if body.token is not None:
+            token = find_api_token(db, body.token.strip())
+            if token is None:
+                raise HTTPException(401, "unknown or revoked API token")
+            return token.name, token.role, open_web_session(db, token=token)
+        assert body.user is not None and body.password is not None
+        user = authenticate(db, body.user, body.password)
+        if user is None:
+            raise HTTPException(401, WRONG_LOGIN)
+        user.last_login = utcnow()
+        return user.name, user.role, open_web_session(db, user=user)
 
 
 @router.post("/login")
@@ -58,25 +72,26 @@ def login(
     body: LoginIn, request: Request, response: Response, ctx: ServerContext = Depends(get_ctx)
 ) -> Any:
     """Sign in to the console; the answer sets the ``ferryman_session`` cookie (a session
-    the browser held before ends)."""
-    with ctx.db.session() as db:
-        previous = request.cookies.get(COOKIE)
-        if previous:
-            close_web_session(db, previous)
-        if body.token is not None:
-            token = find_api_token(db, body.token.strip())
-            if token is None:
-                raise _refuse("unknown or revoked API token")
-            cookie = open_web_session(db, token=token)
-            name, role = token.name, token.role
-        else:
-            assert body.user is not None and body.password is not None
-            user = authenticate(db, body.user, body.password)
-            if user is None:
-                raise _refuse(WRONG_LOGIN)
-            user.last_login = utcnow()
-            cookie = open_web_session(db, user=user)
-            name, role = user.name, user.role
+    the browser held before ends). Too many failures for one user name or from one address
+    answer 429 with ``Retry-After`` before any password is checked."""
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    try:
+        attempt = throttle.begin(
+            body.user if body.token is None else None,
+            request.client.host if request.client else None,
+        )
+    except SignInLocked as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
+    try:
+        name, role, cookie = _sign_in(ctx, body, request.cookies.get(COOKIE))
+    except HTTPException:
+        throttle.failed(attempt)
+        time.sleep(FAILED_LOGIN_DELAY)
+        raise
+    except BaseException:
+        throttle.abandoned(attempt)
+        raise
+    throttle.succeeded(attempt)
     response.set_cookie(
         COOKIE,
         cookie,
