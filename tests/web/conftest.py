@@ -101,24 +101,30 @@ class Console:
         ) as http:  # fmt: skip
             return http.request(method, f"/api/v1{path}", **kwargs)
 
-    def add_user(self, name: str, role: str, password: str) -> None:
-        done = subprocess.run(
-            [*FERRYMAN, "user", "add", name, "--role", role, "--password-stdin"],
-            env=self.installation.env,
-            input=password + "\n",
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, f"ferryman user add {name}: {done.stdout}{done.stderr}"
-        self.passwords[name] = password
+    def add_users(self, roles: dict[str, str], password: str) -> None:
+        """``ferryman user add NAME --role R --password-stdin`` for each, run side by side."""
+        running = {
+            name: subprocess.Popen(
+                [*FERRYMAN, "user", "add", name, "--role", role, "--password-stdin"],
+                env=self.installation.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for name, role in roles.items()
+        }
+        for name, process in running.items():
+            out, _ = process.communicate(password + "\n", timeout=60)
+            assert process.returncode == 0, f"ferryman user add {name}: {out}"
+            self.passwords[name] = password
 
     def shot(self, page: Any, view: str) -> None:
         """Save the screenshot of one view (1280x800) as ``<view>.png``."""
         page.screenshot(path=str(self.shots / f"{view}.png"))
 
 
-def make_source(root: Path) -> Path:
+def make_source(root: Path, big_mib: int) -> Path:
     """A small share: files at the top and in nested folders, text and binary."""
     (root / "projects" / "alpha" / "drafts").mkdir(parents=True)
     (root / "projects" / "beta").mkdir(parents=True)
@@ -128,7 +134,9 @@ def make_source(root: Path) -> Path:
     (root / "projects" / "alpha" / "data.bin").write_bytes(os.urandom(200_000))
     (root / "projects" / "alpha" / "drafts" / "v1.txt").write_text("first draft\n" * 50)
     (root / "projects" / "beta" / "notes.txt").write_text("beta notes\n")
-    (root / "photos" / "lake.raw").write_bytes(os.urandom(150_000))
+    with open(root / "photos" / "lake.raw", "wb") as f:
+        for _ in range(big_mib):
+            f.write(os.urandom(1 << 20))
     return root
 
 
@@ -144,9 +152,12 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         installation.start_proxy("branch-1", site="branch", slots=2)
         installation.wait_online("embedded", "branch-1")
         url = json.loads((installation.home / "client.json").read_text())["server"]
-        made = Console(installation, url, make_source(tmp_path_factory.mktemp("src")), shots)
-        for name, role in USERS.items():
-            made.add_user(name, role, PASSWORD)
+        # for the docs' screenshots the backup lasts several progress reports (the session
+        # page draws its throughput chart); the tests alone keep CI quick
+        big_mib = 384 if wanted else 4
+        source = make_source(tmp_path_factory.mktemp("src"), big_mib)
+        made = Console(installation, url, source, shots)
+        made.add_users(USERS, PASSWORD)
         yield made
     finally:
         installation.stop()
