@@ -89,6 +89,7 @@ function App() {
   const route = useRoute();
   const [user, setUser] = useState(undefined); // undefined: asking; null: signed out
   const [returnTo, setReturnTo] = useState('#/dashboard');
+  const [bootError, setBootError] = useState(null);
 
   const signedOut = () => {
     stopLive();
@@ -104,9 +105,15 @@ function App() {
     api
       .get('/whoami', { quiet401: true })
       .then(setUser)
-      .catch(() => signedOut());
+      .catch((error) => (error.status === 401 ? signedOut() : setBootError(error)));
   }, []);
 
+  if (bootError) {
+    return html`<section class="view booting" data-view="unavailable" data-ready="1">
+      <div class="load-error" role="alert">${bootError.detail}</div>
+      <button type="button" class="btn" onClick=${() => location.reload()}>Try again</button>
+    </section>`;
+  }
   if (user === undefined) return html`<p class="booting">Loading Ferryman…</p>`;
 
   if (!user || route.name === 'login') {
@@ -125,6 +132,7 @@ function App() {
     }
     stopLive();
     setUser(null);
+    setReturnTo('#/dashboard'); // the next person starts at the dashboard
     navigate('#/login');
   };
 
