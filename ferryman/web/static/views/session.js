@@ -39,8 +39,15 @@ function figures(task) {
 
 function TaskTable({ tasks }) {
   const columns = [
-    { title: 'Task', render: (t) => html`#${t.id} <span class="muted">${t.kind}</span>` },
-    { title: 'Share', render: (t) => html`${t.share || '–'}${partitionText(t)}` },
+    { title: 'Task', className: 'nowrap', render: (t) => html`#${t.id} <span class="muted">${t.kind}</span>` },
+    {
+      title: 'Share',
+      className: 'w-share',
+      render: (t) => html`${t.share || '–'}${partitionText(t)}
+        ${t.state === 'running' && t.progress?.current_path
+          ? html`<div class="muted small mono current-path" title=${t.progress.current_path}>${t.progress.current_path}</div>`
+          : null}`,
+    },
     {
       title: 'Proxy · why',
       className: 'wrap',
