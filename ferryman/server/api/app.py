@@ -31,6 +31,7 @@ from ferryman.server.api.routers import (
     system,
     users,
 )
+from ferryman.server.api.security_headers import SecurityHeaders
 from ferryman.server.context import ServerContext
 from ferryman.server.metrics import add_metrics_route
 from ferryman.server.sign_in_throttle import SignInThrottle
@@ -84,6 +85,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.include_router(proxy_protocol.router)
     add_metrics_route(app, ctx)
     add_console_routes(app)
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

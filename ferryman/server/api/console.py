@@ -10,7 +10,8 @@ from starlette.types import Scope
 from ferryman.web import STATIC_DIR
 
 # The browser revalidates each file (ETag/Last-Modified), so an upgrade shows at once.
-NO_CACHE = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+# The security headers (CSP, nosniff, no framing) come from api/security_headers.py.
+NO_CACHE = {"Cache-Control": "no-cache"}
 
 
 class ConsoleFiles(StaticFiles):
@@ -28,7 +29,7 @@ def add_console_routes(app: FastAPI) -> None:
         page = STATIC_DIR / "index.html"
         if not page.is_file():
             return Response("the web console is not installed\n", 404, media_type="text/plain")
-        return FileResponse(page, headers={**NO_CACHE, "X-Frame-Options": "DENY"})
+        return FileResponse(page, headers=NO_CACHE)
 
     @app.get("/ui", include_in_schema=False)
     def ui() -> RedirectResponse:
