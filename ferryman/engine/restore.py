@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 
 from ferryman.engine.browse import find_node, split_path
-from ferryman.engine.nodes import Node, iter_dir_nodes, load_root
+from ferryman.engine.nodes import Node, load_root
 from ferryman.engine.options import (
     OVERWRITE_POLICIES,
     EngineError,
@@ -32,7 +32,7 @@ from ferryman.engine.options import (
     RestoreResult,
 )
 from ferryman.engine.progress import ProgressCallback, ProgressTicker
-from ferryman.engine.restore_walk import Restorer, TargetDir, join_path
+from ferryman.engine.restore_walk import Restorer, TargetDir, dir_entries, join_path
 from ferryman.repository import Repository, RepositoryError
 from ferryman.sources.base import RemoteRestoreTarget, SourceError, check_name
 from ferryman.sources.local import LocalRestoreTarget
@@ -104,7 +104,7 @@ def _restore_selection(
     repo = restorer.repo
     if not options.paths:
         restorer.restore_entries(
-            restorer.root, _cancellable(iter_dir_nodes(repo, root), cancel), b"", b""
+            restorer.root, _cancellable(dir_entries(repo, root), cancel), b"", b""
         )
         restorer.mark_dir(b"", root)
         return
@@ -117,7 +117,7 @@ def _restore_selection(
             continue
         if not chain:
             restorer.restore_entries(
-                restorer.root, _cancellable(iter_dir_nodes(repo, root), cancel), b"", b""
+                restorer.root, _cancellable(dir_entries(repo, root), cancel), b"", b""
             )
             continue
         tdir = restorer.root.retain()

@@ -20,7 +20,7 @@ from typing import Any
 from ferryman.engine import restore_procs
 from ferryman.engine.browse import split_path
 from ferryman.engine.file_saver import ByteBudget
-from ferryman.engine.nodes import Node, iter_dir_nodes
+from ferryman.engine.nodes import Node
 from ferryman.engine.options import RestoreOptions
 from ferryman.engine.restore_files import (
     OpenPath,
@@ -158,7 +158,7 @@ class Restorer:
             if node.type == "dir":
                 sub = frame.dir.make_dir(name, stat.S_IMODE(node.mode))
                 self._count(dirs_restored=1)
-                return _Frame(sub, iter_dir_nodes(self.repo, node), share_path, target_path, node)
+                return _Frame(sub, dir_entries(self.repo, node), share_path, target_path, node)
             if node.type == "file":
                 self._file(frame.dir, name, node, share_path, target_path, shown)
             elif node.type == "symlink":
@@ -469,6 +469,16 @@ class Restorer:
     def mark_dir(self, target_rel: bytes, node: Node) -> None:
         """Apply ``node``'s metadata to an already-created directory at the very end."""
         self._dirs_last.append((target_rel, node))
+
+
+def dir_entries(repo: Repository, dir_node: Node) -> Iterator[Node]:
+    """A directory's entries in name order, one tree blob at a time; the locations
+    of its subdirectories' tree blobs are looked up together, in one index query,
+    when the blob is read (the walk then reads each without a query of its own)."""
+    for blob_id in dir_node.subtrees:
+        nodes = repo.get_tree(blob_id)
+        repo.prefetch_locations([i for n in nodes if n.type == "dir" for i in n.subtrees])
+        yield from nodes
 
 
 def join_path(base: bytes, name: bytes) -> bytes:
