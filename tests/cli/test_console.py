@@ -200,6 +200,34 @@ def test_share_form_refuses_a_path_no_proxy_reaches(server: Installation, tmp_pa
     server.ok("share", "remove", "ghost")
 
 
+def test_event_streams_share_one_poller_and_all_get_each_change(
+    server: Installation, tmp_path: Any
+) -> None:
+    """Two consoles open at once: one change reaches both, with the same data."""
+    (tmp_path / "b.txt").write_text("fan-out\n")
+    server.ok("share", "add", "fan", str(tmp_path))
+    server.ok("job", "add", "fan-job", "--share", "fan", "--repo", "default")
+    with (
+        browser(server) as web,
+        web.stream("GET", "/api/v1/events", headers=bearer(server)) as one,
+        web.stream("GET", "/api/v1/events", headers=bearer(server)) as two,
+    ):
+        streams = [read_events(one.iter_lines()), read_events(two.iter_lines())]
+        for events in streams:  # each starts with the current state
+            assert [next(events)[0], next(events)[0]] == ["sessions", "proxies"]
+        run = web.post("/api/v1/jobs/fan-job/run", headers=bearer(server))
+        assert run.status_code == 201, run.text
+        session_id = run.json()["id"]
+        seen = []
+        for events in streams:
+            for event, data in events:
+                if event == "sessions" and session_id in [s["id"] for s in data]:
+                    seen.append(next(s for s in data if s["id"] == session_id))
+                    break
+        assert [s["job"] for s in seen] == ["fan-job", "fan-job"]
+    server.ok("session", "follow", str(session_id), timeout=120)
+
+
 def test_event_stream_ends_when_the_server_stops(server: Installation) -> None:
     """Runs last in this module: it stops the server."""
     assert server.process is not None

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import ferryman
 from ferryman.server.api.console import add_console_routes
 from ferryman.server.api.errors import FieldError
+from ferryman.server.api.event_hub import EventHub
 from ferryman.server.api.routers import (
     dashboard,
     deployments,
@@ -65,7 +66,10 @@ WORKER_THREADS = 400
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
-    yield
+    try:
+        yield
+    finally:
+        await app.state.event_hub.close()  # open /events streams end
 
 
 def create_app(ctx: ServerContext) -> FastAPI:
@@ -79,6 +83,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.state.sign_in_throttle = SignInThrottle()  # per server process
+    app.state.event_hub = EventHub(ctx)  # one poller for all /events streams
     api_routers = (system, users, repositories, shares, jobs, sessions, points, proxies)
     for module in (*api_routers, notifications, deployments, events, dashboard):
         app.include_router(module.router, prefix="/api/v1")

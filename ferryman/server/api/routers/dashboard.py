@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from sqlalchemy import func, select
 
 from ferryman.server.api.deps import Caller, get_ctx, require
-from ferryman.server.api.routers.events import recent_sessions
+from ferryman.server.api.event_hub import recent_sessions
 from ferryman.server.api.views import iso, proxy_state, session_summaries
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import Proxy, Repository, RestorePoint, Session, Task, utcnow
