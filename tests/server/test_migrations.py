@@ -11,6 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
+from ferryman.server.api.routers.dashboard import sized_tasks
 from ferryman.server.db.engine import Database, alembic_config
 from ferryman.server.db.models import Base
 
@@ -51,4 +52,18 @@ def test_upgrade_in_place_keeps_data(url: str) -> None:
     assert "throughput" in columns
     with db.engine.connect() as connection:
         assert connection.execute(text("SELECT name FROM proxies")).scalar_one() == "p"
+    db.dispose()
+
+
+def test_the_dashboard_finds_a_repository_s_latest_task_through_an_index(tmp_path: Path) -> None:
+    """Migration 0010: the stored-bytes lookup does not read every finished task."""
+    db = Database(f"sqlite:///{tmp_path / 'plan.db'}")
+    db.migrate()
+    query = sized_tasks(1).compile(db.engine, compile_kwargs={"literal_binds": True})
+    with db.engine.connect() as connection:
+        plan = " | ".join(
+            str(row[-1]) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {query}"))
+        )
+    assert "USING INDEX ix_tasks_repository_ended (repository_id=?" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan  # the index gives the order too
     db.dispose()

@@ -240,7 +240,11 @@ class Task(Base):
     ended: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     session: Mapped[Session] = relationship(back_populates="tasks")
 
-    __table_args__ = (Index("ix_tasks_queue", "state", priority.desc(), "queued", "id"),)
+    __table_args__ = (
+        Index("ix_tasks_queue", "state", priority.desc(), "queued", "id"),
+        # the dashboard's "latest task of this repository" (stored bytes)
+        Index("ix_tasks_repository_ended", "repository_id", "ended"),
+    )
 
 
 class RestorePoint(Base):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from ferryman.server.api.deps import Caller, get_ctx, require
 from ferryman.server.api.event_hub import recent_sessions
@@ -100,9 +100,10 @@ SIZED_KINDS = ("backup", "assemble", "maintenance")
 SIZE_LOOKBACK = 50
 
 
-def _stored_bytes(db: Any, repository_id: int) -> int | None:
-    """``repository_bytes`` of the latest task that reported it (None before any did)."""
-    rows = db.scalars(
+def sized_tasks(repository_id: int) -> Select[tuple[Any]]:
+    """The stats of a repository's latest finished sized tasks, newest first (read through
+    the index ``ix_tasks_repository_ended``, not by scanning every finished task)."""
+    return (
         select(Task.stats)
         .where(
             Task.repository_id == repository_id,
@@ -113,7 +114,11 @@ def _stored_bytes(db: Any, repository_id: int) -> int | None:
         .order_by(Task.ended.desc(), Task.id.desc())
         .limit(SIZE_LOOKBACK)
     )
-    for stats in rows:
+
+
+def _stored_bytes(db: Any, repository_id: int) -> int | None:
+    """``repository_bytes`` of the latest task that reported it (None before any did)."""
+    for stats in db.scalars(sized_tasks(repository_id)):
         value = (stats or {}).get("repository_bytes")
         if isinstance(value, int) and not isinstance(value, bool):
             return value
