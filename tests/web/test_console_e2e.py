@@ -352,6 +352,6 @@ def test_every_view_renders_without_console_errors(console: Console, browsing: B
         ("#/sessions", "sessions", JOB),
     ):
         listed = go(page, route, name)
-        expect(listed.get_by_text(shown, exact=True).first).to_be_visible()
+        expect(listed.locator("table").get_by_text(shown, exact=True).first).to_be_visible()
         console.shot(page, name)
     assert browsing.problems == [], "\n".join(browsing.problems)
