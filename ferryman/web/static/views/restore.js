@@ -2,7 +2,7 @@
 // see a file's versions, tick folders/files, choose target and overwrite policy,
 // start, and follow the restore session.
 import { html, useEffect, useState } from '../vendor/htm-preact-standalone.module.js';
-import { api, query, ref } from '../api.js';
+import { ApiError, api, query, ref } from '../api.js';
 import { Field, useFormState } from '../components/form.js';
 import { useData } from '../components/data.js';
 import { Table } from '../components/table.js';
@@ -109,7 +109,7 @@ function RestoreForm({ point, tree }) {
     if (inPlace) body.in_place = true;
     else body.to = String(data.get('to') || '').trim();
     form.submit(async () => {
-      if (!inPlace && !body.to) throw { detail: 'to: give a target folder, or restore in place', field: 'to' };
+      if (!inPlace && !body.to) throw new ApiError(0, 'give a target folder, or restore in place', 'to');
       const session = await api.post('/restores', body);
       navigate(sessionHref(session.id));
     });
