@@ -116,7 +116,7 @@ export function JobsView({ user }) {
   };
 
   const columns = [
-    { title: 'Name', render: (j) => html`<b>${j.name}</b>` },
+    { title: 'Name', render: (j) => html`<b>${j.name}</b><div class="small"><a href=${`#/sessions?job=${encodeURIComponent(j.name)}`}>sessions</a></div>` },
     { title: 'Shares', className: 'wrap', render: (j) => j.shares.join(', ') },
     { title: 'Repository', render: (j) => j.repository },
     {

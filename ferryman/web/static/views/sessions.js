@@ -1,6 +1,6 @@
 // Sessions: newest first, filtered by kind/job/status, kept live.
 import { html, useState } from '../vendor/htm-preact-standalone.module.js';
-import { api, query } from '../api.js';
+import { api, query, ref } from '../api.js';
 import { useData } from '../components/data.js';
 import { SessionProgress, sessionDuration, summarize } from '../components/sessions.js';
 import { StatusBadge } from '../components/status.js';
@@ -8,13 +8,15 @@ import { Table } from '../components/table.js';
 import { ViewRoot } from '../components/view.js';
 import * as fmt from '../format.js';
 import { useLive } from '../live.js';
+import { attempt } from '../notice.js';
+import { can } from '../roles.js';
 import { sessionHref } from '../router.js';
 
 const KINDS = ['backup', 'restore', 'check', 'maintenance'];
 const STATUSES = ['running', 'success', 'warning', 'failed', 'stopped'];
 const LIMIT = 200;
 
-export function SessionsView({ query: q }) {
+export function SessionsView({ user, query: q }) {
   const [kind, setKind] = useState(q.kind || '');
   const [job, setJob] = useState(q.job || '');
   const [status, setStatus] = useState(q.status || '');
@@ -60,6 +62,18 @@ export function SessionsView({ query: q }) {
       render: (s) => (s.status === 'running' ? html`<${SessionProgress} session=${s} />` : html`<span class="muted small">${s.reason || ''}</span>`),
     },
   ];
+  const mayStop = (s) => s.status === 'running' && (s.kind === 'restore' ? can(user, 'restore') : can(user, 'run'));
+  if (rows.some(mayStop)) {
+    columns.push({
+      title: '',
+      className: 'actions',
+      render: (s) =>
+        mayStop(s)
+          ? html`<button type="button" class="btn small danger" data-action="stop"
+              onClick=${() => attempt(() => api.post(`/sessions/${ref(s.id)}/stop`), `session ${s.id} stopping`).then(list.reload)}>Stop</button>`
+          : null,
+    });
+  }
   return html`<${ViewRoot} name="sessions" ready=${list.ready} title="Sessions" error=${list.error}
       actions=${html`<div class="row filters">
         ${select('kind', kind, setKind, KINDS, 'all kinds')}
