@@ -1,6 +1,6 @@
 // One session, live: header facts, per-task table (where each task ran and why),
 // throughput chart, bottleneck, warnings (searchable), final report.
-import { html, useState } from '../vendor/htm-preact-standalone.module.js';
+import { html, useRef, useState } from '../vendor/htm-preact-standalone.module.js';
 import { api, ref } from '../api.js';
 import { useData } from '../components/data.js';
 import { ProgressBar } from '../components/progress.js';
@@ -98,6 +98,7 @@ function TaskTable({ tasks }) {
 }
 
 const WARNINGS_SHOWN = 500;
+const CHART_EVERY_MS = 2000;
 
 function Warnings({ tasks }) {
   const [search, setSearch] = useState('');
@@ -131,6 +132,7 @@ function Warnings({ tasks }) {
 export function SessionView({ id, user }) {
   const session = useData(() => api.get(`/sessions/${ref(id)}`), [id]);
   const throughput = useData(() => api.get(`/sessions/${ref(id)}/throughput`), [id]);
+  const chartRead = useRef(0);
   const s = session.data;
   const running = s && s.status === 'running';
 
@@ -146,7 +148,11 @@ export function SessionView({ id, user }) {
       onEvent: (topic, data) => {
         if (!data || String(data.id) !== String(id)) return false;
         session.setData(data);
-        throughput.reload();
+        // The chart follows at most every 2 s, and once more when the session ends.
+        if (isEnded(data.status) || Date.now() - chartRead.current >= CHART_EVERY_MS) {
+          chartRead.current = Date.now();
+          throughput.reload();
+        }
         return true;
       },
     },
