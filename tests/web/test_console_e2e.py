@@ -206,6 +206,7 @@ def test_run_the_job_and_follow_the_session_live_to_success(
         jobs.locator(f'[data-action="run-job"][data-job="{JOB}"]').click()
         session_id, status = follow_session(page)
         expect(status).to_have_text(status_is("running"))
+        expect(page.locator("[data-task]").first).to_contain_text("waiting")
         page.evaluate("window.__sameDocument = true")  # gone if the page reloads
     finally:
         inst.ok("proxy", "enable", "embedded")
