@@ -82,8 +82,10 @@ export function RepositoriesView({ user }) {
     notify(message);
     reload();
   };
-  const check = async (repo) => {
-    const session = await attempt(() => api.post(`/repositories/${ref(repo.name)}/check`, { read_data: false }));
+  // check: verify the repository; gc: free what no restore point uses. Both are sessions to follow.
+  const start = async (repo, what) => {
+    const body = what === 'check' ? { read_data: false } : {};
+    const session = await attempt(() => api.post(`/repositories/${ref(repo.name)}/${what}`, body));
     if (session) navigate(sessionHref(session.id));
   };
   const remove = (repo) =>
@@ -105,7 +107,9 @@ export function RepositoriesView({ user }) {
       className: 'actions',
       render: (r) => html`
         <button type="button" class="btn small" data-action="check" data-repository=${r.name}
-          onClick=${() => check(r)}>Check</button>
+          onClick=${() => start(r, 'check')}>Check</button>
+        <button type="button" class="btn small" data-action="gc" data-repository=${r.name}
+          title="garbage collection: free the space no restore point uses" onClick=${() => start(r, 'gc')}>GC</button>
         ${admin
           ? html`<button type="button" class="btn small" data-action="edit" data-repository=${r.name}
                 onClick=${() => editor.edit(r)}>Edit</button>

@@ -70,6 +70,21 @@ function RestoreFacts({ tasks }) {
     <${Fact} label="Skipped">${fmt.count(sum(tasks, 'files_skipped'))}<//>`;
 }
 
+function CheckFacts({ tasks }) {
+  const problems = tasks.flatMap((t) => [...((t.stats || {}).errors || []), ...((t.stats || {}).damaged || [])]);
+  return html`
+    <${Fact} label="Points checked">${fmt.count(sum(tasks, 'points_checked'))}<//>
+    <${Fact} label="Packs checked">${fmt.count(sum(tasks, 'packs_checked'))}<//>
+    <${Fact} label="Packs read">${fmt.count(sum(tasks, 'packs_read'))}<//>
+    <${Fact} label="Blobs read">${fmt.count(sum(tasks, 'blobs_read'))}<//>
+    <${Fact} label="Problems">${fmt.count(problems.length)}<//>
+    ${problems.length
+      ? html`<div class="fact field-wide"><span>Found</span>
+          ${problems.slice(0, 20).map((p) => html`<div class="small mono">${typeof p === 'string' ? p : JSON.stringify(p)}</div>`)}
+          ${problems.length > 20 ? html`<div class="small muted">… and ${problems.length - 20} more</div>` : null}</div>`
+      : null}`;
+}
+
 function MaintenanceFacts({ tasks }) {
   const m = tasks.filter((t) => t.kind === 'maintenance');
   if (!m.length) return null;
@@ -85,6 +100,7 @@ export function SessionReport({ session }) {
   return html`
     ${session.kind === 'restore' ? html`<${RestoreFacts} tasks=${tasks} />` : null}
     ${session.kind === 'backup' ? html`<${BackupFacts} tasks=${tasks} />` : null}
+    ${session.kind === 'check' ? html`<${CheckFacts} tasks=${tasks} />` : null}
     <${MaintenanceFacts} tasks=${tasks} />
     ${session.restore_points && session.restore_points.length
       ? html`<${Fact} label="Restore points">${session.restore_points.map(
