@@ -13,7 +13,12 @@ from ferryman.server import users
 from ferryman.server.api.app import create_app
 from ferryman.server.api.routers import users as users_router
 from ferryman.server.context import ServerContext
-from ferryman.server.sign_in_throttle import ADDRESS_LIMIT, USER_LIMIT, SignInThrottle
+from ferryman.server.sign_in_throttle import (
+    ADDRESS_LIMIT,
+    USER_LIMIT,
+    SignInLocked,
+    SignInThrottle,
+)
 
 from .conftest import Api
 
@@ -140,3 +145,16 @@ def test_failures_from_one_address_lock_that_address_only(
         assert login(elsewhere, "alice", "correct horse")[0] == 200
     clock.now += 30
     assert login(web, "alice", "correct horse")[0] == 200
+
+
+def test_attempts_in_flight_count_so_parallel_guesses_cannot_all_slip_in(clock: Clock) -> None:
+    """Many sign-ins sent at once for one name: only the limit's worth get a password check."""
+    throttle = SignInThrottle(clock)
+    started = [throttle.begin("alice", f"203.0.113.{n}") for n in range(USER_LIMIT)]
+    with pytest.raises(SignInLocked) as refused:
+        throttle.begin("alice", "203.0.113.99")
+    assert refused.value.retry_after == 1  # the checks under way decide; ask again soon
+    for attempt in started:
+        throttle.failed(attempt)
+    with pytest.raises(SignInLocked, match="try again in 30 s"):
+        throttle.begin("alice", "203.0.113.99")
