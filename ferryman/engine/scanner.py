@@ -57,6 +57,7 @@ class _Frame:
     prev: list[PreviousListing]
     selection: Selection | None
     reuse: NodeMap | None = None  # previous record of this dir while it may be reused
+    lent: bool = False  # a RawFile carries a reference to ``dir`` to the tree saver
 
 
 @dataclass(slots=True)
@@ -210,7 +211,7 @@ class Scanner:
         if frame.reuse is not None and not first_listing_match:
             frame.reuse = None
         if stat.S_ISREG(mode):
-            if not self._file(d, name, st, rel, prevs) and frame.reuse is not None:
+            if not self._file(frame, d, name, st, rel, prevs) and frame.reuse is not None:
                 frame.reuse = None
             return None
         if is_dir:
@@ -258,7 +259,13 @@ class Scanner:
             node.acl_default = default or b""
 
     def _file(
-        self, d: SourceDir, name: bytes, st: os.stat_result, rel: bytes, prevs: list[NodeMap]
+        self,
+        frame: _Frame,
+        d: SourceDir,
+        name: bytes,
+        st: os.stat_result,
+        rel: bytes,
+        prevs: list[NodeMap],
     ) -> bool:
         """Handle a regular file; True when its previous record was reused as is."""
         counts = self._counts
@@ -272,7 +279,11 @@ class Scanner:
         if prev is not None and st.st_nlink == 1:
             # the tree saver checks (off this thread) that its chunks are still stored
             counts.files_unchanged += 1
-            self._emit(RawFile(prev, rel, d.retain(), st))
+            owns = not frame.lent  # one reference per directory, not per file
+            if owns:
+                d.retain()
+                frame.lent = True
+            self._emit(RawFile(prev, rel, d, st, owns))
             return True
         if prev is not None and not all(map(self._writer.has_blob, prev.get("c", ()))):
             prev = None  # content gone (garbage-collected): read the file again

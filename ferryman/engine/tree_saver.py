@@ -61,12 +61,19 @@ class Entry:
 @dataclass(slots=True)
 class RawFile:
     """An unchanged regular file whose previous record is reused once its chunks are
-    confirmed present (``writer.has_blob``); otherwise it is read again from ``dir``."""
+    confirmed present (``writer.has_blob``); otherwise it is read again from ``dir``.
+
+    ``owns``: the first RawFile of a directory carries one reference to ``dir``
+    (retained by the scanner), released here when the directory is left or the
+    event dropped; the next RawFiles of that directory borrow it, so reference
+    counting costs once per directory, not once per file.
+    """
 
     raw: NodeMap
     path: bytes
-    dir: SourceDir  # retained by the scanner; released here
+    dir: SourceDir
     st: os.stat_result
+    owns: bool = True
 
 
 @dataclass(slots=True)
@@ -94,6 +101,7 @@ CheckpointCallback = Callable[[Node], None]
 @dataclass(slots=True)
 class _Builder:
     node: Node
+    dir: SourceDir | None = None  # owned by a RawFile inside: released when left
     buffer: list[NodeMap] = field(default_factory=list)
     blob_ids: list[bytes] = field(default_factory=list)
     approx_bytes: int = 0
@@ -163,6 +171,8 @@ class TreeSaver:
         """Wait for every queued event; return the root directory node (None if unfinished)."""
         self._queue.put(None)
         self._thread.join()
+        for b in self._stack:  # directories left open by a failure or a cancel
+            self._release_dir(b)
         if self.error is not None:
             raise TreeSaverFailed(str(self.error)) from self.error
         return self.root
@@ -188,18 +198,17 @@ class TreeSaver:
             # dropped events (dead or stopped consumer, which still drains the queue so
             # the scanner never blocks): release the directories they hold
             for ev in events:
-                if isinstance(ev, RawFile):
+                if isinstance(ev, RawFile) and ev.owns:
                     ev.dir.release()
 
     def _handle(self, ev: Event) -> None:
         if isinstance(ev, RawFile):
-            try:
-                if self._trust_reused or all(map(self._present.__contains__, ev.raw.get("c", ()))):
-                    self._add(ev.raw, raw=True)
-                else:
-                    self._reread_file(ev)
-            finally:
-                ev.dir.release()
+            if ev.owns:
+                self._stack[-1].dir = ev.dir
+            if self._trust_reused or all(map(self._present.__contains__, ev.raw.get("c", ()))):
+                self._add(ev.raw, raw=True)
+            else:
+                self._reread_file(ev)
         elif isinstance(ev, Entry):
             if ev.raw is not None:
                 self._add(ev.raw, raw=True)
@@ -277,8 +286,15 @@ class TreeSaver:
         node.content, node.size, node.holes = out.content, out.size, out.holes
         self._add(node_to_map(node), raw=False)
 
+    @staticmethod
+    def _release_dir(b: _Builder) -> None:
+        if b.dir is not None:
+            b.dir.release()
+            b.dir = None
+
     def _leave(self, ev: LeaveDir) -> None:
         b = self._stack.pop()
+        self._release_dir(b)
         prev = ev.reuse
         reused = (
             prev is not None

@@ -125,6 +125,31 @@ def test_backup_raises_the_gc_threshold_only_while_it_runs(
     assert gc.get_threshold() == before
 
 
+def test_re_runs_close_every_directory_they_open(repo: Repository, tmp_path: Path) -> None:
+    """Unchanged files lend their directory to the tree saver once per directory; a
+    completed re-run and a cancelled one both leave no descriptor open."""
+    import threading
+
+    from ferryman.engine.options import BackupCancelled
+
+    src = tmp_path / "src"
+    for d in range(30):
+        (src / f"d{d:02}" / "sub").mkdir(parents=True)
+        for f in range(20):
+            (src / f"d{d:02}" / f"f{f:02}").write_bytes(b"%d-%d" % (d, f))
+        (src / f"d{d:02}" / "sub" / "x").write_bytes(b"x")
+    first = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    open_fds = len(os.listdir("/proc/self/fd"))
+    again = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert again.stats.files_unchanged == first.stats.files_read == 30 * 21
+    assert len(os.listdir("/proc/self/fd")) == open_fds
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(BackupCancelled):
+        run_backup(LocalSource(src), repo, BackupOptions(share="s"), cancel=cancel)
+    assert len(os.listdir("/proc/self/fd")) == open_fds
+
+
 def test_other_share_does_not_serve_as_parent(repo: Repository, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
