@@ -240,6 +240,9 @@ def test_browse_the_restore_point_and_restore_one_folder_elsewhere(
     restore.locator('select[name="share"]').select_option(SHARE)
     restore.locator(f'[data-point="{point}"]').click()
     expect(restore.locator('[data-path="/readme.txt"]')).to_be_visible()
+    restore.locator('[data-action="versions"][data-path="/readme.txt"]').click()
+    versions = restore.locator('[data-versions="/readme.txt"]')
+    expect(versions.locator(f'[data-version="{point}"]')).to_be_visible()
     restore.locator('[data-open="/projects"]').click()
     expect(restore.locator('[data-path="/projects/alpha"]')).to_be_visible()
     expect(restore.locator('[data-path="/projects/beta"]')).to_be_visible()
@@ -319,6 +322,25 @@ def test_a_restore_operator_restores_but_changes_no_job(
     restore.locator(f'[data-point="{point}"]').click()
     expect(restore.locator('[data-action="restore-start"]')).to_be_visible()
     assert web_post(page, f"/jobs/{JOB}/run") == 403
+
+
+def test_an_administrator_disables_and_enables_a_proxy(
+    console: Console, browsing: Browsing
+) -> None:
+    inst = console.installation
+    page = browsing.open("alice")
+    proxies = go(page, "#/proxies", "proxies")
+    row = proxies.locator('[data-row="branch-1"]')
+    try:
+        proxies.locator('[data-action="disable"][data-proxy="branch-1"]').click()
+        expect(row).to_have_attribute("data-proxy-state", "disabled")
+        states = {p["name"]: p["state"] for p in inst.json("proxy", "list")}
+        assert states["branch-1"] == "disabled" and states["embedded"] == "online"
+        proxies.locator('[data-action="enable"][data-proxy="branch-1"]').click()
+        expect(row).to_have_attribute("data-proxy-state", "online")
+    finally:
+        inst.ok("proxy", "enable", "branch-1")
+    assert {p["name"]: p["state"] for p in inst.json("proxy", "list")}["branch-1"] == "online"
 
 
 def test_every_view_renders_without_console_errors(console: Console, browsing: Browsing) -> None:
