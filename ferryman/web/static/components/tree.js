@@ -1,5 +1,5 @@
 // A lazily loaded folder tree of a restore point (GET /points/{id}/ls), with
-// checkboxes to pick what to restore and a versions button on files.
+// checkboxes to pick what to restore; a click on a file's row lists its versions.
 import { html } from '../vendor/htm-preact-standalone.module.js';
 import * as fmt from '../format.js';
 
@@ -16,7 +16,15 @@ function Row({ entry, depth, tree, selectable }) {
   const open = tree.open.has(entry.path);
   const covering = coveredBy(tree.selected, entry.path);
   const inherited = covering && covering !== entry.path;
-  return html`<div class="tree-row" data-path=${entry.path} data-type=${entry.type} style=${{ paddingLeft: `${4 + depth * 18}px` }}>
+  const isFile = entry.type === 'file';
+  // A file's row is its versions button (one element holds data-path, so a
+  // locator for the path finds one thing); the checkbox keeps its own click.
+  const showVersions = (event) => {
+    if (event.target.tagName !== 'INPUT') tree.showVersions(entry.path);
+  };
+  return html`<div class=${`tree-row ${isFile ? 'tree-file' : ''}`} data-path=${entry.path} data-type=${entry.type}
+      data-action=${isFile ? 'versions' : undefined} title=${isFile ? 'show the versions of this file' : undefined}
+      onClick=${isFile ? showVersions : undefined} style=${{ paddingLeft: `${4 + depth * 18}px` }}>
       ${isDir
         ? html`<button type="button" class="tree-open" data-open=${entry.path} aria-expanded=${open ? 'true' : 'false'}
             onClick=${() => tree.toggle(entry.path)}>${open ? '▾' : '▸'}</button>`
@@ -33,10 +41,7 @@ function Row({ entry, depth, tree, selectable }) {
       <span class="tree-meta">${isDir ? '' : fmt.bytes(entry.size)}</span>
       <span class="tree-meta">${fmt.time(entry.mtime)}</span>
       <span class="tree-meta mono">${entry.mode}</span>
-      ${entry.type === 'file'
-        ? html`<button type="button" class="btn small" data-action="versions"
-            onClick=${() => tree.showVersions(entry.path)}>Versions</button>`
-        : html`<span style=${{ width: '66px' }}></span>`}
+      <span class="tree-versions">${isFile ? 'versions ›' : ''}</span>
     </div>
     ${isDir && open ? html`<${Children} path=${entry.path} depth=${depth + 1} tree=${tree} selectable=${selectable} />` : null}`;
 }

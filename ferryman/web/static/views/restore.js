@@ -193,11 +193,11 @@ export function RestoreView({ user, query: q }) {
             <${Children} path="/" depth=${0} tree=${tree} selectable=${mayRestore} />
           </div>
           <div>
+            ${mayRestore ? html`<${RestoreForm} point=${point} tree=${tree} />` : null}
             ${tree.versionsPanel
               ? html`<${Versions} state=${tree.versionsPanel} onClose=${tree.closeVersions}
                   onPick=${(id) => setPointId(id)} />`
               : null}
-            ${mayRestore ? html`<${RestoreForm} point=${point} tree=${tree} />` : null}
           </div>
         </div>`
       : null}
