@@ -47,6 +47,11 @@ DEFAULT_UPLOADS = 2
 # writer uploaded, or PACKS_PER_SEGMENT packs.  Early in a session that is one segment
 # per pack; later one per ~128 MiB.  Checkpoints (``flush``) publish one as well.
 PACKS_PER_SEGMENT = 8
+# Room past a pack's target size in its buffer (for the record that crosses the target,
+# and the table): a record that does not fit closes the pack a little early, and a
+# record larger than a whole buffer gets one of its own.  Was a whole chunk (4 MiB):
+# each of the (up to 4) buffers in use is zero-filled, i.e. resident, in full.
+PACK_HEADROOM = (1 << 20) + (64 << 10)
 UNINDEXED_SHARE = 16
 
 
@@ -97,7 +102,7 @@ class RepositoryWriter:
         self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="pack-upload")
         # Pack buffers in use (open, waiting, uploading) are bounded: memory stays flat.
         self._slots = threading.BoundedSemaphore(uploads + 2)
-        self._headroom = repo.config.chunker.max_size + 4096
+        self._headroom = min(repo.config.chunker.max_size + 4096, PACK_HEADROOM)
         self._entries_lock = threading.Lock()
         self._futures: set[Future[None]] = set()
         self._pending_entries: list[IndexEntry] = []
