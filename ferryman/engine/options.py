@@ -102,8 +102,9 @@ class RestoreOptions:
     verify: bool = True
     workers: int = field(default_factory=default_workers)
     # worker processes writing files into a local target from a local repository,
-    # started past restore_walk.PROCESS_AFTER_FILES files: None = ``workers``, 0 = none
-    processes: int | None = None
+    # started past restore_walk.PROCESS_AFTER_FILES files; 0 (the default) = none:
+    # through the server they cost more CPU than they gave (bench/README.md)
+    processes: int = 0
     progress_interval: float = 0.5
 
 

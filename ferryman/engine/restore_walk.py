@@ -86,7 +86,7 @@ class Restorer:
         # worker processes for local targets (started past PROCESS_AFTER_FILES files),
         # and their batches in flight, kept to be written here if a worker fails
         self._procs: ProcessPoolExecutor | None = None
-        self._procs_off = not isinstance(root, LocalTargetDir) or options.processes == 0
+        self._procs_off = not isinstance(root, LocalTargetDir) or options.processes <= 0
         self._proc_batches: list[tuple[Future[restore_procs.BatchOutcome], list[_FileJob]]] = []
         self._files_queued = 0
         self._batch: list[_FileJob] = []
@@ -299,9 +299,8 @@ class Restorer:
         )
         if setup is None:
             return None
-        count = self.options.processes or max(1, self.options.workers)
         try:
-            self._procs = restore_procs.start_pool(setup, count)
+            self._procs = restore_procs.start_pool(setup, self.options.processes)
         except OSError as exc:
             log.warning("restore worker processes not started (%s): using threads", exc)
         return self._procs

@@ -171,7 +171,7 @@ def test_chunk_not_matching_its_id_is_never_written(
         root = Node(name=ROOT_NAME, type="dir", mode=0o40755, subtrees=[_raw_tree(repo, w, nodes)])
         point = w.save_restore_point(share="evil", root=_raw_tree(repo, w, [root])).id
     target = tmp_path / "t"
-    result = run_restore(repo, point, target)
+    result = run_restore(repo, point, target, RestoreOptions(processes=2 if in_processes else 0))
     assert result.status == "warning"
     assert [(e.path, e.reason.split(":")[0]) for e in result.errors] == [
         ("bad", "content unreadable")
