@@ -87,7 +87,11 @@ def test_token_sign_in_then_logout_ends_the_session(
     bad = browser.post("/api/v1/login", json={"token": "fma_nope"})
     assert bad.status_code == 401 and bad.json()["detail"] == "unknown or revoked API token"
     stolen = browser.cookies[COOKIE]
-    assert browser.post("/api/v1/logout").status_code == 204
+    # another site's page cannot sign the user out: the header is needed with the cookie
+    forged = browser.post("/api/v1/logout")
+    assert forged.status_code == 403 and forged.json()["detail"] == "missing X-Ferryman-Web header"
+    assert browser.get("/api/v1/whoami").status_code == 200
+    assert browser.post("/api/v1/logout", headers=WEB).status_code == 204
     assert browser.get("/api/v1/whoami").status_code == 401
     with ctx.db.session() as db:
         assert db.scalars(select(WebSession)).all() == []

@@ -76,6 +76,7 @@ def test_api_answers_forbid_sniffing_and_framing_and_sign_in_is_not_stored(
     assert signed_in.status_code == 200 and signed_in.headers["cache-control"] == "no-store"
     me = web.get("/api/v1/whoami")
     assert me.json()["via"] == "token" and me.headers["cache-control"] == "no-store"
-    assert web.post("/api/v1/logout").headers["cache-control"] == "no-store"
+    signed_out = web.post("/api/v1/logout", headers={"X-Ferryman-Web": "1"})
+    assert signed_out.status_code == 204 and signed_out.headers["cache-control"] == "no-store"
     assert web.get("/api/v1/whoami").headers["cache-control"] == "no-store"  # 401 too
     assert_always(web.get("/api/v1/no-such-route").headers)

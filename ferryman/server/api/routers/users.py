@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import select
 
 from ferryman.server.api import inputs
-from ferryman.server.api.deps import Caller, get_ctx, lookup, require
+from ferryman.server.api.deps import CSRF_HEADER, Caller, get_ctx, lookup, require
 from ferryman.server.api.errors import FieldError
 from ferryman.server.api.views import iso
 from ferryman.server.context import ServerContext
@@ -106,8 +106,13 @@ def login(
 
 @router.post("/logout", status_code=204)
 def logout(request: Request, ctx: ServerContext = Depends(get_ctx)) -> Response:
-    """Sign out: the session is deleted and the cookie cleared (204 even without one)."""
+    """Sign out: the session is deleted and the cookie cleared (204 even without one).
+
+    Like every change made with the cookie, it needs ``X-Ferryman-Web: 1`` (another site's
+    page must not sign the user out)."""
     cookie = request.cookies.get(COOKIE)
+    if cookie and request.headers.get(CSRF_HEADER) != "1":
+        raise HTTPException(403, "missing X-Ferryman-Web header")
     if cookie:
         with ctx.db.session() as db:
             close_web_session(db, cookie)
