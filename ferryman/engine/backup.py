@@ -131,6 +131,7 @@ def _backup(
                 cancel=cancel,
                 governor=governor,
             )
+            trusted = writer.trusts_points(parents.point_ids)
             trees = TreeSaver(
                 repo,
                 writer,
@@ -138,7 +139,7 @@ def _backup(
                 on_checkpoint=checkpoints,
                 reread=saver.read_now,
                 checkpoint_interval=options.checkpoint_interval,
-                trust_reused=writer.trusts_points(parents.point_ids),
+                trust_reused=trusted,
             )
             scanner = Scanner(
                 repo,
@@ -150,6 +151,7 @@ def _backup(
                 one_file_system=options.one_file_system,
                 read_xattrs=options.read_xattrs,
                 cancel=cancel,
+                trust_reused=trusted,
             )
             cancelled = False
             try:

@@ -83,7 +83,9 @@ class Scanner:
         one_file_system: bool = False,
         read_xattrs: bool = True,
         cancel: threading.Event | None = None,
+        trust_reused: bool = False,
     ) -> None:
+        self._trust_reused = trust_reused  # writer.trusts_points(parents), see TreeSaver
         self._repo = repo
         self._writer = writer
         self._saver = saver
@@ -285,7 +287,11 @@ class Scanner:
                 frame.lent = True
             self._emit(RawFile(prev, rel, d, st, owns))
             return True
-        if prev is not None and not all(map(self._writer.has_blob, prev.get("c", ()))):
+        if (
+            prev is not None
+            and not self._trust_reused
+            and not all(map(self._writer.has_blob, prev.get("c", ())))
+        ):
             prev = None  # content gone (garbage-collected): read the file again
         node = node_from_stat(name, st)
         key = (st.st_dev, st.st_ino)

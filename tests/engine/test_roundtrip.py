@@ -150,6 +150,27 @@ def test_re_runs_close_every_directory_they_open(repo: Repository, tmp_path: Pat
     assert len(os.listdir("/proc/self/fd")) == open_fds
 
 
+def test_unchanged_hardlinks_are_reused_unread_and_restored_as_links(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """Files with several names go through the hard-link path on a re-run: still not
+    read again, and still restored as one inode."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a").write_bytes(os.urandom(20_000))
+    os.link(src / "a", src / "sub" / "b")
+    (src / "plain").write_bytes(b"plain")
+    run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    again = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    # unchanged: "a" and "plain"; "sub/b" is recorded as a link to "a"
+    assert again.stats.files_read == 0 and again.stats.files_unchanged == 2
+    assert again.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, again.restore_point, out)
+    assert os.stat(out / "a").st_ino == os.stat(out / "sub" / "b").st_ino
+    assert diff_trees(src, out) == []
+
+
 def test_other_share_does_not_serve_as_parent(repo: Repository, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
