@@ -161,7 +161,9 @@ def test_user_management_errors_name_the_field(api: Api) -> None:
         assert api.call("POST", "/login", json=bad).status_code == 422
 
 
-def test_password_change_and_removal_sign_the_user_out(api: Api, browser: TestClient) -> None:
+def test_password_change_and_removal_sign_the_user_out(
+    api: Api, browser: TestClient, ctx: ServerContext
+) -> None:
     add_user(api, "alice", "viewer")
     sign_in(browser, "alice")
     api.post("/users/alice/password", {"password": "a new secret"}, expect=204)
@@ -172,7 +174,25 @@ def test_password_change_and_removal_sign_the_user_out(api: Api, browser: TestCl
     api.post("/users/alice/password", {"password": "x"}, expect=422)
     api.call("DELETE", "/users/alice", expect=204)
     assert browser.get("/api/v1/whoami").status_code == 401
+    with ctx.db.session() as db:
+        assert db.scalars(select(WebSession)).all() == []
     assert api.error("DELETE", "/users/alice", 404) == "unknown user 'alice'"
+
+
+def test_revoking_an_api_token_ends_its_console_sessions_at_once(
+    api: Api, browser: TestClient, ctx: ServerContext
+) -> None:
+    made = api.post("/tokens", {"name": "ops", "role": "operator"})
+    response = browser.post("/api/v1/login", json={"token": made["token"]})
+    assert response.status_code == 200, response.text
+    assert browser.get("/api/v1/whoami").json()["via"] == "token"
+    api.call("DELETE", f"/tokens/{made['id']}", expect=204)
+    refused = browser.get("/api/v1/whoami")
+    assert refused.status_code == 401, refused.text
+    with ctx.db.session() as db:
+        assert db.scalars(select(WebSession)).all() == []
+    again = browser.post("/api/v1/login", json={"token": made["token"]})
+    assert again.status_code == 401
 
 
 def test_console_files_are_served_on_the_same_app(browser: TestClient) -> None:
