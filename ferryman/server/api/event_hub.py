@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, and_, or_, select
 from ferryman.server.api.views import (
     HIDDEN_KINDS,
     proxy_state,
-    proxy_view,
+    proxy_views,
     session_summaries,
     session_view,
 )
@@ -211,7 +211,7 @@ class EventHub:
                 found.proxies = proxies
                 offline_after = self.ctx.config.offline_after
                 listed_proxies = db.scalars(select(Proxy).order_by(Proxy.id))
-                views = [proxy_view(db, p, offline_after) for p in listed_proxies]
+                views = proxy_views(db, listed_proxies, offline_after)
                 found.messages["proxies"] = message("proxies", views)
             if watched:
                 for sid, revision in db.execute(

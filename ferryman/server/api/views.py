@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -257,7 +258,27 @@ def proxy_state(proxy: Proxy, busy: bool, offline_after: float, now: dt.datetime
     return "online" if online else "offline"
 
 
-def proxy_view(db: DbSession, proxy: Proxy, offline_after: float) -> dict[str, Any]:
+def target_names(db: DbSession) -> dict[tuple[str, int], str]:
+    """``("share"|"repository", id) -> name``: what proxy views name tasks and probes by."""
+    names = {("share", s.id): s.name for s in db.scalars(select(Share))}
+    names.update({("repository", r.id): r.name for r in db.scalars(select(Repository))})
+    return names
+
+
+def proxy_views(
+    db: DbSession, proxies: Iterable[Proxy], offline_after: float
+) -> list[dict[str, Any]]:
+    """`proxy_view` of several proxies, reading the share and repository names once."""
+    names = target_names(db)
+    return [proxy_view(db, p, offline_after, names) for p in proxies]
+
+
+def proxy_view(
+    db: DbSession,
+    proxy: Proxy,
+    offline_after: float,
+    names: dict[tuple[str, int], str] | None = None,
+) -> dict[str, Any]:
     now = utcnow()
     running = db.execute(
         select(Task.id, Task.session_id, Task.share_id)
@@ -265,8 +286,8 @@ def proxy_view(db: DbSession, proxy: Proxy, offline_after: float) -> dict[str, A
         .order_by(Task.id)
     ).all()
     state = proxy_state(proxy, bool(running), offline_after, now)
-    names = {("share", s.id): s.name for s in db.scalars(select(Share))}
-    names.update({("repository", r.id): r.name for r in db.scalars(select(Repository))})
+    if names is None:
+        names = target_names(db)
     tasks = [
         {
             "task": task_id,

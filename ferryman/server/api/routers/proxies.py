@@ -11,7 +11,7 @@ from sqlalchemy import select
 from ferryman.proxy.protocol import JoinRequest, JoinResponse
 from ferryman.server import leases
 from ferryman.server.api.deps import Caller, get_ctx, lookup, require
-from ferryman.server.api.views import iso, proxy_view
+from ferryman.server.api.views import iso, proxy_view, proxy_views
 from ferryman.server.ca import CertificateError
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import Proxy
@@ -69,10 +69,8 @@ def list_proxies(
     ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.viewer))
 ) -> list[dict[str, Any]]:
     with ctx.db.session() as db:
-        return [
-            proxy_view(db, p, ctx.config.offline_after)
-            for p in db.scalars(select(Proxy).order_by(Proxy.id))
-        ]
+        proxies = db.scalars(select(Proxy).order_by(Proxy.id))
+        return proxy_views(db, proxies, ctx.config.offline_after)
 
 
 @router.get("/{ref}")
