@@ -243,6 +243,11 @@ def test_browse_the_restore_point_and_restore_one_folder_elsewhere(
     restore.locator('[data-action="versions"][data-path="/readme.txt"]').click()
     versions = restore.locator('[data-versions="/readme.txt"]')
     expect(versions.locator(f'[data-version="{point}"]')).to_be_visible()
+    # the file row is a keyboard control too: focused, Enter lists the versions again
+    versions.get_by_role("button", name="Close").click()
+    expect(versions).to_have_count(0)
+    restore.locator('[data-path="/readme.txt"]').press("Enter")
+    expect(versions.locator(f'[data-version="{point}"]')).to_be_visible()
     restore.locator('[data-open="/projects"]').click()
     expect(restore.locator('[data-path="/projects/alpha"]')).to_be_visible()
     expect(restore.locator('[data-path="/projects/beta"]')).to_be_visible()

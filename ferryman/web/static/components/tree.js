@@ -22,9 +22,18 @@ function Row({ entry, depth, tree, selectable }) {
   const showVersions = (event) => {
     if (event.target.tagName !== 'INPUT') tree.showVersions(entry.path);
   };
+  // ... and a keyboard one: focusable, Enter or Space on the row itself.
+  const keyVersions = (event) => {
+    if (event.target !== event.currentTarget || (event.key !== 'Enter' && event.key !== ' ')) return;
+    event.preventDefault();
+    tree.showVersions(entry.path);
+  };
+  const fileProps = isFile
+    ? { 'data-action': 'versions', role: 'button', tabIndex: 0, title: 'show the versions of this file',
+        onClick: showVersions, onKeyDown: keyVersions }
+    : {};
   return html`<div class=${`tree-row ${isFile ? 'tree-file' : ''}`} data-path=${entry.path} data-type=${entry.type}
-      data-action=${isFile ? 'versions' : undefined} title=${isFile ? 'show the versions of this file' : undefined}
-      onClick=${isFile ? showVersions : undefined} style=${{ paddingLeft: `${4 + depth * 18}px` }}>
+      ...${fileProps} style=${{ paddingLeft: `${4 + depth * 18}px` }}>
       ${isDir
         ? html`<button type="button" class="tree-open" data-open=${entry.path} aria-expanded=${open ? 'true' : 'false'}
             onClick=${() => tree.toggle(entry.path)}>${open ? '▾' : '▸'}</button>`
