@@ -3,7 +3,7 @@
 // start, and follow the restore session.
 import { html, useEffect, useState } from '../vendor/htm-preact-standalone.module.js';
 import { ApiError, api, query, ref } from '../api.js';
-import { Field, useFormState } from '../components/form.js';
+import { Field, FormError, useFormState } from '../components/form.js';
 import { useData } from '../components/data.js';
 import { Table } from '../components/table.js';
 import { Timeline } from '../components/timeline.js';
@@ -119,7 +119,7 @@ function RestoreForm({ point, tree }) {
     <p class="small">${paths.length
       ? html`${paths.length} selected: <span class="mono">${paths.join(', ')}</span>`
       : html`Nothing ticked: the <b>whole share</b> is restored.`}</p>
-    ${form.formError ? html`<div class="form-error" data-error="form">${form.formError}</div>` : null}
+    <${FormError} error=${form.formError} />
     <div class="form-grid">
       <${Field} label="Restore to (folder)" name="to" error=${form.errors.to} wide=${true}
         hint="an absolute path as the proxy sees it, or an s3:// / smb:// target">

@@ -37,7 +37,8 @@ function sum(tasks, key) {
   return tasks.reduce((total, t) => total + (Number((t.stats || {})[key]) || 0), 0);
 }
 
-function Fact({ label, children }) {
+/** One labelled figure of a session's header card. */
+export function Fact({ label, children }) {
   return html`<div class="fact"><span>${label}</span><b>${children}</b></div>`;
 }
 

@@ -13,11 +13,7 @@ import * as fmt from '../format.js';
 import { useLive } from '../live.js';
 import { attempt } from '../notice.js';
 import { can } from '../roles.js';
-import { SessionReport, Bottleneck } from './session-report.js';
-
-function Fact({ label, children }) {
-  return html`<div class="fact"><span>${label}</span><b>${children}</b></div>`;
-}
+import { Bottleneck, Fact, SessionReport } from './session-report.js';
 
 function partitionText(task) {
   const p = task.partition;
