@@ -224,9 +224,16 @@ def test_run_the_job_and_follow_the_session_live_to_success(
     for task in shown["tasks"]:
         row = detail.locator(f'[data-task="{task["id"]}"]')
         expect(row).to_contain_text(task["proxy"])
-    expect(detail.locator('[data-chart="throughput"]')).to_be_visible()
+    chart = detail.locator('[data-chart="throughput"]')
+    expect(chart).to_be_visible()
     samples = console.api("GET", f"/sessions/{session_id}/throughput").json()["samples"]
     assert {s["task"] for s in samples} == {t["id"] for t in shown["tasks"]}
+    # the chart draws once the samples span more than one second (two 1 s buckets)
+    times = [s["t"] for s in samples]
+    if max(times) - min(times) > 1:
+        expect(chart.locator("canvas").first).to_be_visible()
+    else:
+        expect(chart).to_contain_text("No throughput figures")
     console.shot(page, "session")
 
 
@@ -288,10 +295,15 @@ def test_a_viewer_sees_everything_but_cannot_run_or_restore(
     jobs = go(page, "#/jobs", "jobs")
     expect(jobs.get_by_text(JOB, exact=True).first).to_be_visible()
     no_buttons(page, "run-job", "create", "edit", "delete", "enable", "disable")
-    for route, name in (("#/repositories", "repositories"), ("#/shares", "shares")):
-        go(page, route, name)
+    for route, name, row in (
+        ("#/repositories", "repositories", REPO),
+        ("#/shares", "shares", SHARE),
+    ):
+        listed = go(page, route, name)
+        expect(listed.locator(f'[data-row="{row}"]')).to_be_visible()  # the rows are there
         no_buttons(page, "create", "edit", "delete")
-    go(page, "#/proxies", "proxies")
+    proxies = go(page, "#/proxies", "proxies")
+    expect(proxies.locator('[data-row="branch-1"]')).to_be_visible()
     no_buttons(page, "enable", "disable", "drain", "delete")
     restore = go(page, "#/restore", "restore")
     restore.locator('select[name="share"]').select_option(SHARE)
@@ -326,6 +338,9 @@ def test_a_restore_operator_restores_but_changes_no_job(
     restore.locator('select[name="share"]').select_option(SHARE)
     restore.locator(f'[data-point="{point}"]').click()
     expect(restore.locator('[data-action="restore-start"]')).to_be_visible()
+    # a restore operator may browse the point's files and tick them
+    expect(restore.locator('[data-path="/readme.txt"]')).to_be_visible()
+    expect(restore.locator('input[type="checkbox"][data-select="/projects"]')).to_be_enabled()
     assert web_post(page, f"/jobs/{JOB}/run") == 403
 
 
