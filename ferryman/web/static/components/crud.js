@@ -1,15 +1,26 @@
 // The create/edit form card shared by the repositories, shares and jobs pages.
 import { html, useState } from '../vendor/htm-preact-standalone.module.js';
+import { notify } from '../notice.js';
 import { FormError } from './form.js';
 
-/** Which form is open: null, {mode: 'create'} or {mode: 'edit', item}. */
-export function useEditor() {
+/**
+ * Which form is open: null, {mode: 'create'} or {mode: 'edit', item}; `key`
+ * remounts the form for another item. `done(message)` closes the form after a
+ * save, tells the message and calls `onSaved` (the view's reload).
+ */
+export function useEditor(onSaved) {
   const [editing, setEditing] = useState(null);
   return {
     editing,
+    key: editing ? editing.mode + (editing.item?.id ?? '') : '',
     create: () => setEditing({ mode: 'create', item: null }),
     edit: (item) => setEditing({ mode: 'edit', item }),
     close: () => setEditing(null),
+    done: (message) => {
+      setEditing(null);
+      notify(message);
+      onSaved();
+    },
   };
 }
 

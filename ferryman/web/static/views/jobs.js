@@ -10,7 +10,7 @@ import { Table } from '../components/table.js';
 import { ViewRoot } from '../components/view.js';
 import * as fmt from '../format.js';
 import { useLive } from '../live.js';
-import { attempt, notify } from '../notice.js';
+import { attempt } from '../notice.js';
 import { can } from '../roles.js';
 import { navigate, sessionHref } from '../router.js';
 
@@ -93,7 +93,7 @@ function JobForm({ editing, shares, repositories, onDone, onCancel }) {
 
 export function JobsView({ user }) {
   const { data, error, ready, reload } = useData(loadJobs);
-  const editor = useEditor();
+  const editor = useEditor(reload);
   useLive(['sessions'], reload);
   const jobs = (data && data.jobs) || [];
   const admin = can(user, 'admin');
@@ -109,11 +109,6 @@ export function JobsView({ user }) {
       `job '${job.name}' ${job.enabled ? 'disabled' : 'enabled'}`,
     ).then(reload);
   const remove = (job) => attempt(() => api.del(`/jobs/${ref(job.name)}`), `job '${job.name}' removed`).then(reload);
-  const done = (message) => {
-    editor.close();
-    notify(message);
-    reload();
-  };
 
   const columns = [
     { title: 'Name', render: (j) => html`<b>${j.name}</b><div class="small"><a href=${`#/sessions?job=${encodeURIComponent(j.name)}`}>sessions</a></div>` },
@@ -160,8 +155,8 @@ export function JobsView({ user }) {
       actions=${admin ? html`<button type="button" class="btn primary" data-action="create"
         onClick=${editor.create}>New job</button>` : null}>
     ${editor.editing && data
-      ? html`<${JobForm} key=${editor.editing.mode + (editor.editing.item?.id ?? '')} editing=${editor.editing}
-          shares=${data.shares} repositories=${data.repositories} onDone=${done} onCancel=${editor.close} />`
+      ? html`<${JobForm} key=${editor.key} editing=${editor.editing}
+          shares=${data.shares} repositories=${data.repositories} onDone=${editor.done} onCancel=${editor.close} />`
       : null}
     <div class="card table-card">
       <${Table} rows=${jobs} columns=${columns} empty="No job yet." rowProps=${(j) => ({ 'data-row': j.name })} />

@@ -8,7 +8,7 @@ import { Field, intOrNull, useFormState } from '../components/form.js';
 import { Table } from '../components/table.js';
 import { ViewRoot } from '../components/view.js';
 import * as fmt from '../format.js';
-import { attempt, notify } from '../notice.js';
+import { attempt } from '../notice.js';
 import { can } from '../roles.js';
 import { navigate, sessionHref } from '../router.js';
 
@@ -74,14 +74,9 @@ function RepositoryForm({ editing, onDone, onCancel }) {
 
 export function RepositoriesView({ user }) {
   const { data, error, ready, reload } = useData(loadRepositories);
-  const editor = useEditor();
+  const editor = useEditor(reload);
   const admin = can(user, 'admin');
   const operator = can(user, 'run');
-  const done = (message) => {
-    editor.close();
-    notify(message);
-    reload();
-  };
   // check: verify the repository; gc: free what no restore point uses. Both are sessions to follow.
   const start = async (repo, what) => {
     const body = what === 'check' ? { read_data: false } : {};
@@ -122,8 +117,8 @@ export function RepositoriesView({ user }) {
       actions=${admin ? html`<button type="button" class="btn primary" data-action="create"
         onClick=${editor.create}>New repository</button>` : null}>
     ${editor.editing
-      ? html`<${RepositoryForm} key=${editor.editing.mode + (editor.editing.item?.id ?? '')}
-          editing=${editor.editing} onDone=${done} onCancel=${editor.close} />`
+      ? html`<${RepositoryForm} key=${editor.key}
+          editing=${editor.editing} onDone=${editor.done} onCancel=${editor.close} />`
       : null}
     <div class="card table-card">
       <${Table} rows=${data || []} columns=${columns} empty="No repository yet."

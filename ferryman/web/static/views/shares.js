@@ -7,7 +7,7 @@ import { useData } from '../components/data.js';
 import { Field, lines, useFormState } from '../components/form.js';
 import { Table } from '../components/table.js';
 import { ViewRoot } from '../components/view.js';
-import { attempt, notify } from '../notice.js';
+import { attempt } from '../notice.js';
 import { can } from '../roles.js';
 
 const IO = ['lower', 'below-normal', 'normal', 'above-normal', 'faster', 'adaptive'];
@@ -115,13 +115,8 @@ function ShareForm({ editing, onDone, onCancel }) {
 
 export function SharesView({ user }) {
   const { data, error, ready, reload } = useData(() => api.get('/shares'));
-  const editor = useEditor();
+  const editor = useEditor(reload);
   const admin = can(user, 'admin');
-  const done = (message) => {
-    editor.close();
-    notify(message);
-    reload();
-  };
   const remove = (share) => attempt(() => api.del(`/shares/${ref(share.name)}`), `share '${share.name}' removed`).then(reload);
   const columns = [
     { title: 'Name', render: (s) => html`<b>${s.name}</b>` },
@@ -158,8 +153,8 @@ export function SharesView({ user }) {
       actions=${admin ? html`<button type="button" class="btn primary" data-action="create"
         onClick=${editor.create}>New share</button>` : null}>
     ${editor.editing
-      ? html`<${ShareForm} key=${editor.editing.mode + (editor.editing.item?.id ?? '')}
-          editing=${editor.editing} onDone=${done} onCancel=${editor.close} />`
+      ? html`<${ShareForm} key=${editor.key}
+          editing=${editor.editing} onDone=${editor.done} onCancel=${editor.close} />`
       : null}
     <div class="card table-card">
       <${Table} rows=${data || []} columns=${columns} empty="No share yet."
