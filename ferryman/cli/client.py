@@ -5,8 +5,17 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import sys
 from collections.abc import Iterator
 from typing import Any
+
+if "httpx" not in sys.modules:
+    # httpx's package import also loads its own command-line tool (httpx._main), which pulls
+    # in click, rich and pygments: a quarter of the CLI's start-up. Marking that module as
+    # absent makes httpx fall back to its stub ``httpx.main`` (it guards that import with
+    # ``except ImportError``); the client never uses it. A process that already imported
+    # httpx (the server, the tests) is left as it is.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 import httpx
 

@@ -2,31 +2,107 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from ferryman import __version__
-from ferryman.cli.commands import (
-    job,
-    notify,
-    point,
-    proxy,
-    repo,
-    restore,
-    server,
-    session,
-    share,
-    user,
-)
 from ferryman.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from ferryman.cli.state import CliState
 
+# The top-level commands, in the order ``ferryman --help`` lists them: name -> (module of
+# ferryman.cli.commands, attribute). An attribute named ``app`` is a sub-command group
+# (a typer app), anything else one command function. A command's module is imported, and
+# its click command built, only when that command is looked up: ``ferryman job run`` never
+# imports the other command modules nor builds their options (docs/cli.md, "Start-up").
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ls": ("point", "ls"),
+    "versions": ("point", "versions"),
+    "restore": ("restore", "restore"),
+    "server": ("server", "app"),
+    "proxy": ("proxy", "app"),
+    "repo": ("repo", "app"),
+    "share": ("share", "app"),
+    "job": ("job", "app"),
+    "session": ("session", "app"),
+    "point": ("point", "app"),
+    "notify": ("notify", "app"),
+    "user": ("user", "app"),
+}
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """A group's name -> click command mapping that builds each command on first access.
+
+    Iterating (names, for suggestions and the help's order) builds nothing; looking one
+    up builds only that one, the way typer would have built it eagerly.
+    """
+
+    def __init__(self, loaders: dict[str, Callable[[], Any]]) -> None:
+        self._loaders = dict(loaders)
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            self._built[name] = self._loaders[name]()  # KeyError: no such command
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._loaders[name] = lambda: command
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._loaders[name]
+        self._built.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaders)
+
+    def __len__(self) -> int:
+        return len(self._loaders)
+
+
+class LazyGroup(TyperGroup):
+    """The root ``ferryman`` group: its sub-commands come from :data:`COMMANDS`, lazily."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = LazyCommands(
+            {name: _loader(name, *where) for name, where in COMMANDS.items()}
+        )
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # names only: TyperGroup's would build every command
+
+
+def _loader(name: str, module: str, attribute: str) -> Callable[[], Any]:
+    def load() -> Any:
+        target = getattr(importlib.import_module(f"ferryman.cli.commands.{module}"), attribute)
+        # A one-entry typer app with the root's settings, so the command is built exactly
+        # as ``app.add_typer``/``app.command`` on the root would have built it.
+        holder = typer.Typer(
+            rich_markup_mode=app.rich_markup_mode,
+            pretty_exceptions_short=app.pretty_exceptions_short,
+            suggest_commands=app.suggest_commands,
+        )
+        if isinstance(target, typer.Typer):
+            holder.add_typer(target, name=name)
+        else:
+            holder.command(name)(target)
+        return typer.main.get_group(holder).commands[name]
+
+    return load
+
+
 app = typer.Typer(
+    cls=LazyGroup,
     name="ferryman",
     help="Ferryman backup: the backup server, proxies, jobs, sessions and restores.",
     no_args_is_help=True,
@@ -90,20 +166,6 @@ def main_options(
     """Ferryman backup."""
     ctx.obj = CliState(home_option=home, server_option=server_url, token_option=token, ca_option=ca)
     ctx.call_on_close(ctx.obj.close)
-
-
-app.add_typer(server.app, name="server")
-app.add_typer(proxy.app, name="proxy")
-app.add_typer(repo.app, name="repo")
-app.add_typer(share.app, name="share")
-app.add_typer(job.app, name="job")
-app.add_typer(session.app, name="session")
-app.add_typer(point.app, name="point")
-app.add_typer(notify.app, name="notify")
-app.add_typer(user.app, name="user")
-app.command("ls")(point.ls)
-app.command("versions")(point.versions)
-app.command("restore")(restore.restore)
 
 
 def _error(message: str) -> None:

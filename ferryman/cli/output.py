@@ -1,4 +1,8 @@
-"""How the CLI prints: JSON for scripts, plain rich tables for people."""
+"""How the CLI prints: JSON for scripts, plain rich tables for people.
+
+rich is imported when something is printed through it, not when a command module is
+imported: ``--help``, ``--json`` and commands that only echo an id never load it.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,16 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, JustifyMethod
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console, JustifyMethod
 
 
 def stdout_console() -> Console:
     """A console for results; wide enough off a terminal that ids are never cut."""
+    from rich.console import Console
+
     if sys.stdout.isatty():
         return Console(highlight=False)
     return Console(highlight=False, width=200, soft_wrap=True)
@@ -50,6 +55,9 @@ def field(name: str, fmt: Callable[[Any], str] | None = None) -> Callable[[dict[
 
 def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], empty: str) -> None:
     """Print rows as a table, or the ``empty`` sentence when there are none."""
+    from rich.table import Table
+    from rich.text import Text
+
     rows = list(rows)
     console = stdout_console()
     if not rows:

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, Group, JustifyMethod
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
-
-from ferryman.cli.client import ApiClient
 from ferryman.cli.errors import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -39,6 +33,11 @@ from ferryman.cli.session_figures import (
     session_ended,
     summed,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console, Group, JustifyMethod
+
+    from ferryman.cli.client import ApiClient
 
 # How long one long-poll may wait on the server; the view refreshes on its own meanwhile.
 LONG_POLL_SECONDS = 10
@@ -128,6 +127,8 @@ def follow_session(
     view = SessionView(session, expected_bytes=previous_sizes(client, session) if live else {})
     try:
         if live and console.is_terminal:
+            from rich.live import Live  # the live table: only on a terminal
+
             with Live(view, console=console, refresh_per_second=4, transient=False):
                 while not session_ended(view.session):
                     view.update(next_state(client, view.session))
@@ -188,6 +189,10 @@ class SessionView:
             console.print(line, markup=False)
 
     def __rich__(self) -> Group:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
         session = self.session
         tasks = session.get("tasks") or []
         table = Table(box=None, pad_edge=False, header_style="bold", expand=False)

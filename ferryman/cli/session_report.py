@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from ferryman.cli.output import (
     format_bytes,
@@ -22,6 +20,9 @@ from ferryman.cli.session_figures import (
     partition_label,
     session_duration,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # At most this many warnings per task are printed; --json has them all.
 MAX_WARNINGS_SHOWN = 50

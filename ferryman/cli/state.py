@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from ferryman.cli.client import ApiClient
 from ferryman.cli.config import resolve_connection, resolve_home
+
+if TYPE_CHECKING:
+    from ferryman.cli.client import ApiClient
 
 
 @dataclass
@@ -27,6 +30,8 @@ class CliState:
 
     def client(self) -> ApiClient:
         if self._client is None:
+            from ferryman.cli.client import ApiClient  # httpx: only when a command calls the API
+
             connection = resolve_connection(
                 self.home, self.server_option, self.token_option, self.ca_option
             )

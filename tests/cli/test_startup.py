@@ -1,0 +1,70 @@
+"""What the ``ferryman`` command loads at start: client commands never load the server.
+
+Each check runs in a fresh interpreter (``sys.modules`` of the test process is shared
+with every other test) and asserts on the modules, not on a time: timings live in
+bench/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from ferryman.cli.main import COMMANDS
+
+# Never needed by a client command: the server and engine code, the database layer, and
+# the terminal rendering / HTTP stacks that only printing a table or calling the API uses.
+SERVER_SIDE = ("ferryman.engine", "ferryman.server", "ferryman.proxy", "sqlalchemy")
+NOT_FOR_HELP = ("rich", "pygments", "httpx", "click")
+
+
+def loaded_after(args: list[str]) -> tuple[int, str, set[str]]:
+    """Exit code, stdout and top-level-or-ferryman module names after ``ferryman ARGS``."""
+    script = textwrap.dedent(
+        f"""
+        import contextlib, io, json, sys
+        from ferryman.cli.main import run
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = run({args!r})
+        print(json.dumps([code, out.getvalue(), sorted(sys.modules)]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    code, out, modules = json.loads(done.stdout)
+    return code, out, set(modules)
+
+
+def under(modules: set[str], packages: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in packages))
+
+
+def test_job_run_help_loads_only_the_job_commands() -> None:
+    code, out, modules = loaded_after(["job", "run", "--help"])
+    assert code == 0
+    assert "Usage: ferryman job run [OPTIONS] {name}" in out and "--follow" in out
+    assert under(modules, SERVER_SIDE + NOT_FOR_HELP) == []
+    commands = under(modules, ("ferryman.cli.commands",))
+    assert commands == ["ferryman.cli.commands", "ferryman.cli.commands.job"]
+
+
+def test_top_level_help_still_lists_every_command_in_order() -> None:
+    code, out, modules = loaded_after(["--help"])
+    assert code == 0
+    listed = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()]
+    assert listed == list(COMMANDS)
+    assert under(modules, SERVER_SIDE) == []
+
+
+def test_a_mistyped_command_is_still_suggested() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ferryman.cli", "jb"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "ferryman: error: No such command 'jb'. Did you mean 'job'? (see 'ferryman --help')\n"
+    )
