@@ -21,6 +21,7 @@ class Signals:
         self.dispatch = threading.Event()
         self._proxy_events: dict[int, threading.Event] = defaultdict(threading.Event)
         self._session_change = threading.Condition()
+        self._session_generation = 0  # counts session_changed() calls
 
     def proxy_event(self, proxy_id: int) -> threading.Event:
         return self._proxy_events[proxy_id]
@@ -32,13 +33,28 @@ class Signals:
         for event in list(self._proxy_events.values()):
             event.set()
 
+    def session_generation(self) -> int:
+        """A token for :meth:`wait_session_change`: read it before looking at the database."""
+        with self._session_change:
+            return self._session_generation
+
     def session_changed(self) -> None:
         with self._session_change:
+            self._session_generation += 1
             self._session_change.notify_all()
 
-    def wait_session_change(self, timeout: float) -> None:
+    def wait_session_change(self, timeout: float, since: int | None = None) -> None:
+        """Wait up to ``timeout`` seconds for a session change.
+
+        With ``since`` (a :meth:`session_generation` read before checking the database),
+        a change signalled after that read returns at once instead of being missed: a
+        follower sees a session end the moment it is committed, not a wait later.
+        """
         with self._session_change:
-            self._session_change.wait(timeout)
+            if since is None:
+                self._session_change.wait(timeout)
+            else:
+                self._session_change.wait_for(lambda: self._session_generation != since, timeout)
 
 
 @dataclass

@@ -80,6 +80,7 @@ def follow_session(
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
+        seen = ctx.signals.session_generation()  # before reading: no change can slip past
         with ctx.db.session() as db:
             session = _get(db, session_id)
             if (
@@ -89,7 +90,9 @@ def follow_session(
                 or ctx.shutting_down.is_set()
             ):
                 return session_view(db, session)
-        ctx.signals.wait_session_change(min(0.5, max(0.01, deadline - time.monotonic())))
+        ctx.signals.wait_session_change(
+            min(0.5, max(0.01, deadline - time.monotonic())), since=seen
+        )
 
 
 @router.get("/{session_id}/throughput")
