@@ -85,7 +85,7 @@ class ShareIn(BaseModel):
         return None if value is None else inputs.printable(value, "site")
 
 
-def snapshot_config(body: ShareIn) -> dict[str, Any] | None:
+def snapshot_config(body: ShareIn | ShareChange) -> dict[str, Any] | None:
     """The stored snapshot configuration of a share from its input."""
     from ferryman.sources.snapshots import parse_snapshot
 
@@ -112,14 +112,10 @@ def add_share(
         db.add(share)
         db.flush()
         if body.password is not None:
-            share.credentials_secret = ctx.secrets.encrypt(
-                json.dumps({"password": body.password}), f"share:{share.id}:credentials"
-            )
-        if body.access_key is not None:
+            store_credentials(ctx, share, {"password": body.password})
+        if body.access_key is not None and body.secret_key is not None:
             keys = {"access_key": body.access_key, "secret_key": body.secret_key}
-            share.credentials_secret = ctx.secrets.encrypt(
-                json.dumps(keys), f"share:{share.id}:credentials"
-            )
+            store_credentials(ctx, share, keys)
         view = share_view(share)
     ctx.signals.wake_all_proxies()  # probe the new share right away
     if probe > 0:
@@ -158,6 +154,13 @@ def unreachable_everywhere(ctx: ServerContext, share_id: int, seconds: float) ->
             return None
         ctx.signals.wake_all_proxies()
         time.sleep(0.2)
+
+
+def store_credentials(ctx: ServerContext, share: Share, credentials: dict[str, str]) -> None:
+    """Keep a share's password or keys encrypted (handed to proxies with its tasks)."""
+    share.credentials_secret = ctx.secrets.encrypt(
+        json.dumps(credentials), f"share:{share.id}:credentials"
+    )
 
 
 def forget_probes(db: DbSession, share_id: int) -> None:
@@ -219,9 +222,7 @@ def change_share(
             share.snapshot = _snapshot(share, body)
         credentials = _credentials(share, body, given)
         if credentials is not None:
-            share.credentials_secret = ctx.secrets.encrypt(
-                json.dumps(credentials), f"share:{share.id}:credentials"
-            )
+            store_credentials(ctx, share, credentials)
             forget_probes(db, share.id)  # made with the old credentials
         view = share_view(share)
     ctx.signals.wake_all_proxies()
@@ -229,10 +230,8 @@ def change_share(
 
 
 def _snapshot(share: Share, body: ShareChange) -> dict[str, Any] | None:
-    from ferryman.sources.snapshots import parse_snapshot
-
     try:
-        config = parse_snapshot(body.snapshot, body.snapshot_create, body.snapshot_delete)
+        config = snapshot_config(body)
     except ValueError as exc:
         raise FieldError(422, str(exc), "snapshot") from exc
     if config and "://" in share.url:
