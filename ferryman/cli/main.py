@@ -213,3 +213,7 @@ def _usage_error(exc: typer.TyperException) -> int:
 def main() -> None:
     """Console-script entry point."""
     sys.exit(run())
+
+
+if __name__ == "__main__":  # ``python -m ferryman.cli.main`` (bench/tools/ferryman.py's fallback)
+    main()
