@@ -186,6 +186,28 @@ def test_event_stream_sends_changes_only(server: Installation, tmp_path: Any) ->
         }
 
 
+def test_event_stream_ends_when_its_token_is_revoked(server: Installation) -> None:
+    """A console signed in with an API token stops receiving events once the token is revoked
+    (the stream rechecks its caller every few seconds; it does not wait for a reconnect)."""
+    with browser(server) as web:
+        made = web.post(
+            "/api/v1/tokens", json={"name": "live-viewer", "role": "viewer"}, headers=bearer(server)
+        )
+        assert made.status_code == 201, made.text
+        assert web.post("/api/v1/login", json={"token": made.json()["token"]}).is_success
+        with web.stream("GET", "/api/v1/events", timeout=httpx.Timeout(30, read=20)) as stream:
+            lines = stream.iter_lines()
+            events = read_events(lines)
+            assert {next(events)[0], next(events)[0]} == {"sessions", "proxies"}
+            revoked = web.delete(f"/api/v1/tokens/{made.json()['id']}", headers=bearer(server))
+            assert revoked.status_code == 204, revoked.text
+            start = time.monotonic()
+            for line in lines:  # keep-alives every 15 s would keep a forgotten stream open
+                assert time.monotonic() - start < 15, f"the stream outlived its token: {line!r}"
+            assert time.monotonic() - start < 15  # the server ended it
+        assert web.get("/api/v1/events").status_code == 401
+
+
 def test_share_form_refuses_a_path_no_proxy_reaches(server: Installation, tmp_path: Any) -> None:
     with browser(server) as web:
         missing = {"name": "ghost", "url": str(tmp_path / "not-here")}
