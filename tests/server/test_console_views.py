@@ -11,8 +11,9 @@ from sqlalchemy import delete, func, select, update
 
 from ferryman.proxy.protocol import TaskProgress, TaskResult
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import Proxy, Session, Task, TaskSample, utcnow
+from ferryman.server.db.models import Proxy, Session, Share, Task, TaskSample, utcnow
 from ferryman.server.dispatcher import Dispatcher
+from ferryman.server.probes import share_credentials
 
 from .conftest import Api
 from .test_dispatch import add_proxy, shares_and_job, tasks
@@ -176,6 +177,27 @@ def test_patch_share_changes_what_may_change_and_names_the_field(api: Api, tmp_p
     assert api.error("PATCH", "/shares/nope", 404, json={}) == "unknown share 'nope'"
     viewer = api.post("/tokens", {"name": "v", "role": "viewer"})["token"]
     assert api.call("PATCH", "/shares/docs", json={}, token=viewer).status_code == 403
+
+
+def test_patch_share_replaces_keys_and_snapshot_provider(
+    api: Api, ctx: ServerContext, tmp_path: Path
+) -> None:
+    s3 = "s3://media/photos?endpoint=http://127.0.0.1:9000"
+    api.post("/shares", {"name": "photos", "url": s3, "access_key": "OLD", "secret_key": "old"})
+    keys = {"access_key": "NEW", "secret_key": "new-secret-key"}
+    changed = api.call("PATCH", "/shares/photos", expect=200, json=keys).json()
+    assert "new-secret-key" not in str(changed)
+    with ctx.db.session() as db:
+        row = db.scalar(select(Share).where(Share.name == "photos"))
+        assert row is not None and "new-secret-key" not in (row.credentials_secret or "")
+        assert share_credentials(row, ctx.secrets) == keys
+    api.post("/shares", {"name": "vol", "url": str(tmp_path)})
+    btrfs = api.call("PATCH", "/shares/vol", expect=200, json={"snapshot": "btrfs"}).json()
+    assert btrfs["snapshot"] == {"provider": "btrfs", "dir": None}
+    cleared = api.call("PATCH", "/shares/vol", expect=200, json={"snapshot": None}).json()
+    assert cleared["snapshot"] is None
+    refused = api.call("PATCH", "/shares/photos", json={"snapshot": "btrfs"})
+    assert refused.status_code == 422 and refused.json()["field"] == "snapshot", refused.text
 
 
 def test_patch_repository_changes_max_tasks_only_within_bounds(api: Api) -> None:
