@@ -246,6 +246,9 @@ def test_browse_the_restore_point_and_restore_one_folder_elsewhere(
     restore = go(page, "#/restore", "restore")
     restore.locator('select[name="share"]').select_option(SHARE)
     restore.locator(f'[data-point="{point}"]').click()
+    # the picked point is announced as pressed, by its name
+    picked = restore.get_by_role("button", name=f"restore point #{point},")
+    expect(picked).to_have_attribute("aria-pressed", "true")
     expect(restore.locator('[data-path="/readme.txt"]')).to_be_visible()
     restore.locator('[data-action="versions"][data-path="/readme.txt"]').click()
     versions = restore.locator('[data-versions="/readme.txt"]')

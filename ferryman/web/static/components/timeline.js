@@ -18,15 +18,16 @@ export function Timeline({ points, selected, onSelect }) {
     lastLabel = pos;
     return true;
   });
-  return html`<div class="timeline" role="listbox" aria-label="restore points">
+  return html`<div class="timeline" role="group" aria-label="restore points">
     <div class="timeline-axis"></div>
     ${points.map((p, i) => {
       const left = `${at(times[i])}%`;
       const isSelected = String(p.id) === String(selected);
       const label = labelled[i] || isSelected;
       return html`<button type="button" key=${p.id} class=${`timeline-point ${isSelected ? 'selected' : ''}`}
-          style=${{ left }} data-point=${p.id} aria-selected=${isSelected ? 'true' : 'false'}
+          style=${{ left }} data-point=${p.id} aria-pressed=${isSelected ? 'true' : 'false'}
           title=${`#${p.id} · ${fmt.time(p.time)} · ${fmt.count(p.files)} files · ${fmt.bytes(p.bytes)}`}
+          aria-label=${`restore point #${p.id}, ${fmt.time(p.time)}`}
           onClick=${() => onSelect(p)}></button>
         ${label ? html`<span class=${`timeline-label ${isSelected ? 'selected' : ''}`} style=${{ left }}>${fmt.time(p.time).slice(5, 16)}</span>` : null}`;
     })}
