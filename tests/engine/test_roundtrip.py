@@ -214,6 +214,43 @@ def test_unchanged_file_whose_chunks_are_gone_is_read_again(
     assert diff_trees(src, out) == []
 
 
+def test_trusted_rerun_asks_the_index_for_no_reused_chunk(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parent the writer trusts (trusts_points): the unchanged files' chunks, plain
+    and hard-linked, are referenced without a has_blob/has_blobs query for them."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "plain").write_bytes(b"p" * 5000)
+    (src / "linked").write_bytes(b"l" * 5000)
+    os.link(src / "linked", src / "d" / "link2")
+    first = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert first.restore_point is not None
+    reused = {repo.blob_id(b"p" * 5000), repo.blob_id(b"l" * 5000)}
+    asked: set[bytes] = set()
+    real, real_many = RepositoryWriter.has_blob, RepositoryWriter.has_blobs
+
+    def has_blob(self: RepositoryWriter, blob_id: bytes) -> bool:
+        asked.add(bytes(blob_id))
+        return real(self, blob_id)
+
+    def has_blobs(self: RepositoryWriter, blob_ids: Iterable[bytes]) -> set[bytes]:
+        ids = list(blob_ids)
+        asked.update(bytes(b) for b in ids)
+        return real_many(self, ids)
+
+    monkeypatch.setattr(RepositoryWriter, "has_blob", has_blob)
+    monkeypatch.setattr(RepositoryWriter, "has_blobs", has_blobs)
+    again = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert again.status == "success"
+    assert again.stats.files_read == 0
+    assert asked.isdisjoint(reused)
+    # the check is live: without trust the same re-run asks about those chunks
+    monkeypatch.setattr(RepositoryWriter, "trusts_points", lambda self, ids: False)
+    run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert reused <= asked
+
+
 def test_directory_metadata_settled_in_rounds(
     repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
