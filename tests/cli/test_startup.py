@@ -68,3 +68,13 @@ def test_a_mistyped_command_is_still_suggested() -> None:
     assert done.stderr == (
         "ferryman: error: No such command 'jb'. Did you mean 'job'? (see 'ferryman --help')\n"
     )
+
+
+def test_a_command_calling_the_api_loads_httpx_without_its_command_line_tool() -> None:
+    """httpx's package import would also load httpx._main (click, rich, pygments); the
+    client marks it absent (ferryman/cli/client.py)."""
+    args = ["--server", "http://127.0.0.1:9", "--token", "t", "job", "list", "--json"]
+    code, out, modules = loaded_after(args)
+    assert code == 1 and out == ""  # nothing listens on port 9: the request was really sent
+    assert "httpx" in modules and "ferryman.cli.client" in modules
+    assert under(modules, (*SERVER_SIDE, "rich", "pygments")) == []
