@@ -23,7 +23,7 @@ log = logging.getLogger("ferryman.proxy.maintenance")
 def stored_bytes(repo: Repository) -> int:
     """Bytes of the records the index lists (packs' data, without their tables)."""
     repo.sync_index()
-    return sum(repo.index_cache.pack_totals().values())
+    return repo.index_cache.total_length()
 
 
 def run_maintenance_task(a: TaskAssignment, repo: Repository) -> TaskResult:

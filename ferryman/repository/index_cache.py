@@ -205,6 +205,16 @@ class IndexCache:
         finally:
             conn.close()
 
+    def total_length(self) -> int:
+        """Record bytes indexed in all (``sum(pack_totals().values())`` without the
+        grouping by pack: one scan, no sort, on a separate read connection)."""
+        conn = connect(self.path)
+        try:
+            (total,) = conn.execute("SELECT coalesce(sum(length), 0) FROM blobs").fetchone()
+            return int(total)
+        finally:
+            conn.close()
+
     def scan_by_pack(self) -> Iterator[tuple[bytes, list[IndexEntry]]]:
         """Every entry grouped by pack, packs in id order.
 

@@ -297,6 +297,18 @@ def test_get_blobs_reads_a_pack_with_few_requests(repo: Repository) -> None:
     assert set(repo.index_cache.lookup_many([*padding, *some])) == set(some)  # a 2nd query
 
 
+def test_index_total_length_is_the_sum_of_the_pack_totals(repo: Repository) -> None:
+    assert repo.index_cache.total_length() == 0  # empty index: no NULL
+    with repo.open_writer("t", pack_size=1 << 16) as w:
+        for i in range(50):
+            data = os.urandom(3000 + i)
+            w.add_blob(KIND_DATA, repo.blob_id(data), data)
+    repo.sync_index()
+    totals = repo.index_cache.pack_totals()
+    assert len(totals) > 1
+    assert repo.index_cache.total_length() == sum(totals.values()) > 50 * 3000
+
+
 def test_scratch_files_of_crashed_writers_are_removed(repo: Repository, repo_url: str) -> None:
     from ferryman.repository.scratch import remove_stale
 
