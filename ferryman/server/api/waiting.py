@@ -16,6 +16,7 @@ def wait_for_task(ctx: ServerContext, session_id: int, timeout: float) -> Task:
     ctx.signals.dispatch.set()
     deadline = time.monotonic() + timeout
     while True:
+        seen = ctx.signals.session_generation()  # before reading: no change can slip past
         with ctx.db.session() as db:
             session = db.get(Session, session_id)
             assert session is not None
@@ -27,4 +28,4 @@ def wait_for_task(ctx: ServerContext, session_id: int, timeout: float) -> Task:
                 reason = task.reason or "no proxy took the task"
                 stop_session(db, session, f"timed out after {timeout:.0f}s: {reason}")
                 raise HTTPException(504, f"no proxy completed the request in time: {reason}")
-        ctx.signals.wait_session_change(0.2)
+        ctx.signals.wait_session_change(0.2, since=seen)
