@@ -179,3 +179,38 @@ def test_chunk_not_matching_its_id_is_never_written(
     assert "does not match its id" in result.errors[0].reason
     assert sorted(p.name for p in target.iterdir()) == ["ok"]
     assert (target / "ok").read_bytes() == good
+
+
+class _ChoppyOutput:
+    """A target file that takes at most ``step`` bytes per write (0: none at all)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.data = bytearray()
+
+    def write_at(self, data: bytes | memoryview, offset: int) -> int:
+        n = min(self.step, len(data))
+        end = offset + n
+        if len(self.data) < end:
+            self.data.extend(bytes(end - len(self.data)))
+        self.data[offset:end] = data[:n]
+        return n
+
+    def read_at(self, buf: bytearray | memoryview, offset: int) -> int:
+        raise AssertionError("verify-as-written reads nothing back")
+
+    def truncate(self, size: int) -> None:
+        del self.data[size:]
+
+
+def test_short_writes_are_continued_and_a_write_taking_nothing_fails(repo: Repository) -> None:
+    from ferryman.engine.restore_files import VerifyFailed, write_content
+
+    data = os.urandom(10_000)
+    bid = repo.blob_id(data)
+    node = Node(name=b"f", type="file", mode=0o100644, size=len(data), content=[bid])
+    choppy = _ChoppyOutput(7)
+    assert write_content(repo, choppy, node, True, prefetched={bid: data}) == len(data)
+    assert bytes(choppy.data) == data
+    with pytest.raises(VerifyFailed, match="takes no more bytes"):
+        write_content(repo, _ChoppyOutput(0), node, True, prefetched={bid: data})
