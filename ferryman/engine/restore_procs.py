@@ -134,8 +134,8 @@ def _write_batch(jobs: list[Job]) -> BatchOutcome:
     w = _worker
     assert w is not None, "worker process not initialised"
     s = w.setup
-    out = BatchOutcome(errors=[])
     errors: list[tuple[str, str]] = []
+    out = BatchOutcome(errors=errors)
     prefetched: dict[bytes, bytes] | None = None
     ids = [c for _, _, node, _ in jobs if node.size <= s.small for c in node.content]
     if ids:
@@ -176,5 +176,4 @@ def _write_batch(jobs: list[Job]) -> BatchOutcome:
         errors.extend((shown, p) for p in problems)
         out.files += 1
         out.bytes += written
-    out.errors = errors
     return out
