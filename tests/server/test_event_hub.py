@@ -13,7 +13,7 @@ from sqlalchemy import select
 from ferryman.server.api import event_hub
 from ferryman.server.api.event_hub import EventHub
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import Proxy
+from ferryman.server.db.models import Proxy, Session
 
 
 @pytest.fixture
@@ -75,5 +75,41 @@ def test_one_poll_serves_every_stream_and_none_runs_without_streams(
         assert hub.ticks == polls
         await hub.close()
         assert hub.closed
+
+    anyio.run(main)
+
+
+def test_a_watched_session_is_sent_when_its_revision_changes_and_forgotten_when_unwatched(
+    ctx: ServerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(event_hub, "CHECK_EVERY", 0.05)
+    hub = EventHub(ctx)
+    with ctx.db.session() as db:
+        row = Session(kind="backup", job_name="watched")
+        db.add(row)
+        db.flush()
+        session_id = row.id
+
+    async def main() -> None:
+        async with hub.subscribe(session_id) as watcher, hub.subscribe(None) as other:
+            await watcher.wait(5)
+            first = [data(t) for t in watcher.pending()]
+            assert [event for event, _ in first] == ["sessions", "proxies", "session"]
+            assert first[2][1]["id"] == session_id
+            assert [data(t)[0] for t in other.pending()] == ["sessions", "proxies"]
+
+            def touch() -> None:
+                with ctx.db.session() as db:
+                    db.get_one(Session, session_id).revision += 1
+
+            await anyio.to_thread.run_sync(touch)
+            got: list[str] = []
+            with anyio.fail_after(5):
+                while "session" not in [data(t)[0] for t in got]:
+                    await watcher.wait(1)
+                    got += watcher.pending()
+            assert "session" not in [data(t)[0] for t in other.pending()]  # not watched there
+        assert ("session", session_id) not in hub.messages  # its last stream closed
+        await hub.close()
 
     anyio.run(main)
