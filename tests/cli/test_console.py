@@ -273,3 +273,24 @@ def test_server_init_refuses_a_bad_admin_password_before_creating_anything(
     bad = fresh.ferryman("server", "init", "--admin-user", "root", input="short\n")
     assert "at least 8 characters" in error_line(bad)
     assert not fresh.home.exists() or not any(fresh.home.iterdir())  # nothing half-made
+
+
+def test_server_init_adds_a_console_administrator_from_stdin(tmp_path: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from ferryman.server.api.app import create_app
+    from ferryman.server.context import ServerContext
+
+    fresh = new_installation(tmp_path)
+    made = fresh.ferryman("server", "init", "--admin-user", "root", input="long enough pw\n")
+    assert made.returncode == 0, made.stderr
+    assert "console user:   root (administrator)\n" in made.stdout
+    context = ServerContext.open(fresh.home)
+    try:
+        with TestClient(create_app(context), base_url="https://testserver") as web:
+            signed = web.post("/api/v1/login", json={"user": "root", "password": "long enough pw"})
+            assert signed.status_code == 200, signed.text  # the line read, without its newline
+            me = web.get("/api/v1/whoami").json()
+            assert (me["name"], me["role"], me["via"]) == ("root", "administrator", "password")
+    finally:
+        context.db.dispose()
