@@ -343,7 +343,7 @@ class Restorer:
             if not wait and not fut.done():
                 pending.append((fut, batch))
                 continue
-            exc = None if not fut.cancelled() and fut.exception() is None else fut.exception()
+            exc = None if fut.cancelled() else fut.exception()  # exception() raises if cancelled
             if fut.cancelled() or exc is not None:
                 log.warning("restore worker process failed (%s): writing its files here", exc)
                 self._procs_broken()

@@ -214,3 +214,39 @@ def test_short_writes_are_continued_and_a_write_taking_nothing_fails(repo: Repos
     assert bytes(choppy.data) == data
     with pytest.raises(VerifyFailed, match="takes no more bytes"):
         write_content(repo, _ChoppyOutput(0), node, True, prefetched={bid: data})
+
+
+def test_batches_of_broken_worker_processes_are_written_here(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A worker batch that failed, and one cancelled when the pool was then shut
+    down, are both written by the restoring process (not a CancelledError)."""
+    from concurrent.futures import Future
+
+    from ferryman.engine import restore_procs, restore_walk
+    from ferryman.sources.local import LocalTargetDir
+
+    data = b"written here\n" * 50
+    with repo.open_writer("t") as w:
+        w.add_blob(KIND_DATA, repo.blob_id(data), data)
+    node = Node(name=b"f", type="file", mode=0o100644, size=len(data), content=[repo.blob_id(data)])
+    target = tmp_path / "t"
+    target.mkdir()
+    root = LocalTargetDir(os.open(target, os.O_RDONLY | os.O_DIRECTORY))
+    restorer = restore_walk.Restorer(repo, root, RestoreOptions())
+    try:
+        failed: Future[restore_procs.BatchOutcome] = Future()
+        failed.set_exception(RuntimeError("worker died"))
+        cancelled: Future[restore_procs.BatchOutcome] = Future()
+        cancelled.cancel()
+        restorer._proc_batches = [
+            (fut, [restore_walk._FileJob(root.retain(), name, node, name.decode(), name)])
+            for fut, name in ((failed, b"a"), (cancelled, b"b"))
+        ]
+        restorer._collect_process_batches(wait=True)
+    finally:
+        restorer.close()
+        root.release()
+    assert restorer._proc_batches == []
+    assert (target / "a").read_bytes() == data
+    assert (target / "b").read_bytes() == data
