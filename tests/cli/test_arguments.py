@@ -117,3 +117,24 @@ def test_proxies_option() -> None:
 def test_listed_names_stay_on_one_line() -> None:
     assert printable("new\nline.txt") == "new\\nline.txt"
     assert printable("café [x].txt") == "café [x].txt"
+
+
+class _Terminal:
+    def isatty(self) -> bool:
+        return True
+
+
+def test_user_password_is_asked_twice_at_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, dead_server: str
+) -> None:
+    typed: list[str] = []
+    monkeypatch.setattr("sys.stdin", _Terminal())
+    monkeypatch.setattr("getpass.getpass", lambda prompt: typed.pop(0))
+    add = ["--server", dead_server, "user", "add", "eve", "--role", "viewer"]
+    typed[:] = ["long enough", "long enougH"]
+    assert run(add) == 1
+    assert "the two passwords differ; nothing changed" in one_error_line(capsys)
+    typed[:] = ["long enough", "long enough"]
+    assert run(add) == 1  # the same twice: the request is sent (nothing listens there)
+    assert "cannot reach the backup server" in one_error_line(capsys)
+    assert typed == []
