@@ -203,8 +203,11 @@ class EventHub:
             sessions = tuple((r[0], r[1], r[2]) for r in rows)
             if sessions != self._sessions:
                 found.sessions = sessions
-                listed = list(db.scalars(select(Session).where(recent_sessions(now))))
-                listed.sort(key=lambda s: s.id, reverse=True)
+                listed = list(
+                    db.scalars(
+                        select(Session).where(recent_sessions(now)).order_by(Session.id.desc())
+                    )
+                )
                 found.messages["sessions"] = message("sessions", session_summaries(db, listed))
             proxies = self._proxy_fingerprint(db, now)
             if proxies != self._proxies:
