@@ -9,6 +9,8 @@ import pytest
 
 from ferryman.cli.main import run
 
+from .conftest import one_error_line
+
 
 @pytest.fixture
 def dead_server() -> list[str]:
@@ -16,14 +18,6 @@ def dead_server() -> list[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return ["--server", f"http://127.0.0.1:{sock.getsockname()[1]}", "--token", "t"]
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("ferryman: error: ") and "Traceback" not in err
-    return lines[0]
 
 
 def test_login_options(
