@@ -160,7 +160,7 @@ export function SessionView({ id, user }) {
 
   return html`<${ViewRoot} name="session" ready=${session.ready} error=${error}
       title=${html`Session #${id} ${s ? html`<span class="muted">${sessionTitle(s)}</span>` : null}
-        ${s ? html`<span class=${`badge badge-${s.status}`} data-session-status=${s.status}>${s.status}</span>` : null}`}
+        ${s ? html`<${StatusBadge} status=${s.status} data-session-status=${s.status} />` : null}`}
       actions=${mayStop ? html`<button type="button" class="btn danger" data-action="stop" onClick=${stop}>Stop</button>` : null}>
     ${s
       ? html`
