@@ -55,11 +55,16 @@ function Row({ entry, depth, tree, selectable }) {
     ${isDir && open ? html`<${Children} path=${entry.path} depth=${depth + 1} tree=${tree} selectable=${selectable} />` : null}`;
 }
 
+/** A one-line row in place of a folder's entries (loading, error, empty). */
+function Note({ depth, kind, text }) {
+  return html`<div class=${`tree-row ${kind}`} style=${{ paddingLeft: `${22 + depth * 18}px` }}>${text}</div>`;
+}
+
 export function Children({ path, depth, tree, selectable }) {
   const listing = tree.listings[path];
-  if (!listing || listing.loading) return html`<div class="tree-row muted small" style=${{ paddingLeft: `${22 + depth * 18}px` }}>loading…</div>`;
-  if (listing.error) return html`<div class="tree-row field-error" style=${{ paddingLeft: `${22 + depth * 18}px` }}>${listing.error}</div>`;
-  if (!listing.entries.length) return html`<div class="tree-row muted small" style=${{ paddingLeft: `${22 + depth * 18}px` }}>empty folder</div>`;
+  if (!listing || listing.loading) return html`<${Note} depth=${depth} kind="muted small" text="loading…" />`;
+  if (listing.error) return html`<${Note} depth=${depth} kind="field-error" text=${listing.error} />`;
+  if (!listing.entries.length) return html`<${Note} depth=${depth} kind="muted small" text="empty folder" />`;
   return listing.entries.map(
     (entry) => html`<${Row} key=${entry.path} entry=${entry} depth=${depth} tree=${tree} selectable=${selectable} />`,
   );
