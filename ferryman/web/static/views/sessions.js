@@ -37,7 +37,6 @@ export function SessionsView({ user, query: q }) {
   });
   const rows = (list.data || [])
     .filter((s) => !status || s.status === status)
-    .slice()
     .reverse()
     .map(summarize);
 
