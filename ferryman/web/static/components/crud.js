@@ -1,6 +1,7 @@
 // The create/edit form card shared by the repositories, shares and jobs pages.
 import { html, useState } from '../vendor/htm-preact-standalone.module.js';
 import { notify } from '../notice.js';
+import { ConfirmButton } from './confirm.js';
 import { FormError } from './form.js';
 
 /**
@@ -44,6 +45,15 @@ export function FormCard({ kind, mode, title, form, onSubmit, onCancel, children
       <button class="btn" type="button" data-action="cancel" onClick=${onCancel}>Cancel</button>
     </div>
   </form>`;
+}
+
+/**
+ * A list row's Edit button and Remove button (asks in place); `attrs` name the
+ * row's item on both, e.g. {'data-job': name}.
+ */
+export function EditRemove({ attrs, question, onEdit, onRemove }) {
+  return html`<button type="button" class="btn small" data-action="edit" ...${attrs} onClick=${onEdit}>Edit</button>
+    <${ConfirmButton} action="delete" label="Remove" question=${question} attrs=${attrs} onConfirm=${onRemove} />`;
 }
 
 /** FormData text, trimmed; '' for a missing field. */

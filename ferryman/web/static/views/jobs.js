@@ -1,8 +1,7 @@
 // Jobs: list, create, edit (PATCH), remove; run now, enable/disable.
 import { html } from '../vendor/htm-preact-standalone.module.js';
 import { api, ref } from '../api.js';
-import { ConfirmButton } from '../components/confirm.js';
-import { FormCard, text, useEditor } from '../components/crud.js';
+import { EditRemove, FormCard, text, useEditor } from '../components/crud.js';
 import { useData } from '../components/data.js';
 import { Field, intOrNull, useFormState } from '../components/form.js';
 import { StatusBadge } from '../components/status.js';
@@ -143,10 +142,8 @@ export function JobsView({ user }) {
         <button type="button" class="btn small" data-action=${j.enabled ? 'disable' : 'enable'} data-job=${j.name}
           onClick=${() => toggle(j)}>${j.enabled ? 'Disable' : 'Enable'}</button>
         ${admin
-          ? html`<button type="button" class="btn small" data-action="edit" data-job=${j.name}
-                onClick=${() => editor.edit(j)}>Edit</button>
-              <${ConfirmButton} action="delete" label="Remove" question=${`Remove job ${j.name}?`}
-                attrs=${{ 'data-job': j.name }} onConfirm=${() => remove(j)} />`
+          ? html`<${EditRemove} attrs=${{ 'data-job': j.name }} question=${`Remove job ${j.name}?`}
+              onEdit=${() => editor.edit(j)} onRemove=${() => remove(j)} />`
           : null}`,
     });
   }

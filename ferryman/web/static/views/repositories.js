@@ -1,8 +1,7 @@
 // Repositories: list with usage, create, edit (PATCH), remove; check (operator).
 import { html } from '../vendor/htm-preact-standalone.module.js';
 import { api, ref } from '../api.js';
-import { ConfirmButton } from '../components/confirm.js';
-import { FormCard, text, useEditor } from '../components/crud.js';
+import { EditRemove, FormCard, text, useEditor } from '../components/crud.js';
 import { useData } from '../components/data.js';
 import { Field, intOrNull, useFormState } from '../components/form.js';
 import { Table } from '../components/table.js';
@@ -106,10 +105,8 @@ export function RepositoriesView({ user }) {
         <button type="button" class="btn small" data-action="gc" data-repository=${r.name}
           title="garbage collection: free the space no restore point uses" onClick=${() => start(r, 'gc')}>GC</button>
         ${admin
-          ? html`<button type="button" class="btn small" data-action="edit" data-repository=${r.name}
-                onClick=${() => editor.edit(r)}>Edit</button>
-              <${ConfirmButton} action="delete" label="Remove" question=${`Remove ${r.name}? (data stays)`}
-                attrs=${{ 'data-repository': r.name }} onConfirm=${() => remove(r)} />`
+          ? html`<${EditRemove} attrs=${{ 'data-repository': r.name }} question=${`Remove ${r.name}? (data stays)`}
+              onEdit=${() => editor.edit(r)} onRemove=${() => remove(r)} />`
           : null}`,
     });
   }

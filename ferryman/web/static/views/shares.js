@@ -1,8 +1,7 @@
 // Shares: list, create, edit (PATCH), remove.
 import { html } from '../vendor/htm-preact-standalone.module.js';
 import { api, ref } from '../api.js';
-import { ConfirmButton } from '../components/confirm.js';
-import { FormCard, text, useEditor } from '../components/crud.js';
+import { EditRemove, FormCard, text, useEditor } from '../components/crud.js';
 import { useData } from '../components/data.js';
 import { Field, lines, useFormState } from '../components/form.js';
 import { Table } from '../components/table.js';
@@ -142,11 +141,8 @@ export function SharesView({ user }) {
     columns.push({
       title: '',
       className: 'actions',
-      render: (s) => html`
-        <button type="button" class="btn small" data-action="edit" data-share=${s.name}
-          onClick=${() => editor.edit(s)}>Edit</button>
-        <${ConfirmButton} action="delete" label="Remove" question=${`Remove share ${s.name}?`}
-          attrs=${{ 'data-share': s.name }} onConfirm=${() => remove(s)} />`,
+      render: (s) => html`<${EditRemove} attrs=${{ 'data-share': s.name }} question=${`Remove share ${s.name}?`}
+        onEdit=${() => editor.edit(s)} onRemove=${() => remove(s)} />`,
     });
   }
   return html`<${ViewRoot} name="shares" ready=${ready} title="Shares" error=${error}
