@@ -401,3 +401,30 @@ def test_every_view_renders_without_console_errors(console: Console, browsing: B
         expect(listed.locator("table").get_by_text(shown, exact=True).first).to_be_visible()
         console.shot(page, name)
     assert browsing.problems == [], "\n".join(browsing.problems)
+
+
+def test_an_administrator_edits_and_removes_a_job_from_its_row(
+    console: Console, browsing: Browsing
+) -> None:
+    ensure_job(console)
+    inst = console.installation
+    spare = "web-job-spare"
+    if spare not in _names(console, "job"):
+        inst.ok("job", "add", spare, "--share", SHARE, "--repo", REPO)
+    page = browsing.open("alice")
+    jobs = go(page, "#/jobs", "jobs")
+
+    jobs.locator(f'[data-action="edit"][data-job="{spare}"]').click()
+    form = page.locator('form[data-form="job"][data-mode="edit"]')
+    fill(form, "priority", "7")
+    submit(form)
+    expect(form).to_have_count(0)
+    assert next(j for j in inst.json("job", "list") if j["name"] == spare)["priority"] == 7
+
+    # remove asks in place; only the confirmation removes it
+    jobs.locator(f'[data-action="delete"][data-job="{spare}"]').click()
+    assert spare in _names(console, "job")
+    jobs.locator('[data-action="confirm"]').click()
+    expect(jobs.locator(f'[data-row="{spare}"]')).to_have_count(0)
+    assert spare not in _names(console, "job")
+    expect(jobs.locator(f'[data-row="{JOB}"]')).to_be_visible()
