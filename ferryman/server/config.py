@@ -42,6 +42,9 @@ class ServerConfig:
     schedule_interval: float = 1.0
     # garbage collection after retention also rewrites live packs filled below this fraction
     gc_repack_below: float = 0.5
+    # ended sessions (with their tasks and throughput samples) are removed this many days
+    # after they end, except each job's newest; 0 keeps them forever (ferryman.server.history)
+    history_days: int = 365
 
     @property
     def host(self) -> str:

@@ -30,11 +30,10 @@ from ferryman.server.db.models import (
     Task,
     utcnow,
 )
+from ferryman.server.history import BYTE_COUNTERS, tallies
 from ferryman.server.roles import Role
-from ferryman.server.sessions import ACTIVE_STATES, FINAL_STATES
+from ferryman.server.sessions import ACTIVE_STATES, FINAL_STATES, INTERNAL_KINDS
 
-INTERNAL_KINDS = ("browse", "attach")
-BYTE_COUNTERS = ("bytes_read", "bytes_new", "bytes_transferred")
 PROXY_STATES = ("online", "offline", "disabled", "draining")
 
 
@@ -66,11 +65,14 @@ class ServerCollector(Collector):
             .where(Session.kind.not_in(INTERNAL_KINDS))
             .group_by(Session.kind, Session.status)
         )
+        completed = tallies(db, "sessions_completed")  # what pruned history had counted
         for kind, status, count in rows:
             if status in FINAL_STATES:
-                done.add_metric([kind, status], count)
+                completed[kind, status] = completed.get((kind, status), 0) + count
             elif status == "running":
                 running.add_metric([kind], count)
+        for (kind, status), count in sorted(completed.items()):
+            done.add_metric([kind, status], count)
         yield done
         yield running
 
@@ -89,14 +91,20 @@ class ServerCollector(Collector):
             "ferryman_queue_length", "Tasks waiting for a proxy (waiting for resources)."
         )
         waiting = 0
+        completed = tallies(db, "tasks_completed")  # what pruned history had counted
         for kind, state, count in db.execute(
             select(Task.kind, Task.state, func.count()).group_by(Task.kind, Task.state)
         ):
             if kind in INTERNAL_KINDS:
                 continue
-            (done if state in FINAL_STATES else current).add_metric([kind, state], count)
+            if state in FINAL_STATES:
+                completed[kind, state] = completed.get((kind, state), 0) + count
+            else:
+                current.add_metric([kind, state], count)
             if state == "waiting":
                 waiting += count
+        for (kind, state), count in sorted(completed.items()):
+            done.add_metric([kind, state], count)
         queue.add_metric([], waiting)
         yield current
         yield done
@@ -117,8 +125,11 @@ class ServerCollector(Collector):
                 labels=["kind"],
                 unit="",
             )
-            for kind, values in sorted(totals.items()):
-                family.add_metric([kind], float(values[index] or 0))
+            summed = {kind: value for (kind, _), value in tallies(db, key).items()}
+            for kind, values in totals.items():
+                summed[kind] = summed.get(kind, 0.0) + float(values[index] or 0)
+            for kind, value in sorted(summed.items()):
+                family.add_metric([kind], value)
             yield family
 
     def _proxies(self, db) -> Iterator[Metric]:  # type: ignore[no-untyped-def]

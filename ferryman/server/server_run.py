@@ -21,6 +21,7 @@ from ferryman.server.context import ServerContext
 from ferryman.server.db.models import Proxy
 from ferryman.server.dispatcher import Dispatcher
 from ferryman.server.gateway import ProxyGateway
+from ferryman.server.history import HistoryPruner
 from ferryman.server.home import home as resolve_home
 from ferryman.server.notifications import Notifier
 from ferryman.server.recovery import interrupt_embedded_tasks, recover_sessions
@@ -93,6 +94,7 @@ class RunningServer:
         _setup_logging()
         self.ctx = ServerContext.open(root)
         self.scheduler = Scheduler(self.ctx, catch_up)  # refuses a bad time zone setting first
+        self.history = HistoryPruner(self.ctx)
         if listen:
             self.ctx.config.listen = validate_listen(listen)
         _update_client_config(self.ctx)
@@ -124,6 +126,7 @@ class RunningServer:
         if self.embedded_enabled:
             self._start_embedded()
         self.scheduler.start()
+        self.history.start()
         self.ctx.signals.dispatch.set()
 
     def _start_embedded(self) -> None:
@@ -155,6 +158,7 @@ class RunningServer:
     def shutdown(self) -> None:
         self.ctx.shutting_down.set()
         self.scheduler.stop()
+        self.history.stop()
         if self.embedded is not None:
             self.embedded.stop(timeout=30)
         self.dispatcher.stop()

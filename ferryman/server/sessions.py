@@ -14,6 +14,8 @@ from ferryman.server.partitions import plan_partitions
 
 FINAL_STATES = ("success", "warning", "failed", "stopped")
 ACTIVE_STATES = ("assigned", "running")
+# hidden sessions: a look into a restore point (browse, attach); no report, no metrics
+INTERNAL_KINDS = ("browse", "attach")
 NEW_TASK_REASON = "waiting for placement"
 
 log = logging.getLogger("ferryman.server.sessions")

@@ -298,6 +298,17 @@ class NotificationDelivery(Base):
     __table_args__ = (UniqueConstraint("target_id", "session_id", name="uq_delivery_session"),)
 
 
+class HistoryTally(Base):
+    """What pruned history (see ``ferryman.server.history``) had counted toward a cumulative
+    metric, so that the counter read from the remaining rows plus this never goes down."""
+
+    __tablename__ = "history_tallies"
+    metric: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)  # "" for byte sums
+    value: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 class TaskSample(Base):
     """Cumulative counters of one task at one moment, for the throughput chart of a session."""
 

@@ -1,0 +1,163 @@
+"""Old history goes: ended sessions with their tasks and throughput samples, a day after
+for hidden browse/attach sessions, ``history_days`` after for the others, never a job's
+newest ended session nor a running one; the cumulative metrics never go down."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select
+
+from ferryman.server import history
+from ferryman.server.context import ServerContext
+from ferryman.server.db.models import Job, Repository, Session, Task, TaskSample, utcnow
+from ferryman.server.history import HistoryPruner, prune_history
+
+from .conftest import Api
+from .test_metrics import scrape
+
+DAY = dt.timedelta(days=1)
+COUNTERS = (
+    "ferryman_sessions_completed_total",
+    "ferryman_tasks_completed_total",
+    "ferryman_bytes_read_total",
+    "ferryman_bytes_new_total",
+    "ferryman_bytes_transferred_total",
+)
+
+
+def add_session(
+    ctx: ServerContext,
+    kind: str,
+    ended_ago: dt.timedelta | None,
+    status: str = "success",
+    job: str | None = None,
+    tasks: int = 1,
+    samples: int = 2,
+) -> int:
+    """A session ended ``ended_ago`` (None: still running) with ``tasks`` ended tasks, each
+    with ``samples`` throughput samples and a few bytes in its statistics."""
+    now = utcnow()
+    ended = None if ended_ago is None else now - ended_ago
+    created = (ended or now) - dt.timedelta(hours=1)
+    with ctx.db.session() as db:
+        job_row = db.scalar(select(Job).where(Job.name == job)) if job else None
+        if job and job_row is None:
+            repository = db.scalar(select(Repository))
+            assert repository is not None
+            job_row = Job(name=job, repository_id=repository.id)
+            db.add(job_row)
+            db.flush()
+        session = Session(
+            kind=kind,
+            job_id=job_row.id if job_row else None,
+            job_name=job,
+            status="running" if ended is None else status,
+            created=created,
+            started=created,
+            ended=ended,
+        )
+        db.add(session)
+        db.flush()
+        for _ in range(tasks):
+            task = Task(
+                session_id=session.id,
+                kind=kind,
+                state="running" if ended is None else status,
+                stats={"bytes_read": 1000, "bytes_new": 100, "bytes_transferred": 10},
+                created=created,
+                started=created,
+                ended=ended,
+            )
+            db.add(task)
+            db.flush()
+            for i in range(samples):
+                db.add(
+                    TaskSample(
+                        session_id=session.id,
+                        task_id=task.id,
+                        time=created + dt.timedelta(seconds=i),
+                        bytes_read=i,
+                    )
+                )
+        return session.id
+
+
+def remaining(ctx: ServerContext) -> tuple[set[int], int, int]:
+    """(session ids, task count, sample count) left in the database."""
+    with ctx.db.session() as db:
+        return (
+            set(db.scalars(select(Session.id))),
+            db.scalar(select(func.count()).select_from(Task)) or 0,
+            db.scalar(select(func.count()).select_from(TaskSample)) or 0,
+        )
+
+
+def counters(api: Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {key: value for key, value in scrape(api).items() if key[0] in COUNTERS}
+
+
+def test_old_sessions_go_with_their_tasks_and_samples_but_never_a_job_s_last_result(
+    ctx: ServerContext, api: Api
+) -> None:
+    ctx.config.history_days = 365
+    old_job_run = add_session(ctx, "backup", 400 * DAY, job="nightly", tasks=2, samples=3)
+    failed_job_run = add_session(ctx, "backup", 380 * DAY, "failed", job="nightly")
+    newest_job_run = add_session(ctx, "backup", 370 * DAY, job="nightly")  # its last result
+    old_restore = add_session(ctx, "restore", 400 * DAY, "warning")
+    old_browse = add_session(ctx, "browse", 2 * DAY, samples=0)
+    fresh_browse = add_session(ctx, "browse", dt.timedelta(hours=1), samples=0)
+    long_running = add_session(ctx, "backup", None, job="weekly")
+    recent = add_session(ctx, "check", 10 * DAY, "failed")
+    before = counters(api)
+    assert (
+        before[("ferryman_sessions_completed_total", (("kind", "backup"), ("status", "success")))]
+        == 2
+    )
+
+    pruned = prune_history(ctx)
+
+    assert (pruned.sessions, pruned.tasks, pruned.samples) == (4, 5, 10)
+    sessions, tasks, samples = remaining(ctx)
+    assert sessions == {newest_job_run, fresh_browse, long_running, recent}
+    assert not sessions & {old_job_run, failed_job_run, old_restore, old_browse}
+    assert (tasks, samples) == (4, 6)  # one task each, two samples each (browse: none)
+    # the counters read the same as before: what the removed rows counted is kept aside
+    assert counters(api) == before
+    listed = {s["id"] for s in api.get("/sessions?limit=100")}
+    assert old_job_run not in listed and newest_job_run in listed
+    # the job still shows its last result
+    (job,) = [j for j in api.get("/jobs") if j["name"] == "nightly"]
+    assert job["last_session"]["id"] == newest_job_run
+    assert prune_history(ctx).sessions == 0  # nothing more to do
+
+
+def test_counters_stay_right_across_several_prunings_in_small_batches(
+    ctx: ServerContext, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history, "BATCH", 2)
+    ctx.config.history_days = 30
+    for _ in range(5):
+        add_session(ctx, "restore", 40 * DAY)
+    before = counters(api)
+    assert prune_history(ctx).sessions == 5
+    after_first = counters(api)
+    assert after_first == before
+    for _ in range(3):
+        add_session(ctx, "restore", 40 * DAY)
+    assert prune_history(ctx).sessions == 3  # adds to the tallies kept by the first pruning
+    completed = ("ferryman_sessions_completed_total", (("kind", "restore"), ("status", "success")))
+    assert counters(api)[completed] == 8
+    assert counters(api)[("ferryman_bytes_read_total", (("kind", "restore"),))] == 8000
+    assert remaining(ctx) == (set(), 0, 0)
+
+
+def test_history_days_zero_keeps_every_visible_session(ctx: ServerContext) -> None:
+    ctx.config.history_days = 0
+    ancient = add_session(ctx, "backup", 3000 * DAY)
+    old_browse = add_session(ctx, "attach", 3 * DAY, samples=0)
+    assert HistoryPruner(ctx).run_once().sessions == 1
+    sessions, _, _ = remaining(ctx)
+    assert sessions == {ancient}
+    assert old_browse not in sessions
