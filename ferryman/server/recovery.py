@@ -9,7 +9,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from ferryman.server.db.models import Proxy, Session, Task, utcnow
-from ferryman.server.sessions import ACTIVE_STATES, finish_session_if_done, requeue, touch
+from ferryman.server.sessions import (
+    ACTIVE_STATES,
+    INTERNAL_KINDS,
+    finish_session_if_done,
+    requeue,
+    touch,
+)
 
 log = logging.getLogger("ferryman.server.recovery")
 
@@ -30,7 +36,7 @@ def recover_sessions(db: DbSession, lease_seconds: float) -> int:
                 requeue(task, "the server restarted while the task ran; requeued")
             else:
                 task.lease_expires = now + dt.timedelta(seconds=lease_seconds)
-        if session.kind in ("browse", "attach"):
+        if session.kind in INTERNAL_KINDS:
             # nobody waits for these any more
             for task in session.tasks:
                 if task.state not in ("success", "warning", "failed", "stopped"):

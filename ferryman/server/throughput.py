@@ -15,12 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from ferryman.server.db.models import Task, TaskSample, utcnow
+from ferryman.server.sessions import INTERNAL_KINDS
 
 SAMPLE_EVERY = dt.timedelta(seconds=1)
 SAMPLES_PER_AGE = 600
 COUNTERS = ("files_read", "bytes_read", "bytes_transferred")
 # Short helper tasks whose progress nobody charts.
-UNSAMPLED_KINDS = ("browse", "attach")
+UNSAMPLED_KINDS = INTERNAL_KINDS
 
 
 def _count(value: Any) -> int:

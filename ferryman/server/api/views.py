@@ -22,7 +22,7 @@ from ferryman.server.db.models import (
     utcnow,
 )
 from ferryman.server.placement import IO_CONTROL_MAX_PROXIES
-from ferryman.server.sessions import ACTIVE_STATES
+from ferryman.server.sessions import ACTIVE_STATES, INTERNAL_KINDS
 
 STAT_KEYS = (
     "files",
@@ -192,7 +192,7 @@ def session_views(db: DbSession, sessions: list[Session]) -> list[dict[str, Any]
 # Counters of running tasks summed into a session summary.
 SUMMARY_KEYS = ("files_read", "bytes_read", "bytes_transferred", "rate")
 # What lists of sessions leave out: short-lived helper sessions of other requests.
-HIDDEN_KINDS = ("browse", "attach")
+HIDDEN_KINDS = INTERNAL_KINDS
 
 
 def session_summaries(db: DbSession, sessions: list[Session]) -> list[dict[str, Any]]:
