@@ -1,13 +1,16 @@
 """Engine benchmark: first backup, unchanged re-run, restore of one folder, engine only.
 
-Run: ``python -m bench.engine.bench_engine [FOLDER] [--workers 2] [--repo-dir DIR] [--json]``
+Run: ``python -m bench.engine.bench_engine [FOLDER] [--workers 2] [--processes N]
+[--repo-dir DIR] [--json]``
 
 Calls ``run_backup`` / ``run_restore`` directly (no server, no proxy) against a
 fresh repository on the local backend, the way a proxy runs a task. Prints, per
 phase, seconds, MB/s (10^6 bytes of scanned data per second), files/s, peak RSS
-of this process during the phase (sampled from /proc every 20 ms), and the
-engine's own time split (source read / processing / repository write). The
-restore is compared with the source (sizes and SHA-256 of every regular file).
+of this process during the phase (sampled from /proc every 20 ms) and of its
+worker processes (summed, sampled at the same instants), CPU seconds (user +
+system, this process and its reaped children), and the engine's own time split
+(source read / processing / repository write). The restore is compared with the
+source (sizes and SHA-256 of every regular file).
 
 Without FOLDER it uses the bench workload share if it was built
 (``bench/work/workload-small/share``), else ``/usr/share/doc``.
@@ -18,7 +21,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -39,23 +44,38 @@ T = TypeVar("T")
 HERE = Path(__file__).resolve().parent.parent
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+def _rss_mb(pid: int | str = "self") -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass  # a worker that just ended
     return 0.0
+
+
+def _children_rss_mb() -> float:
+    """Summed RSS of this process's worker processes (saver/restore processes)."""
+    return sum(_rss_mb(p.pid) for p in multiprocessing.active_children() if p.pid)
 
 
 @contextmanager
 def peak_rss() -> Iterator[list[float]]:
-    """Samples this process's RSS while the block runs; yields [peak MB]."""
-    peak = [_rss_mb()]
+    """Samples RSS while the block runs; yields [peak MB of this process, peak MB of
+    its worker processes (summed), peak MB of both sampled together]."""
+    peak = [_rss_mb(), 0.0, _rss_mb()]
+
+    def take() -> None:
+        own, workers = _rss_mb(), _children_rss_mb()
+        peak[0], peak[1] = max(peak[0], own), max(peak[1], workers)
+        peak[2] = max(peak[2], own + workers)
+
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.02):
-            peak[0] = max(peak[0], _rss_mb())
+            take()
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
@@ -64,16 +84,30 @@ def peak_rss() -> Iterator[list[float]]:
     finally:
         stop.set()
         t.join()
-        peak[0] = max(peak[0], _rss_mb())
+        take()
+
+
+def _cpu_s() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def timed(fn: Callable[[], T]) -> tuple[T, float, float]:
-    """(result, seconds, peak RSS MB)."""
+    """(result, seconds, peak RSS MB of this process)."""
+    result, seconds, peaks, _cpu = measured(fn)
+    return result, seconds, peaks[0]
+
+
+def measured(fn: Callable[[], T]) -> tuple[T, float, list[float], float]:
+    """(result, seconds, [peak RSS MB: own, workers, total], CPU seconds incl. workers)."""
     with peak_rss() as peak:
+        c0 = _cpu_s()
         t0 = time.perf_counter()
         result = fn()
         seconds = time.perf_counter() - t0
-    return result, seconds, peak[0]
+        cpu = _cpu_s() - c0
+    return result, seconds, peak, cpu
 
 
 def digest_tree(root: Path) -> dict[str, tuple[int, str]]:
@@ -102,7 +136,9 @@ def default_folder() -> Path:
     return Path(sys.prefix)
 
 
-def run(folder: Path, workers: int, repo_dir: Path, verify: bool) -> dict[str, Any]:
+def run(
+    folder: Path, workers: int, repo_dir: Path, verify: bool, processes: int | None = None
+) -> dict[str, Any]:
     """Run the three phases; returns the figures."""
     repo = Repository.init(
         open_backend(str(repo_dir / "repo")),
@@ -110,16 +146,23 @@ def run(folder: Path, workers: int, repo_dir: Path, verify: bool) -> dict[str, A
         scrypt_n=1 << 12,
         cache_dir=repo_dir / "cache",
     )
-    rows: dict[str, Any] = {"folder": str(folder), "workers": workers}
+    opts = BackupOptions(share="bench", workers=workers, processes=processes)
+    rows: dict[str, Any] = {
+        "folder": str(folder),
+        "workers": workers,
+        "processes": opts.saver_processes(),
+    }
     try:
-        opts = BackupOptions(share="bench", workers=workers)
-        first, s1, m1 = timed(lambda: run_backup(LocalSource(folder), repo, opts))
+        first, s1, peaks, cpu1 = measured(lambda: run_backup(LocalSource(folder), repo, opts))
         scanned = first.stats.bytes_scanned
         rows["first_backup"] = {
             "seconds": s1,
+            "cpu_s": cpu1,
             "mb_s": scanned / 1e6 / s1,
             "files_s": first.stats.files_scanned / s1,
-            "peak_rss_mb": m1,
+            "peak_rss_mb": peaks[0],
+            "workers_peak_rss_mb": peaks[1],
+            "total_peak_rss_mb": peaks[2],
             "files": first.stats.files_scanned,
             "bytes": scanned,
             "bytes_new": first.stats.bytes_new,
@@ -162,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("folder", nargs="?", type=Path, default=None)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="saver processes for small files (default: automatic; 0 = threads only)",
+    )
     ap.add_argument("--repo-dir", type=Path, default=None, help="where to put repo+restore")
     ap.add_argument("--no-verify", action="store_true", help="skip comparing the restore")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -169,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = (args.folder or default_folder()).resolve()
     work = Path(tempfile.mkdtemp(prefix="ferryman-bench-engine-", dir=args.repo_dir))
     try:
-        rows = run(folder, args.workers, work, not args.no_verify)
+        rows = run(folder, args.workers, work, not args.no_verify, args.processes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -178,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     fb, rr, rs = rows["first_backup"], rows["unchanged_rerun"], rows["restore"]
     mb = fb["bytes"] / 1e6
     print(
-        f"engine benchmark on {folder} ({fb['files']} files, {mb:.0f} MB), {args.workers} workers"
+        f"engine benchmark on {folder} ({fb['files']} files, {mb:.0f} MB), "
+        f"{args.workers} workers, {rows['processes']} saver processes"
     )
     print(f"{'phase':<16}{'seconds':>9}{'MB/s':>9}{'files/s':>10}{'peak RSS MB':>13}")
     table = [
@@ -194,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, secs, rate, files_s, rss in table:
         print(f"{name:<16}{secs:>9.2f}{rate:>9}{files_s:>10.0f}{rss:>13.0f}")
+    print(
+        f"first backup: CPU {fb['cpu_s']:.2f} s (incl. workers); peak RSS MB this process "
+        f"{fb['peak_rss_mb']:.0f}, saver processes {fb['workers_peak_rss_mb']:.0f}, "
+        f"both {fb['total_peak_rss_mb']:.0f}"
+    )
     print(
         f"first backup time split (thread-seconds): read {fb['read_s']:.2f}, "
         f"processing {fb['processing_s']:.2f}, repository write {fb['repo_write_s']:.2f} "

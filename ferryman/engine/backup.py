@@ -34,6 +34,7 @@ from ferryman.engine.stats import StatsCollector
 from ferryman.engine.tree_saver import TreeSaver, TreeSaverFailed
 from ferryman.repository import Repository, RepositoryError
 from ferryman.sources.base import Source, SourceError
+from ferryman.sources.local import LocalDir
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,8 @@ def _backup(
                 read_xattrs=options.read_xattrs,
                 cancel=cancel,
                 governor=governor,
+                processes=options.saver_processes(),
+                local_root=root_dir if isinstance(root_dir, LocalDir) else None,
             )
             trusted = writer.trusts_points(parents.point_ids)
             trees = TreeSaver(

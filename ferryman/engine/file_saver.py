@@ -25,23 +25,45 @@ back (``save_large(resume=...)``) and reads only from where it ends.
 
 from __future__ import annotations
 
-import errno
+import logging
 import mmap
 import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
+from ferryman.engine import save_procs
 from ferryman.engine.io_governor import IoGovernor, ReadMeter
 from ferryman.engine.ports import Chunker, RepositoryPort, WriterPort
+from ferryman.engine.small_files import (
+    CHANGED_WARNING,
+    Tally,
+    changed,
+    cut_pieces,
+    describe_os_error,
+    read_small_file,
+    xattrs_of,
+)
+from ferryman.engine.small_files import count as _count
 from ferryman.engine.stats import StatsCollector
 from ferryman.repository.blob import KIND_DATA
 from ferryman.sources.base import SourceDir, SourceFile
+from ferryman.sources.local import LocalDir
 from ferryman.sources.metadata import holes_from_extents, is_probably_sparse
+
+__all__ = [
+    "FileOutcome",
+    "FileSaver",
+    "PartialContent",
+    "PendingContent",
+    "describe_os_error",
+]
+
+log = logging.getLogger(__name__)
 
 SMALL_FILE_LIMIT = 4 << 20
 BATCH_BYTES = 2 << 20
@@ -51,15 +73,12 @@ LARGE_GROWTH_LIMIT = 4 * SEGMENT  # how far past its size at open a growing larg
 # (whole-file reads of small files stop at sources.base.GROWTH_LIMIT)
 FILE_CHARGE = 4096  # budget bytes charged per small file on top of its size
 LARGE_FILES_QUEUED = 8
+# Saver processes (a local source, FileSaver(processes > 0)) start once this many small
+# files went to the threads: a small or unchanged share does not pay for starting them.
+# The threads go on until a worker is up; 0: every batch goes to the processes (queued
+# there while they start).
+PROCESS_AFTER_FILES = 2_000
 DATA = KIND_DATA
-
-
-Tally = dict[str, float]
-
-
-def _count(tally: Tally, **deltas: float) -> None:
-    for key, value in deltas.items():
-        tally[key] = tally.get(key, 0) + value
 
 
 @dataclass(slots=True)
@@ -207,24 +226,7 @@ class _ReadCancelled(Exception):
     """The task was cancelled while a large file was being read."""
 
 
-def _changed(before: os.stat_result, after: os.stat_result) -> bool:
-    return (
-        before.st_size != after.st_size
-        or before.st_mtime_ns != after.st_mtime_ns
-        or before.st_ctime_ns != after.st_ctime_ns
-        or before.st_ino != after.st_ino
-    )
-
-
-def describe_os_error(exc: OSError) -> str:
-    """A short reason for a warning ("permission denied", "vanished"...)."""
-    if exc.errno == errno.ENOENT:
-        return "vanished before it could be read"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    if exc.errno == errno.ELOOP:
-        return "replaced by a symlink while being read"
-    return exc.strerror or str(exc)
+_changed = changed
 
 
 @dataclass(slots=True)
@@ -233,16 +235,7 @@ class _SmallItem:
     name: bytes
     st: os.stat_result
     index: int
-
-
-@dataclass(slots=True)
-class _SmallRead:
-    """A small file read whole (``data``), or why it could not be (``outcome``)."""
-
-    data: bytes = b""
-    xattrs: dict[bytes, bytes] | None = None
-    changed: bool = False
-    outcome: FileOutcome | None = None
+    rel: bytes | None = None  # path below the source root (the saver processes need it)
 
 
 class FileSaver:
@@ -258,7 +251,13 @@ class FileSaver:
         read_xattrs: bool = True,
         cancel: threading.Event | None = None,
         governor: IoGovernor | None = None,
+        processes: int = 0,
+        local_root: LocalDir | None = None,
     ) -> None:
+        """``processes`` > 0 with ``local_root`` (the open root of a local source):
+        small-file batches go to that many worker processes (``save_procs``) once
+        ``PROCESS_AFTER_FILES`` small files were saved; not with a ``governor``
+        (it gates reads in this process)."""
         self.read_xattrs = read_xattrs
         self._governor = governor  # adaptive I/O: a token per source read while it runs
         self._cancel = cancel  # stops large-file reads at the next segment
@@ -266,7 +265,6 @@ class FileSaver:
         self._writer = writer
         self._stats = collector
         self._local = threading.local()  # chunkers are not thread-safe: one per thread
-        self._min_chunk = self._chunker.min_size
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="saver")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="large-reader")
         self._large_slots = threading.BoundedSemaphore(LARGE_FILES_QUEUED)
@@ -274,6 +272,18 @@ class FileSaver:
         self._batch: list[_SmallItem] = []
         self._batch_bytes = 0
         self._batch_future: Future[list[FileOutcome]] = Future()
+        self._small_files = 0
+        self._procs_wanted = processes if local_root is not None and governor is None else 0
+        self._local_root = local_root
+        self._procs: ProcessPoolExecutor | None = None
+        self._procs_warm: Future[int] | None = None
+        self._procs_off = self._procs_wanted <= 0
+        self._procs_lock = threading.Lock()
+        self._procs_idle = threading.Condition(self._procs_lock)
+        self._procs_batches = 0  # batches sent to the processes and not finished here
+        self.worker_pids: set[int] = set()  # saver processes that saved a batch
+        self._procs_results = 0
+        self.worker_peak_rss_kb = 0  # sum over them, sampled as their batches come back
 
     @property
     def _chunker(self) -> Chunker:
@@ -285,9 +295,12 @@ class FileSaver:
 
     # -- small files -------------------------------------------------------------
 
-    def save_small(self, dir: SourceDir, name: bytes, st: os.stat_result) -> PendingContent:
-        """Queue a small file in the current batch."""
-        item = _SmallItem(dir.retain(), name, st, len(self._batch))
+    def save_small(
+        self, dir: SourceDir, name: bytes, st: os.stat_result, rel: bytes | None = None
+    ) -> PendingContent:
+        """Queue a small file in the current batch (``rel``: its path below the root;
+        without it the file is saved in this process)."""
+        item = _SmallItem(dir.retain(), name, st, len(self._batch), rel)
         self._batch.append(item)
         self._batch_bytes += st.st_size
         fut = self._batch_future
@@ -305,6 +318,10 @@ class FileSaver:
         batch, fut = self._batch, self._batch_future
         self._batch, self._batch_bytes, self._batch_future = [], 0, Future()
         self._budget.acquire(nbytes)
+        self._small_files += len(batch)
+        procs = self._processes()
+        if procs is not None and self._submit_to_processes(procs, batch, fut, nbytes):
+            return
 
         def run() -> None:
             tally: Tally = {}  # one locked stats update per batch, not per file
@@ -328,78 +345,221 @@ class FileSaver:
         share of small files that per-chunk SQLite query was the largest piece of
         Python (GIL-held) time per file.
         """
-        reads = [self._read_small_item(it, tally) for it in batch]
+        reads = [
+            read_small_file(
+                it.dir, it.name, it.st, tally, read_xattrs=self.read_xattrs, gate=self._source_read
+            )
+            for it in batch
+        ]
         t0 = time.perf_counter()
+        chunker = self._chunker
         cut: list[list[tuple[bytes, bytes | memoryview]]] = []
         for r in reads:
-            pieces = self._pieces(r.data) if r.outcome is None else []
+            pieces = cut_pieces(chunker, r.data) if r.error is None else []
             cut.append([(self._repo.blob_id(p), p) for p in pieces])
         ids = [blob_id for pieces in cut for blob_id, _ in pieces]
         present = self._writer.has_blobs(ids) if ids else set()
         _count(tally, seconds_processing=time.perf_counter() - t0)
         outcomes: list[FileOutcome] = []
         for r, stored in zip(reads, cut, strict=True):
-            if r.outcome is not None:
-                outcomes.append(r.outcome)
+            if r.error is not None:
+                outcomes.append(FileOutcome(error=r.error))
                 continue
-            content = [self._add_chunk(b, p, tally, b in present) for b, p in stored]
+            content = [
+                self._add_chunk(b, len(p), tally, b in present, self._adder(b, p))
+                for b, p in stored
+            ]
             out = FileOutcome(content=content, size=len(r.data), xattrs=r.xattrs)
             if r.changed:
-                out.warning = "changed while being read (stored as read on the second attempt)"
+                out.warning = CHANGED_WARNING
             outcomes.append(out)
         return outcomes
 
-    def _read_small_item(self, item: _SmallItem, tally: Tally) -> _SmallRead:
-        """Read one small file whole (once more if it changed while read)."""
-        for attempt in (1, 2):
-            t0 = time.perf_counter()
-            with self._source_read(item.st.st_size) as meter:
-                try:
-                    f = item.dir.open_file(item.name)
-                except OSError as exc:
-                    return _SmallRead(outcome=FileOutcome(error=describe_os_error(exc)))
-                xattrs: dict[bytes, bytes] | None = None
-                try:
-                    data = f.read_all(item.st.st_size)
-                    meter.nbytes = len(data)
-                    after = f.fstat()
-                    if self.read_xattrs:
-                        xattrs = self._xattrs_of(f)
-                except OSError as exc:
-                    return _SmallRead(outcome=FileOutcome(error=describe_os_error(exc)))
-                finally:
-                    f.close()
-            t1 = time.perf_counter()
-            _count(tally, seconds_source_read=t1 - t0, files_read=1, bytes_read=len(data))
-            # one fstat after reading: any change since the scan's lstat shows in it
-            changed = _changed(item.st, after) or len(data) != after.st_size
-            if not changed or attempt == 2:
-                break
-            item.st = after
-        return _SmallRead(data=data, xattrs=xattrs, changed=changed)
-
-    def _pieces(self, data: bytes | memoryview) -> list[bytes | memoryview]:
-        if len(data) <= self._min_chunk:
-            return [data] if data else []
-        return [c.data for c in self._chunker.cut_buf(data)]
+    def _adder(self, blob_id: bytes, piece: bytes | memoryview) -> Callable[[], bool]:
+        return lambda: self._writer.add_blob(DATA, blob_id, piece, checked=True)
 
     def _add_chunk(
-        self, blob_id: bytes, piece: bytes | memoryview, tally: Tally, present: bool
+        self, blob_id: bytes, size: int, tally: Tally, present: bool, add: Callable[[], bool]
     ) -> bytes:
-        """Store one chunk whose presence was asked with the rest of its batch."""
+        """Store one chunk (``add``) whose presence was asked with the rest of its batch."""
         if present:
-            _count(tally, chunks_deduplicated=1, bytes_deduplicated=len(piece))
+            _count(tally, chunks_deduplicated=1, bytes_deduplicated=size)
             return blob_id
         t1 = time.perf_counter()
-        new = self._writer.add_blob(DATA, blob_id, piece, checked=True)
+        new = add()
         _count(tally, seconds_repository_write=time.perf_counter() - t1)
         if new:
-            _count(tally, chunks_new=1, bytes_new=len(piece))
+            _count(tally, chunks_new=1, bytes_new=size)
         else:
-            _count(tally, chunks_deduplicated=1, bytes_deduplicated=len(piece))
+            _count(tally, chunks_deduplicated=1, bytes_deduplicated=size)
         return blob_id
 
+    # -- small files in saver processes (local sources) ----------------------------
+
+    def _processes(self) -> ProcessPoolExecutor | None:
+        """The saver processes once started and ready; None: save in this process."""
+        if self._procs_off:
+            return None
+        if self._procs is None:
+            if self._small_files <= PROCESS_AFTER_FILES:
+                return None
+            self._start_processes()
+        warm = self._procs_warm
+        if warm is None:
+            return None
+        if not warm.done():
+            # starting: the threads go on meanwhile (unless told to wait: threshold 0)
+            return self._procs if PROCESS_AFTER_FILES == 0 else None
+        if warm.cancelled() or warm.exception() is not None:
+            reason = "cancelled" if warm.cancelled() else warm.exception()
+            self._processes_failed(f"saver processes did not start ({reason})")
+            return None
+        return self._procs
+
+    def _start_processes(self) -> None:
+        assert self._local_root is not None
+        setup = save_procs.worker_setup(
+            self._repo, self._writer, self._local_root.fd, self.read_xattrs
+        )
+        if setup is None:
+            self._procs_off = True
+            return
+        try:
+            self._procs = save_procs.start_pool(setup, self._procs_wanted)
+            self._procs_warm = save_procs.warm_up(self._procs)
+        except (OSError, RuntimeError) as exc:
+            self._processes_failed(f"saver processes not started ({exc})")
+            return
+        log.info("small files go to %d saver processes", self._procs_wanted)
+
+    def _processes_failed(self, reason: str) -> None:
+        """Stop using the saver processes (once): their pending batches are cancelled
+        and saved in this process."""
+        with self._procs_lock:
+            if self._procs_off:
+                return
+            self._procs_off = True
+            procs = self._procs
+        log.warning("%s: saving small files with threads", reason)
+        if procs is not None:
+            procs.shutdown(wait=False, cancel_futures=True)
+
+    def _submit_to_processes(
+        self,
+        procs: ProcessPoolExecutor,
+        batch: list[_SmallItem],
+        fut: Future[list[FileOutcome]],
+        nbytes: int,
+    ) -> bool:
+        """Send a batch to the saver processes; False: save it in this process."""
+        jobs = _dir_files(batch)
+        if jobs is None:
+            return False
+        try:
+            job = save_procs.submit(procs, jobs)
+        except RuntimeError as exc:  # the pool broke or was shut down meanwhile
+            self._processes_failed(f"saver processes unusable ({exc})")
+            return False
+        with self._procs_lock:
+            self._procs_batches += 1
+
+        def done(job: Future[save_procs.BatchResult]) -> None:
+            try:
+                self._pool.submit(self._finish_process_batch, job, batch, fut, nbytes)
+            except RuntimeError:  # never expected (close waits for these batches)
+                self._finish_process_batch(job, batch, fut, nbytes)
+
+        job.add_done_callback(done)
+        return True
+
+    def _finish_process_batch(
+        self,
+        job: Future[save_procs.BatchResult],
+        batch: list[_SmallItem],
+        fut: Future[list[FileOutcome]],
+        nbytes: int,
+    ) -> None:
+        """Store a batch a saver process read (or, if it failed, read it here)."""
+        tally: Tally = {}
+        try:
+            try:
+                result = job.result()
+            except Exception as exc:  # a worker died, or the pool was shut down
+                self._processes_failed(f"saver process failed ({exc!r})")
+                fut.set_result(self._save_small_batch(batch, tally))
+            else:
+                fut.set_result(self._store_processed(result, tally))
+        except BaseException as exc:  # surfaced to the tree saver via the future
+            fut.set_exception(exc)
+        finally:
+            for it in batch:
+                it.dir.release()
+            self._budget.release(nbytes)
+            self._stats.add(**tally)
+            with self._procs_lock:
+                self._procs_batches -= 1
+                self._procs_idle.notify_all()
+
+    def _store_processed(self, result: save_procs.BatchResult, tally: Tally) -> list[FileOutcome]:
+        """Add the chunks of a batch read by a saver process (the present ones dropped)."""
+        for key, value in result.tally.items():
+            _count(tally, **{key: value})
+        self._note_worker(result.pid)
+        chunks = result.chunks
+        t0 = time.perf_counter()
+        present = self._writer.has_blobs(chunks) if chunks else set()
+        _count(tally, seconds_processing=time.perf_counter() - t0)
+        outcomes: list[FileOutcome] = []
+        for saved in result.files:
+            if saved.error is not None:
+                outcomes.append(FileOutcome(error=saved.error))
+                continue
+            content = [
+                self._add_chunk(
+                    b, chunks[b][2], tally, b in present, self._compressed_adder(b, chunks[b])
+                )
+                for b in saved.content
+            ]
+            outcomes.append(
+                FileOutcome(
+                    content=content, size=saved.size, xattrs=saved.xattrs, warning=saved.warning
+                )
+            )
+        return outcomes
+
+    def _compressed_adder(
+        self, blob_id: bytes, chunk: tuple[int, bytes, int]
+    ) -> Callable[[], bool]:
+        method, body, raw_len = chunk
+        return lambda: self._writer.add_compressed_blob(
+            DATA, blob_id, method, body, raw_len, checked=True
+        )
+
+    def _note_worker(self, pid: int) -> None:
+        """Record a saver process and, every few batches, their summed RSS."""
+        new = pid not in self.worker_pids
+        self.worker_pids.add(pid)
+        self._procs_results += 1
+        if new or self._procs_results % 16 == 0:
+            total = sum(save_procs.worker_rss_kb(p) for p in list(self.worker_pids))
+            self.worker_peak_rss_kb = max(self.worker_peak_rss_kb, total)
+
+    def _close_processes(self) -> None:
+        with self._procs_lock:
+            while self._procs_batches:
+                self._procs_idle.wait()
+            procs, self._procs = self._procs, None
+        if procs is not None:
+            procs.shutdown(wait=True, cancel_futures=True)
+        if self._procs_results:
+            log.info(
+                "saver processes saved %d batches; their peak RSS (summed) %d MB",
+                self._procs_results,
+                self.worker_peak_rss_kb // 1024,
+            )
+
     def _store_chunk(self, piece: bytes | memoryview) -> bytes:
+        """Store one chunk of a large file (a worker thread's job)."""
         start = time.perf_counter()
         blob_id = self._repo.blob_id(piece)
         t1 = time.perf_counter()
@@ -502,7 +662,7 @@ class FileSaver:
                 size, holes = self._read_large(f, before, track, start.size if start else 0)
                 after = f.fstat()
                 if self.read_xattrs:
-                    xattrs = self._xattrs_of(f)
+                    xattrs = xattrs_of(f)
             except _ReadCancelled:
                 interrupted = True
                 break
@@ -609,19 +769,37 @@ class FileSaver:
 
         track.add(self._pool.submit(run), end)
 
-    @staticmethod
-    def _xattrs_of(f: SourceFile) -> dict[bytes, bytes]:
-        try:
-            return f.read_xattrs()
-        except OSError:
-            return {}  # not fatal for the content; the file is still stored
-
     def is_small(self, st: os.stat_result) -> bool:
         """Whether a file goes through the batched small-file path."""
         return st.st_size <= SMALL_FILE_LIMIT
 
     def close(self) -> None:
-        """Flush the pending batch and wait for all jobs (reader first: it feeds the pool)."""
+        """Flush the pending batch and wait for all jobs (reader first: it feeds the pool;
+        then the saver processes, whose batches end on the pool)."""
         self.flush_batch()
         self._reader.shutdown(wait=True)
+        self._close_processes()  # their batches are finished by the pool's threads
         self._pool.shutdown(wait=True)
+
+
+def _dir_files(batch: list[_SmallItem]) -> list[save_procs.DirFiles] | None:
+    """A batch grouped by directory for the saver processes (None: not all local)."""
+    seen: dict[int, tuple[int, int]] = {}
+    out: list[save_procs.DirFiles] = []
+    last: SourceDir | None = None
+    for it in batch:
+        d = it.dir
+        if it.rel is None or not isinstance(d, LocalDir):
+            return None
+        if d is not last:  # runs of one directory, in batch order (the results' order)
+            ident = seen.get(id(d))
+            if ident is None:
+                try:
+                    st = os.fstat(d.fd)  # the directory the scanner opened and listed
+                except OSError:
+                    return None
+                ident = seen[id(d)] = (st.st_dev, st.st_ino)
+            out.append((it.rel.split(b"/")[:-1], ident[0], ident[1], []))
+            last = d
+        out[-1][3].append((it.name, it.st))
+    return out

@@ -18,6 +18,13 @@ def default_workers() -> int:
     return max(2, os.cpu_count() or 2)
 
 
+def auto_processes(workers: int) -> int:
+    """Saver processes by default: one per worker thread, at most one per core, and
+    none on a single core (they only add work there)."""
+    cores = os.cpu_count() or 1
+    return min(workers, cores) if cores >= 2 else 0
+
+
 class EngineError(Exception):
     """Base class of engine errors; ``str()`` is a message fit for a user."""
 
@@ -65,6 +72,14 @@ class BackupOptions:
     # work ahead) and cut the reference first backup's peak RSS by ~14 MB against 32
     max_inflight_bytes: int = 16 << 20
     adaptive_io: GovernorSettings | None = None
+    # worker processes reading, cutting, hashing and compressing small files of a local
+    # source (file_saver.PROCESS_AFTER_FILES on, without adaptive_io); None = automatic
+    # (auto_processes: one per worker thread, up to the cores), 0 = threads only
+    processes: int | None = None
+
+    def saver_processes(self) -> int:
+        """The number of saver processes ``processes`` asks for."""
+        return auto_processes(self.workers) if self.processes is None else self.processes
 
 
 @dataclass(slots=True)

@@ -36,6 +36,16 @@ class WriterPort(Protocol):
     """A repository writer (thread-safe ``add_blob``)."""
 
     def add_blob(self, kind: int, blob_id: bytes, data: Any, *, checked: bool = False) -> bool: ...
+    def add_compressed_blob(
+        self,
+        kind: int,
+        blob_id: bytes,
+        method: int,
+        body: Any,
+        raw_len: int,
+        *,
+        checked: bool = False,
+    ) -> bool: ...
     def has_blob(self, blob_id: bytes) -> bool: ...
     def has_blobs(self, blob_ids: Iterable[bytes]) -> set[bytes]: ...
     def trusts_points(self, point_ids: Iterable[str]) -> bool: ...

@@ -319,7 +319,7 @@ class Scanner:
                 # empty at lstat time: nothing to read (size and mtime are in the node)
                 self._read_xattrs(d, node, rel, None)
             elif self._saver.is_small(st):
-                pending = self._saver.save_small(d, name, st)
+                pending = self._saver.save_small(d, name, st, rel)
             else:
                 # a checkpoint may hold the stored prefix of this file: read only the rest
                 resume = None

@@ -41,6 +41,18 @@ TREE_PACKS_IN_MEMORY = 3
 PREFETCHED_LOCATIONS = 20_000
 
 
+def new_chunker(params: ChunkerParams, seed: int) -> FastCDC:
+    """A FastCDC chunker with ``params`` and the gear table keyed by ``seed``
+    (``RepositoryKeys.chunker_seed``); saver processes build theirs with it."""
+    return FastCDC(
+        params.avg_size,
+        min_size=params.min_size,
+        max_size=params.max_size,
+        normalized_chunking=params.normalized_chunking,  # type: ignore[arg-type]
+        seed=seed,
+    )
+
+
 class Repository:
     """An opened (unlocked) repository.  Thread-safe for reads."""
 
@@ -158,14 +170,7 @@ class Repository:
 
         Not thread-safe: use one per thread.
         """
-        p = self.config.chunker
-        return FastCDC(
-            p.avg_size,
-            min_size=p.min_size,
-            max_size=p.max_size,
-            normalized_chunking=p.normalized_chunking,  # type: ignore[arg-type]
-            seed=self.keys.chunker_seed,
-        )
+        return new_chunker(self.config.chunker, self.keys.chunker_seed)
 
     def blob_id(self, data: bytes | bytearray | memoryview) -> bytes:
         """Keyed BLAKE3 id (32 bytes) of ``data``."""

@@ -201,20 +201,66 @@ class RepositoryWriter:
         indexed meanwhile by another writer is stored twice, which is harmless).
         Thread-safe; may block while too many packs are waiting for upload.
         """
+        if len(data) > blob.MAX_BLOB_SIZE:
+            raise ValueError(f"blob of {len(data)} bytes exceeds {blob.MAX_BLOB_SIZE}")
+        if not self._claim_new(kind, blob_id, force=force, checked=checked):
+            return False
+        method, body = compression.compress_body(data, self.compression_level)
+        self._store(kind, blob_id, method, body, len(data))
+        return True
+
+    def add_compressed_blob(
+        self,
+        kind: int,
+        blob_id: bytes,
+        method: int,
+        body: bytes | bytearray | memoryview,
+        raw_len: int,
+        *,
+        checked: bool = False,
+    ) -> bool:
+        """:meth:`add_blob` for a blob compressed elsewhere (a saver process).
+
+        ``body`` is ``compression.compress_body``'s output for the ``raw_len`` bytes
+        whose id is ``blob_id`` (``method`` says how it was compressed). The same
+        deduplication, packing, encryption and stats as :meth:`add_blob`; a body
+        whose blob is already present is dropped.
+        """
+        if method not in (compression.COMPRESSION_NONE, compression.COMPRESSION_ZSTD):
+            raise ValueError(f"unknown compression method {method}")
+        if not 0 <= raw_len <= blob.MAX_BLOB_SIZE:
+            raise ValueError(f"blob of {raw_len} bytes exceeds {blob.MAX_BLOB_SIZE}")
+        if method == compression.COMPRESSION_NONE and len(body) != raw_len:
+            raise ValueError("a stored (uncompressed) body must be the blob's raw length")
+        if not self._claim_new(kind, blob_id, force=False, checked=checked):
+            return False
+        self._store(kind, bytes(blob_id), method, body, raw_len)
+        return True
+
+    def _claim_new(self, kind: int, blob_id: bytes, *, force: bool, checked: bool) -> bool:
+        """Check the arguments; True when this call is the one to store ``blob_id``."""
         self._raise_pending_error()
         if kind not in blob.KIND_NAMES:
             raise ValueError(f"unknown blob kind {kind}")
         if len(blob_id) != crypto.BLOB_ID_SIZE:
             raise ValueError("blob ids are 32 bytes")
-        if len(data) > blob.MAX_BLOB_SIZE:
-            raise ValueError(f"blob of {len(data)} bytes exceeds {blob.MAX_BLOB_SIZE}")
         blob_id = bytes(blob_id)
         if (not force and not checked and self.has_blob(blob_id)) or not self._claim(blob_id):
             with self._lock:
                 self.stats["blobs_dedup"] += 1
             return False
-        method, body = compression.compress_body(data, self.compression_level)
-        current, entry = self._reserve(kind, blob_id, 1 + len(body), len(data), method)
+        return True
+
+    def _store(
+        self,
+        kind: int,
+        blob_id: bytes,
+        method: int,
+        body: bytes | bytearray | memoryview,
+        raw_len: int,
+    ) -> None:
+        """Encrypt and write one claimed blob's record into the open pack of ``kind``."""
+        current, entry = self._reserve(kind, bytes(blob_id), 1 + len(body), raw_len, method)
         try:
             current.builder.write(entry, body)
         except BaseException as exc:
@@ -225,11 +271,10 @@ class RepositoryWriter:
                 current.users -= 1
                 ready = self._take_ready()
                 self.stats["blobs_new"] += 1
-                self.stats["bytes_raw"] += len(data)
+                self.stats["bytes_raw"] += raw_len
                 self.stats["bytes_stored"] += entry.length
         for item in ready:
             self._submit(item)
-        return True
 
     def _reserve(
         self, kind: int, blob_id: bytes, payload: int, raw: int, method: int

@@ -1,0 +1,298 @@
+"""Small files read, cut, hashed and compressed by real saver processes (save_procs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ferryman.engine import file_saver
+from ferryman.engine.backup import run_backup
+from ferryman.engine.options import BackupOptions, BackupResult
+from ferryman.engine.restore import run_restore
+from ferryman.engine.small_files import CHANGED_WARNING
+from ferryman.repository import BlobNotFound, Repository
+from ferryman.sources.local import LocalSource
+
+from .conftest import PASSPHRASE
+from .trees import build_awkward_tree, diff_trees
+
+STARTED = "small files go to 2 saver processes"
+SAVED = "saver processes saved"
+FELL_BACK = "saving small files with threads"
+
+
+@pytest.fixture
+def procs_log(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> pytest.LogCaptureFixture:
+    """Every small-file batch (of at most 3 files) goes to the saver processes."""
+    monkeypatch.setattr(file_saver, "PROCESS_AFTER_FILES", 0)
+    monkeypatch.setattr(file_saver, "BATCH_FILES", 3)
+    caplog.set_level(logging.INFO, logger="ferryman.engine.file_saver")
+    return caplog
+
+
+def _backup(src: Path, repo: Repository, share: str, processes: int) -> BackupResult:
+    return run_backup(LocalSource(src), repo, BackupOptions(share=share, processes=processes))
+
+
+def _before_each_batch(
+    monkeypatch: pytest.MonkeyPatch, hook: Callable[[file_saver.FileSaver, list[bytes]], None]
+) -> None:
+    """Run ``hook(saver, paths of the batch)`` in the parent just before a batch leaves
+    the scanner (after the scan's lstat, before any read): a change made there reaches
+    a saver process exactly as a change made by another program would."""
+    real = file_saver.FileSaver.flush_batch
+
+    def flush(self: file_saver.FileSaver) -> None:
+        paths = [it.rel or it.name for it in self._batch]
+        if paths:
+            hook(self, paths)
+        real(self)
+
+    monkeypatch.setattr(file_saver.FileSaver, "flush_batch", flush)
+
+
+def test_awkward_tree_round_trip_through_saver_processes(
+    repo: Repository, tmp_path: Path, procs_log: pytest.LogCaptureFixture
+) -> None:
+    """Byte for byte and field by field; the chunks equal the threads' chunks."""
+    src = tmp_path / "src"
+    build_awkward_tree(src)
+    odd = os.path.join(bytes(src), b"caf\xe9-\xff dir")
+    os.mkdir(odd)
+    for i in range(7):
+        with open(os.path.join(odd, b"\xfe\xff-%d\n.txt" % i), "wb") as f:
+            f.write(b"non-UTF-8 names %d\n" % i * (i * 700 + 1))
+    result = _backup(src, repo, "p", processes=2)
+    assert result.status == "success", result.warnings
+    assert STARTED in procs_log.text and SAVED in procs_log.text
+    assert FELL_BACK not in procs_log.text
+    assert result.restore_point is not None
+    out = tmp_path / "out"
+    restored = run_restore(repo, result.restore_point, out)
+    assert restored.status == "success", restored.errors
+    assert diff_trees(src, out) == []
+    # the same files through the threads find every chunk stored: same cuts, same ids
+    threads = _backup(src, repo, "t", processes=0)
+    assert threads.stats.files_read == result.stats.files_read
+    assert threads.stats.chunks_new == 0 and threads.stats.bytes_new == 0
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["threads", "processes"])
+def test_vanished_and_changed_files_warn_as_with_threads(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    procs_log: pytest.LogCaptureFixture,
+    processes: int,
+) -> None:
+    """Between scan and read: a file removed, a file rewritten once (read again, no
+    warning), a file growing all the time (read again, then kept with a warning)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "gone", "rewritten", "z"):
+        (src / name).write_bytes(name.encode() * 100)
+    busy = src / "busy.log"
+    busy.write_bytes(b"start\n")
+    stop = threading.Event()
+
+    def append() -> None:
+        with open(busy, "ab", buffering=0) as f:
+            while not stop.is_set():
+                f.write(b"x" * 4096)
+
+    def change(_saver: file_saver.FileSaver, paths: list[bytes]) -> None:
+        if b"gone" in paths:
+            (src / "gone").unlink()
+        if b"rewritten" in paths:
+            (src / "rewritten").write_bytes(b"new content, another size")
+
+    _before_each_batch(monkeypatch, change)
+    appender = threading.Thread(target=append, daemon=True)
+    appender.start()
+    try:
+        result = _backup(src, repo, "s", processes=processes)
+    finally:
+        stop.set()
+        appender.join()
+    reasons = {w.path: w.reason for w in result.warnings}
+    assert reasons.pop("gone") == "vanished before it could be read"
+    busy_reason = reasons.pop("busy.log", None)  # read twice while growing: warned
+    assert busy_reason in (None, CHANGED_WARNING)
+    assert reasons == {}
+    assert (SAVED in procs_log.text) == (processes > 0)
+    assert FELL_BACK not in procs_log.text
+    assert result.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, result.restore_point, out)
+    assert sorted(os.listdir(out)) == ["a", "busy.log", "rewritten", "z"]
+    assert (out / "rewritten").read_bytes() == b"new content, another size"
+    assert (out / "busy.log").read_bytes().startswith(b"start\nxxxx")
+
+
+def test_unreadable_files_warn_as_with_threads(tmp_path: Path) -> None:
+    """Real EACCES: the backups run in a child without the capability to bypass file
+    permissions (root) or as the unprivileged user running the tests."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"ok{i}").write_bytes(b"readable %d\n" % i)
+    (src / "secret").write_bytes(b"secret\n")
+    os.chmod(src / "secret", 0o000)
+    script = textwrap.dedent(
+        f"""
+        import json, logging, sys
+        from ferryman.engine import file_saver
+        from ferryman.engine.backup import run_backup
+        from ferryman.engine.options import BackupOptions
+        from ferryman.repository import Repository, open_backend
+        from ferryman.sources.local import LocalSource
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        file_saver.PROCESS_AFTER_FILES = 0
+        file_saver.BATCH_FILES = 2
+        repo = Repository.init(open_backend({str(tmp_path / "repo")!r}), {PASSPHRASE!r},
+                               scrypt_n=1 << 10, cache_dir={str(tmp_path / "cache")!r})
+        out = {{}}
+        for processes in (0, 2):
+            r = run_backup(LocalSource({str(src)!r}), repo,
+                           BackupOptions(share=str(processes), processes=processes))
+            out[processes] = [r.status, r.stats.files_read,
+                              {{w.path: w.reason for w in r.warnings}}]
+        print(json.dumps(out))
+        """
+    )
+    command = [sys.executable, "-c", script]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE as root"
+        command = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", *command]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    expected = ["warning", 5, {"secret": "permission denied"}]
+    assert out["0"] == expected and out["2"] == expected
+    assert SAVED in proc.stderr and FELL_BACK not in proc.stderr
+
+
+@pytest.mark.parametrize("swap", ["symlink", "directory"])
+def test_directory_swapped_between_scan_and_read_is_not_followed(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    procs_log: pytest.LogCaptureFixture,
+    swap: str,
+) -> None:
+    """A directory replaced after the scan opened it (by a symlink to a folder outside
+    the source, or by another folder): its files are reported, nothing else is read."""
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    (src / "d").mkdir(parents=True)
+    outside.mkdir()
+    for name in ("a", "b", "c"):
+        (src / "d" / name).write_bytes(b"inside " + name.encode())
+        (outside / name).write_bytes(b"SECRET " + name.encode())
+    (src / "e").write_bytes(b"after")
+    swapped: list[bool] = []
+
+    def replace(_saver: file_saver.FileSaver, paths: list[bytes]) -> None:
+        if b"d/a" in paths and not swapped:
+            (src / "d").rename(tmp_path / "moved-away")
+            if swap == "symlink":
+                (src / "d").symlink_to(outside)
+            else:
+                shutil.copytree(outside, src / "d")
+            swapped.append(True)
+
+    _before_each_batch(monkeypatch, replace)
+    result = _backup(src, repo, "s", processes=2)
+    assert swapped
+    reasons = {w.path: w.reason for w in result.warnings}
+    assert reasons == {f"d/{n}": "directory replaced while being read" for n in "abc"}
+    for name in ("a", "b", "c"):
+        with pytest.raises(BlobNotFound):
+            repo.get_blob(repo.blob_id(b"SECRET " + name.encode()))
+    assert FELL_BACK not in procs_log.text
+    assert result.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, result.restore_point, out)
+    assert (out / "e").read_bytes() == b"after"
+    assert os.listdir(out / "d") == []
+
+
+def test_killed_saver_process_loses_nothing(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    procs_log: pytest.LogCaptureFixture,
+) -> None:
+    """kill -9 of a saver process while it holds batches: they are saved here instead,
+    the backup ends as if nothing happened, with the reason in the log."""
+    src = tmp_path / "src"
+    for i in range(60):
+        (src / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 4}" / f"f{i}").write_bytes(os.urandom(500) * (i + 1))
+    killed: list[int] = []
+    real = file_saver.FileSaver.flush_batch
+
+    def flush_then_kill(self: file_saver.FileSaver) -> None:
+        real(self)
+        pool = self._procs
+        if pool is not None and not killed and self._small_files >= 12:
+            pids = list(pool._processes)  # the executor's own record of its processes
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+    monkeypatch.setattr(file_saver.FileSaver, "flush_batch", flush_then_kill)
+    result = _backup(src, repo, "s", processes=2)
+    assert killed
+    assert result.status == "success", result.warnings
+    assert result.stats.files_read == 60
+    assert "saver process failed" in procs_log.text and FELL_BACK in procs_log.text
+    assert result.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, result.restore_point, out)
+    assert diff_trees(src, out) == []
+
+
+def test_saver_processes_that_cannot_start_leave_the_work_to_threads(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    procs_log: pytest.LogCaptureFixture,
+) -> None:
+    """A worker that cannot open the source root fails in its initialiser: every batch
+    is saved in this process and the reason is logged."""
+    from ferryman.engine import save_procs
+
+    real_setup = save_procs.worker_setup
+
+    def no_root(*args: object) -> save_procs.WorkerSetup | None:
+        setup = real_setup(*args)  # type: ignore[arg-type]
+        assert setup is not None
+        return dataclasses.replace(setup, root_fd=-1)  # /proc/PID/fd/-1 does not exist
+
+    monkeypatch.setattr(save_procs, "worker_setup", no_root)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i}").write_bytes(os.urandom(300 + i))
+    result = _backup(src, repo, "s", processes=2)
+    assert result.status == "success", result.warnings
+    assert result.stats.files_read == 20
+    assert FELL_BACK in procs_log.text
+    assert result.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, result.restore_point, out)
+    assert diff_trees(src, out) == []
