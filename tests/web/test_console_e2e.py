@@ -295,6 +295,7 @@ def test_a_viewer_sees_everything_but_cannot_run_or_restore(
     point = ensure_backup(console)
     before = len(console.installation.json("session", "list"))
     page = browsing.open("victor")
+    expect(page.locator('[data-nav="users"]')).to_have_count(0)  # administrators only
     jobs = go(page, "#/jobs", "jobs")
     expect(jobs.get_by_text(JOB, exact=True).first).to_be_visible()
     no_buttons(page, "run-job", "create", "edit", "delete", "enable", "disable")
@@ -379,6 +380,7 @@ def test_every_view_renders_without_console_errors(console: Console, browsing: B
         ("#/sessions", "sessions"),
         (f"#/sessions/{session_id}", "session"),
         ("#/restore", "restore"),
+        ("#/users", "users"),
     ]
     for route, name in views:
         page.goto("/" + route)  # a full load of each, as from a bookmark
@@ -396,6 +398,7 @@ def test_every_view_renders_without_console_errors(console: Console, browsing: B
         ("#/shares", "shares", SHARE),
         ("#/jobs", "jobs", JOB),
         ("#/sessions", "sessions", JOB),
+        ("#/users", "users", "olga"),
     ):
         listed = go(page, route, name)
         expect(listed.locator("table").get_by_text(shown, exact=True).first).to_be_visible()
@@ -428,3 +431,56 @@ def test_an_administrator_edits_and_removes_a_job_from_its_row(
     expect(jobs.locator(f'[data-row="{spare}"]')).to_have_count(0)
     assert spare not in _names(console, "job")
     expect(jobs.locator(f'[data-row="{JOB}"]')).to_be_visible()
+
+
+def test_an_administrator_adds_a_user_sets_a_password_and_removes_the_user(
+    console: Console, browsing: Browsing
+) -> None:
+    inst = console.installation
+    page = browsing.open("alice")
+    page.locator('[data-nav="users"]').click()
+    users = view(page, "users")
+    expect(users.locator('[data-row="victor"]')).to_contain_text("viewer")
+
+    elsewhere = browsing.open()  # its own cookies: alice stays signed in on ``page``
+
+    def sign_in_status(password: str) -> int:
+        answer = elsewhere.request.post(
+            "/api/v1/login", data={"user": "wendy", "password": password}
+        )
+        return int(answer.status)
+
+    users.locator('[data-action="create"]').click()
+    form = page.locator('form[data-form="user"][data-mode="create"]')
+    fill(form, "name", "alice")  # taken
+    form.locator('select[name="role"]').select_option("operator")
+    fill(form, "password", "long enough password")
+    submit(form)
+    expect(form.locator('[data-error-for="name"]')).to_contain_text("alice")
+    fill(form, "name", "wendy")
+    fill(form, "password", "short")
+    submit(form)
+    expect(form.locator('[data-error-for="password"]')).to_contain_text("8")
+    assert "wendy" not in _names(console, "user")
+    fill(form, "password", "first password of wendy")
+    submit(form)
+    expect(form).to_have_count(0)
+    expect(users.locator('[data-row="wendy"]')).to_contain_text("operator")
+    assert {u["name"]: u["role"] for u in inst.json("user", "list")}["wendy"] == "operator"
+    assert sign_in_status("first password of wendy") == 200
+
+    users.locator('[data-action="password"][data-user="wendy"]').click()
+    form = page.locator('form[data-form="user"][data-mode="edit"]')
+    fill(form, "password", "second password of wendy")
+    submit(form)
+    expect(form).to_have_count(0)
+    assert sign_in_status("first password of wendy") == 401
+    assert sign_in_status("second password of wendy") == 200
+
+    users.locator('[data-action="delete"][data-user="wendy"]').click()
+    users.locator('[data-action="confirm"]').click()
+    expect(users.locator('[data-row="wendy"]')).to_have_count(0)
+    assert "wendy" not in _names(console, "user")
+    assert sign_in_status("second password of wendy") == 401
+    # alice's own session is untouched by all this
+    assert page.request.get("/api/v1/whoami").json()["name"] == "alice"

@@ -4,6 +4,7 @@ import { html, render, useEffect, useState } from './vendor/htm-preact-standalon
 import { api, setUnauthorizedHandler } from './api.js';
 import { stopLive, useLiveMode } from './live.js';
 import { useNotice } from './notice.js';
+import { can } from './roles.js';
 import { navigate, parseHash } from './router.js';
 import { LoginView } from './views/login.js';
 import { DashboardView } from './views/dashboard.js';
@@ -14,6 +15,7 @@ import { JobsView } from './views/jobs.js';
 import { SessionsView } from './views/sessions.js';
 import { SessionView } from './views/session.js';
 import { RestoreView } from './views/restore.js';
+import { UsersView } from './views/users.js';
 
 const NAV = [
   ['dashboard', 'Dashboard'],
@@ -23,6 +25,7 @@ const NAV = [
   ['repositories', 'Repositories'],
   ['proxies', 'Proxies'],
   ['restore', 'Restore'],
+  ['users', 'Users', 'admin'], // shown only to those who may use it
 ];
 
 const VIEWS = {
@@ -34,6 +37,7 @@ const VIEWS = {
   sessions: SessionsView,
   session: SessionView,
   restore: RestoreView,
+  users: UsersView,
 };
 
 function useRoute() {
@@ -67,7 +71,7 @@ function Frame({ user, route, onLogout, children }) {
     <header class="top">
       <a class="brand" href="#/dashboard">Ferryman</a>
       <nav>
-        ${NAV.map(
+        ${NAV.filter(([, , needs]) => !needs || can(user, needs)).map(
           ([name, title]) => html`<a href=${`#/${name}`} class=${active === name ? 'active' : ''}
             data-nav=${name}>${title}</a>`,
         )}
