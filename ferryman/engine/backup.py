@@ -2,7 +2,9 @@
 
 Threads: the caller's thread runs the scanner (walk + change detection); one
 reader thread reads large files; ``options.workers`` saver threads chunk, hash and store
-contents (compression/encryption happen inside ``add_blob``); one tree saver
+contents (compression/encryption happen inside ``add_blob``; small files of a
+local source are read, cut, hashed and compressed by saver processes,
+``save_procs``); one tree saver
 thread builds tree blobs in scan order and takes checkpoints; the repository
 writer's upload pool writes packs; a ticker emits progress. All hand-offs are
 bounded, so memory does not grow with the share.

@@ -5,7 +5,11 @@ AES-GCM) runs with the GIL released on every core:
 
 * small files (≤ ``SMALL_FILE_LIMIT``) are batched (up to ``BATCH_BYTES`` or
   ``BATCH_FILES``); one worker job opens, reads, chunks and stores a whole batch,
-  so there is no per-file round trip between threads;
+  so there is no per-file round trip between threads; for a local source, past
+  ``PROCESS_AFTER_FILES`` small files, batches go to saver processes instead
+  (``save_procs``: read, cut, hash and compress there; dedup, encryption and
+  storing here, ``add_compressed_blob``), so per-file Python work leaves this
+  process's GIL;
 * large files are read by one reader thread (the walk goes on) in ``SEGMENT`` pieces,
   cut with FastCDC (the last, open-ended chunk of a segment is carried into the
   next one, so cut points equal whole-file chunking), and every chunk becomes its
