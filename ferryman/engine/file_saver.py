@@ -459,13 +459,15 @@ class FileSaver:
         jobs = _dir_files(batch)
         if jobs is None:
             return False
+        with self._procs_lock:  # counted before its callback can run
+            self._procs_batches += 1
         try:
             job = save_procs.submit(procs, jobs)
         except RuntimeError as exc:  # the pool broke or was shut down meanwhile
+            with self._procs_lock:
+                self._procs_batches -= 1
             self._processes_failed(f"saver processes unusable ({exc})")
             return False
-        with self._procs_lock:
-            self._procs_batches += 1
 
         def done(job: Future[save_procs.BatchResult]) -> None:
             try:
