@@ -88,6 +88,8 @@ def test_awkward_tree_round_trip_through_saver_processes(
     # the same files through the threads find every chunk stored: same cuts, same ids
     threads = _backup(src, repo, "t", processes=0)
     assert threads.stats.files_read == result.stats.files_read
+    assert threads.stats.bytes_read == result.stats.bytes_read
+    assert result.stats.seconds_source_read > 0 and result.stats.seconds_processing > 0
     assert threads.stats.chunks_new == 0 and threads.stats.bytes_new == 0
 
 
