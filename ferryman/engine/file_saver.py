@@ -556,7 +556,9 @@ class FileSaver:
                 self._procs_idle.wait()
             procs, self._procs = self._procs, None
         if procs is not None:
-            procs.shutdown(wait=True, cancel_futures=True)
+            # a worker that never came up (stuck starting) must not hold the task
+            started = self._procs_warm is not None and self._procs_warm.done()
+            procs.shutdown(wait=started, cancel_futures=True)
         if self._procs_results:
             log.info(
                 "saver processes saved %d batches; their peak RSS (summed) %d MB",
