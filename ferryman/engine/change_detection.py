@@ -67,6 +67,14 @@ class PreviousListing:
             return cur
         return None
 
+    def peek(self) -> NodeMap | None:
+        """The next previous entry, not consumed (``take`` consumes it)."""
+        return self._current
+
+    def take(self) -> None:
+        """Consume the entry ``peek`` returned (the caller matched it by name)."""
+        self._current = self._next()
+
     def all_matched(self) -> bool:
         """Whether every previous entry was matched (call once the scan of the dir ended)."""
         return not self.skipped and self._current is None

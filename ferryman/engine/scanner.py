@@ -36,6 +36,7 @@ from ferryman.engine.tree_saver import (
     Event,
     LeaveDir,
     RawFile,
+    RawRun,
     TreeSaver,
 )
 from ferryman.sources.base import SourceDir
@@ -97,20 +98,23 @@ class Scanner:
         self._xattrs = read_xattrs
         self._cancel = cancel
         self._events: list[Event] = []
+        self._weight = 0  # entries in ``_events`` (a RawRun counts each of its entries)
         self._hardlinks: dict[tuple[int, int], _Hardlink] = {}
         self._root_dev = 0
 
     # -- event plumbing ------------------------------------------------------------
 
-    def _emit(self, ev: Event) -> None:
+    def _emit(self, ev: Event, weight: int = 1) -> None:
         self._events.append(ev)
-        if len(self._events) >= EVENT_BATCH:
+        self._weight += weight
+        if self._weight >= EVENT_BATCH:
             self._flush_events()
 
     def _flush_events(self) -> None:
         if not self._events:
             return
         events, self._events = self._events, []
+        self._weight = 0
         if not self._trees.put(events, block=False):
             self._saver.flush_batch()  # the tree saver may be waiting on the open batch
             self._trees.put(events)
@@ -141,9 +145,19 @@ class Scanner:
             top.reuse = prev_maps[0]
         stack = [top]
         count = 0
+        next_cancel_check = 256
+        runs = len(prev_maps) == 1 and not self._filter.active
         try:
             while stack:
                 frame = stack[-1]
+                ahead = None
+                if runs and frame.dir is not None and len(frame.prev) == 1:
+                    start = frame.index
+                    ahead = self._raw_run(frame)
+                    count += frame.index - start
+                    if count >= next_cancel_check:
+                        next_cancel_check = count + 256
+                        self._check_cancel()
                 if frame.index >= len(frame.names):
                     stack.pop()
                     if frame.dir is not None:
@@ -156,9 +170,10 @@ class Scanner:
                 name = frame.names[frame.index]
                 frame.index += 1
                 count += 1
-                if count & 255 == 0:
+                if count >= next_cancel_check:
+                    next_cancel_check = count + 256
                     self._check_cancel()
-                child = self._entry(frame, name)
+                child = self._entry(frame, name, ahead)
                 if child is not None:
                     stack.append(child)
         finally:
@@ -188,17 +203,84 @@ class Scanner:
         self._counts.dirs_scanned += 1
         return _Frame(d, names, 0, rel, listings, selection)
 
-    def _entry(self, frame: _Frame, name: bytes) -> _Frame | None:
+    def _raw_run(self, frame: _Frame) -> os.stat_result | None:
+        """Take the run of entries from ``frame.index`` on that are unchanged regular
+        files with one link or unchanged symlinks (the cases ``_entry`` would send
+        as ``RawFile`` / raw ``Entry``), matched in the only previous listing, and
+        send them as one ``RawRun``. Stops at the first other entry; returns its
+        lstat result when taken (``_entry`` uses it rather than asking again).
+
+        The test is ``unchanged`` (size, mtime, ctime, inode, mode, rdev) against the
+        record of the same name, exactly as for a single entry: this only batches.
+        """
+        d = frame.dir
+        assert d is not None
+        names = frame.names
+        listing = frame.prev[0]
+        lstat = d.lstat
+        i = start = frame.index
+        end = min(len(names), start + EVENT_BATCH)  # bounded events and cancel checks
+        maps: list[NodeMap] = []
+        sts: list[os.stat_result] = []
+        files = size = 0
+        st: os.stat_result | None = None
+        while i < end:
+            prev = listing.peek()
+            name = names[i]
+            if prev is None or prev["n"] != name:
+                st = None
+                break
+            try:
+                st = lstat(name)
+            except OSError:
+                st = None  # _entry asks again and reports it
+                break
+            kind = prev.get("t")
+            if kind == "file":
+                # same mode implies a regular file; hard links go through _file
+                if st.st_nlink != 1 or not unchanged(prev, st):
+                    break
+                files += 1
+                size += st.st_size
+            elif kind != "symlink" or not unchanged(prev, st):
+                break
+            listing.take()
+            maps.append(prev)
+            sts.append(st)
+            i += 1
+        else:
+            st = None
+        if i == start:
+            return st
+        frame.index = i
+        counts = self._counts
+        counts.files_scanned += i - start
+        counts.bytes_scanned += size
+        counts.files_unchanged += files
+        owns = False
+        if files and not frame.lent:  # one reference per directory, as for RawFile
+            d.retain()
+            frame.lent = owns = True
+        self._emit(RawRun(maps, sts, d, frame.rel, owns), i - start)
+        return st
+
+    def _entry(
+        self, frame: _Frame, name: bytes, ahead: os.stat_result | None = None
+    ) -> _Frame | None:
+        """Handle one entry; ``ahead``: its lstat result when ``_raw_run`` took it."""
         rel = frame.rel + b"/" + name if frame.rel else name
         if self._filter.active and self._filter.excluded(name, rel):
             return None
         d = frame.dir
         assert d is not None
-        try:
-            st = d.lstat(name)
-        except OSError as exc:
-            self._stats.warn(os.fsdecode(rel), describe_os_error(exc))
-            return None
+        if ahead is not None:
+            st = ahead
+        else:
+            try:
+                st = d.lstat(name)
+            except OSError as exc:
+                self._stats.warn(os.fsdecode(rel), describe_os_error(exc))
+                return None
         mode = st.st_mode
         is_dir = stat.S_ISDIR(mode)
         if not is_dir and self._filter.has_include and not self._filter.included(name, rel):

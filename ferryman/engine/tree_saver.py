@@ -77,6 +77,24 @@ class RawFile:
 
 
 @dataclass(slots=True)
+class RawRun:
+    """Consecutive unchanged entries of one directory: regular files with one link and
+    symlinks whose previous records ``maps`` are reused as they are, in name order.
+
+    One event for the run instead of one per entry: an unchanged re-run costs the
+    scanner and this thread a few operations per entry, not an event each. Like a
+    ``RawFile``, a file whose chunks are gone is read again (from ``dir``, with its
+    ``sts`` entry; only checked without trust); ``owns`` as for ``RawFile``.
+    """
+
+    maps: list[NodeMap]
+    sts: list[os.stat_result]
+    dir: SourceDir
+    rel: bytes  # the directory's path
+    owns: bool = False
+
+
+@dataclass(slots=True)
 class LeaveDir:
     """The scanner finished the directory entered last.
 
@@ -93,7 +111,7 @@ class CheckpointNow:
     """Save a checkpoint of everything before this event."""
 
 
-Event = EnterDir | Entry | RawFile | LeaveDir | CheckpointNow
+Event = EnterDir | Entry | RawFile | RawRun | LeaveDir | CheckpointNow
 RereadFile = Callable[[SourceDir, bytes, os.stat_result], FileOutcome]
 CheckpointCallback = Callable[[Node], None]
 
@@ -198,11 +216,18 @@ class TreeSaver:
             # dropped events (dead or stopped consumer, which still drains the queue so
             # the scanner never blocks): release the directories they hold
             for ev in events:
-                if isinstance(ev, RawFile) and ev.owns:
+                if isinstance(ev, RawFile | RawRun) and ev.owns:
                     ev.dir.release()
 
     def _handle(self, ev: Event) -> None:
-        if isinstance(ev, RawFile):
+        if isinstance(ev, RawRun):
+            if ev.owns:
+                self._stack[-1].dir = ev.dir
+            if self._trust_reused:
+                self._add_raw(ev.maps)
+            else:
+                self._add_confirmed(ev)
+        elif isinstance(ev, RawFile):
             if ev.owns:
                 self._stack[-1].dir = ev.dir
             if self._trust_reused or all(map(self._present.__contains__, ev.raw.get("c", ()))):
@@ -264,7 +289,10 @@ class TreeSaver:
         (``has_blob``), asked in one call for the whole batch."""
         ids: list[bytes] = []
         for ev in batch:
-            if isinstance(ev, RawFile):
+            if isinstance(ev, RawRun):
+                for m in ev.maps:
+                    ids.extend(m.get("c", ()))
+            elif isinstance(ev, RawFile):
                 ids.extend(ev.raw.get("c", ()))
             elif isinstance(ev, LeaveDir) and ev.reuse is not None:
                 ids.extend(ev.reuse.get("st", ()))
@@ -285,6 +313,16 @@ class TreeSaver:
             self._stats.warn(os.fsdecode(ev.path), out.warning)
         node.content, node.size, node.holes = out.content, out.size, out.holes
         self._add(node_to_map(node), raw=False)
+
+    def _add_confirmed(self, ev: RawRun) -> None:
+        """Add a run's entries whose chunks ``_confirm`` found; read the others again."""
+        present = self._present.__contains__
+        prefix = ev.rel + b"/" if ev.rel else b""
+        for m, st in zip(ev.maps, ev.sts, strict=True):
+            if all(map(present, m.get("c", ()))):
+                self._add(m, raw=True)
+            else:
+                self._reread_file(RawFile(m, prefix + m["n"], ev.dir, st, owns=False))
 
     @staticmethod
     def _release_dir(b: _Builder) -> None:
@@ -313,6 +351,19 @@ class TreeSaver:
             self._add(entry, raw=raw)
         else:
             self.root = b.node
+
+    def _add_raw(self, maps: list[NodeMap]) -> None:
+        """``_add(m, raw=True)`` for each of ``maps``; in one step when they fit the
+        current tree blob (the usual case), so blob boundaries stay those of ``_add``."""
+        b = self._stack[-1]
+        size = b.approx_bytes + sum(map(approx_size, maps))
+        if len(b.buffer) + len(maps) < self._max_nodes and size < TARGET_TREE_BYTES:
+            self._added += len(maps)
+            b.buffer.extend(maps)
+            b.approx_bytes = size
+            return
+        for m in maps:
+            self._add(m, raw=True)
 
     def _add(self, m: NodeMap, raw: bool) -> None:
         self._added += 1
