@@ -28,7 +28,7 @@ import logging
 import os
 from collections.abc import Iterator
 
-from ferryman.engine.nodes import NodeMap, TreeLayoutError, iter_dir_maps
+from ferryman.engine.nodes import NodeMap, TreeLayoutError, load_dir_maps
 from ferryman.engine.ports import RepositoryPort
 from ferryman.repository import RepositoryError
 
@@ -36,48 +36,62 @@ log = logging.getLogger(__name__)
 
 
 class PreviousListing:
-    """Previous entries of one directory, consumed in sorted name order."""
+    """Previous entries of one directory, consumed in sorted name order.
 
-    __slots__ = ("_current", "_it", "skipped")
+    Holds the current tree blob's entries and a position in them (a list and an
+    index: ``peek``/``take`` cost a few operations per entry, no generator step).
+    """
+
+    __slots__ = ("_blobs", "_i", "_maps", "_repo", "skipped")
 
     def __init__(self, repo: RepositoryPort, subtrees: list[bytes]) -> None:
-        self._it: Iterator[NodeMap] = iter_dir_maps(repo, subtrees)
+        self._repo = repo
+        self._blobs: Iterator[bytes] = iter(subtrees)
+        self._maps: list[NodeMap] = []
+        self._i = 0
         self.skipped = False  # a previous entry was not matched (deleted or excluded)
-        self._current: NodeMap | None = self._next()
+        self._load()
 
-    def _next(self) -> NodeMap | None:
-        """The next previous entry; an unreadable previous tree only costs re-reading."""
-        try:
-            return next(self._it, None)
-        except (RepositoryError, TreeLayoutError, ValueError, KeyError) as exc:
-            log.warning("previous tree unusable for change detection: %s", exc)
-            self.skipped = True
-            self._it = iter(())
-            return None
+    def _load(self) -> None:
+        """Move to the next non-empty tree blob (an unreadable one only costs re-reading)."""
+        self._maps, self._i = [], 0
+        for blob_id in self._blobs:
+            try:
+                maps = load_dir_maps(self._repo, blob_id)
+            except (RepositoryError, TreeLayoutError, ValueError, KeyError) as exc:
+                log.warning("previous tree unusable for change detection: %s", exc)
+                self.skipped = True
+                self._blobs = iter(())
+                return
+            if maps:
+                self._maps = maps
+                return
 
     def find(self, name: bytes) -> NodeMap | None:
         """The previous entry called ``name``; names must be asked in increasing order."""
-        cur = self._current
+        cur = self.peek()
         while cur is not None and cur["n"] < name:
             self.skipped = True
-            cur = self._next()
-        self._current = cur
+            self.take()
+            cur = self.peek()
         if cur is not None and cur["n"] == name:
-            self._current = self._next()
+            self.take()
             return cur
         return None
 
     def peek(self) -> NodeMap | None:
         """The next previous entry, not consumed (``take`` consumes it)."""
-        return self._current
+        return self._maps[self._i] if self._i < len(self._maps) else None
 
     def take(self) -> None:
         """Consume the entry ``peek`` returned (the caller matched it by name)."""
-        self._current = self._next()
+        self._i += 1
+        if self._i >= len(self._maps):
+            self._load()
 
     def all_matched(self) -> bool:
         """Whether every previous entry was matched (call once the scan of the dir ended)."""
-        return not self.skipped and self._current is None
+        return not self.skipped and self.peek() is None
 
 
 def unchanged(prev: NodeMap, st: os.stat_result) -> bool:

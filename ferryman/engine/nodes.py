@@ -35,7 +35,9 @@ __all__ = [
     "ROOT_NAME",
     "Node",
     "NodeMap",
+    "iter_dir_maps",
     "iter_dir_nodes",
+    "load_dir_maps",
     "load_root",
     "load_tree_maps",
     "node_from_map",
@@ -150,16 +152,21 @@ def load_tree_maps(repo: RepositoryPort, blob_id: bytes) -> list[NodeMap]:
     return nodes
 
 
-def iter_dir_maps(repo: RepositoryPort, subtrees: list[bytes]) -> Iterator[NodeMap]:
-    """Stream a directory's entries as stored maps, one tree blob at a time.
+def load_dir_maps(repo: RepositoryPort, blob_id: bytes) -> list[NodeMap]:
+    """One tree blob of a directory being walked, as stored maps.
 
     The tree blobs of the subdirectories listed are located with one index query
     per blob read (``prefetch_locations``), not one per subdirectory.
     """
+    maps = load_tree_maps(repo, blob_id)
+    repo.prefetch_locations([i for m in maps if m.get("t") == "dir" for i in m.get("st", ())])
+    return maps
+
+
+def iter_dir_maps(repo: RepositoryPort, subtrees: list[bytes]) -> Iterator[NodeMap]:
+    """Stream a directory's entries as stored maps, one tree blob at a time."""
     for blob_id in subtrees:
-        maps = load_tree_maps(repo, blob_id)
-        repo.prefetch_locations([i for m in maps if m.get("t") == "dir" for i in m.get("st", ())])
-        yield from maps
+        yield from load_dir_maps(repo, blob_id)
 
 
 def store_maps(repo: RepositoryPort, writer: WriterPort, maps: list[NodeMap]) -> tuple[bytes, bool]:
