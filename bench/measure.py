@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -164,3 +165,40 @@ def measure_step(
         ok=not error,
         error=error,
     )
+
+
+# On ext4 without a journal (these machines' root), creating a file skips every inode
+# freed in the last minute (five more while its inode table block is dirty), one
+# buffer-cache lookup each: files created within minutes of deleting a large tree cost
+# several times more kernel time (a reference restore right after deleting the previous
+# ones: 21 s CPU instead of 9). A restore is measured only once the last large deletion
+# made by a benchmark is that old.
+DELETE_SETTLE_SECONDS = 360.0
+_DELETE_MARK = ".last-large-delete"
+
+
+def delete_tree(path: Path, mark_in: Path) -> None:
+    """Delete ``path`` (if there), ``sync``, and record when in ``mark_in``."""
+    if not path.exists():
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    os.sync()
+    mark_in.mkdir(parents=True, exist_ok=True)
+    (mark_in / _DELETE_MARK).write_text(f"{time.time():.0f}\n")
+
+
+def settle_after_deletion(
+    mark_in: Path, settle: float = DELETE_SETTLE_SECONDS, say: Callable[[str], None] = print
+) -> float:
+    """Wait until the deletion recorded in ``mark_in`` is ``settle`` seconds old;
+    returns the seconds waited."""
+    try:
+        deleted = float((mark_in / _DELETE_MARK).read_text())
+    except (OSError, ValueError):
+        return 0.0
+    wait = deleted + settle - time.time()
+    if wait <= 0:
+        return 0.0
+    say(f"waiting {wait:.0f} s: files created soon after a large deletion are slower here")
+    time.sleep(wait)
+    return wait

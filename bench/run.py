@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from typing import cast
 from rich.console import Console
 
 from bench.cluster.section import CLUSTER, parse_cluster, run_cluster
-from bench.measure import ESTIMATORS
+from bench.measure import ESTIMATORS, delete_tree
 from bench.peers_install import install_peers
 from bench.report import print_report
 from bench.sections import run_extra_sections
@@ -215,19 +214,21 @@ def main(argv: list[str] | None = None) -> int:
 
     started = datetime.now(UTC)
     run_dir = args.workdir / "runs"
-    if run_dir.exists():  # the last run's repositories: gone before anything is measured
-        shutil.rmtree(run_dir)
-        os.sync()
+    # the last run's repositories: gone before anything is measured (a restore then waits
+    # until that deletion is minutes old, see ToolRun._step)
+    delete_tree(run_dir, args.workdir)
     runs: list[ToolRun] = []
     try:
         for name in names:
             runs.append(_prepare(name, args, workload, run_dir, console, runs))
-        # step by step across the tools, so a noisy minute hits every tool's step alike
+        # step by step across the tools, so a noisy minute hits every tool's step alike;
+        # a repeated step runs the tools in the reverse order each time (who goes first
+        # after the backups, or right after the other tool wrote gigabytes, alternates)
         for step in STEPS:
             for run in runs:
                 run.run_step(step)
-            for _ in range(args.repeat - 1 if step in REPEATABLE else 0):
-                for run in runs:
+            for i in range(args.repeat - 1 if step in REPEATABLE else 0):
+                for run in runs[::-1] if i % 2 == 0 else runs:
                     run.run_step(step, again=True)
     finally:
         for run in runs:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from rich.console import Console
 
 from bench.daily_change import apply_daily_change
-from bench.measure import StepResult, measure_step, pick_round
+from bench.measure import StepResult, delete_tree, measure_step, pick_round, settle_after_deletion
 from bench.targets import DAILY, FIRST, RESTORE, UNCHANGED
 from bench.tools.base import BackupTool
 from bench.tree_compare import compare_trees
@@ -40,6 +39,7 @@ class ToolRun:
         self._others = others
         self.estimator = estimator
         self.base = workdir / getattr(tool, "slug", tool.name)
+        self.marks = workdir.parent  # where the time of the last large deletion is kept
         self.source = self.base / "share"
         self.restore_to = self.base / "restored-1"
         self.workload = workload
@@ -52,8 +52,7 @@ class ToolRun:
 
     def prepare(self) -> bool:
         """Copy the share and set the tool up (not measured); False if setup failed."""
-        if self.base.exists():
-            shutil.rmtree(self.base)
+        delete_tree(self.base, self.marks)
         copy_share(self.workload, self.source)
         self.console.print(f"[bold]{self.tool.name}[/bold]: {self.info['description']}")
         try:
@@ -73,10 +72,14 @@ class ToolRun:
     def _step(self, name: str, restore: bool = False, again: bool = False) -> None:
         if restore:
             # every restore into a new empty folder; the earlier ones are deleted at the
-            # end: on this disk (ext4 with online discard) writing right after deleting
-            # gigabytes is several times slower, which would bias later runs
+            # end, and a restore starts only once the last large deletion is minutes old
+            # (bench.measure.DELETE_SETTLE_SECONDS: on this disk creating files soon after
+            # deleting many is several times slower, which would bias whoever comes next)
             runs = len(self._rounds.get(name, []))
             self.restore_to = self.base / f"restored-{runs + 1}"
+            waited = settle_after_deletion(self.marks, say=self._say)
+            if waited:
+                self.info["restore_waited_s"] = round(waited)
         os.sync()  # no writeback of the previous step inside this one
         action = (lambda: self.tool.restore(self.restore_to)) if restore else self.tool.backup
         result = measure_step(
@@ -130,9 +133,12 @@ class ToolRun:
         self._rounds[RESTORE][0].note = result.note  # kept when a repetition is reported
         self.console.print(f"  {self.tool.name:9} restore check: {diff.summary()}", markup=False)
 
+    def _say(self, text: str) -> None:
+        self.console.print(f"  {text}", markup=False)
+
     def finish(self, keep: bool) -> None:
         self.tool.teardown()
         if not keep:
-            shutil.rmtree(self.source, ignore_errors=True)
+            delete_tree(self.source, self.marks)
             for restored in self.base.glob("restored-*"):
-                shutil.rmtree(restored, ignore_errors=True)
+                delete_tree(restored, self.marks)
