@@ -117,10 +117,17 @@ class RestoreOptions:
     verify: bool = True
     workers: int = field(default_factory=default_workers)
     # worker processes writing files into a local target from a local repository,
-    # started past restore_walk.PROCESS_AFTER_FILES files; 0 (the default) = none:
-    # through the server they cost more CPU than they gave (bench/README.md)
-    processes: int = 0
+    # started past restore_walk.PROCESS_AFTER_FILES files; None = automatic
+    # (writer_processes: one per core up to 4, none on one core), 0 = threads only
+    processes: int | None = None
     progress_interval: float = 0.5
+
+    def writer_processes(self) -> int:
+        """The number of writer processes ``processes`` asks for."""
+        if self.processes is not None:
+            return self.processes
+        cores = os.cpu_count() or 1
+        return min(cores, 4) if cores >= 2 else 0
 
 
 @dataclass(slots=True)

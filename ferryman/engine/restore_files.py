@@ -159,12 +159,23 @@ def write_content(
             roff += done
             if ri < len(regions) and roff >= regions[ri][1]:
                 ri, roff = ri + 1, 0
-    end = max(node.size, _end_of(regions, written))
+    end = max(node.size, _end_of(regions, written))  # = expected_size(node, written)
     if end != written or node.holes:
         out.truncate(end)  # trailing hole, or a node inconsistent with its data
-    if verify and isinstance(fd, int) and os.fstat(fd).st_size != end:
-        raise VerifyFailed(errno.EIO, "restored file does not have the stored size")
+    if verify and isinstance(fd, int):
+        check_size(os.fstat(fd), end)
     return written
+
+
+def expected_size(node: Node, written: int) -> int:
+    """The size a file must have once ``written`` bytes of ``node``'s content went in."""
+    return max(node.size, _end_of(data_regions(node.size, node.holes), written))
+
+
+def check_size(st: os.stat_result, expected: int) -> None:
+    """Raise ``VerifyFailed`` unless the written file has the ``expected`` size."""
+    if st.st_size != expected:
+        raise VerifyFailed(errno.EIO, "restored file does not have the stored size")
 
 
 def _end_of(regions: list[tuple[int, int]], written: int) -> int:
@@ -177,19 +188,31 @@ def open_for_write(dir_fd: int, name: bytes, mode: int) -> int:
     return os.open(name, _WRITE_FLAGS, (mode & 0o777) | stat.S_IWUSR, dir_fd=dir_fd)
 
 
-def apply_fd_metadata(fd: int, node: Node, owner: bool, xattrs: bool) -> list[str]:
-    """Ownership, mode, xattrs, ACLs and timestamps of an open file or directory."""
+def apply_fd_metadata(
+    fd: int, node: Node, owner: bool, xattrs: bool, current: os.stat_result | None = None
+) -> list[str]:
+    """Ownership, mode, xattrs, ACLs and timestamps of an open file or directory.
+
+    ``current``: the file's stat taken after it was written; an owner or a mode it
+    already has is not set again (a ``chown`` clears set-id bits, so once the owner
+    changed the mode is always set)."""
     problems: list[str] = []
+    mode = stat.S_IMODE(node.mode)
+    chown = current is None
     if owner:
+        uid, gid = uid_for(node.user, node.uid), gid_for(node.group, node.gid)
+        if current is None or (current.st_uid, current.st_gid) != (uid, gid):
+            chown = True
+            try:
+                os.fchown(fd, uid, gid)
+            except OSError as exc:
+                problems.append(f"owner: {exc.strerror}")
+    if chown or current is None or stat.S_IMODE(current.st_mode) != mode:
         try:
-            os.fchown(fd, uid_for(node.user, node.uid), gid_for(node.group, node.gid))
+            os.fchmod(fd, mode)
         except OSError as exc:
-            problems.append(f"owner: {exc.strerror}")
-    try:
-        os.fchmod(fd, stat.S_IMODE(node.mode))
-    except OSError as exc:
-        problems.append(f"mode: {exc.strerror}")
-    if xattrs:
+            problems.append(f"mode: {exc.strerror}")
+    if xattrs and (node.xattrs or node.acl_access or node.acl_default):
         attrs = dict(local_xattrs(node.xattrs))
         if node.acl_access:
             attrs[ACL_ACCESS] = node.acl_access
@@ -251,9 +274,12 @@ def write_local_file(
     try:
         # a hardlinked file was created empty ahead of its content: truncate it
         written = write_content(
-            repo, fd, node, verify, truncate=node.nlink > 1, prefetched=prefetched
+            repo, fd, node, False, truncate=node.nlink > 1, prefetched=prefetched
         )
-        return written, apply_fd_metadata(fd, node, owner, xattrs)
+        st = os.fstat(fd)  # one stat for the size check and the metadata to set
+        if verify:
+            check_size(st, expected_size(node, written))
+        return written, apply_fd_metadata(fd, node, owner, xattrs, st)
     finally:
         os.close(fd)
 

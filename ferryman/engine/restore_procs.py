@@ -20,6 +20,7 @@ memory, never written anywhere).
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -37,6 +38,8 @@ from ferryman.repository.backend.local import LocalBackend
 from ferryman.repository.backend.retry import RetryingBackend
 from ferryman.repository.config import RepositoryConfig
 from ferryman.sources.base import SourceError, check_name
+
+GC_THRESHOLD = 100_000  # allocations between young-generation collections in a worker
 
 # a batch's files: (directory below the root as path parts, name, node, path shown)
 Job = tuple[list[bytes], bytes, Node, str]
@@ -128,6 +131,11 @@ _worker: _Worker | None = None
 def _init(setup: WorkerSetup) -> None:
     global _worker
     _worker = _Worker(setup)
+    # A batch allocates thousands of short-lived objects (nodes, chunks) and forms no
+    # cycles worth chasing: a young collection every 700 allocations was ~3 % of the
+    # samples of a reference restore (perf); the imported modules are frozen out of it.
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD)
 
 
 def _write_batch(jobs: list[Job]) -> BatchOutcome:

@@ -86,7 +86,7 @@ class Restorer:
         # worker processes for local targets (started past PROCESS_AFTER_FILES files),
         # and their batches in flight, kept to be written here if a worker fails
         self._procs: ProcessPoolExecutor | None = None
-        self._procs_off = not isinstance(root, LocalTargetDir) or options.processes <= 0
+        self._procs_off = not isinstance(root, LocalTargetDir) or options.writer_processes() <= 0
         self._proc_batches: list[tuple[Future[restore_procs.BatchOutcome], list[_FileJob]]] = []
         self._files_queued = 0
         self._batch: list[_FileJob] = []
@@ -300,7 +300,7 @@ class Restorer:
         if setup is None:
             return None
         try:
-            self._procs = restore_procs.start_pool(setup, self.options.processes)
+            self._procs = restore_procs.start_pool(setup, self.options.writer_processes())
         except OSError as exc:
             log.warning("restore worker processes not started (%s): using threads", exc)
         return self._procs

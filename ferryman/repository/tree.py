@@ -107,14 +107,21 @@ def _check(value: Any, kind: type, what: str) -> Any:
     return value
 
 
+_BY_KEY: dict[str, tuple[str, type]] = {key: (attr, kind) for attr, key, kind in _FIELDS}
+
+
 def node_from_map(doc: Any) -> Node:
     """Validate and build a node from its msgpack map (unknown keys are ignored)."""
     if not isinstance(doc, dict):
         raise TreeFormatError("node is not a map")
     kwargs: dict[str, Any] = {}
-    for attr, key, kind in _FIELDS:
-        if key in doc:
-            kwargs[attr] = _check(doc[key], kind, f"node field {attr}")
+    # only the keys present (a node stores few); an exact type passes without _check
+    for key, value in doc.items():
+        spec = _BY_KEY.get(key)
+        if spec is None:
+            continue
+        attr, kind = spec
+        kwargs[attr] = value if type(value) is kind else _check(value, kind, f"node field {attr}")
     if "name" not in kwargs or "type" not in kwargs:
         raise TreeFormatError("node without name or type")
     if kwargs["type"] not in NODE_TYPES:

@@ -125,3 +125,53 @@ def test_restore_progress_and_cancel(repo: Repository, tmp_path: Path, point: st
     cancel.set()
     stopped = run_restore(repo, point, tmp_path / "c", RestoreOptions(), cancel=cancel)
     assert stopped.stats.files_restored == 0
+
+
+def test_writer_processes_by_default_one_per_core_up_to_four(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for cores, expected in ((1, 0), (2, 2), (3, 3), (16, 4)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert RestoreOptions().writer_processes() == expected
+    assert RestoreOptions(processes=0).writer_processes() == 0  # threads only, as asked
+    assert RestoreOptions(processes=7).writer_processes() == 7
+
+
+@pytest.mark.parametrize("in_processes", [False, True])
+def test_modes_are_exact_under_a_restrictive_umask(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_processes: bool
+) -> None:
+    """A file's mode is set whatever the umask or the mode it was created with (the
+    restore skips setting a mode the new file already has)."""
+    from ferryman.engine import restore_procs, restore_walk
+
+    monkeypatch.setattr(restore_walk, "PROCESS_AFTER_FILES", 0)
+    pools: list[int] = []
+    real_start = restore_procs.start_pool
+
+    def start_pool(setup: restore_procs.WorkerSetup, processes: int) -> object:
+        pools.append(processes)
+        return real_start(setup, processes)
+
+    monkeypatch.setattr(restore_procs, "start_pool", start_pool)
+    src = tmp_path / "src"
+    src.mkdir()
+    modes = {"rw-all": 0o666, "read-only": 0o444, "plain": 0o644, "exec": 0o755}
+    modes |= {"private": 0o600, "setgid": 0o2755, "sticky": 0o1644}
+    for name, mode in modes.items():
+        (src / name).write_bytes(name.encode())
+        os.chmod(src / name, mode)
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+    old = os.umask(0o077)
+    try:
+        options = RestoreOptions(processes=2 if in_processes else 0)
+        restored = run_restore(repo, result.restore_point, tmp_path / "out", options)
+    finally:
+        os.umask(old)
+    assert restored.status == "success", restored.errors
+    assert pools == ([2] if in_processes else [])
+    for name, mode in modes.items():
+        st = os.stat(tmp_path / "out" / name)
+        assert (name, st.st_mode & 0o7777) == (name, mode)
+        assert (tmp_path / "out" / name).read_bytes() == name.encode()

@@ -50,6 +50,15 @@ def _outside_untouched(outside: Path) -> None:
     assert (outside / "keep").read_bytes() == b"original"
 
 
+@pytest.fixture(params=[0, 2], ids=["threads", "processes"])
+def processes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The restore's files written by threads, or by its worker processes from the first."""
+    from ferryman.engine import restore_walk
+
+    monkeypatch.setattr(restore_walk, "PROCESS_AFTER_FILES", 0)
+    return int(request.param)
+
+
 @pytest.fixture
 def outside(tmp_path: Path) -> Path:
     d = tmp_path / "outside"
@@ -62,11 +71,11 @@ def outside(tmp_path: Path) -> Path:
     "name", [b"..", b".", b"../escape", b"/abs", b"a/../../x", b"", b"nul\x00byte"]
 )
 def test_hostile_names_are_refused(
-    repo: Repository, tmp_path: Path, outside: Path, name: bytes
+    repo: Repository, tmp_path: Path, outside: Path, name: bytes, processes: int
 ) -> None:
     target = tmp_path / "target"
     point = _point(repo, [[_file(name)]])
-    result = run_restore(repo, point, target)
+    result = run_restore(repo, point, target, RestoreOptions(processes=processes))
     assert result.status == "warning"
     assert result.errors, "hostile entry must be reported"
     _outside_untouched(outside)
@@ -90,23 +99,25 @@ def test_symlink_then_directory_of_the_same_name(
 
 
 def test_symlink_then_file_of_the_same_name(
-    repo: Repository, tmp_path: Path, outside: Path
+    repo: Repository, tmp_path: Path, outside: Path, processes: int
 ) -> None:
     link = Node(
         name=b"f", type="symlink", mode=0o120777, link_target=str(outside / "keep").encode()
     )
     point = _point(repo, [[link], [_file(b"f")]])
-    run_restore(repo, point, tmp_path / "target")
+    run_restore(repo, point, tmp_path / "target", RestoreOptions(processes=processes))
     _outside_untouched(outside)
 
 
-def test_hardlink_to_a_path_outside(repo: Repository, tmp_path: Path, outside: Path) -> None:
+def test_hardlink_to_a_path_outside(
+    repo: Repository, tmp_path: Path, outside: Path, processes: int
+) -> None:
     evil = _file(b"h")
     evil.nlink, evil.link_to = 2, str(outside / "keep").encode()
     dotted = _file(b"h2")
     dotted.nlink, dotted.link_to = 2, b"../outside/keep"
     point = _point(repo, [[evil, dotted]])
-    result = run_restore(repo, point, tmp_path / "target")
+    result = run_restore(repo, point, tmp_path / "target", RestoreOptions(processes=processes))
     _outside_untouched(outside)
     assert (tmp_path / "target" / "h").read_bytes() == b"pwned\n"
     assert os.stat(tmp_path / "target" / "h").st_ino != os.stat(outside / "keep").st_ino
@@ -114,7 +125,7 @@ def test_hardlink_to_a_path_outside(repo: Repository, tmp_path: Path, outside: P
 
 
 def test_existing_symlink_in_target_is_not_followed(
-    repo: Repository, tmp_path: Path, outside: Path
+    repo: Repository, tmp_path: Path, outside: Path, processes: int
 ) -> None:
     """The target already has ``d -> outside``; the point has a directory ``d``."""
     with repo.open_writer("inner") as w:
@@ -124,7 +135,8 @@ def test_existing_symlink_in_target_is_not_followed(
         target = tmp_path / f"target-{policy}"
         target.mkdir()
         os.symlink(outside, target / "d")
-        run_restore(repo, point, target, RestoreOptions(overwrite=policy))  # type: ignore[arg-type]
+        options = RestoreOptions(overwrite=policy, processes=processes)  # type: ignore[arg-type]
+        run_restore(repo, point, target, options)
         _outside_untouched(outside)
 
 

@@ -322,3 +322,31 @@ def test_scratch_files_of_crashed_writers_are_removed(repo: Repository, repo_url
         data = b"still works"
         w.add_blob(KIND_DATA, repo.blob_id(data), data)
     assert not list(repo.cache_path.glob("writer-*.sqlite"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("m", True, "mode must be an integer"),
+        ("s", "12", "size must be an integer"),
+        ("n", "text", "name must be bytes"),
+        ("c", [b"short"], "32-byte ids"),
+        ("h", [[0, True]], "holes must be"),
+        ("x", {b"k": "v"}, "xattrs must map bytes"),
+        ("t", "door", "unknown node type"),
+    ],
+)
+def test_a_node_field_of_the_wrong_type_is_a_format_error(
+    field: str, value: object, message: str
+) -> None:
+    import msgpack
+
+    from ferryman.repository.tree import TREE_VERSION, TreeFormatError, node_to_map
+
+    node = Node(name=b"f", type="file", mode=0o100644, size=1)
+    doc = {**node_to_map(node), "future-key": "ignored"}  # unknown keys are ignored
+    assert decode_tree(msgpack.packb({"v": TREE_VERSION, "nodes": [doc]})) == [node]
+    doc[field] = value
+    data = msgpack.packb({"v": TREE_VERSION, "nodes": [doc]}, use_bin_type=True)
+    with pytest.raises(TreeFormatError, match=message):
+        decode_tree(data)
