@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from ferryman.engine.backup import rarer_gc
 from ferryman.engine.browse import find_node, split_path
 from ferryman.engine.nodes import Node, load_root
 from ferryman.engine.options import (
@@ -74,7 +75,11 @@ def run_restore(
     restorer = Restorer(repo, root_dir, options)
     started = time.monotonic()
     try:
-        with ProgressTicker(restorer.collector, progress, options.progress_interval, "restore"):
+        # the walk decodes a Node per entry: young collections as rare as in a backup
+        with (
+            rarer_gc(),
+            ProgressTicker(restorer.collector, progress, options.progress_interval, "restore"),
+        ):
             _restore_selection(restorer, root, options, cancel)
             restorer.finish()
     finally:
