@@ -309,9 +309,13 @@ class Restorer:
         self, procs: ProcessPoolExecutor, batch: list[_FileJob], nbytes: int
     ) -> None:
         jobs: list[restore_procs.Job] = []
+        last: bytes | None = None
+        parts: list[bytes] = []
         for j in batch:
             parent = j.target[: -len(j.name) - 1] if len(j.target) > len(j.name) else b""
-            jobs.append((parent.split(b"/") if parent else [], j.name, j.node, j.path))
+            if parent != last:  # a batch's files are mostly in one folder: one list, pickled once
+                last, parts = parent, parent.split(b"/") if parent else []
+            jobs.append((parts, j.name, j.node, j.path))
         try:
             fut = restore_procs.submit(procs, jobs)
         except RuntimeError as exc:  # the pool broke earlier: write here
