@@ -104,13 +104,14 @@ def compressor(level: int, **params: int) -> zstandard.ZstdCompressor:
 
 @dataclass
 class Strategy:
-    """The writer's rule with its knobs exposed (see ``compression.compress_body``)."""
+    """The writer's rule with its knobs exposed (see ``compression.compress_body``);
+    the defaults are the writer's before decision 0012 (plain level 3, four slices)."""
 
     level: int = 3
     params: dict[str, int] | None = None
     probe: bool = True
     probe_ratio: float = compression.PROBE_RATIO
-    probe_slices: int = compression.PROBE_SLICES
+    probe_slices: int = 4  # the writer's before decision 0012 (now compression.PROBE_SLICES)
     probe_level: int = 1
     raw_below: int = 0  # blobs shorter than this are stored without trying zstd
     small_level: int | None = None  # level for blobs up to 64 KiB (default: ``level``)
@@ -291,8 +292,8 @@ def level_matrix(blobs: list[Blob]) -> None:
         print(f"{c:>11} {raw[c] / 1e6:>8.1f} {cells}")
 
 
-def probe_table(blobs: list[Blob], full: list[Body], probed: list[Body]) -> None:
-    """Probe verdicts (``probed``: current strategy) against full level-3 results."""
+def probe_table(blobs: list[Blob], full: list[Body], probed: list[Body], name: str) -> None:
+    """Probe verdicts of strategy ``name`` against full level-3 results."""
     fn = fp = fn_loss = fp_bytes = big = 0
     for (_, _, length), (fm, fbody), (pm, _) in zip(blobs, full, probed, strict=True):
         if length <= compression.PROBE_SIZE:
@@ -306,7 +307,7 @@ def probe_table(blobs: list[Blob], full: list[Body], probed: list[Body]) -> None
             fp += 1
             fp_bytes += length
     print(
-        f"\nprobe on {big} blobs > 64 KiB: {fn} false negatives (stored raw, level 3 would "
+        f"\n{name}: probe on {big} blobs > 64 KiB: {fn} false negatives (stored raw, level 3 would "
         f"save {fn_loss / 1e6:.2f} MB), {fp} false positives ({fp_bytes / 1e6:.1f} MB compressed "
         "for < 3 % gain)"
     )
@@ -355,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.tables:
         size_table(blobs)
         full = results.get("L3 no probe") or measure(blobs, every["L3 no probe"])[2]
-        probed = results.get("L3") or measure(blobs, every["L3"])[2]
-        probe_table(blobs, full, probed)
+        for name in ("L3", "current (compress_body)"):
+            probed = results.get(name) or measure(blobs, every[name])[2]
+            probe_table(blobs, full, probed, name)
     return 0
 
 
