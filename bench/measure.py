@@ -184,7 +184,7 @@ def delete_tree(path: Path, mark_in: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     os.sync()
     mark_in.mkdir(parents=True, exist_ok=True)
-    (mark_in / _DELETE_MARK).write_text(f"{time.time():.0f}\n")
+    (mark_in / _DELETE_MARK).write_text(f"{time.time():.3f}\n")
 
 
 def settle_after_deletion(
