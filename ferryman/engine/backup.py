@@ -133,8 +133,8 @@ def _backup(
                 read_xattrs=options.read_xattrs,
                 cancel=cancel,
                 governor=governor,
-                processes=options.saver_processes(),
-                local_root=root_dir if isinstance(root_dir, LocalDir) else None,
+                # saver processes read through local directory handles only
+                processes=options.saver_processes() if isinstance(root_dir, LocalDir) else 0,
             )
             trusted = writer.trusts_points(parents.point_ids)
             trees = TreeSaver(

@@ -239,7 +239,6 @@ class _SmallItem:
     name: bytes
     st: os.stat_result
     index: int
-    rel: bytes | None = None  # path below the source root (the saver processes need it)
 
 
 class FileSaver:
@@ -256,10 +255,9 @@ class FileSaver:
         cancel: threading.Event | None = None,
         governor: IoGovernor | None = None,
         processes: int = 0,
-        local_root: LocalDir | None = None,
     ) -> None:
-        """``processes`` > 0 with ``local_root`` (the open root of a local source):
-        small-file batches go to that many worker processes (``save_procs``) once
+        """``processes`` > 0: small-file batches of local directories (``LocalDir``)
+        go to that many worker processes (``save_procs``) once
         ``PROCESS_AFTER_FILES`` small files were saved; not with a ``governor``
         (it gates reads in this process)."""
         self.read_xattrs = read_xattrs
@@ -277,8 +275,7 @@ class FileSaver:
         self._batch_bytes = 0
         self._batch_future: Future[list[FileOutcome]] = Future()
         self._small_files = 0
-        self._procs_wanted = processes if local_root is not None and governor is None else 0
-        self._local_root = local_root
+        self._procs_wanted = processes if governor is None else 0
         self._procs: ProcessPoolExecutor | None = None
         self._procs_warm: Future[int] | None = None
         self._procs_off = self._procs_wanted <= 0
@@ -299,12 +296,9 @@ class FileSaver:
 
     # -- small files -------------------------------------------------------------
 
-    def save_small(
-        self, dir: SourceDir, name: bytes, st: os.stat_result, rel: bytes | None = None
-    ) -> PendingContent:
-        """Queue a small file in the current batch (``rel``: its path below the root;
-        without it the file is saved in this process)."""
-        item = _SmallItem(dir.retain(), name, st, len(self._batch), rel)
+    def save_small(self, dir: SourceDir, name: bytes, st: os.stat_result) -> PendingContent:
+        """Queue a small file in the current batch."""
+        item = _SmallItem(dir.retain(), name, st, len(self._batch))
         self._batch.append(item)
         self._batch_bytes += st.st_size
         fut = self._batch_future
@@ -421,18 +415,15 @@ class FileSaver:
         return self._procs
 
     def _start_processes(self) -> None:
-        assert self._local_root is not None
-        setup = save_procs.worker_setup(
-            self._repo, self._writer, self._local_root.fd, self.read_xattrs
-        )
-        if setup is None:
-            self._procs_off = True
-            return
         try:
+            setup = save_procs.worker_setup(self._repo, self._writer, self.read_xattrs)
+            if setup is None:
+                self._procs_off = True
+                return
             self._procs = save_procs.start_pool(setup, self._procs_wanted)
             self._procs_warm = save_procs.warm_up(self._procs)
-        except (OSError, RuntimeError) as exc:
-            self._processes_failed(f"saver processes not started ({exc})")
+        except Exception as exc:  # whatever it is, the threads do the work
+            self._processes_failed(f"saver processes not started ({exc!r})")
             return
         log.info("small files go to %d saver processes", self._procs_wanted)
 
@@ -797,7 +788,7 @@ def _dir_files(batch: list[_SmallItem]) -> list[save_procs.DirFiles] | None:
     last: SourceDir | None = None
     for it in batch:
         d = it.dir
-        if it.rel is None or not isinstance(d, LocalDir):
+        if not isinstance(d, LocalDir):
             return None
         if d is not last:  # runs of one directory, in batch order (the results' order)
             ident = seen.get(id(d))
@@ -807,7 +798,7 @@ def _dir_files(batch: list[_SmallItem]) -> list[save_procs.DirFiles] | None:
                 except OSError:
                     return None
                 ident = seen[id(d)] = (st.st_dev, st.st_ino)
-            out.append((it.rel.split(b"/")[:-1], ident[0], ident[1], []))
+            out.append((d.fd, ident[0], ident[1], []))
             last = d
         out[-1][3].append((it.name, it.st))
     return out

@@ -6,13 +6,13 @@ fstat, xattrs, close, cut, hash, tallies) ran on one GIL and kept about 1.4 of
 to a few worker processes, each with its own GIL; the parent keeps the walk, the
 deduplication, the encryption and the pack writing (``add_compressed_blob``).
 
-A worker reaches the source root through the parent's open descriptor
-(``/proc/<parent>/fd/<n>``: the very directory the parent opened, not a path
-looked up again), and each batch's directory below it one component at a time
-with ``O_NOFOLLOW | O_DIRECTORY`` (``OpenPath``); the directory it reaches must
-be the one the scanner opened (same ``st_dev``/``st_ino``), else every file of
-it gets the error "directory replaced while being read": a directory swapped for
-a symlink (or another directory) between the scan and the read is never followed.
+A worker opens each batch's directory through the parent's descriptor of it
+(``/proc/<parent>/fd/<n>``: the very directory the scanner opened and listed,
+which the batch holds open, not a path looked up again), exactly as a saver
+thread reads through that handle: a directory renamed meanwhile is still read,
+one swapped for a symlink or another directory is never followed. If that
+descriptor no longer is the scanner's directory (same ``st_dev``/``st_ino``
+checked), every file of it gets the error "directory replaced while being read".
 
 The blob-id key and the chunker's gear seed reach the workers over
 multiprocessing's pipe at pool start (same user, in memory, never written
@@ -23,20 +23,17 @@ chunking, hashing and compression code.
 
 from __future__ import annotations
 
-import errno
 import multiprocessing
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from ferryman.engine.restore_files import OpenPath
 from ferryman.engine.small_files import (
     CHANGED_WARNING,
     Tally,
     count,
     cut_pieces,
-    describe_os_error,
     read_small_file,
 )
 from ferryman.repository import compression, crypto
@@ -47,9 +44,9 @@ from ferryman.sources.local import LocalDir
 
 DIRECTORY_REPLACED = "directory replaced while being read"
 
-# One directory's files of a batch: (directory below the root as path parts,
-# st_dev and st_ino of the directory the scanner opened, [(name, scan lstat)])
-DirFiles = tuple[list[bytes], int, int, list[tuple[bytes, os.stat_result]]]
+# One directory's files of a batch: (the parent's descriptor of the directory the
+# scanner opened, its st_dev and st_ino, [(name, scan lstat)])
+DirFiles = tuple[int, int, int, list[tuple[bytes, os.stat_result]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +54,6 @@ class WorkerSetup:
     """What a worker process needs: where the source is, and the keys to cut and hash."""
 
     parent_pid: int
-    root_fd: int
     blob_id_key: bytes
     chunker: ChunkerParams
     chunker_seed: int
@@ -89,16 +85,13 @@ class BatchResult:
     pid: int = 0
 
 
-def worker_setup(
-    repo: object, writer: object, root_fd: int, read_xattrs: bool
-) -> WorkerSetup | None:
+def worker_setup(repo: object, writer: object, read_xattrs: bool) -> WorkerSetup | None:
     """The workers' setup, or None when the repository is not a ``Repository`` with
     a ``RepositoryWriter`` (the keys and the compression level come from them)."""
     if not isinstance(repo, Repository) or not isinstance(writer, RepositoryWriter):
         return None
     return WorkerSetup(
         parent_pid=os.getpid(),
-        root_fd=root_fd,
         blob_id_key=repo.keys.blob_id,
         chunker=repo.config.chunker,
         chunker_seed=repo.keys.chunker_seed,
@@ -143,9 +136,9 @@ class _Worker:
     def __init__(self, setup: WorkerSetup) -> None:
         self.setup = setup
         self.chunker = new_chunker(setup.chunker, setup.chunker_seed)
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-        self.root = os.open(f"/proc/{setup.parent_pid}/fd/{setup.root_fd}", flags)
-        self.dirs = OpenPath(self.root)
+        # directories are opened through the parent's descriptors: fail here, at start,
+        # when they cannot be (no /proc), and the parent keeps the work on its threads
+        os.stat(f"/proc/{setup.parent_pid}/fd")
 
 
 _worker: _Worker | None = None
@@ -156,57 +149,78 @@ def _init(setup: WorkerSetup) -> None:
     _worker = _Worker(setup)
 
 
-def _open_dir(w: _Worker, parts: list[bytes], dev: int, ino: int) -> tuple[int, str | None]:
-    """The directory's fd, or why its files cannot be read."""
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _open_dir(w: _Worker, parent_fd: int, dev: int, ino: int) -> LocalDir | None:
+    """The directory the scanner opened (through the parent's descriptor), or None
+    when that descriptor is gone or no longer that directory."""
     try:
-        fd = w.dirs.open(parts)
+        fd = os.open(f"/proc/{w.setup.parent_pid}/fd/{parent_fd}", _DIR_FLAGS)
+    except OSError:
+        return None
+    folder = LocalDir(fd)
+    try:
         st = os.fstat(fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            return -1, DIRECTORY_REPLACED
-        return -1, f"directory {describe_os_error(exc)}"
-    if (st.st_dev, st.st_ino) != (dev, ino):
-        return -1, DIRECTORY_REPLACED
-    return fd, None
+    except OSError:
+        st = None
+    if st is None or (st.st_dev, st.st_ino) != (dev, ino):
+        folder.release()
+        return None
+    return folder
 
 
 def _save_batch(batch: list[DirFiles]) -> BatchResult:
     w = _worker
     assert w is not None, "worker process not initialised"
-    s = w.setup
     tally: Tally = {}
     files: list[SavedFile] = []
     chunks: dict[bytes, tuple[int, bytes, int]] = {}
-    for parts, dev, ino, entries in batch:
-        fd, problem = _open_dir(w, parts, dev, ino)
-        if problem is not None:
-            files.extend(SavedFile(error=problem) for _ in entries)
+    for parent_fd, dev, ino, entries in batch:
+        folder = _open_dir(w, parent_fd, dev, ino)
+        if folder is None:
+            files.extend(SavedFile(error=DIRECTORY_REPLACED) for _ in entries)
             continue
-        folder = LocalDir(fd)  # borrowed from OpenPath (never released here)
-        for name, st in entries:
-            r = read_small_file(folder, name, st, tally, read_xattrs=s.read_xattrs)
-            if r.error is not None:
-                files.append(SavedFile(error=r.error))
-                continue
-            t0 = time.perf_counter()
-            ids: list[bytes] = []
-            fresh: list[tuple[bytes, bytes | memoryview]] = []
-            for piece in cut_pieces(w.chunker, r.data):
-                blob_id = crypto.blob_id(s.blob_id_key, piece)
-                ids.append(blob_id)
-                if blob_id not in chunks:
-                    chunks[blob_id] = (0, b"", 0)  # a repeat within the file: once
-                    fresh.append((blob_id, piece))
-            t1 = time.perf_counter()
-            for blob_id, piece in fresh:
-                method, body = compression.compress_body(piece, s.level)
-                chunks[blob_id] = (method, bytes(body), len(piece))
-            # compression counts as storing, as it does inside add_blob on the threads
-            count(
-                tally,
-                seconds_processing=t1 - t0,
-                seconds_repository_write=time.perf_counter() - t1,
-            )
-            warning = CHANGED_WARNING if r.changed else None
-            files.append(SavedFile(ids, len(r.data), r.xattrs, warning))
+        try:
+            _save_dir(w, folder, entries, files, chunks, tally)
+        finally:
+            folder.release()
     return BatchResult(files, chunks, tally, os.getpid())
+
+
+def _save_dir(
+    w: _Worker,
+    folder: LocalDir,
+    entries: list[tuple[bytes, os.stat_result]],
+    files: list[SavedFile],
+    chunks: dict[bytes, tuple[int, bytes, int]],
+    tally: Tally,
+) -> None:
+    """Read, cut, hash and compress one directory's files of a batch."""
+    s = w.setup
+    for name, st in entries:
+        r = read_small_file(folder, name, st, tally, read_xattrs=s.read_xattrs)
+        if r.error is not None:
+            files.append(SavedFile(error=r.error))
+            continue
+        t0 = time.perf_counter()
+        ids: list[bytes] = []
+        fresh: list[tuple[bytes, bytes | memoryview]] = []
+        for piece in cut_pieces(w.chunker, r.data):
+            blob_id = crypto.blob_id(s.blob_id_key, piece)
+            ids.append(blob_id)
+            if blob_id not in chunks:
+                chunks[blob_id] = (0, b"", 0)  # a repeat within the file: once
+                fresh.append((blob_id, piece))
+        t1 = time.perf_counter()
+        for blob_id, piece in fresh:
+            method, body = compression.compress_body(piece, s.level)
+            chunks[blob_id] = (method, bytes(body), len(piece))
+        # compression counts as storing, as it does inside add_blob on the threads
+        count(
+            tally,
+            seconds_processing=t1 - t0,
+            seconds_repository_write=time.perf_counter() - t1,
+        )
+        warning = CHANGED_WARNING if r.changed else None
+        files.append(SavedFile(ids, len(r.data), r.xattrs, warning))

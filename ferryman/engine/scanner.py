@@ -401,7 +401,7 @@ class Scanner:
                 # empty at lstat time: nothing to read (size and mtime are in the node)
                 self._read_xattrs(d, node, rel, None)
             elif self._saver.is_small(st):
-                pending = self._saver.save_small(d, name, st, rel)
+                pending = self._saver.save_small(d, name, st)
             else:
                 # a checkpoint may hold the stored prefix of this file: read only the rest
                 resume = None

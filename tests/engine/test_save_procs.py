@@ -51,13 +51,13 @@ def _backup(src: Path, repo: Repository, share: str, processes: int) -> BackupRe
 def _before_each_batch(
     monkeypatch: pytest.MonkeyPatch, hook: Callable[[file_saver.FileSaver, list[bytes]], None]
 ) -> None:
-    """Run ``hook(saver, paths of the batch)`` in the parent just before a batch leaves
+    """Run ``hook(saver, file names of the batch)`` in the parent just before a batch leaves
     the scanner (after the scan's lstat, before any read): a change made there reaches
     a saver process exactly as a change made by another program would."""
     real = file_saver.FileSaver.flush_batch
 
     def flush(self: file_saver.FileSaver) -> None:
-        paths = [it.rel or it.name for it in self._batch]
+        paths = [it.name for it in self._batch]
         if paths:
             hook(self, paths)
         real(self)
@@ -198,7 +198,8 @@ def test_directory_swapped_between_scan_and_read_is_not_followed(
     swap: str,
 ) -> None:
     """A directory replaced after the scan opened it (by a symlink to a folder outside
-    the source, or by another folder): its files are reported, nothing else is read."""
+    the source, or by another folder): its files are read from the directory the scan
+    listed (now moved away), as a saver thread does; the replacement is never read."""
     src, outside = tmp_path / "src", tmp_path / "outside"
     (src / "d").mkdir(parents=True)
     outside.mkdir()
@@ -209,7 +210,7 @@ def test_directory_swapped_between_scan_and_read_is_not_followed(
     swapped: list[bool] = []
 
     def replace(_saver: file_saver.FileSaver, paths: list[bytes]) -> None:
-        if b"d/a" in paths and not swapped:
+        if b"a" in paths and not swapped:  # d/a
             (src / "d").rename(tmp_path / "moved-away")
             if swap == "symlink":
                 (src / "d").symlink_to(outside)
@@ -220,17 +221,19 @@ def test_directory_swapped_between_scan_and_read_is_not_followed(
     _before_each_batch(monkeypatch, replace)
     result = _backup(src, repo, "s", processes=2)
     assert swapped
-    reasons = {w.path: w.reason for w in result.warnings}
-    assert reasons == {f"d/{n}": "directory replaced while being read" for n in "abc"}
+    assert result.warnings == []
     for name in ("a", "b", "c"):
         with pytest.raises(BlobNotFound):
             repo.get_blob(repo.blob_id(b"SECRET " + name.encode()))
     assert FELL_BACK not in procs_log.text
+    assert SAVED in procs_log.text  # the processes did read them
     assert result.restore_point is not None
     out = tmp_path / "out"
     run_restore(repo, result.restore_point, out)
     assert (out / "e").read_bytes() == b"after"
-    assert os.listdir(out / "d") == []
+    assert {n: (out / "d" / n).read_bytes() for n in "abc"} == {
+        n: b"inside " + n.encode() for n in "abc"
+    }
 
 
 def test_killed_saver_process_loses_nothing(
@@ -274,8 +277,8 @@ def test_saver_processes_that_cannot_start_leave_the_work_to_threads(
     monkeypatch: pytest.MonkeyPatch,
     procs_log: pytest.LogCaptureFixture,
 ) -> None:
-    """A worker that cannot open the source root fails in its initialiser: every batch
-    is saved in this process and the reason is logged."""
+    """A worker that cannot reach the parent's descriptors fails in its initialiser:
+    every batch is saved in this process and the reason is logged."""
     from ferryman.engine import save_procs
 
     real_setup = save_procs.worker_setup
@@ -283,7 +286,7 @@ def test_saver_processes_that_cannot_start_leave_the_work_to_threads(
     def no_root(*args: object) -> save_procs.WorkerSetup | None:
         setup = real_setup(*args)  # type: ignore[arg-type]
         assert setup is not None
-        return dataclasses.replace(setup, root_fd=-1)  # /proc/PID/fd/-1 does not exist
+        return dataclasses.replace(setup, parent_pid=0)  # there is no /proc/0
 
     monkeypatch.setattr(save_procs, "worker_setup", no_root)
     src = tmp_path / "src"
@@ -294,6 +297,34 @@ def test_saver_processes_that_cannot_start_leave_the_work_to_threads(
     assert result.status == "success", result.warnings
     assert result.stats.files_read == 20
     assert FELL_BACK in procs_log.text
+    assert result.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, result.restore_point, out)
+    assert diff_trees(src, out) == []
+
+
+def test_an_error_starting_the_saver_processes_does_not_stall_the_backup(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    procs_log: pytest.LogCaptureFixture,
+) -> None:
+    """Whatever goes wrong while starting the pool (here a TypeError), the batch that
+    asked for it and every later one are saved on the threads: no batch is left waiting."""
+    from ferryman.engine import save_procs
+
+    def broken(*args: object) -> save_procs.WorkerSetup | None:
+        raise TypeError("unexpected")
+
+    monkeypatch.setattr(save_procs, "worker_setup", broken)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i}").write_bytes(os.urandom(200 + i))
+    result = _backup(src, repo, "s", processes=2)
+    assert result.status == "success", result.warnings
+    assert result.stats.files_read == 20
+    assert FELL_BACK in procs_log.text and "TypeError('unexpected')" in procs_log.text
     assert result.restore_point is not None
     out = tmp_path / "out"
     run_restore(repo, result.restore_point, out)
