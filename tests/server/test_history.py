@@ -161,3 +161,21 @@ def test_history_days_zero_keeps_every_visible_session(ctx: ServerContext) -> No
     sessions, _, _ = remaining(ctx)
     assert sessions == {ancient}
     assert old_browse not in sessions
+
+
+def test_a_job_s_last_result_stays_while_its_next_run_is_running(
+    ctx: ServerContext, api: Api
+) -> None:
+    ctx.config.history_days = 30
+    older = add_session(ctx, "backup", 60 * DAY, job="nightly")
+    last_result = add_session(ctx, "backup", 40 * DAY, "warning", job="nightly")
+    next_run = add_session(ctx, "backup", None, job="nightly")
+    last_end = ("ferryman_job_last_session_end_timestamp_seconds", (("job", "nightly"),))
+    before = scrape(api)[last_end]
+
+    assert prune_history(ctx).sessions == 1
+
+    sessions, _, _ = remaining(ctx)
+    assert older not in sessions
+    assert {last_result, next_run} <= sessions
+    assert scrape(api)[last_end] == before  # still when its last result ended
