@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session as DbSession
 from ferryman.server.db.models import Proxy, Session, Task, utcnow
 from ferryman.server.sessions import (
     ACTIVE_STATES,
+    FINAL_STATES,
     INTERNAL_KINDS,
     finish_session_if_done,
     requeue,
@@ -39,7 +40,7 @@ def recover_sessions(db: DbSession, lease_seconds: float) -> int:
         if session.kind in INTERNAL_KINDS:
             # nobody waits for these any more
             for task in session.tasks:
-                if task.state not in ("success", "warning", "failed", "stopped"):
+                if task.state not in FINAL_STATES:
                     task.state = "stopped"
                     task.ended = now
             session.stop_requested = True
