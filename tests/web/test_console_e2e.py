@@ -296,6 +296,10 @@ def test_a_viewer_sees_everything_but_cannot_run_or_restore(
     before = len(console.installation.json("session", "list"))
     page = browsing.open("victor")
     expect(page.locator('[data-nav="users"]')).to_have_count(0)  # administrators only
+    users = go(page, "#/users", "users")  # as from a bookmark: no list, no buttons
+    expect(users).to_contain_text("Only administrators")
+    expect(users.locator("table")).to_have_count(0)
+    no_buttons(page, "create", "password", "delete")
     jobs = go(page, "#/jobs", "jobs")
     expect(jobs.get_by_text(JOB, exact=True).first).to_be_visible()
     no_buttons(page, "run-job", "create", "edit", "delete", "enable", "disable")
@@ -319,6 +323,10 @@ def test_a_viewer_sees_everything_but_cannot_run_or_restore(
 
     # and the API refuses it all the same
     assert web_post(page, f"/jobs/{JOB}/run") == 403
+    assert page.request.get("/api/v1/users").status == 403
+    intruder = {"name": "mallory", "role": "administrator", "password": "long enough password"}
+    assert web_post(page, "/users", intruder) == 403
+    assert "mallory" not in _names(console, "user")
     target = str(console.installation.work / "viewer-restore")
     refused = page.request.post(
         "/api/v1/restores",
@@ -484,3 +492,9 @@ def test_an_administrator_adds_a_user_sets_a_password_and_removes_the_user(
     assert sign_in_status("second password of wendy") == 401
     # alice's own session is untouched by all this
     assert page.request.get("/api/v1/whoami").json()["name"] == "alice"
+    # the same request without the console's header (a cross-site form cannot set it)
+    forged = page.request.post(
+        "/api/v1/users", data={"name": "mallory", "role": "viewer", "password": "long enough"}
+    )
+    assert forged.status == 403, forged.text()
+    assert "mallory" not in _names(console, "user")
