@@ -454,7 +454,10 @@ class FileSaver:
             self._procs_batches += 1
         try:
             job = save_procs.submit(procs, jobs)
-        except RuntimeError as exc:  # the pool broke or was shut down meanwhile
+        except Exception as exc:
+            # the pool broke or was shut down meanwhile (RuntimeError), or spawning a
+            # missing worker failed after the job was queued (OSError: EAGAIN,
+            # EMFILE...): no callback will come for this batch, the threads save it
             with self._procs_lock:
                 self._procs_batches -= 1
             self._processes_failed(f"saver processes unusable ({exc})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -325,6 +327,46 @@ def test_an_error_starting_the_saver_processes_does_not_stall_the_backup(
     assert result.status == "success", result.warnings
     assert result.stats.files_read == 20
     assert FELL_BACK in procs_log.text and "TypeError('unexpected')" in procs_log.text
+    assert result.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, result.restore_point, out)
+    assert diff_trees(src, out) == []
+
+
+@pytest.mark.timeout(60)
+def test_an_os_error_submitting_a_batch_does_not_stall_the_backup(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    procs_log: pytest.LogCaptureFixture,
+) -> None:
+    """``ProcessPoolExecutor.submit`` queues the job, then spawns a missing worker
+    (spawn context), which can fail with an OSError (EAGAIN, EMFILE...): that batch
+    and every later one are saved on the threads, none is left waiting."""
+    from ferryman.engine import save_procs
+
+    real_submit = save_procs.submit
+    state = {"n": 0}
+
+    def flaky_submit(
+        pool: ProcessPoolExecutor, batch: list[save_procs.DirFiles]
+    ) -> Future[save_procs.BatchResult]:
+        job = real_submit(pool, batch)  # queued, as in the pool before it spawns
+        state["n"] += 1
+        if state["n"] == 2:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        return job
+
+    monkeypatch.setattr(save_procs, "submit", flaky_submit)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i}").write_bytes(os.urandom(200 + i))
+    result = _backup(src, repo, "s", processes=2)
+    assert state["n"] >= 2
+    assert result.status == "success", result.warnings
+    assert result.stats.files_read == 20
+    assert FELL_BACK in procs_log.text and "Resource temporarily unavailable" in procs_log.text
     assert result.restore_point is not None
     out = tmp_path / "out"
     run_restore(repo, result.restore_point, out)
