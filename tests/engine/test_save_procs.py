@@ -78,21 +78,35 @@ def test_awkward_tree_round_trip_through_saver_processes(
     for i in range(7):
         with open(os.path.join(odd, b"\xfe\xff-%d\n.txt" % i), "wb") as f:
             f.write(b"non-UTF-8 names %d\n" % i * (i * 700 + 1))
+    for _ in os.walk(src):  # list every directory once: its atime settles (relatime)
+        pass
     result = _backup(src, repo, "p", processes=2)
     assert result.status == "success", result.warnings
     assert STARTED in procs_log.text and SAVED in procs_log.text
     assert FELL_BACK not in procs_log.text
     assert result.restore_point is not None
-    out = tmp_path / "out"
-    restored = run_restore(repo, result.restore_point, out)
-    assert restored.status == "success", restored.errors
-    assert diff_trees(src, out) == []
-    # the same files through the threads find every chunk stored: same cuts, same ids
+    # the same files through the threads (before diff_trees reads them: file atimes)
+    # find every chunk stored: same cuts, same ids
     threads = _backup(src, repo, "t", processes=0)
     assert threads.stats.files_read == result.stats.files_read
     assert threads.stats.bytes_read == result.stats.bytes_read
     assert result.stats.seconds_source_read > 0 and result.stats.seconds_processing > 0
     assert threads.stats.chunks_new == 0 and threads.stats.bytes_new == 0
+    # every chunk reference counted alike (new or deduplicated), and every file node
+    # (content, size, xattrs, metadata) equal: the same root tree, the same warnings
+    assert (
+        result.stats.chunks_new + result.stats.chunks_deduplicated
+        == threads.stats.chunks_deduplicated
+    )
+    assert result.stats.bytes_new + result.stats.bytes_deduplicated == (
+        threads.stats.bytes_deduplicated
+    )
+    assert threads.root_tree == result.root_tree
+    assert threads.warnings == result.warnings
+    out = tmp_path / "out"
+    restored = run_restore(repo, result.restore_point, out)
+    assert restored.status == "success", restored.errors
+    assert diff_trees(src, out) == []
 
 
 @pytest.mark.parametrize("processes", [0, 2], ids=["threads", "processes"])
