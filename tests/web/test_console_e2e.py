@@ -479,6 +479,10 @@ def test_an_administrator_adds_a_user_sets_a_password_and_removes_the_user(
 
     users.locator('[data-action="password"][data-user="wendy"]').click()
     form = page.locator('form[data-form="user"][data-mode="edit"]')
+    fill(form, "password", "short")
+    submit(form)
+    expect(form.locator('[data-error-for="password"]')).to_contain_text("8")
+    assert sign_in_status("first password of wendy") == 200  # refused: nothing changed
     fill(form, "password", "second password of wendy")
     submit(form)
     expect(form).to_have_count(0)
