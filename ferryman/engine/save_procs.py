@@ -154,11 +154,14 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 def _open_dir(w: _Worker, parent_fd: int, dev: int, ino: int) -> LocalDir | None:
     """The directory the scanner opened (through the parent's descriptor), or None
-    when that descriptor is gone or no longer that directory."""
-    try:
-        fd = os.open(f"/proc/{w.setup.parent_pid}/fd/{parent_fd}", _DIR_FLAGS)
-    except OSError:
-        return None
+    when that descriptor is no longer that directory.
+
+    The batch holds the descriptor open, so failing to open it means this process
+    may not reach the parent's descriptors (a parent that is not dumpable, an LSM
+    denying ptrace-read): the OSError fails the batch, which the parent then saves
+    on its threads, instead of every file being reported as not read.
+    """
+    fd = os.open(f"/proc/{w.setup.parent_pid}/fd/{parent_fd}", _DIR_FLAGS)
     folder = LocalDir(fd)
     try:
         st = os.fstat(fd)

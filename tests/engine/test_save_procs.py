@@ -205,6 +205,48 @@ def test_unreadable_files_warn_as_with_threads(tmp_path: Path) -> None:
     assert SAVED in proc.stderr and FELL_BACK not in proc.stderr
 
 
+def test_saver_processes_denied_the_parents_descriptors_leave_the_work_to_threads(
+    tmp_path: Path,
+) -> None:
+    """A parent that is not dumpable (prctl), without CAP_SYS_PTRACE: a worker may not
+    open /proc/<parent>/fd/<n>. Its batches are saved on the threads, as if no
+    process had been asked for: every file stored, no warning."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(8):
+        (src / f"f{i}").write_bytes(b"readable %d\n" % i)
+    script = textwrap.dedent(
+        f"""
+        import ctypes, json, logging, sys
+        from ferryman.engine import file_saver
+        from ferryman.engine.backup import run_backup
+        from ferryman.engine.options import BackupOptions
+        from ferryman.repository import Repository, open_backend
+        from ferryman.sources.local import LocalSource
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        PR_SET_DUMPABLE = 4
+        assert ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+        file_saver.PROCESS_AFTER_FILES = 0
+        file_saver.BATCH_FILES = 2
+        repo = Repository.init(open_backend({str(tmp_path / "repo")!r}), {PASSPHRASE!r},
+                               scrypt_n=1 << 10, cache_dir={str(tmp_path / "cache")!r})
+        r = run_backup(LocalSource({str(src)!r}), repo, BackupOptions(share="s", processes=2))
+        print(json.dumps([r.status, r.stats.files_read,
+                          {{w.path: w.reason for w in r.warnings}}]))
+        """
+    )
+    command = [sys.executable, "-c", script]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to drop CAP_SYS_PTRACE as root"
+        command = [setpriv, "--bounding-set", "-sys_ptrace", *command]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == ["success", 8, {}]
+    assert "saver process failed (PermissionError" in proc.stderr and FELL_BACK in proc.stderr
+
+
 @pytest.mark.parametrize("swap", ["symlink", "directory"])
 def test_directory_swapped_between_scan_and_read_is_not_followed(
     repo: Repository,
