@@ -536,12 +536,17 @@ class FileSaver:
         )
 
     def _note_worker(self, pid: int) -> None:
-        """Record a saver process and, every few batches, their summed RSS."""
-        new = pid not in self.worker_pids
-        self.worker_pids.add(pid)
-        self._procs_results += 1
-        if new or self._procs_results % 16 == 0:
-            total = sum(save_procs.worker_rss_kb(p) for p in list(self.worker_pids))
+        """Record a saver process and, every few batches, their summed RSS (saver
+        threads finish batches concurrently: counted under the lock)."""
+        with self._procs_lock:
+            new = pid not in self.worker_pids
+            self.worker_pids.add(pid)
+            self._procs_results += 1
+            if not new and self._procs_results % 16:
+                return
+            pids = list(self.worker_pids)
+        total = sum(save_procs.worker_rss_kb(p) for p in pids)
+        with self._procs_lock:
             self.worker_peak_rss_kb = max(self.worker_peak_rss_kb, total)
 
     def _close_processes(self) -> None:
