@@ -502,8 +502,7 @@ class FileSaver:
 
     def _store_processed(self, result: save_procs.BatchResult, tally: Tally) -> list[FileOutcome]:
         """Add the chunks of a batch read by a saver process (the present ones dropped)."""
-        for key, value in result.tally.items():
-            _count(tally, **{key: value})
+        _count(tally, **result.tally)
         self._note_worker(result.pid)
         chunks = result.chunks
         t0 = time.perf_counter()
