@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 import blake3
 import zstandard
-from pyfastcdc import FastCDC
 
 from ferryman.engine.file_saver import SMALL_FILE_LIMIT
 from ferryman.repository import compression
 from ferryman.repository.config import ChunkerParams
 from ferryman.repository.crypto import RepositoryKeys
+from ferryman.repository.repository import new_chunker
 
 Blob = tuple[str, int, int]  # path, offset, length
 Body = tuple[int, int]  # method, body length
@@ -55,13 +55,7 @@ def unique_blobs(root: str) -> list[Blob]:
     """Every distinct blob of the share, located by file, offset and length."""
     params = ChunkerParams()
     seed = RepositoryKeys.from_master(bytes(32)).chunker_seed
-    cdc = FastCDC(
-        params.avg_size,
-        min_size=params.min_size,
-        max_size=params.max_size,
-        normalized_chunking=params.normalized_chunking,  # type: ignore[arg-type]
-        seed=seed,
-    )
+    cdc = new_chunker(params, seed)
     seen: set[bytes] = set()
     blobs: list[Blob] = []
     for path, size in walk_files(root):
