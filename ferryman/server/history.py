@@ -7,6 +7,12 @@ job's newest ended session, which the dashboard, the job list and the
 ``ferryman_job_last_session_end_timestamp_seconds`` metric show as its last result.
 Restore points are the repository's, not history: pruning never touches them.
 
+Two more sessions always stay: one whose report is still waiting to be sent (a
+pending notification delivery), and the newest of all together with the one that
+holds the newest task (SQLite hands a deleted largest id out again, and a new
+session or task must never take the id of one that reports, links and restore
+points already name).
+
 The cumulative metrics (sessions and tasks completed, bytes moved) are read from the
 rows; what pruned rows had counted is added to ``history_tallies`` in the same
 transaction that deletes them, so those counters never go down.
@@ -24,7 +30,14 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session as DbSession
 
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import HistoryTally, Session, Task, TaskSample, utcnow
+from ferryman.server.db.models import (
+    HistoryTally,
+    NotificationDelivery,
+    Session,
+    Task,
+    TaskSample,
+    utcnow,
+)
 from ferryman.server.sessions import FINAL_STATES, INTERNAL_KINDS
 
 log = logging.getLogger(__name__)
@@ -61,9 +74,22 @@ def _prunable(db: DbSession, now: dt.datetime, history_days: int) -> list[int]:
             & (Session.ended < now - dt.timedelta(days=history_days))
             & Session.id.not_in(newest_of_each_job)
         )
+    unreported = select(NotificationDelivery.session_id).where(
+        NotificationDelivery.status == "pending", NotificationDelivery.session_id.is_not(None)
+    )
+    newest_task = select(Task.session_id).where(
+        Task.id == select(func.max(Task.id)).scalar_subquery()
+    )
     query = (
         select(Session.id)
-        .where(Session.ended.is_not(None), Session.status != "running", condition)
+        .where(
+            Session.ended.is_not(None),
+            Session.status != "running",
+            condition,
+            Session.id.not_in(unreported),
+            Session.id != select(func.max(Session.id)).scalar_subquery(),
+            Session.id.not_in(newest_task),
+        )
         .order_by(Session.id)
         .limit(BATCH)
     )

@@ -11,7 +11,16 @@ from sqlalchemy import func, select
 
 from ferryman.server import history
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import Job, Repository, Session, Task, TaskSample, utcnow
+from ferryman.server.db.models import (
+    Job,
+    NotificationDelivery,
+    NotificationTarget,
+    Repository,
+    Session,
+    Task,
+    TaskSample,
+    utcnow,
+)
 from ferryman.server.history import HistoryPruner, prune_history
 
 from .conftest import Api
@@ -141,7 +150,7 @@ def test_counters_stay_right_across_several_prunings_in_small_batches(
     for _ in range(5):
         add_session(ctx, "restore", 40 * DAY)
     before = counters(api)
-    assert prune_history(ctx).sessions == 5
+    assert prune_history(ctx).sessions == 4  # the newest of all stays (its id is not reused)
     after_first = counters(api)
     assert after_first == before
     for _ in range(3):
@@ -150,13 +159,14 @@ def test_counters_stay_right_across_several_prunings_in_small_batches(
     completed = ("ferryman_sessions_completed_total", (("kind", "restore"), ("status", "success")))
     assert counters(api)[completed] == 8
     assert counters(api)[("ferryman_bytes_read_total", (("kind", "restore"),))] == 8000
-    assert remaining(ctx) == (set(), 0, 0)
+    sessions, tasks, samples = remaining(ctx)
+    assert (len(sessions), tasks, samples) == (1, 1, 2)
 
 
 def test_history_days_zero_keeps_every_visible_session(ctx: ServerContext) -> None:
     ctx.config.history_days = 0
-    ancient = add_session(ctx, "backup", 3000 * DAY)
     old_browse = add_session(ctx, "attach", 3 * DAY, samples=0)
+    ancient = add_session(ctx, "backup", 3000 * DAY)
     assert HistoryPruner(ctx).run_once().sessions == 1
     sessions, _, _ = remaining(ctx)
     assert sessions == {ancient}
@@ -179,3 +189,30 @@ def test_a_job_s_last_result_stays_while_its_next_run_is_running(
     assert older not in sessions
     assert {last_result, next_run} <= sessions
     assert scrape(api)[last_end] == before  # still when its last result ended
+
+
+def test_a_session_waiting_for_its_report_and_the_newest_ids_stay(ctx: ServerContext) -> None:
+    """A pending notification keeps its session; the newest session (and the one with the
+    newest task) stay, so SQLite never hands their ids to new sessions."""
+    ctx.config.history_days = 30
+    waiting = add_session(ctx, "restore", 40 * DAY, "failed")
+    plain = add_session(ctx, "restore", 40 * DAY, "failed")
+    newest = add_session(ctx, "check", 40 * DAY)
+    with ctx.db.session() as db:
+        target = NotificationTarget(name="ops", kind="webhook", settings={"url": "https://x"})
+        db.add(target)
+        db.flush()
+        db.add(NotificationDelivery(target_id=target.id, session_id=waiting, status="pending"))
+
+    assert prune_history(ctx).sessions == 1
+    sessions, _, _ = remaining(ctx)
+    assert sessions == {waiting, newest}
+    assert plain not in sessions
+    later = add_session(ctx, "restore", dt.timedelta(hours=1))
+    assert later > newest  # a new id, not one already used
+    with ctx.db.session() as db:  # once sent, the session may go like any other
+        delivery = db.scalar(select(NotificationDelivery))
+        assert delivery is not None
+        delivery.status = "delivered"
+    assert prune_history(ctx).sessions == 2  # waiting, and newest now that it is not the newest
+    assert remaining(ctx)[0] == {later}
