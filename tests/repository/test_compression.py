@@ -146,6 +146,23 @@ def test_compressors_are_per_thread() -> None:
         assert decompress(payload, len(chunks[i]), LIMIT, "blob") == chunks[i]
 
 
+def test_level_3_frames_use_the_tuned_match_tables() -> None:
+    """Level 3 encodes with decision 0012's tables (2^16 hash, 2^14 chain), not the
+    level's own: its frames equal those of an encoder set so, and differ from plain
+    level 3's (the ratio test above passes either way)."""
+
+    def encoder(**tables: int) -> bytes:
+        params = zstandard.ZstdCompressionParameters(
+            compression_level=3, write_content_size=1, **tables
+        )
+        return zstandard.ZstdCompressor(compression_params=params).compress(data)
+
+    data = TEXT[:1_000_000]
+    _, body = compress_body(data, 3)
+    assert bytes(body) == encoder(hash_log=16, chain_log=14)
+    assert bytes(body) != encoder()
+
+
 def _frame(data: bytes, write_content_size: bool = True) -> bytes:
     return zstandard.ZstdCompressor(level=3, write_content_size=write_content_size).compress(data)
 
