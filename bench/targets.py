@@ -91,17 +91,25 @@ def compare(results: list[StepResult], peers: list[str]) -> list[Comparison]:
 
 
 def _server_rss(result: StepResult) -> int:
-    """RSS of the server process(es) at the step's peak; the whole tree if none is named."""
-    server = [rss for _, cmd, rss in result.peak_breakdown if "server run" in cmd]
-    return sum(server) if server else result.peak_rss_bytes
+    """Memory of the server and everything it started (its embedded proxy's worker
+    processes) at the step's peak, without the CLI; the whole tree if no server is named."""
+    if not any("server run" in cmd for _, cmd, _ in result.peak_breakdown):
+        return result.peak_rss_bytes
+    client = [
+        rss
+        for _, cmd, rss in result.peak_breakdown
+        if cmd.startswith("ferryman ") and "server run" not in cmd
+    ]
+    return result.peak_rss_bytes - sum(client)
 
 
 def ferryman_memory_check(results: list[StepResult]) -> Comparison | None:
-    """Peak RSS of the process holding the proxy over all steps, against the proxy limit.
+    """Peak memory (PSS) of the processes holding the proxy over all steps, against the
+    proxy limit.
 
-    Through the CLI that is ``ferryman server run`` with its embedded proxy (the
-    CLI client is left out), an upper bound of the proxy's own peak; engine-direct
-    it is the engine process.
+    Through the CLI that is ``ferryman server run`` with its embedded proxy and the
+    worker processes it started (the CLI client is left out), an upper bound of the
+    proxy's own peak; engine-direct it is the engine process and its workers.
     """
     backups = [r for r in results if r.tool == "ferryman" and r.ok]  # restores are tasks too
     if not backups:

@@ -1,10 +1,13 @@
 """Peak resident memory of whole process trees, sampled from /proc.
 
 A backup tool is usually several processes (a CLI plus a server and its proxy,
-or a program that forks helpers), so the figure that matters is the sum of the
-resident set sizes of every process in the tree at one instant, and its peak
-over the run. RSS counts pages shared between processes once per process, so
-the sum is an upper bound of what the tree really holds.
+or a program that forks helpers), so the figure that matters is the memory of
+every process in the tree at one instant, summed, and its peak over the run.
+Each process counts its **proportional set size** (PSS, ``/proc/<pid>/smaps_rollup``):
+its private pages plus its share of pages it shares with others. Summing RSS
+instead counts shared pages once per process: a process that forks (even for the
+instant before an ``exec``) would double the parent's whole heap in the sum.
+Where PSS cannot be read, RSS is used.
 """
 
 from __future__ import annotations
@@ -51,7 +54,15 @@ def descendants(roots: Iterable[int], parents: dict[int, int] | None = None) -> 
 
 
 def rss_bytes(pid: int) -> int:
-    """Resident set size of one process, 0 if it has gone."""
+    """Memory of one process: its proportional set size (its resident set size where
+    that cannot be read); 0 if it has gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
     try:
         with open(f"/proc/{pid}/statm", "rb") as f:
             return int(f.read().split()[1]) * PAGE_SIZE

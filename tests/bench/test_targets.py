@@ -50,15 +50,21 @@ def test_bounds_apply_to_restic_only_and_failures_give_no_ratio() -> None:
     assert restore.ratio is None
 
 
-def test_memory_check_uses_the_server_process() -> None:
-    backup = _result("ferryman", FIRST, 1, rss=400 * MB)
+def test_memory_check_counts_the_server_and_its_workers_not_the_cli() -> None:
+    backup = _result("ferryman", FIRST, 1, rss=450 * MB)
     backup.peak_breakdown = [
-        (1, "ferryman server run", 250 * MB),
+        (1, "ferryman server run", 200 * MB),
         (2, "ferryman job run", 150 * MB),
+        (3, "python -B -c from multiprocessing.spawn import spawn_main", 60 * MB),
+        (4, "python -B -c from multiprocessing.resource_tracker import main", 40 * MB),
     ]
     check = ferryman_memory_check([backup])
-    assert check is not None and check.ratio == 250 and check.passed
+    assert check is not None and check.ratio == 300 and check.passed  # 200 + 60 + 40
     assert "server" in check.measure
+    backup.peak_breakdown[2] = (3, "python -B -c from multiprocessing.spawn import", 61 * MB)
+    backup.peak_rss_bytes += 1 * MB
+    check = ferryman_memory_check([backup])
+    assert check is not None and check.ratio == 301 and not check.passed
 
 
 def test_session_seconds_from_the_follow_summary() -> None:

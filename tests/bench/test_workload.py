@@ -133,6 +133,34 @@ def test_sampler_measures_the_whole_child_tree() -> None:
         child.wait()
 
 
+_FORKED = f"""
+import os, time
+{_TOUCH.format(mib=100)}
+if os.fork() == 0:
+    time.sleep(30)
+    os._exit(0)
+print(1, flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_forked_child_does_not_count_its_parent_s_memory_twice() -> None:
+    """Pages a fork shares with its parent count once (PSS), not once per process."""
+    parent = subprocess.Popen([sys.executable, "-c", _FORKED], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline()
+        tree = descendants([parent.pid])
+        assert len(tree) == 2
+        with TreeMemorySampler(lambda: tree, interval=0.02) as sampler:
+            time.sleep(0.1)
+        assert 100 * MiB <= sampler.peak_bytes < 150 * MiB  # RSS summed: over 200 MiB
+    finally:
+        for pid in descendants([parent.pid]) - {parent.pid}:
+            os.kill(pid, 9)
+        parent.kill()
+        parent.wait()
+
+
 def test_sampler_leaves_out_excluded_trees() -> None:
     script = f"{_TOUCH.format(mib=80)}; print(1, flush=True); time.sleep(30)"
     other = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
