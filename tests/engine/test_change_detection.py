@@ -123,3 +123,27 @@ def test_daily_change_stores_exactly_the_changed_files(repo: Repository, tmp_pat
     assert diff_trees(src, out) == []
     assert os.readlink(out / "side" / "link") == "g01"
     assert os.stat(out / "a" / "hard").st_ino == os.stat(out / "side" / "g05").st_ino
+
+
+def test_large_directory_keeps_its_blob_boundaries_on_re_runs(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """Unchanged entries batched across several runs and tree blobs: an unchanged
+    re-run reuses the directory's blobs; a change after the first blob's 4,096
+    entries leaves that blob's id as it was and stores only what follows."""
+    src = tmp_path / "src"
+    big = src / "big"
+    big.mkdir(parents=True)
+    for i in range(5000):
+        (big / f"e{i:05}").touch()
+    _backup(repo, src)
+    settled = _backup(repo, src)
+    again = _backup(repo, src)
+    assert again.stats.trees_written == 0 and again.stats.files_unchanged == 5000
+    before = _dirs(repo, settled)["big"].subtrees
+    assert len(before) == 2 and _dirs(repo, again)["big"].subtrees == before
+    (big / "e04500").write_bytes(b"now with content")
+    changed = _backup(repo, src)
+    assert changed.stats.files_read == 1
+    after = _dirs(repo, changed)["big"].subtrees
+    assert after[0] == before[0] and after[1] != before[1]
