@@ -139,7 +139,11 @@ def test_writer_processes_by_default_one_per_core_up_to_four(
 
 @pytest.mark.parametrize("in_processes", [False, True])
 def test_modes_are_exact_under_a_restrictive_umask(
-    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_processes: bool
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    in_processes: bool,
 ) -> None:
     """A file's mode is set whatever the umask or the mode it was created with (the
     restore skips setting a mode the new file already has)."""
@@ -171,6 +175,7 @@ def test_modes_are_exact_under_a_restrictive_umask(
         os.umask(old)
     assert restored.status == "success", restored.errors
     assert pools == ([2] if in_processes else [])
+    assert "worker process" not in caplog.text  # written there, not by the fallback
     for name, mode in modes.items():
         st = os.stat(tmp_path / "out" / name)
         assert (name, st.st_mode & 0o7777) == (name, mode)

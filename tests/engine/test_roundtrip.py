@@ -332,7 +332,10 @@ def test_worker_processes_that_cannot_start_leave_the_work_to_threads(
 
 
 def test_default_restore_writes_through_worker_processes_past_the_threshold(
-    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """With default options on two cores, a restore past PROCESS_AFTER_FILES files hands
     its files to two worker processes: the awkward tree comes back the same."""
@@ -357,5 +360,6 @@ def test_default_restore_writes_through_worker_processes_past_the_threshold(
     restored = run_restore(repo, result.restore_point, out, RestoreOptions())
     assert restored.status == "success", restored.errors
     assert pools == [2]
+    assert "worker process" not in caplog.text  # written there, not by the fallback
     assert diff_trees(src, out) == []
     assert os.stat(out / "hard1").st_ino == os.stat(out / "sub" / "hard3").st_ino
