@@ -47,18 +47,28 @@ def _target(tmp_path: Path, mtime_ns: int) -> Path:
         ("if-newer", 1, b"backup a", None),  # backup is newer: restore
     ],
 )
+@pytest.mark.parametrize("processes", [0, 2], ids=["threads", "processes"])
 def test_overwrite_policies(
     repo: Repository,
     tmp_path: Path,
     point: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    processes: int,
     policy: str,
     local_mtime: int,
     expect_a: bytes,
     extra: str | None,
 ) -> None:
+    """The same outcome whether the files are written by threads or worker processes."""
+    from ferryman.engine import restore_walk
+
+    monkeypatch.setattr(restore_walk, "PROCESS_AFTER_FILES", 0)
     target = _target(tmp_path, local_mtime)
-    result = run_restore(repo, point, target, RestoreOptions(overwrite=policy))  # type: ignore[arg-type]
+    options = RestoreOptions(overwrite=policy, processes=processes)  # type: ignore[arg-type]
+    result = run_restore(repo, point, target, options)
     assert result.status == "success", result.errors
+    assert "worker process" not in caplog.text  # written there, not by the fallback
     assert (target / "a.txt").read_bytes() == expect_a
     if extra:
         assert (target / extra).read_bytes() == b"backup a"
