@@ -363,3 +363,42 @@ def test_default_restore_writes_through_worker_processes_past_the_threshold(
     assert "worker process" not in caplog.text  # written there, not by the fallback
     assert diff_trees(src, out) == []
     assert os.stat(out / "hard1").st_ino == os.stat(out / "sub" / "hard3").st_ino
+
+
+def test_a_worker_process_killed_mid_restore_loses_and_doubles_no_file(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker process that dies (here: exits at its third batch) breaks the pool:
+    the batches it and the other worker had not answered are written in-process,
+    each file once, and the restore reports success with every file counted once."""
+    from ferryman.engine import restore_procs, restore_walk
+
+    monkeypatch.setattr(restore_walk, "PROCESS_AFTER_FILES", 0)
+    monkeypatch.setattr(restore_walk, "BATCH_FILES", 2)
+    real_submit = restore_procs.submit
+    submitted: list[int] = []
+
+    def submit(pool: object, jobs: list[restore_procs.Job]) -> object:
+        submitted.append(len(jobs))
+        if len(submitted) == 3:
+            return pool.submit(os._exit, 9)  # type: ignore[attr-defined]
+        return real_submit(pool, jobs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(restore_procs, "submit", submit)
+    src = tmp_path / "src"
+    for i in range(20):
+        (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(1000 + i))
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+    out = tmp_path / "out"
+    restored = run_restore(repo, result.restore_point, out, RestoreOptions(processes=2))
+    assert len(submitted) >= 3  # the worker did die
+    assert restored.status == "success", restored.errors
+    assert restored.stats.files_restored == 20
+    assert restored.stats.bytes_restored == sum(1000 + i for i in range(20))
+    assert diff_trees(src, out) == []
+    assert "writing its files here" in caplog.text
