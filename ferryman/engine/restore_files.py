@@ -198,16 +198,16 @@ def apply_fd_metadata(
     changed the mode is always set)."""
     problems: list[str] = []
     mode = stat.S_IMODE(node.mode)
-    chown = current is None
+    chowned = False
     if owner:
         uid, gid = uid_for(node.user, node.uid), gid_for(node.group, node.gid)
         if current is None or (current.st_uid, current.st_gid) != (uid, gid):
-            chown = True
+            chowned = True
             try:
                 os.fchown(fd, uid, gid)
             except OSError as exc:
                 problems.append(f"owner: {exc.strerror}")
-    if chown or current is None or stat.S_IMODE(current.st_mode) != mode:
+    if current is None or chowned or stat.S_IMODE(current.st_mode) != mode:
         try:
             os.fchmod(fd, mode)
         except OSError as exc:
