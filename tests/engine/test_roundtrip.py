@@ -125,6 +125,32 @@ def test_backup_raises_the_gc_threshold_only_while_it_runs(
     assert gc.get_threshold() == before
 
 
+def test_restore_raises_the_gc_threshold_only_while_it_runs(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """As a backup does: raised during the walk, the process's own settings back after."""
+    import gc
+
+    from ferryman.engine.backup import GC_YOUNG_THRESHOLD
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x" * 100)
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+    restored = run_restore(
+        repo,
+        result.restore_point,
+        tmp_path / "out",
+        progress=lambda _event: seen.append(gc.get_threshold()),
+    )
+    assert restored.status == "success", restored.errors
+    assert seen and all(t[0] >= GC_YOUNG_THRESHOLD for t in seen)
+    assert gc.get_threshold() == before
+
+
 def test_re_runs_close_every_directory_they_open(repo: Repository, tmp_path: Path) -> None:
     """Unchanged files lend their directory to the tree saver once per directory; a
     completed re-run and a cancelled one both leave no descriptor open."""
