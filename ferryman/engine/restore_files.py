@@ -188,6 +188,14 @@ def open_for_write(dir_fd: int, name: bytes, mode: int) -> int:
     return os.open(name, _WRITE_FLAGS, (mode & 0o777) | stat.S_IWUSR, dir_fd=dir_fd)
 
 
+def _why(exc: OSError | OverflowError) -> str:
+    """Why setting a piece of metadata failed: the system's reason, or a value from the
+    restore point that no system call takes (a hostile or corrupt uid, time...)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return "value out of range in the restore point"
+
+
 def apply_fd_metadata(
     fd: int, node: Node, owner: bool, xattrs: bool, current: os.stat_result | None = None
 ) -> list[str]:
@@ -205,8 +213,8 @@ def apply_fd_metadata(
             chowned = True
             try:
                 os.fchown(fd, uid, gid)
-            except OSError as exc:
-                problems.append(f"owner: {exc.strerror}")
+            except (OSError, OverflowError) as exc:
+                problems.append(f"owner: {_why(exc)}")
     if current is None or chowned or stat.S_IMODE(current.st_mode) != mode:
         try:
             os.fchmod(fd, mode)
@@ -225,8 +233,8 @@ def apply_fd_metadata(
                 problems.append(f"xattr {key.decode(errors='replace')}: {exc.strerror}")
     try:
         os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
-    except OSError as exc:
-        problems.append(f"timestamps: {exc.strerror}")
+    except (OSError, OverflowError) as exc:
+        problems.append(f"timestamps: {_why(exc)}")
     return problems
 
 
@@ -239,8 +247,8 @@ def apply_name_metadata(
         try:
             uid, gid = uid_for(node.user, node.uid), gid_for(node.group, node.gid)
             os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-        except OSError as exc:
-            problems.append(f"owner: {exc.strerror}")
+        except (OSError, OverflowError) as exc:
+            problems.append(f"owner: {_why(exc)}")
     if node.type != "symlink":
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):  # Linux has no lchmod: only chmod a non-link
@@ -252,8 +260,8 @@ def apply_name_metadata(
         problems.extend(write_xattrs(dir_fd, name, node.xattrs))
     try:
         os.utime(name, ns=(node.atime_ns, node.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
-    except OSError as exc:
-        problems.append(f"timestamps: {exc.strerror}")
+    except (OSError, OverflowError) as exc:
+        problems.append(f"timestamps: {_why(exc)}")
     return problems
 
 

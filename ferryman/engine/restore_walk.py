@@ -98,6 +98,9 @@ class Restorer:
         self._dirs_last: list[tuple[bytes, Node]] = []
         # first restored name of a hardlinked file -> [target path, links still to come]
         self._links: dict[bytes, list[Any]] = {}
+        # keep-both: the new names given so far, per target directory being restored (a
+        # later entry of the point may carry one of them, and is not written yet)
+        self._kept_both: dict[bytes, set[bytes]] = {}
 
     # -- bookkeeping -------------------------------------------------------------------
 
@@ -128,6 +131,7 @@ class Restorer:
                 node = None
             if node is None:
                 stack.pop()
+                self._kept_both.pop(frame.target_rel, None)
                 if frame.node is not None:
                     self._dirs_done.append((frame.target_rel, frame.node))
                     if len(self._dirs_done) >= DIRS_PER_SETTLE:
@@ -150,7 +154,7 @@ class Restorer:
             self.error(shown, "refused: duplicate or unsorted entry in the restore point")
             return None
         frame.last = node.name
-        name = self._resolve_existing(frame.dir, node, shown)
+        name = self._resolve_existing(frame.dir, frame.target_rel, node, shown)
         if name is None:
             return None
         target_path = join_path(frame.target_rel, name)
@@ -173,7 +177,9 @@ class Restorer:
             self.error(shown, str(exc))
         return None
 
-    def _resolve_existing(self, tdir: TargetDir, node: Node, shown: str) -> bytes | None:
+    def _resolve_existing(
+        self, tdir: TargetDir, target_rel: bytes, node: Node, shown: str
+    ) -> bytes | None:
         """Apply the overwrite policy; the name to create, or None to skip."""
         if tdir.created:
             return node.name  # a directory this restore created holds only what it wrote
@@ -182,18 +188,24 @@ class Restorer:
         except OSError as exc:
             self.error(shown, describe_restore_error(exc))
             return None
-        if existing is None:
+        taken = self._kept_both.get(target_rel, set())  # only ever filled by keep-both
+        if existing is None and node.name not in taken:
             return node.name
-        if node.type == "dir" and stat.S_ISDIR(existing.st_mode):
+        if existing is not None and node.type == "dir" and stat.S_ISDIR(existing.st_mode):
             return node.name  # merge into the existing directory
         policy = self.options.overwrite
-        if policy == "skip" or (policy == "if-newer" and node.mtime_ns <= existing.st_mtime_ns):
+        if policy == "skip" or (
+            policy == "if-newer" and existing is not None and node.mtime_ns <= existing.st_mtime_ns
+        ):
             self._count(files_skipped=1)
             return None
         if policy == "keep-both":
             for i in range(1, 10_000):
                 candidate = node.name + b".restored" + (b"" if i == 1 else b"-%d" % i)
-                if len(candidate) <= 255 and tdir.lstat(candidate) is None:
+                if len(candidate) > 255 or candidate in taken:
+                    continue
+                if tdir.lstat(candidate) is None:
+                    self._kept_both.setdefault(target_rel, taken).add(candidate)
                     return candidate
             self.error(shown, "no free name for keep-both")
             return None

@@ -75,6 +75,37 @@ def test_overwrite_policies(
     assert (target / "dir" / "sub" / "c.txt").read_bytes() == b"backup c"
 
 
+@pytest.mark.parametrize("processes", [0, 2], ids=["threads", "processes"])
+def test_keep_both_never_gives_a_name_the_restore_point_itself_uses(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int
+) -> None:
+    """The point holds ``a`` and ``a.restored``, the target has ``a``: the point's ``a``
+    must not take ``a.restored`` and then be overwritten by the point's own
+    ``a.restored`` (which lost it before); every version is kept under its own name."""
+    from ferryman.engine import restore_walk
+
+    monkeypatch.setattr(restore_walk, "PROCESS_AFTER_FILES", 0)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"backup a")
+    (src / "a.restored").write_bytes(b"backup a.restored, longer")
+    (src / "a.restored-2").write_bytes(b"backup a.restored-2")
+    done = run_backup(LocalSource(src), repo, BackupOptions(share="kb"))
+    assert done.restore_point is not None
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "a").write_bytes(b"local a")
+    options = RestoreOptions(overwrite="keep-both", processes=processes)
+    result = run_restore(repo, done.restore_point, target, options)
+    assert result.status == "success", result.errors
+    contents = {p.name: p.read_bytes() for p in target.iterdir()}
+    assert contents["a"] == b"local a"
+    assert sorted(contents.values()) == sorted(
+        [b"local a", b"backup a", b"backup a.restored, longer", b"backup a.restored-2"]
+    )
+    assert contents["a.restored"] == b"backup a"  # the first free name, as before
+
+
 def test_selected_paths_keep_or_strip_their_parents(
     repo: Repository, tmp_path: Path, point: str
 ) -> None:

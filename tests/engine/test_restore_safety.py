@@ -269,3 +269,28 @@ def test_batches_of_broken_worker_processes_are_written_here(
     assert restorer._proc_batches == []
     assert (target / "a").read_bytes() == data
     assert (target / "b").read_bytes() == data
+
+
+def test_out_of_range_owner_is_reported_per_file_not_a_traceback(
+    repo: Repository, tmp_path: Path, processes: int
+) -> None:
+    """A uid or gid no system call takes (beyond 32 bits, negative: a hostile or corrupt
+    point) was an OverflowError that stopped the whole restore with a traceback: now the
+    file is restored with an error naming what could not be set, and the restore goes on."""
+    odd = [
+        Node(name=b"big-uid", type="file", mode=0o100640, uid=2**40, gid=0),
+        Node(name=b"minus-gid", type="file", mode=0o100640, uid=0, gid=-5),
+        Node(name=b"ok", type="file", mode=0o100640, mtime_ns=10**18),
+    ]
+    point = _point(repo, [odd])
+    target = tmp_path / "target"
+    options = RestoreOptions(processes=processes, restore_owner=True)
+    result = run_restore(repo, point, target, options)
+    assert result.status == "warning"
+    reasons = {e.path: e.reason for e in result.errors}
+    assert "owner: value out of range in the restore point" in reasons["big-uid"]
+    assert "owner: value out of range in the restore point" in reasons["minus-gid"]
+    for name in ("big-uid", "minus-gid", "ok"):
+        assert (target / name).read_bytes() == b"pwned\n"
+        assert (target / name).stat().st_mode & 0o777 == 0o640  # the rest of it is set
+    assert (target / "ok").stat().st_mtime_ns == 10**18
