@@ -196,7 +196,9 @@ def settle_after_deletion(
         deleted = float((mark_in / _DELETE_MARK).read_text())
     except (OSError, ValueError):
         return 0.0
-    wait = deleted + settle - time.time()
+    # never more than ``settle``: the mark is rounded to the millisecond, and a clock
+    # stepped back must not make a restore wait for longer than a fresh deletion would
+    wait = min(settle, deleted + settle - time.time())
     if wait <= 0:
         return 0.0
     say(f"waiting {wait:.0f} s: files created soon after a large deletion are slower here")
