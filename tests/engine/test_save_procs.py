@@ -322,7 +322,11 @@ def test_killed_saver_process_loses_nothing(
     assert killed
     assert result.status == "success", result.warnings
     assert result.stats.files_read == 60
-    assert "saver process failed" in procs_log.text and FELL_BACK in procs_log.text
+    # the kill lands while a batch is with the worker, or (on a slow machine) while the
+    # pool's first job is still pending: either way the pool breaks and the threads take
+    # over, saying why
+    assert FELL_BACK in procs_log.text
+    assert "terminated abruptly" in procs_log.text
     assert result.restore_point is not None
     out = tmp_path / "out"
     run_restore(repo, result.restore_point, out)
