@@ -50,6 +50,13 @@ def _backup(src: Path, repo: Repository, share: str, processes: int) -> BackupRe
     return run_backup(LocalSource(src), repo, BackupOptions(share=share, processes=processes))
 
 
+def _restores_identical(repo: Repository, result: BackupResult, src: Path, out: Path) -> None:
+    """The backup's restore point restores ``src`` byte for byte and field by field."""
+    assert result.restore_point is not None
+    run_restore(repo, result.restore_point, out)
+    assert diff_trees(src, out) == []
+
+
 def _before_each_batch(
     monkeypatch: pytest.MonkeyPatch, hook: Callable[[file_saver.FileSaver, list[bytes]], None]
 ) -> None:
@@ -327,10 +334,7 @@ def test_killed_saver_process_loses_nothing(
     # over, saying why
     assert FELL_BACK in procs_log.text
     assert "terminated abruptly" in procs_log.text
-    assert result.restore_point is not None
-    out = tmp_path / "out"
-    run_restore(repo, result.restore_point, out)
-    assert diff_trees(src, out) == []
+    _restores_identical(repo, result, src, tmp_path / "out")
 
 
 def test_saver_processes_that_cannot_start_leave_the_work_to_threads(
@@ -359,10 +363,7 @@ def test_saver_processes_that_cannot_start_leave_the_work_to_threads(
     assert result.status == "success", result.warnings
     assert result.stats.files_read == 20
     assert FELL_BACK in procs_log.text
-    assert result.restore_point is not None
-    out = tmp_path / "out"
-    run_restore(repo, result.restore_point, out)
-    assert diff_trees(src, out) == []
+    _restores_identical(repo, result, src, tmp_path / "out")
 
 
 def test_an_error_starting_the_saver_processes_does_not_stall_the_backup(
@@ -387,10 +388,7 @@ def test_an_error_starting_the_saver_processes_does_not_stall_the_backup(
     assert result.status == "success", result.warnings
     assert result.stats.files_read == 20
     assert FELL_BACK in procs_log.text and "TypeError('unexpected')" in procs_log.text
-    assert result.restore_point is not None
-    out = tmp_path / "out"
-    run_restore(repo, result.restore_point, out)
-    assert diff_trees(src, out) == []
+    _restores_identical(repo, result, src, tmp_path / "out")
 
 
 @pytest.mark.timeout(60)
@@ -427,10 +425,7 @@ def test_an_os_error_submitting_a_batch_does_not_stall_the_backup(
     assert result.status == "success", result.warnings
     assert result.stats.files_read == 20
     assert FELL_BACK in procs_log.text and "Resource temporarily unavailable" in procs_log.text
-    assert result.restore_point is not None
-    out = tmp_path / "out"
-    run_restore(repo, result.restore_point, out)
-    assert diff_trees(src, out) == []
+    _restores_identical(repo, result, src, tmp_path / "out")
 
 
 def test_saver_processes_are_automatic_from_four_cores(monkeypatch: pytest.MonkeyPatch) -> None:
