@@ -21,12 +21,12 @@ memory, never written anywhere).
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from ferryman.engine.nodes import Node
+from ferryman.engine.process_pool import spawn_pool
 from ferryman.engine.restore_files import (
     OpenPath,
     describe_restore_error,
@@ -96,13 +96,8 @@ def worker_setup(
 
 
 def start_pool(setup: WorkerSetup, processes: int) -> ProcessPoolExecutor:
-    """Worker processes, started fresh (``spawn``: never a fork of a threaded server)."""
-    return ProcessPoolExecutor(
-        processes,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init,
-        initargs=(setup,),
-    )
+    """Worker processes running ``_init(setup)`` first (see ``spawn_pool``)."""
+    return spawn_pool(processes, _init, setup)
 
 
 def submit(pool: ProcessPoolExecutor, jobs: list[Job]) -> Future[BatchOutcome]:

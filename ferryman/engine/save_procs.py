@@ -23,12 +23,12 @@ chunking, hashing and compression code.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
+from ferryman.engine.process_pool import spawn_pool
 from ferryman.engine.small_files import (
     CHANGED_WARNING,
     Tally,
@@ -101,13 +101,8 @@ def worker_setup(repo: object, writer: object, read_xattrs: bool) -> WorkerSetup
 
 
 def start_pool(setup: WorkerSetup, processes: int) -> ProcessPoolExecutor:
-    """Worker processes, started fresh (``spawn``: never a fork of a threaded server)."""
-    return ProcessPoolExecutor(
-        processes,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init,
-        initargs=(setup,),
-    )
+    """Worker processes running ``_init(setup)`` first (see ``spawn_pool``)."""
+    return spawn_pool(processes, _init, setup)
 
 
 def warm_up(pool: ProcessPoolExecutor) -> Future[int]:
