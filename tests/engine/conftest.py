@@ -24,3 +24,19 @@ def repo(tmp_path: Path) -> Iterator[Repository]:
         yield r
     finally:
         r.close()
+
+
+@pytest.fixture
+def restore_pools(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every restore worker pool started while the test runs."""
+    from ferryman.engine import restore_procs
+
+    pools: list[int] = []
+    real_start = restore_procs.start_pool
+
+    def start_pool(setup: restore_procs.WorkerSetup, processes: int) -> object:
+        pools.append(processes)
+        return real_start(setup, processes)
+
+    monkeypatch.setattr(restore_procs, "start_pool", start_pool)
+    return pools

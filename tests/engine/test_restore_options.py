@@ -185,20 +185,13 @@ def test_modes_are_exact_under_a_restrictive_umask(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     in_processes: bool,
+    restore_pools: list[int],
 ) -> None:
     """A file's mode is set whatever the umask or the mode it was created with (the
     restore skips setting a mode the new file already has)."""
-    from ferryman.engine import restore_procs, restore_walk
+    from ferryman.engine import restore_walk
 
     monkeypatch.setattr(restore_walk, "PROCESS_AFTER_FILES", 0)
-    pools: list[int] = []
-    real_start = restore_procs.start_pool
-
-    def start_pool(setup: restore_procs.WorkerSetup, processes: int) -> object:
-        pools.append(processes)
-        return real_start(setup, processes)
-
-    monkeypatch.setattr(restore_procs, "start_pool", start_pool)
     src = tmp_path / "src"
     src.mkdir()
     modes = {"rw-all": 0o666, "read-only": 0o444, "plain": 0o644, "exec": 0o755}
@@ -215,7 +208,7 @@ def test_modes_are_exact_under_a_restrictive_umask(
     finally:
         os.umask(old)
     assert restored.status == "success", restored.errors
-    assert pools == ([2] if in_processes else [])
+    assert restore_pools == ([2] if in_processes else [])
     assert "worker process" not in caplog.text  # written there, not by the fallback
     for name, mode in modes.items():
         st = os.stat(tmp_path / "out" / name)

@@ -362,22 +362,15 @@ def test_default_restore_writes_through_worker_processes_past_the_threshold(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    restore_pools: list[int],
 ) -> None:
     """With default options on two cores, a restore past PROCESS_AFTER_FILES files hands
     its files to two worker processes: the awkward tree comes back the same."""
-    from ferryman.engine import restore_procs, restore_walk
+    from ferryman.engine import restore_walk
 
     monkeypatch.setattr(restore_walk, "PROCESS_AFTER_FILES", 3)
     monkeypatch.setattr(restore_walk, "BATCH_FILES", 2)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    pools: list[int] = []
-    real_start = restore_procs.start_pool
-
-    def start_pool(setup: restore_procs.WorkerSetup, processes: int) -> object:
-        pools.append(processes)
-        return real_start(setup, processes)
-
-    monkeypatch.setattr(restore_procs, "start_pool", start_pool)
     src = tmp_path / "src"
     build_awkward_tree(src)
     result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
@@ -385,7 +378,7 @@ def test_default_restore_writes_through_worker_processes_past_the_threshold(
     out = tmp_path / "out"
     restored = run_restore(repo, result.restore_point, out, RestoreOptions())
     assert restored.status == "success", restored.errors
-    assert pools == [2]
+    assert restore_pools == [2]
     assert "worker process" not in caplog.text  # written there, not by the fallback
     assert diff_trees(src, out) == []
     assert os.stat(out / "hard1").st_ino == os.stat(out / "sub" / "hard3").st_ino
