@@ -322,18 +322,30 @@ class FileSaver:
             return
 
         def run() -> None:
-            tally: Tally = {}  # one locked stats update per batch, not per file
-            try:
-                fut.set_result(self._save_small_batch(batch, tally))
-            except BaseException as exc:  # surfaced to the tree saver via the future
-                fut.set_exception(exc)
-            finally:
-                for it in batch:
-                    it.dir.release()
-                self._budget.release(nbytes)
-                self._stats.add(**tally)
+            self._settle(batch, fut, nbytes, lambda tally: self._save_small_batch(batch, tally))
 
         self._pool.submit(run)
+
+    def _settle(
+        self,
+        batch: list[_SmallItem],
+        fut: Future[list[FileOutcome]],
+        nbytes: int,
+        save: Callable[[Tally], list[FileOutcome]],
+    ) -> None:
+        """Resolve a batch's future with ``save(tally)`` (or its exception, surfaced to the
+        tree saver), then release its directory handles and budget and add its tally:
+        one locked stats update per batch, not per file."""
+        tally: Tally = {}
+        try:
+            fut.set_result(save(tally))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        finally:
+            for it in batch:
+                it.dir.release()
+            self._budget.release(nbytes)
+            self._stats.add(**tally)
 
     def _save_small_batch(self, batch: list[_SmallItem], tally: Tally) -> list[FileOutcome]:
         """Read every file of a batch, then store their chunks.
@@ -480,22 +492,18 @@ class FileSaver:
         nbytes: int,
     ) -> None:
         """Store a batch a saver process read (or, if it failed, read it here)."""
-        tally: Tally = {}
-        try:
+
+        def save(tally: Tally) -> list[FileOutcome]:
             try:
                 result = job.result()
             except Exception as exc:  # a worker died, or the pool was shut down
                 self._processes_failed(f"saver process failed ({exc!r})")
-                fut.set_result(self._save_small_batch(batch, tally))
-            else:
-                fut.set_result(self._store_processed(result, tally))
-        except BaseException as exc:  # surfaced to the tree saver via the future
-            fut.set_exception(exc)
+                return self._save_small_batch(batch, tally)
+            return self._store_processed(result, tally)
+
+        try:
+            self._settle(batch, fut, nbytes, save)
         finally:
-            for it in batch:
-                it.dir.release()
-            self._budget.release(nbytes)
-            self._stats.add(**tally)
             with self._procs_lock:
                 self._procs_batches -= 1
                 self._procs_idle.notify_all()
