@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from ferryman.server.db.models import User
 from ferryman.server.roles import Role
+from ferryman.server.web_sessions import close_user_sessions
 
 # hashlib.scrypt cost: 16 MiB of memory and some 50 ms per check on one core.
 SCRYPT_N = 2**14
@@ -27,6 +28,10 @@ class UserError(ValueError):
 
 class NameTaken(UserError):
     """Another user already has this name."""
+
+
+class LastAdministrator(UserError):
+    """Removing this user would leave no administrator who can sign in to the console."""
 
 
 def check_password(password: str) -> str:
@@ -92,3 +97,20 @@ def add_user(db: Session, name: str, role: Role, password: str) -> User:
 
 def set_password(user: User, password: str) -> None:
     user.password_hash = hash_password(check_password(password))
+
+
+def remove_user(db: Session, user: User) -> None:
+    """Delete ``user`` and end their console sessions; refused for the last administrator
+    (nobody could manage users then).
+
+    The administrators' rows are locked first (``FOR UPDATE`` on PostgreSQL; SQLite
+    serialises writers anyway), so two removals at once cannot leave none.
+    """
+    admin = Role.administrator.label
+    admins = db.scalars(select(User.id).where(User.role == admin).with_for_update()).all()
+    if user.role == admin and all(other == user.id for other in admins):
+        raise LastAdministrator(
+            f"'{user.name}' is the last administrator; add another administrator first"
+        )
+    close_user_sessions(db, user.id)
+    db.delete(user)

@@ -179,6 +179,27 @@ def test_password_change_and_removal_sign_the_user_out(
     assert api.error("DELETE", "/users/alice", 404) == "unknown user 'alice'"
 
 
+def test_the_last_administrator_cannot_be_removed(api: Api, browser: TestClient) -> None:
+    users = api.get("/users")
+    admins = [u["name"] for u in users if u["role"] == "administrator"]
+    others = {u["name"]: u["role"] for u in users if u["role"] != "administrator"}
+    for name in ("alice", "bob"):
+        add_user(api, name, "administrator")
+    add_user(api, "carol", "viewer")
+    for name in [*admins, "alice"]:  # another administrator remains: allowed
+        api.call("DELETE", f"/users/{name}", expect=204)
+    sign_in(browser, "bob")
+    detail = api.error("DELETE", "/users/bob", 409)
+    assert detail == "'bob' is the last administrator; add another administrator first"
+    # nothing was lost: bob is still there and still signed in
+    assert browser.get("/api/v1/whoami").json()["name"] == "bob"
+    remaining = {u["name"]: u["role"] for u in api.get("/users")}
+    assert remaining == {**others, "bob": "administrator", "carol": "viewer"}
+    api.call("DELETE", "/users/carol", expect=204)  # other roles can always go
+    add_user(api, "dave", "administrator")
+    api.call("DELETE", "/users/bob", expect=204)  # no longer the last one
+
+
 def test_revoking_an_api_token_ends_its_console_sessions_at_once(
     api: Api, browser: TestClient, ctx: ServerContext
 ) -> None:

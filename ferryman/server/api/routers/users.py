@@ -18,7 +18,15 @@ from ferryman.server.db.models import User, utcnow
 from ferryman.server.roles import Role
 from ferryman.server.sign_in_throttle import SignInLocked, SignInThrottle
 from ferryman.server.tokens import find_api_token
-from ferryman.server.users import NameTaken, UserError, add_user, authenticate, set_password
+from ferryman.server.users import (
+    LastAdministrator,
+    NameTaken,
+    UserError,
+    add_user,
+    authenticate,
+    remove_user,
+    set_password,
+)
 from ferryman.server.web_sessions import (
     COOKIE,
     IDLE_TIMEOUT,
@@ -188,14 +196,17 @@ def change_password(
 
 
 @router.delete("/users/{ref}", status_code=204)
-def remove_user(
+def delete_user(
     ref: str,
     ctx: ServerContext = Depends(get_ctx),
     _: Caller = Depends(require(Role.administrator)),
 ) -> Response:
-    """Remove a user; their console sessions end with it."""
+    """Remove a user; their console sessions end with it. The last administrator cannot
+    be removed (409)."""
     with ctx.db.session() as db:
         user = lookup(db, User, ref, "user")
-        close_user_sessions(db, user.id)
-        db.delete(user)
+        try:
+            remove_user(db, user)
+        except LastAdministrator as exc:
+            raise HTTPException(409, str(exc)) from exc
     return Response(status_code=204)
