@@ -7,6 +7,10 @@ job's newest ended session, which the dashboard, the job list and the
 ``ferryman_job_last_session_end_timestamp_seconds`` metric show as its last result.
 Restore points are the repository's, not history: pruning never touches them.
 
+The session holding each repository's newest successful backup, assembly or maintenance
+task stays too: the dashboard shows the repository's stored size from it, and a job
+failing for longer than ``history_days`` must not blank that out.
+
 Two more sessions always stay: one whose report is still waiting to be sent (a
 pending notification delivery), and the newest of all together with the one that
 holds the newest task (SQLite hands a deleted largest id out again, and a new
@@ -26,7 +30,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session as DbSession
 
 from ferryman.server.context import ServerContext
@@ -38,7 +42,7 @@ from ferryman.server.db.models import (
     TaskSample,
     utcnow,
 )
-from ferryman.server.sessions import FINAL_STATES, INTERNAL_KINDS
+from ferryman.server.sessions import FINAL_STATES, INTERNAL_KINDS, SIZED_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,20 @@ class Pruned:
     samples: int = 0
 
 
+def _newest_sized_of_each_repository() -> Select[int]:
+    """The sessions of each repository's newest successful sized task (its stored size)."""
+    newest = (
+        select(func.max(Task.id))
+        .where(
+            Task.repository_id.is_not(None),
+            Task.kind.in_(SIZED_KINDS),
+            Task.state.in_(("success", "warning")),
+        )
+        .group_by(Task.repository_id)
+    )
+    return select(Task.session_id).where(Task.id.in_(newest))
+
+
 def _prunable(db: DbSession, now: dt.datetime, history_days: int) -> list[int]:
     """Up to ``BATCH`` ids of ended sessions old enough to go."""
     internal = Session.kind.in_(INTERNAL_KINDS) & (Session.ended < now - INTERNAL_KEEP)
@@ -73,6 +91,7 @@ def _prunable(db: DbSession, now: dt.datetime, history_days: int) -> list[int]:
             Session.kind.not_in(INTERNAL_KINDS)
             & (Session.ended < now - dt.timedelta(days=history_days))
             & Session.id.not_in(newest_of_each_job)
+            & Session.id.not_in(_newest_sized_of_each_repository())
         )
     unreported = select(NotificationDelivery.session_id).where(
         NotificationDelivery.status == "pending", NotificationDelivery.session_id.is_not(None)

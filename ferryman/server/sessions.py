@@ -16,6 +16,8 @@ FINAL_STATES = ("success", "warning", "failed", "stopped")
 ACTIVE_STATES = ("assigned", "running")
 # hidden sessions: a look into a restore point (browse, attach); no report, no metrics
 INTERNAL_KINDS = ("browse", "attach")
+# tasks that report the repository's stored size when they end (docs/api.md, Sessions)
+SIZED_KINDS = ("backup", "assemble", "maintenance")
 NEW_TASK_REASON = "waiting for placement"
 
 log = logging.getLogger("ferryman.server.sessions")

@@ -44,9 +44,11 @@ def add_session(
     job: str | None = None,
     tasks: int = 1,
     samples: int = 2,
+    repository_bytes: int | None = None,
 ) -> int:
     """A session ended ``ended_ago`` (None: still running) with ``tasks`` ended tasks, each
-    with ``samples`` throughput samples and a few bytes in its statistics."""
+    with ``samples`` throughput samples and a few bytes in its statistics (and, given
+    ``repository_bytes``, the repository's stored size, as backups report it)."""
     now = utcnow()
     ended = None if ended_ago is None else now - ended_ago
     created = (ended or now) - dt.timedelta(hours=1)
@@ -69,12 +71,16 @@ def add_session(
         )
         db.add(session)
         db.flush()
+        stats = {"bytes_read": 1000, "bytes_new": 100, "bytes_transferred": 10}
+        if repository_bytes is not None:
+            stats["repository_bytes"] = repository_bytes
         for _ in range(tasks):
             task = Task(
                 session_id=session.id,
+                repository_id=job_row.repository_id if job_row else None,
                 kind=kind,
                 state="running" if ended is None else status,
-                stats={"bytes_read": 1000, "bytes_new": 100, "bytes_transferred": 10},
+                stats=stats,
                 created=created,
                 started=created,
                 ended=ended,
@@ -140,6 +146,23 @@ def test_old_sessions_go_with_their_tasks_and_samples_but_never_a_job_s_last_res
     (job,) = [j for j in api.get("/jobs") if j["name"] == "nightly"]
     assert job["last_session"]["id"] == newest_job_run
     assert prune_history(ctx).sessions == 0  # nothing more to do
+
+
+def test_a_repository_keeps_its_stored_size_while_its_job_fails_for_longer_than_history(
+    ctx: ServerContext, api: Api
+) -> None:
+    ctx.config.history_days = 365
+    older_success = add_session(ctx, "backup", 420 * DAY, job="nightly", repository_bytes=1)
+    last_success = add_session(ctx, "backup", 400 * DAY, job="nightly", repository_bytes=12_345)
+    failures = [add_session(ctx, "backup", d * DAY, "failed", job="nightly") for d in (390, 370)]
+
+    prune_history(ctx)
+
+    sessions, _, _ = remaining(ctx)
+    assert last_success in sessions and failures[-1] in sessions
+    assert older_success not in sessions and failures[0] not in sessions
+    (repo,) = api.get("/dashboard")["repositories"]
+    assert repo["bytes_stored"] == 12_345
 
 
 def test_counters_stay_right_across_several_prunings_in_small_batches(

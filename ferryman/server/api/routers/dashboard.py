@@ -13,7 +13,7 @@ from ferryman.server.api.views import iso, proxy_state, session_summaries
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import Proxy, Repository, RestorePoint, Session, Task, utcnow
 from ferryman.server.roles import Role
-from ferryman.server.sessions import ACTIVE_STATES
+from ferryman.server.sessions import ACTIVE_STATES, SIZED_KINDS
 
 router = APIRouter(tags=["dashboard"])
 
@@ -95,8 +95,6 @@ def _repositories(db: Any) -> list[dict[str, Any]]:
     return out
 
 
-# Tasks that report the repository's stored size when they end (docs/api.md, Sessions).
-SIZED_KINDS = ("backup", "assemble", "maintenance")
 SIZE_LOOKBACK = 50
 
 
