@@ -16,6 +16,7 @@ from ferryman.server.db.models import (
     NotificationDelivery,
     NotificationTarget,
     Repository,
+    RestorePoint,
     Session,
     Task,
     TaskSample,
@@ -163,6 +164,37 @@ def test_a_repository_keeps_its_stored_size_while_its_job_fails_for_longer_than_
     assert older_success not in sessions and failures[0] not in sessions
     (repo,) = api.get("/dashboard")["repositories"]
     assert repo["bytes_stored"] == 12_345
+
+
+def test_restore_points_of_pruned_sessions_stay_and_no_longer_link_to_them(
+    ctx: ServerContext, api: Api
+) -> None:
+    ctx.config.history_days = 365
+    old = add_session(ctx, "backup", 400 * DAY, job="nightly")
+    new = add_session(ctx, "backup", 1 * DAY, job="nightly")
+    with ctx.db.session() as db:
+        repository = db.scalar(select(Repository))
+        assert repository is not None
+        for n, session_id in enumerate((old, new)):
+            db.add(
+                RestorePoint(
+                    point_id=f"p{n}",
+                    repository_id=repository.id,
+                    share_name="docs",
+                    job_name="nightly",
+                    session_id=session_id,
+                    time=utcnow() - (400 - n) * DAY,
+                )
+            )
+
+    assert prune_history(ctx).sessions == 1
+
+    assert [(p["point_id"], p["session"]) for p in api.get("/points")] == [
+        ("p0", None),
+        ("p1", new),
+    ]
+    assert api.get("/points/p0")["session"] is None
+    assert api.get("/points/p1")["session"] == new
 
 
 def test_counters_stay_right_across_several_prunings_in_small_batches(

@@ -235,12 +235,15 @@ def session_summaries(db: DbSession, sessions: list[Session]) -> list[dict[str, 
     ]
 
 
-def point_view(point: RestorePoint, repo_names: dict[int, str]) -> dict[str, Any]:
+def point_view(
+    point: RestorePoint, repo_names: dict[int, str], session_kept: bool = True
+) -> dict[str, Any]:
+    """A restore point; ``session`` is None once history pruning removed its session."""
     return {
         "id": point.id,
         "share": point.share_name,
         "job": point.job_name,
-        "session": point.session_id,
+        "session": point.session_id if session_kept else None,
         "repository": repo_names.get(point.repository_id),
         "time": iso(point.time),
         "files": point.files,

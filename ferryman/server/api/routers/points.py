@@ -15,7 +15,7 @@ from ferryman.server.api.deps import Caller, get_ctx, lookup, require
 from ferryman.server.api.views import point_view, session_view
 from ferryman.server.api.waiting import wait_for_task
 from ferryman.server.context import ServerContext
-from ferryman.server.db.models import Job, Repository, RestorePoint, Share
+from ferryman.server.db.models import Job, Repository, RestorePoint, Session, Share
 from ferryman.server.roles import Role
 from ferryman.server.sessions import start_restore_session, start_single_task_session
 
@@ -46,13 +46,17 @@ def list_points(
     _: Caller = Depends(require(Role.viewer)),
 ) -> list[dict[str, Any]]:
     with ctx.db.session() as db:
-        query = select(RestorePoint).order_by(RestorePoint.time, RestorePoint.id)
+        query = (
+            select(RestorePoint, Session.id)
+            .outerjoin(Session, Session.id == RestorePoint.session_id)
+            .order_by(RestorePoint.time, RestorePoint.id)
+        )
         if share is not None:
             query = query.where(RestorePoint.share_id == lookup(db, Share, share, "share").id)
         if job is not None:
             query = query.where(RestorePoint.job_id == lookup(db, Job, job, "job").id)
         names = _repo_names(db)
-        return [point_view(p, names) for p in db.scalars(query)]
+        return [point_view(p, names, kept is not None) for p, kept in db.execute(query)]
 
 
 @router.get("/points/{ref}")
@@ -60,7 +64,10 @@ def show_point(
     ref: str, ctx: ServerContext = Depends(get_ctx), _: Caller = Depends(require(Role.viewer))
 ) -> dict[str, Any]:
     with ctx.db.session() as db:
-        return point_view(_point(db, ref), _repo_names(db))
+        point = _point(db, ref)
+        sid = point.session_id
+        kept = sid is not None and db.get(Session, sid) is not None
+        return point_view(point, _repo_names(db), kept)
 
 
 def _raw_path(path: str, path_b64: str | None) -> dict[str, str]:

@@ -179,8 +179,8 @@ export function RestoreView({ user, query: q }) {
         </label>
         ${point
           ? html`<span class="muted small" data-selected-point=${point.id}>
-              ${`Point #${point.id} · ${fmt.time(point.time)} · ${fmt.count(point.files)} files · ${fmt.bytes(point.bytes)} · job ${point.job || '–'} · `}
-              <a href=${sessionHref(point.session)}>session #${point.session}</a></span>`
+              ${`Point #${point.id} · ${fmt.time(point.time)} · ${fmt.count(point.files)} files · ${fmt.bytes(point.bytes)} · job ${point.job || '–'}`}
+              ${point.session ? html` · <a href=${sessionHref(point.session)}>session #${point.session}</a>` : ' · session pruned'}</span>`
           : null}
       </div>
       ${share ? html`<${Timeline} points=${list} selected=${point && point.id} onSelect=${(p) => setPointId(p.id)} />` : null}
