@@ -44,7 +44,9 @@ class ServerCollector(Collector):
         self.ctx = ctx
 
     def collect(self) -> Iterator[Metric]:
-        with self.ctx.db.session() as db:
+        # one snapshot: a history pruning committing between reading the rows and reading
+        # the tallies it moved their counts to must not count them twice, or not at all
+        with self.ctx.db.snapshot() as db:
             yield from self._sessions(db)
             yield from self._tasks(db)
             yield from self._proxies(db)

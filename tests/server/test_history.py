@@ -8,8 +8,9 @@ import datetime as dt
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session as DbSession
 
-from ferryman.server import history
+from ferryman.server import history, metrics
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import (
     Job,
@@ -195,6 +196,29 @@ def test_restore_points_of_pruned_sessions_stay_and_no_longer_link_to_them(
     ]
     assert api.get("/points/p0")["session"] is None
     assert api.get("/points/p1")["session"] == new
+
+
+def test_a_pruning_committed_in_the_middle_of_a_scrape_is_counted_once(
+    ctx: ServerContext, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx.config.history_days = 365
+    add_session(ctx, "restore", 400 * DAY)
+    for _ in range(3):
+        add_session(ctx, "backup", 400 * DAY, job="nightly")
+    before = counters(api)
+    read_tallies = metrics.tallies
+    pruned: list[int] = []
+
+    def prune_first(db: DbSession, metric: str) -> dict[tuple[str, str], float]:
+        # the scrape has read the rows; a pruning moves them to the tallies and commits
+        if not pruned:
+            pruned.append(prune_history(ctx).sessions)
+        return read_tallies(db, metric)
+
+    monkeypatch.setattr(metrics, "tallies", prune_first)
+    assert counters(api) == before  # neither twice nor missing
+    assert pruned == [3]  # two old job runs and the restore went
+    assert counters(api) == before
 
 
 def test_counters_stay_right_across_several_prunings_in_small_batches(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -70,6 +70,23 @@ class Database:
             db.rollback()
             raise
         finally:
+            db.close()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only unit of work whose queries all see one consistent state of the
+        database: REPEATABLE READ on PostgreSQL (its default gives each statement its own
+        snapshot); on SQLite an explicit ``BEGIN`` (the driver opens no transaction for
+        reads, so each SELECT would otherwise see the latest commit)."""
+        db = self._factory()
+        try:
+            if self.engine.dialect.name == "postgresql":
+                db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            else:
+                db.execute(text("BEGIN"))
+            yield db
+        finally:
+            db.rollback()
             db.close()
 
     def migrate(self) -> None:
