@@ -220,10 +220,12 @@ class EventHub:
                 for sid, revision in db.execute(
                     select(Session.id, Session.revision).where(Session.id.in_(list(watched)))
                 ):
-                    if revision != watched[sid]:
+                    session = db.get(Session, sid) if revision != watched[sid] else None
+                    if session is not None:  # None: unchanged, or pruned since the query
                         found.revisions[sid] = revision
-                        view = session_view(db, db.get_one(Session, sid))
-                        found.messages[("session", sid)] = message("session", view)
+                        found.messages[("session", sid)] = message(
+                            "session", session_view(db, session)
+                        )
         return found
 
     def _proxy_fingerprint(self, db: Any, now: dt.datetime) -> tuple[Any, ...]:
