@@ -55,11 +55,15 @@ def with_eta(db: DbSession, task: Task, progress: dict[str, object]) -> dict[str
 
 
 def since(task: Task) -> dt.datetime:
-    """When the current attempt of a running task began, at the earliest.
+    """When the current attempt of a running task began: its proxy picked it up then, and a
+    heartbeat that proxy composed just before must not count as "no longer runs it".
 
-    ``started`` is the first attempt's start; a retried task was requeued later, and
-    a heartbeat its new proxy composed just before picking it up must not count.
+    ``started`` is the first attempt's start (a retried task may have waited in the queue
+    far longer than the grace since); tasks picked up before ``attempt_started`` existed
+    fall back to the later of the first start and the last requeue.
     """
+    if task.attempt_started is not None:
+        return task.attempt_started
     assert task.started is not None
     return max(task.started, task.queued)
 
@@ -192,6 +196,7 @@ class ProxyGateway:
             for task in tasks:
                 task.state = "running"
                 task.started = task.started or now
+                task.attempt_started = now
                 task.lease_expires = now + dt.timedelta(seconds=cfg.lease_seconds)
                 touch(task.session)
                 assignments.append(self._assignment(db, task))

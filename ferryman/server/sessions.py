@@ -159,6 +159,7 @@ def requeue(task: Task, reason: str) -> None:
     task.state = "waiting"
     task.proxy_id = None
     task.lease_expires = None
+    task.attempt_started = None
     task.queued = utcnow()
     task.reason = reason
 

@@ -3,6 +3,7 @@ the gateway (the same calls the mTLS routes and the embedded channel make)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 
@@ -211,6 +212,34 @@ def test_lease_expiry_requeues_and_the_old_proxy_drops_the_task(
     dispatcher.run_once()
     session = api.get(f"/sessions/{task.session_id}")
     assert session["status"] == "success"
+
+
+def test_a_retried_task_that_waited_long_is_not_requeued_by_a_heartbeat_sent_before_pickup(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    shares_and_job(api, tmp_path, 1)
+    first = add_proxy(ctx, "first", slots=1)
+    api.post("/jobs/job/run")
+    dispatcher.run_once()
+    task_id = ctx.gateway.poll(first, 0).tasks[0].task_id  # type: ignore[attr-defined]
+    finish(ctx, first, task_id, state="stopped")  # interrupted: back in the queue
+    with ctx.db.session() as db:  # ... where it then waited far longer than the grace
+        task = db.get_one(Task, task_id)
+        assert task.state == "waiting"
+        long_ago = task.queued - dt.timedelta(minutes=10)
+        task.queued = task.started = long_ago
+    dispatcher.run_once()
+    assert ctx.gateway.poll(first, 0).tasks[0].task_id == task_id  # type: ignore[attr-defined]
+    # a heartbeat composed before the pickup (it does not list the task) arrives now
+    assert beat(ctx, first, running=[]) == []
+    (task,) = tasks(ctx)
+    assert (task.state, task.attempts) == ("running", 2), task.reason
+    # a proxy that really dropped the task is still caught once the grace has passed
+    with ctx.db.session() as db:
+        db.get_one(Task, task_id).attempt_started = long_ago
+    beat(ctx, first, running=[])
+    (task,) = tasks(ctx)
+    assert task.state == "waiting" and "no longer runs the task" in (task.reason or "")
 
 
 def test_io_control_caps_proxies_per_share(

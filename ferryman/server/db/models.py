@@ -237,6 +237,8 @@ class Task(Base):
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
     queued: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # when a proxy picked up the current attempt (``started`` is the first attempt's)
+    attempt_started: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     ended: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     session: Mapped[Session] = relationship(back_populates="tasks")
 
