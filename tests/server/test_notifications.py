@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -228,3 +229,29 @@ def test_mail_over_tls_verifies_the_server(
         monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
         assert api.post("/notifications/tls/test", expect=200)["status"] == "delivered"
     assert mailbox.logins == [("backup", "pw")] and len(mailbox.messages) == 1
+
+
+def test_a_session_ending_while_the_notifier_scans_is_reported_without_waiting_an_interval(
+    ctx: ServerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notifier = Notifier(ctx, FAST, interval=60.0)
+    scans: list[float] = []
+    real_scan = notifier.scan
+
+    def scan() -> list[int]:
+        scans.append(time.monotonic())
+        found = real_scan()
+        if len(scans) == 1:  # a session ends (and says so) after the first scan read
+            ctx.signals.session_changed()
+        return found
+
+    monkeypatch.setattr(notifier, "scan", scan)
+    notifier.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(scans) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        notifier.stop()
+    # the change signalled during the first scan woke the second at once, not 60 s later
+    assert len(scans) >= 2 and scans[1] - scans[0] < 20

@@ -82,18 +82,22 @@ class Notifier:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self.ctx.signals.session_changed()  # wake the loop from its wait for a change
         if self._thread is not None:
             self._thread.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            # read before scanning: a session ending during the scan wakes the wait at once
+            # instead of waiting for the next interval
+            generation = self.ctx.signals.session_generation()
             try:
                 for delivery_id in self.scan():
                     self._submit(delivery_id)
             except Exception:  # the notifier must outlive a database hiccup
                 log.exception("could not look for ended sessions to report")
-            self.ctx.signals.wait_session_change(self.interval)
+            self.ctx.signals.wait_session_change(self.interval, since=generation)
             self._stop.wait(0.2)  # progress updates wake us often: at most ~5 scans a second
 
     # --- finding what to send -------------------------------------------------------------
