@@ -64,7 +64,7 @@ def ensure_docs_job(server: Installation, source: Path) -> None:
 
 
 def one_error_line(done: object) -> str:
-    err = done.stderr  # type: ignore[attr-defined]
+    err: str = done.stderr  # type: ignore[attr-defined]
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("ferryman: error: ")

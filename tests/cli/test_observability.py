@@ -112,7 +112,7 @@ def test_reports_metrics_logs(server: Installation, source: Path) -> None:
     mail = mailbox.messages[1]
     assert mail["Subject"] == f"[Ferryman] backup obs-job: SUCCESS (session {session['id']})"
     assert mail["To"] == "ops@example.org, lead@example.org"
-    text = mail.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    text = mail.get_payload(decode=True).decode()
     assert "why this proxy:" in text and "dedup ratio:" in text
 
     # the unreachable webhook: recorded as failed, the session was not affected

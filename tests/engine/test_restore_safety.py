@@ -147,7 +147,7 @@ def test_existing_symlink_in_target_is_not_followed(
         target = tmp_path / f"target-{policy}"
         target.mkdir()
         os.symlink(outside, target / "d")
-        options = RestoreOptions(overwrite=policy, processes=processes)  # type: ignore[arg-type]
+        options = RestoreOptions(overwrite=policy, processes=processes)
         run_restore(repo, point, target, options)
         _outside_untouched(outside)
 

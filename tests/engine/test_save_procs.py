@@ -430,12 +430,10 @@ def test_an_os_error_submitting_a_batch_does_not_stall_the_backup(
 
 def test_saver_processes_are_automatic_from_four_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     """On 2 cores they cost CPU and memory for no time (decision 0011): threads there."""
-    from ferryman.engine import options
-
-    monkeypatch.setattr(options.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("ferryman.engine.options.os.cpu_count", lambda: 2)
     assert BackupOptions(share="s", workers=2).saver_processes() == 0
     assert BackupOptions(share="s", workers=2, processes=2).saver_processes() == 2
-    monkeypatch.setattr(options.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr("ferryman.engine.options.os.cpu_count", lambda: 8)
     assert BackupOptions(share="s", workers=8).saver_processes() == 8
     assert BackupOptions(share="s", workers=3).saver_processes() == 3
     assert BackupOptions(share="s", workers=8, processes=0).saver_processes() == 0

@@ -19,7 +19,7 @@ def acl_bytes(entries: list[tuple[int, int, int]]) -> bytes:
     return out
 
 
-def write(path: bytes | str, data: bytes) -> None:
+def write(path: bytes | str | os.PathLike[str], data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
 

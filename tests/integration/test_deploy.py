@@ -266,7 +266,10 @@ def test_deploy_backup_redeploy_upgrade_uninstall(
             (site / "ferryman" / "cli" / "main.py").unlink()
             # full speed again once the deployment disabled the proxy with the task running
             repaired = run_while(
-                server, deploy, lambda: proxy(server, "p1")["state"] == "draining", brake.set
+                server,
+                deploy,
+                lambda: (proxy(server, "p1") or {}).get("state") == "draining",
+                brake.set,
             )
         finally:
             brake.set()

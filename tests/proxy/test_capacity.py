@@ -10,7 +10,7 @@ def test_default_slots_follow_cores_and_memory(monkeypatch) -> None:  # type: ig
     monkeypatch.setattr(capacity, "available_memory", lambda: 700 * 1024**2)
     assert capacity.default_slots() == 1
     monkeypatch.setattr(capacity, "available_memory", lambda: 64 * 1024**3)
-    monkeypatch.setattr(capacity.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    monkeypatch.setattr("ferryman.proxy.capacity.os.sched_getaffinity", lambda pid: {0, 1, 2})
     assert capacity.default_slots() == 3
 
 

@@ -46,7 +46,7 @@ def test_bit_flip_is_found_and_names_the_files(repo: Repository, repo_url: str) 
     data = bytearray(victim.read_bytes())
     data[pack.HEADER_SIZE + 20] ^= 0x01
     victim.write_bytes(bytes(data))
-    entries = pack.split_pack(data, repo.keys.encryption, victim.name, victim.name)
+    entries = pack.split_pack(bytes(data), repo.keys.encryption, victim.name, victim.name)
     with pytest.raises(CorruptObject, match="authentication failed"):
         repo.get_blob(entries[0].blob_id)
     report = repo.check(read_data=True)

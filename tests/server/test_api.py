@@ -237,7 +237,12 @@ def test_no_5xx_from_schema_driven_junk(api: Api) -> None:
     5xx, and every refusal is ``{"detail": "one line"}``."""
     schema = api.client.get("/api/v1/openapi.json").json()
     junk_values = ["-1", "9" * 40, "%00"]
-    junk_bodies = [None, [], {"name": 1, "url": 2, "shares": "x", "ttl": -5, "point": "a"}, 10**40]
+    junk_bodies: list[object] = [
+        None,
+        [],
+        {"name": 1, "url": 2, "shares": "x", "ttl": -5, "point": "a"},
+        10**40,
+    ]
     for path, methods in schema["paths"].items():
         for method in methods:
             for value in junk_values:

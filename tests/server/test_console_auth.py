@@ -157,6 +157,7 @@ def test_user_management_errors_name_the_field(api: Api) -> None:
         answer = response.json()
         assert answer["field"] == field and "\n" not in answer["detail"], answer
     assert [u["name"] for u in api.get("/users")] == ["alice"]
+    bad: object
     for bad in ({}, {"user": "a"}, {"user": "a", "password": "b", "token": "c"}, []):
         assert api.call("POST", "/login", json=bad).status_code == 422
 

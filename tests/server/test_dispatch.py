@@ -69,7 +69,8 @@ def beat(
             for p in reply.probes
         ]
         reply = gateway.heartbeat(proxy_id, hb.model_copy(update={"probe_results": results}))
-    return reply.cancel_tasks
+    cancel: list[int] = reply.cancel_tasks
+    return cancel
 
 
 def tasks(ctx: ServerContext) -> list[Task]:
@@ -81,7 +82,8 @@ def tasks(ctx: ServerContext) -> list[Task]:
 
 
 def finish(ctx: ServerContext, proxy_id: int, task_id: int, state: str = "success") -> None:
-    ctx.gateway.result(proxy_id, TaskResult(task_id=task_id, state=state))  # type: ignore[attr-defined]
+    result = TaskResult.model_validate({"task_id": task_id, "state": state})
+    ctx.gateway.result(proxy_id, result)  # type: ignore[attr-defined]
 
 
 @pytest.fixture

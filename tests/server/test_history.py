@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
-from ferryman.server import history, metrics
+from ferryman.server import history
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import (
     Job,
@@ -24,6 +24,7 @@ from ferryman.server.db.models import (
     utcnow,
 )
 from ferryman.server.history import HistoryPruner, prune_history
+from ferryman.server.history import tallies as read_tallies
 
 from .conftest import Api
 from .test_metrics import scrape
@@ -206,7 +207,6 @@ def test_a_pruning_committed_in_the_middle_of_a_scrape_is_counted_once(
     for _ in range(3):
         add_session(ctx, "backup", 400 * DAY, job="nightly")
     before = counters(api)
-    read_tallies = metrics.tallies
     pruned: list[int] = []
 
     def prune_first(db: DbSession, metric: str) -> dict[tuple[str, str], float]:
@@ -215,7 +215,7 @@ def test_a_pruning_committed_in_the_middle_of_a_scrape_is_counted_once(
             pruned.append(prune_history(ctx).sessions)
         return read_tallies(db, metric)
 
-    monkeypatch.setattr(metrics, "tallies", prune_first)
+    monkeypatch.setattr("ferryman.server.metrics.tallies", prune_first)
     assert counters(api) == before  # neither twice nor missing
     assert pruned == [3]  # two old job runs and the restore went
     assert counters(api) == before
