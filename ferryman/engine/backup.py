@@ -35,7 +35,7 @@ from ferryman.engine.selection import PathFilter, build_selection
 from ferryman.engine.stats import StatsCollector
 from ferryman.engine.tree_saver import TreeSaver, TreeSaverFailed
 from ferryman.repository import Repository, RepositoryError
-from ferryman.sources.base import Source, SourceError
+from ferryman.sources.base import Source, SourceError, SourceLost
 from ferryman.sources.local import LocalDir
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def _backup(
     path_filter = PathFilter(options.include, options.exclude)
     try:
         root_dir = source.open_root()
-    except SourceError as exc:
+    except (SourceError, SourceLost) as exc:
         raise BackupFailed(f"backup of share {options.share!r} failed: {exc}") from exc
     try:
         with (
@@ -191,6 +191,8 @@ def _backup(
     except TreeSaverFailed as exc:
         raise BackupFailed(f"backup of share {options.share!r} failed: {exc}") from exc
     except RepositoryError as exc:
+        raise BackupFailed(f"backup of share {options.share!r} failed: {exc}") from exc
+    except SourceLost as exc:  # no restore point: what was stored stays in the checkpoints
         raise BackupFailed(f"backup of share {options.share!r} failed: {exc}") from exc
     finally:
         root_dir.release()

@@ -35,7 +35,7 @@ from ferryman.engine.options import (
 from ferryman.engine.progress import ProgressCallback, ProgressTicker
 from ferryman.engine.restore_walk import Restorer, TargetDir, dir_entries, join_path
 from ferryman.repository import Repository, RepositoryError
-from ferryman.sources.base import RemoteRestoreTarget, SourceError, check_name
+from ferryman.sources.base import RemoteRestoreTarget, SourceError, SourceLost, check_name
 from ferryman.sources.local import LocalRestoreTarget
 
 
@@ -70,7 +70,7 @@ def run_restore(
         raise RestoreFailed(f"restore point {point_id}: {exc}") from exc
     try:
         root_dir: TargetDir = target.open_root()
-    except SourceError as exc:
+    except (SourceError, SourceLost) as exc:
         raise RestoreFailed(str(exc)) from exc
     restorer = Restorer(repo, root_dir, options)
     started = time.monotonic()
@@ -82,6 +82,8 @@ def run_restore(
         ):
             _restore_selection(restorer, root, options, cancel)
             restorer.finish()
+    except SourceLost as exc:  # the target went away for good: not a per-file problem
+        raise RestoreFailed(f"restore of point {point_id} stopped: {exc}") from exc
     finally:
         restorer.close()
         root_dir.release()

@@ -68,6 +68,18 @@ def _stats(stats: Any, duration: float | None = None) -> dict[str, Any]:
     return data
 
 
+def _caused_by_source_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` comes (through its causes) from a source lost for good mid-task."""
+    from ferryman.sources.base import SourceLost
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SourceLost):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def run_backup_task(
     a: TaskAssignment,
     repo: Any,
@@ -75,7 +87,7 @@ def run_backup_task(
     cancel: threading.Event,
     state_dir: Path | None = None,
 ) -> TaskResult:
-    from ferryman.engine.backup import run_backup
+    from ferryman.engine.backup import BackupFailed, run_backup
     from ferryman.engine.io_governor import GovernorSettings
     from ferryman.engine.options import BackupOptions
     from ferryman.sources.base import SourceError
@@ -112,7 +124,12 @@ def run_backup_task(
         adaptive_io=GovernorSettings() if a.share.io_control == "adaptive" else None,
     )
     options.workers = share_access.reader_threads(source, options.workers)
-    result = run_backup(source, repo, options, progress_adapter(progress), cancel)
+    try:
+        result = run_backup(source, repo, options, progress_adapter(progress), cancel)
+    except BackupFailed as exc:
+        if _caused_by_source_lost(exc):  # the share went away mid-task: requeued (maybe
+            raise TaskError(str(exc), "share") from exc  # elsewhere), checkpoints resume it
+        raise
     stats = _stats(result.stats)
     stats["bottleneck"] = result.bottleneck
     if result.io_adaptive is not None:

@@ -30,6 +30,16 @@ class SourceUnavailable(SourceError):
     """The source root cannot be opened (missing, not a directory, no access)."""
 
 
+class SourceLost(Exception):
+    """A remote source or target became unreachable mid-task and could not be reached
+    again (reconnection gave up); ``str()`` is a one-line reason fit for a user.
+
+    Deliberately neither an ``OSError`` nor a ``SourceError``: the engine turns those
+    into per-entry warnings, while this one must end the whole task as failed (the
+    backup keeps its checkpoints and is retried) instead of recording every entry
+    after the loss as skipped."""
+
+
 class UnsafeName(SourceError):
     """A name that would escape its directory (``..``, ``/`` inside, NUL, empty)."""
 

@@ -38,8 +38,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from smbprotocol.open import Open
-
 from ferryman.sources.base import GROWTH_LIMIT, RefCounted, SourceUnavailable
 from ferryman.sources.smb_session import (
     FILE_ALL_INFORMATION,
@@ -51,6 +49,7 @@ from ferryman.sources.smb_session import (
     INFO_SECURITY,
     READ_CONTROL,
     SD_PARTS,
+    SmbHandle,
     SmbSession,
     filetime_to_ns,
 )
@@ -153,12 +152,12 @@ class SmbFile:
     def __init__(self, session: SmbSession, rel: str) -> None:
         self._session = session
         self._rel = rel
-        self.handle: Open | None = None
+        self.handle: SmbHandle | None = None
         self.has_sd = False
         self._info: SmbInfo | None = None
         self._cached_sd: bytes | None = None
 
-    def _open(self) -> Open:
+    def _open(self) -> SmbHandle:
         if self.handle is None:
             access = FILE_READ_DATA | FILE_READ_ATTRIBUTES | FILE_READ_EA
             self.handle, self.has_sd = open_with_sd(self._session, self._rel, access, False)
@@ -240,7 +239,7 @@ class SmbFile:
 
 def open_with_sd(
     session: SmbSession, rel: str, access: int, directory: bool | None
-) -> tuple[Open, bool]:
+) -> tuple[SmbHandle, bool]:
     """Open asking READ_CONTROL too (for the security descriptor); without it when refused."""
     try:
         return session.open(rel, access | READ_CONTROL, directory=directory), True
@@ -343,12 +342,21 @@ class SmbDir(RefCounted):
 
 class SmbEndpoint:
     """The folder of an ``smb://`` URL and its one session, connected on first use and
-    ended by ``close`` (a later use connects again)."""
+    ended by ``close`` (a later use connects again). The session reconnects by itself
+    after a connection loss (``reconnect_delays``: seconds before each attempt; None:
+    ``smb_session.RECONNECT_DELAYS``)."""
 
-    def __init__(self, url: str | SmbUrl, password: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str | SmbUrl,
+        password: str,
+        timeout: float = 30.0,
+        reconnect_delays: tuple[float, ...] | None = None,
+    ) -> None:
         self.url = parse_smb_url(url) if isinstance(url, str) else url
         self.password = password
         self.timeout = timeout
+        self.reconnect_delays = reconnect_delays
         self.description = self.url.display()
         self._session: SmbSession | None = None
         self._lock = threading.Lock()
@@ -358,7 +366,9 @@ class SmbEndpoint:
         """The session, connected on first use (raises ``SourceUnavailable``)."""
         with self._lock:
             if self._session is None:
-                self._session = SmbSession(self.url, self.password, self.timeout)
+                self._session = SmbSession(
+                    self.url, self.password, self.timeout, self.reconnect_delays
+                )
             return self._session
 
     def close(self) -> None:

@@ -18,7 +18,9 @@ import contextlib
 import errno
 import logging
 import os
+import socket
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +31,7 @@ from smbprotocol.connection import Connection
 from smbprotocol.exceptions import (
     LogonFailure,
     SMBAuthenticationError,
+    SMBConnectionClosed,
     SMBException,
     SMBResponseException,
 )
@@ -50,7 +53,7 @@ from smbprotocol.open import (
 from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect
 
-from ferryman.sources.base import SourceUnavailable
+from ferryman.sources.base import SourceLost, SourceUnavailable
 from ferryman.sources.smb_url import SmbUrl
 
 # access mask bits (MS-SMB2 2.2.13.1)
@@ -102,6 +105,7 @@ _ERRNOS = {
 }
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # smbprotocol logs every request at INFO: far too chatty for a proxy's log
 for _name in ("smbprotocol", "spnego"):
@@ -145,37 +149,136 @@ def ns_to_filetime(ns: int) -> int:
     return ns // 100 + FILETIME_EPOCH
 
 
-class SmbSession:
-    """A connected, authenticated session with the share of ``url`` (thread-safe)."""
+class SmbHandle:
+    """An open file or directory of a ``SmbSession`` that outlives a reconnection.
 
-    def __init__(self, url: SmbUrl, password: str, timeout: float = 30.0) -> None:
+    Opened on the session's connection of the moment (``generation``); a request on a
+    newer connection first opens it again by path, with the same access and options
+    but never creating or truncating (``FILE_OPEN``): what was written stays, and a
+    read goes on at its offset. An entry deleted or made unreadable during the outage
+    then fails like any other open (ENOENT, EACCES: a per-file problem)."""
+
+    __slots__ = (
+        "_lock",
+        "_open",
+        "access",
+        "attributes",
+        "create_action",
+        "generation",
+        "options",
+        "rel",
+    )
+
+    def __init__(
+        self, rel: str, access: int, options: int, attributes: int, opened: Open, generation: int
+    ) -> None:
+        self.rel = rel
+        self.access = access
+        self.options = options
+        self.attributes = attributes
+        self._open = opened
+        self.generation = generation
+        self.create_action = int(opened.create_action or 0)
+        self._lock = threading.Lock()
+
+    @property
+    def file_name(self) -> str:
+        return self.rel
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    """One connection, session and tree connect: replaced as a whole on reconnection."""
+
+    conn: Connection
+    session: Session
+    tree: TreeConnect
+    generation: int
+
+    def alive(self) -> bool:
+        # smbprotocol closes the transport when its receiver sees EOF, a reset or an error
+        return bool(self.conn.transport.connected)
+
+
+# Seconds to wait before each reconnection attempt (~60 s in all): a restarted server,
+# a reset NAS interface or a short network outage is survived; longer, the task fails
+# and the server retries it (its checkpoints keep what was stored).
+RECONNECT_DELAYS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+# reconnections one request may go through (a flapping link does not loop forever)
+RETRIES_PER_REQUEST = 3
+# the server forgot our session or tree (expired, logged off, share restarted): log in again
+_SESSION_GONE = {
+    0xC000035C,  # STATUS_NETWORK_SESSION_EXPIRED
+    NtStatus.STATUS_USER_SESSION_DELETED,
+    NtStatus.STATUS_NETWORK_NAME_DELETED,
+}
+# kernel-level detection of a dead peer that sends no reset (cable pulled, NAS frozen)
+_KEEPALIVE = {"TCP_KEEPIDLE": 15, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class SmbSession:
+    """An authenticated session with the share of ``url`` (thread-safe), reconnecting
+    when the connection drops.
+
+    Every request runs through ``_run``: when it fails because the connection is gone
+    (reset, closed, server restarted, session expired), the session logs in again
+    (new ``Connection``/``Session``/``TreeConnect``, same credentials; attempts spaced
+    by ``reconnect_delays``), bumps its ``generation`` and runs the request again;
+    ``SmbHandle``s are re-opened lazily on the new connection. When every attempt
+    fails, ``SourceLost`` is raised, now and for every later request: the task fails
+    with that reason rather than skipping the rest of the share file by file."""
+
+    def __init__(
+        self,
+        url: SmbUrl,
+        password: str,
+        timeout: float = 30.0,
+        reconnect_delays: tuple[float, ...] | None = None,
+    ) -> None:
         self.url = url
         self.timeout = timeout
-        where = f"{url.host}:{url.port}"
+        self.reconnect_delays = RECONNECT_DELAYS if reconnect_delays is None else reconnect_delays
+        self._password = password
+        self._where = f"{url.host}:{url.port}"
+        self._closed = False
+        self._lost: SourceLost | None = None
+        self._reconnect_lock = threading.Lock()
+        self.reconnections = 0
+        self._link = self._login(0)
+
+    def _login(self, generation: int) -> _Link:
+        """Connect, authenticate and connect the tree; ``SourceUnavailable`` on failure."""
+        url, where = self.url, self._where
         try:
-            self._conn = Connection(uuid.uuid4(), url.host, url.port)
-            self._conn.connect(timeout=timeout)
+            conn = Connection(uuid.uuid4(), url.host, url.port)
+            conn.connect(timeout=self.timeout)
         except (OSError, SMBException, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise SourceUnavailable(f"cannot reach SMB server {where}: {reason}") from exc
-        self._closed = False
+        _keepalive(conn)
         try:
-            self._session = Session(self._conn, url.username, password, require_encryption=False)
-            self._session.connect()
+            session = Session(conn, url.username, self._password, require_encryption=False)
+            session.connect()
         except (LogonFailure, SMBAuthenticationError) as exc:
-            self.close()
+            _drop(conn)
             raise SmbAuthFailed(
                 f"SMB server {where} refused the login of user '{url.username}': "
                 "wrong user name or password"
             ) from exc
         except (OSError, SMBException) as exc:
-            self.close()
+            _drop(conn)
             raise SourceUnavailable(f"SMB login to {where} failed: {exc}") from exc
         try:
-            self._tree = TreeConnect(self._session, rf"\\{url.host}\{url.share}")
-            self._tree.connect()
+            tree = TreeConnect(session, rf"\\{url.host}\{url.share}")
+            tree.connect()
         except SMBResponseException as exc:
-            self.close()
+            _drop(conn)
             if exc.status == NtStatus.STATUS_BAD_NETWORK_NAME:
                 raise SourceUnavailable(f"SMB server {where} has no share '{url.share}'") from exc
             if exc.status == NtStatus.STATUS_ACCESS_DENIED:
@@ -183,27 +286,126 @@ class SmbSession:
                     f"user '{url.username}' may not access share '{url.share}' on {where}"
                 ) from exc
             raise SourceUnavailable(f"cannot connect to share '{url.share}': {exc}") from exc
+        except (OSError, SMBException) as exc:
+            _drop(conn)
+            raise SourceUnavailable(f"cannot connect to share '{url.share}': {exc}") from exc
+        return _Link(conn, session, tree, generation)
+
+    # -- reconnection --------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """How many times the session has been re-established (0: the first connection)."""
+        return self._link.generation
+
+    def _current(self) -> _Link:
+        if self._lost is not None:
+            raise self._lost
+        return self._link
+
+    @staticmethod
+    def _is_lost(exc: BaseException, link: _Link) -> bool:
+        """Did ``exc`` come from losing the connection (not from the entry itself)?"""
+        if isinstance(exc, SMBResponseException):
+            return exc.status in _SESSION_GONE  # ENOENT, EACCES...: a real answer
+        if isinstance(exc, SMBConnectionClosed | OSError):  # OSError: the socket itself
+            return True
+        return not link.alive()  # e.g. a reply that never came because the receiver died
+
+    def _reconnect(self, broken: _Link, cause: BaseException) -> None:
+        """Replace ``broken`` with a new connection (unless another thread already did);
+        raises ``SourceLost`` when every attempt fails."""
+        with self._reconnect_lock:
+            if self._lost is not None:
+                raise self._lost
+            if self._closed:
+                raise SourceLost(f"SMB session to {self._where} was closed")
+            if self._link.generation != broken.generation:
+                return  # reconnected by another thread meanwhile
+            why = _describe(cause)
+            log.warning("SMB connection to %s lost (%s): reconnecting", self._where, why)
+            _drop(broken.conn)
+            started = time.monotonic()
+            last: BaseException = cause
+            attempt = 0
+            for attempt, delay in enumerate(self.reconnect_delays, 1):
+                time.sleep(delay)
+                try:
+                    self._link = self._login(broken.generation + 1)
+                except SmbAuthFailed as exc:  # the password changed meanwhile: no use retrying
+                    last = exc
+                    break
+                except SourceUnavailable as exc:
+                    last = exc
+                    log.info("SMB reconnection attempt %d to %s: %s", attempt, self._where, exc)
+                    continue
+                self.reconnections += 1
+                log.warning(
+                    "SMB connection to %s re-established after %.1f s (attempt %d)",
+                    self._where,
+                    time.monotonic() - started,
+                    attempt,
+                )
+                return
+            self._lost = SourceLost(
+                f"lost the connection to SMB server {self._where} ({why}) and could not "
+                f"reconnect ({attempt} attempts in {time.monotonic() - started:.1f} s): {last}"
+            )
+            log.error("%s", self._lost)
+            raise self._lost
+
+    def _run(self, where: str, fn: Callable[[_Link], T]) -> T:
+        """Run ``fn`` on the current connection; after a connection loss reconnect and run
+        it again (``fn`` must be repeatable: whole reads and writes at fixed offsets,
+        opens, queries). SMB failures become ``OSError`` naming ``where``."""
+        for _ in range(RETRIES_PER_REQUEST + 1):
+            link = self._current()
+            try:
+                return fn(link)
+            except Exception as exc:
+                if not self._is_lost(exc, link):
+                    if isinstance(exc, SMBException):
+                        raise os_error(exc, where) from exc
+                    raise
+                self._reconnect(link, exc)
+        raise SourceLost(
+            f"the connection to SMB server {self._where} kept dropping "
+            f"({RETRIES_PER_REQUEST} reconnections for one request)"
+        )
+
+    def _opened(self, handle: SmbHandle, link: _Link) -> Open:
+        """The handle's ``Open`` on ``link``: opened again by path when it is older."""
+        if handle.generation == link.generation:
+            return handle._open
+        with handle._lock:
+            if handle.generation != link.generation:
+                handle._open = self._create(
+                    link, handle.rel, handle.access, CreateDisposition.FILE_OPEN,
+                    handle.options, handle.attributes,
+                )  # fmt: skip
+                handle.generation = link.generation
+            return handle._open
 
     # -- plumbing ------------------------------------------------------------------------
 
     @property
     def max_read(self) -> int:
-        return min(READ_PIECE, int(self._conn.max_read_size))
+        return min(READ_PIECE, int(self._link.conn.max_read_size))
 
     @property
     def max_write(self) -> int:
-        return min(READ_PIECE, int(self._conn.max_write_size))
+        return min(READ_PIECE, int(self._link.conn.max_write_size))
 
-    def _send(self, message: Any, payload: int) -> Any:
+    def _send(self, link: _Link, message: Any, payload: int) -> Any:
         """Send one request, waiting while the server's credit window is too small."""
         charge = max(1, (max(0, payload - 1) // CREDIT_PAYLOAD) + 1)
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                return self._conn.send(
+                return link.conn.send(
                     message,
-                    sid=self._session.session_id,
-                    tid=self._tree.tree_connect_id,
+                    sid=link.session.session_id,
+                    tid=link.tree.tree_connect_id,
                     credit_request=charge + 32,  # grow the window: more requests in flight
                 )
             except SMBException as exc:
@@ -223,6 +425,23 @@ class SmbSession:
 
     # -- requests ------------------------------------------------------------------------
 
+    @staticmethod
+    def _create(
+        link: _Link, rel: str, access: int, disposition: int, options: int, attributes: int
+    ) -> Open:
+        handle = Open(link.tree, rel)
+        handle.create(
+            ImpersonationLevel.Impersonation,
+            access,
+            attributes or FileAttributes.FILE_ATTRIBUTE_NORMAL,
+            ShareAccess.FILE_SHARE_READ
+            | ShareAccess.FILE_SHARE_WRITE
+            | ShareAccess.FILE_SHARE_DELETE,
+            disposition,
+            options,
+        )
+        return handle
+
     def open(
         self,
         rel: str,
@@ -231,29 +450,19 @@ class SmbSession:
         directory: bool | None = None,
         disposition: int = CreateDisposition.FILE_OPEN,
         attributes: int = 0,
-    ) -> Open:
+    ) -> SmbHandle:
         """Open ``rel`` (share-relative, ``\\``-separated); never follows a reparse point."""
         options = CreateOptions.FILE_OPEN_REPARSE_POINT
         if directory is True:
             options |= CreateOptions.FILE_DIRECTORY_FILE
         elif directory is False:
             options |= CreateOptions.FILE_NON_DIRECTORY_FILE
-        handle = Open(self._tree, rel)
 
-        def create() -> Open:
-            handle.create(
-                ImpersonationLevel.Impersonation,
-                access,
-                attributes or FileAttributes.FILE_ATTRIBUTE_NORMAL,
-                ShareAccess.FILE_SHARE_READ
-                | ShareAccess.FILE_SHARE_WRITE
-                | ShareAccess.FILE_SHARE_DELETE,
-                disposition,
-                options,
-            )
-            return handle
+        def create(link: _Link) -> SmbHandle:
+            opened = self._create(link, rel, access, disposition, options, attributes)
+            return SmbHandle(rel, access, options, attributes, opened, link.generation)
 
-        return self.call(self.unc(rel), create)
+        return self._run(self.unc(rel), create)
 
     def _query_message(
         self, file_id: bytes, info_type: int, info_class: int, additional: int, size: int
@@ -269,35 +478,34 @@ class SmbSession:
     def read_whole(self, rel: str, access: int, length: int, with_sd: bool) -> SmallRead:
         """Open, read ``length`` bytes from 0, query info (and the security descriptor) and
         close in ONE round trip (a related compound): a small file costs one request."""
-        handle = Open(self._tree, rel)
-        placeholder = handle.file_id  # "the file of the previous request" in a related compound
-        create, create_recv = handle.create(
-            ImpersonationLevel.Impersonation,
-            access | (READ_CONTROL if with_sd else 0),
-            FileAttributes.FILE_ATTRIBUTE_NORMAL,
-            ShareAccess.FILE_SHARE_READ
-            | ShareAccess.FILE_SHARE_WRITE
-            | ShareAccess.FILE_SHARE_DELETE,
-            CreateDisposition.FILE_OPEN,
-            CreateOptions.FILE_OPEN_REPARSE_POINT | CreateOptions.FILE_NON_DIRECTORY_FILE,
-            send=False,
-        )
-        read, read_recv = handle.read(0, length, send=False)
-        messages = [
-            create,
-            read,
-            self._query_message(placeholder, INFO_FILE, FILE_ALL_INFORMATION, 0, 4096),
-        ]
-        if with_sd:
-            messages.append(self._query_message(placeholder, INFO_SECURITY, 0, SD_PARTS, 65536))
-        close, close_recv = handle.close(send=False)
-        messages.append(close)
-        where = self.unc(rel)
 
-        def run() -> SmallRead:
-            requests = self._send_compound(messages)
+        def run(link: _Link) -> SmallRead:
+            handle = Open(link.tree, rel)
+            placeholder = handle.file_id  # "the file of the previous request" in a compound
+            create, create_recv = handle.create(
+                ImpersonationLevel.Impersonation,
+                access | (READ_CONTROL if with_sd else 0),
+                FileAttributes.FILE_ATTRIBUTE_NORMAL,
+                ShareAccess.FILE_SHARE_READ
+                | ShareAccess.FILE_SHARE_WRITE
+                | ShareAccess.FILE_SHARE_DELETE,
+                CreateDisposition.FILE_OPEN,
+                CreateOptions.FILE_OPEN_REPARSE_POINT | CreateOptions.FILE_NON_DIRECTORY_FILE,
+                send=False,
+            )
+            read, read_recv = handle.read(0, length, send=False)
+            messages = [
+                create,
+                read,
+                self._query_message(placeholder, INFO_FILE, FILE_ALL_INFORMATION, 0, 4096),
+            ]
+            if with_sd:
+                messages.append(self._query_message(placeholder, INFO_SECURITY, 0, SD_PARTS, 65536))
+            close, close_recv = handle.close(send=False)
+            messages.append(close)
+            requests = self._send_compound(link, messages)
             results: list[Any] = []
-            failure: SMBException | None = None
+            failure: Exception | None = None
             for i, request in enumerate(requests):  # every reply must be received
                 try:
                     if i == 0:
@@ -312,26 +520,28 @@ class SmbSession:
                     elif i == len(requests) - 1:
                         results.append(close_recv(request))
                     else:
-                        response = self._conn.receive(request)
+                        response = link.conn.receive(request)
                         resp = SMB2QueryInfoResponse()
                         resp.unpack(response["data"].get_value())
                         results.append(bytes(resp["buffer"].get_value()))
-                except SMBException as exc:
+                except Exception as exc:
                     failure = failure or exc
                     results.append(None)
+                    if not link.alive():
+                        break  # no more replies will come
             if failure is not None:
                 raise failure
             return SmallRead(bytes(results[1]), results[2], results[3] if with_sd else None)
 
-        return self.call(where, run)
+        return self._run(self.unc(rel), run)
 
-    def _send_compound(self, messages: list[Any]) -> list[Any]:
+    def _send_compound(self, link: _Link, messages: list[Any]) -> list[Any]:
         """Send a related compound, waiting while the credit window is too small."""
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                requests: list[Any] = self._conn.send_compound(
-                    messages, self._session.session_id, self._tree.tree_connect_id, related=True
+                requests: list[Any] = link.conn.send_compound(
+                    messages, link.session.session_id, link.tree.tree_connect_id, related=True
                 )
                 return requests
             except SMBException as exc:
@@ -339,150 +549,197 @@ class SmbSession:
                     raise
                 time.sleep(0.002)  # other threads' replies return credits
 
-    def close_handle(self, handle: Open) -> None:
-        """Close a handle; a connection already gone is not an error."""
-        with contextlib.suppress(SMBException):
-            handle.close()
+    def close_handle(self, handle: SmbHandle) -> None:
+        """Close a handle; one of a lost connection (the server closed it) is left alone."""
+        link = self._link
+        if handle.generation != link.generation or not link.alive() or self._lost is not None:
+            return
+        with contextlib.suppress(Exception):
+            handle._open.close()
 
     def query_info(
-        self, handle: Open, info_type: int, info_class: int, additional: int = 0, size: int = 4096
+        self,
+        handle: SmbHandle,
+        info_type: int,
+        info_class: int,
+        additional: int = 0,
+        size: int = 4096,
     ) -> bytes:
         """Raw buffer of a QUERY_INFO (file information or security descriptor)."""
-        req = SMB2QueryInfoRequest()
-        req["info_type"] = info_type
-        req["file_info_class"] = info_class
-        req["output_buffer_length"] = size
-        req["additional_information"] = additional
-        req["file_id"] = handle.file_id
 
-        def run() -> bytes:
-            request = self._send(req, size)
-            response = self._conn.receive(request)
+        def run(link: _Link) -> bytes:
+            opened = self._opened(handle, link)
+            req = self._query_message(opened.file_id, info_type, info_class, additional, size)
+            request = self._send(link, req, size)
+            response = link.conn.receive(request)
             resp = SMB2QueryInfoResponse()
             resp.unpack(response["data"].get_value())
             return bytes(resp["buffer"].get_value())
 
-        return self.call(self.unc(handle.file_name), run)
+        return self._run(self.unc(handle.rel), run)
 
     def set_info(
-        self, handle: Open, info_type: int, info_class: int, buffer: bytes, additional: int = 0
+        self,
+        handle: SmbHandle,
+        info_type: int,
+        info_class: int,
+        buffer: bytes,
+        additional: int = 0,
     ) -> None:
         """A SET_INFO request with a raw buffer."""
-        req = SMB2SetInfoRequest()
-        req["info_type"] = info_type
-        req["file_info_class"] = info_class
-        req["additional_information"] = additional
-        req["file_id"] = handle.file_id
-        req["buffer"] = buffer
 
-        def run() -> None:
-            request = self._send(req, len(buffer))
-            response = self._conn.receive(request)
+        def run(link: _Link) -> None:
+            req = SMB2SetInfoRequest()
+            req["info_type"] = info_type
+            req["file_info_class"] = info_class
+            req["additional_information"] = additional
+            req["file_id"] = self._opened(handle, link).file_id
+            req["buffer"] = buffer
+            request = self._send(link, req, len(buffer))
+            response = link.conn.receive(request)
             SMB2SetInfoResponse().unpack(response["data"].get_value())
 
-        self.call(self.unc(handle.file_name), run)
+        self._run(self.unc(handle.rel), run)
 
-    def list_dir(self, handle: Open) -> list[bytes]:
-        """Raw FileIdFullDirectoryInformation records of an open directory (all of them)."""
-        records: list[bytes] = []
+    def list_dir(self, handle: SmbHandle) -> list[bytes]:
+        """Raw FileIdFullDirectoryInformation records of an open directory (all of them;
+        listed again from the start after a reconnection)."""
         size = 65536
 
-        def page(flags: int) -> bool:
-            query = SMB2QueryDirectoryRequest()
-            query["file_information_class"] = FILE_ID_FULL_DIRECTORY_INFORMATION
-            query["flags"] = flags
-            query["file_index"] = 0
-            query["file_id"] = handle.file_id
-            query["output_buffer_length"] = size
-            query["buffer"] = "*".encode("utf-16-le")
-            request = self._send(query, size)
-            try:
-                response = self._conn.receive(request)
-            except SMBResponseException as exc:
-                if exc.status == NtStatus.STATUS_NO_MORE_FILES:
-                    return False
-                raise
-            resp = SMB2QueryDirectoryResponse()
-            resp.unpack(response["data"].get_value())
-            buf = bytes(resp["buffer"].get_value())
-            pos = 0
+        def run(link: _Link) -> list[bytes]:
+            opened = self._opened(handle, link)
+            records: list[bytes] = []
+            flags = 0x01  # SMB2_RESTART_SCANS on the first page
             while True:
-                (next_off,) = struct.unpack_from("<I", buf, pos)
-                records.append(buf[pos : pos + next_off] if next_off else buf[pos:])
-                if not next_off:
-                    return True
-                pos += next_off
+                query = SMB2QueryDirectoryRequest()
+                query["file_information_class"] = FILE_ID_FULL_DIRECTORY_INFORMATION
+                query["flags"] = flags
+                query["file_index"] = 0
+                query["file_id"] = opened.file_id
+                query["output_buffer_length"] = size
+                query["buffer"] = "*".encode("utf-16-le")
+                request = self._send(link, query, size)
+                try:
+                    response = link.conn.receive(request)
+                except SMBResponseException as exc:
+                    if exc.status == NtStatus.STATUS_NO_MORE_FILES:
+                        return records
+                    raise
+                flags = 0
+                resp = SMB2QueryDirectoryResponse()
+                resp.unpack(response["data"].get_value())
+                buf = bytes(resp["buffer"].get_value())
+                pos = 0
+                while True:
+                    (next_off,) = struct.unpack_from("<I", buf, pos)
+                    records.append(buf[pos : pos + next_off] if next_off else buf[pos:])
+                    if not next_off:
+                        break
+                    pos += next_off
 
-        where = self.unc(handle.file_name)
-        more = self.call(where, lambda: page(0x01))  # SMB2_RESTART_SCANS on the first page
-        while more:
-            more = self.call(where, lambda: page(0))
-        return records
+        return self._run(self.unc(handle.rel), run)
 
-    def read_into(self, handle: Open, view: memoryview, offset: int) -> int:
-        """Fill ``view`` from ``offset`` with pipelined READs; returns bytes read (short at EOF)."""
+    def read_into(self, handle: SmbHandle, view: memoryview, offset: int) -> int:
+        """Fill ``view`` from ``offset`` with pipelined READs; returns bytes read (short at EOF).
+        After a reconnection the whole range is read again on the re-opened handle."""
         piece = self.max_read
         total = len(view)
-        pending: list[tuple[int, int, Any, Any]] = []  # (view offset, length, request, recv)
-        pos = 0
-        done = 0
-        eof = False
 
-        def receive_one() -> None:
-            nonlocal done, eof
-            voff, length, request, recv = pending.pop(0)
+        def run(link: _Link) -> int:
+            opened = self._opened(handle, link)
+            pending: list[tuple[int, int, Any, Any]] = []  # (view offset, length, request, recv)
+            pos = done = 0
+            eof = False
             try:
-                data = recv(request)
-            except SMBResponseException as exc:
-                if exc.status != NtStatus.STATUS_END_OF_FILE:
-                    raise
-                data = b""
-            n = len(data)
-            if not eof:
-                view[voff : voff + n] = data
-                if voff == done:
-                    done += n
-                if n < length:
-                    eof = True
-
-        def run() -> int:
-            nonlocal pos
-            while (pos < total and not eof) or pending:
-                while pos < total and not eof and len(pending) < READS_IN_FLIGHT:
-                    length = min(piece, total - pos)
-                    msg, recv = handle.read(offset + pos, length, send=False)
-                    pending.append((pos, length, self._send(msg, length), recv))
-                    pos += length
-                if pending:
-                    receive_one()
+                while (pos < total and not eof) or pending:
+                    while pos < total and not eof and len(pending) < READS_IN_FLIGHT:
+                        length = min(piece, total - pos)
+                        msg, recv = opened.read(offset + pos, length, send=False)
+                        pending.append((pos, length, self._send(link, msg, length), recv))
+                        pos += length
+                    if not pending:
+                        continue
+                    voff, length, request, recv = pending.pop(0)
+                    try:
+                        data = recv(request)
+                    except SMBResponseException as exc:
+                        if exc.status != NtStatus.STATUS_END_OF_FILE:
+                            raise
+                        data = b""
+                    n = len(data)
+                    if not eof:
+                        view[voff : voff + n] = data
+                        if voff == done:
+                            done += n
+                        if n < length:
+                            eof = True
+            finally:
+                _drain(link, pending)
             return done
 
-        return self.call(self.unc(handle.file_name), run)
+        return self._run(self.unc(handle.rel), run)
 
-    def write_at(self, handle: Open, data: memoryview | bytes, offset: int) -> int:
-        """Write all of ``data`` at ``offset`` (pipelined WRITEs); returns its length."""
+    def write_at(self, handle: SmbHandle, data: memoryview | bytes, offset: int) -> int:
+        """Write all of ``data`` at ``offset`` (pipelined WRITEs); returns its length.
+        After a reconnection all of it is written again (same offsets: nothing doubles)."""
         piece = self.max_write
         view = memoryview(data)
 
-        def run() -> int:
+        def run(link: _Link) -> int:
+            opened = self._opened(handle, link)
             pending: list[tuple[Any, Any]] = []
             pos = 0
-            while pos < len(view) or pending:
-                while pos < len(view) and len(pending) < READS_IN_FLIGHT:
-                    chunk = bytes(view[pos : pos + piece])
-                    msg, recv = handle.write(chunk, offset=offset + pos, send=False)
-                    pending.append((self._send(msg, len(chunk)), recv))
-                    pos += len(chunk)
-                request, recv = pending.pop(0)
-                recv(request)
+            try:
+                while pos < len(view) or pending:
+                    while pos < len(view) and len(pending) < READS_IN_FLIGHT:
+                        chunk = bytes(view[pos : pos + piece])
+                        msg, recv = opened.write(chunk, offset=offset + pos, send=False)
+                        pending.append((self._send(link, msg, len(chunk)), recv))
+                        pos += len(chunk)
+                    request, recv = pending.pop(0)
+                    recv(request)
+            finally:
+                _drain(link, [(0, 0, req, rcv) for req, rcv in pending])
             return len(view)
 
-        return self.call(self.unc(handle.file_name), run)
+        return self._run(self.unc(handle.rel), run)
 
     def close(self) -> None:
         """Log off and disconnect (idempotent)."""
-        if getattr(self, "_closed", True):
+        if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(SMBException, OSError):
-            self._conn.disconnect(close=True)
+        link = self._link
+        with contextlib.suppress(Exception):
+            link.conn.disconnect(close=link.alive())
+
+
+def _drain(link: _Link, pending: list[tuple[int, int, Any, Any]]) -> None:
+    """Receive the replies of requests left in flight by a failure (they hold credits and
+    message ids of a connection that may go on serving other threads)."""
+    if not link.alive():
+        return
+    for _, _, request, recv in pending:
+        with contextlib.suppress(Exception):
+            recv(request)
+
+
+def _drop(conn: Connection) -> None:
+    """Close a connection without logging off (it is broken, or being given up)."""
+    with contextlib.suppress(Exception):
+        conn.disconnect(close=False)
+
+
+def _keepalive(conn: Connection) -> None:
+    """TCP keepalive and a user timeout on the connection's socket, so a peer that vanished
+    without a reset (cable pulled, NAS frozen) is noticed within ~30 s, not after minutes."""
+    sock = getattr(conn.transport, "_sock", None)
+    if not isinstance(sock, socket.socket):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in _KEEPALIVE.items():
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 30_000)

@@ -16,7 +16,7 @@ import os
 import stat
 import struct
 
-from smbprotocol.open import CreateDisposition, Open
+from smbprotocol.open import CreateDisposition
 
 from ferryman.repository.tree import Node
 from ferryman.sources.base import SourceUnavailable, check_name
@@ -51,6 +51,7 @@ from ferryman.sources.smb_session import (
     SD_PARTS,
     WRITE_DAC,
     WRITE_OWNER,
+    SmbHandle,
     SmbSession,
     ns_to_filetime,
 )
@@ -69,7 +70,7 @@ def _open_for_metadata(
     *,
     directory: bool | None = None,
     disposition: int = CreateDisposition.FILE_OPEN,
-) -> tuple[Open, bool]:
+) -> tuple[SmbHandle, bool]:
     """Open asking to change the security descriptor too; without that when refused."""
     try:
         handle = session.open(
@@ -81,7 +82,7 @@ def _open_for_metadata(
 
 
 def apply_metadata(
-    session: SmbSession, handle: Open, node: Node, xattrs: bool, may_set_sd: bool
+    session: SmbSession, handle: SmbHandle, node: Node, xattrs: bool, may_set_sd: bool
 ) -> list[str]:
     """Security descriptor, attributes and times of an open entry; problems as messages."""
     problems: list[str] = []
@@ -128,7 +129,7 @@ class SmbTargetFile:
 
     __slots__ = ("_session", "handle", "may_set_sd")
 
-    def __init__(self, session: SmbSession, handle: Open, may_set_sd: bool) -> None:
+    def __init__(self, session: SmbSession, handle: SmbHandle, may_set_sd: bool) -> None:
         self._session = session
         self.handle = handle
         self.may_set_sd = may_set_sd

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sources.smb_server import SambaServer, start_samba
 
 from ferryman.proxy.probing import probe
-from ferryman.proxy.protocol import ProbeRequest, ShareSpec
+from ferryman.proxy.protocol import ProbeRequest, RepositoryAccess, ShareSpec, TaskAssignment
 from ferryman.proxy.smb_access import SmbShareError, smb_restore_target, smb_source
+from ferryman.proxy.task_runner import execute
+from ferryman.repository import Repository, open_backend
+from ferryman.sources import smb_session
+from ferryman.sources.smb import SmbDir
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +71,58 @@ def test_restore_target_must_be_the_points_own_share(samba: SambaServer) -> None
     assert smb_source(share).description == samba.url("data")
     with pytest.raises(SmbShareError, match="sent no password"):
         smb_source(share.model_copy(update={"credentials": None}))
+
+
+@pytest.fixture
+def doomed() -> Iterator[SambaServer]:
+    """An smbd of its own, for a test that kills it."""
+    yield from start_samba(["data"])
+
+
+def test_a_share_lost_mid_backup_fails_the_task_as_unreachable_so_it_is_retried(
+    doomed: SambaServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    top = doomed.shares["data"] / "top"
+    for d in range(3):
+        (top / f"d{d}").mkdir(parents=True)
+        for i in range(40):
+            (top / f"d{d}" / f"f{i}").write_bytes(os.urandom(4000 + i))
+    backend = open_backend(str(tmp_path / "repo"))
+    Repository.init(backend, "pw", scrypt_n=1 << 10, cache_dir=tmp_path / "c").close()
+    monkeypatch.setattr(smb_session, "RECONNECT_DELAYS", (0.0, 0.05, 0.1))
+    real_open_file, opened = SmbDir.open_file, [0]
+
+    def open_file(self: SmbDir, name: bytes) -> Any:
+        opened[0] += 1
+        if opened[0] == 50:
+            doomed.stop()  # smbd and its workers gone: nothing to reconnect to
+        return real_open_file(self, name)
+
+    monkeypatch.setattr(SmbDir, "open_file", open_file)
+    task = TaskAssignment(
+        task_id=7,
+        session_id=1,
+        kind="backup",
+        repository=RepositoryAccess(id=1, name="r", url=str(tmp_path / "repo"), passphrase="pw"),
+        share=ShareSpec(
+            id=3,
+            name="dept",
+            url=doomed.url("data", "top"),
+            credentials={"password": doomed.password},
+        ),
+    )
+    result = execute(task, tmp_path / "cache", lambda _: None, threading.Event())
+    assert result.state == "failed"
+    assert result.output == {"unreachable": "share"}  # the server requeues it (maybe elsewhere)
+    error = result.error or ""
+    assert "lost the connection to SMB server" in error and "could not reconnect" in error
+    assert "\n" not in error and doomed.password not in error
+    assert not any(r.exc_info for r in caplog.records)  # no traceback in the proxy's log
+    repo = Repository.open(open_backend(str(tmp_path / "repo")), "pw", cache_dir=tmp_path / "c")
+    try:
+        assert repo.list_restore_points() == []
+    finally:
+        repo.close()

@@ -43,10 +43,49 @@ class SambaServer:
     password: str = SMB_PASSWORD
     limited_user: str = LIMITED_USER
     limited_password: str = LIMITED_PASSWORD
+    pid: int = 0  # the main smbd (leader of the process group of all its workers)
 
     def url(self, share: str, path: str = "", user: str | None = None) -> str:
         tail = f"/{path}" if path else ""
         return f"smb://{user or self.user}@127.0.0.1:{self.port}/{share}{tail}"
+
+    def drop_connections(self) -> int:
+        """Kill the smbd worker serving each client connection (smbd forks one per
+        connection): clients see their TCP connection reset, as when a NAS restarts its
+        service; the daemon goes on accepting new connections. Returns how many."""
+        pids = serving_pids(self.port)
+        for _ in range(20):  # /proc/net/tcp is read in pages: an entry may be missed
+            if pids:
+                break
+            time.sleep(0.02)
+            pids = serving_pids(self.port)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
+
+    def stop(self) -> None:
+        """Kill smbd and all its workers at once: the server is gone for good."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def serving_pids(port: int) -> list[int]:
+    """Processes holding an established TCP connection whose local port is ``port``
+    (the smbd workers serving clients), found through /proc/net/tcp socket inodes."""
+    inodes: set[str] = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+            inodes.add(f"socket:[{fields[9]}]")
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                pids.append(int(entry.name))
+    return pids
 
 
 class SambaUnavailable(Exception):
@@ -161,7 +200,7 @@ def run_samba(share_names: list[str]) -> Iterator[SambaServer]:
         )
     try:
         _wait_listening(port, proc, log)
-        yield SambaServer(root, port, shares)
+        yield SambaServer(root, port, shares, pid=proc.pid)
     finally:
         # smbd leads its own process group (its workers included): stop them all
         with contextlib.suppress(ProcessLookupError):

@@ -1,0 +1,212 @@
+"""SMB connection losses against a real smbd: the session reconnects and reopens its handles,
+or, when the server stays away, the task fails with one clear line and records nothing.
+
+A drop is real: the smbd worker serving the client's connection is killed (the client sees
+its TCP connection reset, as when a NAS restarts its SMB service); "gone for good" kills
+the whole smbd. The moment is chosen by counting the files the engine opens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferryman.engine.backup import BackupFailed, run_backup
+from ferryman.engine.options import BackupOptions, RestoreOptions
+from ferryman.engine.restore import RestoreFailed, run_restore
+from ferryman.repository import Repository, open_backend
+from ferryman.sources.base import SourceLost
+from ferryman.sources.local import LocalSource
+from ferryman.sources.smb import SmbDir, SmbSource
+from ferryman.sources.smb_target import SmbRestoreTarget, SmbTargetDir
+
+from .smb_server import SambaServer, start_samba
+
+FAST_RETRIES = (0.0, 0.05, 0.1)  # "gone for good" is decided in ~0.2 s
+
+
+@pytest.fixture(scope="module")
+def samba() -> Iterator[SambaServer]:
+    yield from start_samba(["data", "restore"])
+
+
+@pytest.fixture
+def doomed() -> Iterator[SambaServer]:
+    """A server of its own, for a test that kills it."""
+    yield from start_samba(["data", "restore"])
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[Repository]:
+    r = Repository.init(
+        open_backend(str(tmp_path / "repo")), "pw", scrypt_n=1 << 10, cache_dir=tmp_path / "cache"
+    )
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def build_tree(root: Path) -> None:
+    """Four folders of 40 small files, a large file in the middle, an empty file."""
+    for d in range(4):
+        (root / f"d{d}").mkdir(parents=True)
+        for i in range(40):
+            (root / f"d{d}" / f"f{i:02d}").write_bytes(os.urandom(5000 + 97 * i))
+    (root / "d1" / "large.bin").write_bytes(os.urandom(5 << 20))
+    (root / "empty").write_bytes(b"")
+
+
+def tree_bytes(root: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def on_call(
+    monkeypatch: pytest.MonkeyPatch, cls: type, method: str, nth: int, act: Callable[[], Any]
+) -> list[Any]:
+    """Run ``act`` once, when ``cls.method`` is called for the ``nth`` time (any thread);
+    returns a list that receives what ``act`` returned."""
+    real = getattr(cls, method)
+    calls = [0]
+    acted: list[Any] = []
+
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == nth:
+            acted.append(act())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, wrapper)
+    return acted
+
+
+def test_a_connection_drop_mid_backup_is_survived_and_the_restore_is_identical(
+    samba: SambaServer,
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = samba.shares["data"] / "mid-backup"
+    build_tree(path)
+    dropped = on_call(monkeypatch, SmbDir, "open_file", 60, samba.drop_connections)
+    caplog.set_level(logging.WARNING, "ferryman.sources.smb_session")
+    result = run_backup(
+        SmbSource(samba.url("data", "mid-backup"), samba.password),
+        repo,
+        BackupOptions(share="smb", workers=3),
+    )
+    assert dropped == [1]  # one connection, killed while files were being read
+    assert any("re-established" in r.getMessage() for r in caplog.records)
+    assert result.status == "success", result.warnings
+    expected = tree_bytes(path)
+    assert result.stats.files_read == sum(1 for v in expected.values() if v)
+    out = tmp_path / "out"
+    restored = run_restore(repo, result.restore_point or "", out, RestoreOptions())
+    assert restored.status == "success", restored.errors
+    assert tree_bytes(out) == expected
+
+
+def test_open_handles_are_reopened_after_a_drop_and_go_on_at_their_offset(
+    samba: SambaServer,
+) -> None:
+    path = samba.shares["data"] / "handles"
+    path.mkdir()
+    data = os.urandom(3 << 20)
+    (path / "big").write_bytes(data)
+    (path / "other").write_bytes(b"x")
+    source = SmbSource(samba.url("data", "handles"), samba.password)
+    target = SmbRestoreTarget(samba.url("restore", "handles"), samba.password)
+    root = source.open_root()
+    try:
+        assert root.names() == [b"big", b"other"]
+        f = root.open_file(b"big")
+        head = bytearray(1 << 20)
+        assert f.read_at(head, 0) == len(head)
+        out = target.open_root().open_write(b"copy", 0o644)
+        out.write_at(data[: 1 << 20], 0)
+
+        assert samba.drop_connections() == 2  # the source's and the target's
+        rest = bytearray(len(data))
+        assert f.read_at(rest, len(head)) == len(data) - len(head)  # same handle, same offset
+        assert bytes(head) + bytes(rest[: len(data) - len(head)]) == data
+        assert f.fstat().st_size == len(data)
+        f.close()
+        assert root.names() == [b"big", b"other"]  # the directory handle too
+        assert root.stat_self().st_mode & 0o040000
+
+        out.write_at(data[1 << 20 :], 1 << 20)  # the restore goes on where it was
+        out.close()
+        assert (samba.shares["restore"] / "handles" / "copy").read_bytes() == data
+        assert source.session.generation == 1 and target.session.generation == 1
+    finally:
+        root.release()
+        source.close()
+        target.close()
+
+
+def test_a_connection_drop_mid_restore_into_smb_is_survived(
+    samba: SambaServer, repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    build_tree(src)
+    point = run_backup(LocalSource(src), repo, BackupOptions(share="local")).restore_point
+    dropped = on_call(monkeypatch, SmbTargetDir, "open_write", 50, samba.drop_connections)
+    target = SmbRestoreTarget(samba.url("restore", "mid-restore"), samba.password)
+    try:
+        restored = run_restore(repo, point or "", target, RestoreOptions(verify=True, workers=3))
+    finally:
+        target.close()
+    assert dropped == [1]
+    assert restored.status == "success", restored.errors
+    expected = tree_bytes(src)
+    assert restored.stats.files_restored == sum(1 for v in expected.values() if v is not None)
+    assert tree_bytes(samba.shares["restore"] / "mid-restore") == expected
+
+
+def test_a_server_gone_for_good_fails_the_backup_in_one_line_and_records_nothing(
+    doomed: SambaServer,
+    repo: Repository,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = doomed.shares["data"] / "gone"
+    build_tree(path)
+    on_call(monkeypatch, SmbDir, "open_file", 60, doomed.stop)
+    source = SmbSource(doomed.url("data", "gone"), doomed.password, reconnect_delays=FAST_RETRIES)
+    with pytest.raises(BackupFailed) as failed:
+        run_backup(source, repo, BackupOptions(share="smb", workers=3))
+    reason = str(failed.value)
+    assert "lost the connection to SMB server" in reason, reason
+    assert "could not reconnect" in reason and "\n" not in reason
+    assert repo.list_restore_points() == []  # no point pretending the share was backed up
+    assert not any(r.exc_info for r in caplog.records if r.name.startswith("ferryman"))
+
+
+def test_a_server_gone_for_good_fails_the_restore_into_smb(
+    doomed: SambaServer, repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    build_tree(src)
+    point = run_backup(LocalSource(src), repo, BackupOptions(share="local")).restore_point
+    on_call(monkeypatch, SmbTargetDir, "open_write", 50, doomed.stop)
+    target = SmbRestoreTarget(
+        doomed.url("restore", "gone"), doomed.password, reconnect_delays=FAST_RETRIES
+    )
+    try:
+        with pytest.raises(RestoreFailed) as failed:
+            run_restore(repo, point or "", target, RestoreOptions(workers=3))
+        with pytest.raises(SourceLost):  # the session stays failed: no silent half-work later
+            target.session.open("x", 0x80)
+    finally:
+        target.close()
+    reason = str(failed.value)
+    assert "lost the connection to SMB server" in reason and "\n" not in reason, reason
