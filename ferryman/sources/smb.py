@@ -47,6 +47,7 @@ from ferryman.sources.smb_session import (
     FILE_READ_EA,
     INFO_FILE,
     INFO_SECURITY,
+    NO_REPLY_TIMEOUT,
     READ_CONTROL,
     SD_PARTS,
     SmbHandle,
@@ -344,7 +345,8 @@ class SmbEndpoint:
     """The folder of an ``smb://`` URL and its one session, connected on first use and
     ended by ``close`` (a later use connects again). The session reconnects by itself
     after a connection loss (``reconnect_delays``: seconds before each attempt; None:
-    ``smb_session.RECONNECT_DELAYS``)."""
+    ``smb_session.RECONNECT_DELAYS``), or when nothing came back on it for
+    ``reply_timeout`` seconds while a request waited (a frozen server)."""
 
     def __init__(
         self,
@@ -352,11 +354,13 @@ class SmbEndpoint:
         password: str,
         timeout: float = 30.0,
         reconnect_delays: tuple[float, ...] | None = None,
+        reply_timeout: float = NO_REPLY_TIMEOUT,
     ) -> None:
         self.url = parse_smb_url(url) if isinstance(url, str) else url
         self.password = password
         self.timeout = timeout
         self.reconnect_delays = reconnect_delays
+        self.reply_timeout = reply_timeout
         self.description = self.url.display()
         self._session: SmbSession | None = None
         self._lock = threading.Lock()
@@ -367,7 +371,7 @@ class SmbEndpoint:
         with self._lock:
             if self._session is None:
                 self._session = SmbSession(
-                    self.url, self.password, self.timeout, self.reconnect_delays
+                    self.url, self.password, self.timeout, self.reconnect_delays, self.reply_timeout
                 )
             return self._session
 

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from smbprotocol.connection import Connection
@@ -186,7 +186,7 @@ class SmbHandle:
         return self.rel
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Link:
     """One connection, session and tree connect: replaced as a whole on reconnection."""
 
@@ -194,6 +194,7 @@ class _Link:
     session: Session
     tree: TreeConnect
     generation: int
+    last_reply: float = field(default_factory=time.monotonic)  # when a reply last came
 
     def alive(self) -> bool:
         # smbprotocol closes the transport when its receiver sees EOF, a reset or an error
@@ -206,6 +207,9 @@ class _Link:
 RECONNECT_DELAYS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 # reconnections one request may go through (a flapping link does not loop forever)
 RETRIES_PER_REQUEST = 3
+# a connection on which nothing came back for this long while we wait is taken as lost
+# (a frozen server, a half-open link): smbprotocol itself would wait 10-20 minutes
+NO_REPLY_TIMEOUT = 120.0
 # the server forgot our session or tree (expired, logged off, share restarted): log in again
 _SESSION_GONE = {
     0xC000035C,  # STATUS_NETWORK_SESSION_EXPIRED
@@ -214,6 +218,10 @@ _SESSION_GONE = {
 }
 # kernel-level detection of a dead peer that sends no reset (cable pulled, NAS frozen)
 _KEEPALIVE = {"TCP_KEEPIDLE": 15, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+
+
+class _NoReply(SMBException):  # type: ignore[misc]
+    """Nothing came back on the connection for ``reply_timeout`` seconds."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -240,10 +248,12 @@ class SmbSession:
         password: str,
         timeout: float = 30.0,
         reconnect_delays: tuple[float, ...] | None = None,
+        reply_timeout: float = NO_REPLY_TIMEOUT,
     ) -> None:
         self.url = url
         self.timeout = timeout
         self.reconnect_delays = RECONNECT_DELAYS if reconnect_delays is None else reconnect_delays
+        self.reply_timeout = reply_timeout
         self._password = password
         self._where = f"{url.host}:{url.port}"
         self._closed = False
@@ -308,7 +318,7 @@ class SmbSession:
         """Did ``exc`` come from losing the connection (not from the entry itself)?"""
         if isinstance(exc, SMBResponseException):
             return exc.status in _SESSION_GONE  # ENOENT, EACCES...: a real answer
-        if isinstance(exc, SMBConnectionClosed | OSError):  # OSError: the socket itself
+        if isinstance(exc, SMBConnectionClosed | _NoReply | OSError):  # OSError: the socket
             return True
         return not link.alive()  # e.g. a reply that never came because the receiver died
 
@@ -386,6 +396,27 @@ class SmbSession:
                 handle.generation = link.generation
             return handle._open
 
+    def _await(self, link: _Link, request: Any) -> None:
+        """Wait for the reply to ``request``; raise ``_NoReply`` (a connection loss) when
+        nothing at all came back on the connection for ``reply_timeout`` seconds."""
+        event = request.response_event
+        start = time.monotonic()
+        while not event.wait(0.25):
+            quiet = time.monotonic() - max(start, link.last_reply)
+            if quiet > self.reply_timeout or not link.alive():
+                raise _NoReply(f"no reply from the server for {quiet:.0f} s")
+        link.last_reply = time.monotonic()
+
+    def _drain(self, link: _Link, requests: list[tuple[Any, Any]]) -> None:
+        """Receive the replies of requests left in flight by a failure (they hold credits
+        and message ids of a connection that may go on serving other threads)."""
+        for request, recv in requests:
+            if not link.alive():
+                return
+            with contextlib.suppress(Exception):
+                self._await(link, request)
+                recv(request)
+
     # -- plumbing ------------------------------------------------------------------------
 
     @property
@@ -425,12 +456,11 @@ class SmbSession:
 
     # -- requests ------------------------------------------------------------------------
 
-    @staticmethod
     def _create(
-        link: _Link, rel: str, access: int, disposition: int, options: int, attributes: int
+        self, link: _Link, rel: str, access: int, disposition: int, options: int, attributes: int
     ) -> Open:
         handle = Open(link.tree, rel)
-        handle.create(
+        message, recv = handle.create(
             ImpersonationLevel.Impersonation,
             access,
             attributes or FileAttributes.FILE_ATTRIBUTE_NORMAL,
@@ -439,7 +469,11 @@ class SmbSession:
             | ShareAccess.FILE_SHARE_DELETE,
             disposition,
             options,
+            send=False,
         )
+        request = self._send(link, message, 0)
+        self._await(link, request)
+        recv(request)
         return handle
 
     def open(
@@ -508,6 +542,7 @@ class SmbSession:
             failure: Exception | None = None
             for i, request in enumerate(requests):  # every reply must be received
                 try:
+                    self._await(link, request)
                     if i == 0:
                         results.append(create_recv(request))
                     elif i == 1:
@@ -527,7 +562,7 @@ class SmbSession:
                 except Exception as exc:
                     failure = failure or exc
                     results.append(None)
-                    if not link.alive():
+                    if isinstance(exc, _NoReply) or not link.alive():
                         break  # no more replies will come
             if failure is not None:
                 raise failure
@@ -555,7 +590,10 @@ class SmbSession:
         if handle.generation != link.generation or not link.alive() or self._lost is not None:
             return
         with contextlib.suppress(Exception):
-            handle._open.close()
+            message, recv = handle._open.close(send=False)
+            request = self._send(link, message, 0)
+            self._await(link, request)
+            recv(request)
 
     def query_info(
         self,
@@ -571,6 +609,7 @@ class SmbSession:
             opened = self._opened(handle, link)
             req = self._query_message(opened.file_id, info_type, info_class, additional, size)
             request = self._send(link, req, size)
+            self._await(link, request)
             response = link.conn.receive(request)
             resp = SMB2QueryInfoResponse()
             resp.unpack(response["data"].get_value())
@@ -596,6 +635,7 @@ class SmbSession:
             req["file_id"] = self._opened(handle, link).file_id
             req["buffer"] = buffer
             request = self._send(link, req, len(buffer))
+            self._await(link, request)
             response = link.conn.receive(request)
             SMB2SetInfoResponse().unpack(response["data"].get_value())
 
@@ -619,6 +659,7 @@ class SmbSession:
                 query["output_buffer_length"] = size
                 query["buffer"] = "*".encode("utf-16-le")
                 request = self._send(link, query, size)
+                self._await(link, request)
                 try:
                     response = link.conn.receive(request)
                 except SMBResponseException as exc:
@@ -660,6 +701,7 @@ class SmbSession:
                     if not pending:
                         continue
                     voff, length, request, recv = pending.pop(0)
+                    self._await(link, request)
                     try:
                         data = recv(request)
                     except SMBResponseException as exc:
@@ -674,7 +716,7 @@ class SmbSession:
                         if n < length:
                             eof = True
             finally:
-                _drain(link, pending)
+                self._drain(link, [(request, recv) for _, _, request, recv in pending])
             return done
 
         return self._run(self.unc(handle.rel), run)
@@ -697,9 +739,10 @@ class SmbSession:
                         pending.append((self._send(link, msg, len(chunk)), recv))
                         pos += len(chunk)
                     request, recv = pending.pop(0)
+                    self._await(link, request)
                     recv(request)
             finally:
-                _drain(link, [(0, 0, req, rcv) for req, rcv in pending])
+                self._drain(link, pending)
             return len(view)
 
         return self._run(self.unc(handle.rel), run)
@@ -710,18 +753,16 @@ class SmbSession:
             return
         self._closed = True
         link = self._link
-        with contextlib.suppress(Exception):
-            link.conn.disconnect(close=link.alive())
+        if link.alive() and self._lost is None:  # log off politely, but never wait long
+            logoff = threading.Thread(target=_logoff, args=(link.conn,), daemon=True)
+            logoff.start()
+            logoff.join(self.timeout)
+        _drop(link.conn)
 
 
-def _drain(link: _Link, pending: list[tuple[int, int, Any, Any]]) -> None:
-    """Receive the replies of requests left in flight by a failure (they hold credits and
-    message ids of a connection that may go on serving other threads)."""
-    if not link.alive():
-        return
-    for _, _, request, recv in pending:
-        with contextlib.suppress(Exception):
-            recv(request)
+def _logoff(conn: Connection) -> None:
+    with contextlib.suppress(Exception):
+        conn.disconnect(close=True)
 
 
 def _drop(conn: Connection) -> None:

@@ -53,16 +53,29 @@ class SambaServer:
         """Kill the smbd worker serving each client connection (smbd forks one per
         connection): clients see their TCP connection reset, as when a NAS restarts its
         service; the daemon goes on accepting new connections. Returns how many."""
+        pids = self._serving()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
+
+    def freeze_connections(self) -> list[int]:
+        """Stop (SIGSTOP) the smbd workers serving client connections: the connections
+        stay open but nothing answers, as with a hung server. Returns their pids (the
+        caller kills them: a stopped process ignores the SIGTERM that ends smbd)."""
+        pids = self._serving()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        return pids
+
+    def _serving(self) -> list[int]:
         pids = serving_pids(self.port)
         for _ in range(20):  # /proc/net/tcp is read in pages: an entry may be missed
             if pids:
                 break
             time.sleep(0.02)
             pids = serving_pids(self.port)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return len(pids)
+        return pids
 
     def stop(self) -> None:
         """Kill smbd and all its workers at once: the server is gone for good."""

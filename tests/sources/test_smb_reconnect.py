@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,32 @@ def test_open_handles_are_reopened_after_a_drop_and_go_on_at_their_offset(
         root.release()
         source.close()
         target.close()
+
+
+def test_a_server_that_stops_answering_is_left_for_a_new_connection(
+    samba: SambaServer,
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "ferryman.sources.smb_session")
+    path = samba.shares["data"] / "frozen"
+    build_tree(path)
+    frozen = on_call(monkeypatch, SmbDir, "open_file", 60, samba.freeze_connections)
+    source = SmbSource(samba.url("data", "frozen"), samba.password, reply_timeout=0.5)
+    try:
+        result = run_backup(source, repo, BackupOptions(share="smb", workers=3))
+    finally:
+        for pid in frozen[0] if frozen else []:
+            os.kill(pid, signal.SIGKILL)
+    assert len(frozen) == 1 and len(frozen[0]) == 1  # its one connection hung mid-backup
+    assert any("no reply from the server" in r.getMessage() for r in caplog.records)
+    assert result.status == "success", result.warnings
+    out = tmp_path / "out"
+    restored = run_restore(repo, result.restore_point or "", out, RestoreOptions())
+    assert restored.status == "success", restored.errors
+    assert tree_bytes(out) == tree_bytes(path)
 
 
 def test_a_connection_drop_mid_restore_into_smb_is_survived(
