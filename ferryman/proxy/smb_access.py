@@ -136,7 +136,14 @@ def probe_share(request: ProbeRequest) -> tuple[float, float | None, dict[str, A
     Returns ``(rtt seconds, throughput bytes/s or None, scan or None)``; raises
     ``SmbShareError``/``SourceError`` with a one-line reason.
     """
-    source = SmbSource(request.url, _password(request.credentials, "probe"), timeout=15.0)
+    # a probe measures the link as it is: a connection lost meanwhile fails it at once
+    source = SmbSource(
+        request.url,
+        _password(request.credentials, "probe"),
+        timeout=15.0,
+        reconnect_delays=(),
+        reply_timeout=15.0,
+    )
     try:
         root = source.open_root()
         try:

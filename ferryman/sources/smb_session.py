@@ -357,9 +357,14 @@ class SmbSession:
                     attempt,
                 )
                 return
+            tried = (
+                f" and could not reconnect ({attempt} attempts in "
+                f"{time.monotonic() - started:.1f} s): {last}"
+                if attempt
+                else ""  # no reconnection wanted (a probe)
+            )
             self._lost = SourceLost(
-                f"lost the connection to SMB server {self._where} ({why}) and could not "
-                f"reconnect ({attempt} attempts in {time.monotonic() - started:.1f} s): {last}"
+                f"lost the connection to SMB server {self._where} ({why}){tried}"
             )
             log.error("%s", self._lost)
             raise self._lost

@@ -126,3 +126,28 @@ def test_a_share_lost_mid_backup_fails_the_task_as_unreachable_so_it_is_retried(
         assert repo.list_restore_points() == []
     finally:
         repo.close()
+
+
+def test_a_probe_whose_connection_drops_fails_at_once_with_the_reason(
+    samba: SambaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    top = samba.shares["data"] / "probe-drop"
+    top.mkdir()
+    (top / "f").write_bytes(b"x" * 1000)
+    real_open_file = SmbDir.open_file
+
+    def open_file(self: SmbDir, name: bytes) -> Any:
+        samba.drop_connections()  # while the probe samples a read
+        return real_open_file(self, name)
+
+    monkeypatch.setattr(SmbDir, "open_file", open_file)
+    request = ProbeRequest(
+        kind="share",
+        target_id=1,
+        url=samba.url("data", "probe-drop"),
+        credentials={"password": samba.password},
+    )
+    result = probe(request)  # a probe measures the link as it is: no reconnection
+    assert not result.ok and result.error is not None
+    assert "lost the connection to SMB server" in result.error, result.error
+    assert "reconnect" not in result.error and "\n" not in result.error
