@@ -9,7 +9,12 @@ are kept in flight per file. Server errors become ``OSError`` with the errno a
 local filesystem would give (ENOENT, EACCES...), so the engine's per-file
 warnings read the same for every source.
 
-See docs/decisions/0005-smb-source.md for why the low-level API.
+A dropped connection (reset, closed, session expired, or nothing back for
+``reply_timeout``) is not an entry's problem: the session logs in again and runs
+the request again, re-opening its ``SmbHandle``s by path; when the server stays
+away, ``SourceLost`` ends the task (see ``SmbSession``).
+
+See docs/decisions/0009-smb-source.md (low-level API; "Reconnection").
 """
 
 from __future__ import annotations
@@ -448,13 +453,6 @@ class SmbSession:
                 if "credits" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.002)  # other threads' replies return credits
-
-    def call(self, path: str, fn: Callable[[], T]) -> T:
-        """Run ``fn``, turning SMB failures into ``OSError`` naming ``path``."""
-        try:
-            return fn()
-        except SMBException as exc:
-            raise os_error(exc, path) from exc
 
     def unc(self, rel: str) -> str:
         return rf"\\{self.url.host}\{self.url.share}" + (f"\\{rel}" if rel else "")
