@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from ferryman.proxy.protocol import (
     Heartbeat,
@@ -430,3 +430,36 @@ def test_adaptive_io_reaches_the_proxy_and_its_report_the_session(
     ctx.gateway.result(pid, result)  # type: ignore[attr-defined]
     shown = api.get(f"/sessions/{session['id']}")
     assert shown["tasks"][0]["stats"]["io_adaptive"] == report
+
+
+def test_a_round_with_nothing_to_do_reads_little_and_wakes_no_follower(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    # While a backup runs the dispatcher still wakes twice a second, in the process that
+    # runs the embedded proxy's backup: such a round must stay a few indexed reads, and
+    # must not wake the session followers (CLI, console, notifier) to re-read for nothing.
+    shares_and_job(api, tmp_path, 1)
+    proxy = add_proxy(ctx, "p")
+    api.post("/jobs/job/run")
+    seen = ctx.signals.session_generation()
+    dispatcher.run_once()  # places the task: a change the followers are woken for
+    assert [t.proxy_id for t in tasks(ctx)] == [proxy]
+    assert ctx.signals.session_generation() > seen
+
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, sql: str, *_args: object) -> None:
+        statements.append(sql)
+
+    event.listen(ctx.db.engine, "before_cursor_execute", count)
+    try:
+        seen = ctx.signals.session_generation()
+        dispatcher.run_once()  # the task runs, nothing waits, nothing changes
+    finally:
+        event.remove(ctx.db.engine, "before_cursor_execute", count)
+    assert ctx.signals.session_generation() == seen
+    # expired leases, "does anything wait", sessions left without open tasks
+    assert len(statements) <= 3, statements
+
+    finish(ctx, proxy, tasks(ctx)[0].id)
+    assert [t.state for t in tasks(ctx)] == ["success"]
