@@ -1,0 +1,113 @@
+"""The tree saver takes the events after a large file while it is still being read.
+
+Before, it took the scan's events strictly in order: an appended disk image early in
+the walk stopped the walk once the queue of events behind it was full.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from ferryman.engine.backup import run_backup
+from ferryman.engine.file_saver import SEGMENT
+from ferryman.engine.options import BackupOptions
+from ferryman.engine.restore import run_restore
+from ferryman.repository import Repository
+from ferryman.sources import local
+from ferryman.sources.local import LocalSource
+
+from .trees import diff_trees
+
+BIG = 3 * SEGMENT
+AFTER = 9_000  # more entries than the scanner may queue ahead (16 batches of 512)
+
+
+def _share(src: Path) -> None:
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "1.img").write_bytes(os.urandom(BIG))
+    (src / "a" / "2.img").write_bytes(os.urandom(BIG))
+    (src / "a" / "small").write_bytes(b"x" * 100)
+    (src / "b").mkdir()
+    for i in range(AFTER):
+        (src / "b" / f"f{i:05d}").touch()
+    (src / "c").mkdir()
+    (src / "c" / "last").write_bytes(b"the end")
+
+
+def test_the_walk_goes_on_while_a_large_file_is_read(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    _share(src)
+    walked = threading.Event()
+    real_lstat = local.LocalDir.lstat
+    real_read_at = local.LocalFile.read_at
+
+    def lstat(self: local.LocalDir, name: bytes) -> os.stat_result:
+        if name == b"last":
+            walked.set()
+        return real_lstat(self, name)
+
+    stalled = threading.Event()
+
+    def read_at(self: local.LocalFile, buf: bytearray | memoryview, offset: int) -> int:
+        # the images wait until the walk reached the share's end; before, the walk
+        # waited for them: this gave up after 10 s and the backup went on in order
+        if offset >= SEGMENT and not walked.wait(10):
+            stalled.set()
+        return real_read_at(self, buf, offset)
+
+    monkeypatch.setattr(local.LocalDir, "lstat", lstat)
+    monkeypatch.setattr(local.LocalFile, "read_at", read_at)
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s", workers=2))
+    assert not stalled.is_set(), "the walk waited for the large files"
+    assert result.status == "success"
+    assert result.restore_point is not None
+    run_restore(repo, result.restore_point, tmp_path / "out")
+    assert diff_trees(src, tmp_path / "out") == []
+
+    # an unchanged re-run reuses everything, the held files' records included
+    monkeypatch.undo()
+    again = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert again.stats.files_read == 0 and again.stats.trees_written == 0
+
+
+def test_a_held_file_that_cannot_be_read_is_left_out_and_the_rest_kept(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    _share(src)
+    walked = threading.Event()
+    real_lstat = local.LocalDir.lstat
+    real_read_at = local.LocalFile.read_at
+    first = os.stat(src / "a" / "1.img").st_ino
+
+    def lstat(self: local.LocalDir, name: bytes) -> os.stat_result:
+        if name == b"last":
+            walked.set()
+        return real_lstat(self, name)
+
+    def read_at(self: local.LocalFile, buf: bytearray | memoryview, offset: int) -> int:
+        if offset >= SEGMENT:
+            walked.wait(30)
+            if os.fstat(self.fd).st_ino == first:
+                raise OSError(5, "Input/output error")
+        return real_read_at(self, buf, offset)
+
+    monkeypatch.setattr(local.LocalDir, "lstat", lstat)
+    monkeypatch.setattr(local.LocalFile, "read_at", read_at)
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s", workers=2))
+    assert walked.is_set()
+    assert result.status == "warning"
+    assert [w.path for w in result.warnings] == ["a/1.img"]
+    assert result.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, result.restore_point, out)
+    a = os.stat(src / "a")
+    (src / "a" / "1.img").unlink()  # what the restore point should hold
+    os.utime(src / "a", ns=(a.st_atime_ns, a.st_mtime_ns))
+    assert diff_trees(src, out) == []
