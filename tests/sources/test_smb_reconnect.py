@@ -165,7 +165,7 @@ def test_a_server_that_stops_answering_is_left_for_a_new_connection(
     path = samba.shares["data"] / "frozen"
     build_tree(path)
     frozen = on_call(monkeypatch, SmbDir, "open_file", 60, samba.freeze_connections)
-    source = SmbSource(samba.url("data", "frozen"), samba.password, reply_timeout=0.5)
+    source = SmbSource(samba.url("data", "frozen"), samba.password, reply_timeout=1.0)
     try:
         result = run_backup(source, repo, BackupOptions(share="smb", workers=3))
     finally:
