@@ -48,6 +48,11 @@ DIRS_PER_SETTLE = 10_000
 # Files restored in this process before the rest go to worker processes (a small
 # restore does not pay for starting them; see restore_procs).
 PROCESS_AFTER_FILES = 2_000
+# Batches handed to the worker processes and not finished yet, per process: enough to
+# keep each busy (one being written, one or more queued), few enough that the walk does
+# not run far ahead. The byte budget alone let it queue ~30,000 small files of the
+# reference share (their nodes and paths: ~50 MB in the walk's process).
+BATCHES_PER_PROCESS = 8
 
 
 @dataclass(slots=True)
@@ -88,6 +93,8 @@ class Restorer:
         self._procs: ProcessPoolExecutor | None = None
         self._procs_off = not isinstance(root, LocalTargetDir) or options.writer_processes() <= 0
         self._proc_batches: list[tuple[Future[restore_procs.BatchOutcome], list[_FileJob]]] = []
+        self._proc_slots = threading.Semaphore(0)  # batches the processes may still take
+        self._proc_batches_kept = 0  # batches listed before finished ones are dropped
         self._files_queued = 0
         self._batch: list[_FileJob] = []
         self._batch_bytes = 0
@@ -312,7 +319,10 @@ class Restorer:
         if setup is None:
             return None
         try:
-            self._procs = restore_procs.start_pool(setup, self.options.writer_processes())
+            processes = self.options.writer_processes()
+            self._procs = restore_procs.start_pool(setup, processes)
+            self._proc_slots = threading.Semaphore(BATCHES_PER_PROCESS * processes)
+            self._proc_batches_kept = 2 * BATCHES_PER_PROCESS * processes
         except OSError as exc:
             log.warning("restore worker processes not started (%s): using threads", exc)
         return self._procs
@@ -328,20 +338,23 @@ class Restorer:
             if parent != last:  # a batch's files are mostly in one folder: one list, pickled once
                 last, parts = parent, parent.split(b"/") if parent else []
             jobs.append((parts, j.name, j.node, j.path))
+        self._proc_slots.acquire()  # released when the batch is done (or fails, or is cancelled)
         try:
             fut = restore_procs.submit(procs, jobs)
         except RuntimeError as exc:  # the pool broke earlier: write here
             log.warning("restore worker processes unusable (%s): using threads", exc)
+            self._proc_slots.release()
             self._budget.release(nbytes)
             self._procs_broken()
             self._futures.append(self._pool.submit(self._run_jobs, batch))
             return
         fut.add_done_callback(lambda f: self._process_batch_done(f, nbytes))
         self._proc_batches.append((fut, batch))
-        if len(self._proc_batches) > 256:
+        if len(self._proc_batches) > self._proc_batches_kept:  # finished ones hold their jobs
             self._collect_process_batches(wait=False)
 
     def _process_batch_done(self, fut: Future[restore_procs.BatchOutcome], nbytes: int) -> None:
+        self._proc_slots.release()
         self._budget.release(nbytes)
         if fut.cancelled() or fut.exception() is not None:
             return  # written again here by _collect_process_batches

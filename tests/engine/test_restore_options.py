@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -214,3 +215,59 @@ def test_modes_are_exact_under_a_restrictive_umask(
         st = os.stat(tmp_path / "out" / name)
         assert (name, st.st_mode & 0o7777) == (name, mode)
         assert (tmp_path / "out" / name).read_bytes() == name.encode()
+
+
+def test_the_walk_keeps_only_a_few_batches_ahead_of_the_writer_processes(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    restore_pools: list[int],
+) -> None:
+    """The walk waits for the worker processes instead of queueing the whole share (its
+    memory held every queued file's node and path), and every file is still written."""
+    from concurrent.futures import Future
+
+    from ferryman.engine import restore_procs, restore_walk
+
+    monkeypatch.setattr(restore_walk, "PROCESS_AFTER_FILES", 0)
+    monkeypatch.setattr(restore_walk, "BATCH_FILES", 2)
+    monkeypatch.setattr(restore_walk, "BATCHES_PER_PROCESS", 2)
+    src = tmp_path / "src"
+    for d in range(3):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(40):
+            (src / f"d{d}" / f"f{i:02}").write_bytes(f"{d}/{i} ".encode() * (i + 1))
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+
+    lock = threading.Lock()
+    in_flight = [0, 0]  # now, most ever
+    real_submit = restore_procs.submit
+
+    def submit(pool: object, jobs: list[restore_procs.Job]) -> Future[object]:
+        with lock:
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight[1], in_flight[0])
+        fut: Future[object] = real_submit(pool, jobs)  # type: ignore[arg-type,assignment]
+
+        def done(_: Future[object]) -> None:
+            with lock:
+                in_flight[0] -= 1
+
+        fut.add_done_callback(done)
+        return fut
+
+    monkeypatch.setattr(restore_procs, "submit", submit)
+    restored = run_restore(
+        repo, result.restore_point, tmp_path / "out", RestoreOptions(processes=1)
+    )
+    assert restored.status == "success", restored.errors
+    assert restore_pools == [1]
+    assert "worker process" not in caplog.text  # written there, not by the fallback
+    assert 1 <= in_flight[1] <= 2  # one process, two batches each
+    assert restored.stats.files_restored == 120
+    for d in range(3):
+        for i in range(40):
+            name = tmp_path / "out" / f"d{d}" / f"f{i:02}"
+            assert name.read_bytes() == f"{d}/{i} ".encode() * (i + 1)
