@@ -33,6 +33,7 @@ from ferryman.repository.errors import (
 from ferryman.repository.index import IndexEntry
 from ferryman.repository.index_cache import IndexCache
 from ferryman.repository.lease import DEFAULT_LEASE_TIMEOUT
+from ferryman.repository.pack_buffers import fix_mmap_threshold
 from ferryman.repository.restore_point import POINTS_PREFIX, RestorePoint, open_point
 from ferryman.repository.writer import RepositoryWriter
 
@@ -66,6 +67,9 @@ class Repository:
         cache_dir: str | os.PathLike[str] | None = None,
         lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
     ) -> None:
+        # Chunk-sized buffers go through this process from now on (a backup's or a
+        # restore's): each gets its own mapping, returned when freed (see pack_buffers).
+        fix_mmap_threshold()
         self.stats = BackendStats()
         self.backend: Backend = CountingBackend(backend, self.stats)
         self.config = config
