@@ -36,6 +36,20 @@ Executor = Callable[
 ]
 
 
+def release_task_memory() -> None:
+    """Return the C heap's free pages to the system (``malloc_trim``) once a task is over.
+
+    Called when a task ends and no other runs (after its result is delivered). What a
+    task freed otherwise stays in malloc's per-thread arenas: the embedded proxy's
+    server kept ~50 MB of a reference restore for every later task. No ``gc.collect()``
+    here: in the server's heap (~150,000 objects) it holds the GIL ~100 ms, stalling
+    the API and the dispatcher; the trim itself (tens of ms) runs without the GIL.
+    """
+    from ferryman.repository.pack_buffers import return_free_memory  # not at import
+
+    return_free_memory()
+
+
 class ProxyRevoked(Exception):
     """The server no longer knows this proxy (removed / certificate revoked)."""
 
@@ -236,8 +250,11 @@ class ProxyService:
         finally:
             with self._lock:
                 self.running.pop(a.task_id, None)
+                idle = not self.running
             self._slot_freed.set()
             log.info("task %d ended", a.task_id)
+            if idle:
+                release_task_memory()
 
     def _deliver(self, result: TaskResult) -> None:
         # paths in warnings may hold bytes that are not UTF-8: JSON cannot carry them raw

@@ -3,6 +3,7 @@ reassigned tasks, answers probes, retries delivery."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -187,3 +188,40 @@ def test_probes_are_answered_in_the_next_heartbeat(tmp_path: Path) -> None:
     # a location where a repository could be created is not the repository the server means
     assert not results[3].ok
     assert results[4].ok
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_memory_a_task_freed_is_given_back_when_the_proxy_is_idle(tmp_path: Path) -> None:
+    """A long-running proxy does not keep the high-water mark of its last task: what
+    the task freed but malloc kept (holes between live blocks) goes back to the system."""
+    channel = FakeChannel()
+    kept: list[bytes] = []  # outlives the task: pins the freed blocks between them
+    seen: dict[str, int] = {}
+
+    def executor(
+        a: TaskAssignment, cache: Path, progress: Any, cancel: threading.Event
+    ) -> TaskResult:
+        seen["before"] = _rss()
+        size = 2048  # a variable: a constant product would be folded into one object
+        blocks = [b"\1" * size for _ in range(40_000)]  # ~80 MB in this thread's arena
+        kept.extend(blocks[::64])
+        del blocks
+        seen["after"] = _rss()  # freed, still resident
+        return TaskResult(task_id=a.task_id, state="success")
+
+    service = ProxyService(
+        channel, slots=1, site=None, cache_dir=tmp_path, executor=executor, poll_timeout=0.1
+    )
+    service.start()
+    try:
+        channel.queue.append(assignment(1))
+        until(lambda: len(channel.results) == 1)
+        assert seen["after"] - seen["before"] > 60 << 20  # malloc kept what was freed
+        until(lambda: _rss() < seen["after"] - (50 << 20))
+    finally:
+        service.stop(timeout=5)
+    assert len(kept) == 625
