@@ -12,12 +12,15 @@ The folder is backed up once into ``DIR/repo`` (reused by later runs while it
 exists). Each restore then runs in a fresh child process (so its CPU seconds,
 its worker processes' included, come from ``wait4``) into a **new empty
 folder**; the variants take turns round by round, in the reverse order every
-other round. Nothing is deleted between restores, and the first one waits until
-the last deletion this script made is ``--settle`` seconds old (default 360): on
-ext4 without a journal, creating files within minutes of deleting many skips the
-recently freed inodes one buffer-cache lookup at a time, which would slow
-whichever restore comes next (``bench.measure.DELETE_SETTLE_SECONDS``). The
-restored folders are deleted at the end, then ``sync``.
+other round. Memory: the peak of the summed PSS of the restoring process and its
+worker processes (``bench.tree_memory``, every 50 ms), with each one's share at
+that peak (the walk's process first). Nothing is deleted between restores, and
+the first one waits until the last deletion this script made is ``--settle``
+seconds old (default 360): on ext4 without a journal, creating files within
+minutes of deleting many skips the recently freed inodes one buffer-cache lookup
+at a time, which would slow whichever restore comes next
+(``bench.measure.DELETE_SETTLE_SECONDS``). The restored folders are deleted at
+the end, then ``sync``.
 """
 
 from __future__ import annotations
@@ -99,7 +102,10 @@ def restore_once(repo_dir: Path, target: Path, variant: str) -> dict[str, object
 
 
 def run_child(repo_dir: Path, target: Path, variant: str) -> dict[str, object]:
-    """Restore in a child process; adds its CPU seconds (children included)."""
+    """Restore in a child process; adds its CPU seconds (children included) and the
+    peak of its and its worker processes' summed PSS, with each one's share at the peak."""
+    from bench.tree_memory import TreeMemorySampler, descendants  # parent side only
+
     options, _, checkout = variant.partition("@")
     cmd = [sys.executable, __file__, "--child", str(target)]
     cmd += ["--repo-dir", str(repo_dir), "--variant", options]
@@ -109,14 +115,21 @@ def run_child(repo_dir: Path, target: Path, variant: str) -> dict[str, object]:
     os.sync()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
     assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    with TreeMemorySampler(lambda: descendants([proc.pid])) as memory:
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"restore child failed ({proc.returncode})")
     row: dict[str, object] = json.loads(out)
     row["cpu"] = usage.ru_utime + usage.ru_stime
     row["variant"] = variant
+    row["peak_pss_mb"] = memory.peak_bytes / 1e6
+    # at the peak: the walk's process first, then its worker processes (largest first)
+    row["peak_processes_mb"] = [
+        round(pss / 1e6, 1)
+        for pid, _, pss in sorted(memory.peak_breakdown, key=lambda p: (p[0] != proc.pid, -p[2]))
+    ]
     return row
 
 
@@ -157,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{variant:<28} {row['seconds']:7.2f} s wall {row['cpu']:7.2f} s CPU"
                     f" ({row['cpu_walk']:.2f} s in the walk's process)"
-                    f"  {row['files']} files, {row['errors']} errors, load {row['load']}",
+                    f"  {row['files']} files, {row['errors']} errors, load {row['load']},"
+                    f" peak PSS {row['peak_pss_mb']:.1f} MB {row['peak_processes_mb']}",
                     flush=True,
                 )
     finally:
@@ -167,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         mine = [r for r in rows if r["variant"] == variant]
         if mine:
             best = min(mine, key=lambda r: float(r["seconds"]))  # type: ignore[arg-type]
-            print(f"best {variant:<23} {best['seconds']:7.2f} s wall {best['cpu']:7.2f} s CPU")
+            peak = max(float(r["peak_pss_mb"]) for r in mine)  # type: ignore[arg-type]
+            print(
+                f"best {variant:<23} {best['seconds']:7.2f} s wall {best['cpu']:7.2f} s CPU,"
+                f" highest peak PSS {peak:.1f} MB"
+            )
     return 0
 
 
