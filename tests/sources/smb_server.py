@@ -18,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,8 @@ class SambaServer:
     limited_user: str = LIMITED_USER
     limited_password: str = LIMITED_PASSWORD
     pid: int = 0  # the main smbd (leader of the process group of all its workers)
+    proc: subprocess.Popen[bytes] | None = None
+    launch: Callable[[], subprocess.Popen[bytes]] | None = None
 
     def url(self, share: str, path: str = "", user: str | None = None) -> str:
         tail = f"/{path}" if path else ""
@@ -78,9 +80,18 @@ class SambaServer:
         return pids
 
     def stop(self) -> None:
-        """Kill smbd and all its workers at once: the server is gone for good."""
+        """Kill smbd and all its workers at once: the server is gone (for good, unless
+        ``start`` follows)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait()
+
+    def start(self) -> None:
+        """Start smbd again after ``stop`` (same port, configuration and state)."""
+        assert self.launch is not None
+        self.proc = self.launch()
+        self.pid = self.proc.pid
 
 
 def serving_pids(port: int) -> list[int]:
@@ -204,26 +215,35 @@ def run_samba(share_names: list[str]) -> Iterator[SambaServer]:
             capture_output=True,
         )
     log = root / "log" / "smbd.log"
-    with open(root / "log" / "stderr", "wb") as err:
-        proc = subprocess.Popen(
-            [smbd, "--foreground", "--no-process-group", "-s", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,  # smbd signals its process group when it stops: not ours
-        )
-    try:
+
+    def launch() -> subprocess.Popen[bytes]:
+        with open(root / "log" / "stderr", "ab") as err:
+            proc = subprocess.Popen(
+                [smbd, "--foreground", "--no-process-group", "-s", str(conf)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,  # smbd signals its process group when it stops
+            )
         _wait_listening(port, proc, log)
-        yield SambaServer(root, port, shares, pid=proc.pid)
+        return proc
+
+    server = SambaServer(root, port, shares, launch=launch)
+    try:
+        server.proc = launch()
+        server.pid = server.proc.pid
+        yield server
     finally:
         # smbd leads its own process group (its workers included): stop them all
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
+        proc = server.proc
+        if proc is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         shutil.rmtree(root, ignore_errors=True)
 
 

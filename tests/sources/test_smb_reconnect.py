@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -197,6 +199,46 @@ def test_a_connection_drop_mid_restore_into_smb_is_survived(
     expected = tree_bytes(src)
     assert restored.stats.files_restored == sum(1 for v in expected.values() if v is not None)
     assert tree_bytes(samba.shares["restore"] / "mid-restore") == expected
+
+
+def test_a_server_restarted_mid_backup_is_waited_for(
+    doomed: SambaServer,
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "ferryman.sources.smb_session")
+    path = doomed.shares["data"] / "restarted"
+    build_tree(path)
+
+    def start_later() -> None:
+        time.sleep(1.0)
+        doomed.start()
+
+    restarter = threading.Thread(target=start_later)
+
+    def restart() -> None:
+        doomed.stop()  # refused connections for ~1 s, then smbd listens again
+        restarter.start()
+
+    on_call(monkeypatch, SmbDir, "open_file", 60, restart)
+    source = SmbSource(
+        doomed.url("data", "restarted"), doomed.password, reconnect_delays=(0, 0.2, 0.5, 1, 2)
+    )
+    try:
+        result = run_backup(source, repo, BackupOptions(share="smb", workers=3))
+    finally:
+        restarter.join()
+    messages = [r.getMessage() for r in caplog.records]
+    # refused (or reset) while smbd was down, then logged in again on a later attempt
+    assert any("reconnection attempt 1 to" in m for m in messages), messages
+    assert any("re-established" in m and "(attempt 1)" not in m for m in messages), messages
+    assert result.status == "success", result.warnings
+    out = tmp_path / "out"
+    restored = run_restore(repo, result.restore_point or "", out, RestoreOptions())
+    assert restored.status == "success", restored.errors
+    assert tree_bytes(out) == tree_bytes(path)
 
 
 def test_a_server_gone_for_good_fails_the_backup_in_one_line_and_records_nothing(
