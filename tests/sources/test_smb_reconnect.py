@@ -166,14 +166,35 @@ def test_a_server_that_stops_answering_is_left_for_a_new_connection(
     caplog.set_level(logging.WARNING, "ferryman.sources.smb_session")
     path = samba.shares["data"] / "frozen"
     build_tree(path)
-    frozen = on_call(monkeypatch, SmbDir, "open_file", 60, samba.freeze_connections)
     source = SmbSource(samba.url("data", "frozen"), samba.password, reply_timeout=1.0)
+    frozen: list[int] = []
+    left = threading.Event()
+
+    def end_frozen_once_left() -> None:
+        # a stopped smbd may hold a lock of Samba's databases that the next connection's
+        # worker needs: once the client has moved on, the hung worker is ended (as an
+        # administrator or smbd's own keepalive would), which frees them
+        while not left.wait(0.02):
+            session = source._session  # the backup's own (``session`` would connect anew)
+            if session is not None and session.generation >= 1:
+                break
+        for pid in frozen:
+            os.kill(pid, signal.SIGKILL)
+
+    reaper = threading.Thread(target=end_frozen_once_left)
+
+    def freeze() -> None:
+        frozen.extend(samba.freeze_connections())
+        reaper.start()
+
+    on_call(monkeypatch, SmbDir, "open_file", 60, freeze)
     try:
         result = run_backup(source, repo, BackupOptions(share="smb", workers=3))
     finally:
-        for pid in frozen[0] if frozen else []:
-            os.kill(pid, signal.SIGKILL)
-    assert len(frozen) == 1 and len(frozen[0]) == 1  # its one connection hung mid-backup
+        left.set()
+        if reaper.is_alive():
+            reaper.join()
+    assert len(frozen) == 1  # its one connection hung mid-backup
     assert any("no reply from the server" in r.getMessage() for r in caplog.records)
     assert result.status == "success", result.warnings
     out = tmp_path / "out"
