@@ -363,7 +363,7 @@ class SmbSession:
                 )
                 return
             tried = (
-                f" and could not reconnect ({attempt} attempts in "
+                f" and could not reconnect ({attempt} attempt{'s' * (attempt > 1)} in "
                 f"{time.monotonic() - started:.1f} s): {last}"
                 if attempt
                 else ""  # no reconnection wanted (a probe)
