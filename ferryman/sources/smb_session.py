@@ -406,11 +406,12 @@ class SmbSession:
                 handle.generation = link.generation
             return handle._open
 
-    def _await(self, link: _Link, request: Any) -> None:
+    def _await(self, link: _Link, request: Any, fresh: bool = True) -> None:
         """Wait for the reply to ``request``; raise ``_NoReply`` (a connection loss) when
-        nothing at all came back on the connection for ``reply_timeout`` seconds."""
+        nothing at all came back on the connection for ``reply_timeout`` seconds (since
+        this wait began, or with ``fresh=False`` since the last reply only)."""
         event = request.response_event
-        start = time.monotonic()
+        start = time.monotonic() if fresh else 0.0
         while not event.wait(0.25):
             quiet = time.monotonic() - max(start, link.last_reply)
             if quiet > self.reply_timeout or not link.alive():
@@ -419,12 +420,18 @@ class SmbSession:
 
     def _drain(self, link: _Link, requests: list[tuple[Any, Any]]) -> None:
         """Receive the replies of requests left in flight by a failure (they hold credits
-        and message ids of a connection that may go on serving other threads)."""
+        and message ids of a connection that may go on serving other threads). Quiet is
+        counted from the last reply, and the first request without one ends the drain:
+        after a failure for want of a reply (a frozen server) the reconnection is not
+        delayed by ``reply_timeout`` more per request left in flight (8 per file)."""
         for request, recv in requests:
             if not link.alive():
                 return
+            try:
+                self._await(link, request, fresh=False)
+            except _NoReply:
+                return
             with contextlib.suppress(Exception):
-                self._await(link, request)
                 recv(request)
 
     # -- plumbing ------------------------------------------------------------------------

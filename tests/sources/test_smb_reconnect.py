@@ -23,9 +23,11 @@ from ferryman.engine.backup import BackupFailed, run_backup
 from ferryman.engine.options import BackupOptions, RestoreOptions
 from ferryman.engine.restore import RestoreFailed, run_restore
 from ferryman.repository import Repository, open_backend
+from ferryman.sources import smb_session
 from ferryman.sources.base import SourceLost
 from ferryman.sources.local import LocalSource
 from ferryman.sources.smb import SmbDir, SmbSource
+from ferryman.sources.smb_session import SmbSession
 from ferryman.sources.smb_target import SmbRestoreTarget, SmbTargetDir
 
 from .smb_server import SambaServer, start_samba
@@ -201,6 +203,59 @@ def test_a_server_that_stops_answering_is_left_for_a_new_connection(
     restored = run_restore(repo, result.restore_point or "", out, RestoreOptions())
     assert restored.status == "success", restored.errors
     assert tree_bytes(out) == tree_bytes(path)
+
+
+def test_a_read_frozen_with_requests_in_flight_waits_for_one_reply_not_one_per_request(
+    samba: SambaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = samba.shares["data"] / "frozen-read"
+    path.mkdir()
+    data = os.urandom(9 << 20)  # 1 MiB READs: 8 in flight when the server freezes
+    (path / "big").write_bytes(data)
+    source = SmbSource(samba.url("data", "frozen-read"), samba.password, reply_timeout=0.5)
+    unanswered: list[int] = []
+    real_await = SmbSession._await
+
+    def counting_await(self: SmbSession, *args: Any, **kwargs: Any) -> None:
+        try:
+            real_await(self, *args, **kwargs)
+        except smb_session._NoReply:
+            unanswered.append(self.generation)
+            raise
+
+    monkeypatch.setattr(SmbSession, "_await", counting_await)
+    root = source.open_root()
+    frozen: list[int] = []
+    left = threading.Event()
+
+    def end_frozen_once_left() -> None:  # see the frozen-server test above
+        while not left.wait(0.02) and source.session.generation < 1:
+            pass
+        for pid in frozen:
+            os.kill(pid, signal.SIGKILL)
+
+    reaper = threading.Thread(target=end_frozen_once_left)
+    try:
+        f = root.open_file(b"big")
+        head = bytearray(1 << 20)
+        assert f.read_at(head, 0) == len(head)
+        frozen.extend(samba.freeze_connections())
+        assert len(frozen) == 1
+        reaper.start()
+        rest = bytearray(len(data))
+        assert f.read_at(rest, len(head)) == len(data) - len(head)
+        assert bytes(head) + bytes(rest[: len(data) - len(head)]) == data
+        f.close()
+        assert source.session.generation == 1
+        # the READ waited for, then the first of the 7 left in flight (at once: nothing came
+        # back since), not reply_timeout more for each of them before reconnecting
+        assert unanswered == [0, 0]
+    finally:
+        left.set()
+        if reaper.is_alive():
+            reaper.join()
+        root.release()
+        source.close()
 
 
 def test_a_connection_drop_mid_restore_into_smb_is_survived(
