@@ -378,7 +378,7 @@ class SmbSession:
         """Run ``fn`` on the current connection; after a connection loss reconnect and run
         it again (``fn`` must be repeatable: whole reads and writes at fixed offsets,
         opens, queries). SMB failures become ``OSError`` naming ``where``."""
-        for _ in range(RETRIES_PER_REQUEST + 1):
+        for attempt in range(RETRIES_PER_REQUEST + 1):
             link = self._current()
             try:
                 return fn(link)
@@ -387,7 +387,10 @@ class SmbSession:
                     if isinstance(exc, SMBException):
                         raise os_error(exc, where) from exc
                     raise
-                self._reconnect(link, exc)
+                if attempt == RETRIES_PER_REQUEST:  # given up: no new connection for it
+                    _drop(link.conn)  # (a later request makes one)
+                else:
+                    self._reconnect(link, exc)
         raise SourceLost(
             f"the connection to SMB server {self._where} kept dropping "
             f"({RETRIES_PER_REQUEST} reconnections for one request)"

@@ -258,6 +258,35 @@ def test_a_read_frozen_with_requests_in_flight_waits_for_one_reply_not_one_per_r
         source.close()
 
 
+def test_a_request_whose_connection_drops_every_time_fails_after_bounded_reconnections(
+    samba: SambaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = samba.shares["data"] / "flapping"
+    path.mkdir()
+    (path / "f").write_bytes(b"x" * 1000)
+    source = SmbSource(samba.url("data", "flapping"), samba.password, reconnect_delays=FAST_RETRIES)
+    root = source.open_root()
+    try:
+        f = root.open_file(b"f")
+        assert f.fstat().st_size == 1000  # its handle is open
+        real_opened = SmbSession._opened
+
+        def dropped_first(self: SmbSession, handle: Any, link: Any) -> Any:
+            samba.drop_connections()  # every attempt's connection goes down under it
+            return real_opened(self, handle, link)
+
+        monkeypatch.setattr(SmbSession, "_opened", dropped_first)
+        with pytest.raises(SourceLost, match="kept dropping") as lost:
+            f.read_at(bytearray(1000), 0)
+        retries = smb_session.RETRIES_PER_REQUEST
+        assert f"({retries} reconnections for one request)" in str(lost.value)
+        assert source.session.generation == retries  # as many as it says, no more
+    finally:
+        monkeypatch.undo()
+        root.release()
+        source.close()
+
+
 def test_a_connection_drop_mid_restore_into_smb_is_survived(
     samba: SambaServer, repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
