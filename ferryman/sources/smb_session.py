@@ -186,10 +186,6 @@ class SmbHandle:
         self.create_action = int(opened.create_action or 0)
         self._lock = threading.Lock()
 
-    @property
-    def file_name(self) -> str:
-        return self.rel
-
 
 @dataclass(slots=True)
 class _Link:
@@ -264,7 +260,6 @@ class SmbSession:
         self._closed = False
         self._lost: SourceLost | None = None
         self._reconnect_lock = threading.Lock()
-        self.reconnections = 0
         self._link = self._login(0)
 
     def _login(self, generation: int) -> _Link:
@@ -354,7 +349,6 @@ class SmbSession:
                     last = exc
                     log.info("SMB reconnection attempt %d to %s: %s", attempt, self._where, exc)
                     continue
-                self.reconnections += 1
                 log.warning(
                     "SMB connection to %s re-established after %.1f s (attempt %d)",
                     self._where,
