@@ -103,14 +103,18 @@ def remove_user(db: Session, user: User) -> None:
     """Delete ``user`` and end their console sessions; refused for the last administrator
     (nobody could manage users then).
 
-    The administrators' rows are locked first (``FOR UPDATE`` on PostgreSQL; SQLite
-    serialises writers anyway), so two removals at once cannot leave none.
+    Two removals at once cannot leave none: the administrators' rows are locked first
+    (``FOR UPDATE`` on PostgreSQL), and those left are counted after the deletion, inside
+    its transaction (on SQLite only the deletion's write lock orders two removals: a
+    count read before it could miss the other's commit). ``LastAdministrator`` is then
+    raised with the deletion pending in ``db``: the caller rolls back.
     """
     admin = Role.administrator.label
-    admins = db.scalars(select(User.id).where(User.role == admin).with_for_update()).all()
-    if user.role == admin and all(other == user.id for other in admins):
+    db.scalars(select(User.id).where(User.role == admin).with_for_update()).all()
+    close_user_sessions(db, user.id)
+    db.delete(user)
+    db.flush()
+    if user.role == admin and db.scalar(select(User.id).where(User.role == admin).limit(1)) is None:
         raise LastAdministrator(
             f"'{user.name}' is the last administrator; add another administrator first"
         )
-    close_user_sessions(db, user.id)
-    db.delete(user)

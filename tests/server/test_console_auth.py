@@ -4,6 +4,7 @@ and the console's static files served by the same app."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ferryman.server.api.app import create_app
 from ferryman.server.context import ServerContext
 from ferryman.server.db.models import User, WebSession
 from ferryman.server.init import InitError, InitResult, init_server
+from ferryman.server.users import LastAdministrator, remove_user
 from ferryman.server.web_sessions import COOKIE
 
 from .conftest import FAST_SCRYPT, Api
@@ -199,6 +201,39 @@ def test_the_last_administrator_cannot_be_removed(api: Api, browser: TestClient)
     api.call("DELETE", "/users/carol", expect=204)  # other roles can always go
     add_user(api, "dave", "administrator")
     api.call("DELETE", "/users/bob", expect=204)  # no longer the last one
+
+
+def test_two_administrators_removed_at_once_leave_one(api: Api, ctx: ServerContext) -> None:
+    for name in ("alice", "bob"):
+        add_user(api, name, "administrator")
+    for user in api.get("/users"):
+        if user["name"] not in ("alice", "bob"):
+            api.call("DELETE", f"/users/{user['name']}", expect=204)
+    alice_removed, commit_alice = threading.Event(), threading.Event()
+    outcome: list[str] = []
+
+    def remove(name: str, hold: bool) -> None:
+        try:
+            with ctx.db.session() as db:
+                remove_user(db, db.scalars(select(User).where(User.name == name)).one())
+                if hold:  # not committed yet while the other removal starts
+                    alice_removed.set()
+                    commit_alice.wait(10)
+            outcome.append(f"{name} removed")
+        except LastAdministrator:
+            outcome.append(f"{name} refused")
+
+    first = threading.Thread(target=remove, args=("alice", True))
+    first.start()
+    assert alice_removed.wait(10)
+    second = threading.Thread(target=remove, args=("bob", False))
+    second.start()
+    second.join(0.5)  # bob's removal waits for alice's to commit (its lock, or its check)
+    commit_alice.set()
+    first.join()
+    second.join()
+    assert outcome == ["alice removed", "bob refused"]
+    assert [(u["name"], u["role"]) for u in api.get("/users")] == [("bob", "administrator")]
 
 
 def test_revoking_an_api_token_ends_its_console_sessions_at_once(
