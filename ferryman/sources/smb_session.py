@@ -441,22 +441,38 @@ class SmbSession:
     def max_write(self) -> int:
         return min(READ_PIECE, int(self._link.conn.max_write_size))
 
+    def _with_credits(self, link: _Link, send: Callable[[], T]) -> T:
+        """``send()``, waiting while the server's credit window is too small. Credits come
+        back with replies: when none came for ``reply_timeout`` (a frozen server) the wait
+        ends in ``_NoReply``, a lost connection, not this request's failure; when replies
+        come but free too few credits, the credit error is raised after ``timeout``."""
+        start = time.monotonic()
+        while True:
+            try:
+                return send()
+            except SMBException as exc:
+                if "credits" not in str(exc):
+                    raise
+                now = time.monotonic()
+                quiet = now - max(start, link.last_reply)
+                if quiet > self.reply_timeout or not link.alive():
+                    raise _NoReply(f"no reply from the server for {quiet:.0f} s") from exc
+                if now - start > self.timeout and quiet < self.timeout:
+                    raise
+            time.sleep(0.002)  # other threads' replies return credits
+
     def _send(self, link: _Link, message: Any, payload: int) -> Any:
         """Send one request, waiting while the server's credit window is too small."""
         charge = max(1, (max(0, payload - 1) // CREDIT_PAYLOAD) + 1)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                return link.conn.send(
-                    message,
-                    sid=link.session.session_id,
-                    tid=link.tree.tree_connect_id,
-                    credit_request=charge + 32,  # grow the window: more requests in flight
-                )
-            except SMBException as exc:
-                if "credits" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.002)  # other threads' replies return credits
+        return self._with_credits(
+            link,
+            lambda: link.conn.send(
+                message,
+                sid=link.session.session_id,
+                tid=link.tree.tree_connect_id,
+                credit_request=charge + 32,  # grow the window: more requests in flight
+            ),
+        )
 
     def unc(self, rel: str) -> str:
         return rf"\\{self.url.host}\{self.url.share}" + (f"\\{rel}" if rel else "")
@@ -579,17 +595,14 @@ class SmbSession:
 
     def _send_compound(self, link: _Link, messages: list[Any]) -> list[Any]:
         """Send a related compound, waiting while the credit window is too small."""
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                requests: list[Any] = link.conn.send_compound(
+        return self._with_credits(
+            link,
+            lambda: list(
+                link.conn.send_compound(
                     messages, link.session.session_id, link.tree.tree_connect_id, related=True
                 )
-                return requests
-            except SMBException as exc:
-                if "credits" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.002)  # other threads' replies return credits
+            ),
+        )
 
     def close_handle(self, handle: SmbHandle) -> None:
         """Close a handle; one of a lost connection (the server closed it) is left alone."""

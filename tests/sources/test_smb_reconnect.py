@@ -285,6 +285,63 @@ def test_a_read_frozen_with_requests_in_flight_waits_for_one_reply_not_one_per_r
         source.close()
 
 
+def test_a_read_short_of_credits_on_a_frozen_server_waits_for_the_reconnection(
+    samba: SambaServer,
+) -> None:
+    path = samba.shares["data"] / "frozen-credits"
+    path.mkdir()
+    data = {name: os.urandom(9 << 20) for name in (b"one", b"two")}
+    for name, content in data.items():
+        (path / name.decode()).write_bytes(content)
+    # a fresh session's credit window (~220) holds one file's 8 READs of 1 MiB (16 credits
+    # each), not two: the second read waits for credits the frozen server never returns
+    source = SmbSource(
+        samba.url("data", "frozen-credits"), samba.password, timeout=0.5, reply_timeout=2.0
+    )
+    root = source.open_root()
+    frozen: list[int] = []
+    left = threading.Event()
+
+    def end_frozen_once_left() -> None:  # see the frozen-server test above
+        while not left.wait(0.02) and source.session.generation < 1:
+            pass
+        for pid in frozen:
+            os.kill(pid, signal.SIGKILL)
+
+    reaper = threading.Thread(target=end_frozen_once_left)
+    files = {name: root.open_file(name) for name in data}
+    read: dict[bytes, bytes | Exception] = {}
+
+    def read_whole(name: bytes) -> None:
+        buf = bytearray(len(data[name]))
+        try:
+            read[name] = bytes(buf[: files[name].read_at(buf, 0)])
+        except OSError as exc:  # the engine's per-file warning
+            read[name] = exc
+        finally:
+            files[name].close()
+
+    first = threading.Thread(target=read_whole, args=(b"one",))
+    try:
+        assert all(f.fstat().st_size == 9 << 20 for f in files.values())  # handles open
+        frozen.extend(samba.freeze_connections())
+        assert len(frozen) == 1
+        reaper.start()
+        first.start()
+        time.sleep(0.2)  # its READs in flight first (in the other order, the test is the same)
+        read_whole(b"two")
+        first.join()
+        # not an error for the file that found the window full: the connection was lost
+        assert read == data
+        assert source.session.generation == 1
+    finally:
+        left.set()
+        if reaper.is_alive():
+            reaper.join()
+        root.release()
+        source.close()
+
+
 def test_a_request_whose_connection_drops_every_time_fails_after_bounded_reconnections(
     samba: SambaServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
