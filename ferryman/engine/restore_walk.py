@@ -289,8 +289,8 @@ class Restorer:
                 self._budget.release(nbytes)
 
         self._futures.append(self._pool.submit(run))
-        if len(self._futures) > 256:
-            self._futures = [f for f in self._futures if not f.done()]
+        if len(self._futures) > 256:  # a failed one stays: _settle_dirs raises its error
+            self._futures = [f for f in self._futures if not f.done() or f.exception()]
 
     def _run_jobs(self, batch: list[_FileJob]) -> None:
         small = [j for j in batch if j.node.size <= BATCH_BYTES]

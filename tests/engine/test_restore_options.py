@@ -271,3 +271,38 @@ def test_the_walk_keeps_only_a_few_batches_ahead_of_the_writer_processes(
         for i in range(40):
             name = tmp_path / "out" / f"d{d}" / f"f{i:02}"
             assert name.read_bytes() == f"{d}/{i} ".encode() * (i + 1)
+
+
+def test_a_batch_that_failed_long_before_the_end_still_fails_the_restore(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's error that is not one file's (the target lost for good) fails the
+    restore even when hundreds of batches were queued after it: finished batches are
+    forgotten along the way, a failed one is kept until its error is raised."""
+    from ferryman.engine import restore_walk
+    from ferryman.engine.restore import RestoreFailed
+    from ferryman.engine.restore_files import write_local_file as real_write
+    from ferryman.sources.base import SourceLost
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(300):
+        (src / f"f{i:03}").write_bytes(b"%d" % i)
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+
+    monkeypatch.setattr(restore_walk, "BATCH_FILES", 1)  # 300 batches: more than kept (256)
+    written: list[bytes] = []
+
+    def write(
+        repo: Repository, dir_fd: int, name: bytes, *args: object, **kwargs: object
+    ) -> tuple[int, list[str]]:
+        if name == b"f000":
+            raise SourceLost("the target went away")
+        written.append(name)
+        return real_write(repo, dir_fd, name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(restore_walk, "write_local_file", write)
+    with pytest.raises(RestoreFailed, match="the target went away"):
+        run_restore(repo, result.restore_point, tmp_path / "out", RestoreOptions(processes=0))
+    assert len(written) == 299  # the walk went on: the failed batch was long finished
