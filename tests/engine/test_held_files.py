@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from ferryman.engine import tree_saver
 from ferryman.engine.backup import run_backup
+from ferryman.engine.checkpoint import PARTIAL_SIZE
 from ferryman.engine.file_saver import SEGMENT
-from ferryman.engine.options import BackupOptions
+from ferryman.engine.nodes import Node, NodeMap, load_root, load_tree_maps, node_from_map
+from ferryman.engine.options import BackupCancelled, BackupOptions
 from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository
 from ferryman.sources import local
@@ -111,3 +114,85 @@ def test_a_held_file_that_cannot_be_read_is_left_out_and_the_rest_kept(
     (src / "a" / "1.img").unlink()  # what the restore point should hold
     os.utime(src / "a", ns=(a.st_atime_ns, a.st_mtime_ns))
     assert diff_trees(src, out) == []
+
+
+def _entries(repo: Repository, root: bytes) -> dict[str, NodeMap]:
+    """Every record of a restore point's tree by path, in tree order."""
+    found: dict[str, NodeMap] = {}
+    stack: list[tuple[str, Node]] = [("", load_root(repo, root))]
+    while stack:
+        prefix, node = stack.pop()
+        for blob_id in node.subtrees:
+            for m in load_tree_maps(repo, blob_id):
+                path = prefix + os.fsdecode(m["n"])
+                found[path] = m
+                if m["t"] == "dir":
+                    stack.append((path + "/", node_from_map(m)))
+    return found
+
+
+def test_a_cancel_while_a_file_is_held_keeps_its_prefix_and_what_came_after(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint of a task cancelled while a held file is read holds the file's
+    stored prefix and every file completed after it (each whole); the resumed task
+    reads only the rest of the large file and the files the checkpoint did not hold."""
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "1.img").write_bytes(os.urandom(BIG))
+    (src / "b").mkdir()
+    for i in range(600):
+        (src / "b" / f"f{i:05d}").write_bytes(b"%d " % i * (i + 1))
+    (src / "c").mkdir()
+    (src / "c" / "last").write_bytes(b"the end")
+    image = os.stat(src / "a" / "1.img").st_ino
+    cancel = threading.Event()
+    held = threading.Event()
+    real_hold = tree_saver.TreeSaver._hold
+    real_lstat = local.LocalDir.lstat
+    real_read_at = local.LocalFile.read_at
+
+    def hold(self: tree_saver.TreeSaver, h: tree_saver._Held) -> None:
+        real_hold(self, h)
+        if h.ev is not None:
+            held.set()
+
+    def lstat(self: local.LocalDir, name: bytes) -> os.stat_result:
+        if name == b"f00500":
+            held.wait(10)  # the cancel comes once the image's place is held
+            cancel.set()
+        return real_lstat(self, name)
+
+    def read_at(self: local.LocalFile, buf: bytearray | memoryview, offset: int) -> int:
+        if offset >= SEGMENT and os.fstat(self.fd).st_ino == image:
+            cancel.wait(30)  # the image is still being read when the task is cancelled
+        return real_read_at(self, buf, offset)
+
+    monkeypatch.setattr(tree_saver.TreeSaver, "_hold", hold)
+    monkeypatch.setattr(local.LocalDir, "lstat", lstat)
+    monkeypatch.setattr(local.LocalFile, "read_at", read_at)
+    with pytest.raises(BackupCancelled, match="checkpoint"):
+        run_backup(LocalSource(src), repo, BackupOptions(share="s", workers=2), cancel=cancel)
+    monkeypatch.undo()
+
+    (point,) = repo.list_restore_points(include_checkpoints=True)
+    assert point.checkpoint
+    kept = _entries(repo, point.root)
+    partial = kept.pop("a/1.img")
+    assert partial[PARTIAL_SIZE] == BIG and 0 < int(partial["s"]) < BIG
+    held_after = [p for p in kept if p.startswith("b/")]
+    assert len(held_after) >= 500, "the files completed after the held one were dropped"
+    assert held_after == sorted(held_after)  # in name order, after the held file's place
+    out = tmp_path / "checkpoint"
+    run_restore(repo, point.id, out)
+    for path in held_after:  # every file it records is whole
+        assert (out / path).read_bytes() == (src / path).read_bytes()
+    prefix = int(partial["s"])
+    assert (out / "a" / "1.img").read_bytes() == (src / "a" / "1.img").read_bytes()[:prefix]
+
+    resumed = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert resumed.stats.bytes_resumed == prefix
+    assert resumed.stats.files_unchanged >= len(held_after)
+    assert resumed.restore_point is not None
+    run_restore(repo, resumed.restore_point, tmp_path / "out")
+    assert diff_trees(src, tmp_path / "out") == []
