@@ -384,19 +384,25 @@ def test_default_restore_writes_through_worker_processes_past_the_threshold(
     assert os.stat(out / "hard1").st_ino == os.stat(out / "sub" / "hard3").st_ino
 
 
+@pytest.mark.timeout(60)  # a batch keeping its slot hangs the walk
+@pytest.mark.parametrize("per_process", [8, 1], ids=["slots-free", "walk-waits-for-a-slot"])
 def test_a_worker_process_killed_mid_restore_loses_and_doubles_no_file(
     repo: Repository,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    per_process: int,
 ) -> None:
     """A worker process that dies (here: exits at its third batch) breaks the pool:
     the batches it and the other worker had not answered are written in-process,
-    each file once, and the restore reports success with every file counted once."""
+    each file once, and the restore reports success with every file counted once.
+    With one batch per process in flight the walk is waiting for a slot when the
+    pool breaks: the failed batches give their slots back, it does not hang."""
     from ferryman.engine import restore_procs, restore_walk
 
     monkeypatch.setattr(restore_walk, "PROCESS_AFTER_FILES", 0)
     monkeypatch.setattr(restore_walk, "BATCH_FILES", 2)
+    monkeypatch.setattr(restore_walk, "BATCHES_PER_PROCESS", per_process)
     real_submit = restore_procs.submit
     submitted: list[int] = []
 
