@@ -149,6 +149,7 @@ class _Held:
     index: int
     ev: Entry | None = None
     dir: _Builder | None = None
+    seq: int = 0  # 1, 2, ... in the order held
 
 
 # Large files held at once while the events after them are taken, and the largest
@@ -203,8 +204,10 @@ class TreeSaver:
         self._present: set[bytes] = set()  # reused ids of the current batch, confirmed
         self.stopped = False  # a file was interrupted by a cancel: the rest is dropped
         self._added = 0  # entries completed so far
-        self._checkpointed: tuple[int, int] = (0, 0)  # (entries, partial bytes) last saved
+        # (entries, partial bytes) last saved; (-seq, prefix) of the first held file
+        self._checkpointed: tuple[int, int] = (0, 0)
         self._held: list[_Held] = []  # in event order
+        self._holds = 0  # entries held so far
         self._thread = threading.Thread(target=self._run, name="tree-saver", daemon=True)
         self._thread.start()
 
@@ -327,6 +330,8 @@ class TreeSaver:
         b.buffer.append(_HOLE)
         b.held += 1
         b.all_raw = False
+        self._holds += 1
+        h.seq = self._holds
         self._held.append(h)
 
     def _resolve_held(self) -> None:
@@ -390,7 +395,9 @@ class TreeSaver:
         assert ev is not None and ev.node is not None and ev.pending is not None
         assert ev.pending.progress is not None
         last = partial_file_map(ev.node, ev.pending.progress.stored_prefix())
-        progress = (self._added, int(last["s"]) if last is not None else 0)
+        # keyed by the file, not by ``_added``: that counts entries after it, left out
+        # here (what comes before the first held file no longer changes)
+        progress = (-first.seq, int(last["s"]) if last is not None else 0)
         if progress == self._checkpointed or self._on_checkpoint is None:
             return
         self._on_checkpoint(self._chain_root(first.builder, first.index, last))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,18 @@ import pytest
 from ferryman.engine import tree_saver
 from ferryman.engine.backup import run_backup
 from ferryman.engine.checkpoint import PARTIAL_SIZE
-from ferryman.engine.file_saver import SEGMENT
-from ferryman.engine.nodes import Node, NodeMap, load_root, load_tree_maps, node_from_map
+from ferryman.engine.file_saver import SEGMENT, FileOutcome, LargeRead, PendingContent
+from ferryman.engine.nodes import (
+    Node,
+    NodeMap,
+    load_root,
+    load_tree_maps,
+    node_from_map,
+    node_from_stat,
+)
 from ferryman.engine.options import BackupCancelled, BackupOptions
 from ferryman.engine.restore import run_restore
+from ferryman.engine.stats import StatsCollector
 from ferryman.repository import Repository
 from ferryman.sources import local
 from ferryman.sources.local import LocalSource
@@ -196,3 +205,51 @@ def test_a_cancel_while_a_file_is_held_keeps_its_prefix_and_what_came_after(
     assert resumed.restore_point is not None
     run_restore(repo, resumed.restore_point, tmp_path / "out")
     assert diff_trees(src, tmp_path / "out") == []
+
+
+def test_a_checkpoint_after_a_held_file_was_left_out_is_not_skipped(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """Periodic checkpoints while a file is held record only what came before it. When
+    that file is then left out (unreadable), the next checkpoint records the files
+    taken after it, even though none completed in between (it was skipped as one
+    already saved: a resumed task read those files again)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "a.img", "wb") as f:
+        f.truncate(3 * SEGMENT)
+    for name in ("b", "c", "d"):
+        (src / name).touch()
+    readable = threading.Event()
+
+    def outcome() -> FileOutcome:
+        readable.wait(30)
+        return FileOutcome(error="Input/output error")
+
+    image = PendingContent(outcome, lambda timeout: readable.wait(timeout), LargeRead())
+    saved: list[Node] = []
+    collector = StatsCollector()
+    with repo.open_writer("test") as writer:
+        trees = tree_saver.TreeSaver(
+            repo, writer, collector, on_checkpoint=saved.append, checkpoint_interval=0
+        )
+        events: list[tree_saver.Event] = [
+            tree_saver.EnterDir(node_from_stat(b"root", os.stat(src)), b""),
+            tree_saver.Entry(node_from_stat(b"a.img", os.stat(src / "a.img")), b"a.img", image),
+        ]
+        for name in ("b", "c", "d"):  # empty: nothing to read
+            events.append(
+                tree_saver.Entry(node_from_stat(name.encode(), os.stat(src / name)), name.encode())
+            )
+        trees.put(events)
+        deadline = time.monotonic() + 30
+        while not saved and time.monotonic() < deadline:  # the image is held
+            time.sleep(0.01)
+        assert saved, "no checkpoint while the image was held"
+        readable.set()
+        trees.put([tree_saver.CheckpointNow(), tree_saver.LeaveDir()])
+        root = trees.finish()
+    assert root is not None
+    names = [m["n"] for blob in saved[-1].subtrees for m in load_tree_maps(repo, blob)]
+    assert names == [b"b", b"c", b"d"]
+    assert [w.path for w in collector.warnings] == ["a.img"]
