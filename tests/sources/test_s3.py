@@ -22,7 +22,7 @@ import pytest
 from ferryman.engine.backup import BackupFailed, run_backup
 from ferryman.engine.options import BackupOptions
 from ferryman.engine.restore import run_restore
-from ferryman.repository import Repository, open_backend
+from ferryman.repository import Repository
 from ferryman.sources.s3 import S3Source, parse_s3_url
 from ferryman.sources.s3_restore import BucketRestoreFailed, restore_to_bucket
 
@@ -62,17 +62,6 @@ def bucket(client: Any) -> str:
     name = f"src-{next(_n)}-{os.getpid()}"
     client.create_bucket(Bucket=name)
     return name
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Repository]:
-    r = Repository.init(
-        open_backend(str(tmp_path / "repo")), "s3-src", scrypt_n=1 << 10, cache_dir=tmp_path / "c"
-    )
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def _put(

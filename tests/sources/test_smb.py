@@ -15,7 +15,7 @@ from ferryman.engine.backup import BackupFailed, run_backup
 from ferryman.engine.nodes import iter_dir_nodes, load_root
 from ferryman.engine.options import BackupOptions, RestoreOptions
 from ferryman.engine.restore import run_restore
-from ferryman.repository import Repository, open_backend
+from ferryman.repository import Repository
 from ferryman.repository.tree import Node
 from ferryman.sources.base import GROWTH_LIMIT, SourceUnavailable
 from ferryman.sources.local import LocalSource
@@ -53,17 +53,6 @@ def share(samba: SambaServer, request: pytest.FixtureRequest) -> tuple[str, Path
     path = samba.shares["data"] / name
     path.mkdir()
     return samba.url("data", name), path
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Repository]:
-    r = Repository.init(
-        open_backend(str(tmp_path / "repo")), "pw", scrypt_n=1 << 10, cache_dir=tmp_path / "cache"
-    )
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def build_tree(root: Path) -> None:

@@ -22,7 +22,7 @@ import pytest
 from ferryman.engine.backup import BackupFailed, run_backup
 from ferryman.engine.options import BackupOptions, RestoreOptions
 from ferryman.engine.restore import RestoreFailed, run_restore
-from ferryman.repository import Repository, open_backend
+from ferryman.repository import Repository
 from ferryman.sources import smb_session
 from ferryman.sources.base import SourceLost
 from ferryman.sources.local import LocalSource
@@ -35,6 +35,35 @@ from .smb_server import SambaServer, start_samba
 FAST_RETRIES = (0.0, 0.05, 0.1)  # "gone for good" is decided in ~0.2 s
 
 
+class FrozenServer:
+    """Freezes (SIGSTOP) the smbd workers serving the client's connections, and ends them once
+    the client has moved on to a new connection (``generation() >= 1``) or :meth:`end` is
+    called: a stopped smbd may hold a lock of Samba's databases that the next connection's
+    worker needs, and an administrator or smbd's own keepalive would end it too."""
+
+    def __init__(self, samba: SambaServer, generation: Callable[[], int]) -> None:
+        self._samba = samba
+        self._generation = generation
+        self.pids: list[int] = []
+        self._left = threading.Event()
+        self._reaper = threading.Thread(target=self._end_once_left)
+
+    def freeze(self) -> None:
+        self.pids.extend(self._samba.freeze_connections())
+        self._reaper.start()
+
+    def _end_once_left(self) -> None:
+        while not self._left.wait(0.02) and self._generation() < 1:
+            pass
+        for pid in self.pids:
+            os.kill(pid, signal.SIGKILL)
+
+    def end(self) -> None:
+        self._left.set()
+        if self._reaper.is_alive():
+            self._reaper.join()
+
+
 @pytest.fixture(scope="module")
 def samba() -> Iterator[SambaServer]:
     yield from start_samba(["data", "restore"])
@@ -44,17 +73,6 @@ def samba() -> Iterator[SambaServer]:
 def doomed() -> Iterator[SambaServer]:
     """A server of its own, for a test that kills it."""
     yield from start_samba(["data", "restore"])
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Repository]:
-    r = Repository.init(
-        open_backend(str(tmp_path / "repo")), "pw", scrypt_n=1 << 10, cache_dir=tmp_path / "cache"
-    )
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def build_tree(root: Path) -> None:
@@ -196,34 +214,17 @@ def test_a_server_that_stops_answering_is_left_for_a_new_connection(
     path = samba.shares["data"] / "frozen"
     build_tree(path)
     source = SmbSource(samba.url("data", "frozen"), samba.password, reply_timeout=1.0)
-    frozen: list[int] = []
-    left = threading.Event()
 
-    def end_frozen_once_left() -> None:
-        # a stopped smbd may hold a lock of Samba's databases that the next connection's
-        # worker needs: once the client has moved on, the hung worker is ended (as an
-        # administrator or smbd's own keepalive would), which frees them
-        while not left.wait(0.02):
-            session = source._session  # the backup's own (``session`` would connect anew)
-            if session is not None and session.generation >= 1:
-                break
-        for pid in frozen:
-            os.kill(pid, signal.SIGKILL)
+    def generation() -> int:  # the backup's own session (``session`` would connect anew)
+        return source._session.generation if source._session is not None else 0
 
-    reaper = threading.Thread(target=end_frozen_once_left)
-
-    def freeze() -> None:
-        frozen.extend(samba.freeze_connections())
-        reaper.start()
-
-    on_call(monkeypatch, SmbDir, "open_file", 60, freeze)
+    frozen = FrozenServer(samba, generation)
+    on_call(monkeypatch, SmbDir, "open_file", 60, frozen.freeze)
     try:
         result = run_backup(source, repo, BackupOptions(share="smb", workers=3))
     finally:
-        left.set()
-        if reaper.is_alive():
-            reaper.join()
-    assert len(frozen) == 1  # its one connection hung mid-backup
+        frozen.end()
+    assert len(frozen.pids) == 1  # its one connection hung mid-backup
     assert any("no reply from the server" in r.getMessage() for r in caplog.records)
     assert result.status == "success", result.warnings
     out = tmp_path / "out"
@@ -252,23 +253,13 @@ def test_a_read_frozen_with_requests_in_flight_waits_for_one_reply_not_one_per_r
 
     monkeypatch.setattr(SmbSession, "_await", counting_await)
     root = source.open_root()
-    frozen: list[int] = []
-    left = threading.Event()
-
-    def end_frozen_once_left() -> None:  # see the frozen-server test above
-        while not left.wait(0.02) and source.session.generation < 1:
-            pass
-        for pid in frozen:
-            os.kill(pid, signal.SIGKILL)
-
-    reaper = threading.Thread(target=end_frozen_once_left)
+    frozen = FrozenServer(samba, lambda: source.session.generation)
     try:
         f = root.open_file(b"big")
         head = bytearray(1 << 20)
         assert f.read_at(head, 0) == len(head)
-        frozen.extend(samba.freeze_connections())
-        assert len(frozen) == 1
-        reaper.start()
+        frozen.freeze()
+        assert len(frozen.pids) == 1
         rest = bytearray(len(data))
         assert f.read_at(rest, len(head)) == len(data) - len(head)
         assert bytes(head) + bytes(rest[: len(data) - len(head)]) == data
@@ -278,9 +269,7 @@ def test_a_read_frozen_with_requests_in_flight_waits_for_one_reply_not_one_per_r
         # back since), not reply_timeout more for each of them before reconnecting
         assert unanswered == [0, 0]
     finally:
-        left.set()
-        if reaper.is_alive():
-            reaper.join()
+        frozen.end()
         root.release()
         source.close()
 
@@ -299,16 +288,7 @@ def test_a_read_short_of_credits_on_a_frozen_server_waits_for_the_reconnection(
         samba.url("data", "frozen-credits"), samba.password, timeout=0.5, reply_timeout=2.0
     )
     root = source.open_root()
-    frozen: list[int] = []
-    left = threading.Event()
-
-    def end_frozen_once_left() -> None:  # see the frozen-server test above
-        while not left.wait(0.02) and source.session.generation < 1:
-            pass
-        for pid in frozen:
-            os.kill(pid, signal.SIGKILL)
-
-    reaper = threading.Thread(target=end_frozen_once_left)
+    frozen = FrozenServer(samba, lambda: source.session.generation)
     files = {name: root.open_file(name) for name in data}
     read: dict[bytes, bytes | Exception] = {}
 
@@ -324,9 +304,8 @@ def test_a_read_short_of_credits_on_a_frozen_server_waits_for_the_reconnection(
     first = threading.Thread(target=read_whole, args=(b"one",))
     try:
         assert all(f.fstat().st_size == 9 << 20 for f in files.values())  # handles open
-        frozen.extend(samba.freeze_connections())
-        assert len(frozen) == 1
-        reaper.start()
+        frozen.freeze()
+        assert len(frozen.pids) == 1
         first.start()
         time.sleep(0.2)  # its READs in flight first (in the other order, the test is the same)
         read_whole(b"two")
@@ -335,9 +314,7 @@ def test_a_read_short_of_credits_on_a_frozen_server_waits_for_the_reconnection(
         assert read == data
         assert source.session.generation == 1
     finally:
-        left.set()
-        if reaper.is_alive():
-            reaper.join()
+        frozen.end()
         root.release()
         source.close()
 

@@ -23,7 +23,7 @@ from engine.trees import diff_trees  # tests/ is on sys.path (rootdir-relative p
 from ferryman.engine.backup import run_backup
 from ferryman.engine.options import BackupOptions
 from ferryman.engine.restore import run_restore
-from ferryman.repository import Repository, open_backend
+from ferryman.repository import Repository
 from ferryman.sources.snapshots import (
     SnapshotError,
     SnapshotScope,
@@ -34,20 +34,6 @@ from ferryman.sources.snapshots import (
 from ferryman.sources.snapshots.command import CommandProvider
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Repository]:
-    r = Repository.init(
-        open_backend(str(tmp_path / "repo")),
-        "snap-tests",
-        scrypt_n=1 << 10,
-        cache_dir=tmp_path / "c",
-    )
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 _share_ids = iter(range(1, 1 << 30))
