@@ -37,6 +37,7 @@ from bench.targets import RESTORE, STEPS, UNCHANGED, compare, ferryman_memory_ch
 from bench.tool_run import ToolRun
 from bench.tools.base import BackupTool
 from bench.tools.borg import Borg
+from bench.tools.ferryman import PROXY_MODES
 from bench.tools.ferryman_choice import ferryman_candidates
 from bench.tools.restic import Restic
 from bench.workload import Workload, build_workload, reference_spec, small_spec
@@ -46,14 +47,16 @@ ALL_TOOLS = ("ferryman", "restic", "borg")
 REPEATABLE = (UNCHANGED, RESTORE)  # steps that leave the repository as they found it
 
 
-def make_tools(name: str, ferryman_driver: str) -> list[BackupTool]:
+def make_tools(
+    name: str, ferryman_driver: str, ferryman_proxy: str = "embedded"
+) -> list[BackupTool]:
     """The drivers to try for one tool, in order (the first whose setup works runs)."""
     if name == "restic":
         return [Restic()]
     if name == "borg":
         return [Borg()]
     if name == "ferryman":
-        return ferryman_candidates(ferryman_driver)
+        return ferryman_candidates(ferryman_driver, ferryman_proxy)
     raise SystemExit(f"unknown tool {name!r}; choose from {', '.join(ALL_TOOLS)}")
 
 
@@ -71,7 +74,7 @@ def _prepare(
     runs: list[ToolRun],
 ) -> ToolRun:
     """Set one tool up, trying its drivers in order; the first that works is kept."""
-    candidates = make_tools(name, args.ferryman_driver)
+    candidates = make_tools(name, args.ferryman_driver, args.ferryman_proxy)
     earlier: list[str] = []
     for i, tool in enumerate(candidates):
         others = partial(_others, runs, name)
@@ -113,6 +116,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("auto", "cli", "engine"),
         default="auto",
         help="cli: the real path (server → proxy → repository); engine: engine-direct fallback",
+    )
+    parser.add_argument(
+        "--ferryman-proxy",
+        choices=PROXY_MODES,
+        default="embedded",
+        help="the CLI path's proxy: the server's embedded one, or a standalone `proxy run`",
     )
     parser.add_argument("--workdir", type=Path, default=BENCH_DIR / "work")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")

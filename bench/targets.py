@@ -92,13 +92,14 @@ def compare(results: list[StepResult], peers: list[str]) -> list[Comparison]:
 
 def _server_rss(result: StepResult) -> int:
     """Memory of the server and everything it started (its embedded proxy's worker
-    processes) at the step's peak, without the CLI; the whole tree if no server is named."""
+    processes), and of a standalone proxy and its workers if one runs, at the step's peak,
+    without the CLI; the whole tree if no server is named."""
     if not any("server run" in cmd for _, cmd, _ in result.peak_breakdown):
         return result.peak_rss_bytes
     client = [
         rss
         for _, cmd, rss in result.peak_breakdown
-        if cmd.startswith("ferryman ") and "server run" not in cmd
+        if cmd.startswith("ferryman ") and "server run" not in cmd and "proxy run" not in cmd
     ]
     return result.peak_rss_bytes - sum(client)
 
@@ -114,12 +115,13 @@ def ferryman_memory_check(results: list[StepResult]) -> Comparison | None:
     backups = [r for r in results if r.tool == "ferryman" and r.ok]  # restores are tasks too
     if not backups:
         return None
-    through_server = any("server run" in cmd for r in backups for _, cmd, _ in r.peak_breakdown)
+    commands = [cmd for r in backups for _, cmd, _ in r.peak_breakdown]
+    through_server = any("server run" in cmd for cmd in commands)
+    standalone = any("proxy run" in cmd for cmd in commands)
     peak = max(_server_rss(r) for r in backups)
+    holder = "server + standalone proxy" if standalone else "server + embedded proxy"
     return Comparison(
-        "peak memory, "
-        + ("server + embedded proxy" if through_server else "engine process")
-        + " (MB)",
+        "peak memory, " + (holder if through_server else "engine process") + " (MB)",
         "-",
         peak / 1e6,
         "MB, highest of the 4 steps",

@@ -3,6 +3,9 @@
 A backup server with its embedded proxy runs in the background for the whole
 tool run (it is a child of the harness, so its memory and the proxy's are in
 every step's peak); each step is one CLI command that follows the session.
+With ``proxy="standalone"`` the server runs without its embedded proxy and a
+separate ``ferryman proxy run`` process, joined with a join token as an
+administrator would, moves the data (the production shape).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from bench.tools.base import CommandLog, ToolError, command_version
 SHARE = "bench"
 JOB = "bench"
 STARTUP_SECONDS = 60.0
+PROXY_MODES = ("embedded", "standalone")
 
 
 def ferryman_command() -> list[str]:
@@ -41,16 +45,20 @@ def free_port() -> int:
 class FerrymanCli:
     name = "ferryman"
 
-    def __init__(self) -> None:
+    def __init__(self, proxy: str = "embedded") -> None:
+        if proxy not in PROXY_MODES:
+            raise ValueError(f"proxy must be one of {', '.join(PROXY_MODES)}, not {proxy!r}")
+        self.proxy = proxy
         self._log: CommandLog | None = None
         self._home = Path()
         self._server: subprocess.Popen[bytes] | None = None
+        self._proxy: subprocess.Popen[bytes] | None = None
         self._repo = Path()
         self.last_detail = ""
 
     def describe(self) -> str:
         version = command_version([*ferryman_command(), "--version"])
-        return f"{version} via CLI: server + embedded proxy → local repository"
+        return f"{version} via CLI: server + {self.proxy} proxy → local repository"
 
     def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         assert self._log is not None, "setup() first"
@@ -61,31 +69,57 @@ class FerrymanCli:
         self._home = workdir / "ferryman-home"
         self._log = CommandLog(workdir / "ferryman.log")
         self._cli("server", "init", "--listen", f"127.0.0.1:{free_port()}")
+        standalone = self.proxy == "standalone"
         self._server = self._log.start(
             [*ferryman_command(), "--home", str(self._home), "server", "run"]
+            + (["--no-embedded-proxy"] if standalone else [])
         )
-        self._wait_for_server()
+        self._wait_for_server(proxy_online=not standalone)
+        if standalone:
+            self._start_proxy(workdir / "proxy-home")
+            self._wait_for_server(proxy_online=True)
         self._cli("share", "add", SHARE, str(source))
         self._cli("job", "add", JOB, "--share", SHARE, "--repo", "default")
         repos = json.loads(self._cli("repo", "list", "--json").stdout)
         url = next(r["url"] for r in repos if r["name"] == "default")
         self._repo = Path(url.removeprefix("file://"))
 
-    def _wait_for_server(self) -> None:
+    def _start_proxy(self, home: Path) -> None:
+        """Join a standalone proxy with a one-time token and run it in the background."""
+        assert self._log is not None
+        token = self._cli("proxy", "join-token", "--ttl", "10m").stdout.strip().splitlines()[-1]
+        url = json.loads((self._home / "client.json").read_text())["server"]
+        proxy_run = [
+            "proxy",
+            "run",
+            "--server",
+            url,
+            "--join-token",
+            token,
+            "--name",
+            "bench-proxy",
+        ]
+        self._proxy = self._log.start([*ferryman_command(), "--home", str(home), *proxy_run])
+
+    def _wait_for_server(self, proxy_online: bool) -> None:
+        """Until the server answers, and (``proxy_online``) a proxy is online."""
         assert self._log is not None and self._server is not None
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
-            if self._server.poll() is not None:
-                tail = self._log.path.read_text(errors="replace").strip().splitlines()[-8:]
-                raise ToolError(
-                    f"ferryman server exited ({self._server.returncode}); "
-                    f"end of {self._log.path}:\n" + "\n".join(tail)
-                )
+            for name, process in (("server", self._server), ("proxy", self._proxy)):
+                if process is not None and process.poll() is not None:
+                    tail = self._log.path.read_text(errors="replace").strip().splitlines()[-8:]
+                    raise ToolError(
+                        f"ferryman {name} exited ({process.returncode}); "
+                        f"end of {self._log.path}:\n" + "\n".join(tail)
+                    )
             try:
                 proxies = json.loads(self._cli("proxy", "list", "--json").stdout)
             except (ToolError, ValueError):
                 proxies = None
-            if proxies and any(p.get("state") == "online" for p in proxies):
+            if proxies is not None and (
+                not proxy_online or any(p.get("state") == "online" for p in proxies)
+            ):
                 return
             if time.monotonic() > deadline:
                 raise ToolError(f"ferryman server not ready after {STARTUP_SECONDS:.0f} s")
@@ -108,16 +142,15 @@ class FerrymanCli:
         return self._repo
 
     def background_pids(self) -> list[int]:
-        return [self._server.pid] if self._server is not None else []
+        return [p.pid for p in (self._server, self._proxy) if p is not None]
 
     def teardown(self) -> None:
-        if self._server is None:
-            return
-        if self._server.poll() is None:
-            self._server.send_signal(signal.SIGTERM)
-            try:
-                self._server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._server.kill()
-                self._server.wait()
-        self._server = None
+        for process in (self._proxy, self._server):  # the proxy first: it reports to the server
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self._proxy = self._server = None

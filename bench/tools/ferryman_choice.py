@@ -15,16 +15,17 @@ def engine_ready() -> bool:
         return False
 
 
-def ferryman_candidates(driver: str) -> list[BackupTool]:
+def ferryman_candidates(driver: str, proxy: str = "embedded") -> list[BackupTool]:
     """Drivers to try in order: ``cli``, ``engine``, or ``auto`` (the CLI, then the engine).
 
     With ``auto`` the engine-direct driver is used only when the CLI path cannot
-    even be set up (server not there yet); the report says so.
+    even be set up (server not there yet); the report says so. ``proxy``: the CLI
+    path's proxy, the server's ``embedded`` one or a ``standalone`` ``proxy run``.
     """
     from bench.tools.ferryman_engine import FerrymanEngineDirect
 
     if driver == "cli":
-        return [FerrymanCli()]
+        return [FerrymanCli(proxy)]
     if driver == "engine":
         return [FerrymanEngineDirect()]
-    return [FerrymanCli(), *([FerrymanEngineDirect()] if engine_ready() else [])]
+    return [FerrymanCli(proxy), *([FerrymanEngineDirect()] if engine_ready() else [])]

@@ -67,6 +67,19 @@ def test_memory_check_counts_the_server_and_its_workers_not_the_cli() -> None:
     assert check is not None and check.ratio == 301 and not check.passed
 
 
+def test_memory_check_counts_a_standalone_proxy_and_says_so() -> None:
+    backup = _result("ferryman", FIRST, 1, rss=400 * MB)
+    backup.peak_breakdown = [
+        (1, "ferryman server run --no-embedded-proxy", 90 * MB),
+        (2, "ferryman proxy run --server https://127.0.0.1:1 --name bench", 150 * MB),
+        (3, "ferryman job run", 60 * MB),
+        (4, "python -B -c from multiprocessing.spawn import spawn_main", 100 * MB),
+    ]
+    check = ferryman_memory_check([backup])
+    assert check is not None and check.ratio == 340 and not check.passed  # 90 + 150 + 100
+    assert "standalone proxy" in check.measure
+
+
 def test_session_seconds_from_the_follow_summary() -> None:
     line = "session 4 restore (job bench) ended SUCCESS in 1m02s: 9,988 files"
     assert session_seconds(line) == ("SUCCESS", 62.0)
