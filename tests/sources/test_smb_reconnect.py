@@ -92,6 +92,14 @@ def tree_bytes(root: Path) -> dict[str, bytes | None]:
     }
 
 
+def assert_restores_identical(repo: Repository, result: Any, source: Path, out: Path) -> None:
+    """The backup succeeded and its restore point restores ``source`` byte for byte."""
+    assert result.status == "success", result.warnings
+    restored = run_restore(repo, result.restore_point or "", out, RestoreOptions())
+    assert restored.status == "success", restored.errors
+    assert tree_bytes(out) == tree_bytes(source)
+
+
 def on_call(
     monkeypatch: pytest.MonkeyPatch, cls: type, method: str, nth: int, act: Callable[[], Any]
 ) -> list[Any]:
@@ -129,13 +137,8 @@ def test_a_connection_drop_mid_backup_is_survived_and_the_restore_is_identical(
     )
     assert dropped == [1]  # one connection, killed while files were being read
     assert any("re-established" in r.getMessage() for r in caplog.records)
-    assert result.status == "success", result.warnings
-    expected = tree_bytes(path)
-    assert result.stats.files_read == sum(1 for v in expected.values() if v)
-    out = tmp_path / "out"
-    restored = run_restore(repo, result.restore_point or "", out, RestoreOptions())
-    assert restored.status == "success", restored.errors
-    assert tree_bytes(out) == expected
+    assert_restores_identical(repo, result, path, tmp_path / "out")
+    assert result.stats.files_read == sum(1 for v in tree_bytes(path).values() if v)
 
 
 def test_open_handles_are_reopened_after_a_drop_and_go_on_at_their_offset(
@@ -226,11 +229,7 @@ def test_a_server_that_stops_answering_is_left_for_a_new_connection(
         frozen.end()
     assert len(frozen.pids) == 1  # its one connection hung mid-backup
     assert any("no reply from the server" in r.getMessage() for r in caplog.records)
-    assert result.status == "success", result.warnings
-    out = tmp_path / "out"
-    restored = run_restore(repo, result.restore_point or "", out, RestoreOptions())
-    assert restored.status == "success", restored.errors
-    assert tree_bytes(out) == tree_bytes(path)
+    assert_restores_identical(repo, result, path, tmp_path / "out")
 
 
 def test_a_read_frozen_with_requests_in_flight_waits_for_one_reply_not_one_per_request(
@@ -400,11 +399,7 @@ def test_a_server_restarted_mid_backup_is_waited_for(
     # refused (or reset) while smbd was down, then logged in again on a later attempt
     assert any("reconnection attempt 1 to" in m for m in messages), messages
     assert any("re-established" in m and "(attempt 1)" not in m for m in messages), messages
-    assert result.status == "success", result.warnings
-    out = tmp_path / "out"
-    restored = run_restore(repo, result.restore_point or "", out, RestoreOptions())
-    assert restored.status == "success", restored.errors
-    assert tree_bytes(out) == tree_bytes(path)
+    assert_restores_identical(repo, result, path, tmp_path / "out")
 
 
 def test_a_server_gone_for_good_fails_the_backup_in_one_line_and_records_nothing(
