@@ -50,20 +50,27 @@ def _share(src: Path) -> None:
     (src / "c" / "last").write_bytes(b"the end")
 
 
-def test_the_walk_goes_on_while_a_large_file_is_read(
-    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    src = tmp_path / "src"
-    _share(src)
+def _walk_end(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set when the walk reaches the share's last entry (``c/last``)."""
     walked = threading.Event()
     real_lstat = local.LocalDir.lstat
-    real_read_at = local.LocalFile.read_at
 
     def lstat(self: local.LocalDir, name: bytes) -> os.stat_result:
         if name == b"last":
             walked.set()
         return real_lstat(self, name)
 
+    monkeypatch.setattr(local.LocalDir, "lstat", lstat)
+    return walked
+
+
+def test_the_walk_goes_on_while_a_large_file_is_read(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    _share(src)
+    walked = _walk_end(monkeypatch)
+    real_read_at = local.LocalFile.read_at
     stalled = threading.Event()
 
     def read_at(self: local.LocalFile, buf: bytearray | memoryview, offset: int) -> int:
@@ -73,7 +80,6 @@ def test_the_walk_goes_on_while_a_large_file_is_read(
             stalled.set()
         return real_read_at(self, buf, offset)
 
-    monkeypatch.setattr(local.LocalDir, "lstat", lstat)
     monkeypatch.setattr(local.LocalFile, "read_at", read_at)
     result = run_backup(LocalSource(src), repo, BackupOptions(share="s", workers=2))
     assert not stalled.is_set(), "the walk waited for the large files"
@@ -93,15 +99,9 @@ def test_a_held_file_that_cannot_be_read_is_left_out_and_the_rest_kept(
 ) -> None:
     src = tmp_path / "src"
     _share(src)
-    walked = threading.Event()
-    real_lstat = local.LocalDir.lstat
+    walked = _walk_end(monkeypatch)
     real_read_at = local.LocalFile.read_at
     first = os.stat(src / "a" / "1.img").st_ino
-
-    def lstat(self: local.LocalDir, name: bytes) -> os.stat_result:
-        if name == b"last":
-            walked.set()
-        return real_lstat(self, name)
 
     def read_at(self: local.LocalFile, buf: bytearray | memoryview, offset: int) -> int:
         if offset >= SEGMENT:
@@ -110,7 +110,6 @@ def test_a_held_file_that_cannot_be_read_is_left_out_and_the_rest_kept(
                 raise OSError(5, "Input/output error")
         return real_read_at(self, buf, offset)
 
-    monkeypatch.setattr(local.LocalDir, "lstat", lstat)
     monkeypatch.setattr(local.LocalFile, "read_at", read_at)
     result = run_backup(LocalSource(src), repo, BackupOptions(share="s", workers=2))
     assert walked.is_set()
