@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,18 @@ def s3_source(url: str, credentials: dict[str, str] | None) -> Any:
         raise ShareUnavailable(str(exc)) from exc
 
 
-def open_source(share: ShareSpec, task_id: int, state_dir: Path) -> Source:
-    """The source a backup task reads (a snapshot of it when the share names a provider)."""
+def open_source(
+    share: ShareSpec, task_id: int, state_dir: Path, stop: threading.Event | None = None
+) -> Source:
+    """The source a backup task reads (a snapshot of it when the share names a provider);
+    ``stop``, the task's cancel request, cuts short an SMB source's reconnection waits."""
     if is_s3(share.url):
         return s3_source(share.url, share.credentials)  # type: ignore[no-any-return]
     if share.url.startswith("smb://"):
         from ferryman.proxy.smb_access import SmbShareError, smb_source
 
         try:
-            return smb_source(share)
+            return smb_source(share, stop)
         except SmbShareError as exc:
             raise ShareUnavailable(str(exc)) from exc
     if not os.path.isdir(share.url):

@@ -7,6 +7,7 @@ share's stored secret for it); it is never logged or put in a message.
 from __future__ import annotations
 
 import stat
+import threading
 import time
 from typing import Any
 
@@ -32,14 +33,16 @@ def _password(credentials: dict[str, str] | None, what: str) -> str:
     return password
 
 
-def smb_source(share: ShareSpec) -> SmbSource:
-    """The source of an smb:// share (connects when the backup opens it)."""
+def smb_source(share: ShareSpec, stop: threading.Event | None = None) -> SmbSource:
+    """The source of an smb:// share (connects when the backup opens it); ``stop`` is the
+    task's cancel request, which ends a wait between reconnection attempts."""
     if getattr(share, "snapshot", None):
         raise SmbShareError(
             f"share '{share.name}': snapshot providers apply to local paths, not SMB shares"
         )
     try:
-        return SmbSource(share.url, _password(share.credentials, f"share '{share.name}'"))
+        password = _password(share.credentials, f"share '{share.name}'")
+        return SmbSource(share.url, password, stop=stop)
     except SmbUrlError as exc:
         raise SmbShareError(f"share '{share.name}': {exc}") from exc
 
@@ -53,7 +56,9 @@ def _same_login(a: SmbUrl, b: SmbUrl) -> bool:
     )
 
 
-def smb_restore_target(target: str, share: ShareSpec | None) -> SmbRestoreTarget:
+def smb_restore_target(
+    target: str, share: ShareSpec | None, stop: threading.Event | None = None
+) -> SmbRestoreTarget:
     """A restore target on an SMB share: the restore point's own share (in place or another
     folder of it), logged in with that share's stored password."""
     try:
@@ -65,7 +70,8 @@ def smb_restore_target(target: str, share: ShareSpec | None) -> SmbRestoreTarget
             f"no password is known for {url.display()}: restore into the SMB share the point "
             "was backed up from (same server, share and user), or to a local path"
         )
-    return SmbRestoreTarget(url, _password(share.credentials, f"share '{share.name}'"))
+    password = _password(share.credentials, f"share '{share.name}'")
+    return SmbRestoreTarget(url, password, stop=stop)
 
 
 SAMPLE_BYTES = 4 << 20

@@ -94,7 +94,7 @@ def run_backup_task(
 
     assert a.share is not None
     try:
-        source = share_access.open_source(a.share, a.task_id, state_dir or Path("."))
+        source = share_access.open_source(a.share, a.task_id, state_dir or Path("."), cancel)
     except share_access.ShareUnavailable as exc:
         raise TaskError(str(exc), "share") from exc
     paths: list[bytes] = []
@@ -127,8 +127,10 @@ def run_backup_task(
     try:
         result = run_backup(source, repo, options, progress_adapter(progress), cancel)
     except BackupFailed as exc:
-        if _caused_by_source_lost(exc):  # the share went away mid-task: requeued (maybe
-            raise TaskError(str(exc), "share") from exc  # elsewhere), checkpoints resume it
+        # the share went away mid-task: requeued (maybe elsewhere), checkpoints resume it;
+        # unless the task was stopped meanwhile (it ends "stopped", not retried)
+        if _caused_by_source_lost(exc) and not cancel.is_set():
+            raise TaskError(str(exc), "share") from exc
         raise
     stats = _stats(result.stats)
     stats["bottleneck"] = result.bottleneck
@@ -284,7 +286,7 @@ def _restore_to_smb(
 
     p = a.params
     try:
-        target = smb_restore_target(str(p["target"]), a.share)
+        target = smb_restore_target(str(p["target"]), a.share, cancel)
     except SmbShareError as exc:
         raise TaskError(str(exc)) from exc
     try:

@@ -346,7 +346,8 @@ class SmbEndpoint:
     ended by ``close`` (a later use connects again). The session reconnects by itself
     after a connection loss (``reconnect_delays``: seconds before each attempt; None:
     ``smb_session.RECONNECT_DELAYS``), or when nothing came back on it for
-    ``reply_timeout`` seconds while a request waited (a frozen server)."""
+    ``reply_timeout`` seconds while a request waited (a frozen server). Setting ``stop``
+    (the task's cancel request) ends a wait between reconnection attempts at once."""
 
     def __init__(
         self,
@@ -355,12 +356,14 @@ class SmbEndpoint:
         timeout: float = 30.0,
         reconnect_delays: tuple[float, ...] | None = None,
         reply_timeout: float = NO_REPLY_TIMEOUT,
+        stop: threading.Event | None = None,
     ) -> None:
         self.url = parse_smb_url(url) if isinstance(url, str) else url
         self.password = password
         self.timeout = timeout
         self.reconnect_delays = reconnect_delays
         self.reply_timeout = reply_timeout
+        self.stop = stop
         self.description = self.url.display()
         self._session: SmbSession | None = None
         self._lock = threading.Lock()
@@ -371,7 +374,12 @@ class SmbEndpoint:
         with self._lock:
             if self._session is None:
                 self._session = SmbSession(
-                    self.url, self.password, self.timeout, self.reconnect_delays, self.reply_timeout
+                    self.url,
+                    self.password,
+                    self.timeout,
+                    self.reconnect_delays,
+                    self.reply_timeout,
+                    self.stop,
                 )
             return self._session
 

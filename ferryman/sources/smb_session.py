@@ -211,6 +211,8 @@ RETRIES_PER_REQUEST = 3
 # a connection on which nothing came back for this long while we wait is taken as lost
 # (a frozen server, a half-open link): smbprotocol itself would wait 10-20 minutes
 NO_REPLY_TIMEOUT = 120.0
+# how often a wait between reconnection attempts looks at the task's stop request
+STOP_POLL = 0.1
 # the server forgot our session or tree (expired, logged off, share restarted): log in again
 _SESSION_GONE = {
     0xC000035C,  # STATUS_NETWORK_SESSION_EXPIRED
@@ -250,9 +252,11 @@ class SmbSession:
         timeout: float = 30.0,
         reconnect_delays: tuple[float, ...] | None = None,
         reply_timeout: float = NO_REPLY_TIMEOUT,
+        stop: threading.Event | None = None,
     ) -> None:
         self.url = url
         self.timeout = timeout
+        self.stop = stop
         self.reconnect_delays = RECONNECT_DELAYS if reconnect_delays is None else reconnect_delays
         self.reply_timeout = reply_timeout
         self._password = password
@@ -337,9 +341,11 @@ class SmbSession:
             _drop(broken.conn)
             started = time.monotonic()
             last: BaseException = cause
-            attempt = 0
-            for attempt, delay in enumerate(self.reconnect_delays, 1):
-                time.sleep(delay)
+            tried, stopped = 0, False
+            for tried, delay in enumerate(self.reconnect_delays, 1):
+                if self._stopped_during(delay):
+                    tried, stopped = tried - 1, True
+                    break
                 try:
                     self._link = self._login(broken.generation + 1)
                 except SmbAuthFailed as exc:  # the password changed meanwhile: no use retrying
@@ -347,26 +353,40 @@ class SmbSession:
                     break
                 except SourceUnavailable as exc:
                     last = exc
-                    log.info("SMB reconnection attempt %d to %s: %s", attempt, self._where, exc)
+                    log.info("SMB reconnection attempt %d to %s: %s", tried, self._where, exc)
                     continue
                 log.warning(
                     "SMB connection to %s re-established after %.1f s (attempt %d)",
                     self._where,
                     time.monotonic() - started,
-                    attempt,
+                    tried,
                 )
                 return
-            tried = (
-                f" and could not reconnect ({attempt} attempt{'s' * (attempt > 1)} in "
-                f"{time.monotonic() - started:.1f} s): {last}"
-                if attempt
-                else ""  # no reconnection wanted (a probe)
-            )
+            spent = f"{time.monotonic() - started:.1f} s"
+            if stopped:
+                outcome = f"; stopped while reconnecting ({tried} attempt(s) in {spent})"
+            elif tried:
+                plural = "s" * (tried > 1)
+                outcome = f" and could not reconnect ({tried} attempt{plural} in {spent}): {last}"
+            else:
+                outcome = ""  # no reconnection wanted (a probe)
             self._lost = SourceLost(
-                f"lost the connection to SMB server {self._where} ({why}){tried}"
+                f"lost the connection to SMB server {self._where} ({why}){outcome}"
             )
-            log.error("%s", self._lost)
+            log.log(logging.WARNING if stopped else logging.ERROR, "%s", self._lost)
             raise self._lost
+
+    def _stopped_during(self, delay: float) -> bool:
+        """Wait ``delay`` seconds before a reconnection attempt; True (at once) when the task
+        is stopped or the session closed meanwhile: no use waiting out the attempts."""
+        deadline = time.monotonic() + delay
+        while True:
+            if self._closed or (self.stop is not None and self.stop.is_set()):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, STOP_POLL))
 
     def _run(self, where: str, fn: Callable[[_Link], T]) -> T:
         """Run ``fn`` on the current connection; after a connection loss reconnect and run

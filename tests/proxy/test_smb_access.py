@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,12 +81,11 @@ def doomed() -> Iterator[SambaServer]:
     yield from start_samba(["data"])
 
 
-def test_a_share_lost_mid_backup_fails_the_task_as_unreachable_so_it_is_retried(
-    doomed: SambaServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def _backup_losing_its_share(
+    doomed: SambaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> TaskAssignment:
+    """A backup task of a share whose smbd dies at the 50th file opened, and a repository
+    for it."""
     top = doomed.shares["data"] / "top"
     for d in range(3):
         (top / f"d{d}").mkdir(parents=True)
@@ -92,7 +93,6 @@ def test_a_share_lost_mid_backup_fails_the_task_as_unreachable_so_it_is_retried(
             (top / f"d{d}" / f"f{i}").write_bytes(os.urandom(4000 + i))
     backend = open_backend(str(tmp_path / "repo"))
     Repository.init(backend, "pw", scrypt_n=1 << 10, cache_dir=tmp_path / "c").close()
-    monkeypatch.setattr(smb_session, "RECONNECT_DELAYS", (0.0, 0.05, 0.1))
     real_open_file, opened = SmbDir.open_file, [0]
 
     def open_file(self: SmbDir, name: bytes) -> Any:
@@ -102,7 +102,7 @@ def test_a_share_lost_mid_backup_fails_the_task_as_unreachable_so_it_is_retried(
         return real_open_file(self, name)
 
     monkeypatch.setattr(SmbDir, "open_file", open_file)
-    task = TaskAssignment(
+    return TaskAssignment(
         task_id=7,
         session_id=1,
         kind="backup",
@@ -114,18 +114,72 @@ def test_a_share_lost_mid_backup_fails_the_task_as_unreachable_so_it_is_retried(
             credentials={"password": doomed.password},
         ),
     )
-    result = execute(task, tmp_path / "cache", lambda _: None, threading.Event())
+
+
+def _restore_points(tmp_path: Path) -> list[Any]:
+    repo = Repository.open(open_backend(str(tmp_path / "repo")), "pw", cache_dir=tmp_path / "c")
+    try:
+        return list(repo.list_restore_points())
+    finally:
+        repo.close()
+
+
+def test_a_share_lost_mid_backup_fails_the_task_as_unreachable_so_it_is_retried(
+    doomed: SambaServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(smb_session, "RECONNECT_DELAYS", (0.0, 0.05, 0.1))
+    cancel = threading.Event()
+    task = _backup_losing_its_share(doomed, tmp_path, monkeypatch)
+    result = execute(task, tmp_path / "cache", lambda _: None, cancel)
     assert result.state == "failed"
     assert result.output == {"unreachable": "share"}  # the server requeues it (maybe elsewhere)
     error = result.error or ""
     assert "lost the connection to SMB server" in error and "could not reconnect" in error
     assert "\n" not in error and doomed.password not in error
     assert not any(r.exc_info for r in caplog.records)  # no traceback in the proxy's log
-    repo = Repository.open(open_backend(str(tmp_path / "repo")), "pw", cache_dir=tmp_path / "c")
-    try:
-        assert repo.list_restore_points() == []
-    finally:
-        repo.close()
+    assert _restore_points(tmp_path) == []
+
+
+def test_a_task_stopped_while_its_share_is_reconnecting_stops_at_once_and_is_not_retried(
+    doomed: SambaServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # without the stop, these waits would hold the task for 90 s before it failed
+    monkeypatch.setattr(smb_session, "RECONNECT_DELAYS", (30.0, 30.0, 30.0))
+    cancel = threading.Event()
+    task = _backup_losing_its_share(doomed, tmp_path, monkeypatch)
+    caplog.set_level(logging.WARNING, logger="ferryman")
+    reconnecting = threading.Thread(
+        target=lambda: _stop_once_reconnecting(caplog, cancel), daemon=True
+    )
+    reconnecting.start()
+    started = time.monotonic()
+    result = execute(task, tmp_path / "cache", lambda _: None, cancel)
+    took = time.monotonic() - started
+    reconnecting.join()
+    assert result.state == "stopped", result.error  # an administrator's stop: not requeued
+    assert "unreachable" not in result.output
+    assert took < 30, f"the stop waited out a reconnection delay ({took:.1f} s)"
+    lost = [
+        r.getMessage() for r in caplog.records if "stopped while reconnecting" in r.getMessage()
+    ]
+    assert lost and "(0 attempt(s)" in lost[0], lost
+    assert _restore_points(tmp_path) == []
+
+
+def _stop_once_reconnecting(caplog: pytest.LogCaptureFixture, cancel: threading.Event) -> None:
+    """Set ``cancel`` as soon as the proxy logs that it lost the share and is reconnecting."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any("reconnecting" in r.getMessage() for r in list(caplog.records)):
+            break
+        time.sleep(0.02)
+    cancel.set()
 
 
 def test_a_probe_whose_connection_drops_fails_at_once_with_the_reason(
