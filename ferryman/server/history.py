@@ -64,17 +64,24 @@ class Pruned:
 
 
 def _newest_sized_of_each_repository() -> Select[int]:
-    """The sessions of each repository's newest successful sized task (its stored size)."""
-    newest = (
-        select(func.max(Task.id))
+    """The sessions of each repository's newest successful sized task (its stored size):
+    newest by end time, as the dashboard picks it (``dashboard.sized_tasks``)."""
+    ranked = (
+        select(
+            Task.session_id,
+            func.row_number()
+            .over(partition_by=Task.repository_id, order_by=(Task.ended.desc(), Task.id.desc()))
+            .label("rank"),
+        )
         .where(
             Task.repository_id.is_not(None),
             Task.kind.in_(SIZED_KINDS),
             Task.state.in_(("success", "warning")),
+            Task.ended.is_not(None),
         )
-        .group_by(Task.repository_id)
+        .subquery()
     )
-    return select(Task.session_id).where(Task.id.in_(newest))
+    return select(ranked.c.session_id).where(ranked.c.rank == 1)
 
 
 def _prunable(db: DbSession, now: dt.datetime, history_days: int) -> list[int]:

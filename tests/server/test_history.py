@@ -168,6 +168,25 @@ def test_a_repository_keeps_its_stored_size_while_its_job_fails_for_longer_than_
     assert repo["bytes_stored"] == 12_345
 
 
+def test_the_stored_size_kept_is_the_one_the_dashboard_shows_when_ids_and_end_times_disagree(
+    ctx: ServerContext, api: Api
+) -> None:
+    """A task created later (larger id) can end before an earlier one (a long backup and a
+    quick maintenance overlapping): the kept session is the one that ended last."""
+    ctx.config.history_days = 365
+    ended_last = add_session(ctx, "backup", 400 * DAY, job="nightly", repository_bytes=777)
+    ended_first = add_session(ctx, "backup", 410 * DAY, job="nightly", repository_bytes=5)
+    add_session(ctx, "backup", 380 * DAY, "failed", job="nightly")
+
+    before = api.get("/dashboard")["repositories"][0]["bytes_stored"]
+    prune_history(ctx)
+
+    sessions, _, _ = remaining(ctx)
+    assert ended_last in sessions and ended_first not in sessions
+    assert before == 777
+    assert api.get("/dashboard")["repositories"][0]["bytes_stored"] == 777
+
+
 def test_restore_points_of_pruned_sessions_stay_and_no_longer_link_to_them(
     ctx: ServerContext, api: Api
 ) -> None:
