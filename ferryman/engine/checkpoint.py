@@ -140,6 +140,24 @@ def resumable_prefix(
     return None
 
 
+def adopt_interrupted_packs(writer: RepositoryWriter, parents: Parents) -> int:
+    """Index what an interrupted attempt of this task stored but never indexed.
+
+    An attempt that died (``kill -9``, a lost lease) may have left packs that no index
+    segment lists: without this, their blobs would be stored again. Done only when an
+    earlier attempt is likely (a checkpoint of this task, or another writer lease of the
+    same name): it lists every pack of the repository. Best effort: a failure is logged
+    and the task goes on (it then stores those blobs again). Returns the bytes adopted.
+    """
+    try:
+        if not parents.checkpoint_ids and not writer.has_predecessor():
+            return 0
+        return writer.adopt_unindexed_packs()
+    except RepositoryError as exc:
+        log.warning("could not adopt the packs of an interrupted attempt: %s", exc)
+        return 0
+
+
 class CheckpointSaver:
     """Saves checkpoint restore points from the tree saver thread.
 

@@ -13,6 +13,7 @@ is durable.
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import threading
 import time
@@ -21,11 +22,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ferryman.repository import blob, compression, crypto, gc_state, index, pack
+from ferryman.repository import blob, compression, crypto, gc_state, index, pack, unindexed
 from ferryman.repository.blob_filter import BlobFilter
 from ferryman.repository.errors import LeaseExpired, RepositoryError
 from ferryman.repository.index import IndexEntry
-from ferryman.repository.lease import WriterLease
+from ferryman.repository.lease import WriterLease, list_leases
 from ferryman.repository.pack_buffers import POOL, OpenPack
 from ferryman.repository.restore_point import (
     POINTS_PREFIX,
@@ -37,6 +38,8 @@ from ferryman.repository.scratch import ScratchDB
 
 if TYPE_CHECKING:
     from ferryman.repository.repository import Repository
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PACK_SIZE = 16 << 20
 DEFAULT_TREE_PACK_SIZE = 4 << 20
@@ -121,6 +124,7 @@ class RepositoryWriter:
             "bytes_raw": 0,
             "bytes_stored": 0,
             "bytes_published": 0,
+            "bytes_adopted": 0,  # records of unindexed packs this writer indexed (resuming)
         }
         POOL.writer_opened()
 
@@ -398,12 +402,55 @@ class RepositoryWriter:
                 self._pending_packs = self._pending_bytes = 0
             if not entries:
                 return
-            self._lease.ensure_valid()
-            name = index.new_segment_name()
-            self._backend.put(name, index.seal_segment(self._key, entries))
-            self.repo.index_cache.merge(name, iter(entries))
+            self._put_segment(entries)
             with self._lock:
                 self.stats["bytes_published"] += published
+
+    def _put_segment(self, entries: list[IndexEntry]) -> None:
+        """Caller holds the segment lock: publish one segment listing ``entries``."""
+        self._lease.ensure_valid()
+        name = index.new_segment_name()
+        self._backend.put(name, index.seal_segment(self._key, entries))
+        self.repo.index_cache.merge(name, iter(entries))
+
+    # -- resuming an interrupted task ------------------------------------------------------------
+
+    def has_predecessor(self) -> bool:
+        """Whether another writer lease of this name exists: an earlier attempt of the
+        same task that died (its lease lingers until it expires) or one still running."""
+        return any(
+            lease.name == self.name and lease.id != self.id
+            for lease in list_leases(self._backend, self._key)
+        )
+
+    def adopt_unindexed_packs(self) -> int:
+        """Index the packs present that no segment lists and no GC condemned: what an
+        interrupted attempt stored but never published (docs/format.md §13.1, step 4a).
+
+        Afterwards their blobs pass :meth:`has_blob`, so a resumed task does not store
+        them again. One listing of the packs and two range reads per unindexed pack:
+        call it when resuming, not for every task. Returns the record bytes adopted.
+        """
+        self._raise_pending_error()
+        found = unindexed.unindexed_packs(self.repo, self._condemned)
+        batch: list[IndexEntry] = []
+        adopted = packs = 0
+        for _, entries in unindexed.adoptable_entries(self.repo, found):
+            batch.extend(entries)
+            adopted += sum(e.length for e in entries)
+            packs += 1
+            if len(batch) >= index.MAX_ENTRIES_PER_SEGMENT // 4:
+                with self._segment_lock:
+                    self._put_segment(batch)
+                batch = []
+        if batch:
+            with self._segment_lock:
+                self._put_segment(batch)
+        with self._lock:
+            self.stats["bytes_adopted"] += adopted
+        if packs:
+            log.info("writer %s adopted %d unindexed packs (%d bytes)", self.name, packs, adopted)
+        return adopted
 
     # -- checkpoints and publishing ------------------------------------------------------------
 

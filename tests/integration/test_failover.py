@@ -15,8 +15,7 @@ from ferryman.server.home import ServerHome
 from .harness import ProxyProcess, ServerProcess, assert_same_tree, make_tree
 
 BIG = 192 << 20  # enough data that the task is still running when we strike
-# One large file (a disk image): the kill lands inside it. Large enough that one pack (16 MiB)
-# caught between its upload and its index segment at the kill stays well under 10 %.
+# One large file (a disk image): the kill lands inside it.
 IMAGE = 256 << 20
 
 
@@ -102,9 +101,11 @@ def test_proxy_killed_mid_task_session_still_succeeds(
     stats = final["stats"]
     total, read, sent = stats["bytes"], stats["bytes_read"], stats["bytes_transferred"]
     # Re-sent, precisely: pack data the victim had durably written that the survivor sent
-    # again. The victim's indexed packs are reused, so what is sent twice is its packs no
-    # index segment lists: the repository's pack bytes beyond one copy of the share (the
-    # share is random data, so one copy stores ~its size; no GC has run).
+    # again: the repository's pack bytes beyond one copy of the share (the share is random
+    # data, so one copy stores ~its size; no GC has run). The victim's indexed packs are
+    # reused, and so are the packs it had stored but not yet indexed (up to one per upload
+    # thread, 2 x 16 MiB = 12 % of this share before the survivor adopted them): only
+    # tree blobs are stored twice.
     stored = _pack_bytes(ServerHome(server.home).default_repository)
     resent = stored - total
     print(
@@ -114,7 +115,7 @@ def test_proxy_killed_mid_task_session_still_succeeds(
         f"re-sent {resent} ({100 * resent / total:.1f}%)"
     )
     assert stored_before >= IMAGE * 3 // 8
-    assert resent <= 0.10 * total
+    assert resent <= 0.01 * total  # QUALITY.md's target is 10 %
     # as the operator sees it: the survivor sent at most what the victim had not + 10%
     assert sent <= total - stored_before + 0.10 * total
     # the big file's prefix held by the victim's last checkpoint was not read again

@@ -1,0 +1,173 @@
+"""A writer that dies between its packs and their index segment: the next attempt adopts
+those packs instead of storing their blobs again (docs/format.md §13.1, step 4a)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ferryman.repository import (
+    KIND_DATA,
+    BackendError,
+    LocalBackend,
+    Repository,
+    RepositoryError,
+)
+from ferryman.repository.gc_state import CondemnedList
+from ferryman.repository.pack import parse_pack_name
+
+from .conftest import PASSPHRASE, reopen
+
+PACK = 64_000
+
+
+class DyingBeforeSegments(LocalBackend):
+    """A local repository in which, once ``dying`` is set, index segments never land: their
+    PUT waits for ``dead`` and then fails. The writer 'dies' at the worst instant for the
+    next attempt: its packs are durable, no segment lists them."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, fsync=False)
+        self.dying = threading.Event()
+        self.dead = threading.Event()
+
+    def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        if name.startswith("index/") and self.dying.is_set():
+            self.dead.wait(30)
+            raise BackendError("the writer's process died")
+        super().put(name, data)
+
+
+def _data_packs(backend: LocalBackend) -> dict[str, int]:
+    return {n: backend.size(n) for n in backend.list("data/") if parse_pack_name(n)}
+
+
+class Orphans:
+    """Blobs whose packs a dying writer left without an index segment."""
+
+    def __init__(self, ids: list[bytes], blobs: list[bytes], packs: dict[str, int]) -> None:
+        self.ids, self.blobs, self.packs = ids, blobs, packs
+
+
+@pytest.fixture
+def orphans(repo: Repository, repo_url: str) -> Iterator[Orphans]:
+    """A writer named "task" that died with its two upload threads between a durable pack
+    and its segment (the records after those two packs were still in its open pack)."""
+    backend = DyingBeforeSegments(Path(repo_url))
+    dying_repo = Repository.open(backend, PASSPHRASE, cache_dir=repo.cache_path.parent / "dying")
+    w = dying_repo.open_writer("task", pack_size=PACK, uploads=2)
+    rng = random.Random(11)
+    blobs = [rng.randbytes(10_000) for _ in range(19)]  # 2 packs of 7 records, 5 left open
+    ids = [dying_repo.blob_id(b) for b in blobs]
+    before = _data_packs(backend)
+    backend.dying.set()
+    for blob_id, data in zip(ids, blobs, strict=True):
+        w.add_blob(KIND_DATA, blob_id, data)
+    deadline = time.monotonic() + 30
+    while len(_data_packs(backend)) - len(before) < 2:  # both upload threads are stuck
+        assert time.monotonic() < deadline, "the packs never landed"
+        time.sleep(0.01)
+    landed = {n: s for n, s in _data_packs(backend).items() if n not in before}
+    w._lease._stop.set()  # the process is gone: its lease is no longer refreshed
+    try:
+        yield Orphans(ids, blobs, landed)
+    finally:
+        backend.dead.set()
+        with contextlib.suppress(RepositoryError):
+            w.close(flush=False)
+        dying_repo.close()
+
+
+def _next_attempt(repo_url: str, tmp_path: Path) -> Repository:
+    """The repository as another proxy opens it (its own, empty cache)."""
+    return reopen(repo_url, tmp_path / "next-proxy")
+
+
+def test_a_resumed_writer_adopts_the_packs_a_dead_writer_never_indexed(
+    orphans: Orphans, repo_url: str, tmp_path: Path
+) -> None:
+    assert len(orphans.packs) == 2
+    landed_bytes = sum(orphans.packs.values())
+    nxt_repo = _next_attempt(repo_url, tmp_path)
+    try:
+        with nxt_repo.open_writer("task") as nxt:
+            assert nxt.has_predecessor()
+            # without adoption, both landed packs are invisible: ~2 x 64 kB sent again
+            assert nxt.has_blobs(orphans.ids) == set()
+            adopted = nxt.adopt_unindexed_packs()
+            assert 0.95 * landed_bytes < adopted <= landed_bytes
+            visible = nxt.has_blobs(orphans.ids)
+            assert len(visible) == 14  # two packs of seven records
+            for blob_id, data in zip(orphans.ids, orphans.blobs, strict=True):
+                nxt.add_blob(KIND_DATA, blob_id, data)
+            assert nxt.stats["blobs_new"] == len(orphans.ids) - len(visible)
+            assert nxt.stats["bytes_published"] == 0  # adopting sends nothing
+            # a second attempt finds nothing left to adopt
+            assert nxt.adopt_unindexed_packs() == 0
+            nxt.flush()
+        for blob_id, data in zip(orphans.ids, orphans.blobs, strict=True):
+            assert nxt_repo.get_blob(blob_id) == data
+        report = nxt_repo.check(read_data=True)
+        assert report.ok, report.errors
+        assert not any("not indexed" in w for w in report.warnings), report.warnings
+    finally:
+        nxt_repo.close()
+
+
+def test_packs_condemned_by_garbage_collection_are_not_adopted(
+    orphans: Orphans, repo: Repository, repo_url: str, tmp_path: Path
+) -> None:
+    """A mark that condemned an unindexed pack may sweep it at any time: adopting it would
+    let a restore point reference a blob about to be deleted (format.md §13.3)."""
+    condemned = sorted(orphans.packs)[0]
+    parsed = parse_pack_name(condemned)
+    assert parsed is not None
+    state = CondemnedList(1, time.time(), [bytes.fromhex(parsed[1])], [])
+    repo.backend.put(state.name, state.seal(repo.keys.encryption))
+    nxt_repo = _next_attempt(repo_url, tmp_path)
+    try:
+        with nxt_repo.open_writer("task") as nxt:
+            adopted = nxt.adopt_unindexed_packs()
+            kept = sorted(orphans.packs)[1]
+            assert 0.95 * orphans.packs[kept] < adopted <= orphans.packs[kept]
+            assert len(nxt.has_blobs(orphans.ids)) == 7
+    finally:
+        nxt_repo.close()
+
+
+def test_an_unreadable_unindexed_pack_is_skipped_with_a_warning(
+    orphans: Orphans,
+    repo_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    damaged, intact = sorted(orphans.packs)
+    path = Path(repo_url) / damaged
+    path.write_bytes(path.read_bytes()[:-100])  # truncated: its table cannot be found
+    nxt_repo = _next_attempt(repo_url, tmp_path)
+    try:
+        with nxt_repo.open_writer("task") as nxt, caplog.at_level(logging.WARNING):
+            adopted = nxt.adopt_unindexed_packs()
+            assert 0.95 * orphans.packs[intact] < adopted <= orphans.packs[intact]
+            assert len(nxt.has_blobs(orphans.ids)) == 7
+        assert f"not adopting unindexed pack {Path(damaged).name}" in caplog.text
+    finally:
+        nxt_repo.close()
+
+
+def test_a_writer_of_another_name_has_no_predecessor(
+    orphans: Orphans, repo_url: str, tmp_path: Path
+) -> None:
+    nxt_repo = _next_attempt(repo_url, tmp_path)
+    try:
+        with nxt_repo.open_writer("another task") as other:
+            assert not other.has_predecessor()
+    finally:
+        nxt_repo.close()
