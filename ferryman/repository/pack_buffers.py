@@ -28,7 +28,8 @@ _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 # of server RSS that way, 295-319 MB with the threshold fixed at 1 MiB.  A restore
 # (decompressed chunks) did the same: an engine-direct reference restore's walk
 # process peaked at 137 MB PSS, 96 MB with the threshold fixed.  It is fixed when a
-# process opens a repository (``Repository``) and when a writer opens.
+# process opens a repository (``Repository``): every writer and restore needs one, and
+# a forked child inherits the setting.
 MMAP_THRESHOLD = 1 << 20
 _threshold_fixed = False
 
@@ -76,7 +77,6 @@ class BufferPool:
         """A writer started using the pool."""
         with self._lock:
             self._writers += 1
-            fix_mmap_threshold()
 
     def writer_closed(self) -> None:
         """A writer closed; the last one drops the kept buffers and trims the heap."""
