@@ -119,7 +119,7 @@ def _backup(
         ):
             # sent = pack objects uploaded and indexed: what another attempt could reuse
             collector.transferred = lambda: int(writer.stats["bytes_published"])
-            adopt_interrupted_packs(writer, parents)
+            collector.add(bytes_adopted=adopt_interrupted_packs(writer, parents))
             checkpoints = CheckpointSaver(repo, writer, options)
             governor = (
                 IoGovernor(max(1, options.workers), options.adaptive_io)

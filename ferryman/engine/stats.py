@@ -38,6 +38,7 @@ class BackupStats:
     bytes_deduplicated: int = 0
     trees_written: int = 0
     bytes_transferred: int = 0
+    bytes_adopted: int = 0  # stored by an interrupted attempt, never indexed: indexed, not re-sent
     seconds_total: float = 0.0
     seconds_source_read: float = 0.0
     seconds_processing: float = 0.0

@@ -92,10 +92,12 @@ def test_resumed_backup_reuses_packs_its_earlier_attempt_never_indexed(
             # would pay) and the data is sent again
             assert new_packs
             assert result.stats.bytes_transferred >= FILES * SIZE
+            assert result.stats.bytes_adopted == 0
         else:
             # every chunk is found in the earlier attempt's packs: no data sent again
             assert new_packs == set()
             assert result.stats.bytes_transferred < FILES * SIZE // 4  # trees only
+            assert result.stats.bytes_adopted >= FILES * SIZE
         assert result.restore_point is not None
         run_restore(nxt, result.restore_point, tmp_path / "out")
         assert diff_trees(src, tmp_path / "out") == []

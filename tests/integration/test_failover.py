@@ -111,7 +111,8 @@ def test_proxy_killed_mid_task_session_still_succeeds(
     print(
         f"killed {victim} after it read {read_before} and published {stored_before} bytes; "
         f"the resumed task read {read} of {total} bytes (a stored prefix of "
-        f"{stats['bytes_resumed']} was not read) and sent {sent}; packs hold {stored} bytes: "
+        f"{stats['bytes_resumed']} was not read), adopted {stats['bytes_adopted']} bytes of "
+        f"unindexed packs and sent {sent}; packs hold {stored} bytes: "
         f"re-sent {resent} ({100 * resent / total:.1f}%)"
     )
     assert stored_before >= IMAGE * 3 // 8
