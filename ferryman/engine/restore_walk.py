@@ -44,6 +44,13 @@ log = logging.getLogger(__name__)
 
 BATCH_FILES = 128
 BATCH_BYTES = 8 << 20
+# What a batch counts against the byte budget at most. Its files up to BATCH_BYTES are
+# fetched together (at most ~2 * BATCH_BYTES in memory), a larger file streams through
+# FETCH_WINDOW chunks at a time, whatever its size: charging a 256 MiB file's whole
+# size took the entire 64 MiB budget, so the walk stopped until that one file was
+# written, and the other writers sat idle (the reference share starts with two).
+BATCH_CHARGE = 2 * BATCH_BYTES
+QUEUED_BYTES = 64 << 20  # the byte budget: file bytes queued or being written
 DIRS_PER_SETTLE = 10_000
 # Files restored in this process before the rest go to worker processes (a small
 # restore does not pay for starting them; see restore_procs).
@@ -86,7 +93,7 @@ class Restorer:
         self.stats = RestoreStats()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="restore")
-        self._budget = ByteBudget(64 << 20)
+        self._budget = ByteBudget(QUEUED_BYTES)
         self._futures: list[Future[None]] = []
         # worker processes for local targets (started past PROCESS_AFTER_FILES files),
         # and their batches in flight, kept to be written here if a worker fails
@@ -273,7 +280,7 @@ class Restorer:
         """Submit the pending file jobs."""
         if not self._batch:
             return
-        batch, nbytes = self._batch, min(self._batch_bytes, 64 << 20)
+        batch, nbytes = self._batch, min(self._batch_bytes, BATCH_CHARGE)
         self._batch, self._batch_bytes = [], 0
         self._files_queued += len(batch)
         self._budget.acquire(nbytes)

@@ -306,3 +306,89 @@ def test_a_batch_that_failed_long_before_the_end_still_fails_the_restore(
     with pytest.raises(RestoreFailed, match="the target went away"):
         run_restore(repo, result.restore_point, tmp_path / "out", RestoreOptions(processes=0))
     assert len(written) == 299  # the walk went on: the failed batch was long finished
+
+
+def test_a_large_file_being_written_does_not_hold_up_the_files_after_it(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file larger than the byte budget streams a few chunks at a time: while it is
+    being written the walk goes on and the other writers write the files after it
+    (charging its whole size took the entire budget and left them idle)."""
+    from ferryman.engine import restore_walk
+    from ferryman.engine.restore_files import write_local_file as real_write
+
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom(3 << 20)
+    (src / "a-big").write_bytes(big)
+    for i in range(8):
+        (src / f"b-small-{i}").write_bytes(b"small %d" % i)
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+
+    # scaled down: a budget smaller than the big file, a batch's charge smaller still
+    monkeypatch.setattr(restore_walk, "QUEUED_BYTES", 2 << 20)
+    monkeypatch.setattr(restore_walk, "BATCH_CHARGE", 512 << 10)
+    monkeypatch.setattr(restore_walk, "BATCH_FILES", 1)
+    small_written = threading.Event()
+    seen_while_big: list[bool] = []
+
+    def write(
+        repo: Repository, dir_fd: int, name: bytes, *args: object, **kwargs: object
+    ) -> tuple[int, list[str]]:
+        if name == b"a-big":
+            seen_while_big.append(small_written.wait(10))
+        done = real_write(repo, dir_fd, name, *args, **kwargs)  # type: ignore[arg-type]
+        if name != b"a-big":
+            small_written.set()
+        return done
+
+    monkeypatch.setattr(restore_walk, "write_local_file", write)
+    options = RestoreOptions(processes=0, workers=2)
+    restored = run_restore(repo, result.restore_point, tmp_path / "out", options)
+    assert restored.status == "success", restored.errors
+    assert seen_while_big == [True]  # a small file was written while the big one waited
+    assert (tmp_path / "out" / "a-big").read_bytes() == big
+    for i in range(8):
+        assert (tmp_path / "out" / f"b-small-{i}").read_bytes() == b"small %d" % i
+
+
+def test_a_small_file_from_chunks_in_hand_gets_its_content_size_and_metadata(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """The small-file path (chunks fetched with the batch, written in order): repeated
+    chunks, a stored size beyond the data (zero-filled, as the general path does), the
+    mode and the timestamps; a file already there with more bytes fails the size check."""
+    from ferryman.engine.nodes import Node
+    from ferryman.engine.restore_files import VerifyFailed, write_local_file
+
+    chunks = {b"1" * 32: b"hello ", b"2" * 32: b"world"}
+    node = Node(
+        name=b"f",
+        type="file",
+        mode=0o100640,
+        size=22,
+        content=[b"1" * 32, b"2" * 32, b"1" * 32],
+        mtime_ns=10**18,
+        atime_ns=10**18 + 5,
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    dir_fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        written, problems = write_local_file(
+            repo, dir_fd, b"f", node, owner=False, xattrs=True, verify=True, prefetched=chunks
+        )
+        assert (written, problems) == (17, [])
+        st = os.stat(out / "f")  # before reading it (a read may move the access time)
+        assert (st.st_mode & 0o7777, st.st_mtime_ns, st.st_atime_ns) == (0o640, 10**18, 10**18 + 5)
+        assert (out / "f").read_bytes() == b"hello worldhello " + bytes(5)
+
+        (out / "g").write_bytes(b"x" * 100)  # longer than what is restored over it
+        node.size, node.name = 17, b"g"
+        with pytest.raises(VerifyFailed):
+            write_local_file(
+                repo, dir_fd, b"g", node, owner=False, xattrs=True, verify=True, prefetched=chunks
+            )
+    finally:
+        os.close(dir_fd)
