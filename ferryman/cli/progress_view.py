@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ferryman.cli.errors import (
@@ -111,6 +111,30 @@ def previous_sizes(client: ApiClient, session: dict[str, Any]) -> dict[str, floa
     return sizes
 
 
+class PreviousSizes(Mapping[str, float]):
+    """Sizes from ``load`` (:func:`previous_sizes`), loaded the first time an ETA needs
+    them: the server's own ETA (``eta_seconds``) usually comes with the progress, and a
+    run that ends before any estimate is shown makes no ``/points`` request at all."""
+
+    def __init__(self, load: Callable[[], dict[str, float]]) -> None:
+        self._load = load
+        self._sizes: dict[str, float] | None = None
+
+    def _loaded(self) -> dict[str, float]:
+        if self._sizes is None:
+            self._sizes = self._load()
+        return self._sizes
+
+    def __getitem__(self, share: str) -> float:
+        return self._loaded()[share]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+
 def follow_session(
     client: ApiClient,
     session: dict[str, Any],
@@ -124,7 +148,10 @@ def follow_session(
     the session.
     """
     console = console or stdout_console()
-    view = SessionView(session, expected_bytes=previous_sizes(client, session) if live else {})
+    view = SessionView(
+        session,
+        expected_bytes=PreviousSizes(lambda: previous_sizes(client, session)) if live else {},
+    )
     try:
         if live and console.is_terminal:
             from rich.live import Live  # the live table: only on a terminal
@@ -158,11 +185,11 @@ class SessionView:
         self,
         session: dict[str, Any],
         clock: Any = time.monotonic,
-        expected_bytes: dict[str, float] | None = None,
+        expected_bytes: Mapping[str, float] | None = None,
     ) -> None:
         self.session = session
         self.clock = clock
-        self.expected_bytes = expected_bytes or {}
+        self.expected_bytes: Mapping[str, float] = {} if expected_bytes is None else expected_bytes
         # task id -> (state last printed, when), for the plain output
         self._printed: dict[Any, tuple[str, float]] = {}
 
@@ -245,7 +272,7 @@ def _files(task: dict[str, Any], values: dict[str, Any]) -> Any:
     return values.get("files_scanned")
 
 
-def overall_line(session: dict[str, Any], expected_bytes: dict[str, float] | None = None) -> str:
+def overall_line(session: dict[str, Any], expected_bytes: Mapping[str, float] | None = None) -> str:
     """``session 7 backup (job nightly): running, 1/3 tasks done, 1.2 GiB read, 50 MiB/s``."""
     tasks = session.get("tasks") or []
     done = sum(1 for t in tasks if t.get("state") in ("success", "warning", "failed", "stopped"))
@@ -270,7 +297,8 @@ def overall_line(session: dict[str, Any], expected_bytes: dict[str, float] | Non
     etas = [
         eta
         for t in tasks
-        if t.get("state") == "running" and (eta := eta_seconds(t, expected_bytes or {})) is not None
+        if t.get("state") == "running"
+        and (eta := eta_seconds(t, {} if expected_bytes is None else expected_bytes)) is not None
     ]
     if etas and not waiting:
         parts.append(f"ETA {format_duration(max(etas))}")

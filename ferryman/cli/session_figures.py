@@ -6,6 +6,7 @@ counters). Both views, the report and the live display, read them through here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -193,7 +194,7 @@ def task_elapsed(task: dict[str, Any]) -> float | None:
     return session_elapsed({"started": task["started"], "ended": task.get("ended")})
 
 
-def eta_seconds(task: dict[str, Any], expected_bytes: dict[str, float]) -> float | None:
+def eta_seconds(task: dict[str, Any], expected_bytes: Mapping[str, float]) -> float | None:
     """The server's ETA for a running task, else an estimate from the share's previous size.
 
     The estimate assumes the share is about as big as its newest restore point and

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from ferryman.cli import progress_view
 from ferryman.cli.errors import CliError, ServerUnreachable
 from ferryman.cli.progress_view import (
     SessionView,
@@ -43,6 +44,7 @@ class ScriptedClient:
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         assert path == "/points"  # the previous size of each share, for ETAs
+        self.calls.append({"method": "GET", "path": path, "params": params})
         return [{"id": 1, "time": "2026-11-23T02:00:00Z", "bytes": 240_000_000}]
 
 
@@ -76,7 +78,9 @@ def test_follow_prints_task_changes_and_summary_off_a_terminal() -> None:
     )
     assert lines[3].startswith("session 7 backup (job nightly) ended WARNING in 1m15s: 1,500 files")
     assert len(lines) == 4
-    # every poll asks for a revision newer than the last one seen
+    # every poll asks for a revision newer than the last one seen; the server sent its
+    # own ETA, so the share's previous size (GET /points) was never asked for
+    assert [c["path"] for c in client.calls] == ["/sessions/7/follow"] * 3
     assert [c["params"]["revision"] for c in client.calls] == [1, 2, 3]
     assert all(c["path"] == "/sessions/7/follow" for c in client.calls)
 
@@ -290,3 +294,34 @@ def test_report_shows_how_adaptive_io_moved_the_parallelism() -> None:
     console, out = plain_console()
     print_report(session("success", 9, [task("success", stats=FINAL_STATS)]), console)
     assert "adaptive I/O" not in out.getvalue()
+
+
+def test_follow_asks_for_the_previous_size_only_when_an_estimate_needs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the server's ETA, a running task's progress line estimates one from the
+    share's newest restore point, asked for once, when that line is printed."""
+    monkeypatch.setattr(progress_view, "PLAIN_PROGRESS_SECONDS", 0.0)  # a line per poll
+    no_eta = task("running")
+    del no_eta["progress"]["eta_seconds"]
+    client = ScriptedClient(
+        [
+            session("running", 2, [no_eta]),
+            session("running", 3, [no_eta]),
+            session("success", 4, [task("success")]),
+        ]
+    )
+    console, out = plain_console()
+    final = follow_session(client, session("running", 1, [no_eta]), console=console)  # type: ignore[arg-type]
+    assert final["status"] == "success"
+    # asked once, when the first progress line needed it (after the first poll)
+    assert [c["path"] for c in client.calls] == [
+        "/sessions/7/follow",
+        "/points",
+        "/sessions/7/follow",
+        "/sessions/7/follow",
+    ]
+    assert client.calls[1]["params"] == {"share": "docs"}
+    lines = out.getvalue().splitlines()
+    assert lines[1].startswith("task 21 docs: running on embedded, 1,200 files, 38.1 MiB read")
+    assert "ETA" in lines[1] and "ETA" in lines[2]

@@ -11,6 +11,9 @@ import json
 import subprocess
 import sys
 import textwrap
+from typing import Any
+
+from typer.core import _TyperParameter
 
 from ferryman.cli.main import COMMANDS
 
@@ -78,3 +81,67 @@ def test_a_command_calling_the_api_loads_httpx_without_its_command_line_tool() -
     assert code == 1 and out == ""  # nothing listens on port 9: the request was really sent
     assert "httpx" in modules and "ferryman.cli.client" in modules
     assert under(modules, (*SERVER_SIDE, "rich", "pygments")) == []
+
+
+def test_parsing_options_does_not_load_pydantic() -> None:
+    """typer builds a pydantic adapter per option; plain str/Path/flag options skip it."""
+    args = ["--home", "/nonexistent/h", "--server", "http://127.0.0.1:9", "--token", "t"]
+    code, out, modules = loaded_after([*args, "job", "run", "nightly", "--follow"])
+    assert code == 1 and out == ""  # nothing listens on port 9: the request was really sent
+    assert "ferryman.cli.commands.job" in modules
+    assert under(modules, ("pydantic", "pydantic_core", "typer._adapters")) == []
+
+
+def all_typer_parameters() -> tuple[Any, list[Any]]:
+    """The root command and every typer parameter of every command, built as the CLI
+    builds them."""
+    import typer
+
+    from ferryman.cli.main import app
+
+    found: list[Any] = []
+
+    def walk(command: Any) -> None:
+        found.extend(p for p in command.params if isinstance(p, _TyperParameter))
+        for name in getattr(command, "commands", {}):
+            walk(command.commands[name])
+
+    root = typer.main.get_command(app)
+    walk(root)
+    return root, found
+
+
+VALUES: list[Any] = ["x", "", "~/a b", "/tmp", "/nonexistent/file", "-", "yes", "no", "0", "1"]
+
+
+def test_plain_coercion_gives_what_typers_own_gives() -> None:
+    """For every parameter given the plain coercion, each value comes out the same (value
+    and type) or fails with the same message as through typer's pydantic adapter."""
+    from typer._click import Context
+    from typer._click.exceptions import BadParameter
+    from typer._coercion import build_runtime_param
+
+    from ferryman.cli.plain_params import use_plain_coercion
+
+    root, params = all_typer_parameters()
+    ctx = Context(root)
+    plain_kinds: set[str] = set()
+    for param in params:
+        typers = build_runtime_param(param.type_descriptor)
+        holder = type("Holder", (), {"params": [param]})()
+        use_plain_coercion(holder)
+        plain = param._runtime_param
+        if plain is None:
+            continue  # kept typer's (a parser, choices, numbers, lists...)
+        plain_kinds.add(type(plain).__name__)
+        for value in [*VALUES, None, True, False]:
+            outcomes = []
+            for runtime in (typers, plain):
+                try:
+                    result = runtime.coerce(value, param=param, ctx=ctx)
+                    outcomes.append((type(result), result))
+                except BadParameter as exc:
+                    outcomes.append((BadParameter, exc.format_message()))
+            assert outcomes[0] == outcomes[1], (param.name, value)
+        param._runtime_param = None
+    assert plain_kinds == {"PlainStr", "PlainPath", "PlainBool"}
