@@ -25,9 +25,9 @@ import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
-from ferryman.engine.nodes import Node
 from ferryman.engine.process_pool import spawn_pool
 from ferryman.engine.restore_files import (
+    FileSpec,
     OpenPath,
     describe_restore_error,
     fetch_chunks,
@@ -42,7 +42,7 @@ from ferryman.sources.base import SourceError, check_name
 GC_THRESHOLD = 100_000  # allocations between young-generation collections in a worker
 
 # a batch's files: (directory below the root as path parts, name, node, path shown)
-Job = tuple[list[bytes], bytes, Node, str]
+Job = tuple[list[bytes], bytes, FileSpec, str]
 
 
 @dataclass(frozen=True, slots=True)

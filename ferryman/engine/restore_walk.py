@@ -23,6 +23,7 @@ from ferryman.engine.file_saver import ByteBudget
 from ferryman.engine.nodes import Node
 from ferryman.engine.options import RestoreOptions
 from ferryman.engine.restore_files import (
+    FileSpec,
     OpenPath,
     apply_fd_metadata,
     apply_name_metadata,
@@ -55,6 +56,11 @@ DIRS_PER_SETTLE = 10_000
 # Files restored in this process before the rest go to worker processes (a small
 # restore does not pay for starting them; see restore_procs).
 PROCESS_AFTER_FILES = 2_000
+# ... or before that, once this many file bytes were queued: large files written by
+# threads hold the walk's GIL in turns (decryption, copies), so every directory the walk
+# creates and every tree blob it reads waits for it (the reference share starts with two
+# 256 MiB files: the walk took ~2-3 s to reach its 2,000th file, one core idle).
+PROCESS_AFTER_BYTES = 64 << 20
 # Batches handed to the worker processes and not finished yet, per process: enough to
 # keep each busy (one being written, one or more queued), few enough that the walk does
 # not run far ahead. The byte budget alone let it queue ~30,000 small files of the
@@ -95,14 +101,16 @@ class Restorer:
         self._pool = ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="restore")
         self._budget = ByteBudget(QUEUED_BYTES)
         self._futures: list[Future[None]] = []
-        # worker processes for local targets (started past PROCESS_AFTER_FILES files),
-        # and their batches in flight, kept to be written here if a worker fails
+        # worker processes for local targets (started past PROCESS_AFTER_FILES files or
+        # PROCESS_AFTER_BYTES bytes), and their batches in flight, kept to be written here
+        # if a worker fails
         self._procs: ProcessPoolExecutor | None = None
         self._procs_off = not isinstance(root, LocalTargetDir) or options.writer_processes() <= 0
         self._proc_batches: list[tuple[Future[restore_procs.BatchOutcome], list[_FileJob]]] = []
         self._proc_slots = threading.Semaphore(0)  # batches the processes may still take
         self._proc_batches_kept = 0  # batches listed before finished ones are dropped
         self._files_queued = 0
+        self._bytes_queued = 0
         self._batch: list[_FileJob] = []
         self._batch_bytes = 0
         # completed directories whose metadata is applied once their files are written
@@ -281,8 +289,9 @@ class Restorer:
         if not self._batch:
             return
         batch, nbytes = self._batch, min(self._batch_bytes, BATCH_CHARGE)
-        self._batch, self._batch_bytes = [], 0
         self._files_queued += len(batch)
+        self._bytes_queued += self._batch_bytes
+        self._batch, self._batch_bytes = [], 0
         self._budget.acquire(nbytes)
         procs = self._worker_processes()
         if procs is not None:
@@ -311,7 +320,8 @@ class Restorer:
         """The worker processes, started once enough files went through threads."""
         if self._procs is not None or self._procs_off:
             return self._procs
-        if self._files_queued <= PROCESS_AFTER_FILES:
+        few_files = self._files_queued <= PROCESS_AFTER_FILES
+        if few_files and self._bytes_queued <= PROCESS_AFTER_BYTES:
             return None
         self._procs_off = True  # one attempt
         assert isinstance(self.root, LocalTargetDir)
@@ -344,7 +354,7 @@ class Restorer:
             parent = j.target[: -len(j.name) - 1] if len(j.target) > len(j.name) else b""
             if parent != last:  # a batch's files are mostly in one folder: one list, pickled once
                 last, parts = parent, parent.split(b"/") if parent else []
-            jobs.append((parts, j.name, j.node, j.path))
+            jobs.append((parts, j.name, FileSpec.of(j.node), j.path))
         self._proc_slots.acquire()  # released when the batch is done (or fails, or is cancelled)
         try:
             fut = restore_procs.submit(procs, jobs)
