@@ -392,3 +392,45 @@ def test_a_small_file_from_chunks_in_hand_gets_its_content_size_and_metadata(
             )
     finally:
         os.close(dir_fd)
+
+
+def test_worker_processes_start_early_for_large_files_and_not_for_a_small_restore(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    restore_pools: list[int],
+) -> None:
+    """Past PROCESS_AFTER_BYTES queued bytes the worker processes start even before
+    PROCESS_AFTER_FILES files (large files then do not share the walk's GIL); a restore
+    of a few small files stays on threads."""
+    from ferryman.engine import restore_walk
+
+    monkeypatch.setattr(restore_walk, "PROCESS_AFTER_BYTES", 256 << 10)  # scaled down
+    monkeypatch.setattr(restore_walk, "BATCH_FILES", 1)
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom(1 << 20)
+    (src / "big").write_bytes(big)
+    for i in range(4):
+        (src / f"small-{i}").write_bytes(b"small %d" % i)
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+
+    few = run_restore(
+        repo,
+        result.restore_point,
+        tmp_path / "few",
+        RestoreOptions(processes=2, paths=[b"small-1"]),
+    )
+    assert few.status == "success", few.errors
+    assert restore_pools == []  # a small restore: threads only
+    restored = run_restore(
+        repo, result.restore_point, tmp_path / "out", RestoreOptions(processes=2)
+    )
+    assert restored.status == "success", restored.errors
+    assert restore_pools == [2]
+    assert "worker process" not in caplog.text  # written there, not by the fallback
+    assert (tmp_path / "out" / "big").read_bytes() == big
+    for i in range(4):
+        assert (tmp_path / "out" / f"small-{i}").read_bytes() == b"small %d" % i
