@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 
 from ferryman.engine.checkpoint import (
     CheckpointSaver,
@@ -28,6 +28,7 @@ from ferryman.engine.checkpoint import (
 )
 from ferryman.engine.file_saver import FileSaver
 from ferryman.engine.io_governor import IoGovernor
+from ferryman.engine.listing_cache import LISTINGS_FILE, ListingCache
 from ferryman.engine.nodes import store_root
 from ferryman.engine.options import BackupCancelled, BackupOptions, BackupResult, EngineError
 from ferryman.engine.progress import ProgressCallback, ProgressTicker
@@ -116,6 +117,7 @@ def _backup(
         with (
             repo.open_writer(f"backup:{options.share}:{options.partition}") as writer,
             ProgressTicker(collector, progress, options.progress_interval),
+            closing(ListingCache(repo.cache_path / LISTINGS_FILE)) as listings,
         ):
             # sent = pack objects uploaded and indexed: what another attempt could reuse
             collector.transferred = lambda: int(writer.stats["bytes_published"])
@@ -147,6 +149,7 @@ def _backup(
                 reread=saver.read_now,
                 checkpoint_interval=options.checkpoint_interval,
                 trust_reused=trusted,
+                listings=listings,
             )
             scanner = Scanner(
                 repo,
@@ -159,6 +162,7 @@ def _backup(
                 read_xattrs=options.read_xattrs,
                 cancel=cancel,
                 trust_reused=trusted,
+                listings=listings,
             )
             cancelled = False
             try:

@@ -3,7 +3,9 @@
 For each directory the scanner walks, the matching directory of the previous
 restore point (or checkpoint) is streamed one tree blob at a time and advanced
 in step with the sorted directory listing, so only one tree blob per directory
-level is in memory. Entries are compared in their stored (msgpack map) form.
+level is in memory. Entries are compared with the blob's compact listing (names
+and stat keys, cached locally by tree blob id: ``listing_cache``); an entry's
+full stored record (msgpack map) is decoded only when it is needed.
 
 A regular file whose size, mtime, ctime, inode and mode are unchanged is not
 read; its previous record (chunk list included) is reused as is. Why each
@@ -27,71 +29,110 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from types import MappingProxyType
 
-from ferryman.engine.nodes import NodeMap, TreeLayoutError, load_dir_maps
+from ferryman.engine.listing_cache import EMPTY_BLOB, ListingCache, StatKey, load_prev_blob
+from ferryman.engine.nodes import NodeMap, TreeLayoutError
 from ferryman.engine.ports import RepositoryPort
 from ferryman.repository import RepositoryError
 
 log = logging.getLogger(__name__)
 
 
+# The record of a previous entry known to have changed, not decoded: typeless, so no
+# test takes it for the same entry (``unchanged``, ``resumable_prefix``); never stored.
+CHANGED: NodeMap = MappingProxyType({})  # type: ignore[assignment]
+
+
 class PreviousListing:
     """Previous entries of one directory, consumed in sorted name order.
 
-    Holds the current tree blob's entries and a position in them (a list and an
-    index: ``peek``/``take`` cost a few operations per entry, no generator step).
+    Holds the current tree blob (``blob``, a compact listing whose full records are
+    decoded only when one is asked for) and a position ``i`` in it: ``peek``/``take``
+    cost a few operations per entry, no generator step. The scanner's run of
+    unchanged entries reads ``blob.listing`` and ``i`` directly.
     """
 
-    __slots__ = ("_blobs", "_i", "_maps", "_repo", "skipped")
+    __slots__ = ("_blobs", "_cache", "_repo", "blob", "i", "skipped")
 
-    def __init__(self, repo: RepositoryPort, subtrees: list[bytes]) -> None:
+    def __init__(
+        self, repo: RepositoryPort, subtrees: list[bytes], cache: ListingCache | None = None
+    ) -> None:
         self._repo = repo
+        self._cache = cache
         self._blobs: Iterator[bytes] = iter(subtrees)
-        self._maps: list[NodeMap] = []
-        self._i = 0
+        self.blob = EMPTY_BLOB
+        self.i = 0
         self.skipped = False  # a previous entry was not matched (deleted or excluded)
         self._load()
 
     def _load(self) -> None:
         """Move to the next non-empty tree blob (an unreadable one only costs re-reading)."""
-        self._maps, self._i = [], 0
+        self.blob, self.i = EMPTY_BLOB, 0
         for blob_id in self._blobs:
             try:
-                maps = load_dir_maps(self._repo, blob_id)
+                blob = load_prev_blob(self._repo, self._cache, blob_id)
             except (RepositoryError, TreeLayoutError, ValueError, KeyError) as exc:
                 log.warning("previous tree unusable for change detection: %s", exc)
                 self.skipped = True
                 self._blobs = iter(())
                 return
-            if maps:
-                self._maps = maps
+            if blob.listing.names:
+                self.blob = blob
                 return
 
-    def find(self, name: bytes) -> NodeMap | None:
-        """The previous entry called ``name``; names must be asked in increasing order."""
-        cur = self.peek()
-        while cur is not None and cur["n"] < name:
+    def find(self, name: bytes, unless: StatKey | None = None) -> NodeMap | None:
+        """The previous entry called ``name``; names must be asked in increasing order.
+
+        ``unless``: the entry's current stat key; when the previous entry is not a
+        directory and its key differs, ``CHANGED`` stands for its record (which is
+        then not decoded here: a changed small file needs nothing of it).
+        """
+        names = self.blob.listing.names
+        while self.i < len(names) and names[self.i] < name:
             self.skipped = True
             self.take()
-            cur = self.peek()
-        if cur is not None and cur["n"] == name:
+            names = self.blob.listing.names
+        if self.i < len(names) and names[self.i] == name:
+            listing = self.blob.listing
+            if (
+                unless is not None
+                and listing.dirs[self.i] is None
+                and listing.keys[self.i] != unless
+            ):
+                found: NodeMap | None = CHANGED
+            else:
+                found = self._record()
             self.take()
-            return cur
+            return found
         return None
+
+    def _record(self) -> NodeMap | None:
+        """The full record at the position (a directory's is in the compact listing);
+        None when the tree blob cannot be decoded now (the entry is then new)."""
+        found = self.blob.listing.dirs[self.i]
+        if found is not None:
+            return found
+        try:
+            return self.blob.maps()[self.i]
+        except (RepositoryError, TreeLayoutError, ValueError, KeyError) as exc:
+            log.warning("previous tree unusable for change detection: %s", exc)
+            self.skipped = True  # the directory is encoded again
+            return None
 
     def peek(self) -> NodeMap | None:
         """The next previous entry, not consumed (``take`` consumes it)."""
-        return self._maps[self._i] if self._i < len(self._maps) else None
+        return self._record() if self.i < len(self.blob.listing.names) else None
 
     def take(self) -> None:
         """Consume the entry ``peek`` returned (the caller matched it by name)."""
-        self._i += 1
-        if self._i >= len(self._maps):
+        self.i += 1
+        if self.i >= len(self.blob.listing.names):
             self._load()
 
     def all_matched(self) -> bool:
         """Whether every previous entry was matched (call once the scan of the dir ended)."""
-        return not self.skipped and self.peek() is None
+        return not self.skipped and self.i >= len(self.blob.listing.names)
 
 
 def unchanged(prev: NodeMap, st: os.stat_result) -> bool:

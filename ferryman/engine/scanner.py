@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ferryman.engine.change_detection import PreviousListing, unchanged
 from ferryman.engine.checkpoint import resumable_prefix
 from ferryman.engine.file_saver import FileSaver, PendingContent, describe_os_error
+from ferryman.engine.listing_cache import ListingCache
 from ferryman.engine.nodes import (
     Node,
     NodeMap,
@@ -35,6 +36,7 @@ from ferryman.engine.tree_saver import (
     Entry,
     Event,
     LeaveDir,
+    PrevRun,
     RawFile,
     RawRun,
     TreeSaver,
@@ -85,8 +87,12 @@ class Scanner:
         read_xattrs: bool = True,
         cancel: threading.Event | None = None,
         trust_reused: bool = False,
+        listings: ListingCache | None = None,
     ) -> None:
         self._trust_reused = trust_reused  # writer.trusts_points(parents), see TreeSaver
+        # compact listings of previous tree blobs; only with trust: an unchanged run's
+        # records are then decoded late (by the tree saver), or never
+        self._listings = listings if trust_reused else None
         self._repo = repo
         self._writer = writer
         self._saver = saver
@@ -153,11 +159,13 @@ class Scanner:
                 ahead = None
                 if runs and frame.dir is not None and len(frame.prev) == 1:
                     start = frame.index
-                    ahead = self._raw_run(frame)
+                    ahead, again = self._raw_run(frame)
                     count += frame.index - start
                     if count >= next_cancel_check:
                         next_cancel_check = count + 256
                         self._check_cancel()
+                    if again:
+                        continue
                 if frame.index >= len(frame.names):
                     stack.pop()
                     if frame.dir is not None:
@@ -199,35 +207,47 @@ class Scanner:
                     path = os.fsdecode(rel + b"/" + missing if rel else missing)
                     self._stats.warn(path, "selected path does not exist")
                 names = [n for n in names if n in selection]
-        listings = [PreviousListing(self._repo, list(p.get("st", ()))) for p in prevs]
+        listings = [
+            PreviousListing(self._repo, list(p.get("st", ())), self._listings) for p in prevs
+        ]
         self._counts.dirs_scanned += 1
         return _Frame(d, names, 0, rel, listings, selection)
 
-    def _raw_run(self, frame: _Frame) -> os.stat_result | None:
+    def _raw_run(self, frame: _Frame) -> tuple[os.stat_result | None, bool]:
         """Take the run of entries from ``frame.index`` on that are unchanged regular
         files with one link or unchanged symlinks (the cases ``_entry`` would send
-        as ``RawFile`` / raw ``Entry``), matched in the only previous listing, and
-        send them as one ``RawRun``. Stops at the first other entry; returns its
-        lstat result when taken (``_entry`` uses it rather than asking again).
+        as ``RawFile`` / raw ``Entry``), matched in the only previous listing's
+        current tree blob, and send them as one ``RawRun`` (which refers to the
+        previous records by position: they are decoded only if the tree saver needs
+        them). Returns ``(st, again)``: ``again`` when the run stopped at a bound
+        (batch size, end of a previous tree blob) and another may follow; else
+        ``st`` is the lstat result of the entry it stopped at, when taken
+        (``_entry`` uses it rather than asking again).
 
         The test is ``unchanged`` (size, mtime, ctime, inode, mode, rdev) against the
-        record of the same name, exactly as for a single entry: this only batches.
+        record of the same name, exactly as for a single entry, on the compact
+        listing's key tuples: the mode decides the type (a regular file compares
+        its size, anything else 0, as the stored size of a non-file is 0).
         """
         d = frame.dir
         assert d is not None
         names = frame.names
         listing = frame.prev[0]
+        blob = listing.blob
+        pnames = blob.listing.names
+        keys = blob.listing.keys
         lstat = d.lstat
+        is_reg, is_lnk = stat.S_ISREG, stat.S_ISLNK
         i = start = frame.index
-        end = min(len(names), start + EVENT_BATCH)  # bounded events and cancel checks
-        maps: list[NodeMap] = []
+        j = first = listing.i
+        # bounded events and cancel checks; one previous tree blob per run
+        end = min(len(names), start + EVENT_BATCH, start + len(pnames) - j)
         sts: list[os.stat_result] = []
         files = size = 0
         st: os.stat_result | None = None
         while i < end:
-            prev = listing.peek()
             name = names[i]
-            if prev is None or prev["n"] != name:
+            if pnames[j] != name:
                 st = None
                 break
             try:
@@ -235,23 +255,36 @@ class Scanner:
             except OSError:
                 st = None  # _entry asks again and reports it
                 break
-            kind = prev.get("t")
-            if kind == "file":
-                # same mode implies a regular file; hard links go through _file
-                if st.st_nlink != 1 or not unchanged(prev, st):
+            mode = st.st_mode
+            if is_reg(mode):
+                # same mode implies a regular file before too; hard links go through _file
+                if st.st_nlink != 1 or keys[j] != (
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    st.st_ino,
+                    mode,
+                    st.st_rdev,
+                ):
                     break
                 files += 1
                 size += st.st_size
-            elif kind != "symlink" or not unchanged(prev, st):
+            elif not is_lnk(mode) or keys[j] != (
+                0,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+                mode,
+                st.st_rdev,
+            ):
                 break
-            listing.take()
-            maps.append(prev)
             sts.append(st)
             i += 1
+            j += 1
         else:
             st = None
         if i == start:
-            return st
+            return st, False
         frame.index = i
         counts = self._counts
         counts.files_scanned += i - start
@@ -261,8 +294,10 @@ class Scanner:
         if files and not frame.lent:  # one reference per directory, as for RawFile
             d.retain()
             frame.lent = owns = True
-        self._emit(RawRun(maps, sts, d, frame.rel, owns), i - start)
-        return st
+        self._emit(RawRun(PrevRun(blob, first, j), sts, d, frame.rel, owns), i - start)
+        listing.i = j - 1
+        listing.take()  # past the run; loads the next tree blob at the end of this one
+        return st, st is None and i < len(names)
 
     def _entry(
         self, frame: _Frame, name: bytes, ahead: os.stat_result | None = None
@@ -287,8 +322,11 @@ class Scanner:
             return None
         prevs: list[NodeMap] = []
         first_listing_match = False
+        key = None  # a small file's previous record is needed only when it is unchanged
+        if stat.S_ISREG(mode) and self._saver.is_small(st):
+            key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode, st.st_rdev)
         for i, listing in enumerate(frame.prev):
-            found = listing.find(name)
+            found = listing.find(name, key)
             if found is not None:
                 prevs.append(found)
                 first_listing_match = first_listing_match or i == 0

@@ -30,11 +30,12 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ferryman.engine.checkpoint import partial_file_map
 from ferryman.engine.file_saver import FileOutcome, PendingContent
+from ferryman.engine.listing_cache import CompactListing, ListingCache, PrevBlob, approx_size
 from ferryman.engine.nodes import (
     MAX_NODES_PER_TREE,
     Node,
@@ -87,18 +88,44 @@ class RawFile:
     owns: bool = True
 
 
+class PrevRun:
+    """Entries ``start`` to ``stop`` of a previous tree blob, by position: their records
+    are decoded (``maps``) only when they must be stored again."""
+
+    __slots__ = ("blob", "start", "stop")
+
+    def __init__(self, blob: PrevBlob, start: int, stop: int) -> None:
+        self.blob = blob
+        self.start = start
+        self.stop = stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def maps(self) -> list[NodeMap]:
+        """The run's previous records (decodes the tree blob once if needed)."""
+        return self.blob.maps()[self.start : self.stop]
+
+    def approx_bytes(self) -> int:
+        """The sum of ``approx_size`` of the run's records, without decoding them."""
+        return sum(self.blob.listing.approx[self.start : self.stop])
+
+
 @dataclass(slots=True)
 class RawRun:
     """Consecutive unchanged entries of one directory: regular files with one link and
-    symlinks whose previous records ``maps`` are reused as they are, in name order.
+    symlinks whose previous records (``run``) are reused as they are, in name order.
 
     One event for the run instead of one per entry: an unchanged re-run costs the
-    scanner and this thread a few operations per entry, not an event each. Like a
-    ``RawFile``, a file whose chunks are gone is read again (from ``dir``, with its
-    ``sts`` entry; only checked without trust); ``owns`` as for ``RawFile``.
+    scanner and this thread a few operations per entry, not an event each. The run
+    stays a reference into the previous tree blob in its directory's buffer: when
+    the directory's previous tree blobs are reused whole, its records are never
+    decoded. Like a ``RawFile``, a file whose chunks are gone is read again (from
+    ``dir``, with its ``sts`` entry; only checked without trust); ``owns`` as for
+    ``RawFile``.
     """
 
-    maps: list[NodeMap]
+    run: PrevRun
     sts: list[os.stat_result]
     dir: SourceDir
     rel: bytes  # the directory's path
@@ -131,9 +158,11 @@ CheckpointCallback = Callable[[Node], None]
 class _Builder:
     node: Node
     dir: SourceDir | None = None  # owned by a RawFile inside: released when left
-    buffer: list[NodeMap] = field(default_factory=list)
+    # records, and runs of previous records decoded only when the buffer is stored
+    buffer: list[NodeMap | PrevRun] = field(default_factory=list)
     blob_ids: list[bytes] = field(default_factory=list)
     approx_bytes: int = 0
+    count: int = 0  # entries in ``buffer`` (a run counts each of its entries)
     all_raw: bool = True
     held: int = 0  # entries of ``buffer`` still waiting for a large file's content
     parent: _Builder | None = None
@@ -159,13 +188,15 @@ HOLD_MAX_BYTES = 1 << 30
 _HOLE: NodeMap = {}  # stands in a buffer for a held entry until it is completed
 
 
-def approx_size(m: NodeMap) -> int:
-    """Rough encoded size of a node map (keeps tree blobs near ``TARGET_TREE_BYTES``)."""
-    size = 100 + len(m["n"]) + 34 * (len(m.get("c", ())) + len(m.get("st", ())))
-    xattrs = m.get("x")
-    if xattrs:
-        size += sum(len(k) + len(v) + 4 for k, v in xattrs.items())
-    return size + len(m.get("aa", b"")) + len(m.get("ad", b"")) + len(m.get("l", b""))
+def expand(buffer: Sequence[NodeMap | PrevRun]) -> list[NodeMap]:
+    """A buffer's records, runs of previous records decoded."""
+    out: list[NodeMap] = []
+    for x in buffer:
+        if isinstance(x, PrevRun):
+            out.extend(x.maps())
+        else:
+            out.append(x)
+    return out
 
 
 class TreeSaverFailed(Exception):
@@ -186,9 +217,11 @@ class TreeSaver:
         queue_batches: int = 16,
         checkpoint_interval: float = 30.0,
         trust_reused: bool = False,
+        listings: ListingCache | None = None,
     ) -> None:
         # the previous trees' blobs may be referenced unconfirmed (writer.trusts_points)
         self._trust_reused = trust_reused
+        self._listings = listings  # compact listings of the tree blobs stored, cached
         self._interval = checkpoint_interval
         self._last_checkpoint = time.monotonic()
         self._repo = repo
@@ -260,7 +293,7 @@ class TreeSaver:
             if ev.owns:
                 self._stack[-1].dir = ev.dir
             if self._trust_reused:
-                self._add_raw(ev.maps)
+                self._add_run(ev.run)
             else:
                 self._add_confirmed(ev)
         elif isinstance(ev, RawFile):
@@ -328,6 +361,7 @@ class TreeSaver:
     def _hold(self, h: _Held) -> None:
         b = h.builder
         b.buffer.append(_HOLE)
+        b.count += 1
         b.held += 1
         b.all_raw = False
         self._holds += 1
@@ -370,6 +404,7 @@ class TreeSaver:
             b.held -= 1
             if m is None:  # not stored: the hole goes, later holes move up one
                 del b.buffer[h.index]
+                b.count -= 1
                 for later in self._held:
                     if later.builder is b:
                         later.index -= 1
@@ -430,7 +465,7 @@ class TreeSaver:
         ids: list[bytes] = []
         for ev in batch:
             if isinstance(ev, RawRun):
-                for m in ev.maps:
+                for m in ev.run.maps():
                     ids.extend(m.get("c", ()))
             elif isinstance(ev, RawFile):
                 ids.extend(ev.raw.get("c", ()))
@@ -458,7 +493,7 @@ class TreeSaver:
         """Add a run's entries whose chunks ``_confirm`` found; read the others again."""
         present = self._present.__contains__
         prefix = ev.rel + b"/" if ev.rel else b""
-        for m, st in zip(ev.maps, ev.sts, strict=True):
+        for m, st in zip(ev.run.maps(), ev.sts, strict=True):
             if all(map(present, m.get("c", ()))):
                 self._add(m, raw=True)
             else:
@@ -500,38 +535,46 @@ class TreeSaver:
         else:
             self.root = b.node
 
-    def _add_raw(self, maps: list[NodeMap]) -> None:
-        """``_add(m, raw=True)`` for each of ``maps``; in one step when they fit the
-        current tree blob (the usual case), so blob boundaries stay those of ``_add``."""
+    def _add_run(self, run: PrevRun) -> None:
+        """``_add(m, raw=True)`` for each record of ``run``; in one step, undecoded,
+        when they fit the current tree blob (the usual case), so blob boundaries stay
+        those of ``_add``."""
         b = self._stack[-1]
-        size = b.approx_bytes + sum(map(approx_size, maps))
-        if len(b.buffer) + len(maps) < self._max_nodes and size < TARGET_TREE_BYTES:
-            self._added += len(maps)
-            b.buffer.extend(maps)
+        n = len(run)
+        size = b.approx_bytes + run.approx_bytes()
+        if b.count + n < self._max_nodes and size < TARGET_TREE_BYTES:
+            self._added += n
+            b.buffer.append(run)
+            b.count += n
             b.approx_bytes = size
             return
-        for m in maps:
+        for m in run.maps():
             self._add(m, raw=True)
 
     def _add(self, m: NodeMap, raw: bool) -> None:
         self._added += 1
         b = self._stack[-1]
         b.buffer.append(m)
+        b.count += 1
         b.all_raw = b.all_raw and raw
         b.approx_bytes += approx_size(m)
-        if len(b.buffer) >= self._max_nodes or b.approx_bytes >= TARGET_TREE_BYTES:
+        if b.count >= self._max_nodes or b.approx_bytes >= TARGET_TREE_BYTES:
             if b.held:
                 self._resolve_held()
                 if self.stopped:
                     return
             b.blob_ids.append(self._store(b.buffer))
             b.buffer = []
+            b.count = 0
             b.approx_bytes = 0
 
-    def _store(self, maps: list[NodeMap]) -> bytes:
+    def _store(self, buffer: Sequence[NodeMap | PrevRun]) -> bytes:
+        maps = expand(buffer)
         blob_id, new = store_maps(self._repo, self._writer, maps)
         if new:
             self._stats.add(trees_written=1)
+        if new and self._listings is not None:  # an old blob's listing is cached when read
+            self._listings.put(blob_id, CompactListing.from_maps(maps))
         return blob_id
 
     def partial_root(self, last: NodeMap | None = None) -> Node:
@@ -548,7 +591,7 @@ class TreeSaver:
         each directory above ``b``, the entries before it (``partial_root``)."""
         child: Node | None = None
         while b is not None:
-            maps = b.buffer[:upto] + ([node_to_map(child)] if child is not None else [])
+            maps = expand(b.buffer[:upto]) + ([node_to_map(child)] if child is not None else [])
             if last is not None:
                 maps, last = [*maps, last], None
             ids = list(b.blob_ids)

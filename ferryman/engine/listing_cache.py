@@ -1,0 +1,292 @@
+"""Compact listings of tree blobs, cached locally: change detection without decoding trees.
+
+An unchanged re-run compares every entry of the previous restore point with a
+fresh ``lstat``. Decoding the previous tree blobs (read, decrypt, decompress,
+msgpack into one dict per entry) cost about a third of the walk's thread. A
+``CompactListing`` keeps, per tree blob, what the comparison needs: the names,
+one key tuple per entry ``(size, mtime_ns, ctime_ns, inode, mode, rdev)`` (as
+``unchanged`` compares them), the full record of each directory entry (its
+subtree ids and xattrs are needed to walk and reuse it) and each entry's
+approximate encoded size (``approx_size``, so tree blob boundaries stay the
+same when a directory is re-encoded). The entries' full records are decoded
+from the tree blob only when they are needed: an entry changed, or a directory
+is re-encoded because something in it changed (``PrevBlob.maps``).
+
+Listings are stored in ``<repository cache>/listings.sqlite`` keyed by tree blob
+id: written by the tree saver for every tree blob it stores, and by change
+detection for a previous tree blob it had to decode. A tree blob id names its
+content, so an entry can never be stale; a row that does not decode or whose
+checksum does not match is ignored (the tree blob is decoded instead) and
+replaced. Like the index cache it is only a cache: deleting it costs one
+decoding of each tree blob, never data.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from ferryman.engine.nodes import NodeMap, TreeLayoutError, load_dir_maps
+from ferryman.engine.ports import RepositoryPort
+
+log = logging.getLogger(__name__)
+
+LISTING_VERSION = 1
+LISTINGS_FILE = "listings.sqlite"  # in the repository's local cache directory
+# Rows written in one transaction (the tree saver writes one per tree blob stored).
+WRITE_BATCH = 256
+# Listings read ahead (those of a directory's subdirectories, in one query) and kept
+# until asked for; the whole read-ahead is dropped when it would pass this.
+READ_AHEAD = 4096
+QUERY_IDS = 500  # ids per query (below SQLite's bound parameter limit)
+StatKey = tuple[int, int, int, int, int, int]
+
+
+def approx_size(m: NodeMap) -> int:
+    """Rough encoded size of a node map (keeps tree blobs near ``TARGET_TREE_BYTES``)."""
+    size = 100 + len(m["n"]) + 34 * (len(m.get("c", ())) + len(m.get("st", ())))
+    xattrs = m.get("x")
+    if xattrs:
+        size += sum(len(k) + len(v) + 4 for k, v in xattrs.items())
+    return size + len(m.get("aa", b"")) + len(m.get("ad", b"")) + len(m.get("l", b""))
+
+
+def map_key(m: NodeMap) -> StatKey:
+    """The fields ``unchanged`` compares, from a stored record (omitted = 0)."""
+    g = m.get
+    return (g("s", 0), g("mt", 0), g("ct", 0), g("i", 0), g("m", 0), g("r", 0))
+
+
+class CompactListing:
+    """Names, stat keys, directory records and approximate sizes of one tree blob."""
+
+    __slots__ = ("approx", "dirs", "keys", "names")
+
+    def __init__(
+        self,
+        names: tuple[bytes, ...],
+        keys: tuple[StatKey, ...],
+        dirs: tuple[NodeMap | None, ...],
+        approx: tuple[int, ...],
+    ) -> None:
+        self.names = names
+        self.keys = keys
+        self.dirs = dirs
+        self.approx = approx
+
+    @classmethod
+    def from_maps(cls, maps: list[NodeMap]) -> CompactListing:
+        """The compact listing of a tree blob's decoded records."""
+        return cls(
+            tuple(m["n"] for m in maps),
+            tuple(map(map_key, maps)),
+            tuple(m if m.get("t") == "dir" else None for m in maps),
+            tuple(map(approx_size, maps)),
+        )
+
+    def encode(self) -> bytes:
+        """The stored form: a checksum, then the msgpack of the four columns."""
+        body: bytes = msgpack.packb(
+            [LISTING_VERSION, self.names, self.keys, self.dirs, self.approx], use_bin_type=True
+        )
+        return zlib.crc32(body).to_bytes(4, "big") + body
+
+    @classmethod
+    def decode(cls, data: bytes) -> CompactListing | None:
+        """The listing stored as ``data``; None when it is damaged or of another version."""
+        body = data[4:]
+        if len(data) < 4 or zlib.crc32(body) != int.from_bytes(data[:4], "big"):
+            return None
+        try:
+            doc: Any = msgpack.unpackb(body, use_list=False, raw=False, strict_map_key=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+        if not (isinstance(doc, tuple) and len(doc) == 5 and doc[0] == LISTING_VERSION):
+            return None
+        _, names, keys, dirs, approx = doc
+        if not all(isinstance(c, tuple) for c in (names, keys, dirs, approx)):
+            return None
+        if not len(names) == len(keys) == len(dirs) == len(approx):
+            return None
+        return cls(names, keys, dirs, approx)
+
+
+class PrevBlob:
+    """One tree blob of the previous restore point, as a compact listing; its full
+    records are decoded on first use (``maps``), from either thread of the task."""
+
+    __slots__ = ("_maps", "_repo", "blob_id", "listing")
+
+    def __init__(
+        self,
+        repo: RepositoryPort | None,
+        blob_id: bytes,
+        listing: CompactListing,
+        maps: list[NodeMap] | None = None,
+    ) -> None:
+        self._repo = repo
+        self.blob_id = blob_id
+        self.listing = listing
+        self._maps = maps
+
+    def maps(self) -> list[NodeMap]:
+        """The blob's records (decoded once; checked against the compact listing)."""
+        maps = self._maps
+        if maps is None:
+            assert self._repo is not None
+            maps = load_dir_maps(self._repo, self.blob_id)
+            if tuple(m["n"] for m in maps) != self.listing.names or (
+                tuple(map(map_key, maps)) != self.listing.keys
+            ):
+                raise TreeLayoutError(
+                    f"tree blob {self.blob_id.hex()[:16]} does not match its cached listing "
+                    "(delete listings.sqlite in the proxy's cache)"
+                )
+            self._maps = maps
+        return maps
+
+
+EMPTY_BLOB = PrevBlob(None, b"", CompactListing((), (), (), ()), [])
+
+
+class ListingCache:
+    """Tree blob id -> compact listing, in a local SQLite file (thread-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._pending: dict[bytes, bytes] = {}
+        self._ahead: dict[bytes, bytes | None] = {}  # read ahead; None = not cached
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = self._open(path)
+        except sqlite3.DatabaseError as exc:  # a damaged file: start again, once
+            log.warning("listing cache %s unusable (%s): recreated", path, exc)
+            try:
+                path.unlink(missing_ok=True)
+                self._conn = self._open(path)
+            except (OSError, sqlite3.Error) as again:
+                log.warning("listing cache %s disabled: %s", path, again)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("listing cache %s disabled: %s", path, exc)
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS listings (id BLOB PRIMARY KEY, data BLOB NOT NULL)"
+                " WITHOUT ROWID"
+            )
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
+    def get(self, blob_id: bytes) -> CompactListing | None:
+        """The cached listing of ``blob_id``, or None (absent, damaged, cache disabled)."""
+        with self._lock:
+            data = self._pending.get(blob_id)
+            if data is None and blob_id in self._ahead:
+                data = self._ahead.pop(blob_id)
+            elif data is None and self._conn is not None:
+                try:
+                    row = self._conn.execute(
+                        "SELECT CAST(data AS BLOB) FROM listings WHERE id = ?", (blob_id,)
+                    ).fetchone()
+                except sqlite3.Error as exc:
+                    self._disable(exc)
+                    return None
+                data = row[0] if row is not None else None
+        if data is None:
+            return None
+        listing = CompactListing.decode(data)
+        if listing is None:
+            log.warning("cached listing of tree blob %s damaged: ignored", blob_id.hex()[:16])
+        return listing
+
+    def read_ahead(self, blob_ids: list[bytes]) -> None:
+        """Fetch the listings of ``blob_ids`` in few queries; the next ``get`` of each
+        is then answered from memory (a walk asks for a directory's subdirectories
+        right after it)."""
+        with self._lock:
+            if self._conn is None or not blob_ids:
+                return
+            if len(self._ahead) + len(blob_ids) > READ_AHEAD:
+                self._ahead.clear()
+                blob_ids = blob_ids[:READ_AHEAD]
+            try:
+                for k in range(0, len(blob_ids), QUERY_IDS):
+                    part = blob_ids[k : k + QUERY_IDS]
+                    self._ahead.update(dict.fromkeys(part))
+                    marks = ",".join("?" * len(part))
+                    query = f"SELECT id, CAST(data AS BLOB) FROM listings WHERE id IN ({marks})"
+                    self._ahead.update(self._conn.execute(query, part).fetchall())
+            except sqlite3.Error as exc:
+                self._disable(exc)
+
+    def put(self, blob_id: bytes, listing: CompactListing) -> None:
+        """Remember ``listing`` for ``blob_id`` (written in batches; ``flush`` ends one)."""
+        data = listing.encode()
+        with self._lock:
+            if self._conn is None:
+                return
+            self._pending[blob_id] = data
+            if len(self._pending) >= WRITE_BATCH:
+                self._write()
+
+    def flush(self) -> None:
+        """Write the listings put since the last write."""
+        with self._lock:
+            self._write()
+
+    def close(self) -> None:
+        """Write what is pending and close the file."""
+        with self._lock:
+            self._write()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _write(self) -> None:
+        if not self._pending or self._conn is None:
+            self._pending.clear()
+            return
+        rows, self._pending = list(self._pending.items()), {}
+        try:
+            with self._conn:
+                self._conn.execute("BEGIN")
+                self._conn.executemany("INSERT OR REPLACE INTO listings VALUES (?, ?)", rows)
+        except sqlite3.Error as exc:
+            self._disable(exc)
+
+    def _disable(self, exc: Exception) -> None:
+        log.warning("listing cache %s disabled for this task: %s", self.path, exc)
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+        self._pending.clear()
+        self._ahead.clear()
+
+
+def load_prev_blob(repo: RepositoryPort, cache: ListingCache | None, blob_id: bytes) -> PrevBlob:
+    """A previous tree blob for change detection: its cached compact listing, else the
+    decoded blob (whose listing is then cached)."""
+    if cache is not None:
+        listing = cache.get(blob_id)
+        if listing is not None:
+            cache.read_ahead([i for d in listing.dirs if d is not None for i in d.get("st", ())])
+            return PrevBlob(repo, blob_id, listing)
+    maps = load_dir_maps(repo, blob_id)
+    listing = CompactListing.from_maps(maps)
+    if cache is not None:
+        cache.put(blob_id, listing)
+    return PrevBlob(repo, blob_id, listing, maps)

@@ -1,0 +1,161 @@
+"""The local cache of compact tree listings: re-runs compare against it, never trust a
+damaged one, and still see every kind of change."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ferryman.engine.backup import run_backup
+from ferryman.engine.listing_cache import LISTINGS_FILE, CompactListing
+from ferryman.engine.options import BackupOptions, BackupResult
+from ferryman.engine.restore import run_restore
+from ferryman.repository import Repository
+from ferryman.sources.local import LocalSource
+
+from .trees import diff_trees
+
+
+def _backup(repo: Repository, src: Path) -> BackupResult:
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.status == "success", result.warnings
+    return result
+
+
+def _build(src: Path) -> None:
+    deep = src / "d1" / "d2" / "d3"
+    deep.mkdir(parents=True)
+    for i in range(40):
+        (deep / f"f{i:02}").write_bytes(os.urandom(64 + i))
+        (src / "d1" / f"g{i:02}").write_bytes(os.urandom(32 + i))
+    (src / "d1" / "link").symlink_to("g00")
+
+
+def _settled(repo: Repository, src: Path) -> BackupResult:
+    """Back up until a re-run reads and writes nothing (the first re-run may store
+    directories whose atime the first backup moved)."""
+    _backup(repo, src)
+    _backup(repo, src)
+    again = _backup(repo, src)
+    assert again.stats.files_read == 0 and again.stats.trees_written == 0
+    return again
+
+
+def _listings(repo: Repository) -> Path:
+    return repo.cache_path / LISTINGS_FILE
+
+
+def _restored_equal(repo: Repository, result: BackupResult, src: Path, out: Path) -> None:
+    assert result.restore_point is not None
+    run_restore(repo, result.restore_point, out)
+    assert diff_trees(src, out) == []
+
+
+def test_rerun_gives_the_same_tree_with_a_missing_damaged_or_garbage_cache(
+    repo: Repository, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    _build(src)
+    settled = _settled(repo, src)
+    path = _listings(repo)
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, data FROM listings").fetchall()
+    assert rows and all(CompactListing.decode(data) is not None for _, data in rows)
+
+    path.unlink()  # missing: every previous tree blob is decoded, then cached again
+    assert _backup(repo, src).root_tree == settled.root_tree
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM listings").fetchone()[0] == len(rows)
+        # damaged rows (one flipped byte each): ignored, decoded from the repository
+        db.execute("UPDATE listings SET data = substr(data, 1, 20) || x'ff' || substr(data, 22)")
+    again = _backup(repo, src)
+    assert again.root_tree == settled.root_tree and again.stats.files_read == 0
+    with sqlite3.connect(path) as db:  # and written again, whole
+        fixed = db.execute("SELECT CAST(data AS BLOB) FROM listings").fetchall()
+    assert all(CompactListing.decode(data) is not None for (data,) in fixed)
+
+    path.write_bytes(b"not a database" * 100)  # garbage: recreated
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    assert _backup(repo, src).root_tree == settled.root_tree
+
+    # a change is still seen with the cache rebuilt
+    with open(src / "d1" / "d2" / "d3" / "f30", "ab") as f:
+        f.write(b"x")
+    changed = _backup(repo, src)
+    assert changed.stats.files_read == 1 and changed.root_tree != settled.root_tree
+    _restored_equal(repo, changed, src, tmp_path / "out")
+
+
+def test_changes_a_directory_stat_does_not_show_are_seen(repo: Repository, tmp_path: Path) -> None:
+    """Content rewritten in place with the same size and mtime (ctime moves), a mode
+    change and an xattr change deep in a tree whose directories' stat is unchanged."""
+    src = tmp_path / "src"
+    _build(src)
+    _settled(repo, src)
+    deep = src / "d1" / "d2" / "d3"
+    dir_stat = os.stat(deep)
+    victim = deep / "f10"
+    st = os.stat(victim)
+    victim.write_bytes(os.urandom(st.st_size))  # same size...
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))  # ...and mtime
+    os.chmod(deep / "f20", 0o600)  # mode (and ctime) only
+    read = 2
+    try:
+        os.setxattr(deep / "f25", "user.note", b"v1")  # ctime only
+        read += 1
+    except OSError:
+        pass  # the filesystem takes no user xattrs: the two other changes still count
+    assert os.stat(deep).st_mtime_ns == dir_stat.st_mtime_ns
+    result = _backup(repo, src)
+    assert result.stats.files_read == read
+    _restored_equal(repo, result, src, tmp_path / "out")
+    out = tmp_path / "out" / "d1" / "d2" / "d3"
+    assert (out / "f10").read_bytes() == victim.read_bytes()
+    assert os.stat(out / "f20").st_mode & 0o777 == 0o600
+    if read == 3:
+        assert os.getxattr(out / "f25", "user.note") == b"v1"
+
+
+def test_a_type_change_under_the_same_name_is_seen(repo: Repository, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _build(src)
+    _settled(repo, src)
+    link = src / "d1" / "link"
+    link.unlink()
+    link.write_bytes(b"a file now")
+    (src / "d1" / "g05").unlink()
+    (src / "d1" / "g05").symlink_to("g06")
+    result = _backup(repo, src)
+    assert result.stats.files_read == 1
+    _restored_equal(repo, result, src, tmp_path / "out")
+    assert os.readlink(tmp_path / "out" / "d1" / "g05") == "g06"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x00\x00", b"\x00\x00\x00\x00garbage", b"\xff" * 40],
+)
+def test_damaged_listing_data_decodes_to_none(data: bytes) -> None:
+    assert CompactListing.decode(data) is None
+
+
+def test_listing_round_trip_and_one_flipped_byte() -> None:
+    maps = [
+        {"n": b"a", "t": "file", "s": 3, "mt": 5, "ct": 6, "i": 7, "m": 0o100644},
+        {"n": b"b", "t": "dir", "st": [b"\x01" * 32], "m": 0o40755},
+    ]
+    listing = CompactListing.from_maps(maps)
+    data = listing.encode()
+    back = CompactListing.decode(data)
+    assert back is not None
+    assert back.names == (b"a", b"b")
+    assert back.keys == ((3, 5, 6, 7, 0o100644, 0), (0, 0, 0, 0, 0o40755, 0))
+    assert back.dirs[0] is None and back.dirs[1] is not None
+    assert list(back.dirs[1]["st"]) == [b"\x01" * 32]
+    flipped = bytearray(data)
+    flipped[-3] ^= 0x40
+    assert CompactListing.decode(bytes(flipped)) is None
