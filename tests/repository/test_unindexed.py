@@ -15,15 +15,20 @@ import pytest
 
 from ferryman.repository import (
     KIND_DATA,
+    KIND_TREE,
     BackendError,
     LocalBackend,
+    Node,
     Repository,
     RepositoryError,
+    encode_tree,
 )
 from ferryman.repository.gc_state import CondemnedList
+from ferryman.repository.lease import WRITERS_PREFIX, list_leases
 from ferryman.repository.pack import parse_pack_name
 
 from .conftest import PASSPHRASE, reopen
+from .snapshots import read_files
 
 PACK = 64_000
 
@@ -171,3 +176,48 @@ def test_a_writer_of_another_name_has_no_predecessor(
             assert not other.has_predecessor()
     finally:
         nxt_repo.close()
+
+
+def test_a_pack_condemned_after_the_writer_read_the_gc_state_is_reprieved_not_deleted(
+    orphans: Orphans, repo: Repository, repo_url: str, tmp_path: Path
+) -> None:
+    """The race of format.md §13.1 step 4a: a mark condemns the unindexed packs after the
+    resumed writer read the GC state (so it adopts them). The mark lists that writer's
+    lease, its sweep waits for the writer and then keeps the packs its restore point
+    reaches: no index entry is left pointing at a deleted pack."""
+    nxt_repo = _next_attempt(repo_url, tmp_path)
+    try:
+        with nxt_repo.open_writer("task") as nxt:
+            mark = repo.gc(grace=0)  # another process, between the writer's open and adoption
+            assert mark.condemned_packs == len(orphans.packs) == 2
+            assert nxt.adopt_unindexed_packs() > 0
+            assert len(nxt.has_blobs(orphans.ids)) == 14
+            # no restore point reaches them yet: only the fence keeps the sweep away
+            waiting = repo.gc(grace=0, do_mark=False)
+            assert waiting.waiting_generations == [mark.marked_generation]
+            assert waiting.deleted_packs == 0
+            for blob_id, data in zip(orphans.ids, orphans.blobs, strict=True):
+                nxt.add_blob(KIND_DATA, blob_id, data)
+            size = sum(map(len, orphans.blobs))
+            image = encode_tree([Node(b"image", "file", 0o100644, size=size, content=orphans.ids)])
+            top = Node(b"root", "dir", 0o40755, subtrees=[nxt_repo.blob_id(image)])
+            root = encode_tree([top])
+            for tree in (image, root):
+                nxt.add_blob(KIND_TREE, nxt_repo.blob_id(tree), tree)
+            point = nxt.save_restore_point(share="s", root=nxt_repo.blob_id(root))
+        # the dead attempt's lease lingers until it expires: as if it had
+        for lease in list_leases(repo.backend, repo.keys.encryption):
+            repo.backend.delete(WRITERS_PREFIX + lease.id)
+        swept = repo.gc(grace=0, do_mark=False)
+        assert swept.swept_generations == [mark.marked_generation]
+        assert swept.reprieved_packs == 2 and swept.deleted_packs == 0
+        assert all((Path(repo_url) / name).is_file() for name in orphans.packs)
+    finally:
+        nxt_repo.close()
+    fresh = reopen(repo_url, tmp_path / "third-proxy")
+    try:
+        assert read_files(fresh, point.root) == {b"image": b"".join(orphans.blobs)}
+        report = fresh.check(read_data=True)
+        assert report.ok, report.errors
+    finally:
+        fresh.close()
