@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ferryman.repository import index, pack
@@ -26,6 +27,27 @@ def list_packs(repo: Repository) -> dict[bytes, int]:
     return out
 
 
+def table_entries(
+    repo: Repository, packs: dict[bytes, int], skipping: str = "skipping pack"
+) -> Iterator[tuple[bytes, list[IndexEntry]]]:
+    """The index entries of each of ``packs`` (pack id -> kind), in pack id order, read
+    from its authenticated table (range reads). A pack whose table does not validate, or
+    that is gone, is skipped with the warning ``"<skipping> <pack id>: <reason>"``."""
+    for pid, kind in sorted(packs.items()):
+        try:
+            table = pack.read_table(repo.backend, repo.keys.encryption, kind, pid.hex())
+        except (CorruptObject, ObjectNotFound) as exc:
+            log.warning("%s %s: %s", skipping, pid.hex(), exc)
+            continue
+        yield (
+            pid,
+            [
+                IndexEntry(e.blob_id, pid, e.offset, e.length, e.raw_length, e.compression, e.kind)
+                for e in table
+            ],
+        )
+
+
 def rebuild_index(repo: Repository) -> int:
     """Write fresh index segments covering every readable pack, then drop the old ones.
 
@@ -35,16 +57,8 @@ def rebuild_index(repo: Repository) -> int:
     old_segments = list(repo.backend.list(index.INDEX_PREFIX))
     batch: list[IndexEntry] = []
     total = 0
-    for pid, kind in sorted(list_packs(repo).items()):
-        try:
-            entries = pack.read_table(repo.backend, repo.keys.encryption, kind, pid.hex())
-        except (CorruptObject, ObjectNotFound) as exc:
-            log.warning("skipping pack %s: %s", pid.hex(), exc)
-            continue
-        for e in entries:
-            batch.append(
-                IndexEntry(e.blob_id, pid, e.offset, e.length, e.raw_length, e.compression, e.kind)
-            )
+    for _, entries in table_entries(repo, list_packs(repo)):
+        batch.extend(entries)
         if len(batch) >= index.MAX_ENTRIES_PER_SEGMENT:
             index.put_segment(repo.backend, repo.keys.encryption, batch)
             total += len(batch)

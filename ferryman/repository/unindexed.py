@@ -11,19 +11,14 @@ present again and are not sent twice.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Container, Iterator
 from typing import TYPE_CHECKING
 
-from ferryman.repository import pack
-from ferryman.repository.errors import CorruptObject, ObjectNotFound
 from ferryman.repository.index import IndexEntry
-from ferryman.repository.rebuild import list_packs
+from ferryman.repository.rebuild import list_packs, table_entries
 
 if TYPE_CHECKING:
     from ferryman.repository.repository import Repository
-
-log = logging.getLogger(__name__)
 
 
 def unindexed_packs(repo: Repository, condemned: Container[bytes]) -> dict[bytes, int]:
@@ -45,17 +40,4 @@ def adoptable_entries(
     """The index entries of each of ``packs``, read from its authenticated table (two
     small range reads per pack). A pack whose table does not validate is skipped with
     a warning: ``check`` reports it and garbage collection removes it."""
-    key = repo.keys.encryption
-    for pid, kind in sorted(packs.items()):
-        try:
-            table = pack.read_table(repo.backend, key, kind, pid.hex())
-        except (CorruptObject, ObjectNotFound) as exc:
-            log.warning("not adopting unindexed pack %s: %s", pid.hex(), exc)
-            continue
-        yield (
-            pid,
-            [
-                IndexEntry(e.blob_id, pid, e.offset, e.length, e.raw_length, e.compression, e.kind)
-                for e in table
-            ],
-        )
+    return table_entries(repo, packs, skipping="not adopting unindexed pack")
