@@ -29,6 +29,7 @@ back (``save_large(resume=...)``) and reads only from where it ends.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -77,6 +78,7 @@ LARGE_GROWTH_LIMIT = 4 * SEGMENT  # how far past its size at open a growing larg
 # (whole-file reads of small files stop at sources.base.GROWTH_LIMIT)
 FILE_CHARGE = 4096  # budget bytes charged per small file on top of its size
 LARGE_FILES_QUEUED = 8
+HUGE_PAGE_MIN = 4 << 20  # segment buffers from this size ask for transparent huge pages
 # Saver processes (a local source, FileSaver(processes > 0)) start once this many small
 # files went to the threads: a small or unchanged share does not pay for starting them.
 # The threads go on until a worker is up; 0: every batch goes to the processes (queued
@@ -199,19 +201,28 @@ class ByteBudget:
         self._limit = limit
         self._used = 0
         self._cond = threading.Condition()
+        self._wanted: list[int] = []  # what each blocked acquire waits for
 
     def acquire(self, n: int) -> None:
         """Block until ``n`` more bytes fit (a single item larger than the limit still fits)."""
         with self._cond:
-            while self._used > 0 and self._used + n > self._limit:
-                self._cond.wait()
+            if self._used > 0 and self._used + n > self._limit:
+                self._wanted.append(n)
+                try:
+                    while self._used > 0 and self._used + n > self._limit:
+                        self._cond.wait()
+                finally:
+                    self._wanted.remove(n)
             self._used += n
 
     def release(self, n: int) -> None:
-        """Return ``n`` bytes."""
+        """Return ``n`` bytes; waiters are woken only once one of them fits (every chunk
+        stored releases: waking the walk each time to find its batch still too big
+        was a thread hand-off per chunk)."""
         with self._cond:
             self._used -= n
-            self._cond.notify_all()
+            if self._wanted and (self._used <= 0 or self._used + min(self._wanted) <= self._limit):
+                self._cond.notify_all()
 
 
 def _segment_buffer(size: int) -> mmap.mmap:
@@ -221,9 +232,17 @@ def _segment_buffer(size: int) -> mmap.mmap:
     ~0.45 s of GIL time per GB read, which the saver threads wait on); a fresh
     mapping's pages are zero-filled by the kernel on first touch, inside the
     read, with the GIL released. The chunks cut from it are memoryviews that keep
-    the mapping alive until they are stored.
+    the mapping alive until they are stored. Private, not Python's default shared
+    anonymous mapping: a shared one is shmem (tmpfs) memory, whose page faults go
+    through the page cache and which never gets transparent huge pages.
     """
-    return mmap.mmap(-1, max(1, size))
+    buf = mmap.mmap(-1, max(1, size), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if size >= HUGE_PAGE_MIN and hasattr(mmap, "MADV_HUGEPAGE"):
+        # fewer page faults (2 MiB at a time) where the kernel only gives huge pages
+        # to mappings that ask ("madvise" mode); a mere hint, so errors are ignored
+        with contextlib.suppress(OSError):
+            buf.madvise(mmap.MADV_HUGEPAGE)
+    return buf
 
 
 class _ReadCancelled(Exception):
@@ -363,46 +382,40 @@ class FileSaver:
         ]
         t0 = time.perf_counter()
         chunker = self._chunker
+        blob_id = self._repo.blob_id
         cut: list[list[tuple[bytes, bytes | memoryview]]] = []
         for r in reads:
             pieces = cut_pieces(chunker, r.data) if r.error is None else []
-            cut.append([(self._repo.blob_id(p), p) for p in pieces])
-        ids = [blob_id for pieces in cut for blob_id, _ in pieces]
+            cut.append([(blob_id(p), p) for p in pieces])
+        ids = [b for pieces in cut for b, _ in pieces]
         present = self._writer.has_blobs(ids) if ids else set()
-        _count(tally, seconds_processing=time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        # the batch's chunks not in the repository, each once, stored with one call
+        absent = {b: p for pieces in cut for b, p in pieces if b not in present}
+        added = self._writer.add_blobs(DATA, list(absent.items()), checked=True) if absent else []
+        t2 = time.perf_counter()
+        sizes = [len(p) for pieces in cut for _, p in pieces]
+        new_bytes = sum(len(p) for (_, p), new in zip(absent.items(), added, strict=True) if new)
+        new_chunks = sum(added)
+        _count(
+            tally,
+            seconds_processing=t1 - t0,
+            seconds_repository_write=t2 - t1,
+            chunks_new=new_chunks,
+            bytes_new=new_bytes,
+            chunks_deduplicated=len(sizes) - new_chunks,
+            bytes_deduplicated=sum(sizes) - new_bytes,
+        )
         outcomes: list[FileOutcome] = []
         for r, stored in zip(reads, cut, strict=True):
             if r.error is not None:
                 outcomes.append(FileOutcome(error=r.error))
                 continue
-            content = [
-                self._add_chunk(b, len(p), tally, b in present, self._adder(b, p))
-                for b, p in stored
-            ]
-            out = FileOutcome(content=content, size=len(r.data), xattrs=r.xattrs)
+            out = FileOutcome(content=[b for b, _ in stored], size=len(r.data), xattrs=r.xattrs)
             if r.changed:
                 out.warning = CHANGED_WARNING
             outcomes.append(out)
         return outcomes
-
-    def _adder(self, blob_id: bytes, piece: bytes | memoryview) -> Callable[[], bool]:
-        return lambda: self._writer.add_blob(DATA, blob_id, piece, checked=True)
-
-    def _add_chunk(
-        self, blob_id: bytes, size: int, tally: Tally, present: bool, add: Callable[[], bool]
-    ) -> bytes:
-        """Store one chunk (``add``) whose presence was asked with the rest of its batch."""
-        if present:
-            _count(tally, chunks_deduplicated=1, bytes_deduplicated=size)
-            return blob_id
-        t1 = time.perf_counter()
-        new = add()
-        _count(tally, seconds_repository_write=time.perf_counter() - t1)
-        if new:
-            _count(tally, chunks_new=1, bytes_new=size)
-        else:
-            _count(tally, chunks_deduplicated=1, bytes_deduplicated=size)
-        return blob_id
 
     # -- small files in saver processes (local sources) ----------------------------
 
@@ -515,32 +528,36 @@ class FileSaver:
         chunks = result.chunks
         t0 = time.perf_counter()
         present = self._writer.has_blobs(chunks) if chunks else set()
-        _count(tally, seconds_processing=time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        used = [b for saved in result.files if saved.error is None for b in saved.content]
+        absent = [(b, *chunks[b]) for b in dict.fromkeys(used) if b not in present]
+        added = self._writer.add_compressed_blobs(DATA, absent, checked=True) if absent else []
+        new_chunks = sum(added)
+        new_bytes = sum(raw for (_, _, _, raw), new in zip(absent, added, strict=True) if new)
+        all_bytes = sum(chunks[b][2] for b in used)
+        _count(
+            tally,
+            seconds_processing=t1 - t0,
+            seconds_repository_write=time.perf_counter() - t1,
+            chunks_new=new_chunks,
+            bytes_new=new_bytes,
+            chunks_deduplicated=len(used) - new_chunks,
+            bytes_deduplicated=all_bytes - new_bytes,
+        )
         outcomes: list[FileOutcome] = []
         for saved in result.files:
             if saved.error is not None:
                 outcomes.append(FileOutcome(error=saved.error))
                 continue
-            content = [
-                self._add_chunk(
-                    b, chunks[b][2], tally, b in present, self._compressed_adder(b, chunks[b])
-                )
-                for b in saved.content
-            ]
             outcomes.append(
                 FileOutcome(
-                    content=content, size=saved.size, xattrs=saved.xattrs, warning=saved.warning
+                    content=list(saved.content),
+                    size=saved.size,
+                    xattrs=saved.xattrs,
+                    warning=saved.warning,
                 )
             )
         return outcomes
-
-    def _compressed_adder(
-        self, blob_id: bytes, chunk: tuple[int, bytes, int]
-    ) -> Callable[[], bool]:
-        method, body, raw_len = chunk
-        return lambda: self._writer.add_compressed_blob(
-            DATA, blob_id, method, body, raw_len, checked=True
-        )
 
     def _note_worker(self, pid: int) -> None:
         """Record a saver process and, every few batches, their summed RSS (saver

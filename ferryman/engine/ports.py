@@ -7,7 +7,7 @@ fakes where a real repository is not the point.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from ferryman.repository.tree import Node
@@ -46,6 +46,12 @@ class WriterPort(Protocol):
         *,
         checked: bool = False,
     ) -> bool: ...
+    def add_blobs(
+        self, kind: int, blobs: Sequence[tuple[bytes, Any]], *, checked: bool = False
+    ) -> list[bool]: ...
+    def add_compressed_blobs(
+        self, kind: int, blobs: Sequence[tuple[bytes, int, Any, int]], *, checked: bool = False
+    ) -> list[bool]: ...
     def has_blob(self, blob_id: bytes) -> bool: ...
     def has_blobs(self, blob_ids: Iterable[bytes]) -> set[bytes]: ...
     def trusts_points(self, point_ids: Iterable[str]) -> bool: ...

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+import threading
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -35,11 +36,46 @@ _ENTRY = struct.Struct("<32sIIIBB")
 ENTRY_SIZE = _ENTRY.size
 MAX_PACK_SIZE = (1 << 32) - 1
 PREFIX_FOR_KIND = {blob.KIND_DATA: "data/", blob.KIND_TREE: "tree/"}
+# Record nonces are taken from the OS's CSPRNG this many at a time, per thread: one
+# os.urandom call per record was a system call that releases the GIL, i.e. a thread
+# hand-off per blob on a share of small files.
+NONCES_PER_DRAW = 256
 
 
-@dataclass(frozen=True)
-class PackEntry:
-    """Where one blob sits inside a pack."""
+class _Nonces(threading.local):
+    """Random record nonces, drawn in bulk from ``os.urandom`` (one pool per thread;
+    a forked child starts a fresh pool, never one its parent also uses)."""
+
+    def __init__(self) -> None:
+        self.pool = b""
+        self.next = 0
+
+    def take(self) -> bytes:
+        if self.next >= len(self.pool):
+            self.pool = os.urandom(crypto.NONCE_SIZE * NONCES_PER_DRAW)
+            self.next = 0
+        start = self.next
+        self.next = start + crypto.NONCE_SIZE
+        return self.pool[start : self.next]
+
+
+_nonces = _Nonces()
+
+
+def _fresh_nonces_after_fork() -> None:
+    global _nonces
+    _nonces = _Nonces()
+
+
+os.register_at_fork(after_in_child=_fresh_nonces_after_fork)
+
+
+_KIND_BYTE = [bytes((k,)) for k in range(256)]  # a record's AAD starts with its kind
+
+
+class PackEntry(NamedTuple):
+    """Where one blob sits inside a pack (a named tuple: one is made per blob stored,
+    and a frozen dataclass's ``__init__`` cost several times as much)."""
 
     blob_id: bytes
     offset: int
@@ -111,7 +147,7 @@ class PackBuilder:
 
     def write(self, entry: PackEntry, body: bytes | bytearray | memoryview) -> None:
         """Place ``u8 compression | body`` at ``entry`` and encrypt it in place."""
-        nonce = os.urandom(crypto.NONCE_SIZE)
+        nonce = _nonces.take()
         start = entry.offset + crypto.NONCE_SIZE
         end = entry.offset + entry.length - crypto.TAG_SIZE
         with memoryview(self.buffer) as view:
@@ -121,7 +157,7 @@ class PackBuilder:
             self.cipher.encrypt_into(
                 nonce,
                 view[start:end],
-                bytes((entry.kind,)) + entry.blob_id,
+                _KIND_BYTE[entry.kind] + entry.blob_id,
                 view[start : end + crypto.TAG_SIZE],
             )
 

@@ -1,0 +1,121 @@
+"""add_blobs / add_compressed_blobs: a batch of blobs stored with one call, as add_blob would."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+
+import pytest
+
+from ferryman.repository import KIND_DATA, Repository, pack
+from ferryman.repository.compression import COMPRESSION_NONE, compress_body
+from ferryman.repository.writer import SESSION_INSERT_ROWS
+
+
+def _blobs(n: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [
+        b"file %d " % i * rng.randint(1, 300) + rng.randbytes(rng.randint(0, 900)) for i in range(n)
+    ]
+
+
+def test_batches_store_each_blob_once_across_packs_and_read_back(repo: Repository) -> None:
+    """More ids than one scratch-table insert holds, packs smaller than a batch, repeated
+    ids inside a batch and ids of earlier batches: each blob is stored exactly once."""
+    blobs = _blobs(SESSION_INSERT_ROWS * 2 + 100, seed=1)
+    ids = [repo.blob_id(b) for b in blobs]
+    with repo.open_writer("t", pack_size=64 << 10) as w:
+        first = w.add_blobs(KIND_DATA, list(zip(ids, blobs, strict=True)), checked=True)
+        assert all(first)
+        # again, shuffled, each twice in the same call: all deduplicated
+        again = [(ids[i], blobs[i]) for i in random.Random(2).sample(range(len(ids)), 300)] * 2
+        assert not any(w.add_blobs(KIND_DATA, again, checked=True))
+        assert not w.add_blob(KIND_DATA, ids[0], blobs[0])
+        # a new blob repeated in one call is stored once, the repeat reported as a duplicate
+        extra = b"one more blob" * 50
+        assert w.add_blobs(KIND_DATA, [(repo.blob_id(extra), extra)] * 2) == [True, False]
+        assert w.stats["blobs_new"] == len(blobs) + 1
+        assert w.stats["blobs_dedup"] == 600 + 1 + 1
+        assert w.stats["bytes_raw"] == sum(map(len, blobs)) + len(extra)
+    packs = {loc.pack_id for bid in ids for loc in repo.index_cache.locations(bid)}
+    assert len(packs) > 3  # the batch spanned several packs
+    for bid, data in zip(ids, blobs, strict=True):
+        assert repo.get_blob(bid) == data
+        assert len(repo.index_cache.locations(bid)) == 1
+    assert repo.get_blob(repo.blob_id(extra)) == extra
+
+
+def test_threads_racing_with_batches_and_single_adds_store_each_once(repo: Repository) -> None:
+    blobs = _blobs(300, seed=3)
+    ids = [repo.blob_id(b) for b in blobs]
+    stored: list[bytes] = []
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    with repo.open_writer("t", pack_size=128 << 10) as w:
+
+        def work(n: int) -> None:
+            order = random.Random(n).sample(range(len(blobs)), len(blobs))
+            start.wait()
+            for s in range(0, len(order), 37):
+                part = order[s : s + 37]
+                if n % 3 == 0:
+                    new = [w.add_blob(KIND_DATA, ids[i], blobs[i]) for i in part]
+                elif n % 3 == 1:
+                    new = w.add_blobs(KIND_DATA, [(ids[i], blobs[i]) for i in part])
+                else:
+                    bodies = [(ids[i], *compress_body(blobs[i], 3), len(blobs[i])) for i in part]
+                    new = w.add_compressed_blobs(KIND_DATA, bodies)
+                with lock:
+                    stored.extend(ids[i] for i, ok in zip(part, new, strict=True) if ok)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(stored) == sorted(ids)
+        assert w.stats["blobs_new"] == len(blobs) and w.stats["blobs_dedup"] == 5 * len(blobs)
+    for bid, data in zip(ids, blobs, strict=True):
+        assert repo.get_blob(bid) == data
+
+
+def test_a_bad_compressed_batch_is_refused_before_anything_is_claimed(repo: Repository) -> None:
+    good, other = b"good blob " * 100, b"other blob " * 100
+    gid, oid = repo.blob_id(good), repo.blob_id(other)
+    with repo.open_writer("t") as w:
+        bad = [(gid, COMPRESSION_NONE, good, len(good)), (oid, 9, other, len(other))]
+        with pytest.raises(ValueError, match="compression method"):
+            w.add_compressed_blobs(KIND_DATA, bad)
+        with pytest.raises(ValueError, match="32 bytes"):
+            w.add_blobs(KIND_DATA, [(gid, good), (b"short", other)])
+        assert w.add_blobs(KIND_DATA, [(gid, good), (oid, other)]) == [True, True]
+    assert repo.get_blob(gid) == good and repo.get_blob(oid) == other
+
+
+def test_record_nonces_are_distinct_and_a_forked_child_draws_its_own(repo: Repository) -> None:
+    blobs = _blobs(600, seed=4)
+    ids = [repo.blob_id(b) for b in blobs]
+    with repo.open_writer("t") as w:
+        w.add_blobs(KIND_DATA, list(zip(ids, blobs, strict=True)))
+    nonces = []
+    for bid in ids:
+        [loc] = repo.index_cache.locations(bid)
+        data = repo.backend.get(pack.pack_name(KIND_DATA, loc.pack_id.hex()))
+        nonces.append(data[loc.offset : loc.offset + 12])
+    assert len(set(nonces)) == len(nonces)
+
+    builder = pack.PackBuilder(os.urandom(32), KIND_DATA)
+    entry = builder.reserve(ids[0], KIND_DATA, 1 + 10, 10, COMPRESSION_NONE)
+    builder.write(entry, b"0123456789")  # this thread's nonce pool is now filled
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a nonce from its own draw, never the parent's next one
+        os.write(write_end, pack._nonces.take())
+        os._exit(0)
+    os.close(write_end)
+    child_nonce = os.read(read_end, 64)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert len(child_nonce) == 12 and child_nonce != pack._nonces.take()
