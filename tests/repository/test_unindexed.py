@@ -24,6 +24,7 @@ from ferryman.repository import (
     encode_tree,
 )
 from ferryman.repository.gc_state import CondemnedList
+from ferryman.repository.index import INDEX_PREFIX, open_segment
 from ferryman.repository.lease import WRITERS_PREFIX, list_leases
 from ferryman.repository.pack import parse_pack_name
 
@@ -218,6 +219,80 @@ def test_a_pack_condemned_after_the_writer_read_the_gc_state_is_reprieved_not_de
     try:
         assert read_files(fresh, point.root) == {b"image": b"".join(orphans.blobs)}
         report = fresh.check(read_data=True)
+        assert report.ok, report.errors
+    finally:
+        fresh.close()
+
+
+class HeldSegments(LocalBackend):
+    """Once ``holding`` is set, index segments wait for ``released`` and then land: a
+    writer alive but slow between its durable packs and their segments."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, fsync=False)
+        self.holding = threading.Event()
+        self.released = threading.Event()
+
+    def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        if name.startswith("index/") and self.holding.is_set():
+            self.released.wait(30)
+        super().put(name, data)
+
+
+def test_packs_of_a_live_predecessor_indexed_twice_stay_consistent(
+    repo: Repository, repo_url: str, tmp_path: Path
+) -> None:
+    """The predecessor may still be running (a frozen proxy that comes back): the next
+    attempt adopts its durable packs, then it publishes their segments as well. A pack
+    listed by two segments is a duplicate entry, harmless (format.md §13.1 step 4a):
+    reads, check and both phases of garbage collection see each record once."""
+    backend = HeldSegments(Path(repo_url))
+    live_repo = Repository.open(backend, PASSPHRASE, cache_dir=tmp_path / "live-proxy")
+    rng = random.Random(12)
+    blobs = [rng.randbytes(10_000) for _ in range(19)]  # 2 packs of 7 records, 5 left open
+    ids = [live_repo.blob_id(b) for b in blobs]
+    try:
+        with live_repo.open_writer("task", pack_size=PACK, uploads=2) as live:
+            backend.holding.set()
+            for blob_id, data in zip(ids, blobs, strict=True):
+                live.add_blob(KIND_DATA, blob_id, data)
+            deadline = time.monotonic() + 30
+            while len(_data_packs(backend)) < 2:  # both upload threads wait on a segment
+                assert time.monotonic() < deadline, "the packs never landed"
+                time.sleep(0.01)
+            nxt_repo = _next_attempt(repo_url, tmp_path)
+            try:
+                with nxt_repo.open_writer("task") as nxt:
+                    assert nxt.has_predecessor()
+                    assert nxt.adopt_unindexed_packs() > 0
+                    assert len(nxt.has_blobs(ids)) == 14
+            finally:
+                nxt_repo.close()
+            backend.released.set()  # the live writer's segments land, and its last pack's
+    finally:
+        backend.released.set()
+        live_repo.close()
+    assert len(_data_packs(backend)) == 3
+    listed = [
+        entry.blob_id
+        for name in backend.list(INDEX_PREFIX)
+        for entry in open_segment(repo.keys.encryption, backend.get(name), name)[1]
+    ]
+    assert len(listed) == len(ids) + 14  # the two adopted packs are listed twice
+    fresh = reopen(repo_url, tmp_path / "third-proxy")
+    try:
+        fresh.sync_index()
+        assert fresh.index_cache.count() == len(ids)  # one entry per blob, not two
+        for blob_id, data in zip(ids, blobs, strict=True):
+            assert fresh.get_blob(blob_id) == data
+        report = fresh.check(read_data=True)
+        assert report.ok, report.errors
+        assert not any("not indexed" in w for w in report.warnings), report.warnings
+        # no restore point reaches them: garbage, condemned then deleted with every entry
+        assert fresh.gc(grace=0).condemned_packs == 3
+        assert fresh.gc(grace=0).deleted_packs == 3
+        assert fresh.index_cache.count() == 0
+        report = fresh.check()
         assert report.ok, report.errors
     finally:
         fresh.close()
