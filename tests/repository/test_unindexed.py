@@ -28,7 +28,7 @@ from ferryman.repository.index import INDEX_PREFIX, open_segment
 from ferryman.repository.lease import WRITERS_PREFIX, list_leases
 from ferryman.repository.pack import parse_pack_name
 
-from .conftest import PASSPHRASE, reopen
+from .conftest import FAST_SCRYPT, PASSPHRASE, reopen
 from .snapshots import read_files
 
 PACK = 64_000
@@ -164,6 +164,45 @@ def test_an_unreadable_unindexed_pack_is_skipped_with_a_warning(
             assert 0.95 * orphans.packs[intact] < adopted <= orphans.packs[intact]
             assert len(nxt.has_blobs(orphans.ids)) == 7
         assert f"not adopting unindexed pack {Path(damaged).name}" in caplog.text
+    finally:
+        nxt_repo.close()
+
+
+def test_a_pack_of_another_repository_is_not_adopted(
+    orphans: Orphans,
+    repo_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only a table sealed with this repository's key yields index entries: a well-formed
+    pack from another repository (another key) put among the packs injects nothing."""
+    other = Repository.init(
+        LocalBackend(tmp_path / "other", fsync=False),
+        "another passphrase",
+        scrypt_n=FAST_SCRYPT,
+        cache_dir=tmp_path / "other-cache",
+    )
+    try:
+        foreign_blob = b"not from this repository" * 100
+        with other.open_writer("task") as w:
+            w.add_blob(KIND_DATA, other.blob_id(foreign_blob), foreign_blob)
+        (foreign,) = _data_packs(LocalBackend(tmp_path / "other", fsync=False))
+        foreign_id = other.blob_id(foreign_blob)
+    finally:
+        other.close()
+    target = Path(repo_url) / foreign
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes((tmp_path / "other" / foreign).read_bytes())
+    nxt_repo = _next_attempt(repo_url, tmp_path)
+    try:
+        with nxt_repo.open_writer("task") as nxt, caplog.at_level(logging.WARNING):
+            adopted = nxt.adopt_unindexed_packs()
+            assert 0.95 * sum(orphans.packs.values()) < adopted <= sum(orphans.packs.values())
+            assert len(nxt.has_blobs(orphans.ids)) == 14
+            assert not nxt.has_blob(foreign_id)
+        assert f"not adopting unindexed pack {Path(foreign).name}" in caplog.text
+        assert "authentication failed" in caplog.text
+        assert bytes.fromhex(Path(foreign).name) not in nxt_repo.index_cache.packs()
     finally:
         nxt_repo.close()
 
