@@ -4,8 +4,10 @@ the gateway (the same calls the mTLS routes and the embedded channel make)."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event, select
@@ -463,3 +465,43 @@ def test_a_round_with_nothing_to_do_reads_little_and_wakes_no_follower(
 
     finish(ctx, proxy, tasks(ctx)[0].id)
     assert [t.state for t in tasks(ctx)] == ["success"]
+
+
+def test_a_queued_task_reaches_a_waiting_proxy_without_a_timed_round(
+    ctx: ServerContext, api: Api, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    """`job run` wakes the dispatcher and the placement wakes the proxy's long-poll: with
+    the dispatcher's timed round an hour away, the waiting poll still gets the task (its
+    own 1 s re-check only reads tasks already placed). The result then ends the
+    session, and a follower waiting for a newer revision gets the end."""
+    shares_and_job(api, tmp_path, 1)
+    proxy = add_proxy(ctx, "p")
+    ctx.config.dispatch_interval = 3600.0  # no timed round: only a wake-up places a task
+    dispatcher.start()
+    polled: list[list[int]] = []
+    poller = threading.Thread(
+        target=lambda: polled.append(
+            [a.task_id for a in ctx.gateway.poll(proxy, timeout=60).tasks]  # type: ignore[attr-defined]
+        )
+    )
+    try:
+        poller.start()
+        session = api.post("/jobs/job/run")
+        poller.join(30)  # a long-poll that waited for its 60 s timeout would still be here
+        assert not poller.is_alive()
+        assert polled == [[t.id for t in tasks(ctx)]] and len(polled[0]) == 1
+
+        follows: list[dict[str, Any]] = []
+        revision = api.get(f"/sessions/{session['id']}")["revision"]
+        follower = threading.Thread(
+            target=lambda: follows.append(
+                api.get(f"/sessions/{session['id']}/follow?revision={revision}&timeout=60")
+            )
+        )
+        follower.start()
+        finish(ctx, proxy, polled[0][0])
+        follower.join(30)
+        assert not follower.is_alive()
+        assert follows[0]["status"] == "success"
+    finally:
+        dispatcher.stop()
