@@ -45,6 +45,9 @@ WRITE_BATCH = 256
 # until asked for; the whole read-ahead is dropped when it would pass this.
 READ_AHEAD = 4096
 QUERY_IDS = 500  # ids per query (below SQLite's bound parameter limit)
+# Rows of tree blobs that GC removed are never deleted one by one: past this size the
+# file is started again when a task opens it (one decoding of each tree blob it asks).
+MAX_FILE_BYTES = 512 << 20
 StatKey = tuple[int, int, int, int, int, int]
 
 
@@ -158,23 +161,31 @@ EMPTY_BLOB = PrevBlob(None, b"", CompactListing((), (), (), ()), [])
 class ListingCache:
     """Tree blob id -> compact listing, in a local SQLite file (thread-safe)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = MAX_FILE_BYTES) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._pending: dict[bytes, bytes] = {}
         self._ahead: dict[bytes, bytes | None] = {}  # read ahead; None = not cached
         self._conn: sqlite3.Connection | None = None
         try:
+            if path.exists() and path.stat().st_size > max_bytes:
+                log.info("listing cache %s passed %d bytes: started again", path, max_bytes)
+                self._remove(path)
             self._conn = self._open(path)
         except sqlite3.DatabaseError as exc:  # a damaged file: start again, once
             log.warning("listing cache %s unusable (%s): recreated", path, exc)
             try:
-                path.unlink(missing_ok=True)
+                self._remove(path)
                 self._conn = self._open(path)
             except (OSError, sqlite3.Error) as again:
                 log.warning("listing cache %s disabled: %s", path, again)
         except (OSError, sqlite3.Error) as exc:
             log.warning("listing cache %s disabled: %s", path, exc)
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            name.unlink(missing_ok=True)
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ferryman.engine.backup import run_backup
-from ferryman.engine.listing_cache import LISTINGS_FILE, CompactListing
+from ferryman.engine.listing_cache import LISTINGS_FILE, CompactListing, ListingCache
 from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository
@@ -81,6 +81,8 @@ def test_rerun_gives_the_same_tree_with_a_missing_damaged_or_garbage_cache(
     for suffix in ("-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     assert _backup(repo, src).root_tree == settled.root_tree
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM listings").fetchone()[0] == len(rows)
 
     # a change is still seen with the cache rebuilt
     with open(src / "d1" / "d2" / "d3" / "f30", "ab") as f:
@@ -159,3 +161,42 @@ def test_listing_round_trip_and_one_flipped_byte() -> None:
     flipped = bytearray(data)
     flipped[-3] ^= 0x40
     assert CompactListing.decode(bytes(flipped)) is None
+
+
+def test_a_change_in_a_large_directory_re_encodes_its_unchanged_blob_identically(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """Runs of unchanged entries kept undecoded in the tree saver's buffer, decoded when
+    the directory is encoded again: the blob after the changed one keeps its id."""
+    src = tmp_path / "src"
+    big = src / "big"
+    big.mkdir(parents=True)
+    for i in range(5000):
+        (big / f"e{i:05}").write_bytes(b"%d" % i)
+    settled = _settled(repo, src)
+    old_root = repo.get_tree(settled.root_tree)[0]
+    (big / "e00100").write_bytes(b"changed in the first blob")
+    changed = _backup(repo, src)
+    assert changed.stats.files_read == 1 and changed.stats.files_unchanged == 4999
+    root = repo.get_tree(changed.root_tree)[0]
+    old_big = next(n for b in old_root.subtrees for n in repo.get_tree(b) if n.name == b"big")
+    new_big = next(n for b in root.subtrees for n in repo.get_tree(b) if n.name == b"big")
+    assert len(new_big.subtrees) == 2
+    assert new_big.subtrees[0] != old_big.subtrees[0]
+    assert new_big.subtrees[1] == old_big.subtrees[1]
+    _restored_equal(repo, changed, src, tmp_path / "out")
+
+
+def test_a_cache_file_past_its_size_bound_starts_again(tmp_path: Path) -> None:
+    path = tmp_path / LISTINGS_FILE
+    cache = ListingCache(path)
+    listing = CompactListing.from_maps([{"n": b"a", "t": "file", "s": 1}])
+    cache.put(b"\x01" * 32, listing)
+    cache.close()
+    kept = ListingCache(path)
+    found = kept.get(b"\x01" * 32)
+    assert found is not None and found.names == (b"a",)
+    kept.close()
+    small = ListingCache(path, max_bytes=1)  # the file is larger: emptied
+    assert small.get(b"\x01" * 32) is None
+    small.close()
