@@ -88,11 +88,7 @@ class PreviousListing:
         directory and its key differs, ``CHANGED`` stands for its record (which is
         then not decoded here: a changed small file needs nothing of it).
         """
-        names = self.blob.listing.names
-        while self.i < len(names) and names[self.i] < name:
-            self.skipped = True
-            self.take()
-            names = self.blob.listing.names
+        names = self.skip_before(name)
         if self.i < len(names) and names[self.i] == name:
             listing = self.blob.listing
             if (
@@ -106,6 +102,16 @@ class PreviousListing:
             self.take()
             return found
         return None
+
+    def skip_before(self, name: bytes) -> tuple[bytes, ...]:
+        """Consume the previous entries sorting before ``name`` (not matched: deleted
+        or excluded since); returns the current tree blob's names."""
+        names = self.blob.listing.names
+        while self.i < len(names) and names[self.i] < name:
+            self.skipped = True
+            self.take()
+            names = self.blob.listing.names
+        return names
 
     def _record(self) -> NodeMap | None:
         """The full record at the position (a directory's is in the compact listing);

@@ -233,6 +233,8 @@ class Scanner:
         assert d is not None
         names = frame.names
         listing = frame.prev[0]
+        if frame.index < len(names):  # past previous entries deleted since (as ``find``)
+            listing.skip_before(names[frame.index])
         blob = listing.blob
         pnames = blob.listing.names
         keys = blob.listing.keys
