@@ -16,8 +16,15 @@ from typer.core import TyperGroup
 
 from ferryman import __version__
 from ferryman.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliError
-from ferryman.cli.plain_params import use_plain_coercion
 from ferryman.cli.state import CliState
+
+try:  # typer's internals as of the pinned release; another typer keeps its own coercion
+    from ferryman.cli.plain_params import use_plain_coercion
+except ImportError:  # pragma: no cover - only with a typer other than the pinned one
+
+    def use_plain_coercion(command: Any) -> Any:
+        return command
+
 
 # The top-level commands, in the order ``ferryman --help`` lists them: name -> (module of
 # ferryman.cli.commands, attribute). An attribute named ``app`` is a sub-command group
