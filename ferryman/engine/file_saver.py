@@ -8,7 +8,7 @@ AES-GCM) runs with the GIL released on every core:
   so there is no per-file round trip between threads; for a local source, past
   ``PROCESS_AFTER_FILES`` small files, batches go to saver processes instead
   (``save_procs``: read, cut, hash and compress there; dedup, encryption and
-  storing here, ``add_compressed_blob``), so per-file Python work leaves this
+  storing here, ``add_compressed_blobs``), so per-file Python work leaves this
   process's GIL;
 * large files are read by one reader thread (the walk goes on) in ``SEGMENT`` pieces,
   cut with FastCDC (the last, open-ended chunk of a segment is carried into the
@@ -250,6 +250,9 @@ class _ReadCancelled(Exception):
 
 
 _changed = changed
+# Reads outside adaptive I/O: one shared context (nothing reads its meter), not two
+# objects made per file read.
+_UNGATED = nullcontext(ReadMeter(0))
 
 
 @dataclass(slots=True)
@@ -317,8 +320,11 @@ class FileSaver:
 
     def save_small(self, dir: SourceDir, name: bytes, st: os.stat_result) -> PendingContent:
         """Queue a small file in the current batch."""
-        item = _SmallItem(dir.retain(), name, st, len(self._batch))
-        self._batch.append(item)
+        batch = self._batch
+        if not batch or batch[-1].dir is not dir:
+            dir.retain()  # one reference per run of a directory's files (released in _settle)
+        item = _SmallItem(dir, name, st, len(batch))
+        batch.append(item)
         self._batch_bytes += st.st_size
         fut = self._batch_future
         pending = PendingContent(lambda: fut.result()[item.index])
@@ -361,8 +367,11 @@ class FileSaver:
         except BaseException as exc:
             fut.set_exception(exc)
         finally:
-            for it in batch:
-                it.dir.release()
+            last: SourceDir | None = None
+            for it in batch:  # the references save_small took: one per run of a directory
+                if it.dir is not last:
+                    it.dir.release()
+                    last = it.dir
             self._budget.release(nbytes)
             self._stats.add(**tally)
 
@@ -725,7 +734,7 @@ class FileSaver:
     def _source_read(self, nbytes: int) -> AbstractContextManager[ReadMeter]:
         """Around every read from the source: the governor's gate and timing, if any."""
         if self._governor is None:
-            return nullcontext(ReadMeter(nbytes))
+            return _UNGATED
         return self._governor.reading(nbytes)
 
     def _cancelled(self) -> bool:

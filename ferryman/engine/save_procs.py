@@ -4,7 +4,7 @@ On a first backup of many small files the per-file Python work (open, read,
 fstat, xattrs, close, cut, hash, tallies) ran on one GIL and kept about 1.4 of
 2 cores busy. For a local source, the file saver hands its batches of small files
 to a few worker processes, each with its own GIL; the parent keeps the walk, the
-deduplication, the encryption and the pack writing (``add_compressed_blob``).
+deduplication, the encryption and the pack writing (``add_compressed_blobs``).
 
 A worker opens each batch's directory through the parent's descriptor of it
 (``/proc/<parent>/fd/<n>``: the very directory the scanner opened and listed,

@@ -70,8 +70,11 @@ class SmallRead:
     error: str | None = None
 
 
+_UNGATED = nullcontext(ReadMeter(0))  # shared: nothing reads an ungated read's meter
+
+
 def _ungated(nbytes: int) -> AbstractContextManager[ReadMeter]:
-    return nullcontext(ReadMeter(nbytes))
+    return _UNGATED
 
 
 def read_small_file(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ferryman.repository import blob, compression, envelope
 from ferryman.repository.backend.base import Backend
@@ -30,9 +30,9 @@ ENTRY_SIZE = _ENTRY.size
 MAX_ENTRIES_PER_SEGMENT = 1 << 20
 
 
-@dataclass(frozen=True)
-class IndexEntry:
-    """The location of one blob."""
+class IndexEntry(NamedTuple):
+    """The location of one blob (a named tuple: one is made per blob stored or looked
+    up, and a frozen dataclass's ``__init__`` cost several times as much)."""
 
     blob_id: bytes
     pack_id: bytes
