@@ -23,11 +23,13 @@ SERVER_SIDE = ("ferryman.engine", "ferryman.server", "ferryman.proxy", "sqlalche
 NOT_FOR_HELP = ("rich", "pygments", "httpx", "click")
 
 
-def loaded_after(args: list[str]) -> tuple[int, str, set[str]]:
-    """Exit code, stdout and top-level-or-ferryman module names after ``ferryman ARGS``."""
+def loaded_after(args: list[str], before: str = "") -> tuple[int, str, set[str]]:
+    """Exit code, stdout and top-level-or-ferryman module names after ``ferryman ARGS``
+    (``before``: a statement run first, in the fresh interpreter)."""
     script = textwrap.dedent(
         f"""
         import contextlib, io, json, sys
+        {before}
         from ferryman.cli.main import run
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
@@ -90,6 +92,18 @@ def test_parsing_options_does_not_load_pydantic() -> None:
     assert code == 1 and out == ""  # nothing listens on port 9: the request was really sent
     assert "ferryman.cli.commands.job" in modules
     assert under(modules, ("pydantic", "pydantic_core", "typer._adapters")) == []
+
+
+def test_without_the_plain_coercion_the_cli_falls_back_to_typers_own() -> None:
+    """With typer internals plain_params needs missing (another typer), main.py's
+    ImportError fallback leaves every option to typer's own (pydantic) coercion: the same
+    command still parses its options and sends its request."""
+    blocked = "sys.modules['ferryman.cli.plain_params'] = None  # import -> ImportError"
+    args = ["--home", "/nonexistent/h", "--server", "http://127.0.0.1:9", "--token", "t"]
+    code, out, modules = loaded_after([*args, "job", "run", "nightly", "--follow"], blocked)
+    assert code == 1 and out == ""  # nothing listens on port 9: the request was really sent
+    assert "ferryman.cli.commands.job" in modules
+    assert "typer._adapters" in modules and "pydantic" in modules  # typer's own coercion
 
 
 def all_typer_parameters() -> tuple[Any, list[Any]]:
