@@ -21,11 +21,16 @@ from ferryman.cli.main import COMMANDS
 # the terminal rendering / HTTP stacks that only printing a table or calling the API uses.
 SERVER_SIDE = ("ferryman.engine", "ferryman.server", "ferryman.proxy", "sqlalchemy")
 NOT_FOR_HELP = ("rich", "pygments", "httpx", "click")
+# what a command sending its request to a closed port prints (run() also exits 1 on an
+# unexpected exception, so the exit code alone does not show the request was sent)
+UNREACHABLE = (
+    "ferryman: error: cannot reach the backup server at http://127.0.0.1:9: connection refused\n"
+)
 
 
-def loaded_after(args: list[str], before: str = "") -> tuple[int, str, set[str]]:
-    """Exit code, stdout and top-level-or-ferryman module names after ``ferryman ARGS``
-    (``before``: a statement run first, in the fresh interpreter)."""
+def loaded_after(args: list[str], before: str = "") -> tuple[int, str, str, set[str]]:
+    """Exit code, stdout, stderr and top-level-or-ferryman module names after ``ferryman
+    ARGS`` (``before``: a statement run first, in the fresh interpreter)."""
     script = textwrap.dedent(
         f"""
         import contextlib, io, json, sys
@@ -41,7 +46,7 @@ def loaded_after(args: list[str], before: str = "") -> tuple[int, str, set[str]]
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     code, out, modules = json.loads(done.stdout)
-    return code, out, set(modules)
+    return code, out, done.stderr, set(modules)
 
 
 def under(modules: set[str], packages: tuple[str, ...]) -> list[str]:
@@ -49,8 +54,8 @@ def under(modules: set[str], packages: tuple[str, ...]) -> list[str]:
 
 
 def test_job_run_help_loads_only_the_job_commands() -> None:
-    code, out, modules = loaded_after(["job", "run", "--help"])
-    assert code == 0
+    code, out, err, modules = loaded_after(["job", "run", "--help"])
+    assert code == 0 and err == ""
     assert "Usage: ferryman job run [OPTIONS] {name}" in out and "--follow" in out
     assert under(modules, SERVER_SIDE + NOT_FOR_HELP) == []
     commands = under(modules, ("ferryman.cli.commands",))
@@ -58,8 +63,8 @@ def test_job_run_help_loads_only_the_job_commands() -> None:
 
 
 def test_top_level_help_still_lists_every_command_in_order() -> None:
-    code, out, modules = loaded_after(["--help"])
-    assert code == 0
+    code, out, err, modules = loaded_after(["--help"])
+    assert code == 0 and err == ""
     listed = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()]
     assert listed == list(COMMANDS)
     assert under(modules, SERVER_SIDE) == []
@@ -79,8 +84,9 @@ def test_a_command_calling_the_api_loads_httpx_without_its_command_line_tool() -
     """httpx's package import would also load httpx._main (click, rich, pygments); the
     client marks it absent (ferryman/cli/client.py)."""
     args = ["--server", "http://127.0.0.1:9", "--token", "t", "job", "list", "--json"]
-    code, out, modules = loaded_after(args)
+    code, out, err, modules = loaded_after(args)
     assert code == 1 and out == ""  # nothing listens on port 9: the request was really sent
+    assert err == UNREACHABLE  # not an unexpected error before the request (also exit 1)
     assert "httpx" in modules and "ferryman.cli.client" in modules
     assert under(modules, (*SERVER_SIDE, "rich", "pygments")) == []
 
@@ -88,8 +94,9 @@ def test_a_command_calling_the_api_loads_httpx_without_its_command_line_tool() -
 def test_parsing_options_does_not_load_pydantic() -> None:
     """typer builds a pydantic adapter per option; plain str/Path/flag options skip it."""
     args = ["--home", "/nonexistent/h", "--server", "http://127.0.0.1:9", "--token", "t"]
-    code, out, modules = loaded_after([*args, "job", "run", "nightly", "--follow"])
+    code, out, err, modules = loaded_after([*args, "job", "run", "nightly", "--follow"])
     assert code == 1 and out == ""  # nothing listens on port 9: the request was really sent
+    assert err == UNREACHABLE  # not an unexpected error in the options' coercion (also exit 1)
     assert "ferryman.cli.commands.job" in modules
     assert under(modules, ("pydantic", "pydantic_core", "typer._adapters")) == []
 
@@ -100,8 +107,9 @@ def test_without_the_plain_coercion_the_cli_falls_back_to_typers_own() -> None:
     command still parses its options and sends its request."""
     blocked = "sys.modules['ferryman.cli.plain_params'] = None  # import -> ImportError"
     args = ["--home", "/nonexistent/h", "--server", "http://127.0.0.1:9", "--token", "t"]
-    code, out, modules = loaded_after([*args, "job", "run", "nightly", "--follow"], blocked)
+    code, out, err, modules = loaded_after([*args, "job", "run", "nightly", "--follow"], blocked)
     assert code == 1 and out == ""  # nothing listens on port 9: the request was really sent
+    assert err == UNREACHABLE
     assert "ferryman.cli.commands.job" in modules
     assert "typer._adapters" in modules and "pydantic" in modules  # typer's own coercion
 
