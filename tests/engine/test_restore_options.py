@@ -434,3 +434,40 @@ def test_worker_processes_start_early_for_large_files_and_not_for_a_small_restor
     assert (tmp_path / "out" / "big").read_bytes() == big
     for i in range(4):
         assert (tmp_path / "out" / f"small-{i}").read_bytes() == b"small %d" % i
+
+
+@pytest.mark.parametrize("in_processes", [False, True], ids=["threads", "processes"])
+def test_a_small_sparse_file_fetched_with_its_batch_keeps_its_data_at_its_offsets(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    restore_pools: list[int],
+    in_processes: bool,
+) -> None:
+    """A file small enough to have its chunks fetched with its batch but with holes does
+    not take the in-order path (that would put its data at offset 0): its data lands at
+    its offsets, the holes stay holes, on the walk's threads and in a worker process."""
+    from ferryman.engine import restore_walk
+
+    assert restore_walk.BATCH_BYTES >= 6 << 20  # fetched with its batch
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "holey", "wb") as f:
+        f.truncate(6 << 20)  # above the backup's small-file limit: holes are looked for
+        f.seek(3 << 20)
+        f.write(b"data" * 1000)
+    (src / "plain").write_bytes(b"plain")
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+    assert result.stats.bytes_read <= 8192  # the holes were recorded, not stored as zeros
+
+    if in_processes:
+        monkeypatch.setattr(restore_walk, "PROCESS_AFTER_FILES", 0)  # scaled down
+    options = RestoreOptions(processes=1 if in_processes else 0)
+    restored = run_restore(repo, result.restore_point, tmp_path / "out", options)
+    assert restored.status == "success", restored.errors
+    assert restore_pools == ([1] if in_processes else [])
+    out = tmp_path / "out" / "holey"
+    assert out.read_bytes() == (src / "holey").read_bytes()
+    assert out.stat().st_blocks * 512 < 1 << 20  # still sparse
+    assert (tmp_path / "out" / "plain").read_bytes() == b"plain"
