@@ -27,40 +27,6 @@ from ferryman.sources.metadata import (
 _WRITE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class FileNode(Protocol):
-    """What writing a file's content and metadata reads of its node: a ``Node``, or the
-    ``FileSpec`` a worker process receives."""
-
-    @property
-    def mode(self) -> int: ...
-    @property
-    def size(self) -> int: ...
-    @property
-    def nlink(self) -> int: ...
-    @property
-    def content(self) -> list[bytes]: ...
-    @property
-    def holes(self) -> list[tuple[int, int]]: ...
-    @property
-    def uid(self) -> int: ...
-    @property
-    def gid(self) -> int: ...
-    @property
-    def user(self) -> str: ...
-    @property
-    def group(self) -> str: ...
-    @property
-    def xattrs(self) -> dict[bytes, bytes]: ...
-    @property
-    def acl_access(self) -> bytes: ...
-    @property
-    def acl_default(self) -> bytes: ...
-    @property
-    def atime_ns(self) -> int: ...
-    @property
-    def mtime_ns(self) -> int: ...
-
-
 class FileSpec(NamedTuple):
     """A file's node cut down to what ``write_local_file`` reads, sent to the worker
     processes: pickled as a plain tuple, ~5 times cheaper to pickle and unpickle than
@@ -88,6 +54,11 @@ class FileSpec(NamedTuple):
             n.mode, n.size, n.nlink, n.content, n.holes, n.uid, n.gid, n.user, n.group,
             n.xattrs, n.acl_access, n.acl_default, n.atime_ns, n.mtime_ns,
         )  # fmt: skip
+
+
+# what writing a file's content and metadata reads: a ``Node``, or the ``FileSpec`` a
+# worker process receives (both have the same fields of those names)
+FileNode = Node | FileSpec
 
 
 class VerifyFailed(OSError):
