@@ -122,6 +122,7 @@ def _chunks(
         got = prefetched if prefetched is not None else fetch_chunks(repo, window)
         for blob_id in window:
             yield blob_id, got[blob_id]
+        del got  # not held while the next window is fetched: one window in memory, not two
 
 
 class FdFile:
