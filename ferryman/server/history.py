@@ -64,8 +64,9 @@ class Pruned:
 
 
 def _newest_sized_of_each_repository() -> Select[int]:
-    """The sessions of each repository's newest successful sized task (its stored size):
-    newest by end time, as the dashboard picks it (``dashboard.sized_tasks``)."""
+    """The session of each repository's stored size as the dashboard shows it: its sized
+    task that reported ``repository_bytes`` and ended last (``dashboard.sized_tasks``; a
+    partition's backup task reports none)."""
     ranked = (
         select(
             Task.session_id,
@@ -78,6 +79,7 @@ def _newest_sized_of_each_repository() -> Select[int]:
             Task.kind.in_(SIZED_KINDS),
             Task.state.in_(("success", "warning")),
             Task.ended.is_not(None),
+            Task.stats["repository_bytes"].as_string().is_not(None),
         )
         .subquery()
     )

@@ -187,6 +187,24 @@ def test_the_stored_size_kept_is_the_one_the_dashboard_shows_when_ids_and_end_ti
     assert api.get("/dashboard")["repositories"][0]["bytes_stored"] == 777
 
 
+def test_the_stored_size_kept_is_the_last_one_reported_not_a_later_task_without_one(
+    ctx: ServerContext, api: Api
+) -> None:
+    """A partition's backup task reports no repository size; when it is the sized task
+    that ended last (its assembly failed), the size the dashboard shows is an older
+    task's, and that task's session stays."""
+    ctx.config.history_days = 365
+    sized = add_session(ctx, "backup", 400 * DAY, job="nightly", repository_bytes=4_321)
+    partition = add_session(ctx, "backup", 390 * DAY, job="nightly")  # no repository_bytes
+    add_session(ctx, "backup", 370 * DAY, "failed", job="nightly")
+
+    prune_history(ctx)
+
+    sessions, _, _ = remaining(ctx)
+    assert sized in sessions and partition not in sessions
+    assert api.get("/dashboard")["repositories"][0]["bytes_stored"] == 4_321
+
+
 def test_restore_points_of_pruned_sessions_stay_and_no_longer_link_to_them(
     ctx: ServerContext, api: Api
 ) -> None:
