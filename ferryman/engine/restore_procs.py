@@ -147,6 +147,8 @@ def _write_batch(jobs: list[Job]) -> BatchOutcome:
         except RepositoryError:
             prefetched = None  # per-file fetches: the error then names the file
     for parts, name, node, shown in jobs:
+        if node.size > s.small:  # streams (a batch's last file): the small files' chunks
+            prefetched = None  # are not held while it is written
         try:
             check_name(name)
             dir_fd = w.dirs.open(parts)
@@ -163,7 +165,7 @@ def _write_batch(jobs: list[Job]) -> BatchOutcome:
                 owner=s.owner,
                 xattrs=s.xattrs,
                 verify=s.verify,
-                prefetched=prefetched if node.size <= s.small else None,
+                prefetched=prefetched,
             )
         except (OSError, RepositoryError) as exc:
             if isinstance(exc, OSError):

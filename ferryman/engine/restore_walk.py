@@ -312,7 +312,9 @@ class Restorer:
         small = [j for j in batch if j.node.size <= BATCH_BYTES]
         prefetched = self._prefetch(small)
         for job in batch:
-            self._write(job, prefetched if job.node.size <= BATCH_BYTES else None)
+            if job.node.size > BATCH_BYTES:  # streams (a batch's last file): the small
+                prefetched = None  # files' chunks are not held while it is written
+            self._write(job, prefetched)
 
     # -- worker processes (local targets) ------------------------------------------------
 
