@@ -471,3 +471,37 @@ def test_a_small_sparse_file_fetched_with_its_batch_keeps_its_data_at_its_offset
     assert out.read_bytes() == (src / "holey").read_bytes()
     assert out.stat().st_blocks * 512 < 1 << 20  # still sparse
     assert (tmp_path / "out" / "plain").read_bytes() == b"plain"
+
+
+@pytest.mark.parametrize("in_processes", [False, True], ids=["threads", "processes"])
+def test_a_batch_of_small_files_ending_with_a_large_one_restores_them_all(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    restore_pools: list[int],
+    in_processes: bool,
+) -> None:
+    """Small files fetched with their batch and the large file that ends it (streamed,
+    after the batch dropped the small files' chunks) all get their content, on the
+    walk's threads and in a worker process."""
+    from ferryman.engine import restore_walk
+
+    src = tmp_path / "src"
+    src.mkdir()
+    small = {f"a-{i}": os.urandom(1000 + i) for i in range(5)}
+    for name, data in small.items():
+        (src / name).write_bytes(data)
+    large = os.urandom(restore_walk.BATCH_BYTES + (1 << 20))
+    (src / "z-large").write_bytes(large)
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+
+    if in_processes:
+        monkeypatch.setattr(restore_walk, "PROCESS_AFTER_FILES", 0)  # scaled down
+    options = RestoreOptions(processes=1 if in_processes else 0)
+    restored = run_restore(repo, result.restore_point, tmp_path / "out", options)
+    assert restored.status == "success", restored.errors
+    assert restore_pools == ([1] if in_processes else [])
+    for name, data in small.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
+    assert (tmp_path / "out" / "z-large").read_bytes() == large
