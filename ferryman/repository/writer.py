@@ -17,7 +17,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -113,6 +113,10 @@ class RepositoryWriter:
         self._session_lock = threading.Lock()
         self._session_filter = BlobFilter()
         self._session_pending: set[bytes] = set()  # claimed, not yet in the session table
+        # Claimed, not yet written into a pack: another thread may already reference one (it
+        # deduplicates against the claim), so a flush waits for those claimed before it began.
+        self._unstored: set[bytes] = set()
+        self._stored_cv = threading.Condition(self._session_lock)
         self._lock = threading.Condition()
         self._open: dict[int, OpenPack | None] = {blob.KIND_DATA: None, blob.KIND_TREE: None}
         self._closing: list[OpenPack] = []
@@ -177,6 +181,7 @@ class RepositoryWriter:
             return False
         self._session_pending.add(blob_id)
         self._session_filter.add(blob_id)
+        self._unstored.add(blob_id)
         if len(self._session_pending) >= SESSION_INSERT_ROWS:
             rows = list(self._session_pending)
             self._session_pending.clear()
@@ -249,8 +254,10 @@ class RepositoryWriter:
             raise ValueError(f"blob of {len(data)} bytes exceeds {blob.MAX_BLOB_SIZE}")
         if not self._claim_new(kind, blob_id, force=force, checked=checked):
             return False
-        method, body = compression.compress_body(data, self.compression_level)
-        self._store(kind, blob_id, method, body, len(data))
+        blob_id = bytes(blob_id)
+        with self._storing([blob_id]):
+            method, body = compression.compress_body(data, self.compression_level)
+            self._store(kind, blob_id, method, body, len(data))
         return True
 
     def add_compressed_blob(
@@ -273,7 +280,9 @@ class RepositoryWriter:
         _check_compressed(method, body, raw_len)
         if not self._claim_new(kind, blob_id, force=False, checked=checked):
             return False
-        self._store(kind, bytes(blob_id), method, body, raw_len)
+        blob_id = bytes(blob_id)
+        with self._storing([blob_id]):
+            self._store(kind, blob_id, method, body, raw_len)
         return True
 
     def add_blobs(
@@ -296,12 +305,14 @@ class RepositoryWriter:
                 raise ValueError(f"blob of {len(data)} bytes exceeds {blob.MAX_BLOB_SIZE}")
         claimed = self._claim_many(kind, [blob_id for blob_id, _ in blobs], checked=checked)
         level = self.compression_level
-        records = []
-        for (blob_id, data), new in zip(blobs, claimed, strict=True):
-            if new:
-                method, body = compression.compress_body(data, level)
-                records.append((bytes(blob_id), method, body, len(data)))
-        self._store_many(kind, records)
+        mine = [bytes(b) for (b, _), new in zip(blobs, claimed, strict=True) if new]
+        with self._storing(mine):
+            records = []
+            for (blob_id, data), new in zip(blobs, claimed, strict=True):
+                if new:
+                    method, body = compression.compress_body(data, level)
+                    records.append((bytes(blob_id), method, body, len(data)))
+            self._store_many(kind, records)
         return claimed
 
     def add_compressed_blobs(
@@ -321,8 +332,39 @@ class RepositoryWriter:
             for (blob_id, method, body, raw_len), new in zip(blobs, claimed, strict=True)
             if new
         ]
-        self._store_many(kind, records)
+        with self._storing([r[0] for r in records]):
+            self._store_many(kind, records)
         return claimed
+
+    @contextlib.contextmanager
+    def _storing(self, blob_ids: list[bytes]) -> Iterator[None]:
+        """Around writing the records of ``blob_ids``, just claimed by this call. Another
+        thread may already reference one of them (it deduplicated against the claim): if
+        writing fails, the writer fails with it, so nothing referencing them is published.
+        Once done, a flush waiting for them goes on."""
+        try:
+            yield
+        except BaseException as exc:
+            if self._error is None:
+                self._error = exc
+            raise
+        finally:
+            if blob_ids:
+                with self._stored_cv:
+                    self._unstored.difference_update(blob_ids)
+                    self._stored_cv.notify_all()
+
+    def _wait_claims_stored(self) -> None:
+        """Wait until every blob claimed before this call is in a pack. A blob another
+        thread deduplicated against may still be being compressed by its claimant: a
+        checkpoint published before it is stored would name a blob that a crash loses."""
+        with self._stored_cv:
+            waiting = set(self._unstored)
+            while waiting:
+                waiting.intersection_update(self._unstored)
+                if waiting:
+                    self._raise_pending_error()
+                    self._stored_cv.wait(0.5)
 
     def _claim_many(self, kind: int, blob_ids: list[bytes], *, checked: bool) -> list[bool]:
         """:meth:`_claim_new` for several ids (never forced), the session lock taken once."""
@@ -624,9 +666,11 @@ class RepositoryWriter:
     def flush(self) -> None:
         """Checkpoint: close open packs, wait for their upload, publish an index segment.
 
-        After it returns every blob added so far is durable and indexed.
+        After it returns every blob added so far is durable and indexed, and so is every
+        blob :meth:`has_blob` approved because this session had claimed it.
         """
         self._raise_pending_error()
+        self._wait_claims_stored()
         with self._lock:
             for kind in list(self._open):
                 self._close(kind)

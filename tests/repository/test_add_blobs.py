@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import random
 import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ferryman.repository import KIND_DATA, Repository, pack
+from ferryman.repository import KIND_DATA, Repository, compression, open_backend, pack
 from ferryman.repository.compression import COMPRESSION_NONE, compress_body
 from ferryman.repository.writer import SESSION_INSERT_ROWS
+
+from .conftest import PASSPHRASE
 
 
 def _blobs(n: int, seed: int) -> list[bytes]:
@@ -119,3 +123,50 @@ def test_record_nonces_are_distinct_and_a_forked_child_draws_its_own(repo: Repos
     os.close(read_end)
     os.waitpid(pid, 0)
     assert len(child_nonce) == 12 and child_nonce != pack._nonces.take()
+
+
+def test_a_flush_waits_for_a_blob_another_thread_deduplicated_against_while_it_was_stored(
+    repo: Repository, repo_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thread A claims a chunk and is still compressing it when thread B meets the same
+    chunk (deduplicated against A's claim: B's file references it) and a checkpoint
+    flushes. The flush must not publish before A's blob is in a pack: a crash right
+    after would leave a checkpoint naming a blob that no pack holds."""
+    data = b"shared chunk " * 1000
+    blob_id = repo.blob_id(data)
+    compressing, release = threading.Event(), threading.Event()
+    real = compression.compress_body
+
+    def slow(body: bytes | bytearray | memoryview, level: int = 3) -> tuple[int, Any]:
+        if bytes(body[:13]) == b"shared chunk ":
+            compressing.set()
+            assert release.wait(20)
+        return real(body, level)
+
+    monkeypatch.setattr(compression, "compress_body", slow)
+    found_when_flushed: list[bool] = []
+    with repo.open_writer("t") as w:
+
+        def checkpoint() -> None:
+            w.flush()
+            reader = Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=tmp_path / "r")
+            try:
+                reader.sync_index()
+                found_when_flushed.append(bool(reader.index_cache.locations(blob_id)))
+            finally:
+                reader.close()
+
+        claimant = threading.Thread(target=w.add_blob, args=(KIND_DATA, blob_id, data))
+        claimant.start()
+        assert compressing.wait(20)
+        assert not w.add_blob(KIND_DATA, blob_id, data)  # B: deduplicated against the claim
+        assert w.has_blob(blob_id)
+        flusher = threading.Thread(target=checkpoint)
+        flusher.start()
+        flusher.join(0.5)
+        assert flusher.is_alive()  # still waiting for A's blob
+        release.set()
+        claimant.join(20)
+        flusher.join(20)
+    assert found_when_flushed == [True]
+    assert repo.get_blob(blob_id) == data
