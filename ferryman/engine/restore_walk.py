@@ -23,6 +23,7 @@ from ferryman.engine.file_saver import ByteBudget
 from ferryman.engine.nodes import Node
 from ferryman.engine.options import RestoreOptions
 from ferryman.engine.restore_files import (
+    FETCH_WINDOW,
     FileSpec,
     OpenPath,
     apply_fd_metadata,
@@ -50,6 +51,9 @@ BATCH_BYTES = 8 << 20
 # FETCH_WINDOW chunks at a time, whatever its size: charging a 256 MiB file's whole
 # size took the entire 64 MiB budget, so the walk stopped until that one file was
 # written, and the other writers sat idle (the reference share starts with two).
+# With chunks larger than the default 4 MiB, a window outweighs 2 * BATCH_BYTES and is
+# charged instead (``Restorer.batch_charge``): a repository of 16 MiB chunks would
+# otherwise hold ~4 x 64 MiB against a 64 MiB budget.
 BATCH_CHARGE = 2 * BATCH_BYTES
 QUEUED_BYTES = 64 << 20  # the byte budget: file bytes queued or being written
 DIRS_PER_SETTLE = 10_000
@@ -100,6 +104,9 @@ class Restorer:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="restore")
         self._budget = ByteBudget(QUEUED_BYTES)
+        # what a batch counts at most: a streamed file holds FETCH_WINDOW of the largest
+        # chunks at a time
+        self.batch_charge = max(BATCH_CHARGE, FETCH_WINDOW * repo.config.chunker.max_size)
         self._futures: list[Future[None]] = []
         # worker processes for local targets (started past PROCESS_AFTER_FILES files or
         # PROCESS_AFTER_BYTES bytes), and their batches in flight, kept to be written here
@@ -288,7 +295,7 @@ class Restorer:
         """Submit the pending file jobs."""
         if not self._batch:
             return
-        batch, nbytes = self._batch, min(self._batch_bytes, BATCH_CHARGE)
+        batch, nbytes = self._batch, min(self._batch_bytes, self.batch_charge)
         self._files_queued += len(batch)
         self._bytes_queued += self._batch_bytes
         self._batch, self._batch_bytes = [], 0

@@ -13,7 +13,7 @@ import pytest
 from ferryman.engine.backup import run_backup
 from ferryman.engine.options import BackupOptions, RestoreOptions
 from ferryman.engine.restore import run_restore
-from ferryman.repository import Repository
+from ferryman.repository import ChunkerParams, Repository, open_backend
 from ferryman.sources.local import LocalSource
 
 
@@ -308,14 +308,52 @@ def test_a_batch_that_failed_long_before_the_end_still_fails_the_restore(
     assert len(written) == 299  # the walk went on: the failed batch was long finished
 
 
+def _small_chunk_repository(path: Path) -> Repository:
+    """A repository of chunks of at most 128 KiB: a large file's window is 512 KiB."""
+    chunker = ChunkerParams(avg_size=64 << 10, min_size=16 << 10, max_size=128 << 10)
+    return Repository.init(
+        open_backend(str(path / "repo")),
+        "pw",
+        chunker=chunker,
+        scrypt_n=1 << 10,
+        cache_dir=path / "cache",
+    )
+
+
+def test_a_batch_is_charged_the_window_of_the_repositorys_largest_chunks(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A streamed file holds FETCH_WINDOW chunks at a time: with chunks up to 16 MiB that
+    outweighs the default charge, and the budget counts it."""
+    from ferryman.engine.restore_files import FETCH_WINDOW
+    from ferryman.engine.restore_walk import BATCH_CHARGE, Restorer
+    from ferryman.sources.local import LocalRestoreTarget
+
+    (tmp_path / "t").mkdir()
+    default = Restorer(repo, LocalRestoreTarget(tmp_path / "t").open_root(), RestoreOptions())
+    assert default.batch_charge == BATCH_CHARGE  # 4 MiB chunks: 4 of them fit in it
+    chunker = ChunkerParams(avg_size=4 << 20, min_size=1 << 20, max_size=16 << 20)
+    big = Repository.init(
+        open_backend(str(tmp_path / "big")), "pw", chunker=chunker, scrypt_n=1 << 10,
+        cache_dir=tmp_path / "big-cache",
+    )  # fmt: skip
+    try:
+        target = LocalRestoreTarget(tmp_path / "t").open_root()
+        assert Restorer(big, target, RestoreOptions()).batch_charge == FETCH_WINDOW * (16 << 20)
+    finally:
+        big.close()
+
+
 def test_a_large_file_being_written_does_not_hold_up_the_files_after_it(
-    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A file larger than the byte budget streams a few chunks at a time: while it is
     being written the walk goes on and the other writers write the files after it
     (charging its whole size took the entire budget and left them idle)."""
     from ferryman.engine import restore_walk
     from ferryman.engine.restore_files import write_local_file as real_write
+
+    repo = _small_chunk_repository(tmp_path / "r")  # its window fits the charge below
 
     src = tmp_path / "src"
     src.mkdir()
@@ -345,7 +383,10 @@ def test_a_large_file_being_written_does_not_hold_up_the_files_after_it(
 
     monkeypatch.setattr(restore_walk, "write_local_file", write)
     options = RestoreOptions(processes=0, workers=2)
-    restored = run_restore(repo, result.restore_point, tmp_path / "out", options)
+    try:
+        restored = run_restore(repo, result.restore_point, tmp_path / "out", options)
+    finally:
+        repo.close()
     assert restored.status == "success", restored.errors
     assert seen_while_big == [True]  # a small file was written while the big one waited
     assert (tmp_path / "out" / "a-big").read_bytes() == big
