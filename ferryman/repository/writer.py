@@ -185,7 +185,13 @@ class RepositoryWriter:
         if len(self._session_pending) >= SESSION_INSERT_ROWS:
             rows = list(self._session_pending)
             self._session_pending.clear()
-            self._session.execute(_SESSION_INSERT, rows)
+            try:
+                self._session.execute(_SESSION_INSERT, rows)
+            except BaseException as exc:
+                # the caller's claims are never stored (a flush would wait for them for
+                # ever) and the others' dropped from the session's view: fail the writer
+                self._error = exc
+                raise
         return True
 
     def has_blob(self, blob_id: bytes) -> bool:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ferryman.repository import KIND_DATA, Repository, compression, open_backend, pack
+from ferryman.repository import (
+    KIND_DATA,
+    Repository,
+    RepositoryError,
+    compression,
+    open_backend,
+    pack,
+)
 from ferryman.repository.compression import COMPRESSION_NONE, compress_body
 from ferryman.repository.writer import SESSION_INSERT_ROWS
 
@@ -170,3 +178,48 @@ def test_a_flush_waits_for_a_blob_another_thread_deduplicated_against_while_it_w
         flusher.join(20)
     assert found_when_flushed == [True]
     assert repo.get_blob(blob_id) == data
+
+
+class _FullScratch:
+    """The writer's scratch connection on a full disk: every INSERT fails."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        if sql.startswith("INSERT"):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, params)
+
+
+def test_a_failed_scratch_insert_fails_the_writer_instead_of_hanging_its_flush(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claims written to the scratch table in one statement fail there: the batch
+    that triggered it stores nothing, so a later flush (a checkpoint) must fail at once
+    instead of waiting for ever for those claims to be stored."""
+    blobs = _blobs(SESSION_INSERT_ROWS, seed=5)
+    ids = [repo.blob_id(b) for b in blobs]
+    w = repo.open_writer("t")
+    try:
+        monkeypatch.setattr(w, "_session", _FullScratch(w._session))
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            w.add_blobs(KIND_DATA, list(zip(ids, blobs, strict=True)))
+        outcome: list[BaseException] = []
+
+        def checkpoint() -> None:
+            try:
+                w.flush()
+            except BaseException as exc:
+                outcome.append(exc)
+
+        flusher = threading.Thread(target=checkpoint, daemon=True)
+        flusher.start()
+        flusher.join(10)
+        assert not flusher.is_alive(), "flush waits for ever for claims nobody stores"
+        assert len(outcome) == 1 and isinstance(outcome[0], RepositoryError)
+        assert "disk is full" in str(outcome[0])
+        with pytest.raises(RepositoryError, match="writer failed earlier"):
+            w.add_blob(KIND_DATA, ids[0], blobs[0])
+    finally:
+        w.close(flush=False)
