@@ -174,24 +174,29 @@ class RepositoryWriter:
             return self._claim_locked(blob_id)
 
     def _claim_locked(self, blob_id: bytes) -> bool:
-        """:meth:`_claim`, the caller holding the session lock."""
-        if blob_id in self._session_pending:
-            return False
-        if blob_id in self._session_filter and self._session_row(blob_id):
-            return False
-        self._session_pending.add(blob_id)
-        self._session_filter.add(blob_id)
-        self._unstored.add(blob_id)
-        if len(self._session_pending) >= SESSION_INSERT_ROWS:
-            rows = list(self._session_pending)
-            self._session_pending.clear()
-            try:
+        """:meth:`_claim`, the caller holding the session lock.
+
+        A failure here (the scratch table's SQLite) fails the writer: the claims its
+        caller made before it (earlier ids of a batch) are never stored though other
+        threads may already deduplicate against them, a failed insert drops other
+        threads' claims from the session's view, and a flush would wait for ever for
+        the claims nobody stores.
+        """
+        try:
+            if blob_id in self._session_pending:
+                return False
+            if blob_id in self._session_filter and self._session_row(blob_id):
+                return False
+            self._session_pending.add(blob_id)
+            self._session_filter.add(blob_id)
+            self._unstored.add(blob_id)
+            if len(self._session_pending) >= SESSION_INSERT_ROWS:
+                rows = list(self._session_pending)
+                self._session_pending.clear()
                 self._session.execute(_SESSION_INSERT, rows)
-            except BaseException as exc:
-                # the caller's claims are never stored (a flush would wait for them for
-                # ever) and the others' dropped from the session's view: fail the writer
-                self._error = exc
-                raise
+        except BaseException as exc:
+            self._error = exc
+            raise
         return True
 
     def has_blob(self, blob_id: bytes) -> bool:

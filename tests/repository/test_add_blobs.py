@@ -180,16 +180,35 @@ def test_a_flush_waits_for_a_blob_another_thread_deduplicated_against_while_it_w
     assert repo.get_blob(blob_id) == data
 
 
-class _FullScratch:
-    """The writer's scratch connection on a full disk: every INSERT fails."""
+class _FailingScratch:
+    """The writer's scratch connection whose statements starting with ``verb`` fail."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, verb: str) -> None:
         self._conn = conn
+        self._verb = verb
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
-        if sql.startswith("INSERT"):
+        if sql.startswith(self._verb):
             raise sqlite3.OperationalError("database or disk is full")
         return self._conn.execute(sql, params)
+
+
+def _flush_outcome(w: Any) -> BaseException:
+    """What a flush (a checkpoint) raises; fails if it is still waiting after 10 s."""
+    outcome: list[BaseException] = []
+
+    def checkpoint() -> None:
+        try:
+            w.flush()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    flusher = threading.Thread(target=checkpoint, daemon=True)
+    flusher.start()
+    flusher.join(10)
+    assert not flusher.is_alive(), "flush waits for ever for claims nobody stores"
+    assert len(outcome) == 1
+    return outcome[0]
 
 
 def test_a_failed_scratch_insert_fails_the_writer_instead_of_hanging_its_flush(
@@ -202,24 +221,33 @@ def test_a_failed_scratch_insert_fails_the_writer_instead_of_hanging_its_flush(
     ids = [repo.blob_id(b) for b in blobs]
     w = repo.open_writer("t")
     try:
-        monkeypatch.setattr(w, "_session", _FullScratch(w._session))
+        monkeypatch.setattr(w, "_session", _FailingScratch(w._session, "INSERT"))
         with pytest.raises(sqlite3.OperationalError, match="disk is full"):
             w.add_blobs(KIND_DATA, list(zip(ids, blobs, strict=True)))
-        outcome: list[BaseException] = []
-
-        def checkpoint() -> None:
-            try:
-                w.flush()
-            except BaseException as exc:
-                outcome.append(exc)
-
-        flusher = threading.Thread(target=checkpoint, daemon=True)
-        flusher.start()
-        flusher.join(10)
-        assert not flusher.is_alive(), "flush waits for ever for claims nobody stores"
-        assert len(outcome) == 1 and isinstance(outcome[0], RepositoryError)
-        assert "disk is full" in str(outcome[0])
+        failed = _flush_outcome(w)
+        assert isinstance(failed, RepositoryError) and "disk is full" in str(failed)
         with pytest.raises(RepositoryError, match="writer failed earlier"):
             w.add_blob(KIND_DATA, ids[0], blobs[0])
+    finally:
+        w.close(flush=False)
+
+
+def test_a_lookup_failing_mid_batch_fails_the_writer_the_batch_claims_being_unstored(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's first id is claimed, the scratch-table lookup of its second fails: the
+    first is never stored though the session lists it (another thread would reference
+    it), so the writer fails and a flush says so instead of waiting for ever."""
+    blobs = _blobs(SESSION_INSERT_ROWS + 1, seed=6)
+    ids = [repo.blob_id(b) for b in blobs]
+    w = repo.open_writer("t")
+    try:
+        # the first SESSION_INSERT_ROWS ids are in the scratch table (looked up by SELECT)
+        assert all(w.add_blobs(KIND_DATA, list(zip(ids[:-1], blobs[:-1], strict=True))))
+        monkeypatch.setattr(w, "_session", _FailingScratch(w._session, "SELECT"))
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            w.add_blobs(KIND_DATA, [(ids[-1], blobs[-1]), (ids[0], blobs[0])], checked=True)
+        failed = _flush_outcome(w)
+        assert isinstance(failed, RepositoryError) and "disk is full" in str(failed)
     finally:
         w.close(flush=False)
