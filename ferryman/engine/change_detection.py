@@ -29,19 +29,19 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from types import MappingProxyType
 
-from ferryman.engine.listing_cache import EMPTY_BLOB, ListingCache, StatKey, load_prev_blob
+from ferryman.engine.listing_cache import (
+    CHANGED,
+    EMPTY_BLOB,
+    ListingCache,
+    StatKey,
+    load_prev_blob,
+)
 from ferryman.engine.nodes import NodeMap, TreeLayoutError
 from ferryman.engine.ports import RepositoryPort
 from ferryman.repository import RepositoryError
 
 log = logging.getLogger(__name__)
-
-
-# The record of a previous entry known to have changed, not decoded: typeless, so no
-# test takes it for the same entry (``unchanged``, ``resumable_prefix``); never stored.
-CHANGED: NodeMap = MappingProxyType({})  # type: ignore[assignment]
 
 
 class PreviousListing:

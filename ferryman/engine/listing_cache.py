@@ -28,11 +28,12 @@ import sqlite3
 import threading
 import zlib
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import msgpack
 
-from ferryman.engine.nodes import NodeMap, TreeLayoutError, load_dir_maps
+from ferryman.engine.nodes import NodeMap, load_dir_maps
 from ferryman.engine.ports import RepositoryPort
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ QUERY_IDS = 500  # ids per query (below SQLite's bound parameter limit)
 # file is started again when a task opens it (one decoding of each tree blob it asks).
 MAX_FILE_BYTES = 512 << 20
 StatKey = tuple[int, int, int, int, int, int]
+# The record of a previous entry known to have changed, not decoded: typeless, so no
+# test takes it for the same entry (``unchanged``, ``resumable_prefix``); never stored.
+CHANGED: NodeMap = MappingProxyType({})  # type: ignore[assignment]
 
 
 def approx_size(m: NodeMap) -> int:
@@ -124,7 +128,7 @@ class PrevBlob:
     """One tree blob of the previous restore point, as a compact listing; its full
     records are decoded on first use (``maps``), from either thread of the task."""
 
-    __slots__ = ("_maps", "_repo", "blob_id", "listing")
+    __slots__ = ("_cache", "_maps", "_repo", "blob_id", "listing", "stale")
 
     def __init__(
         self,
@@ -132,14 +136,23 @@ class PrevBlob:
         blob_id: bytes,
         listing: CompactListing,
         maps: list[NodeMap] | None = None,
+        cache: ListingCache | None = None,
     ) -> None:
         self._repo = repo
+        self._cache = cache
         self.blob_id = blob_id
         self.listing = listing
         self._maps = maps
+        self.stale = False  # the cached listing disagreed with the decoded blob
 
     def maps(self) -> list[NodeMap]:
-        """The blob's records (decoded once; checked against the compact listing)."""
+        """The blob's records, one per name of the listing (decoded once).
+
+        When the cached listing disagrees with the blob (names or stat keys), its row
+        is dropped (the next task caches the blob's own) and ``stale`` set: the records
+        are then the blob's records of the listing's names (``CHANGED`` for a name
+        the blob lacks), which every user compares again (``PrevRun.maps``).
+        """
         maps = self._maps
         if maps is None:
             assert self._repo is not None
@@ -147,10 +160,15 @@ class PrevBlob:
             if tuple(m["n"] for m in maps) != self.listing.names or (
                 tuple(map(map_key, maps)) != self.listing.keys
             ):
-                raise TreeLayoutError(
-                    f"tree blob {self.blob_id.hex()[:16]} does not match its cached listing "
-                    "(delete listings.sqlite in the proxy's cache)"
+                log.warning(
+                    "tree blob %s does not match its cached listing: row dropped",
+                    self.blob_id.hex()[:16],
                 )
+                if self._cache is not None:
+                    self._cache.drop(self.blob_id)
+                by_name = {m["n"]: m for m in maps}
+                maps = [by_name.get(n, CHANGED) for n in self.listing.names]
+                self.stale = True
             self._maps = maps
         return maps
 
@@ -256,6 +274,18 @@ class ListingCache:
             if len(self._pending) >= WRITE_BATCH:
                 self._write()
 
+    def drop(self, blob_id: bytes) -> None:
+        """Forget the listing of ``blob_id`` (it disagreed with the tree blob)."""
+        with self._lock:
+            self._pending.pop(blob_id, None)
+            self._ahead.pop(blob_id, None)
+            if self._conn is None:
+                return
+            try:
+                self._conn.execute("DELETE FROM listings WHERE id = ?", (blob_id,))
+            except sqlite3.Error as exc:
+                self._disable(exc)
+
     def flush(self) -> None:
         """Write the listings put since the last write."""
         with self._lock:
@@ -297,7 +327,7 @@ def load_prev_blob(repo: RepositoryPort, cache: ListingCache | None, blob_id: by
         listing = cache.get(blob_id)
         if listing is not None:
             cache.read_ahead([i for d in listing.dirs if d is not None for i in d.get("st", ())])
-            return PrevBlob(repo, blob_id, listing)
+            return PrevBlob(repo, blob_id, listing, cache=cache)
     maps = load_dir_maps(repo, blob_id)
     listing = CompactListing.from_maps(maps)
     if cache is not None:

@@ -35,11 +35,18 @@ from dataclasses import dataclass, field
 
 from ferryman.engine.checkpoint import partial_file_map
 from ferryman.engine.file_saver import FileOutcome, PendingContent
-from ferryman.engine.listing_cache import CompactListing, ListingCache, PrevBlob, approx_size
+from ferryman.engine.listing_cache import (
+    CompactListing,
+    ListingCache,
+    PrevBlob,
+    approx_size,
+    map_key,
+)
 from ferryman.engine.nodes import (
     MAX_NODES_PER_TREE,
     Node,
     NodeMap,
+    TreeLayoutError,
     node_from_map,
     node_to_map,
     store_maps,
@@ -103,8 +110,20 @@ class PrevRun:
         return self.stop - self.start
 
     def maps(self) -> list[NodeMap]:
-        """The run's previous records (decodes the tree blob once if needed)."""
-        return self.blob.maps()[self.start : self.stop]
+        """The run's previous records (decodes the tree blob once if needed).
+
+        The scanner took them as unchanged on the cached listing's stat keys: when
+        that listing proved stale, each record's own key must be the same, else
+        the task fails rather than store a record of other content."""
+        maps = self.blob.maps()[self.start : self.stop]
+        if self.blob.stale and list(map(map_key, maps)) != list(
+            self.blob.listing.keys[self.start : self.stop]
+        ):
+            raise TreeLayoutError(
+                f"tree blob {self.blob.blob_id.hex()[:16]} does not match its cached "
+                "listing (dropped: the next backup decodes the blob)"
+            )
+        return maps
 
     def approx_bytes(self) -> int:
         """The sum of ``approx_size`` of the run's records, without decoding them."""

@@ -200,3 +200,45 @@ def test_a_cache_file_past_its_size_bound_starts_again(tmp_path: Path) -> None:
     small = ListingCache(path, max_bytes=1)  # the file is larger: emptied
     assert small.get(b"\x01" * 32) is None
     small.close()
+
+
+def test_a_cached_listing_that_disagrees_with_its_tree_blob_is_dropped_not_fatal(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A row whose checksum is valid but whose stat key disagrees with the tree blob
+    (written by other code, say): the entry is compared with the blob's record, the
+    run of unchanged entries around it is checked against the blob when its directory
+    is encoded again, the backup succeeds and the row is replaced by a right one (a
+    'mismatch fails the task' here would fail every later backup of the share too)."""
+    src = tmp_path / "src"
+    _build(src)
+    _settled(repo, src)
+    path = _listings(repo)
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, CAST(data AS BLOB) FROM listings").fetchall()
+        bent = []
+        for blob_id, data in rows:
+            listing = CompactListing.decode(data)
+            assert listing is not None
+            if b"f10" in listing.names:
+                k = listing.names.index(b"f10")
+                size, mt, ct, ino, mode, rdev = listing.keys[k]
+                keys = (*listing.keys[:k], (size, mt + 1, ct, ino, mode, rdev))
+                keys += listing.keys[k + 1 :]
+                wrong = CompactListing(listing.names, keys, listing.dirs, listing.approx)
+                db.execute("UPDATE listings SET data = ? WHERE id = ?", (wrong.encode(), blob_id))
+                bent.append((blob_id, data))
+    assert len(bent) == 1
+    result = _backup(repo, src)
+    # f10 is read again (its cached key differs from its stat), nothing else is
+    assert result.stats.files_read == 1
+    _restored_equal(repo, result, src, tmp_path / "out")
+    # the row was dropped; the directory, encoded again, kept its blob id (the next
+    # backup decodes that blob as its previous one and caches its right listing)
+    again = _backup(repo, src)
+    assert again.stats.files_read == 0
+    with sqlite3.connect(path) as db:
+        (data,) = db.execute(
+            "SELECT CAST(data AS BLOB) FROM listings WHERE id = ?", (bent[0][0],)
+        ).fetchone()
+    assert data == bent[0][1]
