@@ -242,3 +242,43 @@ def test_a_cached_listing_that_disagrees_with_its_tree_blob_is_dropped_not_fatal
             "SELECT CAST(data AS BLOB) FROM listings WHERE id = ?", (bent[0][0],)
         ).fetchone()
     assert data == bent[0][1]
+
+
+def test_deleted_renamed_added_and_non_utf8_entries_between_unchanged_runs_are_seen(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """Entries deleted, renamed and added between runs of unchanged entries, names
+    that are not UTF-8 and sort differently as bytes, a symlink pointed elsewhere with
+    a target of the same length, and a second hard link (link count only)."""
+    src = tmp_path / "src"
+    _build(src)
+    deep = os.fsencode(src / "d1" / "d2" / "d3")
+    for raw in (b"f05\xff", b"f05\xc3\xa9", b"f\xe9", b"F00"):  # \xff > \xc3 > ...
+        with open(deep + b"/" + raw, "wb") as f:
+            f.write(raw * 7)
+    _settled(repo, src)
+    d3 = src / "d1" / "d2" / "d3"
+    (d3 / "f03").unlink()  # deleted just before a run of unchanged entries
+    os.rename(d3 / "f07", d3 / "f07r")  # renamed: a new name, the old one gone
+    os.unlink(deep + b"/f05\xff")
+    with open(deep + b"/f05\xfe", "wb") as f:  # new non-UTF-8 name, same length
+        f.write(b"new")
+    with open(deep + b"/f\xe9", "ab") as f:  # changed non-UTF-8 name
+        f.write(b"+")
+    (d3 / "f39").unlink()  # the last entry
+    link = src / "d1" / "link"
+    link.unlink()
+    link.symlink_to("g01")  # same target length as "g00"
+    os.link(d3 / "f12", src / "d1" / "hard")  # f12's link count only (and ctime)
+    result = _backup(repo, src)
+    # f07r, f05\xfe, f\xe9 and the hard link pair (f12 with two links now)
+    assert result.stats.files_read == 4
+    out = tmp_path / "out"
+    _restored_equal(repo, result, src, out)
+    restored = set(os.listdir(os.fsencode(out / "d1" / "d2" / "d3")))
+    assert {b"f03", b"f07", b"f05\xff", b"f39"}.isdisjoint(restored)
+    assert {b"f07r", b"f05\xfe", b"f05\xc3\xa9", b"F00"} <= restored
+    assert os.readlink(out / "d1" / "link") == "g01"
+    with open(os.fsencode(out) + b"/d1/d2/d3/f\xe9", "rb") as f:
+        assert f.read() == b"f\xe9" * 7 + b"+"
+    assert os.stat(out / "d1" / "hard").st_ino == os.stat(out / "d1" / "d2" / "d3" / "f12").st_ino
