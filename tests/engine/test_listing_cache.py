@@ -282,3 +282,22 @@ def test_deleted_renamed_added_and_non_utf8_entries_between_unchanged_runs_are_s
     with open(os.fsencode(out) + b"/d1/d2/d3/f\xe9", "rb") as f:
         assert f.read() == b"f\xe9" * 7 + b"+"
     assert os.stat(out / "d1" / "hard").st_ino == os.stat(out / "d1" / "d2" / "d3" / "f12").st_ino
+
+
+def test_an_unusable_cache_file_never_fails_the_backup(repo: Repository, tmp_path: Path) -> None:
+    """The cache cannot be opened (here a directory stands at its path): every
+    previous tree blob is decoded, the backup succeeds and changes are still seen."""
+    src = tmp_path / "src"
+    _build(src)
+    settled = _settled(repo, src)
+    path = _listings(repo)
+    path.unlink()
+    path.mkdir()
+    again = _backup(repo, src)
+    assert again.root_tree == settled.root_tree and again.stats.files_read == 0
+    with open(src / "d1" / "d2" / "d3" / "f30", "ab") as f:
+        f.write(b"x")
+    changed = _backup(repo, src)
+    assert changed.stats.files_read == 1
+    _restored_equal(repo, changed, src, tmp_path / "out")
+    assert path.is_dir() and not any(path.iterdir())
