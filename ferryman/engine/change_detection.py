@@ -48,7 +48,7 @@ class PreviousListing:
     """Previous entries of one directory, consumed in sorted name order.
 
     Holds the current tree blob (``blob``, a compact listing whose full records are
-    decoded only when one is asked for) and a position ``i`` in it: ``peek``/``take``
+    decoded only when one is asked for) and a position ``i`` in it: ``find``/``take``
     cost a few operations per entry, no generator step. The scanner's run of
     unchanged entries reads ``blob.listing`` and ``i`` directly.
     """
@@ -126,12 +126,8 @@ class PreviousListing:
             self.skipped = True  # the directory is encoded again
             return None
 
-    def peek(self) -> NodeMap | None:
-        """The next previous entry, not consumed (``take`` consumes it)."""
-        return self._record() if self.i < len(self.blob.listing.names) else None
-
     def take(self) -> None:
-        """Consume the entry ``peek`` returned (the caller matched it by name)."""
+        """Consume the entry at the position (matched by name, or passed)."""
         self.i += 1
         if self.i >= len(self.blob.listing.names):
             self._load()

@@ -265,7 +265,7 @@ class ListingCache:
                 self._disable(exc)
 
     def put(self, blob_id: bytes, listing: CompactListing) -> None:
-        """Remember ``listing`` for ``blob_id`` (written in batches; ``flush`` ends one)."""
+        """Remember ``listing`` for ``blob_id`` (written in batches; ``close`` ends one)."""
         data = listing.encode()
         with self._lock:
             if self._conn is None:
@@ -285,11 +285,6 @@ class ListingCache:
                 self._conn.execute("DELETE FROM listings WHERE id = ?", (blob_id,))
             except sqlite3.Error as exc:
                 self._disable(exc)
-
-    def flush(self) -> None:
-        """Write the listings put since the last write."""
-        with self._lock:
-            self._write()
 
     def close(self) -> None:
         """Write what is pending and close the file."""
