@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from ferryman.engine import save_procs
@@ -51,6 +51,7 @@ from ferryman.engine.small_files import (
     cut_pieces,
     describe_os_error,
     read_small_file,
+    ungated,
     xattrs_of,
 )
 from ferryman.engine.small_files import count as _count
@@ -250,9 +251,6 @@ class _ReadCancelled(Exception):
 
 
 _changed = changed
-# Reads outside adaptive I/O: one shared context (nothing reads its meter), not two
-# objects made per file read.
-_UNGATED = nullcontext(ReadMeter(0))
 
 
 @dataclass(slots=True)
@@ -734,7 +732,7 @@ class FileSaver:
     def _source_read(self, nbytes: int) -> AbstractContextManager[ReadMeter]:
         """Around every read from the source: the governor's gate and timing, if any."""
         if self._governor is None:
-            return _UNGATED
+            return ungated(nbytes)
         return self._governor.reading(nbytes)
 
     def _cancelled(self) -> bool:

@@ -73,7 +73,9 @@ class SmallRead:
 _UNGATED = nullcontext(ReadMeter(0))  # shared: nothing reads an ungated read's meter
 
 
-def _ungated(nbytes: int) -> AbstractContextManager[ReadMeter]:
+def ungated(nbytes: int) -> AbstractContextManager[ReadMeter]:
+    """The gate of a read outside adaptive I/O: none (one shared context, not two
+    objects made per read)."""
     return _UNGATED
 
 
@@ -84,7 +86,7 @@ def read_small_file(
     tally: Tally,
     *,
     read_xattrs: bool,
-    gate: ReadGate = _ungated,
+    gate: ReadGate = ungated,
 ) -> SmallRead:
     """Read one small file whole (once more if it changed while read).
 
