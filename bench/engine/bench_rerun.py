@@ -77,9 +77,9 @@ def run(folder: Path, work: Path, reruns: int, daily: int) -> dict[str, Any]:
             shutil.copytree(folder, copy, symlinks=True)
             base, _ = timed_backup(repo, copy, "daily")
             rows["daily_change"] = apply_daily_change(copy).summary()
-            rows["daily"] = [timed_backup(repo, copy, "daily", base.restore_point)[1]]
-            for _ in range(daily - 1):
-                rows["daily"].append(timed_backup(repo, copy, "daily", base.restore_point)[1])
+            rows["daily"] = [
+                timed_backup(repo, copy, "daily", base.restore_point)[1] for _ in range(daily)
+            ]
     finally:
         repo.close()
     return rows
