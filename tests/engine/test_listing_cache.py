@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ferryman.engine.backup import run_backup
+from ferryman.engine.backup import BackupFailed, run_backup
 from ferryman.engine.listing_cache import LISTINGS_FILE, CompactListing, ListingCache
 from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
@@ -301,3 +301,38 @@ def test_an_unusable_cache_file_never_fails_the_backup(repo: Repository, tmp_pat
     assert changed.stats.files_read == 1
     _restored_equal(repo, changed, src, tmp_path / "out")
     assert path.is_dir() and not any(path.iterdir())
+
+
+def test_a_stale_listing_never_makes_a_changed_file_look_unchanged(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A row claiming a changed file's new stat (the tree blob holds its old record):
+    when the directory is encoded again, the blob's own key is checked and the task
+    fails rather than storing the old content under the new stat; the row is dropped,
+    so the next backup reads the file."""
+    src = tmp_path / "src"
+    _build(src)
+    _settled(repo, src)
+    d3 = src / "d1" / "d2" / "d3"
+    with open(d3 / "f10", "ab") as f:
+        f.write(b"new content")
+    with open(d3 / "f20", "ab") as f:  # so that the directory is encoded again
+        f.write(b"+")
+    st = os.stat(d3 / "f10")
+    now = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode, st.st_rdev)
+    path = _listings(repo)
+    with sqlite3.connect(path) as db:
+        for blob_id, data in db.execute("SELECT id, CAST(data AS BLOB) FROM listings").fetchall():
+            listing = CompactListing.decode(data)
+            assert listing is not None
+            if b"f10" in listing.names:
+                k = listing.names.index(b"f10")
+                keys = (*listing.keys[:k], now, *listing.keys[k + 1 :])
+                wrong = CompactListing(listing.names, keys, listing.dirs, listing.approx)
+                db.execute("UPDATE listings SET data = ? WHERE id = ?", (wrong.encode(), blob_id))
+    with pytest.raises(BackupFailed, match="does not match its cached listing"):
+        run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    result = _backup(repo, src)
+    assert result.stats.files_read == 2
+    _restored_equal(repo, result, src, tmp_path / "out")
+    assert (tmp_path / "out" / "d1" / "d2" / "d3" / "f10").read_bytes().endswith(b"new content")
