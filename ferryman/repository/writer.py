@@ -429,22 +429,7 @@ class RepositoryWriter:
                 i += 1
                 continue
             assert current is not None
-            try:
-                for entry, body in placed:
-                    current.builder.write(entry, body)
-            except BaseException as exc:
-                self._error = exc  # the pack now holds a bad record: publish nothing more
-                raise
-            finally:
-                with self._lock:
-                    current.users -= 1
-                    ready = self._take_ready()
-                    stats = self.stats
-                    stats["blobs_new"] += len(placed)
-                    stats["bytes_raw"] += sum(entry.raw_length for entry, _ in placed)
-                    stats["bytes_stored"] += sum(entry.length for entry, _ in placed)
-                for item in ready:
-                    self._submit(item)
+            self._write_reserved(current, placed)
 
     def _claim_new(self, kind: int, blob_id: bytes, *, force: bool, checked: bool) -> bool:
         """Check the arguments; True when this call is the one to store ``blob_id``."""
@@ -470,8 +455,14 @@ class RepositoryWriter:
     ) -> None:
         """Encrypt and write one claimed blob's record into the open pack of ``kind``."""
         current, entry = self._reserve(kind, bytes(blob_id), 1 + len(body), raw_len, method)
+        self._write_reserved(current, [(entry, body)])
+
+    def _write_reserved(self, current: OpenPack, placed: list[tuple[pack.PackEntry, Any]]) -> None:
+        """Encrypt and write records reserved in ``current`` (which counts this call among
+        its users), then release it and submit the packs that became ready."""
         try:
-            current.builder.write(entry, body)
+            for entry, body in placed:
+                current.builder.write(entry, body)
         except BaseException as exc:
             self._error = exc  # the pack now holds a bad record: publish nothing more
             raise
@@ -479,9 +470,10 @@ class RepositoryWriter:
             with self._lock:
                 current.users -= 1
                 ready = self._take_ready()
-                self.stats["blobs_new"] += 1
-                self.stats["bytes_raw"] += raw_len
-                self.stats["bytes_stored"] += entry.length
+                stats = self.stats
+                stats["blobs_new"] += len(placed)
+                stats["bytes_raw"] += sum(entry.raw_length for entry, _ in placed)
+                stats["bytes_stored"] += sum(entry.length for entry, _ in placed)
         for item in ready:
             self._submit(item)
 
