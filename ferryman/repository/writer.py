@@ -474,8 +474,8 @@ class RepositoryWriter:
                 stats["blobs_new"] += len(placed)
                 stats["bytes_raw"] += sum(entry.raw_length for entry, _ in placed)
                 stats["bytes_stored"] += sum(entry.length for entry, _ in placed)
-        for item in ready:
-            self._submit(item)
+            for item in ready:  # after a failure: released, not uploaded (_submit)
+                self._submit(item)
 
     def _reserve(
         self, kind: int, blob_id: bytes, payload: int, raw: int, method: int
@@ -548,10 +548,14 @@ class RepositoryWriter:
         return ready
 
     def _submit(self, item: OpenPack) -> None:
-        """Finish a pack and hand it to the upload pool (counted until its future is known)."""
+        """Finish a pack and hand it to the upload pool (counted until its future is known).
+
+        Once the writer has failed nothing more is uploaded: a pack may hold a record whose
+        write failed, and indexing it would let other sessions deduplicate against a blob
+        that cannot be read (its buffer is released instead)."""
         fut = None
         try:
-            if item.builder.entries:
+            if item.builder.entries and self._error is None:
                 data = item.builder.finish()
                 fut = self._pool.submit(self._upload, item, data)
         finally:

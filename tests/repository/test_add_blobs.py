@@ -251,3 +251,36 @@ def test_a_lookup_failing_mid_batch_fails_the_writer_the_batch_claims_being_unst
         assert isinstance(failed, RepositoryError) and "disk is full" in str(failed)
     finally:
         w.close(flush=False)
+
+
+def test_a_pack_holding_a_record_whose_write_failed_is_neither_uploaded_nor_indexed(
+    repo: Repository, repo_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record's write fails (say the encryption raised) in a batch that filled its pack:
+    the pack, ready once the batch lets go of it, would list a blob that cannot be read.
+    Indexed, every later session would deduplicate against it; left unindexed, a resumed
+    task would adopt it. It must not reach the repository at all."""
+    blobs = _blobs(60, seed=5)
+    ids = [repo.blob_id(b) for b in blobs]
+    bad = ids[30]  # mid-batch: the records placed after it fill its pack
+    real_write = pack.PackBuilder.write
+
+    def write(self: pack.PackBuilder, entry: pack.PackEntry, body: Any) -> None:
+        if entry.blob_id == bad:
+            raise OSError(5, "Input/output error")
+        real_write(self, entry, body)
+
+    monkeypatch.setattr(pack.PackBuilder, "write", write)
+    with pytest.raises(OSError), repo.open_writer("t", pack_size=16 << 10) as w:
+        w.add_blobs(KIND_DATA, list(zip(ids, blobs, strict=True)), checked=True)
+    reader = Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=tmp_path / "r")
+    try:
+        reader.sync_index()
+        assert not reader.index_cache.locations(bad)
+        report = reader.check(read_data=True)
+        assert report.ok, report.errors  # no stored pack holds the broken record
+        stored = [b for b in ids if reader.index_cache.locations(b)]
+        for blob_id in stored:  # what was published before the failure reads back
+            assert reader.get_blob(blob_id) == blobs[ids.index(blob_id)]
+    finally:
+        reader.close()
