@@ -22,8 +22,8 @@ import threading
 import time
 from collections.abc import Iterator
 
-from ferryman.engine.backup import rarer_gc
 from ferryman.engine.browse import find_node, split_path
+from ferryman.engine.gc_tuning import rarer_gc
 from ferryman.engine.nodes import Node, load_root
 from ferryman.engine.options import (
     OVERWRITE_POLICIES,

@@ -108,7 +108,7 @@ def test_backup_raises_the_gc_threshold_only_while_it_runs(
     """The proxy's process (the server, when embedded) gets its own GC settings back."""
     import gc
 
-    from ferryman.engine.backup import GC_YOUNG_THRESHOLD
+    from ferryman.engine.gc_tuning import GC_YOUNG_THRESHOLD
 
     src = tmp_path / "src"
     src.mkdir()
@@ -131,7 +131,7 @@ def test_restore_raises_the_gc_threshold_only_while_it_runs(
     """As a backup does: raised during the walk, the process's own settings back after."""
     import gc
 
-    from ferryman.engine.backup import GC_YOUNG_THRESHOLD
+    from ferryman.engine.gc_tuning import GC_YOUNG_THRESHOLD
 
     src = tmp_path / "src"
     src.mkdir()
