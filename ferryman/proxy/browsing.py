@@ -11,8 +11,9 @@ from typing import Any
 
 from ferryman.engine import browse
 from ferryman.engine.browse import PathNotFound
-from ferryman.engine.nodes import iter_dir_nodes, load_root, load_tree
+from ferryman.engine.nodes import iter_dir_nodes, load_root, load_tree_maps
 from ferryman.proxy import path_names
+from ferryman.repository import CorruptObject
 
 __all__ = ["PathNotFound", "list_path", "top_level_stats", "versions"]
 
@@ -161,13 +162,21 @@ def _blob_totals(
                 continue
             own = [0, 0, 0]
             subtrees: list[bytes] = []
-            for node in load_tree(repo, child):
+            # the stored maps, without building a validated Node per entry (half the
+            # decoding time); only the three fields summed are read, and checked
+            for m in load_tree_maps(repo, child):
                 own[2] += 1
-                if node.type == "dir":
-                    subtrees.extend(node.subtrees)
+                if m.get("t") == "dir":
+                    ids = m.get("st", [])
+                    if not isinstance(ids, list) or not all(isinstance(i, bytes) for i in ids):
+                        raise CorruptObject(f"tree blob {child.hex()}: bad subtree ids")
+                    subtrees.extend(ids)
                 else:
+                    size = m.get("s", 0)
+                    if type(size) is not int or size < 0:
+                        raise CorruptObject(f"tree blob {child.hex()}: bad size")
                     own[0] += 1
-                    own[1] += node.size
+                    own[1] += size
             budget[0] -= own[2]
             if budget[0] < 0:
                 raise _TooLarge

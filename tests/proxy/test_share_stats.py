@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from ferryman.engine.backup import run_backup
+from ferryman.engine.nodes import store_maps
 from ferryman.engine.options import BackupOptions
 from ferryman.proxy.browsing import TREE_STATS_FILE, top_level_stats
-from ferryman.repository import Repository, open_backend
+from ferryman.repository import CorruptObject, Repository, open_backend
 from ferryman.sources.local import LocalSource
 
 
@@ -104,3 +105,12 @@ def test_a_share_above_the_limit_gets_no_stats_also_from_the_cache(
     assert top_level_stats(repo, root, limit=10) == {}
     assert top_level_stats(repo, root)["files"] == _expected(share)["files"]
     assert top_level_stats(repo, root, limit=10) == {}  # cached totals count too
+
+
+def test_a_tree_blob_with_a_bad_size_is_a_clear_error(repo: Repository) -> None:
+    with repo.open_writer("t") as w:
+        bad, _ = store_maps(repo, w, [{"n": b"f", "t": "file", "s": "12"}])
+        top, _ = store_maps(repo, w, [{"n": b"a", "t": "dir", "st": [bad]}])
+        root, _ = store_maps(repo, w, [{"n": b"share", "t": "dir", "st": [top]}])
+    with pytest.raises(CorruptObject, match="bad size"):
+        top_level_stats(repo, root)
