@@ -87,19 +87,22 @@ class TreeStatsCache:
     """``Totals`` of tree blobs by id, in SQLite; every failure reads as a miss."""
 
     def __init__(self, path: Path) -> None:
+        self._path = path
         self._conn: sqlite3.Connection | None = None
-        try:
-            if path.exists() and path.stat().st_size > TREE_STATS_MAX_BYTES:
-                path.unlink()
-            conn = sqlite3.connect(path, timeout=5.0, check_same_thread=False)
-            conn.execute("PRAGMA synchronous=OFF")  # a cache: a lost write is a miss
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS totals (id BLOB PRIMARY KEY, files INTEGER,"
-                " bytes INTEGER, entries INTEGER) WITHOUT ROWID"
-            )
-            self._conn = conn
-        except (OSError, sqlite3.Error) as exc:
-            log.warning("tree stats cache %s unusable, walking the trees: %s", path, exc)
+        for attempt in range(2):
+            try:
+                if attempt or (path.exists() and path.stat().st_size > TREE_STATS_MAX_BYTES):
+                    path.unlink(missing_ok=True)  # too large, or unreadable: start again
+                conn = sqlite3.connect(path, timeout=5.0, check_same_thread=False)
+                conn.execute("PRAGMA synchronous=OFF")  # a cache: a lost write is a miss
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS totals (id BLOB PRIMARY KEY, files INTEGER,"
+                    " bytes INTEGER, entries INTEGER) WITHOUT ROWID"
+                )
+                self._conn = conn
+                return
+            except (OSError, sqlite3.Error) as exc:
+                log.warning("tree stats cache %s unusable (%s): starting it again", path, exc)
 
     def get_many(self, ids: list[bytes]) -> dict[bytes, Totals]:
         found: dict[bytes, Totals] = {}
@@ -115,8 +118,9 @@ class TreeStatsCache:
                     if all(isinstance(v, int) and v >= 0 for v in row[1:]):
                         found[bytes(row[0])] = (row[1], row[2], row[3])
         except sqlite3.Error as exc:
-            log.warning("tree stats cache unreadable, walking the trees: %s", exc)
+            log.warning("tree stats cache %s unreadable, walking the trees: %s", self._path, exc)
             self.close()
+            self._path.unlink(missing_ok=True)  # the next task starts it again
         return found
 
     def put_many(self, rows: dict[bytes, Totals]) -> None:

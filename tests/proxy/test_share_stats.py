@@ -8,6 +8,7 @@ exactly the share's, also when the cache is unreadable or the share too large.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,6 +96,10 @@ def test_an_unreadable_cache_costs_a_walk_not_the_figures(share: Path, repo: Rep
     root = _backup(repo, share)
     top_level_stats(repo, root)
     (repo.cache_path / TREE_STATS_FILE).write_bytes(b"not a database" * 100)
+    assert top_level_stats(repo, root) == _expected(share)
+    # started again: a valid cache that gives the same figures
+    with sqlite3.connect(repo.cache_path / TREE_STATS_FILE) as conn:
+        assert conn.execute("SELECT count(*) FROM totals").fetchone()[0] > 0
     assert top_level_stats(repo, root) == _expected(share)
 
 
