@@ -15,8 +15,15 @@ from pathlib import Path
 import pytest
 
 from ferryman.engine.backup import run_backup
-from ferryman.engine.nodes import store_maps
+from ferryman.engine.nodes import (
+    MAX_NODES_PER_TREE,
+    iter_dir_nodes,
+    load_root,
+    load_tree_maps,
+    store_maps,
+)
 from ferryman.engine.options import BackupOptions
+from ferryman.proxy import browsing
 from ferryman.proxy.browsing import TREE_STATS_FILE, top_level_stats
 from ferryman.repository import CorruptObject, Repository, open_backend
 from ferryman.sources.local import LocalSource
@@ -119,3 +126,65 @@ def test_a_tree_blob_with_a_bad_size_is_a_clear_error(repo: Repository) -> None:
         root, _ = store_maps(repo, w, [{"n": b"share", "t": "dir", "st": [top]}])
     with pytest.raises(CorruptObject, match="bad size"):
         top_level_stats(repo, root)
+
+
+def _full_walk(repo: Repository, root_tree: bytes, limit: int = 5_000_000) -> dict[str, object]:
+    """The figures of the walk over validated ``Node``s that the cache replaced."""
+    top: dict[str, list[int]] = {}
+    seen = 0
+    for child in iter_dir_nodes(repo, load_root(repo, root_tree)):
+        files, size, stack = 0, 0, [child]
+        while stack:
+            node = stack.pop()
+            seen += 1
+            if seen > limit:
+                return {}
+            if node.type == "dir":
+                stack.extend(iter_dir_nodes(repo, node))
+            else:
+                files, size = files + 1, size + node.size
+        top[os.fsdecode(child.name)] = [files, size]
+    return {
+        "files": sum(v[0] for v in top.values()),
+        "bytes": sum(v[1] for v in top.values()),
+        "top": top,
+    }
+
+
+def test_special_entries_and_multi_blob_directories_give_the_full_walks_figures(
+    tmp_path: Path, share: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    os.link(share / "b/one", share / "b/hard")
+    os.link(share / "top.txt", share / "top-hard")
+    os.symlink("one", share / "b/link")
+    os.symlink("a", share / "toplink")
+    os.mkfifo(share / "b/pipe")
+    with open(share / "a/sparse", "wb") as f:
+        f.truncate(5 << 20)
+        f.write(b"data")
+    many = share / "many"
+    many.mkdir()
+    for i in range(MAX_NODES_PER_TREE + 5):  # one directory spread over two tree blobs
+        (many / f"e{i:05}").write_bytes(b"m" * (i % 3))
+    root = _backup(repo, share)
+    assert len(load_root(repo, root).subtrees) == 1
+    many_node = next(n for n in iter_dir_nodes(repo, load_root(repo, root)) if n.name == b"many")
+    assert len(many_node.subtrees) > 1
+    decoded: list[bytes] = []
+
+    def counting(r: object, blob_id: bytes) -> list[dict[str, object]]:
+        decoded.append(blob_id)
+        return load_tree_maps(repo, blob_id)
+
+    monkeypatch.setattr(browsing, "load_tree_maps", counting)
+    total = sum(len(d) + len(f) for _, d, f in os.walk(share))  # every entry below the root
+    assert _full_walk(repo, root, total - 1) == {}
+    assert top_level_stats(repo, root, limit=total - 1) == {}  # cold cache
+    assert top_level_stats(repo, root) == _full_walk(repo, root) != {}
+    assert decoded  # computed from the tree blobs
+    for limit in (5, MAX_NODES_PER_TREE, total - 1, total):
+        assert top_level_stats(repo, root, limit=limit) == _full_walk(repo, root, limit)
+    assert top_level_stats(repo, root, limit=total) != {}
+    decoded.clear()
+    assert top_level_stats(repo, root) == _full_walk(repo, root)
+    assert decoded == []  # every subtree's totals from the cache, no tree blob decoded
