@@ -9,6 +9,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from ferryman.engine import browse
 from ferryman.engine.browse import PathNotFound
 from ferryman.engine.nodes import iter_dir_nodes, load_root, load_tree_maps
@@ -168,11 +170,19 @@ def _blob_totals(
             subtrees: list[bytes] = []
             # the stored maps, without building a validated Node per entry (half the
             # decoding time); only the three fields summed are read, and checked
-            for m in load_tree_maps(repo, child):
+            try:
+                maps = load_tree_maps(repo, child)
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:  # as get_tree says
+                raise CorruptObject(f"tree blob {child.hex()}: {exc}") from None
+            for m in maps:
+                if type(m) is not dict:
+                    raise CorruptObject(f"tree blob {child.hex()}: node is not a map")
                 own[2] += 1
                 if m.get("t") == "dir":
                     ids = m.get("st", [])
-                    if not isinstance(ids, list) or not all(isinstance(i, bytes) for i in ids):
+                    if not isinstance(ids, list) or not all(
+                        isinstance(i, bytes) and len(i) == 32 for i in ids
+                    ):
                         raise CorruptObject(f"tree blob {child.hex()}: bad subtree ids")
                     subtrees.extend(ids)
                 else:

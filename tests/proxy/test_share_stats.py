@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from ferryman.engine.backup import run_backup
@@ -26,6 +27,7 @@ from ferryman.engine.options import BackupOptions
 from ferryman.proxy import browsing
 from ferryman.proxy.browsing import TREE_STATS_FILE, top_level_stats
 from ferryman.repository import CorruptObject, Repository, open_backend
+from ferryman.repository.blob import KIND_TREE
 from ferryman.sources.local import LocalSource
 
 
@@ -125,6 +127,22 @@ def test_a_tree_blob_with_a_bad_size_is_a_clear_error(repo: Repository) -> None:
         top, _ = store_maps(repo, w, [{"n": b"a", "t": "dir", "st": [bad]}])
         root, _ = store_maps(repo, w, [{"n": b"share", "t": "dir", "st": [top]}])
     with pytest.raises(CorruptObject, match="bad size"):
+        top_level_stats(repo, root)
+
+
+@pytest.mark.parametrize(
+    ("node", "error"),
+    [(7, "node is not a map"), ({"n": b"d", "t": "dir", "st": [b"short"]}, "bad subtree ids")],
+)
+def test_a_tree_blob_with_a_bad_node_is_a_clear_error(
+    repo: Repository, node: object, error: str
+) -> None:
+    with repo.open_writer("t") as w:
+        bad = repo.blob_id(msgpack.packb({"v": 1, "nodes": [node]}, use_bin_type=True))
+        w.add_blob(KIND_TREE, bad, msgpack.packb({"v": 1, "nodes": [node]}, use_bin_type=True))
+        top, _ = store_maps(repo, w, [{"n": b"a", "t": "dir", "st": [bad]}])
+        root, _ = store_maps(repo, w, [{"n": b"share", "t": "dir", "st": [top]}])
+    with pytest.raises(CorruptObject, match=error):
         top_level_stats(repo, root)
 
 
