@@ -77,12 +77,18 @@ def versions(
 TREE_STATS_FILE = "tree_stats.sqlite"
 TREE_STATS_MAX_BYTES = 64 << 20  # started again past this (rows of collected trees stay)
 _QUERY_IDS = 500  # ids per query (below SQLite's bound parameter limit)
+TREE_STATS_BUSY_S = 5.0  # wait for another task's write; then this task does without
 
 Totals = tuple[int, int, int]  # files (every non-directory), bytes, entries
 
 
 class _TooLarge(Exception):
     pass
+
+
+def _damaged(exc: Exception) -> bool:
+    """A file that is not a (sound) database, not a busy, read-only or full one."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
 
 
 class TreeStatsCache:
@@ -92,10 +98,11 @@ class TreeStatsCache:
         self._path = path
         self._conn: sqlite3.Connection | None = None
         for attempt in range(2):
+            conn = None
             try:
                 if attempt or (path.exists() and path.stat().st_size > TREE_STATS_MAX_BYTES):
-                    path.unlink(missing_ok=True)  # too large, or unreadable: start again
-                conn = sqlite3.connect(path, timeout=5.0, check_same_thread=False)
+                    path.unlink(missing_ok=True)  # too large, or damaged: start again
+                conn = sqlite3.connect(path, timeout=TREE_STATS_BUSY_S, check_same_thread=False)
                 conn.execute("PRAGMA synchronous=OFF")  # a cache: a lost write is a miss
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS totals (id BLOB PRIMARY KEY, files INTEGER,"
@@ -104,7 +111,11 @@ class TreeStatsCache:
                 self._conn = conn
                 return
             except (OSError, sqlite3.Error) as exc:
-                log.warning("tree stats cache %s unusable (%s): starting it again", path, exc)
+                if conn is not None:
+                    conn.close()
+                log.warning("tree stats cache %s unusable: %s", path, exc)
+                if not _damaged(exc):
+                    return  # busy (another task), read-only or full: kept, not used
 
     def get_many(self, ids: list[bytes]) -> dict[bytes, Totals]:
         found: dict[bytes, Totals] = {}
@@ -122,7 +133,8 @@ class TreeStatsCache:
         except sqlite3.Error as exc:
             log.warning("tree stats cache %s unreadable, walking the trees: %s", self._path, exc)
             self.close()
-            self._path.unlink(missing_ok=True)  # the next task starts it again
+            if _damaged(exc):
+                self._path.unlink(missing_ok=True)  # the next task starts it again
         return found
 
     def put_many(self, rows: dict[bytes, Totals]) -> None:

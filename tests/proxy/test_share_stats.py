@@ -206,3 +206,26 @@ def test_special_entries_and_multi_blob_directories_give_the_full_walks_figures(
     decoded.clear()
     assert top_level_stats(repo, root) == _full_walk(repo, root)
     assert decoded == []  # every subtree's totals from the cache, no tree blob decoded
+
+
+def test_a_cache_locked_by_another_task_is_kept_and_costs_only_a_walk(
+    share: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _backup(repo, share)
+    assert top_level_stats(repo, root) == _expected(share)
+    path = repo.cache_path / TREE_STATS_FILE
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT count(*) FROM totals").fetchone()[0]
+    assert rows > 0
+    inode = path.stat().st_ino
+    monkeypatch.setattr(browsing, "TREE_STATS_BUSY_S", 0.05)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # another task writing, longer than the wait
+        assert top_level_stats(repo, root) == _expected(share)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert path.stat().st_ino == inode  # not taken for a damaged file and started again
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM totals").fetchone()[0] == rows
