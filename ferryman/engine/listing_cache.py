@@ -176,6 +176,13 @@ class PrevBlob:
 EMPTY_BLOB = PrevBlob(None, b"", CompactListing((), (), (), ()), [])
 
 
+def damaged_database(exc: Exception) -> bool:
+    """Whether ``exc`` says a cache file is not a (sound) database, rather than busy
+    (another task holds it), read-only or full: only a damaged file is started again;
+    removing a busy one would pull it from under the task using it."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
 class ListingCache:
     """Tree blob id -> compact listing, in a local SQLite file (thread-safe)."""
 
@@ -190,15 +197,16 @@ class ListingCache:
                 log.info("listing cache %s passed %d bytes: started again", path, max_bytes)
                 self._remove(path)
             self._conn = self._open(path)
-        except sqlite3.DatabaseError as exc:  # a damaged file: start again, once
+        except (OSError, sqlite3.Error) as exc:
+            if not (isinstance(exc, sqlite3.Error) and damaged_database(exc)):
+                log.warning("listing cache %s disabled: %s", path, exc)  # busy, full...
+                return
             log.warning("listing cache %s unusable (%s): recreated", path, exc)
-            try:
+            try:  # a damaged file: start again, once
                 self._remove(path)
                 self._conn = self._open(path)
             except (OSError, sqlite3.Error) as again:
                 log.warning("listing cache %s disabled: %s", path, again)
-        except (OSError, sqlite3.Error) as exc:
-            log.warning("listing cache %s disabled: %s", path, exc)
 
     @staticmethod
     def _remove(path: Path) -> None:

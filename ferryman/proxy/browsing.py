@@ -13,6 +13,7 @@ import msgpack
 
 from ferryman.engine import browse
 from ferryman.engine.browse import PathNotFound
+from ferryman.engine.listing_cache import damaged_database
 from ferryman.engine.nodes import iter_dir_nodes, load_root, load_tree_maps
 from ferryman.proxy import path_names
 from ferryman.repository import CorruptObject
@@ -86,11 +87,6 @@ class _TooLarge(Exception):
     pass
 
 
-def _damaged(exc: Exception) -> bool:
-    """A file that is not a (sound) database, not a busy, read-only or full one."""
-    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
-
-
 class TreeStatsCache:
     """``Totals`` of tree blobs by id, in SQLite; every failure reads as a miss."""
 
@@ -114,7 +110,7 @@ class TreeStatsCache:
                 if conn is not None:
                     conn.close()
                 log.warning("tree stats cache %s unusable: %s", path, exc)
-                if not _damaged(exc):
+                if not damaged_database(exc):
                     return  # busy (another task), read-only or full: kept, not used
 
     def get_many(self, ids: list[bytes]) -> dict[bytes, Totals]:
@@ -133,7 +129,7 @@ class TreeStatsCache:
         except sqlite3.Error as exc:
             log.warning("tree stats cache %s unreadable, walking the trees: %s", self._path, exc)
             self.close()
-            if _damaged(exc):
+            if damaged_database(exc):
                 self._path.unlink(missing_ok=True)  # the next task starts it again
         return found
 

@@ -202,6 +202,39 @@ def test_a_cache_file_past_its_size_bound_starts_again(tmp_path: Path) -> None:
     small.close()
 
 
+def test_a_busy_cache_file_is_left_to_the_task_using_it_and_a_damaged_one_starts_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two tasks of one proxy share the file: when it stays locked past the wait, this
+    task does without it; deleting it (with its -wal) would pull it from under the other."""
+    path = tmp_path / LISTINGS_FILE
+    cache = ListingCache(path)
+    cache.put(b"\x01" * 32, CompactListing.from_maps([{"n": b"a", "t": "file", "s": 1}]))
+    cache.close()
+    inode = path.stat().st_ino
+    real_open = ListingCache._open
+
+    def busy(p: Path) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(ListingCache, "_open", staticmethod(busy))
+    without = ListingCache(path)
+    assert without.get(b"\x01" * 32) is None  # disabled for this task only
+    without.close()
+    assert path.stat().st_ino == inode  # kept, rows and all
+    monkeypatch.setattr(ListingCache, "_open", staticmethod(real_open))
+    kept = ListingCache(path)
+    assert kept.get(b"\x01" * 32) is not None
+    kept.close()
+
+    path.write_bytes(b"not a database at all" * 100)  # damaged: started again
+    fresh = ListingCache(path)
+    assert fresh.get(b"\x01" * 32) is None
+    fresh.put(b"\x02" * 32, CompactListing.from_maps([{"n": b"b", "t": "file", "s": 2}]))
+    fresh.close()
+    assert ListingCache(path).get(b"\x02" * 32) is not None
+
+
 def test_a_cached_listing_that_disagrees_with_its_tree_blob_is_dropped_not_fatal(
     repo: Repository, tmp_path: Path
 ) -> None:
