@@ -135,8 +135,9 @@ def iter_dir_nodes(repo: RepositoryPort, dir_node: Node) -> Iterator[Node]:
 
 
 def load_tree_maps(repo: RepositoryPort, blob_id: bytes) -> list[NodeMap]:
-    """A tree blob's nodes as stored maps (for change detection of our own trees only:
-    restore and browse use the validating ``repo.get_tree``)."""
+    """A tree blob's nodes as stored maps, unvalidated: for change detection and the
+    share statistics (``proxy.browsing``), which check the few fields they read; restore
+    and browsing a restore point use the validating ``repo.get_tree``."""
     doc = msgpack.unpackb(
         repo.get_blob(blob_id),
         raw=False,
