@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from ferryman.engine.backup import BackupFailed, run_backup
-from ferryman.engine.listing_cache import LISTINGS_FILE, CompactListing, ListingCache
+from ferryman.engine.listing_cache import LISTINGS_FILE, CompactListing, ListingCache, StatKey
 from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository
@@ -52,6 +53,25 @@ def _restored_equal(repo: Repository, result: BackupResult, src: Path, out: Path
     assert result.restore_point is not None
     run_restore(repo, result.restore_point, out)
     assert diff_trees(src, out) == []
+
+
+def _bend_key(
+    path: Path, name: bytes, key: Callable[[StatKey], StatKey]
+) -> list[tuple[bytes, bytes]]:
+    """Rewrite, in every cached listing holding ``name``, that entry's stat key to
+    ``key(old)`` under a valid checksum; returns each bent row's id and old data."""
+    bent = []
+    with sqlite3.connect(path) as db:
+        for blob_id, data in db.execute("SELECT id, CAST(data AS BLOB) FROM listings").fetchall():
+            listing = CompactListing.decode(data)
+            assert listing is not None
+            if name in listing.names:
+                k = listing.names.index(name)
+                keys = (*listing.keys[:k], key(listing.keys[k]), *listing.keys[k + 1 :])
+                wrong = CompactListing(listing.names, keys, listing.dirs, listing.approx)
+                db.execute("UPDATE listings SET data = ? WHERE id = ?", (wrong.encode(), blob_id))
+                bent.append((blob_id, data))
+    return bent
 
 
 def test_rerun_gives_the_same_tree_with_a_missing_damaged_or_garbage_cache(
@@ -247,20 +267,7 @@ def test_a_cached_listing_that_disagrees_with_its_tree_blob_is_dropped_not_fatal
     _build(src)
     _settled(repo, src)
     path = _listings(repo)
-    with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT id, CAST(data AS BLOB) FROM listings").fetchall()
-        bent = []
-        for blob_id, data in rows:
-            listing = CompactListing.decode(data)
-            assert listing is not None
-            if b"f10" in listing.names:
-                k = listing.names.index(b"f10")
-                size, mt, ct, ino, mode, rdev = listing.keys[k]
-                keys = (*listing.keys[:k], (size, mt + 1, ct, ino, mode, rdev))
-                keys += listing.keys[k + 1 :]
-                wrong = CompactListing(listing.names, keys, listing.dirs, listing.approx)
-                db.execute("UPDATE listings SET data = ? WHERE id = ?", (wrong.encode(), blob_id))
-                bent.append((blob_id, data))
+    bent = _bend_key(path, b"f10", lambda k: (k[0], k[1] + 1, *k[2:]))
     assert len(bent) == 1
     result = _backup(repo, src)
     # f10 is read again (its cached key differs from its stat), nothing else is
@@ -353,16 +360,7 @@ def test_a_stale_listing_never_makes_a_changed_file_look_unchanged(
         f.write(b"+")
     st = os.stat(d3 / "f10")
     now = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode, st.st_rdev)
-    path = _listings(repo)
-    with sqlite3.connect(path) as db:
-        for blob_id, data in db.execute("SELECT id, CAST(data AS BLOB) FROM listings").fetchall():
-            listing = CompactListing.decode(data)
-            assert listing is not None
-            if b"f10" in listing.names:
-                k = listing.names.index(b"f10")
-                keys = (*listing.keys[:k], now, *listing.keys[k + 1 :])
-                wrong = CompactListing(listing.names, keys, listing.dirs, listing.approx)
-                db.execute("UPDATE listings SET data = ? WHERE id = ?", (wrong.encode(), blob_id))
+    assert len(_bend_key(_listings(repo), b"f10", lambda _: now)) == 1
     with pytest.raises(BackupFailed, match="does not match its cached listing"):
         run_backup(LocalSource(src), repo, BackupOptions(share="s"))
     result = _backup(repo, src)
