@@ -308,9 +308,9 @@ def test_a_batch_that_failed_long_before_the_end_still_fails_the_restore(
     assert len(written) == 299  # the walk went on: the failed batch was long finished
 
 
-def _small_chunk_repository(path: Path) -> Repository:
-    """A repository of chunks of at most 128 KiB: a large file's window is 512 KiB."""
-    chunker = ChunkerParams(avg_size=64 << 10, min_size=16 << 10, max_size=128 << 10)
+def _chunked_repository(path: Path, chunker: ChunkerParams) -> Repository:
+    """A repository with these chunker parameters (a large file's window is FETCH_WINDOW
+    chunks of at most ``chunker.max_size``)."""
     return Repository.init(
         open_backend(str(path / "repo")),
         "pw",
@@ -318,6 +318,16 @@ def _small_chunk_repository(path: Path) -> Repository:
         scrypt_n=1 << 10,
         cache_dir=path / "cache",
     )
+
+
+def _backup_files(repo: Repository, src: Path, files: dict[str, bytes]) -> str:
+    """``files`` written in ``src`` and backed up: the restore point."""
+    src.mkdir()
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+    return result.restore_point
 
 
 def test_a_batch_is_charged_the_window_of_the_repositorys_largest_chunks(
@@ -333,10 +343,7 @@ def test_a_batch_is_charged_the_window_of_the_repositorys_largest_chunks(
     default = Restorer(repo, LocalRestoreTarget(tmp_path / "t").open_root(), RestoreOptions())
     assert default.batch_charge == BATCH_CHARGE  # 4 MiB chunks: 4 of them fit in it
     chunker = ChunkerParams(avg_size=4 << 20, min_size=1 << 20, max_size=16 << 20)
-    big = Repository.init(
-        open_backend(str(tmp_path / "big")), "pw", chunker=chunker, scrypt_n=1 << 10,
-        cache_dir=tmp_path / "big-cache",
-    )  # fmt: skip
+    big = _chunked_repository(tmp_path / "big", chunker)
     try:
         target = LocalRestoreTarget(tmp_path / "t").open_root()
         assert Restorer(big, target, RestoreOptions()).batch_charge == FETCH_WINDOW * (16 << 20)
@@ -353,16 +360,11 @@ def test_a_large_file_being_written_does_not_hold_up_the_files_after_it(
     from ferryman.engine import restore_walk
     from ferryman.engine.restore_files import write_local_file as real_write
 
-    repo = _small_chunk_repository(tmp_path / "r")  # its window fits the charge below
-
-    src = tmp_path / "src"
-    src.mkdir()
+    chunker = ChunkerParams(avg_size=64 << 10, min_size=16 << 10, max_size=128 << 10)
+    repo = _chunked_repository(tmp_path / "r", chunker)  # its 512 KiB window fits the charge
     big = os.urandom(3 << 20)
-    (src / "a-big").write_bytes(big)
-    for i in range(8):
-        (src / f"b-small-{i}").write_bytes(b"small %d" % i)
-    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
-    assert result.restore_point is not None
+    small = {f"b-small-{i}": b"small %d" % i for i in range(8)}
+    point = _backup_files(repo, tmp_path / "src", {"a-big": big, **small})
 
     # scaled down: a budget smaller than the big file, a batch's charge smaller still
     monkeypatch.setattr(restore_walk, "QUEUED_BYTES", 2 << 20)
@@ -384,14 +386,14 @@ def test_a_large_file_being_written_does_not_hold_up_the_files_after_it(
     monkeypatch.setattr(restore_walk, "write_local_file", write)
     options = RestoreOptions(processes=0, workers=2)
     try:
-        restored = run_restore(repo, result.restore_point, tmp_path / "out", options)
+        restored = run_restore(repo, point, tmp_path / "out", options)
     finally:
         repo.close()
     assert restored.status == "success", restored.errors
     assert seen_while_big == [True]  # a small file was written while the big one waited
     assert (tmp_path / "out" / "a-big").read_bytes() == big
-    for i in range(8):
-        assert (tmp_path / "out" / f"b-small-{i}").read_bytes() == b"small %d" % i
+    for name, data in small.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
 
 
 def test_a_small_file_from_chunks_in_hand_gets_its_content_size_and_metadata(
@@ -449,32 +451,22 @@ def test_worker_processes_start_early_for_large_files_and_not_for_a_small_restor
 
     monkeypatch.setattr(restore_walk, "PROCESS_AFTER_BYTES", 256 << 10)  # scaled down
     monkeypatch.setattr(restore_walk, "BATCH_FILES", 1)
-    src = tmp_path / "src"
-    src.mkdir()
     big = os.urandom(1 << 20)
-    (src / "big").write_bytes(big)
-    for i in range(4):
-        (src / f"small-{i}").write_bytes(b"small %d" % i)
-    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
-    assert result.restore_point is not None
+    small = {f"small-{i}": b"small %d" % i for i in range(4)}
+    point = _backup_files(repo, tmp_path / "src", {"big": big, **small})
 
     few = run_restore(
-        repo,
-        result.restore_point,
-        tmp_path / "few",
-        RestoreOptions(processes=2, paths=[b"small-1"]),
+        repo, point, tmp_path / "few", RestoreOptions(processes=2, paths=[b"small-1"])
     )
     assert few.status == "success", few.errors
     assert restore_pools == []  # a small restore: threads only
-    restored = run_restore(
-        repo, result.restore_point, tmp_path / "out", RestoreOptions(processes=2)
-    )
+    restored = run_restore(repo, point, tmp_path / "out", RestoreOptions(processes=2))
     assert restored.status == "success", restored.errors
     assert restore_pools == [2]
     assert "worker process" not in caplog.text  # written there, not by the fallback
     assert (tmp_path / "out" / "big").read_bytes() == big
-    for i in range(4):
-        assert (tmp_path / "out" / f"small-{i}").read_bytes() == b"small %d" % i
+    for name, data in small.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
 
 
 @pytest.mark.parametrize("in_processes", [False, True], ids=["threads", "processes"])
@@ -527,20 +519,14 @@ def test_a_batch_of_small_files_ending_with_a_large_one_restores_them_all(
     walk's threads and in a worker process."""
     from ferryman.engine import restore_walk
 
-    src = tmp_path / "src"
-    src.mkdir()
     small = {f"a-{i}": os.urandom(1000 + i) for i in range(5)}
-    for name, data in small.items():
-        (src / name).write_bytes(data)
     large = os.urandom(restore_walk.BATCH_BYTES + (1 << 20))
-    (src / "z-large").write_bytes(large)
-    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
-    assert result.restore_point is not None
+    point = _backup_files(repo, tmp_path / "src", {**small, "z-large": large})
 
     if in_processes:
         monkeypatch.setattr(restore_walk, "PROCESS_AFTER_FILES", 0)  # scaled down
     options = RestoreOptions(processes=1 if in_processes else 0)
-    restored = run_restore(repo, result.restore_point, tmp_path / "out", options)
+    restored = run_restore(repo, point, tmp_path / "out", options)
     assert restored.status == "success", restored.errors
     assert restore_pools == ([1] if in_processes else [])
     for name, data in small.items():
