@@ -82,8 +82,15 @@ def _backup(repo: Repository, share: Path) -> bytes:
 
 
 def test_stats_match_the_share_before_and_after_a_change(
-    tmp_path: Path, share: Path, repo: Repository
+    tmp_path: Path, share: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    decoded: list[bytes] = []
+
+    def counting(r: Repository, blob_id: bytes) -> list[dict[str, object]]:
+        decoded.append(blob_id)
+        return load_tree_maps(r, blob_id)
+
+    monkeypatch.setattr(browsing, "load_tree_maps", counting)
     assert top_level_stats(repo, _backup(repo, share)) == _expected(share)
     assert (repo.cache_path / TREE_STATS_FILE).exists()
     (share / "a/x/y/f3").write_bytes(b"longer now" * 100)
@@ -95,8 +102,15 @@ def test_stats_match_the_share_before_and_after_a_change(
     repo.close()
     again = _open(tmp_path)  # a fresh Repository, as the proxy opens one per task
     try:
+        a = next(n for n in iter_dir_nodes(again, load_root(again, root)) if n.name == b"a")
+        z = next(n for n in iter_dir_nodes(again, a) if n.name == b"z")
+        decoded.clear()
         assert top_level_stats(again, root) == _expected(share)
+        assert decoded  # the changed directories' new tree blobs
+        assert not set(z.subtrees) & set(decoded)  # a/z is unchanged: its totals cached
+        decoded.clear()
         assert top_level_stats(again, root) == _expected(share)  # every total from the cache
+        assert decoded == []
     finally:
         again.close()
 
