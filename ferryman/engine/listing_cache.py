@@ -24,6 +24,7 @@ decoding of each tree blob, never data.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import zlib
@@ -68,6 +69,12 @@ def map_key(m: NodeMap) -> StatKey:
     """The fields ``unchanged`` compares, from a stored record (omitted = 0)."""
     g = m.get
     return (g("s", 0), g("mt", 0), g("ct", 0), g("i", 0), g("m", 0), g("r", 0))
+
+
+def stat_key(st: os.stat_result, size: int) -> StatKey:
+    """The key ``map_key`` gives the record of an unchanged entry with stat ``st``
+    (``size``: the file's size, 0 for anything else, as stored)."""
+    return (size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode, st.st_rdev)
 
 
 class CompactListing:

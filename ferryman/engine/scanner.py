@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ferryman.engine.change_detection import PreviousListing, unchanged
 from ferryman.engine.checkpoint import resumable_prefix
 from ferryman.engine.file_saver import FileSaver, PendingContent, describe_os_error
-from ferryman.engine.listing_cache import ListingCache
+from ferryman.engine.listing_cache import ListingCache, stat_key
 from ferryman.engine.nodes import (
     Node,
     NodeMap,
@@ -326,7 +326,7 @@ class Scanner:
         first_listing_match = False
         key = None  # a small file's previous record is needed only when it is unchanged
         if stat.S_ISREG(mode) and self._saver.is_small(st):
-            key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode, st.st_rdev)
+            key = stat_key(st, st.st_size)
         for i, listing in enumerate(frame.prev):
             found = listing.find(name, key)
             if found is not None:

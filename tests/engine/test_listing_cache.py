@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from ferryman.engine.backup import BackupFailed, run_backup
-from ferryman.engine.listing_cache import LISTINGS_FILE, CompactListing, ListingCache, StatKey
+from ferryman.engine.listing_cache import (
+    LISTINGS_FILE,
+    CompactListing,
+    ListingCache,
+    StatKey,
+    stat_key,
+)
 from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository
@@ -359,7 +365,7 @@ def test_a_stale_listing_never_makes_a_changed_file_look_unchanged(
     with open(d3 / "f20", "ab") as f:  # so that the directory is encoded again
         f.write(b"+")
     st = os.stat(d3 / "f10")
-    now = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode, st.st_rdev)
+    now = stat_key(st, st.st_size)
     assert len(_bend_key(_listings(repo), b"f10", lambda _: now)) == 1
     with pytest.raises(BackupFailed, match="does not match its cached listing"):
         run_backup(LocalSource(src), repo, BackupOptions(share="s"))
