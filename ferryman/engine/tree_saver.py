@@ -115,12 +115,11 @@ class PrevRun:
         The scanner took them as unchanged on the cached listing's stat keys: when
         that listing proved stale, each record's own key must be the same, else
         the task fails rather than store a record of other content."""
-        maps = self.blob.maps()[self.start : self.stop]
-        if self.blob.stale and list(map(map_key, maps)) != list(
-            self.blob.listing.keys[self.start : self.stop]
-        ):
+        blob = self.blob
+        maps = blob.maps()[self.start : self.stop]
+        if blob.stale and tuple(map(map_key, maps)) != blob.listing.keys[self.start : self.stop]:
             raise TreeLayoutError(
-                f"tree blob {self.blob.blob_id.hex()[:16]} does not match its cached "
+                f"tree blob {blob.blob_id.hex()[:16]} does not match its cached "
                 "listing (dropped: the next backup decodes the blob)"
             )
         return maps
