@@ -102,16 +102,19 @@ def test_a_held_file_that_cannot_be_read_is_left_out_and_the_rest_kept(
     walked = _walk_end(monkeypatch)
     real_read_at = local.LocalFile.read_at
     first = os.stat(src / "a" / "1.img").st_ino
+    stalled = threading.Event()
 
     def read_at(self: local.LocalFile, buf: bytearray | memoryview, offset: int) -> int:
         if offset >= SEGMENT:
-            walked.wait(30)
+            if not walked.wait(30):
+                stalled.set()
             if os.fstat(self.fd).st_ino == first:
                 raise OSError(5, "Input/output error")
         return real_read_at(self, buf, offset)
 
     monkeypatch.setattr(local.LocalFile, "read_at", read_at)
     result = run_backup(LocalSource(src), repo, BackupOptions(share="s", workers=2))
+    assert not stalled.is_set(), "the walk waited for the large files"
     assert walked.is_set()
     assert result.status == "warning"
     assert [w.path for w in result.warnings] == ["a/1.img"]
