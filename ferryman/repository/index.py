@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 import struct
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ferryman.repository import blob, compression, envelope
 from ferryman.repository.backend.base import Backend
@@ -30,6 +30,23 @@ ENTRY_SIZE = _ENTRY.size
 MAX_ENTRIES_PER_SEGMENT = 1 << 20
 
 
+class PackRecord(Protocol):
+    """What a pack's table says of one record (``pack.PackEntry``)."""
+
+    @property
+    def blob_id(self) -> bytes: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def raw_length(self) -> int: ...
+    @property
+    def compression(self) -> int: ...
+    @property
+    def kind(self) -> int: ...
+
+
 class IndexEntry(NamedTuple):
     """The location of one blob (a named tuple: one is made per blob stored or looked
     up, and a frozen dataclass's ``__init__`` cost several times as much)."""
@@ -41,6 +58,14 @@ class IndexEntry(NamedTuple):
     raw_length: int
     compression: int
     kind: int
+
+    @classmethod
+    def of_pack(cls, pack_id: bytes, records: Iterable[PackRecord]) -> list[IndexEntry]:
+        """The entries of a pack's records (its table, or what a writer put in it)."""
+        return [
+            cls(r.blob_id, pack_id, r.offset, r.length, r.raw_length, r.compression, r.kind)
+            for r in records
+        ]
 
     @property
     def pack_hex(self) -> str:

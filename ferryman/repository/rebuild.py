@@ -29,7 +29,7 @@ def list_packs(repo: Repository) -> dict[bytes, int]:
 
 def table_entries(
     repo: Repository, packs: dict[bytes, int], skipping: str = "skipping pack"
-) -> Iterator[tuple[bytes, list[IndexEntry]]]:
+) -> Iterator[list[IndexEntry]]:
     """The index entries of each of ``packs`` (pack id -> kind), in pack id order, read
     from its authenticated table (range reads). A pack whose table does not validate, or
     that is gone, is skipped with the warning ``"<skipping> <pack id>: <reason>"``."""
@@ -39,13 +39,7 @@ def table_entries(
         except (CorruptObject, ObjectNotFound) as exc:
             log.warning("%s %s: %s", skipping, pid.hex(), exc)
             continue
-        yield (
-            pid,
-            [
-                IndexEntry(e.blob_id, pid, e.offset, e.length, e.raw_length, e.compression, e.kind)
-                for e in table
-            ],
-        )
+        yield IndexEntry.of_pack(pid, table)
 
 
 def rebuild_index(repo: Repository) -> int:
@@ -57,7 +51,7 @@ def rebuild_index(repo: Repository) -> int:
     old_segments = list(repo.backend.list(index.INDEX_PREFIX))
     batch: list[IndexEntry] = []
     total = 0
-    for _, entries in table_entries(repo, list_packs(repo)):
+    for entries in table_entries(repo, list_packs(repo)):
         batch.extend(entries)
         if len(batch) >= index.MAX_ENTRIES_PER_SEGMENT:
             index.put_segment(repo.backend, repo.keys.encryption, batch)

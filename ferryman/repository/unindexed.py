@@ -34,10 +34,8 @@ def unindexed_packs(repo: Repository, condemned: Container[bytes]) -> dict[bytes
     }
 
 
-def adoptable_entries(
-    repo: Repository, packs: dict[bytes, int]
-) -> Iterator[tuple[bytes, list[IndexEntry]]]:
-    """The index entries of each of ``packs``, read from its authenticated table (two
+def adoptable_entries(repo: Repository, packs: dict[bytes, int]) -> Iterator[list[IndexEntry]]:
+    """The index entries of each of ``packs``, read from its authenticated table (a few
     small range reads per pack). A pack whose table does not validate is skipped with
     a warning: ``check`` reports it and garbage collection removes it."""
     return table_entries(repo, packs, skipping="not adopting unindexed pack")

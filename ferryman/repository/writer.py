@@ -143,7 +143,6 @@ class RepositoryWriter:
             "bytes_raw": 0,
             "bytes_stored": 0,
             "bytes_published": 0,
-            "bytes_adopted": 0,  # records of unindexed packs this writer indexed (resuming)
         }
         POOL.writer_opened()
 
@@ -379,12 +378,8 @@ class RepositoryWriter:
 
     def _claim_many(self, kind: int, blob_ids: list[bytes], *, checked: bool) -> list[bool]:
         """:meth:`_claim_new` for several ids (never forced), the session lock taken once."""
-        self._raise_pending_error()
-        if kind not in blob.KIND_NAMES:
-            raise ValueError(f"unknown blob kind {kind}")
         ids = [bytes(b) for b in blob_ids]
-        if any(len(b) != crypto.BLOB_ID_SIZE for b in ids):
-            raise ValueError("blob ids are 32 bytes")
+        self._check_claimable(kind, ids)
         wanted = [checked or not self.has_blob(b) for b in ids]
         with self._session_lock:
             claimed = [want and self._claim_locked(b) for b, want in zip(ids, wanted, strict=True)]
@@ -431,14 +426,18 @@ class RepositoryWriter:
             assert current is not None
             self._write_reserved(current, placed)
 
-    def _claim_new(self, kind: int, blob_id: bytes, *, force: bool, checked: bool) -> bool:
-        """Check the arguments; True when this call is the one to store ``blob_id``."""
+    def _check_claimable(self, kind: int, blob_ids: list[bytes]) -> None:
+        """Refuse to claim for a failed or closed writer, an unknown kind or a bad id."""
         self._raise_pending_error()
         if kind not in blob.KIND_NAMES:
             raise ValueError(f"unknown blob kind {kind}")
-        if len(blob_id) != crypto.BLOB_ID_SIZE:
+        if any(len(b) != crypto.BLOB_ID_SIZE for b in blob_ids):
             raise ValueError("blob ids are 32 bytes")
+
+    def _claim_new(self, kind: int, blob_id: bytes, *, force: bool, checked: bool) -> bool:
+        """Check the arguments; True when this call is the one to store ``blob_id``."""
         blob_id = bytes(blob_id)
+        self._check_claimable(kind, [blob_id])
         if (not force and not checked and self.has_blob(blob_id)) or not self._claim(blob_id):
             with self._lock:
                 self.stats["blobs_dedup"] += 1
@@ -571,11 +570,7 @@ class RepositoryWriter:
         builder = item.builder
         try:
             self._backend.put(pack.pack_name(builder.kind, builder.pack_id), data)
-            pid = bytes.fromhex(builder.pack_id)
-            entries = [
-                IndexEntry(e.blob_id, pid, e.offset, e.length, e.raw_length, e.compression, e.kind)
-                for e in builder.entries
-            ]
+            entries = IndexEntry.of_pack(bytes.fromhex(builder.pack_id), builder.entries)
             with self._entries_lock:
                 self._pending_entries.extend(entries)
                 self._pending_packs += 1
@@ -610,8 +605,7 @@ class RepositoryWriter:
     def _put_segment(self, entries: list[IndexEntry]) -> None:
         """Caller holds the segment lock: publish one segment listing ``entries``."""
         self._lease.ensure_valid()
-        name = index.new_segment_name()
-        self._backend.put(name, index.seal_segment(self._key, entries))
+        name = index.put_segment(self._backend, self._key, entries)
         self.repo.index_cache.merge(name, iter(entries))
 
     # -- resuming an interrupted task ------------------------------------------------------------
@@ -629,14 +623,14 @@ class RepositoryWriter:
         interrupted attempt stored but never published (docs/format.md §13.1, step 4a).
 
         Afterwards their blobs pass :meth:`has_blob`, so a resumed task does not store
-        them again. One listing of the packs and two range reads per unindexed pack:
+        them again. One listing of the packs and a few range reads per unindexed pack:
         call it when resuming, not for every task. Returns the record bytes adopted.
         """
         self._raise_pending_error()
         found = unindexed.unindexed_packs(self.repo, self._condemned)
         batch: list[IndexEntry] = []
         adopted = packs = 0
-        for _, entries in unindexed.adoptable_entries(self.repo, found):
+        for entries in unindexed.adoptable_entries(self.repo, found):
             batch.extend(entries)
             adopted += sum(e.length for e in entries)
             packs += 1
@@ -647,8 +641,6 @@ class RepositoryWriter:
         if batch:
             with self._segment_lock:
                 self._put_segment(batch)
-        with self._lock:
-            self.stats["bytes_adopted"] += adopted
         if packs:
             log.info("writer %s adopted %d unindexed packs (%d bytes)", self.name, packs, adopted)
         return adopted
