@@ -226,6 +226,28 @@ class ByteBudget:
                 self._cond.notify_all()
 
 
+def _count_stored(
+    tally: Tally,
+    processing: float,
+    writing: float,
+    chunks: int,
+    nbytes: int,
+    new_chunks: int,
+    new_bytes: int,
+) -> None:
+    """Count a batch of small files' chunks (``chunks`` of ``nbytes``, repeats included),
+    of which ``new_chunks``/``new_bytes`` were stored and the rest deduplicated."""
+    _count(
+        tally,
+        seconds_processing=processing,
+        seconds_repository_write=writing,
+        chunks_new=new_chunks,
+        bytes_new=new_bytes,
+        chunks_deduplicated=chunks - new_chunks,
+        bytes_deduplicated=nbytes - new_bytes,
+    )
+
+
 def _segment_buffer(size: int) -> mmap.mmap:
     """A large file's read buffer: an anonymous mapping, not a ``bytearray``.
 
@@ -403,16 +425,7 @@ class FileSaver:
         t2 = time.perf_counter()
         sizes = [len(p) for pieces in cut for _, p in pieces]
         new_bytes = sum(len(p) for (_, p), new in zip(absent.items(), added, strict=True) if new)
-        new_chunks = sum(added)
-        _count(
-            tally,
-            seconds_processing=t1 - t0,
-            seconds_repository_write=t2 - t1,
-            chunks_new=new_chunks,
-            bytes_new=new_bytes,
-            chunks_deduplicated=len(sizes) - new_chunks,
-            bytes_deduplicated=sum(sizes) - new_bytes,
-        )
+        _count_stored(tally, t1 - t0, t2 - t1, len(sizes), sum(sizes), sum(added), new_bytes)
         outcomes: list[FileOutcome] = []
         for r, stored in zip(reads, cut, strict=True):
             if r.error is not None:
@@ -539,18 +552,10 @@ class FileSaver:
         used = [b for saved in result.files if saved.error is None for b in saved.content]
         absent = [(b, *chunks[b]) for b in dict.fromkeys(used) if b not in present]
         added = self._writer.add_compressed_blobs(DATA, absent, checked=True) if absent else []
-        new_chunks = sum(added)
         new_bytes = sum(raw for (_, _, _, raw), new in zip(absent, added, strict=True) if new)
         all_bytes = sum(chunks[b][2] for b in used)
-        _count(
-            tally,
-            seconds_processing=t1 - t0,
-            seconds_repository_write=time.perf_counter() - t1,
-            chunks_new=new_chunks,
-            bytes_new=new_bytes,
-            chunks_deduplicated=len(used) - new_chunks,
-            bytes_deduplicated=all_bytes - new_bytes,
-        )
+        writing = time.perf_counter() - t1
+        _count_stored(tally, t1 - t0, writing, len(used), all_bytes, sum(added), new_bytes)
         outcomes: list[FileOutcome] = []
         for saved in result.files:
             if saved.error is not None:
