@@ -243,3 +243,18 @@ def test_a_cache_locked_by_another_task_is_kept_and_costs_only_a_walk(
     assert path.stat().st_ino == inode  # not taken for a damaged file and started again
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM totals").fetchone()[0] == rows
+
+
+def test_a_cache_grown_past_its_bound_is_started_again(
+    share: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _backup(repo, share)
+    top_level_stats(repo, root)
+    path = repo.cache_path / TREE_STATS_FILE
+    with sqlite3.connect(path) as conn:  # a row of a tree blob no longer in any backup
+        conn.execute("INSERT INTO totals VALUES (?, 1, 2, 3)", (b"gone" * 8,))
+    monkeypatch.setattr(browsing, "TREE_STATS_MAX_BYTES", 1)  # scaled down
+    assert top_level_stats(repo, root) == _expected(share)
+    with sqlite3.connect(path) as conn:
+        ids = {bytes(r[0]) for r in conn.execute("SELECT id FROM totals")}
+    assert ids and b"gone" * 8 not in ids  # only this computation's rows
