@@ -1,56 +1,78 @@
-"""The one HTTP client of the CLI: turns transport failures and HTTP errors into CliError."""
+"""The one HTTP client of the CLI: turns transport failures and HTTP errors into CliError.
+
+It speaks HTTP/1.1 over one kept-alive connection with the standard library's
+``http.client``: a command's first request leaves as soon as its options are parsed.
+httpx (the proxies' and the tests' client) took ~50 ms of CPU to import and set up on
+every command, before that request (docs/cli.md, "Start-up"). What httpx did on its own
+is kept: JSON bodies encoded the same way, ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``/
+``NO_PROXY`` honoured (through a plain ``http://`` proxy).
+"""
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
+import os
 import re
+import select
 import ssl
-import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
-
-if "httpx" not in sys.modules:
-    # httpx's package import also loads its own command-line tool (httpx._main), which pulls
-    # in click, rich and pygments: a quarter of the CLI's start-up. Marking that module as
-    # absent makes httpx fall back to its stub ``httpx.main`` (it guards that import with
-    # ``except ImportError``); the client never uses it. A process that already imported
-    # httpx (the server, the tests) is left as it is.
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-
-import httpx
+from urllib.parse import unquote, urlencode, urlsplit
 
 from ferryman.cli.config import Connection
 from ferryman.cli.errors import ApiError, CliError, ServerUnreachable
 
 API_PREFIX = "/api/v1"
+PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
+
+
+@dataclass(frozen=True)
+class Response:
+    """One complete answer of the server."""
+
+    status_code: int
+    reason_phrase: str
+    content: bytes
+    content_type: str = ""
+
+    @property
+    def text(self) -> str:
+        charset = re.search(r"charset=([\w-]+)", self.content_type)
+        try:
+            return self.content.decode(charset.group(1) if charset else "utf-8", "replace")
+        except LookupError:  # a charset Python does not know
+            return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The decoded JSON body; ``ValueError`` when it is not JSON."""
+        return json.loads(self.content)
 
 
 class ApiClient:
     """Calls the backup server's REST API; every failure surfaces as a :class:`CliError`."""
 
-    def __init__(
-        self,
-        connection: Connection,
-        timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
+    def __init__(self, connection: Connection, timeout: float = 30.0) -> None:
         self.connection = connection
-        headers = {"Accept": "application/json"}
+        self.timeout = timeout
+        url = urlsplit(connection.server)
+        self._https = url.scheme == "https"
+        self._host = url.hostname or ""
+        self._port = url.port or (443 if self._https else 80)
+        self._prefix = url.path.rstrip("/") + API_PREFIX
+        self._headers = {"Accept": "application/json", "User-Agent": "ferryman-cli"}
         if connection.token:
-            headers["Authorization"] = f"Bearer {connection.token}"
-        verify: ssl.SSLContext | bool = True
-        if connection.ca_file is not None:
-            verify = ssl.create_default_context(cafile=str(connection.ca_file))
-        self._http = httpx.Client(
-            base_url=connection.server + API_PREFIX,
-            headers=headers,
-            timeout=timeout,
-            verify=verify,
-            transport=transport,
-        )
+            self._headers["Authorization"] = f"Bearer {connection.token}"
+        self._tls: ssl.SSLContext | None = None
+        self._http: http.client.HTTPConnection | None = None
+        self._via_proxy = False  # plain http through a proxy: absolute request targets
 
     def close(self) -> None:
-        self._http.close()
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     def get(
         self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
@@ -76,18 +98,23 @@ class ApiClient:
         """Send one request and yield the JSON objects of a line-per-object (NDJSON) answer."""
         server = self.connection.server
         try:
-            with self._http.stream(method, path, json=body, timeout=None) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise ApiError(response.status_code, error_message(response))
-                for line in response.iter_lines():
-                    if line.strip():
-                        yield json.loads(line)
-        except httpx.TransportError as exc:
+            answer = self._send(method, path, body, None, timeout=None)
+            if answer.status >= 400:
+                raise ApiError(answer.status, error_message(_complete(answer)))
+            for line in answer:
+                if line.strip():
+                    yield json.loads(line)
+            answer.read()  # marks the answer complete: the connection can be used again
+        except GeneratorExit:  # the caller stopped reading: the rest of the answer is lost
+            self.close()
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
             raise ServerUnreachable(
                 f"cannot reach the backup server at {server}: {_reason(exc)}"
             ) from exc
         except ValueError as exc:
+            self.close()
             raise CliError(f"the backup server at {server} sent a line that is not JSON") from exc
 
     def request(
@@ -100,19 +127,17 @@ class ApiClient:
     ) -> Any:
         """Send one request and return the decoded JSON body (``None`` when empty)."""
         server = self.connection.server
-        clean_params = {k: v for k, v in (params or {}).items() if v is not None}
-        extra: dict[str, Any] = {}
-        if timeout is not None:
-            extra["timeout"] = timeout
         try:
-            response = self._http.request(
-                method, path, json=body, params=clean_params or None, **extra
+            response = _complete(
+                self._send(method, path, body, params, self.timeout if timeout is None else timeout)
             )
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
+            self.close()
             raise ServerUnreachable(
                 f"the backup server at {server} did not answer in time"
             ) from exc
-        except httpx.TransportError as exc:
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 ca = self.connection.ca_file or "the system's trusted CAs"
                 raise CliError(
@@ -134,6 +159,124 @@ class ApiClient:
                 f"({method} {path}, HTTP {response.status_code})"
             ) from exc
 
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> http.client.HTTPResponse:
+        """Send the request on the kept-alive connection (a new one if the server closed it)
+        and return the answer with its body still to read."""
+        target = self._prefix + path
+        query = _query(params or {})
+        if query:
+            target += "?" + query
+        headers = dict(self._headers)
+        payload = None
+        if body is not None:  # as httpx's json=: compact, UTF-8, no NaN
+            text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            payload = text.encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        conn = self._connection(timeout)
+        if self._via_proxy:
+            target = f"http://{self._host}:{self._port}{target}"
+        conn.request(method, target, body=payload, headers=headers)
+        return conn.getresponse()
+
+    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        conn = self._http
+        if conn is not None and conn.sock is not None and _closed_by_peer(conn.sock):
+            conn.close()  # the server ended the idle connection: http.client reconnects
+        if conn is None:
+            conn = self._http = self._open(timeout)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn
+
+    def _open(self, timeout: float | None) -> http.client.HTTPConnection:
+        scheme = "https" if self._https else "http"
+        proxy = _environment_proxy(scheme, self._host)
+        if proxy is None:
+            return self._plain_or_tls(self._host, self._port, timeout)
+        url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if url.scheme != "http" or not url.hostname:
+            raise CliError(f"unsupported proxy {proxy!r} (from the environment): use http://")
+        conn = self._plain_or_tls(url.hostname, url.port or 80, timeout)
+        auth = _proxy_authorization(url.username, url.password)
+        if self._https:
+            conn.set_tunnel(self._host, self._port, headers=auth)  # CONNECT, then TLS inside
+        else:
+            self._headers.update(auth)
+            self._via_proxy = True
+        return conn
+
+    def _plain_or_tls(
+        self, host: str, port: int, timeout: float | None
+    ) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._context())
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def _context(self) -> ssl.SSLContext:
+        """The CA file configured, else the system's trusted CAs (OpenSSL's default paths,
+        which ``SSL_CERT_FILE``/``SSL_CERT_DIR`` override), as docs/cli.md says."""
+        if self._tls is None:
+            ca_file = self.connection.ca_file
+            cafile = str(ca_file) if ca_file is not None else None
+            self._tls = ssl.create_default_context(cafile=cafile)
+        return self._tls
+
+
+def _complete(answer: http.client.HTTPResponse) -> Response:
+    return Response(
+        status_code=answer.status,
+        reason_phrase=answer.reason,
+        content=answer.read(),
+        content_type=answer.getheader("Content-Type") or "",
+    )
+
+
+def _query(params: Mapping[str, Any]) -> str:
+    """Query string of the given (non-None) parameters; booleans as httpx sent them."""
+    items = [
+        (key, str(value).lower() if isinstance(value, bool) else value)
+        for key, value in params.items()
+        if value is not None
+    ]
+    return urlencode(items, doseq=True)
+
+
+def _closed_by_peer(sock: Any) -> bool:
+    """An idle kept-alive connection with something to read has been closed by the server."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _environment_proxy(scheme: str, host: str) -> str | None:
+    """The proxy the environment names for ``scheme`` unless ``NO_PROXY`` exempts ``host``."""
+    if not any(name.lower() in PROXY_VARIABLES for name in os.environ):
+        return None
+    from urllib.request import getproxies, proxy_bypass  # only with proxies set
+
+    proxies = getproxies()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if not proxy or proxy_bypass(host):
+        return None
+    return proxy
+
+
+def _proxy_authorization(user: str | None, password: str | None) -> dict[str, str]:
+    if user is None:
+        return {}
+    secret = f"{unquote(user)}:{unquote(password or '')}".encode()
+    return {"Proxy-Authorization": "Basic " + base64.b64encode(secret).decode("ascii")}
+
 
 def _reason(exc: Exception) -> str:
     """Short reason of a transport error: '[Errno 111] Connection refused' -> 'connection…'."""
@@ -143,7 +286,7 @@ def _reason(exc: Exception) -> str:
     return text[:1].lower() + text[1:]
 
 
-def error_message(response: httpx.Response) -> str:
+def error_message(response: Response) -> str:
     """One line from a FastAPI error body (``detail`` string or validation list)."""
     detail: Any = None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import importlib
 import os
@@ -101,6 +102,8 @@ def _loader(name: str, module: str, attribute: str) -> Callable[[], Any]:
             pretty_exceptions_short=app.pretty_exceptions_short,
             suggest_commands=app.suggest_commands,
         )
+        if isinstance(target, typer.Typer) and not target.registered_groups:
+            return _lazy_group(holder, target, name)
         if isinstance(target, typer.Typer):
             holder.add_typer(target, name=name)
         else:
@@ -108,6 +111,38 @@ def _loader(name: str, module: str, attribute: str) -> Callable[[], Any]:
         return use_plain_coercion(typer.main.get_group(holder).commands[name])
 
     return load
+
+
+def _lazy_group(holder: typer.Typer, target: typer.Typer, name: str) -> Any:
+    """The group of ``target``'s commands, each built on first access: ``job run`` builds
+    its own options, not those of the other job commands.
+
+    The group itself is built by typer from a copy without commands; each command is then
+    built by typer's own ``get_command_from_info`` with the root's settings, exactly as
+    typer builds the commands of a group added with ``add_typer``.
+    """
+    bare = copy.copy(target)
+    bare.registered_commands = []
+    holder.add_typer(bare, name=name)
+    group = use_plain_coercion(typer.main.get_group(holder).commands[name])
+
+    def loader(info: Any) -> Callable[[], Any]:
+        return lambda: use_plain_coercion(
+            typer.main.get_command_from_info(
+                info,
+                pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=app.rich_markup_mode,
+            )
+        )
+
+    group.commands = LazyCommands(
+        {
+            info.name
+            or typer.main.get_command_name(getattr(info.callback, "__name__", "")): loader(info)
+            for info in target.registered_commands
+        }
+    )
+    return group
 
 
 app = typer.Typer(

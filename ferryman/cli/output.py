@@ -7,6 +7,7 @@ imported: ``--help``, ``--json`` and commands that only echo an id never load it
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,36 @@ def stdout_console() -> Console:
     if sys.stdout.isatty():
         return Console(highlight=False)
     return Console(highlight=False, width=200, soft_wrap=True)
+
+
+# the control characters rich's Text drops (bell, backspace, vertical tab, form feed, CR)
+RICH_STRIPPED = dict.fromkeys((7, 8, 11, 12, 13))
+# variables with which rich may treat a pipe as a terminal (rich.console.Console.is_terminal)
+TERMINAL_VARIABLES = ("TTY_COMPATIBLE", "FORCE_COLOR", "FORCE_TERMINAL")
+
+
+class PlainLines:
+    """Lines written to stdout as they are, the way the plain (off-terminal) rich console
+    printed them: a followed session's progress in a pipe or a log file does not load
+    rich (~30 ms of CPU per command, docs/cli.md "Start-up").
+
+    Unlike rich, ``:name:`` in a line stays as typed (rich turned it into an emoji).
+    """
+
+    is_terminal = False
+
+    def print(self, text: str, markup: bool = False) -> None:
+        """Write one line and flush it (a tail of the log sees it at once)."""
+        sys.stdout.write(text.translate(RICH_STRIPPED) + "\n")
+        sys.stdout.flush()
+
+
+def lines_console() -> Console | PlainLines:
+    """Where a command prints progress lines: rich on a terminal, :class:`PlainLines` in a
+    pipe or a file (unless the environment asks rich to treat it as a terminal)."""
+    if sys.stdout.isatty() or any(name in os.environ for name in TERMINAL_VARIABLES):
+        return stdout_console()
+    return PlainLines()
 
 
 def print_json(data: Any) -> None:

@@ -15,12 +15,13 @@ from ferryman.cli.errors import (
     ServerUnreachable,
 )
 from ferryman.cli.output import (
+    PlainLines,
     format_bytes,
     format_count,
     format_duration,
     format_rate,
+    lines_console,
     oldest_first,
-    stdout_console,
 )
 from ferryman.cli.session_figures import (
     counters,
@@ -139,7 +140,7 @@ def follow_session(
     client: ApiClient,
     session: dict[str, Any],
     live: bool = True,
-    console: Console | None = None,
+    console: Console | PlainLines | None = None,
 ) -> dict[str, Any]:
     """Follow ``session`` until it ends and return its final state.
 
@@ -147,13 +148,13 @@ def follow_session(
     otherwise); with ``live=False`` nothing is printed. Ctrl-C stops following, not
     the session.
     """
-    console = console or stdout_console()
+    console = console or lines_console()
     view = SessionView(
         session,
         expected_bytes=PreviousSizes(lambda: previous_sizes(client, session)) if live else {},
     )
     try:
-        if live and console.is_terminal:
+        if live and console.is_terminal and not isinstance(console, PlainLines):
             from rich.live import Live  # the live table: only on a terminal
 
             with Live(view, console=console, refresh_per_second=4, transient=False):
@@ -196,7 +197,7 @@ class SessionView:
     def update(self, session: dict[str, Any]) -> None:
         self.session = session
 
-    def print_changes(self, console: Console) -> None:
+    def print_changes(self, console: Console | PlainLines) -> None:
         """Plain output: a line when a task appears or changes state, and every
         ``PLAIN_PROGRESS_SECONDS`` while it runs."""
         now = self.clock()

@@ -30,7 +30,7 @@ class CliState:
 
     def client(self) -> ApiClient:
         if self._client is None:
-            from ferryman.cli.client import ApiClient  # httpx: only when a command calls the API
+            from ferryman.cli.client import ApiClient  # ssl, http.client: only for API calls
 
             connection = resolve_connection(
                 self.home, self.server_option, self.token_option, self.ca_option

@@ -1,38 +1,103 @@
-"""HTTP failures become one clean line (error-path formatting only; the real server
-is exercised in test_end_to_end.py)."""
+"""The CLI's HTTP client against a real local HTTP server: HTTP failures become one clean
+line, requests carry what the API expects, and one kept-alive connection is reused or
+replaced when the server closed it (the backup server itself is exercised in
+test_end_to_end.py)."""
 
 from __future__ import annotations
 
+import json
+import select
 import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
-import httpx
 import pytest
 
 from ferryman.cli.client import ApiClient
 from ferryman.cli.config import Connection
-from ferryman.cli.errors import ApiError, CliError
+from ferryman.cli.errors import ApiError, CliError, ServerUnreachable
+
+from .connect_proxy import ConnectProxy
 
 
-def client_answering(status: int, body: object = None, text: str | None = None) -> ApiClient:
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.headers["Authorization"] == "Bearer secret"
-        if text is not None:
-            return httpx.Response(status, text=text)
-        return httpx.Response(status, json=body)
+class Answer:
+    """What the test server answers next, and what it was asked."""
 
-    conn = Connection(server="http://server.test", token="secret", ca_file=None)
-    return ApiClient(conn, transport=httpx.MockTransport(handler))
+    def __init__(self) -> None:
+        self.status = 200
+        self.body: bytes = b"{}"
+        self.content_type = "application/json"
+        self.close_after = False  # end the connection after answering (an idle timeout)
+        self.seen: list[dict[str, Any]] = []  # method, target, headers, body, connection
 
 
-def test_detail_string_is_the_message() -> None:
-    client = client_answering(404, {"detail": "share 'nope' not found"})
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn
+
+    def _answer(self) -> None:
+        answer: Answer = self.server.answer  # type: ignore[attr-defined]
+        length = int(self.headers.get("Content-Length") or 0)
+        answer.seen.append(
+            {
+                "method": self.command,
+                "target": self.path,
+                "headers": dict(self.headers),
+                "body": self.rfile.read(length),
+                "connection": self.client_address,
+            }
+        )
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.end_headers()
+        self.wfile.write(answer.body)
+        self.wfile.flush()
+        if answer.close_after:
+            self.close_connection = True
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Answer]]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.answer = Answer()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.answer  # type: ignore[attr-defined]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def client_answering(
+    server: tuple[str, Answer], status: int, body: object = None, text: str | None = None
+) -> ApiClient:
+    url, answer = server
+    answer.status = status
+    if text is not None:
+        answer.body, answer.content_type = text.encode(), "text/plain; charset=utf-8"
+    else:
+        answer.body = json.dumps(body).encode()
+    return ApiClient(Connection(server=url, token="secret", ca_file=None))
+
+
+def test_detail_string_is_the_message(server: tuple[str, Answer]) -> None:
+    client = client_answering(server, 404, {"detail": "share 'nope' not found"})
     with pytest.raises(ApiError) as caught:
         client.get("/shares/nope")
     assert caught.value.message == "share 'nope' not found"
     assert caught.value.status_code == 404
+    assert server[1].seen[0]["headers"]["Authorization"] == "Bearer secret"
 
 
-def test_validation_list_names_the_fields() -> None:
+def test_validation_list_names_the_fields(server: tuple[str, Answer]) -> None:
     body = {
         "detail": [
             {"loc": ["body", "schedule"], "msg": "Value error, invalid cron expression 'x'"},
@@ -40,30 +105,89 @@ def test_validation_list_names_the_fields() -> None:
         ]
     }
     with pytest.raises(ApiError) as caught:
-        client_answering(422, body).post("/jobs", {})
+        client_answering(server, 422, body).post("/jobs", {})
     assert caught.value.message == (
         "schedule: invalid cron expression 'x'; priority: Input should be less than or equal to 100"
     )
 
 
-def test_unauthorized_hints_at_the_token() -> None:
+def test_unauthorized_hints_at_the_token(server: tuple[str, Answer]) -> None:
     with pytest.raises(ApiError, match=r"not authenticated: bad token \(check --token"):
-        client_answering(401, {"detail": "bad token"}).get("/jobs")
+        client_answering(server, 401, {"detail": "bad token"}).get("/jobs")
 
 
-def test_server_error_without_json_is_one_line() -> None:
+def test_server_error_without_json_is_one_line(server: tuple[str, Answer]) -> None:
     with pytest.raises(ApiError) as caught:
-        client_answering(502, text="Bad Gateway\n<html>...</html>").get("/jobs")
+        client_answering(server, 502, text="Bad Gateway\n<html>...</html>").get("/jobs")
     assert caught.value.message == "the backup server failed (HTTP 502): Bad Gateway"
 
 
-def test_non_json_success_is_reported() -> None:
-    with pytest.raises(CliError, match="not JSON"):
-        client_answering(200, text="<html>").get("/jobs")
+def test_error_without_a_body_gives_the_reason_phrase(server: tuple[str, Answer]) -> None:
+    with pytest.raises(ApiError) as caught:
+        client_answering(server, 503, text="").get("/jobs")
+    assert caught.value.message == "the backup server failed (HTTP 503): Service Unavailable"
 
 
-def test_empty_answer_is_none() -> None:
-    assert client_answering(204, text="").delete("/jobs/x") is None
+def test_non_json_success_is_reported(server: tuple[str, Answer]) -> None:
+    with pytest.raises(CliError, match=r"not JSON \(GET /jobs, HTTP 200\)"):
+        client_answering(server, 200, text="<html>").get("/jobs")
+
+
+def test_empty_answer_is_none(server: tuple[str, Answer]) -> None:
+    assert client_answering(server, 204, text="").delete("/jobs/x") is None
+
+
+def test_requests_carry_the_prefix_query_and_a_json_body(server: tuple[str, Answer]) -> None:
+    client = client_answering(server, 200, {"id": 7})
+    assert client.post("/jobs/a%2Fb/run", {"name": "é", "n": 1}, params={"x": True}) == {"id": 7}
+    params = {"revision": 3, "timeout": 10, "job": None, "path": "/a b/ü"}
+    client.get("/sessions/7/follow", params)
+    post, get = server[1].seen
+    assert post["method"] == "POST" and post["target"] == "/api/v1/jobs/a%2Fb/run?x=true"
+    assert post["headers"]["Content-Type"] == "application/json"
+    assert json.loads(post["body"]) == {"name": "é", "n": 1}
+    assert post["body"] == '{"name":"é","n":1}'.encode()  # as httpx encoded it
+    assert get["target"] == "/api/v1/sessions/7/follow?revision=3&timeout=10&path=%2Fa+b%2F%C3%BC"
+    assert get["body"] == b"" and "Content-Type" not in get["headers"]
+
+
+def test_one_connection_is_kept_for_every_request(server: tuple[str, Answer]) -> None:
+    client = client_answering(server, 200, {"ok": True})
+    for _ in range(3):
+        client.get("/health")
+    assert len({seen["connection"] for seen in server[1].seen}) == 1
+
+
+def test_a_connection_the_server_closed_is_replaced(server: tuple[str, Answer]) -> None:
+    """An idle keep-alive connection the server ended is not used for the next request."""
+    answer = server[1]
+    client = client_answering(server, 200, {"ok": True})
+    answer.close_after = True
+    client.get("/health")
+    answer.close_after = False
+    sock = client._http.sock if client._http is not None else None
+    if sock is not None:  # wait until the close has reached us, as after an idle timeout
+        select.select([sock], [], [], 5)
+    assert client.get("/health") == {"ok": True}
+    assert client.post("/jobs/x/run") == {"ok": True}
+    first, second, third = (seen["connection"] for seen in answer.seen)
+    assert first != second == third
+
+
+def test_a_stream_yields_each_line(server: tuple[str, Answer]) -> None:
+    lines = [{"step": 1}, {"step": 2, "done": True}]
+    client = client_answering(server, 200)
+    server[1].body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    assert list(client.stream("POST", "/proxies/deploy", {"host": "h"})) == lines
+    server[1].body = b'{"ok": true}'
+    assert client.get("/health") == {"ok": True}  # the connection is reused after a stream
+    assert len({seen["connection"] for seen in server[1].seen}) == 1
+
+
+def test_a_stream_refused_is_the_server_message(server: tuple[str, Answer]) -> None:
+    client = client_answering(server, 409, {"detail": "already deploying"})
+    with pytest.raises(ApiError, match=r"^already deploying$"):
+        list(client.stream("POST", "/proxies/deploy", {}))
 
 
 def test_connection_refused_names_the_server() -> None:
@@ -71,9 +195,50 @@ def test_connection_refused_names_the_server() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     client = ApiClient(Connection(server=f"http://127.0.0.1:{port}", token=None, ca_file=None))
-    with pytest.raises(CliError) as caught:
+    with pytest.raises(ServerUnreachable) as caught:
         client.get("/health")
-    assert caught.value.message.startswith(
-        f"cannot reach the backup server at http://127.0.0.1:{port}: "
+    assert caught.value.message == (
+        f"cannot reach the backup server at http://127.0.0.1:{port}: connection refused"
     )
-    assert "refused" in caught.value.message
+
+
+def test_a_silent_server_is_a_timeout() -> None:
+    with socket.socket() as listener:  # accepts (the kernel's backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        client = ApiClient(Connection(server=url, token=None, ca_file=None), timeout=0.3)
+        with pytest.raises(ServerUnreachable) as caught:
+            client.get("/health")
+    assert caught.value.message == f"the backup server at {url} did not answer in time"
+
+
+def test_the_environments_proxy_is_used(
+    server: tuple[str, Answer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY (as httpx honoured it) carries the requests; NO_PROXY exempts a host."""
+    proxy = ConnectProxy()
+    threading.Thread(target=proxy.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        url, _ = server
+        assert client_answering(server, 200, {"ok": 1}).get("/health") == {"ok": 1}
+        assert proxy.requests == [f"GET {url}/api/v1/health HTTP/1.1"]
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert client_answering(server, 200, {"ok": 2}).get("/health") == {"ok": 2}
+        assert len(proxy.requests) == 1
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_an_unsupported_proxy_is_one_line(
+    server: tuple[str, Answer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "socks5://127.0.0.1:1080")
+    with pytest.raises(CliError, match=r"unsupported proxy 'socks5://127\.0\.0\.1:1080'"):
+        client_answering(server, 200, {}).get("/health")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import certifi
 import pytest
 
+from .connect_proxy import ConnectProxy
 from .installation import FERRYMAN, Installation, new_installation
 
 pytestmark = pytest.mark.timeout(300)
@@ -256,6 +258,39 @@ def test_wrong_ca_is_named(server: Installation) -> None:
     assert done.returncode == 1
     line = one_error_line(done)
     assert "does not verify against" in line and "cacert.pem" in line
+
+
+def test_without_a_ca_the_systems_trusted_cas_verify_the_server(
+    server: Installation, tmp_path: Path
+) -> None:
+    """No CA anywhere: verified against the system's trusted CAs (which SSL_CERT_FILE
+    replaces, as OpenSSL's default paths do), never unverified."""
+    client = json.loads((server.home / "client.json").read_text())
+    home = tmp_path / "no-ca-home"  # no client.json: server and token from the environment
+    env = {"FERRYMAN_HOME": str(home), "FERRYMAN_SERVER": client["server"],
+           "FERRYMAN_TOKEN": client["token"]}  # fmt: skip
+    done = server.ferryman("job", "list", "--json", env={**env, "SSL_CERT_FILE": ""})
+    assert done.returncode == 1
+    assert "does not verify against the system's trusted CAs" in one_error_line(done)
+    done = server.ferryman("job", "list", "--json", env={**env, "SSL_CERT_FILE": client["ca"]})
+    assert done.returncode == 0, done.stderr
+    assert isinstance(json.loads(done.stdout), list)
+
+
+def test_https_goes_through_the_environments_proxy(server: Installation) -> None:
+    """HTTPS_PROXY: a CONNECT tunnel to the server, TLS verified inside it."""
+    proxy = ConnectProxy()
+    threading.Thread(target=proxy.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        env = {"HTTPS_PROXY": url, "NO_PROXY": "", "no_proxy": ""}
+        done = server.ferryman("job", "list", "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        [request] = proxy.requests  # HTTP/1.0 or 1.1 depending on the Python release
+        assert request.startswith(f"CONNECT 127.0.0.1:{server.port} HTTP/1.")
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
 
 
 def test_json_output_is_valid_json_even_when_empty(server: Installation, tmp_path: Path) -> None:

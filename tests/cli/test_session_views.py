@@ -85,6 +85,33 @@ def test_follow_prints_task_changes_and_summary_off_a_terminal() -> None:
     assert all(c["path"] == "/sessions/7/follow" for c in client.calls)
 
 
+def follow_states() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    odd = {"share": "d\x07o\x08cs", "partition": None}  # a bell and a backspace in a name
+    return session("running", 1, [task("waiting", proxy=None, reason="no free slot")]), [
+        session("running", 2, [task("running", **odd)]),
+        session("warning", 3, [task("warning", stats=FINAL_STATS, **odd,
+                                    warnings=[{"path": "/a", "reason": "denied"}])]),
+    ]  # fmt: skip
+
+
+def test_off_a_terminal_the_lines_are_what_rich_printed(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Following into a pipe prints through PlainLines (no rich), byte for byte what the
+    plain rich console printed (control characters rich drops are dropped too)."""
+    for name in ("TTY_COMPATIBLE", "FORCE_COLOR", "FORCE_TERMINAL"):
+        monkeypatch.delenv(name, raising=False)
+    start, states = follow_states()
+    follow_session(ScriptedClient(list(states)), start)  # type: ignore[arg-type]
+    plain = capsys.readouterr().out
+    expected = io.StringIO()
+    rich_plain = Console(file=expected, highlight=False, width=200, soft_wrap=True)
+    follow_session(ScriptedClient(list(states)), start, console=rich_plain)  # type: ignore[arg-type]
+    assert plain == expected.getvalue()
+    assert "task 21 docs: warning on embedded" in plain and "\x07" not in plain
+    assert len(plain.splitlines()) == 4
+
+
 def test_follow_quietly_for_json() -> None:
     client = ScriptedClient([session("failed", 2, [task("failed", error="boom")])])
     console, out = plain_console()

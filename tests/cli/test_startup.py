@@ -83,15 +83,16 @@ def test_a_mistyped_command_is_still_suggested() -> None:
     )
 
 
-def test_a_command_calling_the_api_loads_httpx_without_its_command_line_tool() -> None:
-    """httpx's package import would also load httpx._main (click, rich, pygments); the
-    client marks it absent (ferryman/cli/client.py)."""
+def test_a_command_calling_the_api_loads_no_httpx() -> None:
+    """The client speaks http.client: httpx and httpcore (~50 ms of CPU to import and set
+    up, before the request) are not loaded by a command (ferryman/cli/client.py)."""
     args = ["--server", "http://127.0.0.1:9", "--token", "t", "job", "list", "--json"]
     code, out, err, modules = loaded_after(args)
     assert code == 1 and out == ""  # nothing listens on port 9: the request was really sent
     assert err == UNREACHABLE  # not an unexpected error before the request (also exit 1)
-    assert "httpx" in modules and "ferryman.cli.client" in modules
-    assert under(modules, (*SERVER_SIDE, "rich", "pygments")) == []
+    assert "ferryman.cli.client" in modules and "http.client" in modules
+    assert under(modules, (*SERVER_SIDE, "httpx", "httpcore", "h11", "anyio")) == []
+    assert under(modules, ("rich", "pygments", "urllib.request", "certifi")) == []
 
 
 def test_parsing_options_does_not_load_pydantic() -> None:
@@ -170,3 +171,67 @@ def test_plain_coercion_gives_what_typers_own_gives() -> None:
             assert outcomes[0] == outcomes[1], (param.name, value)
         param._runtime_param = None
     assert plain_kinds == {"PlainStr", "PlainPath", "PlainBool"}
+
+
+def test_a_sub_command_builds_only_itself_and_the_group_matches_typers() -> None:
+    """``job run`` builds the run command alone; every group's help and every command's
+    options are what typer's own (eager) build of the same app gives."""
+    import importlib
+
+    import typer
+
+    from ferryman.cli.main import app
+
+    root = typer.main.get_command(app)
+    job = root.commands["job"]  # type: ignore[attr-defined]
+    job.commands["run"]
+    assert list(job.commands._built) == ["run"]
+    for name, (module, attribute) in COMMANDS.items():
+        target = getattr(importlib.import_module(f"ferryman.cli.commands.{module}"), attribute)
+        if not isinstance(target, typer.Typer):
+            continue
+        eager_holder = typer.Typer(rich_markup_mode=None, pretty_exceptions_short=True)
+        eager_holder.add_typer(target, name=name)
+        eager: Any = typer.main.get_group(eager_holder).commands[name]
+        lazy: Any = root.commands[name]  # type: ignore[attr-defined]
+        assert list(lazy.commands) == list(eager.commands), name
+        for command in eager.commands:
+            built, expected = lazy.commands[command], eager.commands[command]
+            assert built.help == expected.help, (name, command)
+            assert [p.opts for p in built.params] == [p.opts for p in expected.params]
+        with (
+            typer.Context(lazy, info_name=name) as lazy_ctx,
+            typer.Context(eager, info_name=name) as eager_ctx,
+        ):
+            assert lazy.get_help(lazy_ctx) == eager.get_help(eager_ctx), name
+
+
+def test_following_into_a_pipe_loads_no_rich() -> None:
+    """Progress lines off a terminal are written as they are (output.PlainLines); the
+    lines themselves are compared with rich's in test_session_views.py."""
+    script = textwrap.dedent(
+        """
+        import json, os, sys
+        for name in ("TTY_COMPATIBLE", "FORCE_COLOR", "FORCE_TERMINAL"):
+            os.environ.pop(name, None)
+        from ferryman.cli.progress_view import follow_session
+        ended = {"id": 7, "kind": "backup", "status": "success", "revision": 2, "tasks": [
+            {"id": 1, "share": "docs", "state": "success", "proxy": "p",
+             "stats": {"files": 3, "bytes_read": 2048, "bytes_transferred": 0}}]}
+        class Client:
+            def request(self, *args, **kwargs):
+                return ended
+        follow_session(Client(), {**ended, "status": "running", "revision": 1})
+        print(json.dumps(sorted(sys.modules)))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    *lines, modules = done.stdout.splitlines()
+    assert lines == [
+        "task 1 docs: success on p, 3 files, 2.0 KiB read, 0 B sent",
+        "session 7 backup ended SUCCESS: 3 files, 2.0 KiB read, 0 B sent. "
+        "Details: ferryman session show 7",
+    ]
+    assert under(set(json.loads(modules)), ("rich", "pygments")) == []
