@@ -133,6 +133,7 @@ def _backup(
                 cancel=cancel,
                 trust_reused=trusted,
                 listings=listings,
+                prev_entries=parents.entries,
             )
             cancelled = False
             try:

@@ -39,6 +39,7 @@ class Parents:
     point_ids: list[str] = field(default_factory=list)  # the restore point of each root
     parent_id: str | None = None
     checkpoint_ids: list[str] = field(default_factory=list)
+    entries: int = 0  # files and directories the parent's walk saw (its stats), 0 unknown
 
 
 def _matches(point: RestorePoint, options: BackupOptions) -> bool:
@@ -80,6 +81,9 @@ def find_parents(repo: Repository, options: BackupOptions) -> Parents:
         except (RepositoryError, ValueError) as exc:
             log.warning("restore point %s unusable for change detection: %s", point.id, exc)
     found.parent_id = parent.id if parent is not None else None
+    if parent is not None:
+        counts = [parent.stats.get(k) for k in ("files_scanned", "dirs_scanned")]
+        found.entries = sum(c for c in counts if isinstance(c, int))
     return found
 
 

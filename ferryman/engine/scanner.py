@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ferryman.engine import walk_helper
 from ferryman.engine.change_detection import PreviousListing, unchanged
 from ferryman.engine.checkpoint import resumable_prefix
 from ferryman.engine.file_saver import FileSaver, PendingContent, describe_os_error
@@ -42,6 +43,7 @@ from ferryman.engine.tree_saver import (
     TreeSaver,
 )
 from ferryman.sources.base import SourceDir
+from ferryman.sources.local import LocalDir
 from ferryman.sources.metadata import split_acls
 
 EVENT_BATCH = 512
@@ -88,7 +90,12 @@ class Scanner:
         cancel: threading.Event | None = None,
         trust_reused: bool = False,
         listings: ListingCache | None = None,
+        prev_entries: int = 0,
     ) -> None:
+        # entries of the previous walk: from walk_helper.SPLIT_MIN_ENTRIES on, a helper
+        # process checks subtrees from the other end (see ``walk_helper``)
+        self._prev_entries = prev_entries
+        self._helper: walk_helper.WalkHelper | None = None
         self._trust_reused = trust_reused  # writer.trusts_points(parents), see TreeSaver
         # compact listings of previous tree blobs; only with trust: an unchanged run's
         # records are then decoded late (by the tree saver), or never
@@ -153,6 +160,7 @@ class Scanner:
         count = 0
         next_cancel_check = 256
         runs = len(prev_maps) == 1 and not self._filter.active
+        helper = self._helper = self._start_helper(root, prev_maps, selection)
         try:
             while stack:
                 frame = stack[-1]
@@ -164,10 +172,14 @@ class Scanner:
                     if count >= next_cancel_check:
                         next_cancel_check = count + 256
                         self._check_cancel()
+                        if helper is not None:
+                            helper.drain()  # it waits while its pipe is full
                     if again:
                         continue
                 if frame.index >= len(frame.names):
                     stack.pop()
+                    if helper is not None:
+                        helper.inside.discard(frame.rel)
                     if frame.dir is not None:
                         frame.dir.release()
                     reuse = frame.reuse
@@ -181,16 +193,45 @@ class Scanner:
                 if count >= next_cancel_check:
                     next_cancel_check = count + 256
                     self._check_cancel()
+                    if helper is not None:
+                        helper.drain()
                 child = self._entry(frame, name, ahead)
                 if child is not None:
                     stack.append(child)
+                    if helper is not None:
+                        helper.inside.add(child.rel)
         finally:
+            if helper is not None:
+                self._helper = None
+                helper.close()
             for frame in stack:
                 if frame.dir is not None:
                     frame.dir.release()
             self._saver.flush_batch()
             self._flush_events()
             self._stats.add(seconds_scan=time.perf_counter() - t0)
+
+    def _start_helper(
+        self, root: SourceDir, prev_maps: list[NodeMap], selection: Selection | None
+    ) -> walk_helper.WalkHelper | None:
+        """The helper process, for a large local share re-run against one previous tree
+        whose listings are cached (trusted); None: this thread walks alone."""
+        if (
+            self._listings is None
+            or len(prev_maps) != 1
+            or selection is not None
+            or not isinstance(root, LocalDir)
+            or self._prev_entries < walk_helper.SPLIT_MIN_ENTRIES
+        ):
+            return None
+        return walk_helper.WalkHelper.start(
+            root,
+            list(prev_maps[0].get("st", ())),
+            self._listings.path,
+            one_file_system=self._one_fs,
+            root_dev=self._root_dev,
+            path_filter=self._filter,
+        )
 
     def _frame(
         self, d: SourceDir | None, rel: bytes, prevs: list[NodeMap], selection: Selection | None
@@ -458,6 +499,24 @@ class Scanner:
             self._check_cancel()
         return False
 
+    def _reuse_checked(
+        self, node: Node, rel: bytes, reuse: NodeMap, verdict: walk_helper.Verdict
+    ) -> None:
+        """A subdirectory the helper found unchanged: its previous record, as the walk
+        of it would have reused it (``LeaveDir(reuse)`` of an empty, all-raw buffer)."""
+        if self._xattrs:
+            xattrs = reuse.get("x")
+            node.xattrs = dict(xattrs) if xattrs else {}
+            node.acl_access = reuse.get("aa", b"")
+            node.acl_default = reuse.get("ad", b"")
+        self._emit(EnterDir(node, rel))
+        self._emit(LeaveDir(reuse))
+        counts = self._counts
+        counts.dirs_scanned += verdict.dirs
+        counts.files_scanned += verdict.files
+        counts.bytes_scanned += verdict.bytes
+        counts.files_unchanged += verdict.unchanged
+
     def _dir(
         self,
         d: SourceDir,
@@ -467,7 +526,9 @@ class Scanner:
         rel: bytes,
         prevs: list[NodeMap],
         first_listing_match: bool,
-    ) -> _Frame:
+    ) -> _Frame | None:
+        """Enter a directory; None when the helper found its subtree unchanged (its
+        previous record is then reused without opening it)."""
         node = node_from_stat(name, st)
         selection: Selection | None = None
         if frame.selection is not None:
@@ -477,9 +538,15 @@ class Scanner:
         if first_listing_match and prev_dirs and unchanged(prev_dirs[0], st):
             reuse = prev_dirs[0]
         sub: SourceDir | None = None
-        if self._one_fs and st.st_dev != self._root_dev:
+        other_fs = self._one_fs and st.st_dev != self._root_dev
+        if other_fs:
             reuse = None  # another filesystem: keep the mount point, not its content
-        else:
+        elif reuse is not None and self._helper is not None and selection is None:
+            verdict = self._helper.take(rel, reuse)
+            if verdict is not None:
+                self._reuse_checked(node, rel, reuse, verdict)
+                return None
+        if not other_fs:
             try:
                 sub = d.open_dir(name)
             except OSError as exc:

@@ -69,6 +69,14 @@ class PathFilter:
 
         return join(names), join(paths)
 
+    def regexes(self) -> tuple[bytes | None, bytes | None, bytes | None, bytes | None]:
+        """The compiled masks' sources: exclude by name, by path, include by name, by
+        path (None: no such mask), for a process that applies them again (``re.S``)."""
+        return tuple(  # type: ignore[return-value]
+            rx.pattern if rx is not None else None
+            for rx in (self._exc_name, self._exc_path, self._inc_name, self._inc_path)
+        )
+
     def excluded(self, name: bytes, rel: bytes) -> bool:
         """Whether an entry is excluded."""
         if self._exc_name is not None and self._exc_name.match(name):
