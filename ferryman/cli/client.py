@@ -60,6 +60,7 @@ class ApiClient:
         url = urlsplit(connection.server)
         self._https = url.scheme == "https"
         self._host = url.hostname or ""
+        self._netloc = url.netloc  # host[:port] as written ([…] around IPv6)
         self._port = url.port or (443 if self._https else 80)
         self._prefix = url.path.rstrip("/") + API_PREFIX
         self._headers = {"Accept": "application/json", "User-Agent": "ferryman-cli"}
@@ -181,7 +182,7 @@ class ApiClient:
             headers["Content-Type"] = "application/json"
         conn = self._connection(timeout)
         if self._via_proxy:
-            target = f"http://{self._host}:{self._port}{target}"
+            target = f"http://{self._netloc}{target}"
         conn.request(method, target, body=payload, headers=headers)
         return conn.getresponse()
 

@@ -38,6 +38,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         answer: Answer = self.server.answer  # type: ignore[attr-defined]
+        self.close_connection = answer.close_after  # read before answering: the test goes on
         length = int(self.headers.get("Content-Length") or 0)
         answer.seen.append(
             {
@@ -54,8 +55,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(answer.body)
         self.wfile.flush()
-        if answer.close_after:
-            self.close_connection = True
 
     do_GET = do_POST = do_PATCH = do_DELETE = _answer
 
