@@ -183,6 +183,19 @@ def test_a_stream_yields_each_line(server: tuple[str, Answer]) -> None:
     assert len({seen["connection"] for seen in server[1].seen}) == 1
 
 
+def test_a_stream_left_before_its_end_does_not_spoil_the_next_request(
+    server: tuple[str, Answer],
+) -> None:
+    """proxy_deploy's follow returns at the "done" event, before the answer's end."""
+    client = client_answering(server, 200)
+    server[1].body = b'{"event": "done"}\n{"event": "late"}\n'
+    for event in client.stream("POST", "/proxies/x/upgrade", {}):
+        assert event == {"event": "done"}
+        break
+    server[1].body = b'{"ok": true}'
+    assert client.get("/health") == {"ok": True}
+
+
 def test_a_stream_refused_is_the_server_message(server: tuple[str, Answer]) -> None:
     client = client_answering(server, 409, {"detail": "already deploying"})
     with pytest.raises(ApiError, match=r"^already deploying$"):
