@@ -28,13 +28,15 @@ import os
 import sqlite3
 import threading
 import zlib
+from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import msgpack
+import msgspec
 
-from ferryman.engine.nodes import NodeMap, load_dir_maps
+from ferryman.engine.nodes import NodeMap, load_dir_maps, tree_keys, tree_records
 from ferryman.engine.ports import RepositoryPort
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,27 @@ class CompactListing:
             tuple(map(approx_size, maps)),
         )
 
+    def part(self, start: int, stop: int) -> CompactListing:
+        """The listing of entries ``start`` to ``stop - 1``."""
+        return CompactListing(
+            self.names[start:stop],
+            self.keys[start:stop],
+            self.dirs[start:stop],
+            self.approx[start:stop],
+        )
+
+    @classmethod
+    def join(cls, parts: list[CompactListing]) -> CompactListing:
+        """The listing of ``parts``' entries one after the other."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            tuple(chain.from_iterable(p.names for p in parts)),
+            tuple(chain.from_iterable(p.keys for p in parts)),
+            tuple(chain.from_iterable(p.dirs for p in parts)),
+            tuple(chain.from_iterable(p.approx for p in parts)),
+        )
+
     def encode(self) -> bytes:
         """The stored form: a checksum, then the msgpack of the four columns."""
         body: bytes = msgpack.packb(
@@ -135,7 +158,7 @@ class PrevBlob:
     """One tree blob of the previous restore point, as a compact listing; its full
     records are decoded on first use (``maps``), from either thread of the task."""
 
-    __slots__ = ("_cache", "_maps", "_repo", "blob_id", "listing", "stale")
+    __slots__ = ("_cache", "_data", "_maps", "_raws", "_repo", "blob_id", "listing", "stale")
 
     def __init__(
         self,
@@ -144,12 +167,15 @@ class PrevBlob:
         listing: CompactListing,
         maps: list[NodeMap] | None = None,
         cache: ListingCache | None = None,
+        data: bytes | None = None,
     ) -> None:
         self._repo = repo
         self._cache = cache
         self.blob_id = blob_id
         self.listing = listing
         self._maps = maps
+        self._data = data  # the blob's bytes, once decoded (with ``maps``)
+        self._raws: list[msgspec.Raw] | None = None  # its records as stored (``records``)
         self.stale = False  # the cached listing disagreed with the decoded blob
 
     def maps(self) -> list[NodeMap]:
@@ -163,7 +189,9 @@ class PrevBlob:
         maps = self._maps
         if maps is None:
             assert self._repo is not None
-            maps = load_dir_maps(self._repo, self.blob_id)
+            data = self._repo.get_blob(self.blob_id)
+            maps = load_dir_maps(self._repo, self.blob_id, data)
+            self._data = data
             if tuple(m["n"] for m in maps) != self.listing.names or (
                 tuple(map(map_key, maps)) != self.listing.keys
             ):
@@ -178,6 +206,26 @@ class PrevBlob:
                 self.stale = True
             self._maps = maps
         return maps
+
+    def records(self, start: int, stop: int) -> list[msgspec.Raw] | None:
+        """Records ``start`` to ``stop - 1`` in their stored form, copied from the blob
+        (a directory encoded again keeps its unchanged entries' bytes, not decoded and
+        encoded again). The blob's names and stat keys are checked against the listing
+        first, as ``maps`` does, but without building its records; None when they
+        disagree (``stale``: the listing's positions are not the blob's)."""
+        raws = self._raws
+        if raws is None:
+            data = self._data  # set with the records (``maps``): checked then
+            if data is None:
+                assert self._repo is not None
+                data = self._repo.get_blob(self.blob_id)
+                if tree_keys(data) != (self.listing.names, self.listing.keys):
+                    self.maps()  # compared record by record: stale (row dropped) or not
+            raws = tree_records(data)
+            if self.stale or raws is None:
+                return None
+            self._raws = raws
+        return raws[start:stop]
 
 
 EMPTY_BLOB = PrevBlob(None, b"", CompactListing((), (), (), ()), [])
@@ -338,8 +386,9 @@ def load_prev_blob(repo: RepositoryPort, cache: ListingCache | None, blob_id: by
         if listing is not None:
             cache.read_ahead([i for d in listing.dirs if d is not None for i in d.get("st", ())])
             return PrevBlob(repo, blob_id, listing, cache=cache)
-    maps = load_dir_maps(repo, blob_id)
+    data = repo.get_blob(blob_id)
+    maps = load_dir_maps(repo, blob_id, data)
     listing = CompactListing.from_maps(maps)
     if cache is not None:
         cache.put(blob_id, listing)
-    return PrevBlob(repo, blob_id, listing, maps)
+    return PrevBlob(repo, blob_id, listing, maps, data=data)

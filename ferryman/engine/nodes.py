@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgpack
+import msgspec
 
 from ferryman.engine.options import EngineError
 from ferryman.engine.ports import RepositoryPort, WriterPort
@@ -35,6 +36,7 @@ __all__ = [
     "ROOT_NAME",
     "Node",
     "NodeMap",
+    "decode_tree_maps",
     "iter_dir_maps",
     "iter_dir_nodes",
     "load_dir_maps",
@@ -47,6 +49,9 @@ __all__ = [
     "store_maps",
     "store_root",
     "store_tree",
+    "tree_blob",
+    "tree_keys",
+    "tree_records",
 ]
 
 ROOT_NAME = b"root"
@@ -138,8 +143,13 @@ def load_tree_maps(repo: RepositoryPort, blob_id: bytes) -> list[NodeMap]:
     """A tree blob's nodes as stored maps, unvalidated: for change detection and the
     share statistics (``proxy.browsing``), which check the few fields they read; restore
     and browsing a restore point use the validating ``repo.get_tree``."""
+    return decode_tree_maps(repo.get_blob(blob_id), blob_id)
+
+
+def decode_tree_maps(data: bytes, blob_id: bytes) -> list[NodeMap]:
+    """``load_tree_maps`` of the tree blob ``blob_id`` whose bytes are ``data``."""
     doc = msgpack.unpackb(
-        repo.get_blob(blob_id),
+        data,
         raw=False,
         strict_map_key=False,
         max_bin_len=MAX_TREE_BYTES,
@@ -153,13 +163,14 @@ def load_tree_maps(repo: RepositoryPort, blob_id: bytes) -> list[NodeMap]:
     return nodes
 
 
-def load_dir_maps(repo: RepositoryPort, blob_id: bytes) -> list[NodeMap]:
-    """One tree blob of a directory being walked, as stored maps.
+def load_dir_maps(repo: RepositoryPort, blob_id: bytes, data: bytes | None = None) -> list[NodeMap]:
+    """One tree blob of a directory being walked, as stored maps (``data``: its bytes,
+    when already read).
 
     The tree blobs of the subdirectories listed are located with one index query
     per blob read (``prefetch_locations``), not one per subdirectory.
     """
-    maps = load_tree_maps(repo, blob_id)
+    maps = decode_tree_maps(repo.get_blob(blob_id) if data is None else data, blob_id)
     repo.prefetch_locations([i for m in maps if m.get("t") == "dir" for i in m.get("st", ())])
     return maps
 
@@ -168,6 +179,71 @@ def iter_dir_maps(repo: RepositoryPort, subtrees: list[bytes]) -> Iterator[NodeM
     """Stream a directory's entries as stored maps, one tree blob at a time."""
     for blob_id in subtrees:
         yield from load_dir_maps(repo, blob_id)
+
+
+class _Key(msgspec.Struct, gc=False):
+    """The fields of a stored record that ``listing_cache.map_key`` reads (omitted = 0)."""
+
+    n: bytes
+    s: int = 0
+    mt: int = 0
+    ct: int = 0
+    i: int = 0
+    m: int = 0
+    r: int = 0
+
+
+class _TreeKeys(msgspec.Struct, gc=False):
+    v: int
+    nodes: list[_Key]
+
+
+class _TreeRecords(msgspec.Struct, gc=False):
+    nodes: list[msgspec.Raw]
+
+
+_TREE_KEYS = msgspec.msgpack.Decoder(_TreeKeys)
+_TREE_RECORDS = msgspec.msgpack.Decoder(_TreeRecords)
+
+
+def tree_keys(data: bytes) -> tuple[tuple[bytes, ...], tuple[tuple[int, ...], ...]] | None:
+    """The names and ``map_key``s of a tree blob's records, read in native code without
+    building the records (~0.6 us a record, ~4 us to decode and key them); None when
+    the blob does not read this way (``decode_tree_maps`` then tells)."""
+    try:
+        doc = _TREE_KEYS.decode(data)
+    except msgspec.DecodeError:
+        return None
+    if doc.v != TREE_VERSION:
+        return None
+    nodes = doc.nodes
+    return tuple(e.n for e in nodes), tuple((e.s, e.mt, e.ct, e.i, e.m, e.r) for e in nodes)
+
+
+def tree_records(data: bytes) -> list[msgspec.Raw] | None:
+    """A tree blob's records in their stored form, one each (None: not a tree blob):
+    joined under ``tree_blob``, they give the blob again."""
+    try:
+        return _TREE_RECORDS.decode(data).nodes
+    except msgspec.DecodeError:
+        return None
+
+
+# a tree blob's bytes before the length of its node list (``store_maps``' layout)
+_TREE_HEAD: bytes = msgpack.packb({"v": TREE_VERSION, "nodes": []}, use_bin_type=True)[:-1]
+
+
+def tree_blob(records: list[bytes | msgspec.Raw], count: int) -> bytes:
+    """The tree blob of ``count`` node records given in their stored (msgpack) form,
+    name-sorted and concatenated in ``records``: the same bytes as ``store_maps``
+    gives for the decoded records, so unchanged entries are copied, not re-encoded."""
+    if count < 16:
+        head = bytes([0x90 | count])  # fixarray
+    elif count < 1 << 16:
+        head = b"\xdc" + count.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + count.to_bytes(4, "big")
+    return b"".join([_TREE_HEAD, head, *records])
 
 
 def store_maps(repo: RepositoryPort, writer: WriterPort, maps: list[NodeMap]) -> tuple[bytes, bool]:

@@ -33,6 +33,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import msgpack
+import msgspec
+
 from ferryman.engine.checkpoint import partial_file_map
 from ferryman.engine.file_saver import FileOutcome, PendingContent
 from ferryman.engine.listing_cache import (
@@ -49,10 +52,11 @@ from ferryman.engine.nodes import (
     TreeLayoutError,
     node_from_map,
     node_to_map,
-    store_maps,
+    tree_blob,
 )
 from ferryman.engine.ports import RepositoryPort, WriterPort
 from ferryman.engine.stats import StatsCollector
+from ferryman.repository.blob import KIND_TREE
 from ferryman.repository.tree import TARGET_TREE_BYTES
 from ferryman.sources.base import SourceDir
 from ferryman.sources.metadata import split_acls
@@ -127,6 +131,11 @@ class PrevRun:
     def approx_bytes(self) -> int:
         """The sum of ``approx_size`` of the run's records, without decoding them."""
         return sum(self.blob.listing.approx[self.start : self.stop])
+
+    def records(self) -> list[msgspec.Raw] | None:
+        """The run's records as stored, copied from the previous blob (None: its cached
+        listing proved stale; ``maps`` then checks and gives the records)."""
+        return self.blob.records(self.start, self.stop)
 
 
 @dataclass(slots=True)
@@ -554,20 +563,38 @@ class TreeSaver:
             self.root = b.node
 
     def _add_run(self, run: PrevRun) -> None:
-        """``_add(m, raw=True)`` for each record of ``run``; in one step, undecoded,
-        when they fit the current tree blob (the usual case), so blob boundaries stay
-        those of ``_add``."""
+        """``_add(m, raw=True)`` for each record of ``run``, undecoded, so blob boundaries
+        stay those of ``_add``: in one step when they fit the current tree blob (the
+        usual case), else split where ``_add`` would store the blob (a change early in
+        a large directory moves every later boundary: its runs straddle them)."""
         b = self._stack[-1]
-        n = len(run)
-        size = b.approx_bytes + run.approx_bytes()
-        if b.count + n < self._max_nodes and size < TARGET_TREE_BYTES:
-            self._added += n
-            b.buffer.append(run)
-            b.count += n
-            b.approx_bytes = size
-            return
-        for m in run.maps():
-            self._add(m, raw=True)
+        while len(run):
+            n = len(run)
+            size = b.approx_bytes + run.approx_bytes()
+            if b.count + n < self._max_nodes and size < TARGET_TREE_BYTES:
+                self._added += n
+                b.buffer.append(run)
+                b.count += n
+                b.approx_bytes = size
+                return
+            approx = run.blob.listing.approx
+            stop, count, size = run.start, b.count, b.approx_bytes
+            while count < self._max_nodes and size < TARGET_TREE_BYTES:
+                size += approx[stop]
+                count += 1
+                stop += 1
+            self._added += stop - run.start
+            b.buffer.append(PrevRun(run.blob, run.start, stop))
+            b.count, b.approx_bytes = count, size
+            if b.held:
+                self._resolve_held()
+                if self.stopped:
+                    return
+            b.blob_ids.append(self._store(b.buffer))
+            b.buffer = []
+            b.count = 0
+            b.approx_bytes = 0
+            run = PrevRun(run.blob, stop, run.stop)
 
     def _add(self, m: NodeMap, raw: bool) -> None:
         self._added += 1
@@ -587,12 +614,33 @@ class TreeSaver:
             b.approx_bytes = 0
 
     def _store(self, buffer: Sequence[NodeMap | PrevRun]) -> bytes:
-        maps = expand(buffer)
-        blob_id, new = store_maps(self._repo, self._writer, maps)
+        """Store a buffer as one tree blob (and cache its listing); returns its id.
+
+        Runs of unchanged entries are copied as stored in their previous blob, with
+        their listing columns: only new records are encoded (a directory encoded again
+        because one entry changed cost ~7 us per unchanged entry to decode, encode and
+        list again; the blob is still decoded once, to check it against its listing)."""
+        records: list[bytes | msgspec.Raw] = []
+        listed: list[CompactListing] = []
+        count = 0
+        for x in buffer:
+            raw = x.records() if isinstance(x, PrevRun) else None
+            if isinstance(x, PrevRun) and raw is not None:
+                records.extend(raw)
+                listed.append(x.blob.listing.part(x.start, x.stop))
+                count += len(x)
+                continue
+            maps = x.maps() if isinstance(x, PrevRun) else [x]
+            records.extend(msgpack.packb(m, use_bin_type=True) for m in maps)
+            listed.append(CompactListing.from_maps(maps))
+            count += len(maps)
+        data = tree_blob(records, count)
+        blob_id = self._repo.blob_id(data)
+        new = self._writer.add_blob(KIND_TREE, blob_id, data)
         if new:
             self._stats.add(trees_written=1)
         if new and self._listings is not None:  # an old blob's listing is cached when read
-            self._listings.put(blob_id, CompactListing.from_maps(maps))
+            self._listings.put(blob_id, CompactListing.join(listed))
         return blob_id
 
     def partial_root(self, last: NodeMap | None = None) -> Node:
