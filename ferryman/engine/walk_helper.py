@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
 import sqlite3
 import stat
 import subprocess
@@ -186,6 +187,18 @@ class WalkHelper:
             self._buf += data
             self._parse()
 
+    def wait(self, timeout: float) -> bool:
+        """Take verdicts until the helper walked everything or ended; whether it walked
+        everything (for tests and benchmarks: the scanner itself never waits)."""
+        end = time.monotonic() + timeout
+        while self._open and not self._done:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            select.select([self._fd], [], [], left)
+            self.drain()
+        return self._done
+
     def _parse(self) -> None:
         buf = self._buf
         pos = 0
@@ -226,11 +239,14 @@ class WalkHelper:
 
     def close(self) -> None:
         """Stop the helper (it may still be walking: the scanner is done) and reap it."""
-        failed = None
+        failed: str | None = None
+        if not self._done and not self._open:  # its output ended early: it is exiting
+            try:
+                failed = f"exit {self._proc.wait(5)}"
+            except subprocess.TimeoutExpired:
+                failed = "output closed"
         if self._proc.poll() is None:
-            self._proc.kill()
-        elif not self._done:
-            failed = self._proc.returncode
+            self._proc.kill()  # still walking what the scanner already did
         self._proc.wait()
         err = b""
         if self._proc.stderr is not None:
@@ -243,7 +259,7 @@ class WalkHelper:
         if failed is not None:
             last = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
             log.warning(
-                "walk helper process failed (exit %s%s): its part was walked in this process",
+                "walk helper process failed (%s%s): its part was walked in this process",
                 failed,
                 f", {last[0]}" if last[0] else "",
             )

@@ -1,0 +1,235 @@
+"""The walk helper process on re-runs: same trees, changes found, crashes harmless.
+
+The helper is forced on (``SPLIT_MIN_ENTRIES = 0``) and, so that these small trees
+really go through its verdicts, the scanner starts walking only once the helper
+walked everything (``HelperRun``); in a real task neither waits for the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferryman.engine import walk_helper
+from ferryman.engine.backup import run_backup
+from ferryman.engine.options import BackupOptions, BackupResult
+from ferryman.engine.restore import run_restore
+from ferryman.repository import Repository
+from ferryman.sources.local import LocalSource
+
+from .trees import diff_trees
+
+
+class HelperRun:
+    """Forces the helper on and lets it finish before the scanner walks; records the
+    helpers started and whether each walked the whole tree."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.finished: list[bool] = []
+        self._monkeypatch = monkeypatch
+        real_start = walk_helper.WalkHelper.start
+
+        def start(*args: Any, **kwargs: Any) -> walk_helper.WalkHelper | None:
+            helper = real_start(*args, **kwargs)
+            if helper is not None:
+                self.finished.append(helper.wait(60))
+            return helper
+
+        monkeypatch.setattr(walk_helper.WalkHelper, "start", start)
+        self.on()
+
+    def on(self) -> None:
+        self._monkeypatch.setattr(walk_helper, "SPLIT_MIN_ENTRIES", 0)
+
+    def off(self) -> None:
+        self._monkeypatch.setattr(walk_helper, "SPLIT_MIN_ENTRIES", 1 << 62)
+
+
+@pytest.fixture
+def helper_run(monkeypatch: pytest.MonkeyPatch) -> HelperRun:
+    return HelperRun(monkeypatch)
+
+
+def _build(src: Path) -> None:
+    for top in ("alpha", "beta", "gamma"):
+        for sub in range(4):
+            d = src / top / f"sub{sub}" / "deep" / "deeper"
+            d.mkdir(parents=True)
+            for i in range(6):
+                (d.parent / f"f{i}").write_bytes(os.urandom(50 + i))
+                (d / f"g{i}").write_bytes(os.urandom(70 + i))
+            (d / "link").symlink_to("g0")
+    (src / "beta" / "empty-dir").mkdir()
+    (src / "beta" / "empty-file").write_bytes(b"")
+    os.mkfifo(src / "gamma" / "fifo")
+    os.link(src / "alpha" / "sub1" / "deep" / "f0", src / "gamma" / "sub2" / "hard")
+
+
+def _backup(repo: Repository, src: Path, **options: Any) -> BackupResult:
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s", **options))
+    assert result.status == "success", result.warnings
+    return result
+
+
+def _counts(r: BackupResult) -> tuple[int, int, int, int, int]:
+    s = r.stats
+    return (s.files_scanned, s.dirs_scanned, s.bytes_scanned, s.files_unchanged, s.files_read)
+
+
+def _reused(caplog: pytest.LogCaptureFixture) -> int:
+    """Subtrees the scanner took from the helper's verdicts in the last task."""
+    lines = [r.getMessage() for r in caplog.records if r.name == walk_helper.__name__]
+    last = [m for m in lines if m.startswith("walk helper:")][-1]
+    return int(last.split()[2])
+
+
+def test_rerun_reuses_the_helpers_subtrees_with_the_same_tree_and_counts(
+    repo: Repository,
+    tmp_path: Path,
+    helper_run: HelperRun,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    src = tmp_path / "src"
+    _build(src)
+    caplog.set_level(logging.INFO, logger=walk_helper.__name__)
+    _backup(repo, src)  # no parent: no helper
+    assert helper_run.finished == []
+    helper_run.off()
+    alone = _backup(repo, src)
+    helper_run.on()
+    again = _backup(repo, src)
+    assert helper_run.finished == [True]
+    assert again.root_tree == alone.root_tree
+    # the subtrees without the hard link: reused whole
+    assert _reused(caplog) >= 2
+    assert _counts(again) == _counts(alone)
+    assert again.stats.files_read == 0
+
+
+def test_a_deep_change_in_the_helpers_part_is_backed_up(
+    repo: Repository,
+    tmp_path: Path,
+    helper_run: HelperRun,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    src = tmp_path / "src"
+    _build(src)
+    caplog.set_level(logging.INFO, logger=walk_helper.__name__)
+    _backup(repo, src)
+    _backup(repo, src)
+    # the helper walks from the end: changes deep in its part (gamma, beta)
+    with open(src / "gamma" / "sub3" / "deep" / "deeper" / "g4", "ab") as f:
+        f.write(b"appended")
+    (src / "beta" / "sub2" / "deep" / "deeper" / "new").write_bytes(b"new file")
+    os.unlink(src / "gamma" / "sub0" / "deep" / "f5")
+    changed = _backup(repo, src)
+    assert helper_run.finished[-1] is True
+    assert _reused(caplog) >= 2  # alpha and the untouched subtrees of beta and gamma
+    assert changed.stats.files_read == 2  # the appended and the new file
+    helper_run.off()
+    alone = _backup(repo, src)
+    assert alone.root_tree == changed.root_tree
+    assert _counts(alone)[:3] == _counts(changed)[:3]
+    assert changed.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, changed.restore_point, out)
+    assert diff_trees(src, out) == []
+
+
+def test_masks_are_applied_by_the_helper_as_by_the_scanner(
+    repo: Repository, tmp_path: Path, helper_run: HelperRun, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = tmp_path / "src"
+    _build(src)
+    caplog.set_level(logging.INFO, logger=walk_helper.__name__)
+    masks: dict[str, Any] = {"exclude": ["g3", "beta/sub1"], "include": ["f*", "g*"]}
+    _backup(repo, src, **masks)
+    helper_run.off()
+    first = _backup(repo, src, **masks)
+    helper_run.on()
+    again = _backup(repo, src, **masks)
+    assert again.root_tree == first.root_tree
+    assert _reused(caplog) >= 2
+    # an excluded file changing is no change; an included one is
+    (src / "alpha" / "sub0" / "deep" / "deeper" / "g3").write_bytes(b"excluded")
+    (src / "beta" / "sub1" / "deep" / "f1").write_bytes(b"excluded dir")
+    assert _backup(repo, src, **masks).root_tree == first.root_tree
+    (src / "gamma" / "sub0" / "deep" / "deeper" / "g2").write_bytes(b"included")
+    changed = _backup(repo, src, **masks)
+    helper_run.off()
+    alone = _backup(repo, src, **masks)
+    assert alone.root_tree == changed.root_tree != first.root_tree
+    assert changed.stats.files_read == 1
+
+
+@pytest.mark.parametrize("after", [1, 5])
+def test_a_helper_dying_mid_walk_leaves_the_walk_to_the_scanner(
+    repo: Repository,
+    tmp_path: Path,
+    helper_run: HelperRun,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    after: int,
+) -> None:
+    """The helper exits in the middle of a message after ``after`` verdicts: the task
+    ends Success with every entry, the same tree, and a logged warning."""
+    src = tmp_path / "src"
+    _build(src)
+    caplog.set_level(logging.INFO, logger=walk_helper.__name__)
+    _backup(repo, src)
+    first = _backup(repo, src)
+    monkeypatch.setenv(walk_helper.CRASH_AFTER_ENV, str(after))
+    os.unlink(src / "alpha" / "sub0" / "deep" / "f3")  # a change in the scanner's part too
+    crashed = _backup(repo, src)
+    assert helper_run.finished[-1] is False
+    assert any("walk helper process failed (exit 70" in r.getMessage() for r in caplog.records)
+    helper_run.off()
+    alone = _backup(repo, src)
+    assert crashed.root_tree == alone.root_tree != first.root_tree
+    assert _counts(crashed)[:4] == _counts(alone)[:4]
+
+
+def test_a_helper_that_cannot_start_leaves_the_walk_to_the_scanner(
+    repo: Repository,
+    tmp_path: Path,
+    helper_run: HelperRun,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = tmp_path / "src"
+    _build(src)
+    _backup(repo, src)
+    helper_run.off()
+    first = _backup(repo, src)
+    helper_run.on()
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    again = _backup(repo, src)
+    assert again.root_tree == first.root_tree
+    assert helper_run.finished == []
+    assert any("walk helper process not started" in r.getMessage() for r in caplog.records)
+
+
+def test_small_shares_walk_in_one_process(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[int] = []
+    real_start = walk_helper.WalkHelper.start
+
+    def start(*args: Any, **kwargs: Any) -> walk_helper.WalkHelper | None:
+        started.append(1)
+        return real_start(*args, **kwargs)
+
+    monkeypatch.setattr(walk_helper.WalkHelper, "start", start)
+    src = tmp_path / "src"
+    _build(src)
+    _backup(repo, src)
+    _backup(repo, src)  # ~100 entries, far below SPLIT_MIN_ENTRIES
+    assert started == []
+    monkeypatch.setattr(walk_helper, "SPLIT_MIN_ENTRIES", 100)  # the parent saw 117
+    _backup(repo, src)
+    assert started == [1]
