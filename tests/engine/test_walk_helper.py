@@ -7,9 +7,13 @@ walked everything (``HelperRun``); in a real task neither waits for the other.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +237,60 @@ def test_small_shares_walk_in_one_process(
     monkeypatch.setattr(walk_helper, "SPLIT_MIN_ENTRIES", 100)  # the parent saw 117
     _backup(repo, src)
     assert started == [1]
+
+
+def test_permission_denied_in_the_helpers_part_is_reported(tmp_path: Path) -> None:
+    """Real EACCES: the backups run without the capabilities that bypass file
+    permissions (as root: dropped with ``setpriv``); a directory and a file locked deep in the helper's part
+    are warned about on the re-run, and the helper did run, to the end."""
+    drop = "-dac_override,-dac_read_search"
+    wrap: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv is not None, "setpriv (util-linux) is needed"
+        wrap = [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}"]
+    src = tmp_path / "src"
+    _build(src)
+    work = tmp_path / "work"
+    script = textwrap.dedent(
+        f"""
+        import json, os
+        from ferryman.engine import walk_helper
+        from ferryman.engine.backup import run_backup
+        from ferryman.engine.options import BackupOptions
+        from ferryman.repository import Repository, open_backend
+        from ferryman.sources.local import LocalSource
+        finished = []
+        real_start = walk_helper.WalkHelper.start
+        def start(*args, **kwargs):
+            helper = real_start(*args, **kwargs)
+            finished.append(helper is not None and helper.wait(60))
+            return helper
+        walk_helper.WalkHelper.start = start
+        walk_helper.SPLIT_MIN_ENTRIES = 0
+        repo = Repository.init(open_backend({str(work / "repo")!r}), "p",
+                               scrypt_n=1 << 10, cache_dir={str(work / "cache")!r})
+        src = {str(src)!r}
+        run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+        os.chmod(src + "/gamma/sub3/deep/deeper", 0)
+        os.chmod(src + "/beta/sub2/deep/f1", 0)
+        r = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+        print(json.dumps({{"status": r.status, "finished": finished,
+                          "warnings": {{w.path: w.reason for w in r.warnings}}}}))
+        """
+    )
+    proc = subprocess.run(
+        [*wrap, sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out["finished"] == [True], proc.stderr
+        assert out["status"] == "warning"
+        assert set(out["warnings"]) == {"gamma/sub3/deep/deeper", "beta/sub2/deep/f1"}
+        assert all("permission denied" in r for r in out["warnings"].values()), out
+    finally:
+        os.chmod(src / "gamma" / "sub3" / "deep" / "deeper", 0o755)  # for tmp_path cleanup
