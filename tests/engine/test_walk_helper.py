@@ -241,8 +241,9 @@ def test_small_shares_walk_in_one_process(
 
 def test_permission_denied_in_the_helpers_part_is_reported(tmp_path: Path) -> None:
     """Real EACCES: the backups run without the capabilities that bypass file
-    permissions (as root: dropped with ``setpriv``); a directory and a file locked deep in the helper's part
-    are warned about on the re-run, and the helper did run, to the end."""
+    permissions (as root: dropped with ``setpriv``); a directory and a file locked
+    deep in the helper's part are warned about on the re-run, and the helper did
+    run, to the end."""
     drop = "-dac_override,-dac_read_search"
     wrap: list[str] = []
     if os.geteuid() == 0:
