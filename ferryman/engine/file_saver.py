@@ -412,29 +412,35 @@ class FileSaver:
         t0 = time.perf_counter()
         chunker = self._chunker
         blob_id = self._repo.blob_id
-        cut: list[list[tuple[bytes, bytes | memoryview]]] = []
+        cut: list[list[bytes]] = []  # each file's chunk ids, in file order
+        distinct: dict[bytes, bytes | memoryview] = {}  # the batch's chunks, each once
+        chunks = nbytes = 0
         for r in reads:
-            pieces = cut_pieces(chunker, r.data) if r.error is None else []
-            cut.append([(blob_id(p), p) for p in pieces])
-        ids = [b for pieces in cut for b, _ in pieces]
-        present = self._writer.has_blobs(ids) if ids else set()
+            ids: list[bytes] = []
+            if r.error is None:
+                for piece in cut_pieces(chunker, r.data):
+                    b = blob_id(piece)
+                    ids.append(b)
+                    nbytes += len(piece)
+                    if b not in distinct:
+                        distinct[b] = piece
+                chunks += len(ids)
+            cut.append(ids)
+        present = self._writer.has_blobs(distinct) if distinct else set()
         t1 = time.perf_counter()
         # the batch's chunks not in the repository, each once, stored with one call
-        absent = {b: p for pieces in cut for b, p in pieces if b not in present}
-        added = self._writer.add_blobs(DATA, list(absent.items()), checked=True) if absent else []
+        absent = [(b, p) for b, p in distinct.items() if b not in present]
+        added = self._writer.add_blobs(DATA, absent, checked=True) if absent else []
         t2 = time.perf_counter()
-        sizes = [len(p) for pieces in cut for _, p in pieces]
-        new_bytes = sum(len(p) for (_, p), new in zip(absent.items(), added, strict=True) if new)
-        _count_stored(tally, t1 - t0, t2 - t1, len(sizes), sum(sizes), sum(added), new_bytes)
+        new_bytes = sum(len(p) for (_, p), new in zip(absent, added, strict=True) if new)
+        _count_stored(tally, t1 - t0, t2 - t1, chunks, nbytes, sum(added), new_bytes)
         outcomes: list[FileOutcome] = []
-        for r, stored in zip(reads, cut, strict=True):
+        for r, ids in zip(reads, cut, strict=True):
             if r.error is not None:
                 outcomes.append(FileOutcome(error=r.error))
                 continue
-            out = FileOutcome(content=[b for b, _ in stored], size=len(r.data), xattrs=r.xattrs)
-            if r.changed:
-                out.warning = CHANGED_WARNING
-            outcomes.append(out)
+            warning = CHANGED_WARNING if r.changed else None
+            outcomes.append(FileOutcome(ids, len(r.data), warning=warning, xattrs=r.xattrs))
         return outcomes
 
     # -- small files in saver processes (local sources) ----------------------------

@@ -184,10 +184,10 @@ class RepositoryWriter:
         try:
             if blob_id in self._session_pending:
                 return False
-            if blob_id in self._session_filter and self._session_row(blob_id):
+            # one filter pass: added now (a no-op for an id already in the table)
+            if self._session_filter.add(blob_id) and self._session_row(blob_id):
                 return False
             self._session_pending.add(blob_id)
-            self._session_filter.add(blob_id)
             self._unstored.add(blob_id)
             if len(self._session_pending) >= SESSION_INSERT_ROWS:
                 rows = list(self._session_pending)
@@ -313,15 +313,17 @@ class RepositoryWriter:
         for _, data in blobs:
             if len(data) > blob.MAX_BLOB_SIZE:
                 raise ValueError(f"blob of {len(data)} bytes exceeds {blob.MAX_BLOB_SIZE}")
-        claimed = self._claim_many(kind, [blob_id for blob_id, _ in blobs], checked=checked)
+        ids = [bytes(blob_id) for blob_id, _ in blobs]
+        claimed = self._claim_many(kind, ids, checked=checked)
         level = self.compression_level
-        mine = [bytes(b) for (b, _), new in zip(blobs, claimed, strict=True) if new]
+        mine = [b for b, new in zip(ids, claimed, strict=True) if new]
         with self._storing(mine):
+            compress = compression.compress_body
             records = []
-            for (blob_id, data), new in zip(blobs, claimed, strict=True):
+            for blob_id, (_, data), new in zip(ids, blobs, claimed, strict=True):
                 if new:
-                    method, body = compression.compress_body(data, level)
-                    records.append((bytes(blob_id), method, body, len(data)))
+                    method, body = compress(data, level)
+                    records.append((blob_id, method, body, len(data)))
             self._store_many(kind, records)
         return claimed
 
@@ -380,9 +382,14 @@ class RepositoryWriter:
         """:meth:`_claim_new` for several ids (never forced), the session lock taken once."""
         ids = [bytes(b) for b in blob_ids]
         self._check_claimable(kind, ids)
-        wanted = [checked or not self.has_blob(b) for b in ids]
-        with self._session_lock:
-            claimed = [want and self._claim_locked(b) for b, want in zip(ids, wanted, strict=True)]
+        claim = self._claim_locked
+        if checked:  # the usual case (a batch of small files): no per-id index lookup
+            with self._session_lock:
+                claimed = [claim(b) for b in ids]
+        else:
+            wanted = [not self.has_blob(b) for b in ids]
+            with self._session_lock:
+                claimed = [want and claim(b) for b, want in zip(ids, wanted, strict=True)]
         dedup = len(claimed) - sum(claimed)
         if dedup:
             with self._lock:
@@ -460,19 +467,22 @@ class RepositoryWriter:
         """Encrypt and write records reserved in ``current`` (which counts this call among
         its users), then release it and submit the packs that became ready."""
         try:
-            for entry, body in placed:
-                current.builder.write(entry, body)
+            current.builder.write_many(placed)
         except BaseException as exc:
             self._error = exc  # the pack now holds a bad record: publish nothing more
             raise
         finally:
+            raw = stored = 0
+            for entry, _ in placed:
+                raw += entry.raw_length
+                stored += entry.length
             with self._lock:
                 current.users -= 1
                 ready = self._take_ready()
                 stats = self.stats
                 stats["blobs_new"] += len(placed)
-                stats["bytes_raw"] += sum(entry.raw_length for entry, _ in placed)
-                stats["bytes_stored"] += sum(entry.length for entry, _ in placed)
+                stats["bytes_raw"] += raw
+                stats["bytes_stored"] += stored
             for item in ready:  # after a failure: released, not uploaded (_submit)
                 self._submit(item)
 

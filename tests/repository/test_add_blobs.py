@@ -263,14 +263,17 @@ def test_a_pack_holding_a_record_whose_write_failed_is_neither_uploaded_nor_inde
     blobs = _blobs(60, seed=5)
     ids = [repo.blob_id(b) for b in blobs]
     bad = ids[30]  # mid-batch: the records placed after it fill its pack
-    real_write = pack.PackBuilder.write
+    real_write_many = pack.PackBuilder.write_many
 
-    def write(self: pack.PackBuilder, entry: pack.PackEntry, body: Any) -> None:
-        if entry.blob_id == bad:
-            raise OSError(5, "Input/output error")
-        real_write(self, entry, body)
+    def write_many(self: pack.PackBuilder, placed: list[tuple[pack.PackEntry, Any]]) -> None:
+        for i, (entry, _) in enumerate(placed):
+            if entry.blob_id == bad:  # the records before it are written, then it fails
+                if i:
+                    real_write_many(self, placed[:i])
+                raise OSError(5, "Input/output error")
+        real_write_many(self, placed)
 
-    monkeypatch.setattr(pack.PackBuilder, "write", write)
+    monkeypatch.setattr(pack.PackBuilder, "write_many", write_many)
     with pytest.raises(OSError), repo.open_writer("t", pack_size=16 << 10) as w:
         w.add_blobs(KIND_DATA, list(zip(ids, blobs, strict=True)), checked=True)
     reader = Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=tmp_path / "r")
