@@ -10,6 +10,7 @@ administrator would, moves the data (the production shape).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import signal
@@ -34,6 +35,26 @@ def ferryman_command() -> list[str]:
         return [str(script)]
     found = shutil.which("ferryman")
     return [found] if found else [sys.executable, "-m", "ferryman.cli.main"]
+
+
+def compile_package() -> None:
+    """Write the ``ferryman`` package's bytecode, as installing a wheel does.
+
+    The project's venv holds an editable install, which compiles nothing, and
+    these machines set ``PYTHONDONTWRITEBYTECODE``: without this every CLI
+    command of a step compiled its modules from source again (measured
+    207 -> 187 ms wall, 125 -> 107 ms CPU for ``job run --follow``), a cost
+    an installed product does not have.
+    """
+    spec = importlib.util.find_spec("ferryman")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    for folder in spec.submodule_search_locations:
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "-j", "0", folder],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
 
 def free_port() -> int:
@@ -66,6 +87,7 @@ class FerrymanCli:
 
     def setup(self, workdir: Path, source: Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
+        compile_package()
         self._home = workdir / "ferryman-home"
         self._log = CommandLog(workdir / "ferryman.log")
         self._cli("server", "init", "--listen", f"127.0.0.1:{free_port()}")
