@@ -30,6 +30,7 @@ class Answer:
         self.body: bytes = b"{}"
         self.content_type = "application/json"
         self.close_after = False  # end the connection after answering (an idle timeout)
+        self.drop = False  # end the connection after reading the request, without answering
         self.seen: list[dict[str, Any]] = []  # method, target, headers, body, connection
 
 
@@ -49,6 +50,9 @@ class Handler(BaseHTTPRequestHandler):
                 "connection": self.client_address,
             }
         )
+        if answer.drop:
+            self.close_connection = True
+            return
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.content_type)
         self.send_header("Content-Length", str(len(answer.body)))
@@ -171,6 +175,27 @@ def test_a_connection_the_server_closed_is_replaced(server: tuple[str, Answer]) 
     assert client.post("/jobs/x/run") == {"ok": True}
     first, second, third = (seen["connection"] for seen in answer.seen)
     assert first != second == third
+
+
+def test_a_request_the_server_dropped_after_receiving_it_is_not_sent_again(
+    server: tuple[str, Answer],
+) -> None:
+    """The server ended the kept-alive connection after receiving the POST, without
+    answering: the job may have started, so the POST is not sent a second time."""
+    answer = server[1]
+    client = client_answering(server, 200, {"ok": True})
+    assert client.get("/health") == {"ok": True}  # the connection is now kept alive
+    answer.drop = True
+    with pytest.raises(ServerUnreachable) as caught:
+        client.post("/jobs/nightly/run")
+    assert caught.value.message == (
+        f"cannot reach the backup server at {server[0]}: remote end closed connection "
+        "without response"
+    )
+    assert [seen["method"] for seen in answer.seen] == ["GET", "POST"]
+    answer.drop = False
+    assert client.get("/health") == {"ok": True}  # a new connection for the next request
+    assert [seen["method"] for seen in answer.seen] == ["GET", "POST", "GET"]
 
 
 def test_a_stream_yields_each_line(server: tuple[str, Answer]) -> None:
