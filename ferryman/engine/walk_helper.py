@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 # (starting the helper costs ~50 ms of CPU, about 15,000 entries of walking).
 SPLIT_MIN_ENTRIES = 20_000
 CRASH_AFTER_ENV = walk_helper_proc.CRASH_AFTER_ENV
+_MAX_MESSAGE = 16 << 20  # its messages hold at most a few dozen verdicts
 _CHILD = str(Path(walk_helper_proc.__file__).resolve())
 
 
@@ -93,6 +94,7 @@ class WalkHelper:
         self.inside: set[bytes] = set()
         self._open = True  # reading; False at the end of its output
         self._done = False  # it said it walked everything
+        self._bad: str | None = None  # why its output was not read to the end
         self.used = 0  # verdicts taken
         self.entries = 0  # entries of the subtrees taken
 
@@ -154,7 +156,13 @@ class WalkHelper:
                 self._open = False
                 break
             self._buf += data
-            self._parse()
+            try:
+                self._parse()
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                # what was taken before stays valid; the rest is left to the scanner
+                self._bad = f"unreadable output: {exc!r}"[:200]
+                self._open = False
+                self._proc.kill()
 
     def wait(self, timeout: float) -> bool:
         """Take verdicts until the helper walked everything or ended; whether it walked
@@ -173,6 +181,8 @@ class WalkHelper:
         pos = 0
         while len(buf) - pos >= 4:
             size = int.from_bytes(buf[pos : pos + 4], "big")
+            if size > _MAX_MESSAGE:
+                raise ValueError(f"message of {size} bytes")
             if len(buf) - pos - 4 < size:
                 break
             body = bytes(buf[pos + 4 : pos + 4 + size])
@@ -208,8 +218,8 @@ class WalkHelper:
 
     def close(self) -> None:
         """Stop the helper (it may still be walking: the scanner is done) and reap it."""
-        failed: str | None = None
-        if not self._done and not self._open:  # its output ended early: it is exiting
+        failed = self._bad
+        if failed is None and not self._done and not self._open:  # ended early: exiting
             try:
                 failed = f"exit {self._proc.wait(5)}"
             except subprocess.TimeoutExpired:

@@ -23,7 +23,8 @@ from typing import Any
 import msgpack
 
 LISTING_VERSION = 1  # the compact listings' stored form (``listing_cache``)
-# Fault injection for tests: the helper dies (mid-message) after this many verdicts.
+# Fault injection for tests: the helper dies (mid-message) after this many verdicts;
+# "garbage": its first message is not msgpack (and it walks on).
 CRASH_AFTER_ENV = "FERRYMAN_WALK_HELPER_CRASH_AFTER"
 _FLUSH_VERDICTS = 32  # verdicts per message at most
 _FLUSH_SECONDS = 0.002  # ... and a message at least this often while verdicts wait
@@ -81,8 +82,9 @@ class _Helper:
         self.out: list[list[Any]] = []
         self.sent = 0
         self.last_flush = time.monotonic()
-        crash = os.environ.get(CRASH_AFTER_ENV)
-        self.crash_after = int(crash) if crash else -1
+        crash = os.environ.get(CRASH_AFTER_ENV, "")
+        self.garbage = crash == "garbage"
+        self.crash_after = int(crash) if crash.isdigit() else -1
 
     # listings
 
@@ -233,6 +235,9 @@ class _Helper:
     def verdict(self, f: _Frame) -> None:
         self.out.append([f.rel, f.subtrees, f.below, *f.counts])
         self.sent += 1
+        if self.garbage:
+            _write(b"\x00\x00\x00\x03\xc1\xc1\xc1")  # 0xc1: never used by msgpack
+            self.garbage = False
         if self.sent == self.crash_after:
             body = msgpack.packb(self.out, use_bin_type=True)
             _write(len(body).to_bytes(4, "big") + body[: len(body) // 2])

@@ -171,27 +171,32 @@ def test_masks_are_applied_by_the_helper_as_by_the_scanner(
     assert changed.stats.files_read == 1
 
 
-@pytest.mark.parametrize("after", [1, 5])
+@pytest.mark.parametrize(
+    ("after", "reason"), [("1", "exit 70"), ("5", "exit 70"), ("garbage", "unreadable output")]
+)
 def test_a_helper_dying_mid_walk_leaves_the_walk_to_the_scanner(
     repo: Repository,
     tmp_path: Path,
     helper_run: HelperRun,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
-    after: int,
+    after: str,
+    reason: str,
 ) -> None:
-    """The helper exits in the middle of a message after ``after`` verdicts: the task
-    ends Success with every entry, the same tree, and a logged warning."""
+    """The helper exits in the middle of a message after ``after`` verdicts, or sends
+    what is not msgpack: the task ends Success with every entry, the same tree, and
+    a logged warning."""
     src = tmp_path / "src"
     _build(src)
     caplog.set_level(logging.INFO, logger=walk_helper.__name__)
     _backup(repo, src)
     first = _backup(repo, src)
-    monkeypatch.setenv(walk_helper.CRASH_AFTER_ENV, str(after))
+    monkeypatch.setenv(walk_helper.CRASH_AFTER_ENV, after)
     os.unlink(src / "alpha" / "sub0" / "deep" / "f3")  # a change in the scanner's part too
     crashed = _backup(repo, src)
     assert helper_run.finished[-1] is False
-    assert any("walk helper process failed (exit 70" in r.getMessage() for r in caplog.records)
+    failed = f"walk helper process failed ({reason}"
+    assert any(r.getMessage().startswith(failed) for r in caplog.records)
     helper_run.off()
     alone = _backup(repo, src)
     assert crashed.root_tree == alone.root_tree != first.root_tree
