@@ -15,6 +15,8 @@ A second table splits the current strategy by blob size (where compressing tiny
 blobs stops paying), and a third gives the probe's verdicts against a full
 compression of every blob over 64 KiB (false negatives: stored raw although
 level 3 would have saved >= 3 %; false positives: compressed for < 3 % gain).
+``--grouped`` compares today's one frame per blob with one frame per small-file
+batch (a format change, measured only: see ``grouped_table``).
 """
 
 from __future__ import annotations
@@ -286,6 +288,63 @@ def level_matrix(blobs: list[Blob]) -> None:
         print(f"{c:>11} {raw[c] / 1e6:>8.1f} {cells}")
 
 
+GROUP_BYTES = 2 << 20  # a small-file batch of the saver (file_saver.BATCH_BYTES)
+GROUP_BLOBS = 64  # (file_saver.BATCH_FILES)
+
+
+def grouped_table(blobs: list[Blob], min_size: int) -> None:
+    """Per-blob frames (today's format) against one zstd frame per group of uncut
+    small-file blobs (up to ``GROUP_BLOBS`` blobs or ``GROUP_BYTES``, in walk order,
+    each unique blob once), as a format storing a small-file batch's new blobs in one
+    shared frame would; cut (larger) blobs keep one frame each in both columns.
+    Each level runs both ways on every group in turn (a load change hits both alike)."""
+    comps = {
+        level: compressor(level, **compression.TUNED_PARAMS.get(level, {})) for level in (1, 2, 3)
+    }
+    cpu = {(lv, way): 0.0 for lv in comps for way in ("blob", "group")}
+    out = {(lv, way): 0 for lv in comps for way in ("blob", "group")}
+    clock = time.thread_time
+    group: list[bytes] = []
+
+    def one(comp: zstandard.ZstdCompressor, view: bytes | memoryview) -> int:
+        body = len(comp.compress(view))
+        return 1 + (body if body < compression.PROBE_RATIO * len(view) else len(view))
+
+    def close() -> None:
+        if not group:
+            return
+        joined = b"".join(group)
+        for level, comp in comps.items():
+            t0 = clock()
+            stored = sum(one(comp, b) for b in group)
+            t1 = clock()
+            grouped = one(comp, joined)
+            t2 = clock()
+            cpu[level, "blob"] += t1 - t0
+            cpu[level, "group"] += t2 - t1
+            out[level, "blob"] += stored
+            out[level, "group"] += grouped
+        group.clear()
+
+    small = raw = 0
+    for view in read_blobs(blobs):
+        if len(view) > min_size:
+            continue
+        group.append(bytes(view))
+        small += 1
+        raw += len(view)
+        if len(group) >= GROUP_BLOBS or sum(map(len, group)) >= GROUP_BYTES:
+            close()
+    close()
+    print(f"\nuncut small blobs ({small}, {raw / 1e6:.1f} MB): one frame per blob vs per group")
+    print(f"{'level':>6} {'blob MB':>9} {'blob CPU s':>11} {'group MB':>9} {'group CPU s':>12}")
+    for level in comps:
+        print(
+            f"{'L' + str(level):>6} {out[level, 'blob'] / 1e6:>9.2f} {cpu[level, 'blob']:>11.2f} "
+            f"{out[level, 'group'] / 1e6:>9.2f} {cpu[level, 'group']:>12.2f}"
+        )
+
+
 def probe_table(blobs: list[Blob], full: list[Body], probed: list[Body], name: str) -> None:
     """Probe verdicts of strategy ``name`` against full level-3 results."""
     fn = fp = fn_loss = fp_bytes = big = 0
@@ -315,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", action="store_true", help="also the level-by-size matrix")
     parser.add_argument(
         "--interleave", action="store_true", help="every strategy on each blob in turn"
+    )
+    parser.add_argument(
+        "--grouped", action="store_true", help="also small blobs in one frame per batch"
     )
     parser.add_argument("--repeat", type=int, default=1, help="rounds (strategies alternate)")
     args = parser.parse_args(argv)
@@ -347,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.levels:
         level_matrix(blobs)
+    if args.grouped:
+        grouped_table(blobs, ChunkerParams().min_size)
     if args.tables:
         size_table(blobs)
         full = results.get("L3 no probe") or measure(blobs, every["L3 no probe"])[2]
