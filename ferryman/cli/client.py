@@ -199,7 +199,7 @@ class ApiClient:
 
     def _open(self, timeout: float | None) -> http.client.HTTPConnection:
         scheme = "https" if self._https else "http"
-        proxy = _environment_proxy(scheme, self._host)
+        proxy = _environment_proxy(scheme, self._host, self._port)
         if proxy is None:
             return self._plain_or_tls(self._host, self._port, timeout)
         url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
@@ -259,15 +259,21 @@ def _closed_by_peer(sock: Any) -> bool:
     return bool(readable)
 
 
-def _environment_proxy(scheme: str, host: str) -> str | None:
-    """The proxy the environment names for ``scheme`` unless ``NO_PROXY`` exempts ``host``."""
+def _environment_proxy(scheme: str, host: str, port: int) -> str | None:
+    """The proxy the environment names for ``scheme`` unless ``NO_PROXY`` exempts the
+    server: as httpx read it, an entry may also be ``host:port`` and ``*`` anywhere in the
+    list exempts every server (urllib alone knows neither)."""
     if not any(name.lower() in PROXY_VARIABLES for name in os.environ):
         return None
-    from urllib.request import getproxies, proxy_bypass  # only with proxies set
+    # only with proxies set (~8 ms to import: tempfile, hashlib, email)
+    from urllib.request import getproxies, proxy_bypass
 
     proxies = getproxies()
     proxy = proxies.get(scheme) or proxies.get("all")
-    if not proxy or proxy_bypass(host):
+    if not proxy or "*" in (name.strip() for name in proxies.get("no", "").split(",")):
+        return None
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if proxy_bypass(host) or proxy_bypass(address):
         return None
     return proxy
 

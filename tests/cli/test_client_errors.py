@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ferryman.cli.client import ApiClient
+from ferryman.cli.client import ApiClient, _environment_proxy
 from ferryman.cli.config import Connection
 from ferryman.cli.errors import ApiError, CliError, ServerUnreachable
 
@@ -269,6 +269,34 @@ def test_the_environments_proxy_is_used(
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "host", "bypassed"),
+    [
+        ("127.0.0.1", "127.0.0.1", True),
+        ("127.0.0.1:8443", "127.0.0.1", True),  # host:port, as httpx honoured it
+        ("127.0.0.1:9999", "127.0.0.1", False),  # another port of the host
+        ("other, *", "127.0.0.1", True),  # "*" anywhere in the list, as httpx
+        ("*", "backup.example.com", True),
+        (" other.org , .Example.COM", "backup.example.com", True),  # dot, case, spaces
+        ("example.com", "Backup.Example.com", True),
+        ("example.com", "example.com", True),
+        ("ample.com", "backup.example.com", False),  # a suffix, but not a domain's
+        ("::1", "::1", True),
+        ("[::1]:8443", "::1", True),
+        ("", "backup.example.com", False),
+    ],
+)
+def test_no_proxy_exempts_hosts_as_the_common_convention(
+    monkeypatch: pytest.MonkeyPatch, no_proxy: str, host: str, bypassed: bool
+) -> None:
+    for name in ("no_proxy", "all_proxy", "ALL_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    expected = None if bypassed else "http://proxy.test:3128"
+    assert _environment_proxy("https", host, 8443) == expected
 
 
 def test_an_unsupported_proxy_is_one_line(
