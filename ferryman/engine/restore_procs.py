@@ -25,7 +25,7 @@ import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
-from ferryman.engine.process_pool import spawn_pool
+from ferryman.engine.process_pool import forked_pool
 from ferryman.engine.restore_files import (
     FileSpec,
     OpenPath,
@@ -96,8 +96,9 @@ def worker_setup(
 
 
 def start_pool(setup: WorkerSetup, processes: int) -> ProcessPoolExecutor:
-    """Worker processes running ``_init(setup)`` first (see ``spawn_pool``)."""
-    return spawn_pool(processes, _init, setup)
+    """Worker processes running ``_init(setup)`` first, forked from the fork server
+    with this module imported (see ``forked_pool``)."""
+    return forked_pool(processes, _init, setup, [__name__])
 
 
 def submit(pool: ProcessPoolExecutor, jobs: list[Job]) -> Future[BatchOutcome]:

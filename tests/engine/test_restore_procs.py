@@ -1,0 +1,80 @@
+"""The restore's worker processes: how they start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+# A program (the role of the server's ``ferryman`` script) that notes every time its
+# module runs, then restores twice through two worker processes each.
+PROGRAM = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+
+    with open(sys.argv[1] + "/runs", "a") as f:
+        f.write(f"{__name__} {os.getpid()} {os.getppid()}\\n")
+
+    def main() -> None:
+        from ferryman.engine import restore_walk
+        from ferryman.engine.backup import run_backup
+        from ferryman.engine.options import BackupOptions, RestoreOptions
+        from ferryman.engine.restore import run_restore
+        from ferryman.repository import Repository, open_backend
+        from ferryman.sources.local import LocalSource
+
+        base = Path(sys.argv[1])
+        restore_walk.PROCESS_AFTER_FILES = 0
+        restore_walk.BATCH_FILES = 2  # several batches: both workers take some
+        src = base / "src"
+        for i in range(12):
+            (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+            (src / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(100 + i))
+        backend = open_backend(str(base / "repo"))
+        repo = Repository.init(backend, "pw", scrypt_n=1 << 10, cache_dir=base / "cache")
+        point = run_backup(LocalSource(src), repo, BackupOptions(share="s")).restore_point
+        assert point is not None
+        for n in range(2):
+            result = run_restore(repo, point, base / f"out{n}", RestoreOptions(processes=2))
+            assert result.status == "success" and result.stats.files_restored == 12, result
+            for i in range(12):
+                path = f"d{i % 3}/f{i}"
+                assert (base / f"out{n}" / path).read_bytes() == (src / path).read_bytes()
+        repo.close()
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+def test_worker_processes_are_forked_from_one_fork_server(tmp_path: Path) -> None:
+    """Restore workers are not fresh interpreters started by the restoring process
+    (each importing the engine again: ~0.3 s of CPU per worker, per task) but forks
+    of one fork server, started once and kept for the next restore: the workers of
+    two restores all have that one parent."""
+    program = tmp_path / "program.py"
+    program.write_text(PROGRAM)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run(
+        [sys.executable, str(program), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    runs = [line.split() for line in (tmp_path / "runs").read_text().splitlines()]
+    main = [int(pid) for name, pid, _ in runs if name == "__main__"]
+    workers = [(int(pid), int(ppid)) for name, pid, ppid in runs if name == "__mp_main__"]
+    # 2 restores of up to 2 workers (a pool starts its second one when both are busy)
+    assert len(main) == 1 and 2 <= len(workers) <= 4, runs
+    parents = {ppid for _, ppid in workers}
+    assert len(parents) == 1 and main[0] not in parents, runs
+    assert (tmp_path / "out1" / "d2" / "f11").read_bytes() == (
+        tmp_path / "src" / "d2" / "f11"
+    ).read_bytes()
