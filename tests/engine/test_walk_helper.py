@@ -21,6 +21,7 @@ import pytest
 
 from ferryman.engine import walk_helper
 from ferryman.engine.backup import run_backup
+from ferryman.engine.browse import list_path
 from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository
@@ -300,3 +301,36 @@ def test_permission_denied_in_the_helpers_part_is_reported(tmp_path: Path) -> No
         assert all("permission denied" in r for r in out["warnings"].values()), out
     finally:
         os.chmod(src / "gamma" / "sub3" / "deep" / "deeper", 0o755)  # for tmp_path cleanup
+
+
+def test_one_file_system_in_the_helpers_part(
+    repo: Repository, tmp_path: Path, helper_run: HelperRun, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mount point deep in the helper's part: kept empty with one-file-system, its
+    content backed up without, on re-runs the same as the scanner alone gives."""
+    src = tmp_path / "src"
+    _build(src)
+    mnt = src / "gamma" / "sub1" / "deep" / "mnt"
+    mnt.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.decode().strip()}")
+    try:
+        (mnt / "elsewhere").write_bytes(b"other fs")
+        caplog.set_level(logging.INFO, logger=walk_helper.__name__)
+        for one_fs, inside in ((True, []), (False, [b"elsewhere"])):
+            _backup(repo, src, one_file_system=one_fs)
+            helper_run.off()
+            alone = _backup(repo, src, one_file_system=one_fs)
+            helper_run.on()
+            again = _backup(repo, src, one_file_system=one_fs)
+            assert helper_run.finished[-1] is True
+            assert _reused(caplog) >= 2
+            assert again.root_tree == alone.root_tree
+            assert again.restore_point is not None
+            listed = list_path(repo, again.restore_point, "gamma/sub1/deep/mnt")
+            assert [n.name for n in listed] == inside
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
