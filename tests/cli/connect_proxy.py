@@ -45,7 +45,10 @@ class ProxyHandler(socketserver.StreamRequestHandler):
                 if not readable:
                     return
                 for source in readable:
-                    data = source.recv(65536)
+                    try:
+                        data = source.recv(65536)
+                    except ConnectionResetError:  # a client that gave up (a refused TLS)
+                        return
                     if not data:
                         return
                     pipes[source].sendall(data)

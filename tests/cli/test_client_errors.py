@@ -5,19 +5,28 @@ test_end_to_end.py)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import select
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ferryman.cli.client import ApiClient, _environment_proxy
 from ferryman.cli.config import Connection
 from ferryman.cli.errors import ApiError, CliError, ServerUnreachable
+from ferryman.server.ca import CertificateAuthority
 
 from .connect_proxy import ConnectProxy
 
@@ -77,6 +86,55 @@ def server() -> Iterator[tuple[str, Answer]]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, Answer, Path]]:
+    """An HTTPS server whose certificate, from its own CA (the path given), names
+    127.0.0.1 only (not localhost)."""
+    ca = CertificateAuthority.create(tmp_path / "ca.pem", tmp_path / "ca.key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ferryman-server")])
+    sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = ca._leaf(subject, key.public_key(), ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    (tmp_path / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "server.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    httpd.answer = Answer()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{httpd.server_address[1]}", httpd.answer, tmp_path / "ca.pem"  # type: ignore[attr-defined]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextmanager
+def environment_proxy(monkeypatch: pytest.MonkeyPatch, scheme: str) -> Iterator[list[str]]:
+    """A CONNECT proxy named by {scheme}_PROXY; yields the request lines it was sent."""
+    proxy = ConnectProxy()
+    threading.Thread(target=proxy.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        for name in ("HTTP_PROXY", "HTTPS_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv(name.lower(), raising=False)
+        monkeypatch.setenv(f"{scheme.upper()}_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        yield proxy.requests
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
 
 
 def client_answering(
@@ -307,3 +365,46 @@ def test_an_unsupported_proxy_is_one_line(
     monkeypatch.setenv("HTTP_PROXY", "socks5://127.0.0.1:1080")
     with pytest.raises(CliError, match=r"unsupported proxy 'socks5://127\.0\.0\.1:1080'"):
         client_answering(server, 200, {}).get("/health")
+
+
+@pytest.mark.parametrize("tunnel", [False, True], ids=["direct", "through-https-proxy"])
+def test_tls_verifies_the_certificate_and_the_name(
+    tls_server: tuple[str, Answer, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tunnel: bool,
+) -> None:
+    """The configured CA file verifies the server (and only it: another CA is refused), the
+    certificate must name the host, directly and inside the CONNECT tunnel; each refusal
+    is one line, before any request is sent."""
+    url, answer, ca = tls_server
+    port = url.rsplit(":", 1)[1]
+    CertificateAuthority.create(tmp_path / "other-ca.pem", tmp_path / "other-ca.key", "Other")
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+    proxy: AbstractContextManager[list[str]] = nullcontext([])
+    if tunnel:
+        proxy = environment_proxy(monkeypatch, "https")
+    with proxy as requests:
+        client = ApiClient(Connection(server=url, token="secret", ca_file=ca))
+        assert client.get("/health") == {}
+        other_ca = Connection(server=url, token="secret", ca_file=tmp_path / "other-ca.pem")
+        with pytest.raises(CliError) as wrong_ca:
+            ApiClient(other_ca).get("/health")
+        by_name = Connection(server=f"https://localhost:{port}", token="secret", ca_file=ca)
+        with pytest.raises(CliError) as wrong_name:
+            ApiClient(by_name).get("/health")
+    assert len(answer.seen) == 1
+    assert wrong_ca.value.message.startswith(
+        f"the backup server at {url} has a certificate that does not verify against "
+        f"{tmp_path / 'other-ca.pem'} (wrong --ca or client config?): "
+    )
+    assert "unable to get local issuer certificate" in wrong_ca.value.message
+    assert "certificate is not valid for 'localhost'" in wrong_name.value.message
+    assert "\n" not in wrong_ca.value.message + wrong_name.value.message
+    if tunnel:
+        assert [line.rsplit(" ", 1)[0] for line in requests] == [
+            f"CONNECT 127.0.0.1:{port}",
+            f"CONNECT 127.0.0.1:{port}",
+            f"CONNECT localhost:{port}",
+        ]
