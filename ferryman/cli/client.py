@@ -97,7 +97,6 @@ class ApiClient:
 
     def stream(self, method: str, path: str, body: Any = None) -> Iterator[dict[str, Any]]:
         """Send one request and yield the JSON objects of a line-per-object (NDJSON) answer."""
-        server = self.connection.server
         try:
             answer = self._send(method, path, body, None, timeout=None)
             if answer.status >= 400:
@@ -110,12 +109,10 @@ class ApiClient:
             self.close()
             raise
         except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise ServerUnreachable(
-                f"cannot reach the backup server at {server}: {_reason(exc)}"
-            ) from exc
+            raise self._failure(exc) from exc
         except ValueError as exc:
             self.close()
+            server = self.connection.server
             raise CliError(f"the backup server at {server} sent a line that is not JSON") from exc
 
     def request(
@@ -132,22 +129,8 @@ class ApiClient:
             response = _complete(
                 self._send(method, path, body, params, self.timeout if timeout is None else timeout)
             )
-        except TimeoutError as exc:
-            self.close()
-            raise ServerUnreachable(
-                f"the backup server at {server} did not answer in time"
-            ) from exc
         except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                ca = self.connection.ca_file or "the system's trusted CAs"
-                raise CliError(
-                    f"the backup server at {server} has a certificate that does not verify "
-                    f"against {ca} (wrong --ca or client config?): {_reason(exc)}"
-                ) from exc
-            raise ServerUnreachable(
-                f"cannot reach the backup server at {server}: {_reason(exc)}"
-            ) from exc
+            raise self._failure(exc) from exc
         if response.status_code >= 400:
             raise ApiError(response.status_code, error_message(response))
         if response.status_code == 204 or not response.content:
@@ -159,6 +142,20 @@ class ApiClient:
                 f"the backup server at {server} sent an answer that is not JSON "
                 f"({method} {path}, HTTP {response.status_code})"
             ) from exc
+
+    def _failure(self, exc: OSError | http.client.HTTPException) -> CliError:
+        """The one line for a failed exchange; the connection is closed (its state is lost)."""
+        self.close()
+        server = self.connection.server
+        if isinstance(exc, TimeoutError):
+            return ServerUnreachable(f"the backup server at {server} did not answer in time")
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            ca = self.connection.ca_file or "the system's trusted CAs"
+            return CliError(
+                f"the backup server at {server} has a certificate that does not verify "
+                f"against {ca} (wrong --ca or client config?): {_reason(exc)}"
+            )
+        return ServerUnreachable(f"cannot reach the backup server at {server}: {_reason(exc)}")
 
     def _send(
         self,
@@ -187,14 +184,19 @@ class ApiClient:
         return conn.getresponse()
 
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        """The kept-alive connection, connected (again) if need be within ``timeout``, else
+        the client's own (a stream waits for its answer, not for a dead server), and set to
+        wait ``timeout`` for each read."""
         conn = self._http
         if conn is not None and conn.sock is not None and _closed_by_peer(conn.sock):
-            conn.close()  # the server ended the idle connection: http.client reconnects
+            conn.close()  # the server ended the idle connection: connect again below
+        connect_timeout = self.timeout if timeout is None else timeout
         if conn is None:
-            conn = self._http = self._open(timeout)
-        conn.timeout = timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
+            conn = self._http = self._open(connect_timeout)
+        if conn.sock is None:
+            conn.timeout = connect_timeout
+            conn.connect()  # CONNECT tunnel and TLS handshake included
+        conn.sock.settimeout(timeout)
         return conn
 
     def _open(self, timeout: float | None) -> http.client.HTTPConnection:

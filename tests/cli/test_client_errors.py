@@ -308,6 +308,35 @@ def test_a_silent_server_is_a_timeout() -> None:
     assert caught.value.message == f"the backup server at {url} did not answer in time"
 
 
+@pytest.mark.timeout(20)
+def test_a_stream_from_a_silent_server_gives_up_at_the_connect_timeout() -> None:
+    """The answer of a stream may take long (no read timeout), but connecting, TLS
+    handshake included, is bounded by the client's timeout as any request's."""
+    with socket.socket() as listener:  # accepts (the kernel's backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+        client = ApiClient(Connection(server=url, token=None, ca_file=None), timeout=0.3)
+        with pytest.raises(ServerUnreachable) as caught:
+            list(client.stream("POST", "/proxies/deploy", {}))
+    assert caught.value.message == f"the backup server at {url} did not answer in time"
+
+
+def test_a_stream_names_a_certificate_that_does_not_verify(
+    tls_server: tuple[str, Answer, Path], tmp_path: Path
+) -> None:
+    url, answer, _ = tls_server
+    CertificateAuthority.create(tmp_path / "other-ca.pem", tmp_path / "other-ca.key", "Other")
+    client = ApiClient(Connection(server=url, token=None, ca_file=tmp_path / "other-ca.pem"))
+    with pytest.raises(CliError) as caught:
+        list(client.stream("POST", "/proxies/deploy", {}))
+    assert caught.value.message.startswith(
+        f"the backup server at {url} has a certificate that does not verify against "
+        f"{tmp_path / 'other-ca.pem'} (wrong --ca or client config?): "
+    )
+    assert answer.seen == []
+
+
 def test_the_environments_proxy_is_used(
     server: tuple[str, Answer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
