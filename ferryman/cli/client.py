@@ -37,6 +37,7 @@ class Response:
     reason_phrase: str
     content: bytes
     content_type: str = ""
+    location: str = ""  # where a redirect (HTTP 3xx) points
 
     @property
     def text(self) -> str:
@@ -99,8 +100,8 @@ class ApiClient:
         """Send one request and yield the JSON objects of a line-per-object (NDJSON) answer."""
         try:
             answer = self._send(method, path, body, None, timeout=None)
-            if answer.status >= 400:
-                raise ApiError(answer.status, error_message(_complete(answer)))
+            if answer.status >= 300:
+                raise self._refusal(method, path, _complete(answer))
             for line in answer:
                 if line.strip():
                     yield json.loads(line)
@@ -131,8 +132,8 @@ class ApiClient:
             )
         except (OSError, http.client.HTTPException) as exc:
             raise self._failure(exc) from exc
-        if response.status_code >= 400:
-            raise ApiError(response.status_code, error_message(response))
+        if response.status_code >= 300:
+            raise self._refusal(method, path, response)
         if response.status_code == 204 or not response.content:
             return None
         try:
@@ -142,6 +143,18 @@ class ApiClient:
                 f"the backup server at {server} sent an answer that is not JSON "
                 f"({method} {path}, HTTP {response.status_code})"
             ) from exc
+
+    def _refusal(self, method: str, path: str, response: Response) -> CliError:
+        """The error for an answer that is no success: the server's message (HTTP 4xx, 5xx),
+        or where it redirects to (HTTP 3xx), which the CLI does not follow, as httpx did not:
+        a front end's redirect for a DELETE or POST comes without a body."""
+        if response.status_code >= 400:
+            return ApiError(response.status_code, error_message(response))
+        return CliError(
+            f"the backup server at {self.connection.server} redirects {method} {path} to "
+            f"{response.location or '(no Location)'} (HTTP {response.status_code}): give the "
+            "address it redirects to as --server or in the client config"
+        )
 
     def _failure(self, exc: OSError | http.client.HTTPException) -> CliError:
         """The one line for a failed exchange; the connection is closed (its state is lost)."""
@@ -239,6 +252,7 @@ def _complete(answer: http.client.HTTPResponse) -> Response:
         reason_phrase=answer.reason,
         content=answer.read(),
         content_type=answer.getheader("Content-Type") or "",
+        location=answer.getheader("Location") or "",
     )
 
 

@@ -40,6 +40,7 @@ class Answer:
         self.content_type = "application/json"
         self.close_after = False  # end the connection after answering (an idle timeout)
         self.drop = False  # end the connection after reading the request, without answering
+        self.headers: dict[str, str] = {}  # more headers of the answer
         self.seen: list[dict[str, Any]] = []  # method, target, headers, body, connection
 
 
@@ -65,6 +66,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.content_type)
         self.send_header("Content-Length", str(len(answer.body)))
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(answer.body)
         self.wfile.flush()
@@ -196,6 +199,30 @@ def test_non_json_success_is_reported(server: tuple[str, Answer]) -> None:
 
 def test_empty_answer_is_none(server: tuple[str, Answer]) -> None:
     assert client_answering(server, 204, text="").delete("/jobs/x") is None
+
+
+def test_a_redirect_is_not_taken_for_a_success(server: tuple[str, Answer]) -> None:
+    """A front end sending the CLI elsewhere (http -> https): not followed, and not an
+    empty success either (a DELETE would have reported a removal that did not happen)."""
+    url, answer = server
+    client = client_answering(server, 308, text="")
+    answer.headers["Location"] = "https://backup.example.com/api/v1/jobs/x"
+    expected = (
+        f"the backup server at {url} redirects DELETE /jobs/x to "
+        "https://backup.example.com/api/v1/jobs/x (HTTP 308): give the address it redirects "
+        "to as --server or in the client config"
+    )
+    with pytest.raises(CliError) as caught:
+        client.delete("/jobs/x")
+    assert caught.value.message == expected
+    answer.status, answer.body = 301, b"<html>Moved Permanently</html>"
+    with pytest.raises(CliError) as caught:
+        client.get("/jobs")
+    assert caught.value.message.startswith(f"the backup server at {url} redirects GET /jobs ")
+    with pytest.raises(CliError) as caught:
+        list(client.stream("POST", "/proxies/deploy", {}))
+    assert "redirects POST /proxies/deploy to https://backup.example.com" in caught.value.message
+    assert [seen["method"] for seen in answer.seen] == ["DELETE", "GET", "POST"]
 
 
 def test_requests_carry_the_prefix_query_and_a_json_body(server: tuple[str, Answer]) -> None:
