@@ -41,6 +41,7 @@ class Answer:
         self.close_after = False  # end the connection after answering (an idle timeout)
         self.drop = False  # end the connection after reading the request, without answering
         self.headers: dict[str, str] = {}  # more headers of the answer
+        self.chunks: list[bytes] | None = None  # the body in these chunks (as uvicorn streams)
         self.seen: list[dict[str, Any]] = []  # method, target, headers, body, connection
 
 
@@ -65,11 +66,19 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(answer.body)))
+        if answer.chunks is None:
+            self.send_header("Content-Length", str(len(answer.body)))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
         for name, value in answer.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(answer.body)
+        if answer.chunks is None:
+            self.wfile.write(answer.body)
+        else:
+            for chunk in [*answer.chunks, b""]:  # the empty one ends the body
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
         self.wfile.flush()
 
     do_GET = do_POST = do_PATCH = do_DELETE = _answer
@@ -291,6 +300,22 @@ def test_a_stream_yields_each_line(server: tuple[str, Answer]) -> None:
     server[1].body = b'{"ok": true}'
     assert client.get("/health") == {"ok": True}  # the connection is reused after a stream
     assert len({seen["connection"] for seen in server[1].seen}) == 1
+
+
+def test_chunked_answers_are_read_whole_and_by_line(server: tuple[str, Answer]) -> None:
+    """The server streams its answers chunked; a line may span chunks, or a chunk hold
+    several lines; the connection is kept for the next request."""
+    answer = server[1]
+    client = client_answering(server, 200)
+    answer.chunks = [b'{"jobs": [1,', b" 2]}"]
+    assert client.get("/jobs") == {"jobs": [1, 2]}
+    answer.chunks = [b'{"step": 1}\n{"st', b'ep": 2}\n', b'\n{"step": 3, "done": true}\n']
+    events = list(client.stream("POST", "/proxies/deploy", {}))
+    assert events == [{"step": 1}, {"step": 2}, {"step": 3, "done": True}]
+    answer.chunks = None
+    answer.body = b'{"ok": true}'
+    assert client.get("/health") == {"ok": True}
+    assert len({seen["connection"] for seen in answer.seen}) == 1
 
 
 def test_a_stream_left_before_its_end_does_not_spoil_the_next_request(
