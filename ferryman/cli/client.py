@@ -27,6 +27,8 @@ from ferryman.cli.errors import ApiError, CliError, ServerUnreachable
 
 API_PREFIX = "/api/v1"
 PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH: the CA is right
+NAME_MISMATCH = (62, 64)
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,11 @@ class ApiClient:
         server = self.connection.server
         if isinstance(exc, TimeoutError):
             return ServerUnreachable(f"the backup server at {server} did not answer in time")
+        if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in NAME_MISMATCH:
+            return CliError(
+                f"the backup server at {server} has a certificate that does not name "
+                f"{self._host} (give --server a name or address it holds): {_reason(exc)}"
+            )
         if "CERTIFICATE_VERIFY_FAILED" in str(exc):
             ca = self.connection.ca_file or "the system's trusted CAs"
             return CliError(

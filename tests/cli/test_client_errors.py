@@ -482,6 +482,10 @@ def test_tls_verifies_the_certificate_and_the_name(
     )
     assert "unable to get local issuer certificate" in wrong_ca.value.message
     assert "certificate is not valid for 'localhost'" in wrong_name.value.message
+    assert wrong_name.value.message.startswith(  # the CA is right: no hint at --ca
+        f"the backup server at https://localhost:{port} has a certificate that does not name "
+        "localhost (give --server a name or address it holds): "
+    )
     assert "\n" not in wrong_ca.value.message + wrong_name.value.message
     if tunnel:
         assert [line.rsplit(" ", 1)[0] for line in requests] == [
