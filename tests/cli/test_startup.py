@@ -83,6 +83,20 @@ def test_a_mistyped_command_is_still_suggested() -> None:
     )
 
 
+def test_a_mistyped_sub_command_is_still_suggested() -> None:
+    """The job group builds its commands lazily; a typo in it is still named and its
+    closest command suggested, as typer's eager group did, importing no other commands."""
+    code, out, err, modules = loaded_after(["job", "rnu"])
+    assert code == 2 and out == ""
+    assert err == (
+        "ferryman: error: No such command 'rnu'. Did you mean 'run'? (see 'ferryman job --help')\n"
+    )
+    assert under(modules, ("ferryman.cli.commands",)) == [
+        "ferryman.cli.commands",
+        "ferryman.cli.commands.job",
+    ]
+
+
 def test_a_command_calling_the_api_loads_no_httpx() -> None:
     """The client speaks http.client: httpx and httpcore (~50 ms of CPU to import and set
     up, before the request) are not loaded by a command (ferryman/cli/client.py)."""
