@@ -131,17 +131,21 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, Answer, Path]]:
         httpd.server_close()
 
 
+@pytest.fixture(autouse=True)
+def no_environment_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' own requests go straight to their local servers, whatever proxy the
+    environment running them names; a test sets the variables it is about."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
 @contextmanager
 def environment_proxy(monkeypatch: pytest.MonkeyPatch, scheme: str) -> Iterator[list[str]]:
     """A CONNECT proxy named by {scheme}_PROXY; yields the request lines it was sent."""
     proxy = ConnectProxy()
     threading.Thread(target=proxy.serve_forever, args=(0.05,), daemon=True).start()
     try:
-        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
-            monkeypatch.delenv(name, raising=False)
-        for name in ("HTTP_PROXY", "HTTPS_PROXY"):
-            monkeypatch.delenv(name, raising=False)
-            monkeypatch.delenv(name.lower(), raising=False)
         monkeypatch.setenv(f"{scheme.upper()}_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
         yield proxy.requests
     finally:
@@ -393,21 +397,13 @@ def test_the_environments_proxy_is_used(
     server: tuple[str, Answer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """HTTP_PROXY (as httpx honoured it) carries the requests; NO_PROXY exempts a host."""
-    proxy = ConnectProxy()
-    threading.Thread(target=proxy.serve_forever, args=(0.05,), daemon=True).start()
-    try:
-        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    with environment_proxy(monkeypatch, "http") as requests:
         url, _ = server
         assert client_answering(server, 200, {"ok": 1}).get("/health") == {"ok": 1}
-        assert proxy.requests == [f"GET {url}/api/v1/health HTTP/1.1"]
+        assert requests == [f"GET {url}/api/v1/health HTTP/1.1"]
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         assert client_answering(server, 200, {"ok": 2}).get("/health") == {"ok": 2}
-        assert len(proxy.requests) == 1
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
+        assert len(requests) == 1
 
 
 @pytest.mark.parametrize(
@@ -430,8 +426,6 @@ def test_the_environments_proxy_is_used(
 def test_no_proxy_exempts_hosts_as_the_common_convention(
     monkeypatch: pytest.MonkeyPatch, no_proxy: str, host: str, bypassed: bool
 ) -> None:
-    for name in ("no_proxy", "all_proxy", "ALL_PROXY", "http_proxy", "HTTP_PROXY"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
     monkeypatch.setenv("NO_PROXY", no_proxy)
     expected = None if bypassed else "http://proxy.test:3128"
@@ -441,8 +435,6 @@ def test_no_proxy_exempts_hosts_as_the_common_convention(
 def test_an_unsupported_proxy_is_one_line(
     server: tuple[str, Answer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.setenv("HTTP_PROXY", "socks5://127.0.0.1:1080")
     with pytest.raises(CliError, match=r"unsupported proxy 'socks5://127\.0\.0\.1:1080'"):
         client_answering(server, 200, {}).get("/health")
@@ -461,8 +453,6 @@ def test_tls_verifies_the_certificate_and_the_name(
     url, answer, ca = tls_server
     port = url.rsplit(":", 1)[1]
     CertificateAuthority.create(tmp_path / "other-ca.pem", tmp_path / "other-ca.key", "Other")
-    monkeypatch.delenv("HTTPS_PROXY", raising=False)
-    monkeypatch.delenv("https_proxy", raising=False)
     proxy: AbstractContextManager[list[str]] = nullcontext([])
     if tunnel:
         proxy = environment_proxy(monkeypatch, "https")
