@@ -34,6 +34,7 @@ from ferryman.engine.progress import ProgressCallback, ProgressTicker
 from ferryman.engine.scanner import ScanCancelled, Scanner
 from ferryman.engine.selection import PathFilter, build_selection
 from ferryman.engine.stats import StatsCollector
+from ferryman.engine.switch_interval import shorter_switch_interval
 from ferryman.engine.tree_saver import TreeSaver, TreeSaverFailed
 from ferryman.repository import Repository, RepositoryError
 from ferryman.sources.base import Source, SourceError, SourceLost
@@ -62,7 +63,7 @@ def run_backup(
     root or repository unusable); unreadable entries never raise: they become warnings.
     """
     collector = StatsCollector()
-    with rarer_gc():
+    with rarer_gc(), shorter_switch_interval():
         parents = find_parents(repo, options)
         with source.snapshot() as view:
             return _backup(view, repo, options, progress, cancel, parents, collector)
