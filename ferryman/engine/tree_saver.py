@@ -579,10 +579,12 @@ class TreeSaver:
                 return
             approx = run.blob.listing.approx
             stop, count, size = run.start, b.count, b.approx_bytes
-            while count < self._max_nodes and size < TARGET_TREE_BYTES:
+            while True:  # at least one entry, as ``_add`` stores after adding
                 size += approx[stop]
                 count += 1
                 stop += 1
+                if count >= self._max_nodes or size >= TARGET_TREE_BYTES:
+                    break
             self._added += stop - run.start
             b.buffer.append(PrevRun(run.blob, run.start, stop))
             b.count, b.approx_bytes = count, size
