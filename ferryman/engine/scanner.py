@@ -222,6 +222,7 @@ class Scanner:
             or selection is not None
             or not isinstance(root, LocalDir)
             or self._prev_entries < walk_helper.SPLIT_MIN_ENTRIES
+            or not self._listings.path.exists()  # the helper only reads it
         ):
             return None
         return walk_helper.WalkHelper.start(
