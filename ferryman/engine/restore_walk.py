@@ -367,7 +367,8 @@ class Restorer:
         self._proc_slots.acquire()  # released when the batch is done (or fails, or is cancelled)
         try:
             fut = restore_procs.submit(procs, jobs)
-        except RuntimeError as exc:  # the pool broke earlier: write here
+        except (RuntimeError, OSError) as exc:  # the pool broke earlier, or its processes
+            # cannot start (the fork server's socket path too long, say): write here
             log.warning("restore worker processes unusable (%s): using threads", exc)
             self._proc_slots.release()
             self._budget.release(nbytes)

@@ -78,3 +78,26 @@ def test_worker_processes_are_forked_from_one_fork_server(tmp_path: Path) -> Non
     assert (tmp_path / "out1" / "d2" / "f11").read_bytes() == (
         tmp_path / "src" / "d2" / "f11"
     ).read_bytes()
+
+
+def test_worker_processes_that_cannot_start_leave_the_files_to_threads(tmp_path: Path) -> None:
+    """The fork server cannot start when its socket's path is too long (a deep
+    TMPDIR): the restore writes every file in-process instead of reporting them
+    as errors."""
+    program = tmp_path / "program.py"
+    program.write_text(PROGRAM)
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TMPDIR=str(deep))
+    done = subprocess.run(
+        [sys.executable, str(program), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr  # the program checks both restores' files
+    assert "using threads" in done.stderr
+    runs = (tmp_path / "runs").read_text().split()
+    assert runs[::3] == ["__main__"]  # no worker ran
