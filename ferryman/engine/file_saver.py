@@ -569,7 +569,7 @@ class FileSaver:
                 continue
             outcomes.append(
                 FileOutcome(
-                    content=list(saved.content),
+                    content=saved.content,  # unpickled here: nobody else holds it
                     size=saved.size,
                     xattrs=saved.xattrs,
                     warning=saved.warning,

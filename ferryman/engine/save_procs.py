@@ -26,7 +26,8 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from ferryman.engine.process_pool import spawn_pool
 from ferryman.engine.small_files import (
@@ -61,11 +62,16 @@ class WorkerSetup:
     read_xattrs: bool
 
 
-@dataclass(slots=True)
-class SavedFile:
-    """One file as a worker read it: chunk ids in file order, or why it was not read."""
+class SavedFile(NamedTuple):
+    """One file as a worker read it: chunk ids in file order, or why it was not read.
 
-    content: list[bytes] = field(default_factory=list)
+    A named tuple, not a dataclass: a batch's results are pickled back to the parent,
+    and a slotted dataclass pickles through Python-level state functions per object
+    (64 files: ~500 µs to dump, ~280 µs to load in the parent, under its GIL, against
+    ~180 and ~60 µs as named tuples).
+    """
+
+    content: list[bytes]
     size: int = 0
     xattrs: dict[bytes, bytes] | None = None
     warning: str | None = None
@@ -177,7 +183,7 @@ def _save_batch(batch: list[DirFiles]) -> BatchResult:
     for parent_fd, dev, ino, entries in batch:
         folder = _open_dir(w, parent_fd, dev, ino)
         if folder is None:
-            files.extend(SavedFile(error=DIRECTORY_REPLACED) for _ in entries)
+            files.extend(SavedFile([], error=DIRECTORY_REPLACED) for _ in entries)
             continue
         try:
             _save_dir(w, folder, entries, files, chunks, tally)
@@ -199,7 +205,7 @@ def _save_dir(
     for name, st in entries:
         r = read_small_file(folder, name, st, tally, read_xattrs=s.read_xattrs)
         if r.error is not None:
-            files.append(SavedFile(error=r.error))
+            files.append(SavedFile([], error=r.error))
             continue
         t0 = time.perf_counter()
         ids: list[bytes] = []
