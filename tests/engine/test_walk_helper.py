@@ -11,17 +11,21 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
-from ferryman.engine import walk_helper
+from ferryman.engine import walk_helper, walk_helper_proc
 from ferryman.engine.backup import run_backup
 from ferryman.engine.browse import list_path
+from ferryman.engine.listing_cache import CompactListing, ListingCache
 from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository
@@ -334,3 +338,240 @@ def test_one_file_system_in_the_helpers_part(
             assert [n.name for n in listed] == inside
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+# -- the helper's comparison, case by case (its process code, run in this one) --------
+
+
+def _record(name: bytes, st: os.stat_result) -> dict[str, Any]:
+    """The record the scanner stores for an entry (the fields ``unchanged`` reads)."""
+    kind = "dir" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) else "x"
+    m: dict[str, Any] = {"n": name, "t": kind, "mt": st.st_mtime_ns, "ct": st.st_ctime_ns}
+    m.update({"i": st.st_ino, "m": st.st_mode, "r": st.st_rdev})
+    if kind == "file":
+        m["s"] = st.st_size
+    if kind == "dir":
+        m["st"] = [os.fsencode(f"tree:{st.st_ino}")]
+    return m
+
+
+def _cache_listings(root: Path, cache: ListingCache) -> bytes:
+    """Store the compact listing of every directory under ``root`` as it is now (its
+    tree blob id ``tree:<inode>``); the root's id."""
+    for dirpath, _dirs, _files in os.walk(os.fsencode(root)):
+        names = sorted(os.listdir(dirpath))
+        maps = [_record(n, os.lstat(os.path.join(dirpath, n))) for n in names]
+        cache.put(os.fsencode(f"tree:{os.lstat(dirpath).st_ino}"), CompactListing.from_maps(maps))
+    return os.fsencode(f"tree:{root.lstat().st_ino}")
+
+
+def _helper_verdicts(root: Path, db: Path, root_id: bytes) -> set[bytes]:
+    """The directories the helper finds unchanged under ``root``."""
+    helper = walk_helper_proc._Helper(
+        {"db": str(db), "one_fs": False, "dev": 0, "exc": [None, None], "inc": None}
+    )
+    got: set[bytes] = set()
+    helper.verdict = lambda f: got.add(f.rel)  # type: ignore[method-assign]
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        helper.walk(fd, (root_id,))
+    finally:
+        os.close(fd)
+        helper.conn.close()
+    return got
+
+
+def _same_times(path: Path) -> Callable[[], None]:
+    st = path.lstat()
+    return lambda: os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _rewrite_same_size(d: Path) -> None:  # touch -r / rsync -t: ctime only
+    reset = _same_times(d / "f1")
+    (d / "f1").write_bytes(b"X" * (d / "f1").stat().st_size)
+    reset()
+
+
+def _replace_by_copy(d: Path) -> None:  # same size and times, another inode
+    shutil.copy2(d / "f1", d / "f1.new")
+    os.rename(d / "f1.new", d / "f1")
+
+
+def _retarget_symlink(d: Path) -> None:  # a target of the same length, same mtime
+    reset = _same_times(d / "link")
+    os.unlink(d / "link")
+    os.symlink("f2", d / "link")
+    reset()
+
+
+def _replace(path: Path, make: Callable[[Path], object]) -> None:
+    if path.is_dir():
+        path.rmdir()
+    else:
+        path.unlink()
+    make(path)
+
+
+def _xattr_only(d: Path) -> None:
+    try:
+        os.setxattr(d / "f1", "user.note", b"v")
+    except OSError as exc:
+        pytest.skip(f"no user xattrs here: {exc}")
+
+
+def _names(change: Callable[[Path], object]) -> Callable[[Path], None]:
+    """``change`` the names, then put the directory's mtime back (``touch -d``)."""
+
+    def run(d: Path) -> None:
+        reset = _same_times(d)
+        change(d)
+        reset()
+
+    return run
+
+
+CHANGES: dict[str, Callable[[Path], object]] = {
+    "content, mtime put back": _rewrite_same_size,
+    "xattr only": _xattr_only,
+    "mode": lambda d: os.chmod(d / "f1", 0o600),
+    "replaced by a copy": _replace_by_copy,
+    "symlink target of the same length": _retarget_symlink,
+    "second hard link": lambda d: os.link(d / "f1", d.parent / "elsewhere"),
+    "file -> dir": lambda d: _replace(d / "f1", os.mkdir),
+    "dir -> file": lambda d: _replace(d / "sub", lambda p: p.write_bytes(b"")),
+    "fifo -> another fifo": lambda d: _replace(d / "fifo", os.mkfifo),
+    "name added": _names(lambda d: (d / "f0").write_bytes(b"")),
+    "name removed": _names(lambda d: os.unlink(d / "f2")),
+    "name renamed": _names(lambda d: os.rename(d / "f2", d / "f3")),
+    "non-UTF-8 name changed": lambda d: (d / os.fsdecode(b"\xff\xfe")).write_bytes(b"2"),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_the_helper_finds_every_change_the_scanner_finds(tmp_path: Path, change: str) -> None:
+    """No verdict on a directory with a change of any kind the scanner's comparison
+    (``unchanged``, names by merge) sees, nor on its parents, even when the
+    directory's own stat is as cached; one on every untouched directory."""
+    root = tmp_path / "root"
+    d = root / "top" / "d"
+    (d / "sub").mkdir(parents=True)
+    (root / "other").mkdir()
+    (root / "other" / "g").write_bytes(b"g")
+    for name in ("f1", "f2"):
+        (d / name).write_bytes(b"content " + name.encode())
+    (d / "link").symlink_to("f1")
+    os.mkfifo(d / "fifo")
+    (d / os.fsdecode(b"\xff\xfe")).write_bytes(b"1")
+    cache = ListingCache(tmp_path / "listings.sqlite")
+    root_id = _cache_listings(root, cache)
+    cache.close()
+    db = tmp_path / "listings.sqlite"
+    assert _helper_verdicts(root, db, root_id) == {b"other", b"top/d/sub", b"top/d", b"top"}
+    CHANGES[change](d)
+    # the worst case: the directory's own stat as cached (mtime and ctime put back),
+    # only its content tells (the scanner checks the directory's stat itself)
+    cache = ListingCache(db)
+    parent = os.fsencode(d.parent)
+    top = [_record(n, os.lstat(os.path.join(parent, n))) for n in sorted(os.listdir(parent))]
+    cache.put(os.fsencode(f"tree:{d.parent.lstat().st_ino}"), CompactListing.from_maps(top))
+    cache.close()
+    verdicts = _helper_verdicts(root, db, root_id)
+    assert b"other" in verdicts
+    assert not verdicts & {b"top/d", b"top"}
+
+
+def test_a_ctime_only_change_in_the_helpers_part_is_backed_up(
+    repo: Repository, tmp_path: Path, helper_run: HelperRun
+) -> None:
+    """Same size, mtime put back (``touch -r``), in a directory whose stat does not
+    change: only the file's ctime tells; the helper must not vouch for its subtree."""
+    src = tmp_path / "src"
+    _build(src)
+    _backup(repo, src)
+    first = _backup(repo, src)
+    path = src / "gamma" / "sub3" / "deep" / "deeper" / "g4"
+    reset = _same_times(path)
+    path.write_bytes(b"Z" * path.stat().st_size)
+    reset()
+    changed = _backup(repo, src)
+    assert helper_run.finished[-1] is True
+    assert changed.stats.files_read == 1
+    assert changed.root_tree != first.root_tree
+    assert changed.restore_point is not None
+    run_restore(repo, changed.restore_point, tmp_path / "out")
+    assert diff_trees(src, tmp_path / "out") == []
+
+
+def test_a_directory_replaced_after_the_helpers_verdict_is_walked(
+    repo: Repository,
+    tmp_path: Path,
+    helper_run: HelperRun,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The helper found ``gamma`` unchanged; then, before the scanner gets there,
+    ``gamma`` is replaced by a copy (same names, sizes and times) with one file's
+    content changed: the scanner's own lstat of ``gamma`` (another inode and ctime)
+    does not match the previous record, so the verdict is not taken."""
+    src = tmp_path / "src"
+    _build(src)
+    os.unlink(src / "gamma" / "sub2" / "hard")  # so that the helper vouches for gamma
+    os.unlink(src / "gamma" / "fifo")  # copytree does not copy it
+    caplog.set_level(logging.INFO, logger=walk_helper.__name__)
+    _backup(repo, src)
+    first = _backup(repo, src)
+    started = walk_helper.WalkHelper.start  # HelperRun's: it waits for the helper
+
+    def start(*args: Any, **kwargs: Any) -> walk_helper.WalkHelper | None:
+        helper = started(*args, **kwargs)
+        assert helper is not None and helper._verdicts.get(b"gamma") is not None
+        shutil.copytree(src / "gamma", tmp_path / "copy", symlinks=True)
+        path = tmp_path / "copy" / "sub3" / "deep" / "deeper" / "g4"
+        reset = _same_times(path)
+        path.write_bytes(b"Z" * path.stat().st_size)
+        reset()
+        shutil.rmtree(src / "gamma")
+        os.rename(tmp_path / "copy", src / "gamma")
+        return helper
+
+    monkeypatch.setattr(walk_helper.WalkHelper, "start", start)
+    changed = _backup(repo, src)
+    assert helper_run.finished[-1] is True
+    assert changed.root_tree != first.root_tree
+    assert changed.restore_point is not None
+    run_restore(repo, changed.restore_point, tmp_path / "out")
+    assert diff_trees(src, tmp_path / "out") == []
+
+
+def _fake_helper(messages: list[Any]) -> walk_helper.WalkHelper:
+    """A WalkHelper on a process that sends ``messages`` (length-prefixed msgpack)."""
+    body = b"".join(
+        len(m).to_bytes(4, "big") + m
+        for m in (msgpack.packb(x, use_bin_type=True) for x in messages)
+    )
+    code = f"import os; os.write(1, {body!r})"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    return walk_helper.WalkHelper(proc)
+
+
+def test_a_verdict_is_taken_only_for_the_tree_blobs_it_compared_with() -> None:
+    """A verdict names the previous tree blobs the helper compared with: a directory
+    whose previous record has others (another previous tree) is walked; non-UTF-8
+    paths come through as they are."""
+    rel = b"a/\xff\xfe"
+    helper = _fake_helper([[[rel, [b"blob-1", b"blob-2"], 0, 1, 2, 30, 2]], None])
+    try:
+        assert helper.wait(30) is True
+        assert helper.take(rel, {"st": [b"blob-1"]}) is None
+        assert helper.take(rel, {"st": [b"blob-2", b"blob-1"]}) is None
+        assert helper.take(b"a", {"st": [b"blob-1", b"blob-2"]}) is None
+        assert helper.take(rel, {"st": [b"blob-1", b"blob-2"]}) == walk_helper.Verdict(
+            (b"blob-1", b"blob-2"), 1, 2, 30, 2
+        )
+    finally:
+        helper.close()
