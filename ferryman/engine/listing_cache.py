@@ -31,17 +31,16 @@ import zlib
 from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 import msgpack
 import msgspec
 
 from ferryman.engine.nodes import NodeMap, load_dir_maps, tree_keys, tree_records
 from ferryman.engine.ports import RepositoryPort
+from ferryman.engine.walk_helper_proc import LISTING_VERSION, unpack_listing
 
 log = logging.getLogger(__name__)
 
-LISTING_VERSION = 1
 LISTINGS_FILE = "listings.sqlite"  # in the repository's local cache directory
 # Rows written in one transaction (the tree saver writes one per tree blob stored).
 WRITE_BATCH = 256
@@ -136,22 +135,11 @@ class CompactListing:
 
     @classmethod
     def decode(cls, data: bytes) -> CompactListing | None:
-        """The listing stored as ``data``; None when it is damaged or of another version."""
-        body = data[4:]
-        if len(data) < 4 or zlib.crc32(body) != int.from_bytes(data[:4], "big"):
-            return None
-        try:
-            doc: Any = msgpack.unpackb(body, use_list=False, raw=False, strict_map_key=False)
-        except (ValueError, TypeError, msgpack.UnpackException):
-            return None
-        if not (isinstance(doc, tuple) and len(doc) == 5 and doc[0] == LISTING_VERSION):
-            return None
-        _, names, keys, dirs, approx = doc
-        if not all(isinstance(c, tuple) for c in (names, keys, dirs, approx)):
-            return None
-        if not len(names) == len(keys) == len(dirs) == len(approx):
-            return None
-        return cls(names, keys, dirs, approx)
+        """The listing stored as ``data``; None when it is damaged or of another version
+        (read by the walk helper's process with the same function, which imports no
+        package module)."""
+        cols = unpack_listing(data)
+        return None if cols is None else cls(*cols)
 
 
 class PrevBlob:

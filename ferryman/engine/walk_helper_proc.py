@@ -22,7 +22,9 @@ from typing import Any
 
 import msgpack
 
-LISTING_VERSION = 1  # the compact listings' stored form (``listing_cache``)
+# the compact listings' stored form (``listing_cache.CompactListing``, which decodes
+# with ``unpack_listing`` too: the helper imports no package module)
+LISTING_VERSION = 1
 # Fault injection for tests: the helper dies (mid-message) after this many verdicts;
 # "garbage": its first message is not msgpack (and it walks on).
 CRASH_AFTER_ENV = "FERRYMAN_WALK_HELPER_CRASH_AFTER"
