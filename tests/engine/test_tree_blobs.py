@@ -7,10 +7,12 @@ import os
 from pathlib import Path
 
 import msgpack
+import msgspec
 import pytest
 
+from ferryman.engine import tree_saver
 from ferryman.engine.backup import run_backup
-from ferryman.engine.listing_cache import map_key
+from ferryman.engine.listing_cache import PrevBlob, map_key
 from ferryman.engine.nodes import (
     MAX_NODES_PER_TREE,
     NodeMap,
@@ -23,7 +25,7 @@ from ferryman.engine.nodes import (
 from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository
-from ferryman.repository.tree import TREE_VERSION
+from ferryman.repository.tree import TARGET_TREE_BYTES, TREE_VERSION
 from ferryman.sources.local import LocalSource
 
 from .trees import diff_trees
@@ -106,3 +108,101 @@ def test_an_entry_added_early_in_a_large_directory_moves_every_later_boundary(
     assert changed.restore_point is not None
     run_restore(repo, changed.restore_point, out)
     assert diff_trees(src, out) == []
+
+
+def _settle(src: Path) -> None:
+    """Read every file and list every directory once, so that the backups that follow
+    (reading them again) move no atime (relatime): a record's ``at`` is the same in
+    every backup of an unchanged entry."""
+    for d, _, files in os.walk(src):
+        os.listdir(d)
+        for f in files:
+            path = Path(d, f)
+            os.readlink(path) if path.is_symlink() else path.read_bytes()
+
+
+def _copied(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of stored records each ``PrevBlob.records`` call copied."""
+    copied: list[int] = []
+    real = PrevBlob.records
+
+    def records(self: PrevBlob, start: int, stop: int) -> list[msgspec.Raw] | None:
+        raws = real(self, start, stop)
+        copied.append(0 if raws is None else len(raws))
+        return raws
+
+    monkeypatch.setattr(PrevBlob, "records", records)
+    return copied
+
+
+# target bytes of a tree blob: the default (blobs cut at 4096 entries) and one cut by
+# size, with records of different sizes (long symlink targets)
+@pytest.mark.parametrize("target", [TARGET_TREE_BYTES, 40_000])
+def test_changes_at_moved_blob_boundaries_give_the_trees_of_a_full_backup(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: int
+) -> None:
+    """A directory spanning several tree blobs, changed at their boundaries, before its
+    first and after its last entry, with entries added then removed (every later
+    boundary moves): each backup copying unchanged records gives the root tree of a
+    full backup of the same files (no parent: every record encoded anew) and of one
+    with the copying disabled (every record decoded and encoded again)."""
+    monkeypatch.setattr(tree_saver, "TARGET_TREE_BYTES", target)
+    copied = _copied(monkeypatch)
+    src = tmp_path / "src"
+    big = src / "big"
+    big.mkdir(parents=True)
+    count = 9_000 if target == TARGET_TREE_BYTES else 3_000
+    for i in range(count):
+        if i % 7 == 3:
+            os.symlink(b"t" * (1 + i % 300), big / f"e{i:05}")
+        else:
+            (big / f"e{i:05}").write_bytes(b"%d" % i)
+    _settle(src)
+    previous = _backup(repo, src)
+    blobs = _big_dir_blobs(repo, previous)
+    assert len(blobs) >= 3
+    sizes = [len(load_tree_maps(repo, b)) for b in blobs]
+    ends = [sum(sizes[: k + 1]) for k in range(len(sizes) - 1)]  # first entry of blob k+1
+
+    def name(i: int) -> str:
+        return f"e{i:05}"
+
+    rounds: list[tuple[list[str], list[str], list[str]]] = [  # (added, changed, removed)
+        (
+            ["a-first", "e00000a", "e00001a", f"{name(ends[0] - 1)}a", "z-last"],
+            [name(ends[0] - 1), name(ends[0]), name(ends[1] - 1), name(count - 1)],
+            [name(ends[1]), name(ends[1] + 1)],
+        ),
+        (
+            [f"{name(ends[1] - 2)}b"],
+            ["a-first", name(ends[0] + 1), "z-last"],
+            ["e00000", "e00002", "e00003", "e00004", name(ends[0] - 2), name(count - 2)],
+        ),
+        ([], [], ["a-first", "z-last", name(count - 1), name(ends[0] - 1), name(ends[0])]),
+    ]
+    for added, changed, removed in rounds:
+        for n in added + changed:
+            (big / n).unlink(missing_ok=True)
+            (big / n).write_bytes(b"new " + n.encode())
+        for n in removed:
+            (big / n).unlink()
+        _settle(src)
+        copied.clear()
+        result = _backup(repo, src)
+        # every unchanged entry copied as stored, none decoded
+        assert sum(copied) == len(os.listdir(big)) - len({*added, *changed})
+        full = run_backup(LocalSource(src), repo, BackupOptions(share="s", use_parent=False))
+        assert full.stats.files_unchanged == 0
+        with monkeypatch.context() as m:
+            m.setattr(PrevBlob, "records", lambda self, start, stop: None)
+            assert previous.restore_point is not None
+            decoded = run_backup(
+                LocalSource(src), repo, BackupOptions(share="s", parent=previous.restore_point)
+            )
+        assert result.root_tree == full.root_tree == decoded.root_tree
+        for blob_id in _big_dir_blobs(repo, result):
+            assert repo.get_blob(blob_id) == _encode(load_tree_maps(repo, blob_id))
+        previous = result
+    assert previous.restore_point is not None
+    run_restore(repo, previous.restore_point, tmp_path / "out")
+    assert diff_trees(src, tmp_path / "out") == []
