@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ from ferryman.engine import walk_helper, walk_helper_proc
 from ferryman.engine.backup import run_backup
 from ferryman.engine.browse import list_path
 from ferryman.engine.listing_cache import CompactListing, ListingCache
-from ferryman.engine.options import BackupOptions, BackupResult
+from ferryman.engine.options import BackupCancelled, BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
+from ferryman.engine.scanner import Scanner
 from ferryman.repository import Repository
 from ferryman.sources.local import LocalSource
 
@@ -575,3 +577,48 @@ def test_a_verdict_is_taken_only_for_the_tree_blobs_it_compared_with() -> None:
         )
     finally:
         helper.close()
+
+
+@pytest.mark.parametrize("end", ["success", "cancel", "exception"])
+def test_the_helper_is_reaped_and_its_pipes_closed_however_the_walk_ends(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, end: str
+) -> None:
+    """Still walking or done, on success, a cancel or an exception in the scanner: the
+    helper process is waited for (no zombie) and the scanner's ends of its pipes are
+    closed."""
+    src = tmp_path / "src"
+    _build(src)
+    for i in range(300):  # past the scanner's first cancel check (every 256 entries)
+        (src / "alpha" / f"many{i}").write_bytes(b"x")
+    _backup(repo, src)
+    cancel = threading.Event()
+    helpers: list[walk_helper.WalkHelper] = []
+    real_start = walk_helper.WalkHelper.start
+
+    def start(*args: Any, **kwargs: Any) -> walk_helper.WalkHelper | None:
+        helper = real_start(*args, **kwargs)
+        assert helper is not None
+        helpers.append(helper)
+        if end == "cancel":
+            cancel.set()
+        return helper
+
+    monkeypatch.setattr(walk_helper.WalkHelper, "start", start)
+    monkeypatch.setattr(walk_helper, "SPLIT_MIN_ENTRIES", 0)
+    if end == "exception":
+
+        def entry(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("scanner bug")
+
+        monkeypatch.setattr(Scanner, "_entry", entry)
+    if end == "success":
+        _backup(repo, src)
+    else:
+        with pytest.raises(BackupCancelled if end == "cancel" else RuntimeError):
+            run_backup(LocalSource(src), repo, BackupOptions(share="s"), cancel=cancel)
+    [helper] = helpers
+    proc = helper._proc
+    assert proc.returncode is not None
+    assert proc.stdin is not None and proc.stdin.closed
+    assert proc.stdout is not None and proc.stdout.closed
+    assert proc.stderr is not None and proc.stderr.closed
