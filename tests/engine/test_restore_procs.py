@@ -101,3 +101,89 @@ def test_worker_processes_that_cannot_start_leave_the_files_to_threads(tmp_path:
     assert "using threads" in done.stderr
     runs = (tmp_path / "runs").read_text().split()
     assert runs[::3] == ["__main__"]  # no worker ran
+
+
+# A program that restores four times; the fork server is killed after the first
+# restore, and stopped then killed while the third restore's first worker is being
+# forked from it (as by the OOM killer: its reply never comes).
+PROGRAM_FORK_SERVER_KILLED = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    from pathlib import Path
+    from multiprocessing import forkserver
+
+    def main() -> None:
+        from ferryman.engine import restore_procs, restore_walk
+        from ferryman.engine.backup import run_backup
+        from ferryman.engine.options import BackupOptions, RestoreOptions
+        from ferryman.engine.restore import run_restore
+        from ferryman.repository import Repository, open_backend
+        from ferryman.sources.local import LocalSource
+
+        base = Path(sys.argv[1])
+        restore_walk.PROCESS_AFTER_FILES = 0
+        restore_walk.BATCH_FILES = 2
+        src = base / "src"
+        for i in range(12):
+            (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+            (src / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(100 + i))
+        backend = open_backend(str(base / "repo"))
+        repo = Repository.init(backend, "pw", scrypt_n=1 << 10, cache_dir=base / "cache")
+        point = run_backup(LocalSource(src), repo, BackupOptions(share="s")).restore_point
+        assert point is not None
+        real_submit = restore_procs.submit
+        servers = []
+
+        def submit(pool, jobs):
+            if len(servers) == 2 and not hasattr(submit, "done"):
+                submit.done = True  # the third restore's first batch
+                pid = forkserver._forkserver._forkserver_pid
+                os.kill(pid, signal.SIGSTOP)
+                threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
+            return real_submit(pool, jobs)
+
+        restore_procs.submit = submit
+        for n in range(4):
+            result = run_restore(repo, point, base / f"out{n}", RestoreOptions(processes=2))
+            assert result.status == "success" and result.stats.files_restored == 12, result
+            for i in range(12):
+                path = f"d{i % 3}/f{i}"
+                assert (base / f"out{n}" / path).read_bytes() == (src / path).read_bytes()
+            servers.append(forkserver._forkserver._forkserver_pid)
+            if n == 0:
+                os.kill(servers[0], signal.SIGKILL)
+                stat = f"/proc/{servers[0]}/stat"
+                while Path(stat).read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    time.sleep(0.01)  # dead, not yet reaped: the next restore sees it gone
+        repo.close()
+        print(*servers)
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+def test_a_killed_fork_server_is_replaced_and_one_dying_under_a_restore_leaves_it_threads(
+    tmp_path: Path,
+) -> None:
+    """The fork server outlives a restore: killed between two restores, the next one
+    starts a new fork server (multiprocessing sees it gone); killed while a restore's
+    worker is being forked from it (no reply: ``EOFError``, not an ``OSError``), that
+    restore writes its files in-process, and the next one starts a new fork server."""
+    program = tmp_path / "program.py"
+    program.write_text(PROGRAM_FORK_SERVER_KILLED)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run(
+        [sys.executable, str(program), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr  # the program checks the four restores' files
+    assert done.stderr.count("using threads") == 1, done.stderr  # the third restore only
+    servers = done.stdout.split()
+    assert len(servers) == 4 and servers[0] != servers[1], servers
+    assert servers[3] not in servers[:3], servers
