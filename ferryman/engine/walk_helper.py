@@ -36,6 +36,7 @@ length-prefixed msgpack.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -140,6 +141,10 @@ class WalkHelper:
             log.warning("walk helper process failed at start (%s): one process walks", exc)
             proc.kill()
             proc.wait()
+            for pipe in (proc.stdout, proc.stderr, proc.stdin):
+                with contextlib.suppress(OSError):  # stdin: its flush fails again
+                    if pipe is not None:
+                        pipe.close()
             return None
         return cls(proc)
 

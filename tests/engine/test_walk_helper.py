@@ -622,3 +622,36 @@ def test_the_helper_is_reaped_and_its_pipes_closed_however_the_walk_ends(
     assert proc.stdin is not None and proc.stdin.closed
     assert proc.stdout is not None and proc.stdout.closed
     assert proc.stderr is not None and proc.stderr.closed
+
+
+def test_a_helper_dead_at_start_is_reaped_and_its_pipes_closed(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The helper dies before it reads its setup (the write to it fails): the scanner
+    walks alone, and every pipe to the process is closed."""
+    src = tmp_path / "src"
+    _build(src)
+    _backup(repo, src)
+    first = _backup(repo, src)
+    procs: list[subprocess.Popen[bytes]] = []
+
+    class DeadAtStart(subprocess.Popen[bytes]):
+        def __init__(self, args: list[str], **kwargs: Any) -> None:
+            super().__init__(args, **kwargs)
+            if walk_helper._CHILD in args:
+                procs.append(self)
+                self.kill()
+                self.wait()  # dead, its end of the setup pipe closed
+
+    monkeypatch.setattr(subprocess, "Popen", DeadAtStart)
+    monkeypatch.setattr(walk_helper, "SPLIT_MIN_ENTRIES", 0)
+    again = _backup(repo, src)
+    assert again.root_tree == first.root_tree
+    assert any("walk helper process failed at start" in r.getMessage() for r in caplog.records)
+    [proc] = procs
+    assert proc.stdin is not None and proc.stdin.closed
+    assert proc.stdout is not None and proc.stdout.closed
+    assert proc.stderr is not None and proc.stderr.closed
