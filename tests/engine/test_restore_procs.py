@@ -9,7 +9,8 @@ import textwrap
 from pathlib import Path
 
 # A program (the role of the server's ``ferryman`` script) that notes every time its
-# module runs, then restores twice through two worker processes each.
+# module runs (and whether the restore's worker module was already imported then),
+# then restores twice through two worker processes each.
 PROGRAM = textwrap.dedent(
     """
     import os, sys
@@ -17,6 +18,8 @@ PROGRAM = textwrap.dedent(
 
     with open(sys.argv[1] + "/runs", "a") as f:
         f.write(f"{__name__} {os.getpid()} {os.getppid()}\\n")
+    with open(sys.argv[1] + "/preloaded", "a") as f:
+        f.write(f"{__name__} {'ferryman.engine.restore_procs' in sys.modules}\\n")
 
     def main() -> None:
         from ferryman.engine import restore_walk
@@ -75,6 +78,10 @@ def test_worker_processes_are_forked_from_one_fork_server(tmp_path: Path) -> Non
     assert len(main) == 1 and 2 <= len(workers) <= 4, runs
     parents = {ppid for _, ppid in workers}
     assert len(parents) == 1 and main[0] not in parents, runs
+    # the workers were forked with the restore's modules imported (the fork server
+    # ignores a preload module it cannot import, and a preload set after it started)
+    preloaded = (tmp_path / "preloaded").read_text().splitlines()
+    assert preloaded == ["__main__ False"] + ["__mp_main__ True"] * len(workers), preloaded
     assert (tmp_path / "out1" / "d2" / "f11").read_bytes() == (
         tmp_path / "src" / "d2" / "f11"
     ).read_bytes()
