@@ -500,16 +500,21 @@ class Scanner:
             self._check_cancel()
         return False
 
-    def _reuse_checked(
-        self, node: Node, rel: bytes, reuse: NodeMap, verdict: walk_helper.Verdict
-    ) -> None:
-        """A subdirectory the helper found unchanged: its previous record, as the walk
-        of it would have reused it (``LeaveDir(reuse)`` of an empty, all-raw buffer)."""
+    def _reused_xattrs(self, node: Node, reuse: NodeMap) -> None:
+        """A reused directory's xattrs and ACLs, from its previous record (same inode and
+        ctime: they cannot have changed)."""
         if self._xattrs:
             xattrs = reuse.get("x")
             node.xattrs = dict(xattrs) if xattrs else {}
             node.acl_access = reuse.get("aa", b"")
             node.acl_default = reuse.get("ad", b"")
+
+    def _reuse_checked(
+        self, node: Node, rel: bytes, reuse: NodeMap, verdict: walk_helper.Verdict
+    ) -> None:
+        """A subdirectory the helper found unchanged: its previous record, as the walk
+        of it would have reused it (``LeaveDir(reuse)`` of an empty, all-raw buffer)."""
+        self._reused_xattrs(node, reuse)
         self._emit(EnterDir(node, rel))
         self._emit(LeaveDir(reuse))
         counts = self._counts
@@ -554,11 +559,7 @@ class Scanner:
                 reuse = None
                 self._stats.warn(os.fsdecode(rel), f"cannot open: {describe_os_error(exc)}")
         if reuse is not None:
-            if self._xattrs:  # same inode and ctime: xattrs and ACLs cannot have changed
-                xattrs = reuse.get("x")
-                node.xattrs = dict(xattrs) if xattrs else {}
-                node.acl_access = reuse.get("aa", b"")
-                node.acl_default = reuse.get("ad", b"")
+            self._reused_xattrs(node, reuse)
         elif sub is not None and self._xattrs:
             try:
                 self._set_xattrs(node, sub.own_xattrs())
