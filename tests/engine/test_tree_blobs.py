@@ -12,21 +12,25 @@ import pytest
 
 from ferryman.engine import tree_saver
 from ferryman.engine.backup import run_backup
-from ferryman.engine.listing_cache import PrevBlob, map_key
+from ferryman.engine.file_saver import FileOutcome, LargeRead, PendingContent
+from ferryman.engine.listing_cache import CompactListing, PrevBlob, map_key
 from ferryman.engine.nodes import (
     MAX_NODES_PER_TREE,
     NodeMap,
     load_root,
     load_tree_maps,
+    node_from_stat,
     tree_blob,
     tree_keys,
     tree_records,
 )
 from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
+from ferryman.engine.stats import StatsCollector
 from ferryman.repository import Repository
+from ferryman.repository.blob import KIND_TREE
 from ferryman.repository.tree import TARGET_TREE_BYTES, TREE_VERSION
-from ferryman.sources.local import LocalSource
+from ferryman.sources.local import LocalDir, LocalSource
 
 from .trees import diff_trees
 
@@ -206,3 +210,52 @@ def test_changes_at_moved_blob_boundaries_give_the_trees_of_a_full_backup(
     assert previous.restore_point is not None
     run_restore(repo, previous.restore_point, tmp_path / "out")
     assert diff_trees(src, tmp_path / "out") == []
+
+
+def _saved_dir(repo: Repository, src: Path, events: list[tree_saver.Event]) -> list[bytes]:
+    """The tree blob ids of the directory ``src`` whose entries are ``events``, the
+    previous backup trusted (runs of unchanged entries are added undecoded)."""
+    with repo.open_writer("test") as writer:
+        trees = tree_saver.TreeSaver(repo, writer, StatsCollector(), trust_reused=True)
+        root = node_from_stat(b"root", os.stat(src))
+        trees.put([tree_saver.EnterDir(root, b""), *events, tree_saver.LeaveDir()])
+        node = trees.finish()
+    assert node is not None
+    return node.subtrees
+
+
+def test_a_run_after_a_held_file_filled_the_blob_takes_its_first_entry_as_add_does(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held large file whose record (large xattrs) fills the tree blob once it is
+    completed (here by a checkpoint): the run of unchanged entries after it is split
+    with its first entry in that blob, where adding them one by one stores it (before
+    17cc453 the split took no entry: a blob of the held file alone, then the run)."""
+    target = 4000
+    monkeypatch.setattr(tree_saver, "TARGET_TREE_BYTES", target)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.img").write_bytes(b"image")
+    maps = _maps(20)
+    data = _encode(maps)
+    with repo.open_writer("test") as writer:
+        blob_id = repo.blob_id(data)
+        writer.add_blob(KIND_TREE, blob_id, data)
+    prev = PrevBlob(repo, blob_id, CompactListing.from_maps(maps), data=data)
+    assert sum(prev.listing.approx) < target
+
+    def image() -> tree_saver.Entry:
+        outcome = FileOutcome(size=5, xattrs={b"user.big": b"x" * target})
+        pending = PendingContent(lambda: outcome, lambda timeout: False, LargeRead())
+        return tree_saver.Entry(node_from_stat(b"a.img", os.stat(src / "a.img")), b"a.img", pending)
+
+    # trusted: the run's directory (not owned, never released) is not read
+    run = tree_saver.RawRun(tree_saver.PrevRun(prev, 0, len(maps)), [], LocalDir(-1), b"")
+    split = _saved_dir(repo, src, [image(), tree_saver.CheckpointNow(), run])
+    one_by_one = [tree_saver.Entry(None, m["n"], raw=m) for m in maps]
+    added = _saved_dir(repo, src, [image(), tree_saver.CheckpointNow(), *one_by_one])
+    assert [[m["n"] for m in load_tree_maps(repo, b)] for b in split] == [
+        [b"a.img", b"e000000"],
+        [m["n"] for m in maps[1:]],
+    ]
+    assert split == added
