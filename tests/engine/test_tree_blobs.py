@@ -4,6 +4,7 @@ keeps its other entries' bytes, and the blob is the one encoding every record gi
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import msgpack
@@ -13,7 +14,7 @@ import pytest
 from ferryman.engine import tree_saver
 from ferryman.engine.backup import run_backup
 from ferryman.engine.file_saver import FileOutcome, LargeRead, PendingContent
-from ferryman.engine.listing_cache import CompactListing, PrevBlob, map_key
+from ferryman.engine.listing_cache import LISTINGS_FILE, CompactListing, PrevBlob, map_key
 from ferryman.engine.nodes import (
     MAX_NODES_PER_TREE,
     NodeMap,
@@ -32,6 +33,7 @@ from ferryman.repository.blob import KIND_TREE
 from ferryman.repository.tree import TARGET_TREE_BYTES, TREE_VERSION
 from ferryman.sources.local import LocalDir, LocalSource
 
+from .test_listing_cache import _bend_key
 from .trees import diff_trees
 
 
@@ -259,3 +261,35 @@ def test_a_run_after_a_held_file_filled_the_blob_takes_its_first_entry_as_add_do
         [m["n"] for m in maps[1:]],
     ]
     assert split == added
+
+
+def test_a_cached_listing_with_a_wrong_key_copies_nothing_from_its_blob(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing row (valid checksum) with a wrong stat key for an unchanged file, in a
+    directory stored again: the file is read again, and the blob's other records are
+    not copied (its keys disagree with the row) but decoded and compared; the tree is
+    a full backup's, the row is dropped."""
+    src = tmp_path / "src"
+    big = src / "big"
+    big.mkdir(parents=True)
+    for i in range(5000):
+        (big / f"e{i:05}").write_bytes(b"%d" % i)
+    _settle(src)
+    before = _backup(repo, src)
+    first, _ = _big_dir_blobs(repo, before)
+    (big / "e04500").write_bytes(b"changed")  # in the second blob: the directory is stored again
+    _settle(src)
+    bent = _bend_key(repo.cache_path / LISTINGS_FILE, b"e00100", lambda k: (k[0], k[1] + 1, *k[2:]))
+    assert [blob_id for blob_id, _ in bent] == [first]
+    copied = _copied(monkeypatch)
+    result = _backup(repo, src)
+    assert result.stats.files_read == 2
+    assert 0 in copied and sum(copied) == 5000 - MAX_NODES_PER_TREE - 1
+    full = run_backup(LocalSource(src), repo, BackupOptions(share="s", use_parent=False))
+    assert result.root_tree == full.root_tree
+    with sqlite3.connect(repo.cache_path / LISTINGS_FILE) as db:
+        assert db.execute("SELECT 1 FROM listings WHERE id = ?", (first,)).fetchall() == []
+    assert result.restore_point is not None
+    run_restore(repo, result.restore_point, tmp_path / "out")
+    assert diff_trees(src, tmp_path / "out") == []
