@@ -159,9 +159,10 @@ PROGRAM_FORK_SERVER_KILLED = textwrap.dedent(
             servers.append(forkserver._forkserver._forkserver_pid)
             if n == 0:
                 os.kill(servers[0], signal.SIGKILL)
-                stat = f"/proc/{servers[0]}/stat"
+            if n in (0, 2):  # dead, not yet reaped: the next restore sees it gone
+                stat = f"/proc/{servers[n]}/stat"
                 while Path(stat).read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                    time.sleep(0.01)  # dead, not yet reaped: the next restore sees it gone
+                    time.sleep(0.01)
         repo.close()
         print(*servers)
 
