@@ -179,7 +179,6 @@ class PrevBlob:
             assert self._repo is not None
             data = self._repo.get_blob(self.blob_id)
             maps = load_dir_maps(self._repo, self.blob_id, data)
-            self._data = data
             if tuple(m["n"] for m in maps) != self.listing.names or (
                 tuple(map(map_key, maps)) != self.listing.keys
             ):
@@ -192,6 +191,9 @@ class PrevBlob:
                 by_name = {m["n"]: m for m in maps}
                 maps = [by_name.get(n, CHANGED) for n in self.listing.names]
                 self.stale = True
+            # only once checked (``stale`` set): ``records``, maybe on the other thread,
+            # copies from these bytes without checking them again
+            self._data = data
             self._maps = maps
         return maps
 

@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import msgpack
 import msgspec
 import pytest
 
-from ferryman.engine import tree_saver
+from ferryman.engine import listing_cache, tree_saver
 from ferryman.engine.backup import run_backup
 from ferryman.engine.file_saver import FileOutcome, LargeRead, PendingContent
-from ferryman.engine.listing_cache import LISTINGS_FILE, CompactListing, PrevBlob, map_key
+from ferryman.engine.listing_cache import (
+    LISTINGS_FILE,
+    CompactListing,
+    PrevBlob,
+    StatKey,
+    map_key,
+)
 from ferryman.engine.nodes import (
     MAX_NODES_PER_TREE,
     NodeMap,
@@ -293,3 +300,42 @@ def test_a_cached_listing_with_a_wrong_key_copies_nothing_from_its_blob(
     assert result.restore_point is not None
     run_restore(repo, result.restore_point, tmp_path / "out")
     assert diff_trees(src, tmp_path / "out") == []
+
+
+def test_records_never_copies_from_a_blob_that_maps_is_finding_stale(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scanner may decode a previous blob (``maps``) while the tree saver copies
+    from it (``records``): with ``maps`` between reading the blob and finding its
+    cached listing stale, ``records`` checks the blob itself and copies nothing (it
+    took the bytes ``maps`` had read as already checked)."""
+    maps = _maps(20)
+    data = _encode(maps)
+    with repo.open_writer("test") as writer:
+        blob_id = repo.blob_id(data)
+        writer.add_blob(KIND_TREE, blob_id, data)
+    right = CompactListing.from_maps(maps)
+    keys = list(right.keys)
+    keys[5] = (keys[5][0], keys[5][1] + 1, *keys[5][2:])
+    blob = PrevBlob(
+        repo, blob_id, CompactListing(right.names, tuple(keys), right.dirs, right.approx)
+    )
+    comparing, go = threading.Event(), threading.Event()
+    real = listing_cache.map_key
+
+    def map_key(m: NodeMap) -> StatKey:
+        if not comparing.is_set():  # the first call: the scanner's ``maps``
+            comparing.set()
+            assert go.wait(10)
+        return real(m)
+
+    monkeypatch.setattr(listing_cache, "map_key", map_key)
+    scanner = threading.Thread(target=blob.maps)
+    scanner.start()
+    try:
+        assert comparing.wait(10)
+        copied = blob.records(0, len(maps))
+    finally:
+        go.set()
+        scanner.join()
+    assert copied is None and blob.stale
