@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ferryman.engine.backup import run_backup
+from ferryman.engine.backup import BackupFailed, run_backup
 from ferryman.engine.options import BackupOptions
 from ferryman.engine.switch_interval import SWITCH_INTERVAL, shorter_switch_interval
 from ferryman.repository import Repository
@@ -39,6 +39,14 @@ def test_a_backup_hands_the_gil_over_sooner_only_while_it_runs(
         progress=lambda _event: seen.append(sys.getswitchinterval()),
     )
     assert seen and all(s == pytest.approx(SWITCH_INTERVAL, rel=0.05) for s in seen)
+    assert sys.getswitchinterval() == pytest.approx(default_interval, rel=0.05)
+
+
+def test_a_failed_backup_restores_it(
+    repo: Repository, tmp_path: Path, default_interval: float
+) -> None:
+    with pytest.raises(BackupFailed, match="cannot open source"):
+        run_backup(LocalSource(tmp_path / "missing"), repo, BackupOptions(share="s"))
     assert sys.getswitchinterval() == pytest.approx(default_interval, rel=0.05)
 
 
