@@ -233,10 +233,11 @@ def tree_records(data: bytes) -> list[msgspec.Raw] | None:
 _TREE_HEAD: bytes = msgpack.packb({"v": TREE_VERSION, "nodes": []}, use_bin_type=True)[:-1]
 
 
-def tree_blob(records: list[bytes | msgspec.Raw], count: int) -> bytes:
-    """The tree blob of ``count`` node records given in their stored (msgpack) form,
-    name-sorted and concatenated in ``records``: the same bytes as ``store_maps``
-    gives for the decoded records, so unchanged entries are copied, not re-encoded."""
+def tree_blob(records: list[bytes | msgspec.Raw]) -> bytes:
+    """The tree blob of node records given in their stored (msgpack) form, name-sorted:
+    the same bytes as ``store_maps`` gives for the decoded records, so unchanged
+    entries are copied, not re-encoded."""
+    count = len(records)
     if count < 16:
         head = bytes([0x90 | count])  # fixarray
     elif count < 1 << 16:

@@ -624,19 +624,16 @@ class TreeSaver:
         list again; the blob is still decoded once, to check it against its listing)."""
         records: list[bytes | msgspec.Raw] = []
         listed: list[CompactListing] = []
-        count = 0
         for x in buffer:
             raw = x.records() if isinstance(x, PrevRun) else None
             if isinstance(x, PrevRun) and raw is not None:
                 records.extend(raw)
                 listed.append(x.blob.listing.part(x.start, x.stop))
-                count += len(x)
                 continue
             maps = x.maps() if isinstance(x, PrevRun) else [x]
             records.extend(msgpack.packb(m, use_bin_type=True) for m in maps)
             listed.append(CompactListing.from_maps(maps))
-            count += len(maps)
-        data = tree_blob(records, count)
+        data = tree_blob(records)
         blob_id = self._repo.blob_id(data)
         new = self._writer.add_blob(KIND_TREE, blob_id, data)
         if new:

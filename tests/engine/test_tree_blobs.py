@@ -63,12 +63,12 @@ def test_a_blob_from_stored_records_is_the_blob_of_the_records(count: int) -> No
     data = _encode(maps)
     records = tree_records(data)
     assert records is not None and len(records) == count
-    assert tree_blob(list(records), count) == data
+    assert tree_blob(list(records)) == data
     assert tree_keys(data) == (tuple(m["n"] for m in maps), tuple(map(map_key, maps)))
     if count > 2:  # one record replaced by a new encoding between two stored runs
         changed = dict(maps[1], s=99, mt=5)
         mixed = [*records[:1], msgpack.packb(changed, use_bin_type=True), *records[2:]]
-        assert tree_blob(mixed, count) == _encode([maps[0], changed, *maps[2:]])
+        assert tree_blob(mixed) == _encode([maps[0], changed, *maps[2:]])
 
 
 def test_a_blob_whose_keys_do_not_read_natively_is_left_to_the_decoder() -> None:
