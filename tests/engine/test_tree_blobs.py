@@ -12,7 +12,7 @@ import msgpack
 import msgspec
 import pytest
 
-from ferryman.engine import listing_cache, tree_saver
+from ferryman.engine import listing_cache, nodes, tree_saver
 from ferryman.engine.backup import run_backup
 from ferryman.engine.file_saver import FileOutcome, LargeRead, PendingContent
 from ferryman.engine.listing_cache import (
@@ -33,6 +33,7 @@ from ferryman.engine.nodes import (
     tree_records,
 )
 from ferryman.engine.options import BackupOptions, BackupResult
+from ferryman.engine.ports import RepositoryPort
 from ferryman.engine.restore import run_restore
 from ferryman.engine.stats import StatsCollector
 from ferryman.repository import Repository
@@ -148,6 +149,19 @@ def _copied(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return copied
 
 
+def _unpacked(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The ids of the previous tree blobs decoded record by record (``PrevBlob.maps``)."""
+    unpacked: list[bytes] = []
+    real = nodes.load_dir_maps
+
+    def load_dir_maps(repo: RepositoryPort, blob_id: bytes, data: bytes | None) -> list[NodeMap]:
+        unpacked.append(blob_id)
+        return real(repo, blob_id, data)
+
+    monkeypatch.setattr(listing_cache, "load_dir_maps", load_dir_maps)
+    return unpacked
+
+
 # target bytes of a tree blob: the default (blobs cut at 4096 entries) and one cut by
 # size, with records of different sizes (long symlink targets)
 @pytest.mark.parametrize("target", [TARGET_TREE_BYTES, 40_000])
@@ -161,6 +175,7 @@ def test_changes_at_moved_blob_boundaries_give_the_trees_of_a_full_backup(
     with the copying disabled (every record decoded and encoded again)."""
     monkeypatch.setattr(tree_saver, "TARGET_TREE_BYTES", target)
     copied = _copied(monkeypatch)
+    unpacked = _unpacked(monkeypatch)
     src = tmp_path / "src"
     big = src / "big"
     big.mkdir(parents=True)
@@ -201,9 +216,11 @@ def test_changes_at_moved_blob_boundaries_give_the_trees_of_a_full_backup(
             (big / n).unlink()
         _settle(src)
         copied.clear()
+        unpacked.clear()
         result = _backup(repo, src)
-        # every unchanged entry copied as stored, none decoded
+        # every unchanged entry copied as stored; the blobs' keys checked, none decoded
         assert sum(copied) == len(os.listdir(big)) - len({*added, *changed})
+        assert unpacked == []
         full = run_backup(LocalSource(src), repo, BackupOptions(share="s", use_parent=False))
         assert full.stats.files_unchanged == 0
         with monkeypatch.context() as m:
