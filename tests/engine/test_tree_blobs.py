@@ -24,10 +24,13 @@ from ferryman.engine.listing_cache import (
 )
 from ferryman.engine.nodes import (
     MAX_NODES_PER_TREE,
+    Node,
     NodeMap,
+    decode_tree_maps,
     load_root,
     load_tree_maps,
     node_from_stat,
+    node_to_map,
     tree_blob,
     tree_keys,
     tree_records,
@@ -38,7 +41,7 @@ from ferryman.engine.restore import run_restore
 from ferryman.engine.stats import StatsCollector
 from ferryman.repository import Repository
 from ferryman.repository.blob import KIND_TREE
-from ferryman.repository.tree import TARGET_TREE_BYTES, TREE_VERSION
+from ferryman.repository.tree import TARGET_TREE_BYTES, TREE_VERSION, encode_tree
 from ferryman.sources.local import LocalDir, LocalSource
 
 from .test_listing_cache import _bend_key
@@ -48,6 +51,10 @@ from .trees import diff_trees
 def _encode(maps: list[NodeMap]) -> bytes:
     data: bytes = msgpack.packb({"v": TREE_VERSION, "nodes": maps}, use_bin_type=True)
     return data
+
+
+def _decode(data: bytes) -> list[NodeMap]:
+    return decode_tree_maps(data, b"test")
 
 
 def _maps(count: int) -> list[NodeMap]:
@@ -70,6 +77,51 @@ def test_a_blob_from_stored_records_is_the_blob_of_the_records(count: int) -> No
         changed = dict(maps[1], s=99, mt=5)
         mixed = [*records[:1], msgpack.packb(changed, use_bin_type=True), *records[2:]]
         assert tree_blob(mixed) == _encode([maps[0], changed, *maps[2:]])
+
+
+def test_records_of_every_field_type_are_copied_as_a_fresh_encoding_gives_them() -> None:
+    """Ferryman writes records with msgpack's shortest forms (ints, str/bin lengths,
+    float64), which decoding and encoding again give back: a copied record is the
+    one a fresh encoding of its node gives, for every field type of docs/format.md."""
+    node = Node(
+        name=b"n\xff" * 20,
+        type="file",
+        mode=0o100644,
+        uid=2**32 - 2,
+        user="u" * 40,  # str8
+        group="\u00e9quipe",
+        mtime_ns=-(10**18),  # before 1970: int64
+        atime_ns=127,
+        ctime_ns=128,
+        inode=2**64 - 1,
+        dev=2**31,
+        nlink=2,
+        size=70_000,
+        content=[bytes(range(32))] * 3,
+        holes=[(0, 4096), (2**40, 1)],
+        xattrs={b"user.k": b"v" * 300, b"user.empty": b""},  # bin16
+        acl_access=b"\x02\x00\x00\x00",
+        extra={"ratio": 0.5, "flags": [True, None, -1], "nested": {"k": "v"}},
+    )
+    other = Node(name=b"z", type="symlink", link_target=b"t" * 70_000)  # bin32
+    maps = [node_to_map(node), node_to_map(other)]
+    data = _encode(maps)
+    records = tree_records(data)
+    assert records is not None
+    assert tree_blob(list(records)) == data == encode_tree([node, other])
+    assert _encode(_decode(data)) == data
+
+
+def test_a_record_not_in_the_shortest_form_is_copied_as_it_is() -> None:
+    """A record Ferryman never writes (a small int as uint64): copied, it keeps its
+    bytes, so the blob's id is not a fresh encoding's; its nodes read the same."""
+    fresh = _encode([{"n": b"a", "t": "file", "s": 5}])
+    long_int = fresh.replace(b"\xa1s\x05", b"\xa1s\xcf" + (5).to_bytes(8, "big"))
+    records = tree_records(long_int)
+    assert records is not None
+    copied = tree_blob(list(records))
+    assert copied == long_int != fresh
+    assert _decode(copied) == _decode(fresh)
 
 
 def test_a_blob_whose_keys_do_not_read_natively_is_left_to_the_decoder() -> None:
