@@ -14,31 +14,15 @@ longer than the call itself. Measured on this machine kind: cutting and hashing
 from __future__ import annotations
 
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+
+from ferryman.engine.task_settings import TaskSetting
 
 SWITCH_INTERVAL = 0.0005  # seconds
-_lock = threading.Lock()
-_users = 0
-_saved: float | None = None
 
-
-@contextmanager
-def shorter_switch_interval() -> Iterator[None]:
-    """Lower the switch interval to ``SWITCH_INTERVAL`` (never raise it) while any
-    backup of this process runs (tasks may overlap: the first in lowers it, the last
-    out restores it)."""
-    global _users, _saved
-    with _lock:
-        if _users == 0:
-            _saved = sys.getswitchinterval()
-            sys.setswitchinterval(min(_saved, SWITCH_INTERVAL))
-        _users += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _users -= 1
-            if _users == 0 and _saved is not None:
-                sys.setswitchinterval(_saved)
+shorter_switch_interval = TaskSetting(
+    sys.getswitchinterval,
+    lambda saved: sys.setswitchinterval(min(saved, SWITCH_INTERVAL)),
+    sys.setswitchinterval,
+)
+"""Lower the switch interval to ``SWITCH_INTERVAL`` (never raise it) while any backup
+of this process runs: ``with shorter_switch_interval(): ...``."""
