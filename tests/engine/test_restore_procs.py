@@ -54,15 +54,12 @@ PROGRAM = textwrap.dedent(
 )
 
 
-def test_worker_processes_are_forked_from_one_fork_server(tmp_path: Path) -> None:
-    """Restore workers are not fresh interpreters started by the restoring process
-    (each importing the engine again: ~0.3 s of CPU per worker, per task) but forks
-    of one fork server, started once and kept for the next restore: the workers of
-    two restores all have that one parent."""
+def run_program(tmp_path: Path, source: str, **env_extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``source`` as the main program (as the server's script) with ``tmp_path``."""
     program = tmp_path / "program.py"
-    program.write_text(PROGRAM)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    done = subprocess.run(
+    program.write_text(source)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **env_extra)
+    return subprocess.run(
         [sys.executable, str(program), str(tmp_path)],
         capture_output=True,
         text=True,
@@ -70,6 +67,14 @@ def test_worker_processes_are_forked_from_one_fork_server(tmp_path: Path) -> Non
         env=env,
         check=False,
     )
+
+
+def test_worker_processes_are_forked_from_one_fork_server(tmp_path: Path) -> None:
+    """Restore workers are not fresh interpreters started by the restoring process
+    (each importing the engine again: ~0.3 s of CPU per worker, per task) but forks
+    of one fork server, started once and kept for the next restore: the workers of
+    two restores all have that one parent."""
+    done = run_program(tmp_path, PROGRAM)
     assert done.returncode == 0, done.stderr
     runs = [line.split() for line in (tmp_path / "runs").read_text().splitlines()]
     main = [int(pid) for name, pid, _ in runs if name == "__main__"]
@@ -91,19 +96,9 @@ def test_worker_processes_that_cannot_start_leave_the_files_to_threads(tmp_path:
     """The fork server cannot start when its socket's path is too long (a deep
     TMPDIR): the restore writes every file in-process instead of reporting them
     as errors."""
-    program = tmp_path / "program.py"
-    program.write_text(PROGRAM)
     deep = tmp_path / ("d" * 120)
     deep.mkdir()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TMPDIR=str(deep))
-    done = subprocess.run(
-        [sys.executable, str(program), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    done = run_program(tmp_path, PROGRAM, TMPDIR=str(deep))
     assert done.returncode == 0, done.stderr  # the program checks both restores' files
     assert "using threads" in done.stderr
     runs = (tmp_path / "runs").read_text().split()
@@ -179,17 +174,7 @@ def test_a_killed_fork_server_is_replaced_and_one_dying_under_a_restore_leaves_i
     starts a new fork server (multiprocessing sees it gone); killed while a restore's
     worker is being forked from it (no reply: ``EOFError``, not an ``OSError``), that
     restore writes its files in-process, and the next one starts a new fork server."""
-    program = tmp_path / "program.py"
-    program.write_text(PROGRAM_FORK_SERVER_KILLED)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    done = subprocess.run(
-        [sys.executable, str(program), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    done = run_program(tmp_path, PROGRAM_FORK_SERVER_KILLED)
     assert done.returncode == 0, done.stderr  # the program checks the four restores' files
     assert done.stderr.count("using threads") == 1, done.stderr  # the third restore only
     servers = done.stdout.split()
