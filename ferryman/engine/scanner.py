@@ -63,6 +63,8 @@ class _Frame:
     selection: Selection | None
     reuse: NodeMap | None = None  # previous record of this dir while it may be reused
     lent: bool = False  # a RawFile carries a reference to ``dir`` to the tree saver
+    # the walk helper's flat verdict: non-directory entries it found unchanged
+    flat: frozenset[bytes] | None = None
 
 
 @dataclass(slots=True)
@@ -253,7 +255,11 @@ class Scanner:
             PreviousListing(self._repo, list(p.get("st", ())), self._listings) for p in prevs
         ]
         self._counts.dirs_scanned += 1
-        return _Frame(d, names, 0, rel, listings, selection)
+        frame = _Frame(d, names, 0, rel, listings, selection)
+        helper = self._helper
+        if helper is not None and d is not None and len(prevs) == 1 and selection is None:
+            frame.flat = helper.take_flat(rel, list(prevs[0].get("st", ())))
+        return frame
 
     def _raw_run(self, frame: _Frame) -> tuple[os.stat_result | None, bool]:
         """Take the run of entries from ``frame.index`` on that are unchanged regular
@@ -265,6 +271,10 @@ class Scanner:
         (batch size, end of a previous tree blob) and another may follow; else
         ``st`` is the lstat result of the entry it stopped at, when taken
         (``_entry`` uses it rather than asking again).
+
+        An entry in the walk helper's flat verdict on this directory (``frame.flat``)
+        is taken without ``lstat``: the helper compared the same key with the same
+        previous tree blobs; its ``sts`` entry is None.
 
         The test is ``unchanged`` (size, mtime, ctime, inode, mode, rdev) against the
         record of the same name, exactly as for a single entry, on the compact
@@ -286,14 +296,27 @@ class Scanner:
         j = first = listing.i
         # bounded events and cancel checks; one previous tree blob per run
         end = min(len(names), start + EVENT_BATCH, start + len(pnames) - j)
-        sts: list[os.stat_result] = []
+        sts: list[os.stat_result | None] = []
         files = size = 0
         st: os.stat_result | None = None
+        flat = frame.flat
         while i < end:
             name = names[i]
             if pnames[j] != name:
                 st = None
                 break
+            if flat is not None and name in flat:
+                key = keys[j]
+                if is_reg(key[4]):
+                    files += 1
+                    size += key[0]
+                elif not is_lnk(key[4]):  # _entry's cases (the helper checked it)
+                    st = None
+                    break
+                sts.append(None)
+                i += 1
+                j += 1
+                continue
             try:
                 st = lstat(name)
             except OSError:

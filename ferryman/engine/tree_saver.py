@@ -37,7 +37,7 @@ import msgpack
 import msgspec
 
 from ferryman.engine.checkpoint import partial_file_map
-from ferryman.engine.file_saver import FileOutcome, PendingContent
+from ferryman.engine.file_saver import FileOutcome, PendingContent, describe_os_error
 from ferryman.engine.listing_cache import (
     CompactListing,
     ListingCache,
@@ -148,12 +148,13 @@ class RawRun:
     stays a reference into the previous tree blob in its directory's buffer: when
     the directory's previous tree blobs are reused whole, its records are never
     decoded. Like a ``RawFile``, a file whose chunks are gone is read again (from
-    ``dir``, with its ``sts`` entry; only checked without trust); ``owns`` as for
+    ``dir``, with its ``sts`` entry, or a new ``lstat`` where it is None: an entry the
+    walk helper found unchanged; only checked without trust); ``owns`` as for
     ``RawFile``.
     """
 
     run: PrevRun
-    sts: list[os.stat_result]
+    sts: list[os.stat_result | None]
     dir: SourceDir
     rel: bytes  # the directory's path
     owns: bool = False
@@ -524,6 +525,13 @@ class TreeSaver:
             if all(map(present, m.get("c", ()))):
                 self._add(m, raw=True)
             else:
+                if st is None:  # taken on the walk helper's verdict
+                    try:
+                        st = ev.dir.lstat(m["n"])
+                    except OSError as exc:
+                        self._stats.add(files_unchanged=-1)
+                        self._stats.warn(os.fsdecode(prefix + m["n"]), describe_os_error(exc))
+                        continue
                 self._reread_file(RawFile(m, prefix + m["n"], ev.dir, st, owns=False))
 
     @staticmethod

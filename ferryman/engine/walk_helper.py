@@ -25,6 +25,17 @@ work it did not do; when the walk ends the helper is killed. Verdicts are sent
 in post-order, so a directory's verdict follows those of its subdirectories,
 which it then replaces (memory holds the largest unchanged subtrees only).
 
+A changed subtree still has unchanged directories and files (the daily change
+touches ~1% of the files, spread everywhere, so few subtrees are unchanged). For
+each directory whose subtree is not unchanged the helper sends a *flat verdict*:
+the path, the previous tree blob ids it compared with, and the names of its
+non-directory entries it found unchanged (same key; a regular file with one
+link). When the scanner enters that directory with the same previous tree blobs
+it takes those entries as unchanged without an ``lstat`` of its own (each
+``lstat`` drops the GIL and waits to take it back from the tree saver and the
+readers: the scanner's largest cost on that run); subdirectories and every other
+entry are checked by the scanner as before.
+
 The helper is started with ``subprocess`` (``fork`` + ``exec`` in C, no Python
 code runs between them: safe from a threaded server, like the saver processes'
 ``spawn``) and runs ``walk_helper_proc`` as a script, which imports only the
@@ -90,6 +101,8 @@ class WalkHelper:
         self._buf = bytearray()
         # in the helper's order; None: a directory left out (see ``_parse``)
         self._verdicts: dict[bytes, Verdict | None] = {}
+        # flat verdicts: path -> (previous tree blob ids, unchanged non-directory names)
+        self._flat: dict[bytes, tuple[tuple[bytes, ...], frozenset[bytes]]] = {}
         # the directories the scanner is walking (entered, not left): a verdict on one
         # of them comes too late and must not replace those below it, still of use
         self.inside: set[bytes] = set()
@@ -98,6 +111,7 @@ class WalkHelper:
         self._bad: str | None = None  # why its output was not read to the end
         self.used = 0  # verdicts taken
         self.entries = 0  # entries of the subtrees taken
+        self.flat_used = 0  # flat verdicts taken
 
     @classmethod
     def start(
@@ -198,7 +212,13 @@ class WalkHelper:
                 continue
             verdicts = self._verdicts
             inside = self.inside
-            for rel, subtrees, below, dirs, files, nbytes, unchanged in rows:
+            for row in rows:
+                if len(row) == 3:  # a flat verdict
+                    rel, subtrees, names = row
+                    if rel not in inside:  # else too late
+                        self._flat[rel] = (tuple(subtrees), frozenset(names))
+                    continue
+                rel, subtrees, below, dirs, files, nbytes, unchanged = row
                 if rel in inside:  # those below it stay; the helper counts it as one
                     if not below:
                         verdicts[rel] = None
@@ -221,6 +241,16 @@ class WalkHelper:
         self.entries += v.dirs + v.files
         return v
 
+    def take_flat(self, rel: bytes, subtrees: list[bytes]) -> frozenset[bytes] | None:
+        """The non-directory entries of directory ``rel`` that the helper found
+        unchanged against the previous tree blobs ``subtrees`` (None: no such verdict)."""
+        self.drain()
+        v = self._flat.pop(rel, None)
+        if v is None or v[0] != tuple(subtrees):
+            return None
+        self.flat_used += 1
+        return v[1]
+
     def close(self) -> None:
         """Stop the helper (it may still be walking: the scanner is done) and reap it."""
         failed = self._bad
@@ -240,6 +270,7 @@ class WalkHelper:
         if self._proc.stdout is not None:
             self._proc.stdout.close()
         self._verdicts.clear()
+        self._flat.clear()
         if failed is not None:
             last = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
             log.warning(
@@ -247,4 +278,9 @@ class WalkHelper:
                 failed,
                 f", {last[0]}" if last[0] else "",
             )
-        log.info("walk helper: %d subtrees (%d entries) reused", self.used, self.entries)
+        log.info(
+            "walk helper: %d subtrees (%d entries) reused, %d flat verdicts taken",
+            self.used,
+            self.entries,
+            self.flat_used,
+        )

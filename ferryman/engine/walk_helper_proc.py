@@ -6,7 +6,10 @@ imports only the standard library and msgpack, to start fast.
 ``dev``, ``exc``/``inc`` the masks' regular expressions) comes on standard input;
 verdicts go to standard output as length-prefixed msgpack messages, each a list of
 ``[path, tree blob ids, verdicts below it replaced, dirs, files, bytes, unchanged
-files]`` in post-order; a nil message ends a complete walk.
+files]`` in post-order; a nil message ends a complete walk. A directory whose
+subtree is not unchanged gets, at the same place, a *flat verdict* ``[path, tree blob
+ids, names]``: its non-directory entries found unchanged (the same key; a regular
+file with one link), which the scanner then takes without ``lstat`` of its own.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def unpack_listing(data: bytes) -> tuple[Any, Any, Any, Any] | None:
 
 
 class _Frame:
-    __slots__ = ("below", "children", "counts", "fd", "ok", "rel", "subtrees")
+    __slots__ = ("below", "children", "counts", "fd", "ok", "okn", "rel", "subtrees")
 
     def __init__(self, fd: int, rel: bytes, subtrees: tuple[bytes, ...]) -> None:
         self.fd = fd
@@ -66,6 +69,7 @@ class _Frame:
         self.children: list[tuple[bytes, Any, bool]] = []  # visited from the end
         self.counts = [1, 0, 0, 0]  # dirs, files (non-dirs), bytes, unchanged files
         self.below = 0  # verdicts inside this subtree the scanner holds (not replaced)
+        self.okn: list[bytes] = []  # its unchanged non-directory entries (flat verdict)
 
 
 class _Helper:
@@ -151,6 +155,7 @@ class _Helper:
         filtering = self.exc_name is not None or self.exc_path is not None or self.has_include
         prefix = rel + b"/" if rel else b""
         counts = f.counts
+        okn = f.okn
         ok = True
         j = 0
         n = len(pnames)
@@ -196,8 +201,12 @@ class _Helper:
                     st.st_rdev,
                 ):
                     ok = False
+                else:
+                    okn.append(name)
             elif key != (0, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode, st.st_rdev):
                 ok = False
+            else:
+                okn.append(name)
         f.ok = ok and j == n
         return f
 
@@ -219,6 +228,8 @@ class _Helper:
                 continue
             stack.pop()
             os.close(f.fd)
+            if not f.ok and f.okn:
+                self.flat(f)
             if not stack:
                 break
             parent = stack[-1]
@@ -244,6 +255,14 @@ class _Helper:
             body = msgpack.packb(self.out, use_bin_type=True)
             _write(len(body).to_bytes(4, "big") + body[: len(body) // 2])
             os._exit(70)
+        now = time.monotonic()
+        if len(self.out) >= _FLUSH_VERDICTS or now - self.last_flush >= _FLUSH_SECONDS:
+            self.flush(now)
+
+    def flat(self, f: _Frame) -> None:
+        """A flat verdict: the unchanged non-directory entries of a changed directory."""
+        self.out.append([f.rel, f.subtrees, f.okn])
+        f.okn = []
         now = time.monotonic()
         if len(self.out) >= _FLUSH_VERDICTS or now - self.last_flush >= _FLUSH_SECONDS:
             self.flush(now)

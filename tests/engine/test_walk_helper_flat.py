@@ -1,0 +1,155 @@
+"""The walk helper's flat verdicts: a changed directory's unchanged files are taken
+without the scanner's ``lstat``, and every change is still found.
+
+The daily change touches a few files in many directories, so few subtrees are
+unchanged; the helper then tells, per changed directory, which of its
+non-directory entries it found unchanged. As in ``test_walk_helper``, the helper is
+forced on and walks everything before the scanner starts (``HelperRun``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from ferryman.engine import walk_helper
+from ferryman.engine.backup import run_backup
+from ferryman.engine.options import BackupOptions, BackupResult
+from ferryman.engine.restore import run_restore
+from ferryman.repository import Repository
+from ferryman.sources.local import LocalSource
+
+from .test_walk_helper import HelperRun
+from .trees import diff_trees
+
+
+@pytest.fixture
+def helper_run(monkeypatch: pytest.MonkeyPatch) -> HelperRun:
+    return HelperRun(monkeypatch)
+
+
+def _backup(repo: Repository, src: Path, **options: Any) -> BackupResult:
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s", **options))
+    assert result.status == "success", result.warnings
+    return result
+
+
+def _counts(r: BackupResult) -> tuple[int, int, int, int, int]:
+    s = r.stats
+    return (s.files_scanned, s.dirs_scanned, s.bytes_scanned, s.files_unchanged, s.files_read)
+
+
+def _flat_taken(caplog: pytest.LogCaptureFixture) -> int:
+    lines = [r.getMessage() for r in caplog.records if r.name == walk_helper.__name__]
+    last = [m for m in lines if m.startswith("walk helper:")][-1]
+    return int(last.split()[-4])  # "..., N flat verdicts taken"
+
+
+def _build(src: Path) -> list[Path]:
+    """Directories of files, symlinks, a fifo and a hard link; returns the directories."""
+    dirs = []
+    for top in ("a", "b", "c"):
+        for sub in range(3):
+            d = src / top / f"d{sub}"
+            d.mkdir(parents=True)
+            for i in range(12):
+                (d / f"f{i:02}").write_bytes(os.urandom(40 + i))
+            (d / "link").symlink_to("f00")
+            dirs.append(d)
+    os.mkfifo(src / "b" / "d1" / "fifo")
+    os.link(src / "a" / "d0" / "f03", src / "c" / "d2" / "hard")
+    return dirs
+
+
+def test_changed_directories_unchanged_files_come_from_the_flat_verdicts(
+    repo: Repository,
+    tmp_path: Path,
+    helper_run: HelperRun,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    src = tmp_path / "src"
+    dirs = _build(src)
+    caplog.set_level(logging.INFO, logger=walk_helper.__name__)
+    first = _backup(repo, src)
+    # one change in every directory (no subtree left unchanged), each of another kind
+    kinds = ["append", "same-size", "new", "delete", "retarget", "ctime"]
+    for n, d in enumerate(dirs):
+        kind = kinds[n % len(kinds)]
+        victim = d / f"f{(n * 5) % 12:02}"
+        if kind == "append":
+            with open(victim, "ab") as f:
+                f.write(b"more")
+        elif kind == "same-size":  # same size and mtime, new content (ctime and inode)
+            st = victim.stat()
+            victim.unlink()
+            victim.write_bytes(os.urandom(st.st_size))
+            os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+        elif kind == "new":
+            (d / "new-file").write_bytes(b"new")
+        elif kind == "delete":
+            victim.unlink()
+        elif kind == "retarget":  # a target of the same length
+            (d / "link").unlink()
+            (d / "link").symlink_to("f01")
+        else:  # ctime only
+            os.chmod(victim, stat.S_IMODE(victim.stat().st_mode))
+    # the scanner alone, twice: the first run's reads update the atimes it stores
+    helper_run.off()
+    _backup(repo, src, parent=first.restore_point)
+    alone = _backup(repo, src, parent=first.restore_point)
+    helper_run.on()
+    changed = _backup(repo, src, parent=first.restore_point)
+    assert helper_run.finished[-1] is True
+    # every changed directory but the root (walked before the helper started)
+    assert _flat_taken(caplog) >= len(dirs)
+    # the same tree, counts and re-reads as the scanner walking alone
+    assert changed.root_tree == alone.root_tree
+    assert _counts(changed) == _counts(alone)
+    # 9 directories: appended, same size, new (2 each), ctime only (read again): 7
+    assert changed.stats.files_read == 7
+    assert changed.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, changed.restore_point, out)
+    assert diff_trees(src, out) == []
+
+
+def _fake_helper(messages: list[Any]) -> walk_helper.WalkHelper:
+    body = b"".join(
+        len(m).to_bytes(4, "big") + m
+        for m in (msgpack.packb(x, use_bin_type=True) for x in messages)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"import os; os.write(1, {body!r})"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    return walk_helper.WalkHelper(proc)
+
+
+def test_a_flat_verdict_is_taken_once_and_only_for_its_tree_blobs() -> None:
+    rel = b"x/\xff"
+    helper = _fake_helper([[[rel, [b"t1", b"t2"], [b"f1", b"\xfe"]]], None])
+    try:
+        assert helper.wait(30) is True
+        assert helper.take_flat(rel, [b"t2", b"t1"]) is None  # other blobs: dropped
+        assert helper.take_flat(rel, [b"t1", b"t2"]) is None
+    finally:
+        helper.close()
+    helper = _fake_helper([[[rel, [b"t1", b"t2"], [b"f1", b"\xfe"]]], None])
+    try:
+        assert helper.wait(30) is True
+        assert helper.take_flat(rel, [b"t1", b"t2"]) == frozenset({b"f1", b"\xfe"})
+        assert helper.take_flat(rel, [b"t1", b"t2"]) is None  # once
+        # a flat verdict is not a subtree's verdict
+        assert helper.take(rel, {"st": [b"t1", b"t2"]}) is None
+    finally:
+        helper.close()
