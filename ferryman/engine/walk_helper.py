@@ -73,6 +73,9 @@ log = logging.getLogger(__name__)
 SPLIT_MIN_ENTRIES = 20_000
 CRASH_AFTER_ENV = walk_helper_proc.CRASH_AFTER_ENV
 _MAX_MESSAGE = 16 << 20  # its messages hold at most a few dozen verdicts
+# names held in flat verdicts not taken yet, at most (~100 bytes each); beyond it
+# they are dropped (the scanner then checks those entries itself)
+FLAT_MAX_NAMES = 1_000_000
 _CHILD = str(Path(walk_helper_proc.__file__).resolve())
 
 
@@ -103,6 +106,7 @@ class WalkHelper:
         self._verdicts: dict[bytes, Verdict | None] = {}
         # flat verdicts: path -> (previous tree blob ids, unchanged non-directory names)
         self._flat: dict[bytes, tuple[tuple[bytes, ...], frozenset[bytes]]] = {}
+        self._flat_names = 0  # names held in ``_flat``
         # the directories the scanner is walking (entered, not left): a verdict on one
         # of them comes too late and must not replace those below it, still of use
         self.inside: set[bytes] = set()
@@ -215,8 +219,10 @@ class WalkHelper:
             for row in rows:
                 if len(row) == 3:  # a flat verdict
                     rel, subtrees, names = row
-                    if rel not in inside:  # else too late
+                    held = self._flat_names + len(names)
+                    if rel not in inside and held <= FLAT_MAX_NAMES:  # else too late / full
                         self._flat[rel] = (tuple(subtrees), frozenset(names))
+                        self._flat_names = held
                     continue
                 rel, subtrees, below, dirs, files, nbytes, unchanged = row
                 if rel in inside:  # those below it stay; the helper counts it as one
@@ -246,7 +252,10 @@ class WalkHelper:
         unchanged against the previous tree blobs ``subtrees`` (None: no such verdict)."""
         self.drain()
         v = self._flat.pop(rel, None)
-        if v is None or v[0] != tuple(subtrees):
+        if v is None:
+            return None
+        self._flat_names -= len(v[1])
+        if v[0] != tuple(subtrees):
             return None
         self.flat_used += 1
         return v[1]

@@ -135,7 +135,9 @@ def _fake_helper(messages: list[Any]) -> walk_helper.WalkHelper:
     return walk_helper.WalkHelper(proc)
 
 
-def test_a_flat_verdict_is_taken_once_and_only_for_its_tree_blobs() -> None:
+def test_a_flat_verdict_is_taken_once_and_only_for_its_tree_blobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     rel = b"x/\xff"
     helper = _fake_helper([[[rel, [b"t1", b"t2"], [b"f1", b"\xfe"]]], None])
     try:
@@ -151,5 +153,14 @@ def test_a_flat_verdict_is_taken_once_and_only_for_its_tree_blobs() -> None:
         assert helper.take_flat(rel, [b"t1", b"t2"]) is None  # once
         # a flat verdict is not a subtree's verdict
         assert helper.take(rel, {"st": [b"t1", b"t2"]}) is None
+    finally:
+        helper.close()
+    # beyond the names it may hold, a flat verdict is dropped (the scanner checks)
+    monkeypatch.setattr(walk_helper, "FLAT_MAX_NAMES", 2)
+    helper = _fake_helper([[[b"a", [b"t1"], [b"f1"]], [b"b", [b"t2"], [b"f1", b"f2"]]], None])
+    try:
+        assert helper.wait(30) is True
+        assert helper.take_flat(b"b", [b"t2"]) is None
+        assert helper.take_flat(b"a", [b"t1"]) == frozenset({b"f1"})
     finally:
         helper.close()
