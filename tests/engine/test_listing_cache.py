@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from ferryman.engine.backup import BackupFailed, run_backup
@@ -20,6 +22,7 @@ from ferryman.engine.listing_cache import (
 )
 from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
+from ferryman.engine.walk_helper_proc import LISTING_VERSION
 from ferryman.repository import Repository
 from ferryman.sources.local import LocalSource
 
@@ -187,6 +190,21 @@ def test_listing_round_trip_and_one_flipped_byte() -> None:
     flipped = bytearray(data)
     flipped[-3] ^= 0x40
     assert CompactListing.decode(bytes(flipped)) is None
+
+
+def test_a_listing_is_stored_as_msgpack_packs_it() -> None:
+    """The stored form is unchanged (the walk helper and listings cached by earlier
+    versions read it): the bytes of ``msgpack.packb`` of the columns, with times
+    before 1970, 64-bit values and a directory's record."""
+    maps = [
+        {"n": b"a", "t": "file", "s": 1 << 40, "mt": -5, "ct": 1 << 62, "i": 7, "m": 0o100644},
+        {"n": b"b\xff", "t": "dir", "st": [b"\x01" * 32], "m": 0o40755, "u": "r\u00e9"},
+        {"n": b"c", "t": "symlink", "mt": 1796050963238673968, "m": 0o120777},
+    ]
+    listing = CompactListing.from_maps(maps)
+    cols = [LISTING_VERSION, listing.names, listing.keys, listing.dirs, listing.approx]
+    body = msgpack.packb(cols, use_bin_type=True)
+    assert listing.encode() == zlib.crc32(body).to_bytes(4, "big") + body
 
 
 def test_a_change_in_a_large_directory_re_encodes_its_unchanged_blob_identically(
