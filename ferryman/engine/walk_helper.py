@@ -30,11 +30,13 @@ touches ~1% of the files, spread everywhere, so few subtrees are unchanged). For
 each directory whose subtree is not unchanged the helper sends a *flat verdict*:
 the path, the previous tree blob ids it compared with, and the names of its
 non-directory entries it found unchanged (same key; a regular file with one
-link). When the scanner enters that directory with the same previous tree blobs
-it takes those entries as unchanged without an ``lstat`` of its own (each
-``lstat`` drops the GIL and waits to take it back from the tree saver and the
-readers: the scanner's largest cost on that run); subdirectories and every other
-entry are checked by the scanner as before.
+link), with the directory's own (dev, ino, mtime, ctime) taken before it listed
+it. When the scanner enters that directory with the same previous tree blobs and
+its own lstat of the directory gives the same key (the same directory, no entry
+added, removed or replaced since the helper's look) it takes those entries as
+unchanged without an ``lstat`` of its own (each ``lstat`` drops the GIL and waits
+to take it back from the tree saver and the readers: the scanner's largest cost on
+that run); subdirectories and every other entry are checked by the scanner as before.
 
 The helper is started with ``subprocess`` (``fork`` + ``exec`` in C, no Python
 code runs between them: safe from a threaded server, like the saver processes'
@@ -104,8 +106,9 @@ class WalkHelper:
         self._buf = bytearray()
         # in the helper's order; None: a directory left out (see ``_parse``)
         self._verdicts: dict[bytes, Verdict | None] = {}
-        # flat verdicts: path -> (previous tree blob ids, unchanged non-directory names)
-        self._flat: dict[bytes, tuple[tuple[bytes, ...], frozenset[bytes]]] = {}
+        # flat verdicts: path -> (previous tree blob ids, unchanged non-directory names,
+        # the directory's (dev, ino, mtime, ctime) when the helper listed it)
+        self._flat: dict[bytes, tuple[tuple[bytes, ...], frozenset[bytes], tuple[int, ...]]] = {}
         self._flat_names = 0  # names held in ``_flat``
         # the directories the scanner is walking (entered, not left): a verdict on one
         # of them comes too late and must not replace those below it, still of use
@@ -217,11 +220,11 @@ class WalkHelper:
             verdicts = self._verdicts
             inside = self.inside
             for row in rows:
-                if len(row) == 3:  # a flat verdict
-                    rel, subtrees, names = row
+                if len(row) == 4:  # a flat verdict
+                    rel, subtrees, names, dkey = row
                     held = self._flat_names + len(names)
                     if rel not in inside and held <= FLAT_MAX_NAMES:  # else too late / full
-                        self._flat[rel] = (tuple(subtrees), frozenset(names))
+                        self._flat[rel] = (tuple(subtrees), frozenset(names), tuple(dkey))
                         self._flat_names = held
                     continue
                 rel, subtrees, below, dirs, files, nbytes, unchanged = row
@@ -247,15 +250,24 @@ class WalkHelper:
         self.entries += v.dirs + v.files
         return v
 
-    def take_flat(self, rel: bytes, subtrees: list[bytes]) -> frozenset[bytes] | None:
+    def take_flat(
+        self, rel: bytes, subtrees: list[bytes], st: os.stat_result
+    ) -> frozenset[bytes] | None:
         """The non-directory entries of directory ``rel`` that the helper found
-        unchanged against the previous tree blobs ``subtrees`` (None: no such verdict)."""
+        unchanged against the previous tree blobs ``subtrees`` (None: no such verdict,
+        or the directory's lstat ``st`` is not that of the helper's look: another
+        directory, or an entry added, removed or replaced since)."""
         self.drain()
         v = self._flat.pop(rel, None)
         if v is None:
             return None
         self._flat_names -= len(v[1])
-        if v[0] != tuple(subtrees):
+        if v[0] != tuple(subtrees) or v[2] != (
+            st.st_dev,
+            st.st_ino,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+        ):
             return None
         self.flat_used += 1
         return v[1]

@@ -8,8 +8,10 @@ verdicts go to standard output as length-prefixed msgpack messages, each a list 
 ``[path, tree blob ids, verdicts below it replaced, dirs, files, bytes, unchanged
 files]`` in post-order; a nil message ends a complete walk. A directory whose
 subtree is not unchanged gets, at the same place, a *flat verdict* ``[path, tree blob
-ids, names]``: its non-directory entries found unchanged (the same key; a regular
-file with one link), which the scanner then takes without ``lstat`` of its own.
+ids, names, the directory's own (dev, ino, mtime, ctime) before it was listed]``: its
+non-directory entries found unchanged (the same key; a regular file with one link),
+which the scanner then takes without ``lstat`` of its own if its lstat of the
+directory still gives that key (no entry added, removed or replaced since).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def unpack_listing(data: bytes) -> tuple[Any, Any, Any, Any] | None:
 
 
 class _Frame:
-    __slots__ = ("below", "children", "counts", "fd", "ok", "okn", "rel", "subtrees")
+    __slots__ = ("below", "children", "counts", "fd", "key", "ok", "okn", "rel", "subtrees")
 
     def __init__(self, fd: int, rel: bytes, subtrees: tuple[bytes, ...]) -> None:
         self.fd = fd
@@ -70,6 +72,7 @@ class _Frame:
         self.counts = [1, 0, 0, 0]  # dirs, files (non-dirs), bytes, unchanged files
         self.below = 0  # verdicts inside this subtree the scanner holds (not replaced)
         self.okn: list[bytes] = []  # its unchanged non-directory entries (flat verdict)
+        self.key: list[int] = []  # its own (dev, ino, mtime, ctime) before it was listed
 
 
 class _Helper:
@@ -143,6 +146,8 @@ class _Helper:
         f = _Frame(fd, rel, subtrees)
         prev = self.listing(subtrees)
         try:
+            st = os.fstat(fd)
+            f.key = [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
             names = os.listdir(f"/proc/self/fd/{fd}".encode())
         except OSError:
             prev = None
@@ -261,7 +266,7 @@ class _Helper:
 
     def flat(self, f: _Frame) -> None:
         """A flat verdict: the unchanged non-directory entries of a changed directory."""
-        self.out.append([f.rel, f.subtrees, f.okn])
+        self.out.append([f.rel, f.subtrees, f.okn, f.key])
         f.okn = []
         now = time.monotonic()
         if len(self.out) >= _FLUSH_VERDICTS or now - self.last_flush >= _FLUSH_SECONDS:

@@ -136,31 +136,85 @@ def _fake_helper(messages: list[Any]) -> walk_helper.WalkHelper:
 
 
 def test_a_flat_verdict_is_taken_once_and_only_for_its_tree_blobs(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     rel = b"x/\xff"
-    helper = _fake_helper([[[rel, [b"t1", b"t2"], [b"f1", b"\xfe"]]], None])
+    st = os.lstat(tmp_path)  # the directory as the helper saw it
+    key = [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+    helper = _fake_helper([[[rel, [b"t1", b"t2"], [b"f1", b"\xfe"], key]], None])
     try:
         assert helper.wait(30) is True
-        assert helper.take_flat(rel, [b"t2", b"t1"]) is None  # other blobs: dropped
-        assert helper.take_flat(rel, [b"t1", b"t2"]) is None
+        assert helper.take_flat(rel, [b"t2", b"t1"], st) is None  # other blobs: dropped
+        assert helper.take_flat(rel, [b"t1", b"t2"], st) is None
     finally:
         helper.close()
-    helper = _fake_helper([[[rel, [b"t1", b"t2"], [b"f1", b"\xfe"]]], None])
+    helper = _fake_helper([[[rel, [b"t1", b"t2"], [b"f1", b"\xfe"], key]], None])
     try:
         assert helper.wait(30) is True
-        assert helper.take_flat(rel, [b"t1", b"t2"]) == frozenset({b"f1", b"\xfe"})
-        assert helper.take_flat(rel, [b"t1", b"t2"]) is None  # once
+        assert helper.take_flat(rel, [b"t1", b"t2"], st) == frozenset({b"f1", b"\xfe"})
+        assert helper.take_flat(rel, [b"t1", b"t2"], st) is None  # once
         # a flat verdict is not a subtree's verdict
         assert helper.take(rel, {"st": [b"t1", b"t2"]}) is None
     finally:
         helper.close()
-    # beyond the names it may hold, a flat verdict is dropped (the scanner checks)
-    monkeypatch.setattr(walk_helper, "FLAT_MAX_NAMES", 2)
-    helper = _fake_helper([[[b"a", [b"t1"], [b"f1"]], [b"b", [b"t2"], [b"f1", b"f2"]]], None])
+    # the directory changed (or replaced) since the helper's look: dropped
+    helper = _fake_helper([[[rel, [b"t1"], [b"f1"], key]], None])
     try:
         assert helper.wait(30) is True
-        assert helper.take_flat(b"b", [b"t2"]) is None
-        assert helper.take_flat(b"a", [b"t1"]) == frozenset({b"f1"})
+        (tmp_path / "new").write_bytes(b"")
+        assert helper.take_flat(rel, [b"t1"], os.lstat(tmp_path)) is None
+        assert helper.take_flat(rel, [b"t1"], st) is None  # dropped, not kept
     finally:
         helper.close()
+    # beyond the names it may hold, a flat verdict is dropped (the scanner checks)
+    monkeypatch.setattr(walk_helper, "FLAT_MAX_NAMES", 2)
+    helper = _fake_helper(
+        [[[b"a", [b"t1"], [b"f1"], key], [b"b", [b"t2"], [b"f1", b"f2"], key]], None]
+    )
+    try:
+        assert helper.wait(30) is True
+        assert helper.take_flat(b"b", [b"t2"], st) is None
+        assert helper.take_flat(b"a", [b"t1"], st) == frozenset({b"f1"})
+    finally:
+        helper.close()
+
+
+@pytest.mark.parametrize("change", ["replaced", "file-now-a-directory"])
+def test_a_flat_verdict_is_not_taken_for_a_directory_changed_after_the_helper_looked(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:
+    src = tmp_path / "src"
+    d = _build(src)[4]  # b/d1
+    first = _backup(repo, src)
+    with open(d / "f00", "ab") as f:  # d changed: its other entries get a flat verdict
+        f.write(b"more")
+    helper_run = HelperRun(monkeypatch)
+    real_start = walk_helper.WalkHelper.start  # HelperRun's: the helper has finished
+
+    def start(*args: Any, **kwargs: Any) -> walk_helper.WalkHelper | None:
+        helper = real_start(*args, **kwargs)
+        # after the helper's look, before the scanner's
+        if change == "replaced":  # same name, another inode; the same names, new content
+            os.rename(d, tmp_path / "old")
+            d.mkdir()
+            for p in sorted((tmp_path / "old").iterdir()):
+                if p.is_symlink():
+                    (d / p.name).symlink_to(os.readlink(p))
+                elif p.is_file():
+                    (d / p.name).write_bytes(os.urandom(p.stat().st_size))
+        else:
+            (d / "f05").unlink()
+            (d / "f05").mkdir()
+            (d / "f05" / "inside").write_bytes(b"inside")
+        return helper
+
+    monkeypatch.setattr(walk_helper.WalkHelper, "start", start)
+    changed = _backup(repo, src, parent=first.restore_point)
+    assert helper_run.finished[-1] is True
+    assert changed.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, changed.restore_point, out)
+    assert diff_trees(src, out) == []
