@@ -237,15 +237,8 @@ class Scanner:
         )
 
     def _frame(
-        self,
-        d: SourceDir | None,
-        rel: bytes,
-        prevs: list[NodeMap],
-        selection: Selection | None,
-        st: os.stat_result | None = None,
+        self, d: SourceDir | None, rel: bytes, prevs: list[NodeMap], selection: Selection | None
     ) -> _Frame:
-        """``st``: the directory's own lstat, for the walk helper's flat verdict on it
-        (taken only if the helper saw the same directory as it is now)."""
         names: list[bytes] = []
         if d is not None:
             try:
@@ -264,14 +257,9 @@ class Scanner:
         self._counts.dirs_scanned += 1
         frame = _Frame(d, names, 0, rel, listings, selection)
         helper = self._helper
-        if (
-            helper is not None
-            and d is not None
-            and st is not None
-            and len(prevs) == 1
-            and selection is None
-        ):
-            frame.flat = helper.take_flat(rel, list(prevs[0].get("st", ())), st)
+        if helper is not None and d is not None and len(prevs) == 1 and selection is None:
+            # its stat after its listing: the directory the helper saw, unchanged since
+            frame.flat = helper.take_flat(rel, list(prevs[0].get("st", ())), d.stat_self)
         return frame
 
     def _raw_run(self, frame: _Frame) -> tuple[os.stat_result | None, bool]:
@@ -604,6 +592,6 @@ class Scanner:
         else:
             self._read_xattrs(d, node, rel, None)
         self._emit(EnterDir(node, rel))
-        child = self._frame(sub, rel, prev_dirs, selection, st)
+        child = self._frame(sub, rel, prev_dirs, selection)
         child.reuse = reuse if selection is None else None
         return child

@@ -32,8 +32,8 @@ the path, the previous tree blob ids it compared with, and the names of its
 non-directory entries it found unchanged (same key; a regular file with one
 link), with the directory's own (dev, ino, mtime, ctime) taken before it listed
 it. When the scanner enters that directory with the same previous tree blobs and
-its own lstat of the directory gives the same key (the same directory, no entry
-added, removed or replaced since the helper's look) it takes those entries as
+its own stat of the directory once it has listed it gives the same key (the same
+directory, no entry added, removed or replaced since the helper's look) it takes those entries as
 unchanged without an ``lstat`` of its own (each ``lstat`` drops the GIL and waits
 to take it back from the tree saver and the readers: the scanner's largest cost on
 that run); subdirectories and every other entry are checked by the scanner as before.
@@ -56,6 +56,7 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -251,23 +252,25 @@ class WalkHelper:
         return v
 
     def take_flat(
-        self, rel: bytes, subtrees: list[bytes], st: os.stat_result
+        self, rel: bytes, subtrees: list[bytes], stat_self: Callable[[], os.stat_result]
     ) -> frozenset[bytes] | None:
         """The non-directory entries of directory ``rel`` that the helper found
         unchanged against the previous tree blobs ``subtrees`` (None: no such verdict,
-        or the directory's lstat ``st`` is not that of the helper's look: another
-        directory, or an entry added, removed or replaced since)."""
+        or the directory's stat, ``stat_self()`` once the scanner has listed it, is not
+        that of the helper's look: another directory, or an entry added, removed or
+        replaced since)."""
         self.drain()
         v = self._flat.pop(rel, None)
         if v is None:
             return None
         self._flat_names -= len(v[1])
-        if v[0] != tuple(subtrees) or v[2] != (
-            st.st_dev,
-            st.st_ino,
-            st.st_mtime_ns,
-            st.st_ctime_ns,
-        ):
+        if v[0] != tuple(subtrees):
+            return None
+        try:
+            st = stat_self()
+        except OSError:
+            return None
+        if v[2] != (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns):
             return None
         self.flat_used += 1
         return v[1]

@@ -10,8 +10,8 @@ files]`` in post-order; a nil message ends a complete walk. A directory whose
 subtree is not unchanged gets, at the same place, a *flat verdict* ``[path, tree blob
 ids, names, the directory's own (dev, ino, mtime, ctime) before it was listed]``: its
 non-directory entries found unchanged (the same key; a regular file with one link),
-which the scanner then takes without ``lstat`` of its own if its lstat of the
-directory still gives that key (no entry added, removed or replaced since).
+which the scanner then takes without ``lstat`` of its own if its stat of the
+directory once listed still gives that key (no entry added, removed or replaced since).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from ferryman.engine.backup import run_backup
 from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository, RepositoryWriter
-from ferryman.sources.local import LocalSource
+from ferryman.sources.local import LocalDir, LocalSource
 
 from .test_walk_helper import HelperRun
 from .trees import diff_trees
@@ -145,15 +145,15 @@ def test_a_flat_verdict_is_taken_once_and_only_for_its_tree_blobs(
     helper = _fake_helper([[[rel, [b"t1", b"t2"], [b"f1", b"\xfe"], key]], None])
     try:
         assert helper.wait(30) is True
-        assert helper.take_flat(rel, [b"t2", b"t1"], st) is None  # other blobs: dropped
-        assert helper.take_flat(rel, [b"t1", b"t2"], st) is None
+        assert helper.take_flat(rel, [b"t2", b"t1"], lambda: st) is None  # other blobs: dropped
+        assert helper.take_flat(rel, [b"t1", b"t2"], lambda: st) is None
     finally:
         helper.close()
     helper = _fake_helper([[[rel, [b"t1", b"t2"], [b"f1", b"\xfe"], key]], None])
     try:
         assert helper.wait(30) is True
-        assert helper.take_flat(rel, [b"t1", b"t2"], st) == frozenset({b"f1", b"\xfe"})
-        assert helper.take_flat(rel, [b"t1", b"t2"], st) is None  # once
+        assert helper.take_flat(rel, [b"t1", b"t2"], lambda: st) == frozenset({b"f1", b"\xfe"})
+        assert helper.take_flat(rel, [b"t1", b"t2"], lambda: st) is None  # once
         # a flat verdict is not a subtree's verdict
         assert helper.take(rel, {"st": [b"t1", b"t2"]}) is None
     finally:
@@ -163,8 +163,8 @@ def test_a_flat_verdict_is_taken_once_and_only_for_its_tree_blobs(
     try:
         assert helper.wait(30) is True
         (tmp_path / "new").write_bytes(b"")
-        assert helper.take_flat(rel, [b"t1"], os.lstat(tmp_path)) is None
-        assert helper.take_flat(rel, [b"t1"], st) is None  # dropped, not kept
+        assert helper.take_flat(rel, [b"t1"], lambda: os.lstat(tmp_path)) is None
+        assert helper.take_flat(rel, [b"t1"], lambda: st) is None  # dropped, not kept
     finally:
         helper.close()
     # beyond the names it may hold, a flat verdict is dropped (the scanner checks)
@@ -174,13 +174,13 @@ def test_a_flat_verdict_is_taken_once_and_only_for_its_tree_blobs(
     )
     try:
         assert helper.wait(30) is True
-        assert helper.take_flat(b"b", [b"t2"], st) is None
-        assert helper.take_flat(b"a", [b"t1"], st) == frozenset({b"f1"})
+        assert helper.take_flat(b"b", [b"t2"], lambda: st) is None
+        assert helper.take_flat(b"a", [b"t1"], lambda: st) == frozenset({b"f1"})
     finally:
         helper.close()
 
 
-@pytest.mark.parametrize("change", ["replaced", "file-now-a-directory"])
+@pytest.mark.parametrize("change", ["replaced", "file-now-a-directory", "when-listed"])
 def test_a_flat_verdict_is_not_taken_for_a_directory_changed_after_the_helper_looked(
     repo: Repository,
     tmp_path: Path,
@@ -198,7 +198,9 @@ def test_a_flat_verdict_is_not_taken_for_a_directory_changed_after_the_helper_lo
     def start(*args: Any, **kwargs: Any) -> walk_helper.WalkHelper | None:
         helper = real_start(*args, **kwargs)
         # after the helper's look, before the scanner's
-        if change == "replaced":  # same name, another inode; the same names, new content
+        if change == "when-listed":
+            pass  # below: after the scanner's lstat of the directory, before its listing
+        elif change == "replaced":  # same name, another inode; the same names, new content
             os.rename(d, tmp_path / "old")
             d.mkdir()
             for p in sorted((tmp_path / "old").iterdir()):
@@ -213,6 +215,19 @@ def test_a_flat_verdict_is_not_taken_for_a_directory_changed_after_the_helper_lo
         return helper
 
     monkeypatch.setattr(walk_helper.WalkHelper, "start", start)
+    real_names = LocalDir.names
+
+    def names(self: LocalDir) -> list[bytes]:
+        same = change == "when-listed" and os.path.samestat(os.fstat(self.fd), d.stat())
+        if same and not (d / "f05").is_dir():
+            st = d.stat()
+            (d / "f05").unlink()
+            (d / "f05").mkdir()
+            (d / "f05" / "inside").write_bytes(b"inside")
+            os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns))  # as its lstat gave (not ctime)
+        return real_names(self)
+
+    monkeypatch.setattr(LocalDir, "names", names)
     changed = _backup(repo, src, parent=first.restore_point)
     assert helper_run.finished[-1] is True
     assert changed.restore_point is not None
