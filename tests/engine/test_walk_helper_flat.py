@@ -23,29 +23,18 @@ import pytest
 
 from ferryman.engine import scanner, tree_saver, walk_helper
 from ferryman.engine.backup import run_backup
-from ferryman.engine.options import BackupOptions, BackupResult
+from ferryman.engine.options import BackupOptions
 from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository, RepositoryWriter
 from ferryman.sources.local import LocalDir, LocalSource
 
-from .test_walk_helper import HelperRun
+from .test_walk_helper import HelperRun, _backup, _counts
 from .trees import diff_trees
 
 
 @pytest.fixture
 def helper_run(monkeypatch: pytest.MonkeyPatch) -> HelperRun:
     return HelperRun(monkeypatch)
-
-
-def _backup(repo: Repository, src: Path, **options: Any) -> BackupResult:
-    result = run_backup(LocalSource(src), repo, BackupOptions(share="s", **options))
-    assert result.status == "success", result.warnings
-    return result
-
-
-def _counts(r: BackupResult) -> tuple[int, int, int, int, int]:
-    s = r.stats
-    return (s.files_scanned, s.dirs_scanned, s.bytes_scanned, s.files_unchanged, s.files_read)
 
 
 def _flat_taken(caplog: pytest.LogCaptureFixture) -> int:
