@@ -596,14 +596,8 @@ class TreeSaver:
             self._added += stop - run.start
             b.buffer.append(PrevRun(run.blob, run.start, stop))
             b.count, b.approx_bytes = count, size
-            if b.held:
-                self._resolve_held()
-                if self.stopped:
-                    return
-            b.blob_ids.append(self._store(b.buffer))
-            b.buffer = []
-            b.count = 0
-            b.approx_bytes = 0
+            if not self._store_full(b):
+                return
             run = PrevRun(run.blob, stop, run.stop)
 
     def _add(self, m: NodeMap, raw: bool) -> None:
@@ -614,14 +608,20 @@ class TreeSaver:
         b.all_raw = b.all_raw and raw
         b.approx_bytes += approx_size(m)
         if b.count >= self._max_nodes or b.approx_bytes >= TARGET_TREE_BYTES:
-            if b.held:
-                self._resolve_held()
-                if self.stopped:
-                    return
-            b.blob_ids.append(self._store(b.buffer))
-            b.buffer = []
-            b.count = 0
-            b.approx_bytes = 0
+            self._store_full(b)
+
+    def _store_full(self, b: _Builder) -> bool:
+        """Store the directory's full buffer as one tree blob and start the next; False
+        if the saver stopped while its held files were resolved (nothing stored)."""
+        if b.held:
+            self._resolve_held()
+            if self.stopped:
+                return False
+        b.blob_ids.append(self._store(b.buffer))
+        b.buffer = []
+        b.count = 0
+        b.approx_bytes = 0
+        return True
 
     def _store(self, buffer: Sequence[NodeMap | PrevRun]) -> bytes:
         """Store a buffer as one tree blob (and cache its listing); returns its id.
