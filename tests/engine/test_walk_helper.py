@@ -87,6 +87,13 @@ def _backup(repo: Repository, src: Path, **options: Any) -> BackupResult:
     return result
 
 
+def _restores_as(repo: Repository, result: BackupResult, src: Path, out: Path) -> None:
+    """The backup's restore point restores to a tree identical to ``src``."""
+    assert result.restore_point is not None
+    run_restore(repo, result.restore_point, out)
+    assert diff_trees(src, out) == []
+
+
 def _counts(r: BackupResult) -> tuple[int, int, int, int, int]:
     s = r.stats
     return (s.files_scanned, s.dirs_scanned, s.bytes_scanned, s.files_unchanged, s.files_read)
@@ -146,10 +153,7 @@ def test_a_deep_change_in_the_helpers_part_is_backed_up(
     alone = _backup(repo, src)
     assert alone.root_tree == changed.root_tree
     assert _counts(alone)[:3] == _counts(changed)[:3]
-    assert changed.restore_point is not None
-    out = tmp_path / "out"
-    run_restore(repo, changed.restore_point, out)
-    assert diff_trees(src, out) == []
+    _restores_as(repo, changed, src, tmp_path / "out")
 
 
 def test_masks_are_applied_by_the_helper_as_by_the_scanner(

@@ -24,12 +24,10 @@ import pytest
 from ferryman.engine import scanner, tree_saver, walk_helper
 from ferryman.engine.backup import run_backup
 from ferryman.engine.options import BackupOptions
-from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository, RepositoryWriter
 from ferryman.sources.local import LocalDir, LocalSource
 
-from .test_walk_helper import HelperRun, _backup, _counts
-from .trees import diff_trees
+from .test_walk_helper import HelperRun, _backup, _counts, _restores_as
 
 
 @pytest.fixture
@@ -105,10 +103,7 @@ def test_changed_directories_unchanged_files_come_from_the_flat_verdicts(
     assert _counts(changed) == _counts(alone)
     # 9 directories: appended, same size, new (2 each), ctime only (read again): 7
     assert changed.stats.files_read == 7
-    assert changed.restore_point is not None
-    out = tmp_path / "out"
-    run_restore(repo, changed.restore_point, out)
-    assert diff_trees(src, out) == []
+    _restores_as(repo, changed, src, tmp_path / "out")
 
 
 def _fake_helper(messages: list[Any]) -> walk_helper.WalkHelper:
@@ -219,10 +214,7 @@ def test_a_flat_verdict_is_not_taken_for_a_directory_changed_after_the_helper_lo
     monkeypatch.setattr(LocalDir, "names", names)
     changed = _backup(repo, src, parent=first.restore_point)
     assert helper_run.finished[-1] is True
-    assert changed.restore_point is not None
-    out = tmp_path / "out"
-    run_restore(repo, changed.restore_point, out)
-    assert diff_trees(src, out) == []
+    _restores_as(repo, changed, src, tmp_path / "out")
 
 
 def test_a_flat_verdict_entry_whose_chunks_are_gone_is_lstat_ed_and_read_again(
@@ -281,7 +273,4 @@ def test_a_flat_verdict_entry_whose_chunks_are_gone_is_lstat_ed_and_read_again(
     assert result.stats.files_read == 10
     # 99 with no chunk gone, less the file read again and the deleted one
     assert result.stats.files_unchanged == 99 - 2
-    assert result.restore_point is not None
-    out = tmp_path / "out"
-    run_restore(repo, result.restore_point, out)
-    assert diff_trees(src, out) == []
+    _restores_as(repo, result, src, tmp_path / "out")
