@@ -234,7 +234,10 @@ class ListingCache:
 
     def __init__(self, path: Path, max_bytes: int = MAX_FILE_BYTES) -> None:
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection and the read-ahead
+        # the rows not written yet, under their own lock: the tree saver's ``put`` never
+        # waits behind the scanner's query (a reader holds ``_lock`` through a query)
+        self._pending_lock = threading.Lock()
         self._pending: dict[bytes, bytes] = {}
         self._ahead: dict[bytes, bytes | None] = {}  # read ahead; None = not cached
         self._conn: sqlite3.Connection | None = None
@@ -278,25 +281,32 @@ class ListingCache:
 
     def get(self, blob_id: bytes) -> CompactListing | None:
         """The cached listing of ``blob_id``, or None (absent, damaged, cache disabled)."""
-        with self._lock:
+        with self._pending_lock:
             data = self._pending.get(blob_id)
-            if data is None and blob_id in self._ahead:
-                data = self._ahead.pop(blob_id)
-            elif data is None and self._conn is not None:
-                try:
-                    row = self._conn.execute(
-                        "SELECT CAST(data AS BLOB) FROM listings WHERE id = ?", (blob_id,)
-                    ).fetchone()
-                except sqlite3.Error as exc:
-                    self._disable(exc)
-                    return None
-                data = row[0] if row is not None else None
+        if data is None:
+            with self._lock:
+                data = self._read(blob_id)
         if data is None:
             return None
         listing = CompactListing.decode(data)
         if listing is None:
             log.warning("cached listing of tree blob %s damaged: ignored", blob_id.hex()[:16])
         return listing
+
+    def _read(self, blob_id: bytes) -> bytes | None:
+        """The stored row of ``blob_id`` (read ahead or queried); the caller holds the lock."""
+        if blob_id in self._ahead:
+            return self._ahead.pop(blob_id)
+        if self._conn is None:
+            return None
+        try:
+            row = self._conn.execute(
+                "SELECT CAST(data AS BLOB) FROM listings WHERE id = ?", (blob_id,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            self._disable(exc)
+            return None
+        return row[0] if row is not None else None
 
     def read_ahead(self, blob_ids: list[bytes]) -> None:
         """Fetch the listings of ``blob_ids`` in few queries; the next ``get`` of each
@@ -320,18 +330,21 @@ class ListingCache:
 
     def put(self, blob_id: bytes, listing: CompactListing) -> None:
         """Remember ``listing`` for ``blob_id`` (written in batches; ``close`` ends one)."""
+        if self._conn is None:
+            return
         data = listing.encode()
-        with self._lock:
-            if self._conn is None:
-                return
+        with self._pending_lock:
             self._pending[blob_id] = data
-            if len(self._pending) >= WRITE_BATCH:
+            full = len(self._pending) >= WRITE_BATCH
+        if full:
+            with self._lock:
                 self._write()
 
     def drop(self, blob_id: bytes) -> None:
         """Forget the listing of ``blob_id`` (it disagreed with the tree blob)."""
-        with self._lock:
+        with self._pending_lock:
             self._pending.pop(blob_id, None)
+        with self._lock:
             self._ahead.pop(blob_id, None)
             if self._conn is None:
                 return
@@ -349,10 +362,11 @@ class ListingCache:
                 self._conn = None
 
     def _write(self) -> None:
-        if not self._pending or self._conn is None:
-            self._pending.clear()
+        """Write the pending rows; the caller holds the lock."""
+        with self._pending_lock:
+            rows, self._pending = list(self._pending.items()), {}
+        if not rows or self._conn is None:
             return
-        rows, self._pending = list(self._pending.items()), {}
         try:
             with self._conn:
                 self._conn.execute("BEGIN")
@@ -365,7 +379,8 @@ class ListingCache:
         if self._conn is not None:
             self._conn.close()
         self._conn = None
-        self._pending.clear()
+        with self._pending_lock:
+            self._pending.clear()
         self._ahead.clear()
 
 

@@ -213,6 +213,12 @@ class _Held:
 # one held: checkpoints wait for held files, so a held file is one read in seconds.
 MAX_HELD = 4
 HOLD_MAX_BYTES = 1 << 30
+# Tree blobs built before they are added to the writer together (``_add_built``):
+# one index query and one claim for the batch instead of one each per blob (after
+# the daily change, ~700 new tree blobs each paid an index lookup that dropped and
+# waited to take back the GIL).
+BUILT_MAX = 64
+BUILT_MAX_BYTES = 4 << 20
 _HOLE: NodeMap = {}  # stands in a buffer for a held entry until it is completed
 
 
@@ -269,6 +275,10 @@ class TreeSaver:
         self._checkpointed: tuple[int, int] = (0, 0)
         self._held: list[_Held] = []  # in event order
         self._holds = 0  # entries held so far
+        # tree blobs built, not yet added (id, blob, listing parts); referenced only by
+        # blobs built after them, so every one is added before a checkpoint or the root
+        self._built: list[tuple[bytes, bytes, list[CompactListing]]] = []
+        self._built_bytes = 0
         self._thread = threading.Thread(target=self._run, name="tree-saver", daemon=True)
         self._thread.start()
 
@@ -296,6 +306,11 @@ class TreeSaver:
         while True:
             batch = self._queue.get()
             if batch is None:
+                try:
+                    if self.error is None:
+                        self._add_built()  # the root's tree blobs, and those before
+                except BaseException as exc:  # reported to the scanner by finish()
+                    self.error = exc
                 return
             events = iter(batch)
             try:
@@ -463,7 +478,9 @@ class TreeSaver:
         progress = (-first.seq, int(last["s"]) if last is not None else 0)
         if progress == self._checkpointed or self._on_checkpoint is None:
             return
-        self._on_checkpoint(self._chain_root(first.builder, first.index, last))
+        root = self._chain_root(first.builder, first.index, last)
+        self._add_built()
+        self._on_checkpoint(root)
         self._checkpointed = progress
 
     def _checkpoint(self, last: NodeMap | None = None) -> None:
@@ -477,7 +494,9 @@ class TreeSaver:
         if progress == self._checkpointed:
             return
         if self._on_checkpoint is not None and self._stack:
-            self._on_checkpoint(self.partial_root(last))
+            root = self.partial_root(last)
+            self._add_built()
+            self._on_checkpoint(root)
             self._checkpointed = progress
 
     def _outcome(self, pending: PendingContent, node: Node) -> FileOutcome:
@@ -624,7 +643,8 @@ class TreeSaver:
         return True
 
     def _store(self, buffer: Sequence[NodeMap | PrevRun]) -> bytes:
-        """Store a buffer as one tree blob (and cache its listing); returns its id.
+        """Build a buffer's tree blob and return its id; the blob is added to the writer
+        (and its listing cached) with the next ones, in ``_add_built``.
 
         Runs of unchanged entries are copied as stored in their previous blob, with
         their listing columns: only new records are encoded (a directory encoded again
@@ -643,12 +663,29 @@ class TreeSaver:
             listed.append(CompactListing.from_maps(maps))
         data = tree_blob(records)
         blob_id = self._repo.blob_id(data)
-        new = self._writer.add_blob(KIND_TREE, blob_id, data)
-        if new:
-            self._stats.add(trees_written=1)
-        if new and self._listings is not None:  # an old blob's listing is cached when read
-            self._listings.put(blob_id, CompactListing.join(listed))
+        self._built.append((blob_id, data, listed))
+        self._built_bytes += len(data)
+        if len(self._built) >= BUILT_MAX or self._built_bytes >= BUILT_MAX_BYTES:
+            self._add_built()
         return blob_id
+
+    def _add_built(self) -> None:
+        """Add the tree blobs built since the last call to the writer: those it does not
+        have (one ``has_blobs`` query for all) in one ``add_blobs``; the listings of
+        the new ones are cached (an old blob's listing is cached when read)."""
+        built, self._built, self._built_bytes = self._built, [], 0
+        if not built:
+            return
+        have = self._writer.has_blobs([blob_id for blob_id, _, _ in built])
+        todo = [x for x in built if x[0] not in have]
+        if not todo:
+            return
+        new = self._writer.add_blobs(KIND_TREE, [(i, data) for i, data, _ in todo], checked=True)
+        self._stats.add(trees_written=sum(new))
+        if self._listings is not None:
+            for (blob_id, _, listed), stored in zip(todo, new, strict=True):
+                if stored:
+                    self._listings.put(blob_id, CompactListing.join(listed))
 
     def partial_root(self, last: NodeMap | None = None) -> Node:
         """The root node of a tree holding everything completed so far (for checkpoints).

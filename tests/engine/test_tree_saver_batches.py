@@ -1,0 +1,160 @@
+"""Tree blobs added to the writer in batches (one index query for several): every blob
+the repository lacks is stored, none it has, and none is missing from a checkpoint."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from ferryman.engine import tree_saver
+from ferryman.engine.backup import run_backup
+from ferryman.engine.nodes import Node, NodeMap, load_root, load_tree_maps
+from ferryman.engine.options import BackupOptions, BackupResult
+from ferryman.engine.restore import run_restore
+from ferryman.repository import Repository
+from ferryman.repository.writer import RepositoryWriter
+from ferryman.sources.local import LocalSource
+
+from .trees import diff_trees
+
+DIRS = 10
+
+
+def _share(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    for i in range(DIRS):
+        d = src / f"d{i}"
+        d.mkdir(parents=True)
+        (d / "f").write_bytes(f"file {i}".encode() * 100)
+    return src
+
+
+def _backup(repo: Repository, src: Path, parent: BackupResult | None = None) -> BackupResult:
+    result = run_backup(
+        LocalSource(src),
+        repo,
+        BackupOptions(share="s", parent=parent.restore_point if parent else None),
+    )
+    assert result.status == "success"
+    return result
+
+
+def _restores_as(repo: Repository, result: BackupResult, src: Path, out: Path) -> None:
+    assert result.restore_point is not None
+    run_restore(repo, result.restore_point, out)
+    assert diff_trees(src, out) == []
+
+
+def _dir_blobs(repo: Repository, result: BackupResult) -> dict[bytes, list[bytes]]:
+    """The tree blob ids of each directory under the root, by name."""
+    root: list[NodeMap] = []
+    for blob_id in load_root(repo, result.root_tree).subtrees:
+        root.extend(load_tree_maps(repo, blob_id))
+    return {m["n"]: list(m["st"]) for m in root if m.get("t") == "dir"}
+
+
+def _asked(monkeypatch: pytest.MonkeyPatch, gone: set[bytes]) -> list[list[bytes]]:
+    """Records every ``has_blobs`` call's ids; the ids in ``gone`` are answered missing
+    (as for blobs whose only packs a garbage collection condemned)."""
+    calls: list[list[bytes]] = []
+    real = RepositoryWriter.has_blobs
+
+    def has_blobs(self: RepositoryWriter, blob_ids: Iterable[bytes]) -> set[bytes]:
+        ids = list(blob_ids)
+        calls.append(ids)
+        return real(self, ids) - gone
+
+    monkeypatch.setattr(RepositoryWriter, "has_blobs", has_blobs)
+    return calls
+
+
+def test_new_tree_blobs_are_stored_in_batches_and_known_ones_not_again(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each directory's mtime changed, half its files changed: the directories whose
+    entries are unchanged build their previous blob again (found in the index, not
+    stored nor counted), the others new blobs (stored); asked a few at a time."""
+    monkeypatch.setattr(tree_saver, "BUILT_MAX", 3)
+    src = _share(tmp_path)
+    first = _backup(repo, src)
+    assert first.stats.trees_written == DIRS + 1
+    before = _dir_blobs(repo, first)
+    for i in range(DIRS):
+        if i % 2:
+            (src / f"d{i}" / "f").write_bytes(b"changed")
+        os.utime(src / f"d{i}", ns=(10**18, 10**18 + i))
+    calls = _asked(monkeypatch, set())
+    again = _backup(repo, src, first)
+    # five changed directories and the root (its records of the directories changed)
+    assert again.stats.trees_written == DIRS // 2 + 1
+    after = _dir_blobs(repo, again)
+    kept = [f"d{i}".encode() for i in range(0, DIRS, 2)]
+    assert [n for n in after if after[n] == before[n]] == kept
+    tree_calls = [c for c in calls if set(c) & {b for ids in after.values() for b in ids}]
+    assert tree_calls and max(map(len, tree_calls)) == 3
+    _restores_as(repo, again, src, tmp_path / "out")
+
+
+def test_a_tree_blob_the_batched_lookup_finds_missing_is_stored_again(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory's previous blob built again whose only copy the index query does not
+    count (a condemned pack): it is stored again (a second location), and the restore
+    point reads it; without that answer the same run stores no directory's blob."""
+    src = _share(tmp_path)
+    first = _backup(repo, src)
+    before = _dir_blobs(repo, first)
+    gone = {before[b"d3"][0], before[b"d7"][0]}
+    for i in range(DIRS):
+        os.utime(src / f"d{i}", ns=(10**18, 10**18 + i))
+    _asked(monkeypatch, gone)
+    again = _backup(repo, src, first)
+    assert again.stats.trees_written == 2 + 1  # d3, d7 and the root
+    assert _dir_blobs(repo, again) == before
+    repo.sync_index()
+    for blob_id in gone:
+        assert len(repo.index_cache.locations(blob_id)) == 2
+    assert len(repo.index_cache.locations(before[b"d0"][0])) == 1
+    _restores_as(repo, again, src, tmp_path / "out")
+    monkeypatch.undo()
+    for i in range(DIRS):
+        os.utime(src / f"d{i}", ns=(10**18, 2 * 10**18 + i))
+    third = _backup(repo, src, again)
+    assert third.stats.trees_written == 1  # the root only
+
+
+def test_a_checkpoint_names_only_tree_blobs_the_writer_has(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints taken on every event: every tree blob built before one is in the
+    writer (added) when it is published, though fewer than a batch were built."""
+    built: list[bytes] = []
+    missing: list[bytes] = []
+    real_store = tree_saver.TreeSaver._store
+    checkpoints = 0
+
+    def store(self: tree_saver.TreeSaver, buffer: list[NodeMap]) -> bytes:
+        blob_id = real_store(self, buffer)
+        built.append(blob_id)
+        return blob_id
+
+    from ferryman.engine import checkpoint
+
+    real_call = checkpoint.CheckpointSaver.__call__
+
+    def call(self: checkpoint.CheckpointSaver, root: Node) -> None:
+        nonlocal checkpoints
+        checkpoints += 1
+        missing.extend(b for b in built if not self._writer.has_blob(b))
+        real_call(self, root)
+
+    monkeypatch.setattr(tree_saver.TreeSaver, "_store", store)
+    monkeypatch.setattr(checkpoint.CheckpointSaver, "__call__", call)
+    src = _share(tmp_path)
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s", checkpoint_interval=0))
+    assert checkpoints > DIRS and built
+    assert missing == []
+    _restores_as(repo, result, src, tmp_path / "out")
