@@ -198,6 +198,10 @@ class PrevBlob:
             self._maps = maps
         return maps
 
+    def unread(self) -> bool:
+        """Whether using its records (``maps``, ``records``) will read the blob."""
+        return bool(self.blob_id) and self._data is None and self._raws is None
+
     def records(self, start: int, stop: int) -> list[msgspec.Raw] | None:
         """Records ``start`` to ``stop - 1`` in their stored form, copied from the blob
         (a directory encoded again keeps its unchanged entries' bytes, not decoded and

@@ -158,3 +158,38 @@ def test_a_checkpoint_names_only_tree_blobs_the_writer_has(
     assert checkpoints > DIRS and built
     assert missing == []
     _restores_as(repo, result, src, tmp_path / "out")
+
+
+def test_previous_tree_blobs_copied_from_are_located_in_one_query_per_batch(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file changed in every directory: each directory's blob is stored again from its
+    previous one's records, whose locations the tree saver asks for together (none is
+    looked up alone); the same without trust (every run's blob is read to confirm)."""
+    from ferryman.repository.index_cache import IndexCache
+
+    src = _share(tmp_path)
+    for i in range(DIRS):
+        for j in range(5):
+            (src / f"d{i}" / f"g{j}").write_bytes(f"other {i} {j}".encode())
+    previous = _backup(repo, src)
+    single: list[bytes] = []
+    real = IndexCache.locations
+
+    def locations(self: IndexCache, blob_id: bytes) -> list[tuple[object, ...]]:
+        single.append(bytes(blob_id))
+        return real(self, blob_id)  # type: ignore[return-value]
+
+    monkeypatch.setattr(IndexCache, "locations", locations)
+    for trusted in (True, False):
+        monkeypatch.setattr(RepositoryWriter, "trusts_points", lambda self, ids, t=trusted: t)
+        before = _dir_blobs(repo, previous)
+        for i in range(DIRS):
+            (src / f"d{i}" / "g2").write_bytes(f"changed {i} {trusted}".encode())
+        single.clear()
+        again = _backup(repo, src, previous)
+        assert again.stats.trees_written == DIRS + 1
+        assert again.stats.files_read == DIRS
+        assert not {b for ids in before.values() for b in ids} & set(single)
+        _restores_as(repo, again, src, tmp_path / f"out-{trusted}")
+        previous = again
