@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -37,6 +37,7 @@ __all__ = [
     "Node",
     "NodeMap",
     "decode_tree_maps",
+    "encode_record",
     "iter_dir_maps",
     "iter_dir_nodes",
     "load_dir_maps",
@@ -227,6 +228,13 @@ def tree_records(data: bytes) -> list[msgspec.Raw] | None:
         return _TREE_RECORDS.decode(data).nodes
     except msgspec.DecodeError:
         return None
+
+
+# A node map in its stored form, the record ``tree_blob`` joins: the same bytes as
+# ``msgpack.packb(m, use_bin_type=True)`` (``store_maps``), encoded by msgspec, ~5x
+# faster per record (``packb`` builds a packer per call, and the tree saver encodes
+# every new entry of a backup on its thread).
+encode_record: Callable[[NodeMap], bytes] = msgspec.msgpack.encode
 
 
 # a tree blob's bytes before the length of its node list (``store_maps``' layout)

@@ -33,7 +33,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import msgpack
 import msgspec
 
 from ferryman.engine.checkpoint import partial_file_map
@@ -50,6 +49,7 @@ from ferryman.engine.nodes import (
     Node,
     NodeMap,
     TreeLayoutError,
+    encode_record,
     node_from_map,
     node_to_map,
     tree_blob,
@@ -698,7 +698,7 @@ class TreeSaver:
                 listed.append(x.blob.listing.part(x.start, x.stop))
                 continue
             maps = x.maps() if isinstance(x, PrevRun) else [x]
-            records.extend(msgpack.packb(m, use_bin_type=True) for m in maps)
+            records.extend(map(encode_record, maps))
             listed.append(CompactListing.from_maps(maps))
         data = tree_blob(records)
         blob_id = self._repo.blob_id(data)
