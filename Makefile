@@ -19,9 +19,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: venv
 	@SHARE="$(SHARE)" VENV="$(VENV)" scripts/demo
 
-## test: the whole test suite
+## test: the whole test suite, on 3 worker processes (PYTEST_WORKERS= runs it in one)
+# loadfile: a file's tests share one worker (module fixtures start once; the deployment
+# tests' system account and folder are never used by two workers at once)
+PYTEST_WORKERS ?= -n 3 --dist loadfile --no-loadscope-reorder
 test: venv
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 ## screenshots: the web console end-to-end tests, saving each view to docs/screenshots/
 screenshots: venv
