@@ -1,7 +1,7 @@
 """Engine benchmark: first backup, unchanged re-run, restore of one folder, engine only.
 
 Run: ``python -m bench.engine.bench_engine [FOLDER] [--workers 2] [--processes N]
-[--repo-dir DIR] [--json]``
+[--repo-dir DIR] [--json] [--first-only]``
 
 Calls ``run_backup`` / ``run_restore`` directly (no server, no proxy) against a
 fresh repository on the local backend, the way a proxy runs a task. Prints, per
@@ -10,7 +10,12 @@ of this process during the phase (sampled from /proc every 20 ms) and of its
 worker processes (summed, sampled at the same instants), CPU seconds (user +
 system, this process and its reaped children), and the engine's own time split
 (source read / processing / repository write). The restore is compared with the
-source (sizes and SHA-256 of every regular file).
+source (sizes and SHA-256 of every regular file). For the first backup it also
+reports user and system CPU apart and the CPU seconds of each of this process's
+threads by name (``saver``, ``tree-saver``, ``MainThread``: the scanner, ...),
+sampled from ``/proc/self/task`` with the RSS: on a loaded machine a thread's CPU
+varies less between runs than the whole process's. ``--first-only`` stops after
+the first backup.
 
 Without FOLDER it uses the bench workload share if it was built
 (``bench/work/workload-small/share``), else ``/usr/share/doc``.
@@ -23,6 +28,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import resource
 import shutil
 import sys
@@ -60,6 +66,38 @@ def _children_rss_mb() -> float:
     return sum(_rss_mb(p.pid) for p in multiprocessing.active_children() if p.pid)
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of each live thread of this process, by native id,
+    with its Python thread name."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[int, tuple[str, float]] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a thread that just ended
+        name = names.get(int(tid), "other")
+        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS)
+    return out
+
+
+def thread_cpu_by_name(
+    before: dict[int, tuple[str, float]], seen: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds per thread name (pool threads' ``_<n>`` suffix dropped) spent since
+    ``before``: ``seen`` holds each thread's last sample."""
+    per: dict[str, float] = {}
+    for tid, (name, cpu) in seen.items():
+        spent = cpu - before.get(tid, (name, 0.0))[1]
+        group = re.sub(r"_\d+$", "", name)
+        per[group] = per.get(group, 0.0) + spent
+    return {k: round(v, 2) for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
 @contextmanager
 def peak_rss() -> Iterator[list[float]]:
     """Samples RSS while the block runs; yields [peak MB of this process, peak MB of
@@ -85,6 +123,36 @@ def peak_rss() -> Iterator[list[float]]:
         stop.set()
         t.join()
         take()
+
+
+@contextmanager
+def sampled_thread_cpu() -> Iterator[dict[str, float]]:
+    """Yields a dict filled, when the block ends, with the CPU seconds each thread name
+    spent during it (``thread_cpu_by_name``; sampled every 100 ms, so a thread that
+    ended loses at most its last 100 ms)."""
+    before, seen = _thread_cpu(), {}
+    result: dict[str, float] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.1):
+            seen.update(_thread_cpu())
+
+    t = threading.Thread(target=sample, name="bench-sampler", daemon=True)
+    t.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        t.join()
+        seen.update(_thread_cpu())
+        result.update(thread_cpu_by_name(before, seen))
+
+
+def _user_sys_s() -> tuple[float, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + kids.ru_utime, own.ru_stime + kids.ru_stime
 
 
 def _cpu_s() -> float:
@@ -137,9 +205,14 @@ def default_folder() -> Path:
 
 
 def run(
-    folder: Path, workers: int, repo_dir: Path, verify: bool, processes: int | None = None
+    folder: Path,
+    workers: int,
+    repo_dir: Path,
+    verify: bool,
+    processes: int | None = None,
+    first_only: bool = False,
 ) -> dict[str, Any]:
-    """Run the three phases; returns the figures."""
+    """Run the three phases (the first backup only with ``first_only``); returns the figures."""
     repo = Repository.init(
         open_backend(str(repo_dir / "repo")),
         "bench",
@@ -153,11 +226,18 @@ def run(
         "processes": opts.saver_processes(),
     }
     try:
-        first, s1, peaks, cpu1 = measured(lambda: run_backup(LocalSource(folder), repo, opts))
+        user0, sys0 = _user_sys_s()
+        with sampled_thread_cpu() as threads:
+            first, s1, peaks, cpu1 = measured(lambda: run_backup(LocalSource(folder), repo, opts))
+        user1, sys1 = _user_sys_s()
         scanned = first.stats.bytes_scanned
         rows["first_backup"] = {
             "seconds": s1,
             "cpu_s": cpu1,
+            "user_s": user1 - user0,
+            "sys_s": sys1 - sys0,
+            "thread_cpu_s": threads,
+            "load": os.getloadavg()[0],
             "mb_s": scanned / 1e6 / s1,
             "files_s": first.stats.files_scanned / s1,
             "peak_rss_mb": peaks[0],
@@ -173,6 +253,8 @@ def run(
             "bottleneck": first.bottleneck,
             "warnings": len(first.warnings),
         }
+        if first_only:
+            return rows
         again, s2, m2 = timed(lambda: run_backup(LocalSource(folder), repo, opts))
         rows["unchanged_rerun"] = {
             "seconds": s2,
@@ -214,47 +296,57 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repo-dir", type=Path, default=None, help="where to put repo+restore")
     ap.add_argument("--no-verify", action="store_true", help="skip comparing the restore")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument(
+        "--first-only", action="store_true", help="time the first backup only (no re-run, restore)"
+    )
     args = ap.parse_args(argv)
     folder = (args.folder or default_folder()).resolve()
     work = Path(tempfile.mkdtemp(prefix="ferryman-bench-engine-", dir=args.repo_dir))
     try:
-        rows = run(folder, args.workers, work, not args.no_verify, args.processes)
+        rows = run(folder, args.workers, work, not args.no_verify, args.processes, args.first_only)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(rows))
         return 0
-    fb, rr, rs = rows["first_backup"], rows["unchanged_rerun"], rows["restore"]
+    fb = rows["first_backup"]
     mb = fb["bytes"] / 1e6
     print(
         f"engine benchmark on {folder} ({fb['files']} files, {mb:.0f} MB), "
         f"{args.workers} workers, {rows['processes']} saver processes"
     )
     print(f"{'phase':<16}{'seconds':>9}{'MB/s':>9}{'files/s':>10}{'peak RSS MB':>13}")
-    table = [
-        ("first backup", fb["seconds"], f"{fb['mb_s']:.0f}", fb["files_s"], fb["peak_rss_mb"]),
-        ("unchanged rerun", rr["seconds"], "", rr["files_s"], rr["peak_rss_mb"]),
-        (
-            "restore",
-            rs["seconds"],
-            f"{rs['mb_s']:.0f}",
-            rs["files"] / rs["seconds"],
-            rs["peak_rss_mb"],
-        ),
-    ]
+    table = [("first backup", fb["seconds"], f"{fb['mb_s']:.0f}", fb["files_s"], fb["peak_rss_mb"])]
+    if not args.first_only:
+        rr, rs = rows["unchanged_rerun"], rows["restore"]
+        table.append(("unchanged rerun", rr["seconds"], "", rr["files_s"], rr["peak_rss_mb"]))
+        table.append(
+            (
+                "restore",
+                rs["seconds"],
+                f"{rs['mb_s']:.0f}",
+                rs["files"] / rs["seconds"],
+                rs["peak_rss_mb"],
+            )
+        )
     for name, secs, rate, files_s, rss in table:
         print(f"{name:<16}{secs:>9.2f}{rate:>9}{files_s:>10.0f}{rss:>13.0f}")
     print(
-        f"first backup: CPU {fb['cpu_s']:.2f} s (incl. workers); peak RSS MB this process "
+        f"first backup: CPU {fb['cpu_s']:.2f} s (incl. workers; user {fb['user_s']:.2f}, "
+        f"system {fb['sys_s']:.2f}; load {fb['load']:.1f}); peak RSS MB this process "
         f"{fb['peak_rss_mb']:.0f}, saver processes {fb['workers_peak_rss_mb']:.0f}, "
         f"both {fb['total_peak_rss_mb']:.0f}"
     )
+    threads = ", ".join(f"{name} {cpu:.2f}" for name, cpu in fb["thread_cpu_s"].items())
+    print(f"first backup CPU s by thread: {threads}")
     print(
         f"first backup time split (thread-seconds): read {fb['read_s']:.2f}, "
         f"processing {fb['processing_s']:.2f}, repository write {fb['repo_write_s']:.2f} "
         f"-> bottleneck {fb['bottleneck']}; new {fb['bytes_new'] / 1e6:.0f} MB, "
         f"stored {fb['bytes_stored'] / 1e6:.0f} MB; warnings {fb['warnings']}"
     )
+    if args.first_only:
+        return 0
     identical = rs.get("identical", "not checked")
     print(
         f"rerun read {rr['files_read']} files, wrote {rr['trees_written']} tree blobs; "
