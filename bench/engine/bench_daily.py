@@ -12,7 +12,9 @@ backup with the first as parent: the server path's "after the daily change" step
 (it stores the change's new chunks and tree blobs; ``bench_rerun --daily`` times
 repeats of it, which find them stored). Prints per round and as medians: wall
 seconds, CPU seconds of the process (all threads and reaped children), the walk's
-thread CPU, files read and tree blobs written. ``--verify`` restores the daily
+thread CPU, files read and tree blobs written, and the CPU seconds per thread name
+(``bench_engine.sampled_thread_cpu``: steadier than wall time on a loaded machine,
+and they tell which stage a change saved). ``--verify`` restores the daily
 restore point and compares it with the changed copy (not timed).
 
 Compare two versions by alternating runs of this script under ``flock``.
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.daily_change import apply_daily_change
-from bench.engine.bench_engine import digest_tree
+from bench.engine.bench_engine import digest_tree, sampled_thread_cpu
 from bench.engine.bench_rerun import timed_backup
 from ferryman.engine.options import RestoreOptions
 from ferryman.engine.restore import run_restore
@@ -51,7 +53,9 @@ def one_round(folder: Path, work: Path, verify: bool) -> dict[str, Any]:
     try:
         base, first = timed_backup(repo, share, "daily")
         change = apply_daily_change(share).summary()
-        daily, row = timed_backup(repo, share, "daily", base.restore_point)
+        with sampled_thread_cpu() as threads:
+            daily, row = timed_backup(repo, share, "daily", base.restore_point)
+        row["thread_cpu_s"] = threads
         row["first_backup_s"] = first["seconds"]
         row["appended_files"] = change["appended_files"]
         if verify:
@@ -88,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                 + (f"; restore identical {r['restore_identical']}" if args.verify else ""),
                 flush=True,
             )
+            threads = r["thread_cpu_s"]
+            print("  thread cpu s: " + ", ".join(f"{k} {v:.2f}" for k, v in threads.items()))
     if args.json:
         print(json.dumps(rows))
         return 0
