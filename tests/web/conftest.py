@@ -62,9 +62,13 @@ def need_playwright() -> Any:
     return expect
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's chromium, headless, launched through Playwright."""
+    """Debian's chromium, headless, launched through Playwright.
+
+    Per file, not per session: Playwright's sync API keeps an asyncio loop running in the
+    main thread while it is open, and any later test of the same process (under
+    pytest-xdist, any file the worker runs next) that calls ``asyncio.run`` would fail."""
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
