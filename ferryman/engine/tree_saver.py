@@ -529,7 +529,9 @@ class TreeSaver:
                     if blob.unread():
                         wanted[blob.blob_id] = None
                 elif seen:
-                    seen[-1][0].append(blob)
+                    blobs = seen[-1][0]
+                    if not blobs or blobs[-1] is not blob:  # a large directory: many runs
+                        blobs.append(blob)
             elif isinstance(ev, EnterDir):
                 seen.append(([], [False]))
             elif isinstance(ev, LeaveDir):
