@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _parent_map() -> dict[int, int]:
@@ -70,6 +71,17 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds one process has used so far; 0.0 if it has gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
 def command_line(pid: int, limit: int = 80) -> str:
     """A short command line: program names without folders, no ``--home``; "" if gone."""
     try:
@@ -113,11 +125,17 @@ class TreeMemorySampler:
 
     ``processes`` is called at every sample (new processes are picked up as they
     start); :func:`harness_processes` and ``lambda: descendants([pid])`` are the
-    usual choices.
+    usual choices. With ``cpu``, each process's CPU seconds are sampled too
+    (``cpu_by_pid``: the last value seen, so a process that is not anyone's child to
+    wait for, such as a fork server's worker, still counts, less its last interval).
     """
 
-    def __init__(self, processes: Callable[[], Iterable[int]], interval: float = 0.05) -> None:
+    def __init__(
+        self, processes: Callable[[], Iterable[int]], interval: float = 0.05, cpu: bool = False
+    ) -> None:
         self._processes = processes
+        self._cpu = cpu
+        self.cpu_by_pid: dict[int, float] = {}
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-memory", daemon=True)
@@ -128,6 +146,9 @@ class TreeMemorySampler:
 
     def sample(self) -> None:
         sizes = {pid: rss_bytes(pid) for pid in set(self._processes())}
+        if self._cpu:
+            for pid in sizes:
+                self.cpu_by_pid[pid] = max(self.cpu_by_pid.get(pid, 0.0), cpu_seconds(pid))
         total = sum(sizes.values())
         self.samples += 1
         if total > self.peak_bytes:

@@ -9,11 +9,13 @@ with the ``ferryman`` package found in ``DIR`` (e.g. ``git archive HEAD
 ferryman | tar -x -C DIR``) to compare two versions in one run.
 
 The folder is backed up once into ``DIR/repo`` (reused by later runs while it
-exists). Each restore then runs in a fresh child process (so its CPU seconds,
-its worker processes' included, come from ``wait4``) into a **new empty
-folder**; the variants take turns round by round, in the reverse order every
-other round. Memory: the peak of the summed PSS of the restoring process and its
-worker processes (``bench.tree_memory``, every 50 ms), with each one's share at
+exists). Each restore then runs in a fresh child process into a **new empty
+folder**; its CPU seconds are the child's (``wait4``) plus its worker
+processes', sampled from /proc every 50 ms (they are children of the fork
+server, which ``wait4`` never sees: before, the CPU column left them out); the
+variants take turns round by round, in the reverse order every other round.
+Memory: the peak of the summed PSS of the restoring process and its worker
+processes (``bench.tree_memory``, every 50 ms), with each one's share at
 that peak (the walk's process first). Nothing is deleted between restores, and
 the first one waits until the last deletion this script made is ``--settle``
 seconds old (default 360): on ext4 without a journal, creating files within
@@ -102,7 +104,7 @@ def restore_once(repo_dir: Path, target: Path, variant: str) -> dict[str, object
 
 
 def run_child(repo_dir: Path, target: Path, variant: str) -> dict[str, object]:
-    """Restore in a child process; adds its CPU seconds (children included) and the
+    """Restore in a child process; adds its and its worker processes' CPU seconds and the
     peak of its and its worker processes' summed PSS, with each one's share at the peak."""
     from bench.tree_memory import TreeMemorySampler, descendants  # parent side only
 
@@ -115,14 +117,18 @@ def run_child(repo_dir: Path, target: Path, variant: str) -> dict[str, object]:
     os.sync()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
     assert proc.stdout is not None
-    with TreeMemorySampler(lambda: descendants([proc.pid])) as memory:
+    with TreeMemorySampler(lambda: descendants([proc.pid]), cpu=True) as memory:
         out = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"restore child failed ({proc.returncode})")
     row: dict[str, object] = json.loads(out)
-    row["cpu"] = usage.ru_utime + usage.ru_stime
+    own = usage.ru_utime + usage.ru_stime
+    # the worker processes are the fork server's children, which no wait4 here reaps:
+    # their CPU seconds as last sampled (each misses at most its last 50 ms)
+    workers = sum(s for pid, s in memory.cpu_by_pid.items() if pid != proc.pid)
+    row["cpu"], row["cpu_workers"], row["cpu_all"] = own, workers, own + workers
     row["variant"] = variant
     row["peak_pss_mb"] = memory.peak_bytes / 1e6
     # at the peak: the walk's process first, then its worker processes (largest first)
@@ -168,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                 row["load"] = round(os.getloadavg()[0], 2)
                 rows.append(row)
                 print(
-                    f"{variant:<28} {row['seconds']:7.2f} s wall {row['cpu']:7.2f} s CPU"
-                    f" ({row['cpu_walk']:.2f} s in the walk's process)"
+                    f"{variant:<28} {row['seconds']:7.2f} s wall {row['cpu_all']:7.2f} s CPU"
+                    f" ({row['cpu']:.2f} s in the walk's process, {row['cpu_workers']:.2f} s"
+                    " in its worker processes)"
                     f"  {row['files']} files, {row['errors']} errors, load {row['load']},"
                     f" peak PSS {row['peak_pss_mb']:.1f} MB {row['peak_processes_mb']}",
                     flush=True,
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             best = min(mine, key=lambda r: float(r["seconds"]))  # type: ignore[arg-type]
             peak = max(float(r["peak_pss_mb"]) for r in mine)  # type: ignore[arg-type]
             print(
-                f"best {variant:<23} {best['seconds']:7.2f} s wall {best['cpu']:7.2f} s CPU,"
+                f"best {variant:<23} {best['seconds']:7.2f} s wall {best['cpu_all']:7.2f} s CPU,"
                 f" highest peak PSS {peak:.1f} MB"
             )
     return 0

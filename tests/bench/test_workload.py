@@ -175,3 +175,34 @@ def test_sampler_leaves_out_excluded_trees() -> None:
     finally:
         other.kill()
         other.wait()
+
+
+_SPINNING_GRANDCHILD = """
+import os, subprocess, sys, time
+spin = "import time\\nwhile time.process_time() < 0.4: pass\\ntime.sleep(30)"
+grandchild = subprocess.Popen([sys.executable, "-c", spin])
+print(grandchild.pid, flush=True)
+time.sleep(30)
+"""
+
+
+def test_sampler_counts_the_cpu_of_processes_nobody_waits_for() -> None:
+    """A worker forked by a fork server is no child of the process that waits: its CPU
+    seconds come from the samples (0.4 s spent by a grandchild, then idle)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SPINNING_GRANDCHILD], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        grandchild = int(child.stdout.readline())
+        deadline = time.monotonic() + 20  # 0.4 s of CPU, however loaded the machine
+        with TreeMemorySampler(lambda: descendants([child.pid]), 0.02, cpu=True) as sampler:
+            while sampler.cpu_by_pid.get(grandchild, 0.0) < 0.38 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert sampler.cpu_by_pid[grandchild] >= 0.38
+        assert sampler.cpu_by_pid[child.pid] < 0.3  # the waiting parent spends next to none
+    finally:
+        for pid in descendants([child.pid]) - {child.pid}:
+            os.kill(pid, 9)
+        child.kill()
+        child.wait()
