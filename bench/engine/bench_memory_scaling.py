@@ -2,7 +2,8 @@
 and into one that already holds 10x more chunks.
 
 Run: ``python -m bench.engine.bench_memory_scaling [FOLDER] [--extra-blobs N]
-[--repeat N] [--cold] [--json]`` (under ``flock /work/notes/bench.lock``).
+[--repeat N] [--cold] [--json]`` (under ``flock /work/notes/bench.lock``); ``make bench``
+runs it as a section (defaults: 2 pairs, ~3 min with B built, ~1 min more to build it).
 
 QUALITY.md: proxy peak memory per task "<= 300 MB on the reference share, and growing
 < 10 % when the repository holds 10x more chunks". This measures the second half:
@@ -22,7 +23,7 @@ QUALITY.md: proxy peak memory per task "<= 300 MB on the reference share, and gr
    without its index cache, as a proxy new to B syncs it first). The parent samples
    the child's whole process tree (the child and its saver processes) every 50 ms:
    PSS summed (``bench.tree_memory``); the child reports its own peak RSS and its
-   workers' (``bench_engine.peak_rss``).
+   workers' (``bench_engine.peak_rss``) and the peak of what SQLite allocated in it.
 3. Prints each run's peaks, the chunks in each repository, and the ratio B / A of the
    peaks against the target < 1.10.
 
@@ -32,6 +33,7 @@ Figures and findings: bench/README.md, "Memory against repository size".
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -123,6 +125,17 @@ def cached_fill(blobs: int, pack_kib: int, workdir: Path) -> tuple[Path, dict[st
     return dest, info
 
 
+def _sqlite_peak_mb() -> float | None:
+    """Peak memory SQLite allocated in this process so far (all connections: the index
+    cache's page cache, the writer's scratch table...), or None if it cannot be read."""
+    try:
+        lib = ctypes.CDLL("libsqlite3.so.0")  # the library Python's sqlite3 module uses
+    except OSError:
+        return None
+    lib.sqlite3_memory_highwater.restype = ctypes.c_int64
+    return float(lib.sqlite3_memory_highwater(0)) / 2**20
+
+
 def child(repo_dir: Path, folder: Path, workers: int | None) -> dict[str, Any]:
     """In the measured child process: one first backup of ``folder`` into the repository
     in ``repo_dir`` (opened as a proxy opens it, with its cache), as the proxy runs it."""
@@ -154,12 +167,62 @@ def child(repo_dir: Path, folder: Path, workers: int | None) -> dict[str, Any]:
         "workers_rss_mb": peaks[1],
         "total_rss_mb": peaks[2],
         "maxrss_mb": own.ru_maxrss / 1024,
+        "sqlite_peak_mb": _sqlite_peak_mb(),
         "chunks_new": result.stats.chunks_new,
         "trees_written": result.stats.trees_written,
         "bytes_scanned": result.stats.bytes_scanned,
         "files": result.stats.files_scanned,
         "blobs_after": blobs_after,
     }
+
+
+def gc_child(repo_dir: Path) -> dict[str, Any]:
+    """In the measured child process: the maintenance task's index consolidation on the
+    repository in ``repo_dir`` (``gc`` forced to merge its segments), then a cold sync
+    of the consolidated index into a new cache, as a proxy new to it does; peak RSS of
+    each."""
+    from bench.engine.bench_engine import peak_rss
+
+    repo = Repository.open(
+        open_backend(str(repo_dir / "repo")), PASSPHRASE, cache_dir=repo_dir / "cache"
+    )
+    try:
+        before = _rss_now_mb()
+        t0 = time.perf_counter()
+        with peak_rss() as gc_peak:
+            report = repo.gc(consolidate_above=0, do_mark=False, do_sweep=False)
+        gc_s = time.perf_counter() - t0
+    finally:
+        repo.close()
+    repo = Repository.open(
+        open_backend(str(repo_dir / "repo")), PASSPHRASE, cache_dir=repo_dir / "cold"
+    )
+    try:
+        sync_before = _rss_now_mb()
+        t0 = time.perf_counter()
+        with peak_rss() as sync_peak:
+            repo.sync_index()
+        sync_s = time.perf_counter() - t0
+        blobs = repo.index_cache.count()
+    finally:
+        repo.close()
+    return {
+        "blobs": blobs,
+        "segments_written": report.segments_written,
+        "segments_deleted": report.segments_deleted,
+        "gc_s": gc_s,
+        "gc_rss_before_mb": before,
+        "gc_peak_rss_mb": gc_peak[0],
+        "sync_s": sync_s,
+        "sync_rss_before_mb": sync_before,
+        "sync_peak_rss_mb": sync_peak[0],
+    }
+
+
+def _rss_now_mb() -> float:
+    from bench.engine.bench_engine import _rss_mb
+
+    return _rss_mb()
 
 
 def measure(repo_dir: Path, folder: Path, workers: int | None) -> dict[str, Any]:
@@ -182,19 +245,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folder", nargs="?", type=Path, default=None)
     ap.add_argument("--extra-blobs", type=int, default=600_000, help="blobs already in B")
     ap.add_argument("--fill-pack-kib", type=int, default=256, help="pack size while filling B")
-    ap.add_argument("--repeat", type=int, default=1, help="A/B pairs, alternating")
+    ap.add_argument("--repeat", type=int, default=2, help="A/B pairs, alternating")
     ap.add_argument("--cold", action="store_true", help="also B without its index cache")
     ap.add_argument("--workers", type=int, default=None, help="default: the proxy's")
     ap.add_argument("--workdir", type=Path, default=WORK, help="where B is kept")
+    ap.add_argument(
+        "--gc",
+        action="store_true",
+        help="instead: peak RSS of gc's index consolidation on a copy of B, then of a cold "
+        "sync of the consolidated index",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--gc-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     folder = (args.folder or REFERENCE_SHARE).resolve()
     if args.child is not None:
         print(json.dumps(child(args.child, folder, args.workers)))
         return 0
+    if args.gc_child is not None:
+        print(json.dumps(gc_child(args.gc_child)))
+        return 0
     if not folder.is_dir():
-        print(f"error: {folder} is not a folder (build the workload: make bench)", file=sys.stderr)
+        if args.folder is None:  # as a section of `make bench-small --sections`
+            print(f"skipped: {folder} is not built (make bench builds it)")
+            return 0
+        print(f"error: {folder} is not a folder", file=sys.stderr)
         return 2
     args.workdir.mkdir(parents=True, exist_ok=True)
     template, fill = cached_fill(args.extra_blobs, args.fill_pack_kib, args.workdir)
@@ -206,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             f"filled in {fill['seconds']:.1f} s (CPU {fill['cpu_s']:.1f} s)",
             flush=True,
         )
+    if args.gc:
+        return measure_gc(template, args.workdir, args.json)
     kinds = ["A", "B"] + (["B-cold"] if args.cold else [])
     runs: list[dict[str, Any]] = []
     for i in range(args.repeat):
@@ -229,11 +307,14 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(work, ignore_errors=True)
             runs.append(row)
             if not args.json:
+                peak = row["sqlite_peak_mb"]
+                sqlite = "?" if peak is None else f"{peak:.1f} MB"
                 print(
                     f"{kind:<7} pair {i}: {row['seconds']:6.1f} s, CPU {row['cpu_s']:6.1f} s, "
                     f"load {row['load']:.1f}; peak PSS tree {row['tree_pss_mb']:6.1f} MB, "
                     f"RSS own {row['rss_mb']:6.1f} + workers {row['workers_rss_mb']:5.1f} "
-                    f"= {row['total_rss_mb']:6.1f} MB; blobs after {row['blobs_after']}",
+                    f"= {row['total_rss_mb']:6.1f} MB, of it SQLite {sqlite}; "
+                    f"blobs after {row['blobs_after']}",
                     flush=True,
                 )
     summary = summarize(runs, kinds)
@@ -247,6 +328,30 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['rss_ratio_min']:.3f}, {s['rss_ratio_median']:.3f} "
             f"(target < {TARGET_RATIO:.2f}: {'met' if s['met'] else 'MISSED'})"
         )
+    return 0
+
+
+def measure_gc(template: Path, workdir: Path, as_json: bool) -> int:
+    """``--gc``: :func:`gc_child` on a copy of B, in a fresh process."""
+    work = Path(tempfile.mkdtemp(prefix="ferryman-memscale-gc-", dir=workdir))
+    try:
+        shutil.copytree(template / "repo", work / "repo")
+        shutil.copytree(template / "cache", work / "cache")
+        cmd = [sys.executable, "-m", "bench.engine.bench_memory_scaling", "--gc-child", str(work)]
+        out = subprocess.run(cmd, cwd=HERE.parent, stdout=subprocess.PIPE, text=True, check=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    if as_json:
+        print(json.dumps(row))
+        return 0
+    print(
+        f"gc consolidation of {row['blobs']} blobs ({row['segments_deleted']} segments -> "
+        f"{row['segments_written']}): {row['gc_s']:.1f} s, RSS {row['gc_rss_before_mb']:.0f} "
+        f"-> peak {row['gc_peak_rss_mb']:.0f} MB; cold sync of the consolidated index: "
+        f"{row['sync_s']:.1f} s, RSS {row['sync_rss_before_mb']:.0f} -> peak "
+        f"{row['sync_peak_rss_mb']:.0f} MB"
+    )
     return 0
 
 
