@@ -132,6 +132,40 @@ def test_a_node_map_omits_default_fields_and_gives_the_node_back() -> None:
     assert node_from_map(node_to_map(full)) == full
 
 
+# ints on both sides of every msgpack width (fixint, int8..int64, uint8..uint64: sizes,
+# inodes, device numbers and ns timestamps up to 2**64 - 1, times before 1970), float
+# specials, str and bin at their length boundaries, empty and non-UTF-8 bytes
+_EDGE_INTS = {
+    s * (2**p + d) for p in (5, 7, 8, 15, 16, 31, 32, 63) for d in (-1, 0, 1) for s in (1, -1)
+} - {-(2**63) - 1}
+_EDGE_VALUES: list[object] = [
+    *sorted(_EDGE_INTS),
+    *(0, 2**64 - 1, 1.0, -0.0, float("inf"), float("nan"), 1e300, 5e-324, None, True, False),
+    *(k * n for n in (0, 31, 32, 255, 256, 65_535, 65_536) for k in ("u", b"\xff")),
+]
+
+
+def test_encode_record_gives_msgpack_s_bytes_at_every_width_boundary() -> None:
+    """The tree saver's ``encode_record`` (msgspec) writes every value as
+    ``msgpack.packb`` does, at the edges where msgpack changes its form, as a field
+    and nested (a tree blob id that drifts would store every tree again)."""
+    for value in _EDGE_VALUES:
+        for m in ({"n": b"x", "t": "file", "s": value}, {"n": b"", "e": {"v": [value]}}):
+            assert encode_record(m) == msgpack.packb(m, use_bin_type=True), m
+    many = {"n": b"\x80", "c": [bytes(32)] * 16, "x": {b"k%d" % i: b"" for i in range(16)}}
+    assert encode_record(many) == msgpack.packb(many, use_bin_type=True)  # array16, map16
+    reordered = {"t": "dir", "n": b"d"}  # kept in the map's order, as packb keeps it
+    assert encode_record(reordered) == msgpack.packb(reordered, use_bin_type=True)
+    # a value msgpack cannot store fails as packb fails
+    for bad in (2**64, -(2**63) - 1):
+        for encode in (encode_record, msgpack.packb):
+            with pytest.raises(OverflowError):
+                encode({"n": b"x", "i": bad})
+    for encode in (encode_record, msgpack.packb):
+        with pytest.raises(UnicodeEncodeError):  # a non-UTF-8 owner name, surrogate-escaped
+            encode({"n": b"x", "U": b"\xff".decode("utf-8", "surrogateescape")})
+
+
 def test_a_record_not_in_the_shortest_form_is_copied_as_it_is() -> None:
     """A record Ferryman never writes (a small int as uint64): copied, it keeps its
     bytes, so the blob's id is not a fresh encoding's; its nodes read the same."""
