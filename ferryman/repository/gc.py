@@ -12,6 +12,7 @@ is in docs/format.md ("Garbage collection").
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ from typing import TYPE_CHECKING
 from ferryman.repository import gc_state, index, pack
 from ferryman.repository.errors import CorruptObject, IncompleteRepository, ObjectNotFound
 from ferryman.repository.gc_state import CondemnedList
-from ferryman.repository.index import IndexEntry
 from ferryman.repository.lease import WRITERS_PREFIX, list_leases
 from ferryman.repository.reachability import ReachableSet, mark_reachable
 from ferryman.repository.rebuild import list_packs
@@ -151,18 +151,18 @@ def _fence_passed(repo: Repository, item: CondemnedList, grace: float) -> bool:
 def _consolidate(repo: Repository, doomed: set[bytes], report: GCReport) -> None:
     """Rewrite the index without the doomed packs, then delete the segments it replaced."""
     old = repo.index_cache.known_segments() & set(repo.backend.list(index.INDEX_PREFIX))
-    batch: list[IndexEntry] = []
-    for entry in repo.index_cache.iter_entries():
-        if entry.pack_id in doomed:
-            continue
-        batch.append(entry)
-        if len(batch) >= index.MAX_ENTRIES_PER_SEGMENT:
-            index.put_segment(repo.backend, repo.keys.encryption, batch)
-            report.segments_written += 1
-            batch = []
-    if batch:
-        index.put_segment(repo.backend, repo.keys.encryption, batch)
+    # Encoded as read, in blob-id order: no list of up to MAX_ENTRIES_PER_SEGMENT
+    # entries (309 MB peak RSS on 600k blobs when it was one, bench_memory_scaling --gc).
+    kept = (e for e in repo.index_cache.iter_entries() if e.pack_id not in doomed)
+    while True:
+        plain, count = index.encode_sorted_segment(
+            itertools.islice(kept, index.MAX_ENTRIES_PER_SEGMENT)
+        )
+        if not count:
+            break
+        index.put_encoded_segment(repo.backend, repo.keys.encryption, plain)
         report.segments_written += 1
+        del plain
     for name in sorted(old):
         repo.backend.delete(name)
         report.segments_deleted += 1
