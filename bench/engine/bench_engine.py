@@ -150,15 +150,14 @@ def sampled_thread_cpu() -> Iterator[dict[str, float]]:
 
 
 def _user_sys_s() -> tuple[float, float]:
+    """User and system CPU seconds of this process and its reaped children."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + kids.ru_utime, own.ru_stime + kids.ru_stime
 
 
 def _cpu_s() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return sum(_user_sys_s())
 
 
 def timed(fn: Callable[[], T]) -> tuple[T, float, float]:
