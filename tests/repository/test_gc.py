@@ -260,10 +260,22 @@ def test_consolidation_streams_segments_with_every_entry(
 ) -> None:
     for seed in range(4):
         _backup(repo, seed)
+    copied = next(e for e in repo.index_cache.iter_entries() if e.kind == KIND_DATA)
+    with repo.open_writer("t") as w:  # the same blob in a second pack, as two writers leave it
+        w.add_blob(KIND_DATA, copied.blob_id, repo.get_blob(copied.blob_id), force=True)
+    assert len(repo.index_cache.locations(copied.blob_id)) == 2
     before = sorted(repo.index_cache.iter_entries())
     monkeypatch.setattr(index, "MAX_ENTRIES_PER_SEGMENT", len(before) // 3 + 1)
     report = repo.gc(grace=0, consolidate_above=1, do_mark=False)
     assert report.segments_written == 3  # encoded as read, a segment per batch
+    written = []
+    for name in repo.backend.list(index.INDEX_PREFIX):
+        _, entries = index.open_segment(repo.keys.encryption, repo.backend.get(name), name)
+        segment = list(entries)
+        ids = [e.blob_id for e in segment]
+        assert ids == sorted(ids)  # docs/format.md: entries sorted by blob id
+        written += segment
+    assert sorted(written) == before  # each entry exactly once: none lost, none doubled
     fresh = Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=tmp_path / "cold")
     try:
         fresh.sync_index()
