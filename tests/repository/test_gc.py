@@ -297,3 +297,46 @@ def test_sorted_segment_encoding_is_the_segment_format() -> None:
     plain, count = index.encode_sorted_segment(iter(entries))
     assert count == len(entries) and plain == index.encode_segment(entries)
     assert list(index.decode_segment(plain, "s")[1]) == entries
+
+
+class _Killed(Exception):
+    """Stands for the gc process dying at that call."""
+
+
+@pytest.mark.parametrize("step", ["put", "delete"])
+def test_consolidation_killed_midway_loses_no_entry(
+    repo: Repository,
+    repo_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    step: str,
+) -> None:
+    for seed in range(3):
+        _backup(repo, seed)
+    before = sorted(repo.index_cache.iter_entries())
+    monkeypatch.setattr(index, "MAX_ENTRIES_PER_SEGMENT", len(before) // 3 + 1)
+    real = getattr(repo.backend, step)
+    calls = 0
+
+    def dies_at_the_second_segment(name: str, *args: bytes) -> None:
+        nonlocal calls
+        calls += name.startswith(index.INDEX_PREFIX)
+        if calls == 2:  # "put": one new segment written; "delete": all, one old one deleted
+            raise _Killed(name)
+        real(name, *args)
+
+    monkeypatch.setattr(repo.backend, step, dies_at_the_second_segment)
+    with pytest.raises(_Killed):
+        repo.gc(grace=0, consolidate_above=1, do_mark=False)
+    fresh = Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=tmp_path / "cold")
+    try:
+        fresh.sync_index()
+        assert sorted(fresh.index_cache.iter_entries()) == before  # old and new segments
+        assert fresh.check(read_data=True).ok
+        report = fresh.gc(grace=0, consolidate_above=1, do_mark=False)  # the next run finishes
+        assert report.segments_written == 3
+        assert len(list(fresh.backend.list(index.INDEX_PREFIX))) == 3
+        assert sorted(fresh.index_cache.iter_entries()) == before
+        assert fresh.check(read_data=True).ok
+    finally:
+        fresh.close()
