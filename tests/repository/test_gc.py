@@ -340,3 +340,38 @@ def test_consolidation_killed_midway_loses_no_entry(
         assert fresh.check(read_data=True).ok
     finally:
         fresh.close()
+
+
+def test_consolidation_keeps_the_segment_a_writer_adds_meanwhile(
+    repo: Repository, repo_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for seed in range(3):
+        _backup(repo, seed)
+    other = Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=tmp_path / "other")
+    real_sync = repo.sync_index
+    late: list[tuple[str, dict[bytes, bytes]]] = []
+    segments: set[str] = set()
+
+    def sync_then_a_writer_finishes() -> int:
+        merged = real_sync()
+        if not late:  # the sync before consolidating: the writer's segments come after it
+            segments.update(repo.backend.list(index.INDEX_PREFIX))
+            late.append(_backup(other, 7))
+            segments.symmetric_difference_update(repo.backend.list(index.INDEX_PREFIX))
+        return merged
+
+    try:
+        monkeypatch.setattr(repo, "sync_index", sync_then_a_writer_finishes)
+        report = repo.gc(grace=0, consolidate_above=1, do_mark=False, do_sweep=False)
+        assert late and report.segments_written == 1
+        listed = set(repo.backend.list(index.INDEX_PREFIX))
+        assert segments < listed and len(listed) == len(segments) + 1  # kept; the rest merged
+        fresh = Repository.open(open_backend(repo_url), PASSPHRASE, cache_dir=tmp_path / "cold")
+        try:
+            point_id, files = late[0]
+            assert read_files(fresh, fresh.load_restore_point(point_id).root) == files
+            assert fresh.check(read_data=True).ok
+        finally:
+            fresh.close()
+    finally:
+        other.close()
