@@ -139,7 +139,7 @@ def _sqlite_peak_mb() -> float | None:
 def child(repo_dir: Path, folder: Path, workers: int | None) -> dict[str, Any]:
     """In the measured child process: one first backup of ``folder`` into the repository
     in ``repo_dir`` (opened as a proxy opens it, with its cache), as the proxy runs it."""
-    from bench.engine.bench_engine import peak_rss
+    from bench.engine.bench_engine import _cpu_s, peak_rss
     from ferryman.engine.backup import run_backup
     from ferryman.engine.options import BackupOptions
     from ferryman.sources.local import LocalSource
@@ -158,15 +158,13 @@ def child(repo_dir: Path, folder: Path, workers: int | None) -> dict[str, Any]:
         blobs_after = repo.index_cache.count()
     finally:
         repo.close()
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "seconds": seconds,
-        "cpu_s": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime,
+        "cpu_s": _cpu_s(),
         "rss_mb": peaks[0],
         "workers_rss_mb": peaks[1],
         "total_rss_mb": peaks[2],
-        "maxrss_mb": own.ru_maxrss / 1024,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "sqlite_peak_mb": _sqlite_peak_mb(),
         "chunks_new": result.stats.chunks_new,
         "trees_written": result.stats.trees_written,
@@ -181,13 +179,13 @@ def gc_child(repo_dir: Path) -> dict[str, Any]:
     repository in ``repo_dir`` (``gc`` forced to merge its segments), then a cold sync
     of the consolidated index into a new cache, as a proxy new to it does; peak RSS of
     each."""
-    from bench.engine.bench_engine import peak_rss
+    from bench.engine.bench_engine import _rss_mb, peak_rss
 
     repo = Repository.open(
         open_backend(str(repo_dir / "repo")), PASSPHRASE, cache_dir=repo_dir / "cache"
     )
     try:
-        before = _rss_now_mb()
+        before = _rss_mb()
         t0 = time.perf_counter()
         with peak_rss() as gc_peak:
             report = repo.gc(consolidate_above=0, do_mark=False, do_sweep=False)
@@ -198,7 +196,7 @@ def gc_child(repo_dir: Path) -> dict[str, Any]:
         open_backend(str(repo_dir / "repo")), PASSPHRASE, cache_dir=repo_dir / "cold"
     )
     try:
-        sync_before = _rss_now_mb()
+        sync_before = _rss_mb()
         t0 = time.perf_counter()
         with peak_rss() as sync_peak:
             repo.sync_index()
@@ -217,12 +215,6 @@ def gc_child(repo_dir: Path) -> dict[str, Any]:
         "sync_rss_before_mb": sync_before,
         "sync_peak_rss_mb": sync_peak[0],
     }
-
-
-def _rss_now_mb() -> float:
-    from bench.engine.bench_engine import _rss_mb
-
-    return _rss_mb()
 
 
 def measure(repo_dir: Path, folder: Path, workers: int | None) -> dict[str, Any]:
