@@ -80,26 +80,13 @@ def new_segment_name() -> str:
 
 def encode_segment(entries: Iterable[IndexEntry]) -> bytes:
     """Plaintext of a segment holding ``entries`` (sorted here by blob id)."""
-    ordered = sorted(entries, key=lambda e: e.blob_id)
-    packs: dict[bytes, int] = {}
-    for e in ordered:
-        packs.setdefault(e.pack_id, len(packs))
-    out = bytearray(MAGIC)
-    out += struct.pack("<I", len(packs))
-    for pid in packs:
-        out += pid
-    out += struct.pack("<I", len(ordered))
-    for e in ordered:
-        out += _ENTRY.pack(
-            e.blob_id, packs[e.pack_id], e.offset, e.length, e.raw_length, e.compression, e.kind
-        )
-    return bytes(out)
+    return encode_sorted_segment(sorted(entries, key=lambda e: e.blob_id))[0]
 
 
 def encode_sorted_segment(entries: Iterable[IndexEntry]) -> tuple[bytes, int]:
-    """:func:`encode_segment` for ``entries`` already in blob-id order (as the index
-    cache's ``iter_entries`` yields them), and how many there were: the same bytes,
-    encoded as they come instead of held and sorted (garbage collection's
+    """Plaintext of a segment holding ``entries``, already in blob-id order (as the
+    index cache's ``iter_entries`` yields them), and how many there were: encoded
+    as they come instead of held and sorted (garbage collection's
     consolidation writes segments of up to ``MAX_ENTRIES_PER_SEGMENT`` entries; a
     list of that many entries took ~0.45 KB each)."""
     packs: dict[bytes, int] = {}

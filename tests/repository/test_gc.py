@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from pathlib import Path
 
@@ -297,6 +298,10 @@ def test_sorted_segment_encoding_is_the_segment_format() -> None:
     plain, count = index.encode_sorted_segment(iter(entries))
     assert count == len(entries) and plain == index.encode_segment(entries)
     assert list(index.decode_segment(plain, "s")[1]) == entries
+    used = list(dict.fromkeys(e.pack_id for e in entries))  # pack list in order of first use
+    rows = [struct.pack("<32sIIIIBB", e.blob_id, used.index(e.pack_id), *e[2:]) for e in entries]
+    spec = [b"FRMI", struct.pack("<I", len(used)), *used, struct.pack("<I", count), *rows]
+    assert plain == b"".join(spec)  # docs/format.md section 8, byte for byte
 
 
 class _Killed(Exception):
