@@ -155,6 +155,7 @@ def decode_tree_maps(data: bytes, blob_id: bytes) -> list[NodeMap]:
         strict_map_key=False,
         max_bin_len=MAX_TREE_BYTES,
         max_str_len=MAX_TREE_BYTES,
+        ext_hook=msgspec.msgpack.Ext,  # kept as msgspec encodes it back (``encode_record``)
     )
     if not isinstance(doc, dict) or doc.get("v") != TREE_VERSION:
         raise TreeLayoutError(f"tree blob {blob_id.hex()[:16]}: unsupported version")
@@ -234,7 +235,16 @@ def tree_records(data: bytes) -> list[msgspec.Raw] | None:
 # ``msgpack.packb(m, use_bin_type=True)`` (``store_maps``), encoded by msgspec, ~5x
 # faster per record (``packb`` builds a packer per call, and the tree saver encodes
 # every new entry of a backup on its thread).
-encode_record: Callable[[NodeMap], bytes] = msgspec.msgpack.encode
+# Ferryman writes no msgpack extension values, but the format lets a record carry
+# unknown keys of any type: one read back (``decode_tree_maps``: other codes as
+# ``msgspec.msgpack.Ext``, code -1 as ``msgpack.Timestamp``) is encoded as it was stored.
+def _timestamp_ext(value: object) -> msgspec.msgpack.Ext:
+    if isinstance(value, msgpack.Timestamp):
+        return msgspec.msgpack.Ext(-1, value.to_bytes())
+    raise TypeError(f"{type(value).__name__} is not a tree record value")
+
+
+encode_record: Callable[[NodeMap], bytes] = msgspec.msgpack.Encoder(enc_hook=_timestamp_ext).encode
 
 
 # a tree blob's bytes before the length of its node list (``store_maps``' layout)

@@ -166,6 +166,26 @@ def test_encode_record_gives_msgpack_s_bytes_at_every_width_boundary() -> None:
             encode({"n": b"x", "U": b"\xff".decode("utf-8", "surrogateescape")})
 
 
+def test_extension_values_read_from_a_tree_blob_are_encoded_back_as_stored() -> None:
+    """Ferryman writes no msgpack extension values, but a record may carry unknown keys
+    of any type (a later version's): read by ``decode_tree_maps`` and encoded again by
+    the tree saver, each keeps its bytes (a timestamp in its three widths, other codes)
+    rather than turning into an array or failing the backup."""
+    stamps = [msgpack.Timestamp(1, 0), msgpack.Timestamp(1, 2), msgpack.Timestamp(2**35, 5)]
+    for stamp in [*stamps, msgpack.Timestamp(-5, 7)]:
+        record = {
+            "n": b"x",
+            "t": "file",
+            "zz": stamp,
+            "e": {"k": msgpack.ExtType(5, b"xy"), "l": [msgpack.ExtType(127, b"")]},
+        }
+        blob = msgpack.packb({"v": TREE_VERSION, "nodes": [record]}, use_bin_type=True)
+        (read,) = nodes.decode_tree_maps(blob, bytes(32))
+        assert encode_record(read) == msgpack.packb(record, use_bin_type=True), stamp
+    with pytest.raises(TypeError):  # a value no tree record can hold still fails
+        encode_record({"n": b"x", "zz": object()})
+
+
 def test_a_record_not_in_the_shortest_form_is_copied_as_it_is() -> None:
     """A record Ferryman never writes (a small int as uint64): copied, it keeps its
     bytes, so the blob's id is not a fresh encoding's; its nodes read the same."""
