@@ -148,20 +148,14 @@ def segment_rows(encryption_key: bytes, data: bytes, name: str) -> Iterator[Row]
         yield bid, packs[pnum], off, length, raw, method, kind
 
 
-def seal_segment(encryption_key: bytes, entries: Iterable[IndexEntry]) -> bytes:
-    """Encoded and encrypted segment object."""
-    return envelope.seal_object(encryption_key, envelope.KIND_INDEX, encode_segment(entries))
-
-
 def put_segment(backend: Backend, encryption_key: bytes, entries: Iterable[IndexEntry]) -> str:
     """Upload a new segment holding ``entries``; returns its object name."""
-    name = new_segment_name()
-    backend.put(name, seal_segment(encryption_key, entries))
-    return name
+    return put_encoded_segment(backend, encryption_key, encode_segment(entries))
 
 
 def put_encoded_segment(backend: Backend, encryption_key: bytes, plain: bytes) -> str:
-    """:func:`put_segment` for a segment already encoded (:func:`encode_sorted_segment`)."""
+    """Upload a segment's plaintext (:func:`encode_segment`, :func:`encode_sorted_segment`)
+    as a new segment object; returns its object name."""
     name = new_segment_name()
     backend.put(name, envelope.seal_object(encryption_key, envelope.KIND_INDEX, plain))
     return name
