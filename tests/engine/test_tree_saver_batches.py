@@ -4,13 +4,15 @@ the repository lacks is stored, none it has, and none is missing from a checkpoi
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from ferryman.engine import tree_saver
-from ferryman.engine.backup import run_backup
+from ferryman.engine.backup import BackupFailed, run_backup
 from ferryman.engine.nodes import Node, NodeMap, load_root, load_tree_maps
 from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
@@ -193,3 +195,27 @@ def test_previous_tree_blobs_copied_from_are_located_in_one_query_per_batch(
         assert not {b for ids in before.values() for b in ids} & set(single)
         _restores_as(repo, again, src, tmp_path / f"out-{trusted}")
         previous = again
+
+
+def test_a_failed_last_batch_fails_the_backup_and_publishes_nothing(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tree blobs of a small share are all added in the one batch after the last
+    event; when its index query fails, the backup fails with the error and no restore
+    point (nor checkpoint) names the trees that were never stored."""
+    asked: list[int] = []
+    real = RepositoryWriter.has_blobs
+
+    def has_blobs(self: RepositoryWriter, blob_ids: Iterable[bytes]) -> set[bytes]:
+        ids = list(blob_ids)
+        if threading.current_thread().name == "tree-saver":
+            asked.append(len(ids))
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(self, ids)
+
+    monkeypatch.setattr(RepositoryWriter, "has_blobs", has_blobs)
+    src = _share(tmp_path)
+    with pytest.raises(BackupFailed, match="disk I/O error"):
+        run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert asked == [DIRS + 1]  # one batch, at the end: every directory's and the root's
+    assert repo.list_restore_points(include_checkpoints=True) == []
