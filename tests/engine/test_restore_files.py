@@ -14,7 +14,7 @@ from ferryman.engine.restore_files import OpenPath
 
 @pytest.fixture
 def root(tmp_path: Path) -> Iterator[int]:
-    for d in ("a/b", "a/c", "d"):
+    for d in ("a/b", "a/c", "d/b"):
         (tmp_path / d).mkdir(parents=True)
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     yield fd
@@ -38,6 +38,13 @@ def test_each_path_gives_its_own_directory_and_a_repeat_reuses_the_fd(
         assert opened.open([]) == root
         assert opened.open([]) == root
         assert _ino(opened.open([b"a", b"b"])) == (tmp_path / "a/b").stat().st_ino
+        # the same last name under another parent is another directory
+        assert _ino(opened.open([b"d", b"b"])) == (tmp_path / "d/b").stat().st_ino
+        # a caller's list changed after a call (the walk extends its path) is not the last
+        parts = [b"a"]
+        assert _ino(opened.open(parts)) == (tmp_path / "a").stat().st_ino
+        parts.append(b"c")
+        assert _ino(opened.open(parts)) == (tmp_path / "a/c").stat().st_ino
     finally:
         opened.close()
 
