@@ -219,3 +219,38 @@ def test_a_failed_last_batch_fails_the_backup_and_publishes_nothing(
         run_backup(LocalSource(src), repo, BackupOptions(share="s"))
     assert asked == [DIRS + 1]  # one batch, at the end: every directory's and the root's
     assert repo.list_restore_points(include_checkpoints=True) == []
+
+
+def test_a_directory_stored_again_for_its_subdirectory_has_its_blob_located_ahead(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trusted: a file changed only in each ``d<i>/sub``; ``d<i>``, whose own entries are
+    unchanged, is stored again because its subdirectory is, so its previous blob (its
+    files' records are copied from it) is located with the batch's, not alone."""
+    from ferryman.repository.index_cache import IndexCache
+
+    src = _share(tmp_path)
+    for i in range(DIRS):
+        for j in range(5):
+            (src / f"d{i}" / f"g{j}").write_bytes(f"other {i} {j}".encode())
+        (src / f"d{i}" / "sub").mkdir()
+        (src / f"d{i}" / "sub" / "f").write_bytes(f"sub {i}".encode())
+    previous = _backup(repo, src)
+    before = _dir_blobs(repo, previous)
+    for i in range(DIRS):
+        (src / f"d{i}" / "sub" / "f").write_bytes(f"changed {i}".encode())
+    single: list[bytes] = []
+    real = IndexCache.locations
+
+    def locations(self: IndexCache, blob_id: bytes) -> list[tuple[object, ...]]:
+        single.append(bytes(blob_id))
+        return real(self, blob_id)  # type: ignore[return-value]
+
+    monkeypatch.setattr(IndexCache, "locations", locations)
+    monkeypatch.setattr(RepositoryWriter, "trusts_points", lambda self, ids: True)
+    again = _backup(repo, src, previous)
+    assert again.stats.trees_written == 2 * DIRS + 1  # each sub, each d<i>, the root
+    after = _dir_blobs(repo, again)
+    assert all(after[n] != before[n] for n in before)
+    assert not {b for ids in before.values() for b in ids} & set(single)
+    _restores_as(repo, again, src, tmp_path / "out")
