@@ -198,6 +198,14 @@ class _Builder:
 
 
 @dataclass(slots=True)
+class _SeenDir:
+    """A directory open in the events ``_prefetch_prev`` has seen so far."""
+
+    blobs: list[PrevBlob] = field(default_factory=list)  # the previous blobs of its runs
+    stored: bool = False  # it is stored again (its blobs are read)
+
+
+@dataclass(slots=True)
 class _Held:
     """An entry whose place is ``builder.buffer[index]``: a large file being read
     (``ev``), or a directory left with held entries (``dir``, its builder)."""
@@ -279,9 +287,7 @@ class TreeSaver:
         # blobs built after them, so every one is added before a checkpoint or the root
         self._built: list[tuple[bytes, bytes, list[CompactListing]]] = []
         self._built_bytes = 0
-        # per directory open in the events seen so far (``_prefetch_prev``): the previous
-        # tree blobs of its runs, and whether it is stored again
-        self._seen_dirs: list[tuple[list[PrevBlob], list[bool]]] = []
+        self._seen_dirs: list[_SeenDir] = []  # the open directories, as events are seen
         self._thread = threading.Thread(target=self._run, name="tree-saver", daemon=True)
         self._thread.start()
 
@@ -529,21 +535,21 @@ class TreeSaver:
                     if blob.unread():
                         wanted[blob.blob_id] = None
                 elif seen:
-                    blobs = seen[-1][0]
+                    blobs = seen[-1].blobs
                     if not blobs or blobs[-1] is not blob:  # a large directory: many runs
                         blobs.append(blob)
             elif isinstance(ev, EnterDir):
-                seen.append(([], [False]))
+                seen.append(_SeenDir())
             elif isinstance(ev, LeaveDir):
                 if not seen:
                     continue
-                blobs, changed = seen.pop()
-                if changed[0] or ev.reuse is None:
-                    wanted.update((b.blob_id, None) for b in blobs if b.unread())
+                left = seen.pop()
+                if left.stored or ev.reuse is None:
+                    wanted.update((b.blob_id, None) for b in left.blobs if b.unread())
                     if seen:
-                        seen[-1][1][0] = True
+                        seen[-1].stored = True
             elif isinstance(ev, Entry) and ev.raw is None and seen:
-                seen[-1][1][0] = True
+                seen[-1].stored = True
         if wanted:
             self._repo.prefetch_locations(list(wanted))
 
