@@ -13,9 +13,11 @@ import pytest
 
 from ferryman.engine import tree_saver
 from ferryman.engine.backup import BackupFailed, run_backup
-from ferryman.engine.nodes import Node, NodeMap, load_root, load_tree_maps
+from ferryman.engine.file_saver import SEGMENT, FileOutcome, LargeRead, PendingContent
+from ferryman.engine.nodes import Node, NodeMap, load_root, load_tree_maps, node_from_stat
 from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
+from ferryman.engine.stats import StatsCollector
 from ferryman.repository import Repository
 from ferryman.repository.writer import RepositoryWriter
 from ferryman.sources.local import LocalSource
@@ -254,3 +256,58 @@ def test_a_directory_stored_again_for_its_subdirectory_has_its_blob_located_ahea
     assert all(after[n] != before[n] for n in before)
     assert not {b for ids in before.values() for b in ids} & set(single)
     _restores_as(repo, again, src, tmp_path / "out")
+
+
+def test_a_checkpoint_while_a_file_is_held_names_only_tree_blobs_the_writer_has(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint taken while a large file is held (of what came before it): the blobs
+    of the directory completed before it and of the partial root are in the writer when
+    it is published, though fewer than a batch were built."""
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "x").write_bytes(b"x")
+    with open(src / "b.img", "wb") as f:
+        f.truncate(3 * SEGMENT)
+    built: list[bytes] = []
+    real_store = tree_saver.TreeSaver._store
+
+    def store(self: tree_saver.TreeSaver, buffer: list[NodeMap]) -> bytes:
+        blob_id = real_store(self, buffer)
+        built.append(blob_id)
+        return blob_id
+
+    monkeypatch.setattr(tree_saver.TreeSaver, "_store", store)
+    readable = threading.Event()  # set by the first checkpoint: the image is read then
+
+    def outcome() -> FileOutcome:
+        readable.wait(30)
+        return FileOutcome(error="Input/output error")
+
+    image = PendingContent(outcome, lambda timeout: readable.wait(timeout), LargeRead())
+    held: list[bool] = []  # per checkpoint: whether the image was still being read
+    missing: list[bytes] = []
+    with repo.open_writer("test") as writer:
+
+        def checkpoint(root: Node) -> None:
+            held.append(not readable.is_set())
+            missing.extend(b for b in built if not writer.has_blob(b))
+            readable.set()
+
+        trees = tree_saver.TreeSaver(
+            repo, writer, StatsCollector(), on_checkpoint=checkpoint, checkpoint_interval=0.3
+        )
+        node = node_from_stat
+        trees.put(
+            [
+                tree_saver.EnterDir(node(b"src", os.stat(src)), b""),
+                tree_saver.EnterDir(node(b"a", os.stat(src / "a")), b"a"),
+                tree_saver.Entry(node(b"x", os.stat(src / "a" / "x")), b"a/x"),
+                tree_saver.LeaveDir(),
+                tree_saver.Entry(node(b"b.img", os.stat(src / "b.img")), b"b.img", image),
+                tree_saver.LeaveDir(),  # the root waits for the image: checkpoints go on
+            ]
+        )
+        assert trees.finish() is not None
+    assert held[:1] == [True]
+    assert len(built) >= 3 and missing == []
