@@ -488,10 +488,7 @@ class TreeSaver:
         progress = (-first.seq, int(last["s"]) if last is not None else 0)
         if progress == self._checkpointed or self._on_checkpoint is None:
             return
-        root = self._chain_root(first.builder, first.index, last)
-        self._add_built()
-        self._on_checkpoint(root)
-        self._checkpointed = progress
+        self._publish(self._chain_root(first.builder, first.index, last), progress)
 
     def _checkpoint(self, last: NodeMap | None = None) -> None:
         """Save a checkpoint of everything completed (and ``last``, a partial file);
@@ -504,10 +501,15 @@ class TreeSaver:
         if progress == self._checkpointed:
             return
         if self._on_checkpoint is not None and self._stack:
-            root = self.partial_root(last)
-            self._add_built()
-            self._on_checkpoint(root)
-            self._checkpointed = progress
+            self._publish(self.partial_root(last), progress)
+
+    def _publish(self, root: Node, progress: tuple[int, int]) -> None:
+        """Save ``root`` as a checkpoint once every tree blob built so far (its own among
+        them) is added to the writer."""
+        assert self._on_checkpoint is not None
+        self._add_built()
+        self._on_checkpoint(root)
+        self._checkpointed = progress
 
     def _outcome(self, pending: PendingContent, node: Node) -> FileOutcome:
         """Wait for a file's content; checkpoints stay on schedule meanwhile (large files)."""
