@@ -75,6 +75,22 @@ def _asked(monkeypatch: pytest.MonkeyPatch, gone: set[bytes]) -> list[list[bytes
     return calls
 
 
+def _record_single_lookups(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The ids the index cache is asked to locate one at a time (``IndexCache.locations``),
+    recorded from now on into the returned list."""
+    from ferryman.repository.index_cache import IndexCache
+
+    single: list[bytes] = []
+    real = IndexCache.locations
+
+    def locations(self: IndexCache, blob_id: bytes) -> list[tuple[object, ...]]:
+        single.append(bytes(blob_id))
+        return real(self, blob_id)  # type: ignore[return-value]
+
+    monkeypatch.setattr(IndexCache, "locations", locations)
+    return single
+
+
 def test_new_tree_blobs_are_stored_in_batches_and_known_ones_not_again(
     repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,21 +186,12 @@ def test_previous_tree_blobs_copied_from_are_located_in_one_query_per_batch(
     """A file changed in every directory: each directory's blob is stored again from its
     previous one's records, whose locations the tree saver asks for together (none is
     looked up alone); the same without trust (every run's blob is read to confirm)."""
-    from ferryman.repository.index_cache import IndexCache
-
     src = _share(tmp_path)
     for i in range(DIRS):
         for j in range(5):
             (src / f"d{i}" / f"g{j}").write_bytes(f"other {i} {j}".encode())
     previous = _backup(repo, src)
-    single: list[bytes] = []
-    real = IndexCache.locations
-
-    def locations(self: IndexCache, blob_id: bytes) -> list[tuple[object, ...]]:
-        single.append(bytes(blob_id))
-        return real(self, blob_id)  # type: ignore[return-value]
-
-    monkeypatch.setattr(IndexCache, "locations", locations)
+    single = _record_single_lookups(monkeypatch)
     for trusted in (True, False):
         monkeypatch.setattr(RepositoryWriter, "trusts_points", lambda self, ids, t=trusted: t)
         before = _dir_blobs(repo, previous)
@@ -229,8 +236,6 @@ def test_a_directory_stored_again_for_its_subdirectory_has_its_blob_located_ahea
     """Trusted: a file changed only in each ``d<i>/sub``; ``d<i>``, whose own entries are
     unchanged, is stored again because its subdirectory is, so its previous blob (its
     files' records are copied from it) is located with the batch's, not alone."""
-    from ferryman.repository.index_cache import IndexCache
-
     src = _share(tmp_path)
     for i in range(DIRS):
         for j in range(5):
@@ -241,14 +246,7 @@ def test_a_directory_stored_again_for_its_subdirectory_has_its_blob_located_ahea
     before = _dir_blobs(repo, previous)
     for i in range(DIRS):
         (src / f"d{i}" / "sub" / "f").write_bytes(f"changed {i}".encode())
-    single: list[bytes] = []
-    real = IndexCache.locations
-
-    def locations(self: IndexCache, blob_id: bytes) -> list[tuple[object, ...]]:
-        single.append(bytes(blob_id))
-        return real(self, blob_id)  # type: ignore[return-value]
-
-    monkeypatch.setattr(IndexCache, "locations", locations)
+    single = _record_single_lookups(monkeypatch)
     monkeypatch.setattr(RepositoryWriter, "trusts_points", lambda self, ids: True)
     again = _backup(repo, src, previous)
     assert again.stats.trees_written == 2 * DIRS + 1  # each sub, each d<i>, the root
