@@ -64,19 +64,23 @@ class Handler(BaseHTTPRequestHandler):
         if answer.drop:
             self.close_connection = True
             return
-        self.send_response(answer.status)
-        self.send_header("Content-Type", answer.content_type)
-        if answer.chunks is None:
-            self.send_header("Content-Length", str(len(answer.body)))
+        # the whole answer taken before any of it is sent: the client has it once the
+        # headers (and a Content-Length: 0 body) are out, and the test may then set the
+        # next answer while this one is still being written
+        status, body, chunks = answer.status, answer.body, answer.chunks
+        headers = {"Content-Type": answer.content_type, **answer.headers}
+        self.send_response(status)
+        if chunks is None:
+            self.send_header("Content-Length", str(len(body)))
         else:
             self.send_header("Transfer-Encoding", "chunked")
-        for name, value in answer.headers.items():
+        for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        if answer.chunks is None:
-            self.wfile.write(answer.body)
+        if chunks is None:
+            self.wfile.write(body)
         else:
-            for chunk in [*answer.chunks, b""]:  # the empty one ends the body
+            for chunk in [*chunks, b""]:  # the empty one ends the body
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 self.wfile.flush()
         self.wfile.flush()
