@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,46 +175,50 @@ def child(repo_dir: Path, folder: Path, workers: int | None) -> dict[str, Any]:
     }
 
 
+def _measured_on(
+    repo_dir: Path, cache: str, action: Callable[[Repository], Any]
+) -> tuple[Any, float, float, float]:
+    """``action`` on the repository in ``repo_dir`` opened with the index cache
+    ``repo_dir / cache``: its result, seconds, RSS before and peak RSS (MB)."""
+    from bench.engine.bench_engine import _rss_mb, peak_rss
+
+    repo = Repository.open(
+        open_backend(str(repo_dir / "repo")), PASSPHRASE, cache_dir=repo_dir / cache
+    )
+    try:
+        before = _rss_mb()
+        t0 = time.perf_counter()
+        with peak_rss() as peak:
+            result = action(repo)
+        return result, time.perf_counter() - t0, before, peak[0]
+    finally:
+        repo.close()
+
+
 def gc_child(repo_dir: Path) -> dict[str, Any]:
     """In the measured child process: the maintenance task's index consolidation on the
     repository in ``repo_dir`` (``gc`` forced to merge its segments), then a cold sync
     of the consolidated index into a new cache, as a proxy new to it does; peak RSS of
     each."""
-    from bench.engine.bench_engine import _rss_mb, peak_rss
+    report, gc_s, before, gc_peak = _measured_on(
+        repo_dir, "cache", lambda repo: repo.gc(consolidate_above=0, do_mark=False, do_sweep=False)
+    )
 
-    repo = Repository.open(
-        open_backend(str(repo_dir / "repo")), PASSPHRASE, cache_dir=repo_dir / "cache"
-    )
-    try:
-        before = _rss_mb()
-        t0 = time.perf_counter()
-        with peak_rss() as gc_peak:
-            report = repo.gc(consolidate_above=0, do_mark=False, do_sweep=False)
-        gc_s = time.perf_counter() - t0
-    finally:
-        repo.close()
-    repo = Repository.open(
-        open_backend(str(repo_dir / "repo")), PASSPHRASE, cache_dir=repo_dir / "cold"
-    )
-    try:
-        sync_before = _rss_mb()
-        t0 = time.perf_counter()
-        with peak_rss() as sync_peak:
-            repo.sync_index()
-        sync_s = time.perf_counter() - t0
-        blobs = repo.index_cache.count()
-    finally:
-        repo.close()
+    def sync(repo: Repository) -> int:
+        repo.sync_index()
+        return repo.index_cache.count()
+
+    blobs, sync_s, sync_before, sync_peak = _measured_on(repo_dir, "cold", sync)
     return {
         "blobs": blobs,
         "segments_written": report.segments_written,
         "segments_deleted": report.segments_deleted,
         "gc_s": gc_s,
         "gc_rss_before_mb": before,
-        "gc_peak_rss_mb": gc_peak[0],
+        "gc_peak_rss_mb": gc_peak,
         "sync_s": sync_s,
         "sync_rss_before_mb": sync_before,
-        "sync_peak_rss_mb": sync_peak[0],
+        "sync_peak_rss_mb": sync_peak,
     }
 
 
