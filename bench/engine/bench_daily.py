@@ -32,14 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.daily_change import apply_daily_change
-from bench.engine.bench_engine import digest_tree, sampled_thread_cpu
+from bench.engine.bench_engine import REFERENCE_SHARE, digest_tree, sampled_thread_cpu
 from bench.engine.bench_rerun import timed_backup
 from ferryman.engine.options import RestoreOptions
 from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository, open_backend
-
-HERE = Path(__file__).resolve().parent.parent
-REFERENCE_SHARE = HERE / "work" / "workload-reference" / "share"
 
 
 def one_round(folder: Path, work: Path, verify: bool) -> dict[str, Any]:

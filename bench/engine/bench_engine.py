@@ -48,6 +48,8 @@ from ferryman.sources.local import LocalSource
 
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent.parent
+# the reference workload as `make bench` builds it (bench.workload); never modified
+REFERENCE_SHARE = HERE / "work" / "workload-reference" / "share"
 
 
 def _rss_mb(pid: int | str = "self") -> float:

@@ -47,13 +47,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.engine.bench_engine import REFERENCE_SHARE
 from bench.tree_memory import TreeMemorySampler, descendants
 from ferryman.repository import Repository, open_backend, tree
 from ferryman.repository.blob import KIND_DATA, KIND_TREE
 
 HERE = Path(__file__).resolve().parent.parent
 WORK = HERE / "work" / "memory-scaling"
-REFERENCE_SHARE = HERE / "work" / "workload-reference" / "share"
 PASSPHRASE = "bench"
 TARGET_RATIO = 1.10
 FILL_BLOB_SIZE = 256
