@@ -719,20 +719,16 @@ class TreeSaver:
         return blob_id
 
     def _add_built(self) -> None:
-        """Add the tree blobs built since the last call to the writer: those it does not
-        have (one ``has_blobs`` query for all) in one ``add_blobs``; the listings of
-        the new ones are cached (an old blob's listing is cached when read)."""
+        """Add the tree blobs built since the last call to the writer in one ``add_blobs``
+        (which asks the index about them in one query); the listings of the new ones are
+        cached (an old blob's listing is cached when read)."""
         built, self._built, self._built_bytes = self._built, [], 0
         if not built:
             return
-        have = self._writer.has_blobs([blob_id for blob_id, _, _ in built])
-        todo = [x for x in built if x[0] not in have]
-        if not todo:
-            return
-        new = self._writer.add_blobs(KIND_TREE, [(i, data) for i, data, _ in todo], checked=True)
+        new = self._writer.add_blobs(KIND_TREE, [(i, data) for i, data, _ in built])
         self._stats.add(trees_written=sum(new))
         if self._listings is not None:
-            for (blob_id, _, listed), stored in zip(todo, new, strict=True):
+            for (blob_id, _, listed), stored in zip(built, new, strict=True):
                 if stored:
                     self._listings.put(blob_id, CompactListing.join(listed))
 

@@ -387,7 +387,8 @@ class RepositoryWriter:
             with self._session_lock:
                 claimed = [claim(b) for b in ids]
         else:
-            wanted = [not self.has_blob(b) for b in ids]
+            have = self.has_blobs(ids)  # one index query for the batch
+            wanted = [b not in have for b in ids]
             with self._session_lock:
                 claimed = [want and claim(b) for b, want in zip(ids, wanted, strict=True)]
         dedup = len(claimed) - sum(claimed)
