@@ -199,7 +199,7 @@ def settle_after_deletion(
     # never more than ``settle``: the mark is rounded to the millisecond, and a clock
     # stepped back must not make a restore wait for longer than a fresh deletion would
     wait = min(settle, deleted + settle - time.time())
-    if wait <= 0:
+    if wait < 0.001:  # the mark's resolution: time.sleep's clock and time.time() drift apart
         return 0.0
     say(f"waiting {wait:.0f} s: files created soon after a large deletion are slower here")
     time.sleep(wait)
