@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
+import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from typing import TypeVar
+from multiprocessing import forkserver, process, util
+from typing import Any, TypeVar
 
 S = TypeVar("S")
+
+log = logging.getLogger(__name__)
+
+# fork servers left running for their last workers after their socket vanished: reaped
+# (without waiting) when the next forked pool starts
+_abandoned: list[int] = []
+_exit_checked = False  # the folder is checked once more at exit
 
 
 def spawn_pool(processes: int, init: Callable[[S], None], setup: S) -> ProcessPoolExecutor:
@@ -37,7 +48,87 @@ def forked_pool(
     cheap once the modules it imports are loaded. ``preload`` counts only for the pool
     that starts the fork server; a later pool's other modules are imported by its
     workers.
+
+    The fork server listens on a socket in multiprocessing's temporary folder
+    (``pymp-*`` under ``/tmp``), which a /tmp cleaner (systemd-tmpfiles, ~10 days) or an
+    administrator may delete under a long-running proxy: no pool could start again.
+    Each pool checks that socket first (``_replace_unreachable_fork_server``).
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["__main__", *preload])
+    _replace_unreachable_fork_server()
     return ProcessPoolExecutor(processes, mp_context=context, initializer=init, initargs=(setup,))
+
+
+def _replace_unreachable_fork_server() -> None:
+    """Let the next pool start a new fork server when the running one's socket is gone
+    (or its folder is no longer this process's own, 0700: another user could have put
+    a socket of theirs there, which would receive the workers' setup, master key
+    included), and give multiprocessing a temporary folder again if its own was deleted.
+
+    The old fork server is not stopped: the workers of a pool still running were forked
+    by it, and it reports their exit; it exits by itself after its last worker (the
+    "alive" pipe), and is reaped by a later call.
+    """
+    server: Any = forkserver._forkserver  # private: CPython keeps no public handle on it
+    with server._lock:
+        _reap_abandoned()
+        pid, address = server._forkserver_pid, server._forkserver_address
+        if pid is not None and not _own_socket(address):
+            log.warning(
+                "multiprocessing's fork server socket %s is gone or replaced: starting a new one",
+                address,
+            )
+            os.close(server._forkserver_alive_fd)
+            _abandoned.append(pid)
+            server._forkserver_pid = server._forkserver_address = None
+            server._forkserver_alive_fd = None
+        _restore_temp_dir()
+        global _exit_checked
+        if not _exit_checked:  # before multiprocessing removes the folder at exit (-100)
+            util.Finalize(None, _restore_temp_dir, exitpriority=-99)
+            _exit_checked = True
+
+
+def _reap_abandoned() -> None:
+    for pid in list(_abandoned):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _abandoned.remove(pid)
+
+
+def _own_socket(address: str | bytes | None) -> bool:
+    if not isinstance(address, str) or util.is_abstract_socket_namespace(address):
+        return True  # nothing on the file system to lose
+    try:
+        return _own_folder(os.path.dirname(address)) and stat.S_ISSOCK(os.lstat(address).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _own_folder(path: str) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077 == 0
+
+
+def _restore_temp_dir() -> None:
+    """Make multiprocessing's temporary folder (where a new fork server binds its
+    socket) again when it was deleted: under its old name (multiprocessing removes it
+    at exit, and complains if it is missing then), or a new one if that name is
+    somebody else's now."""
+    current: Any = process.current_process()
+    config: dict[str, Any] = current._config
+    tempdir = config.get("tempdir")
+    if tempdir is None or _own_folder(tempdir):
+        return  # not made yet (multiprocessing makes it when needed), or still there
+    try:
+        os.mkdir(tempdir, 0o700)
+    except FileExistsError:
+        log.warning("multiprocessing's temporary folder %s was replaced: using a new one", tempdir)
+        config["tempdir"] = None  # the next get_temp_dir() makes a new one

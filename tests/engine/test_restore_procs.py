@@ -180,3 +180,81 @@ def test_a_killed_fork_server_is_replaced_and_one_dying_under_a_restore_leaves_i
     servers = done.stdout.split()
     assert len(servers) == 4 and servers[0] != servers[1], servers
     assert servers[3] not in servers[:3], servers
+
+
+# A program that restores three times: after the first restore, multiprocessing's
+# temporary folder (the fork server's socket) is deleted, as by a /tmp cleaner; after
+# the second, the folder is deleted and made again by "someone else" (world-writable),
+# with a listening socket of theirs where the fork server's was.
+PROGRAM_FORK_SERVER_SOCKET_DELETED = textwrap.dedent(
+    """
+    import faulthandler, os, shutil, socket, sys
+    from pathlib import Path
+    from multiprocessing import forkserver, util
+
+    def main() -> None:
+        from ferryman.engine import restore_walk
+        from ferryman.engine.backup import run_backup
+        from ferryman.engine.options import BackupOptions, RestoreOptions
+        from ferryman.engine.restore import run_restore
+        from ferryman.repository import Repository, open_backend
+        from ferryman.sources.local import LocalSource
+
+        faulthandler.dump_traceback_later(60, exit=True)  # a hang fails, with its stacks
+        base = Path(sys.argv[1])
+        restore_walk.PROCESS_AFTER_FILES = 0
+        restore_walk.BATCH_FILES = 2
+        src = base / "src"
+        for i in range(12):
+            (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+            (src / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(100 + i))
+        backend = open_backend(str(base / "repo"))
+        repo = Repository.init(backend, "pw", scrypt_n=1 << 10, cache_dir=base / "cache")
+        point = run_backup(LocalSource(src), repo, BackupOptions(share="s")).restore_point
+        assert point is not None
+        servers = []
+        decoy = None
+        for n in range(3):
+            result = run_restore(repo, point, base / f"out{n}", RestoreOptions(processes=2))
+            assert result.status == "success" and result.stats.files_restored == 12, result
+            for i in range(12):
+                path = f"d{i % 3}/f{i}"
+                assert (base / f"out{n}" / path).read_bytes() == (src / path).read_bytes()
+            servers.append(forkserver._forkserver._forkserver_pid)
+            address = forkserver._forkserver._forkserver_address
+            folder = os.path.dirname(address)
+            assert folder == util.get_temp_dir(), (folder, util.get_temp_dir())
+            shutil.rmtree(folder)
+            if n == 1:
+                os.mkdir(folder)
+                os.chmod(folder, 0o777)
+                decoy = socket.socket(socket.AF_UNIX)
+                decoy.bind(address)
+                decoy.listen()
+        assert decoy is not None
+        decoy.setblocking(False)
+        try:
+            decoy.accept()
+            print("the decoy socket was contacted")
+        except BlockingIOError:
+            pass
+        repo.close()
+        print(*servers)
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+def test_a_fork_server_whose_socket_was_deleted_is_replaced(tmp_path: Path) -> None:
+    """A /tmp cleaner deletes the fork server's socket under a long-running proxy: the
+    next restore starts a new fork server and still writes through worker processes
+    (it fell back to threads for every later restore, and the process's exit printed
+    a traceback); a socket put in its place by someone else is never contacted."""
+    done = run_program(tmp_path, PROGRAM_FORK_SERVER_SOCKET_DELETED)
+    assert done.returncode == 0, done.stderr  # the program checks the three restores' files
+    assert "using threads" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    servers = done.stdout.split()
+    assert len(servers) == 3 and len(set(servers)) == 3, done.stdout
+    assert done.stderr.count("is gone or replaced: starting a new one") == 2, done.stderr
