@@ -2,8 +2,9 @@
 
 A section is a package ``bench/repository``, ``bench/engine`` or ``bench/sources``; it runs as
 ``python -m bench.<area>`` when it has a ``__main__.py``, otherwise each of its
-public modules runs as ``python -m bench.<area>.<module>``. Its output is shown
-as is and kept in the results file.
+public modules runs as ``python -m bench.<area>.<module>`` (except a module with
+the line ``SECTION = False``: a standalone command, too long for ``make bench``).
+Its output is shown as is and kept in the results file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.console import Console
 
 AREAS = ("repository", "engine", "sources")
 TIMEOUT = 900
+STANDALONE_MARK = "SECTION = False"
 
 
 def _modules(area_dir: Path) -> list[str]:
@@ -25,7 +27,9 @@ def _modules(area_dir: Path) -> list[str]:
     return [
         f"bench.{area}.{p.stem}"
         for p in sorted(area_dir.glob("*.py"))
-        if not p.name.startswith("_") and not p.name.startswith("test")
+        if not p.name.startswith("_")
+        and not p.name.startswith("test")
+        and STANDALONE_MARK not in p.read_text().splitlines()
     ]
 
 
