@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+# the test harness imports its port helper as the tests do (tests/ on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from tests.integration.harness import ServerProcess
 from tests.integration.sshd import start_sshd, stop_sshd
 

@@ -13,7 +13,6 @@ import glob
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from loopback_ports import ADDRESS_IN_USE, PortTaken, on_free_port
 
 # The files that take longest (seconds on a clean-clone run, 2 cores), longest first.
 _LONG_FILES = (
@@ -55,12 +55,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=rank)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _pg_bin() -> str | None:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if candidates:
@@ -89,31 +83,29 @@ def postgres_server() -> Iterator[str]:
     prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
     if as_root:
         shutil.chown(tmp, user="postgres")
-    port = _free_port()
+    log = os.path.join(tmp, "log")
+
+    def start(port: int) -> int:
+        logged = os.path.getsize(log) if os.path.exists(log) else 0
+        options = f"-k {tmp} -h 127.0.0.1 -p {port} -c fsync=off -c max_connections=300"
+        pg_ctl = [*prefix, f"{bindir}/pg_ctl", "-D", data, "-o", options, "-l", log]
+        try:
+            subprocess.run([*pg_ctl, "-w", "start"], check=True, capture_output=True)
+        except subprocess.CalledProcessError:
+            with open(log, errors="replace") as f:
+                if ADDRESS_IN_USE in f.read()[logged:]:
+                    raise PortTaken(port) from None
+            raise
+        return port
+
     try:
         subprocess.run(
             [*prefix, f"{bindir}/initdb", "-D", data, "-U", user, "--auth=trust", "-E", "UTF8"],
             check=True,
             capture_output=True,
         )
-        options = f"-k {tmp} -h 127.0.0.1 -p {port} -c fsync=off -c max_connections=300"
-        subprocess.run(
-            [
-                *prefix,
-                f"{bindir}/pg_ctl",
-                "-D",
-                data,
-                "-o",
-                options,
-                "-l",
-                f"{tmp}/log",
-                "-w",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-        )
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        port = on_free_port(start)
+    except (subprocess.CalledProcessError, FileNotFoundError, PortTaken) as exc:
         detail = getattr(exc, "stderr", b"") or b""
         shutil.rmtree(tmp, ignore_errors=True)
         _unavailable(f"cannot start a cluster: {exc} {detail.decode(errors='replace')[:300]}")
@@ -151,29 +143,34 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     Used by the S3 repository backend tests and the S3 source tests.
     """
-    port = _free_port()
     exe = Path(sys.executable).with_name("moto_server")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen(
-            [*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=logf, stderr=logf, env=env
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                message = f"moto S3 server did not start: {log.read_text()[-2000:]}"
-                if os.environ.get("CI") == "true":
-                    pytest.fail(message)
-                pytest.skip(message)
-            time.sleep(0.2)
+
+    def start(port: int) -> tuple[subprocess.Popen[bytes], str]:
+        with open(log, "wb") as logf:
+            proc = subprocess.Popen(
+                [*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=logf, stderr=logf, env=env
+            )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
+                return proc, url
+            except OSError:
+                if proc.poll() is not None and ADDRESS_IN_USE in log.read_text(errors="replace"):
+                    raise PortTaken(port) from None
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    message = f"moto S3 server did not start: {log.read_text()[-2000:]}"
+                    if os.environ.get("CI") == "true":
+                        pytest.fail(message)
+                    pytest.skip(message)
+                time.sleep(0.2)
+
+    proc, url = on_free_port(start)
     yield url
     proc.terminate()
     proc.wait(10)

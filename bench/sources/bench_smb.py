@@ -45,6 +45,7 @@ def _default_folder() -> Path:
 
 def _launcher() -> ModuleType:
     path = HERE.parent / "tests" / "sources" / "smb_server.py"
+    sys.path.insert(0, str(path.parent.parent))  # it imports loopback_ports as the tests do
     spec = importlib.util.spec_from_file_location("ferryman_bench_smb_server", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

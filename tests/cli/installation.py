@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,13 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loopback_ports import ADDRESS_IN_USE, PortTaken, free_port, on_free_port, set_listen_port
+
 FERRYMAN = [sys.executable, "-m", "ferryman.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -77,6 +72,13 @@ class Installation:
 
     def start(self, embedded_proxy: bool = True) -> None:
         self.ok("server", "init", "--listen", f"127.0.0.1:{self.port}")
+        # another program may take the port between init and run: run on another one then
+        on_free_port(lambda port: self._run(port, embedded_proxy), self.port)
+
+    def _run(self, port: int, embedded_proxy: bool) -> None:
+        if port != self.port:
+            set_listen_port(self.home, port)
+            self.port = port
         log = (self.work / "server.log").open("wb")
         extra = [] if embedded_proxy else ["--no-embedded-proxy"]
         self.process = subprocess.Popen(
@@ -89,6 +91,8 @@ class Installation:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if ADDRESS_IN_USE in (self.work / "server.log").read_text(errors="replace"):
+                    raise PortTaken(port)
                 raise AssertionError(f"ferryman server run exited early\n{self.server_log()}")
             done = self.ferryman("proxy", "list", "--json", timeout=30)
             if done.returncode == 0 and (

@@ -6,7 +6,6 @@ import filecmp
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from loopback_ports import ADDRESS_IN_USE, PortTaken, free_port, on_free_port, set_listen_port
 
 from ferryman.server.init import init_server
 
@@ -30,12 +30,6 @@ TEST_ENV = {
     "FERRYMAN_CHECKPOINT_INTERVAL": "0.5",
     "FERRYMAN_LOG_LEVEL": "INFO",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -71,6 +65,18 @@ class ServerProcess:
         )
 
     def start(self) -> ServerProcess:
+        if self.proc is None:  # first start: another program may have taken the port since init
+            started: ServerProcess = on_free_port(self._start_on, self.port)
+            return started
+        return self._start_on(self.port)
+
+    def _start_on(self, port: int) -> ServerProcess:
+        if port != self.port:
+            set_listen_port(self.home, port)
+            self.port = port
+            self.url = f"https://127.0.0.1:{port}"
+            self.api.base_url = httpx.URL(f"{self.url}/api/v1")
+        logged = len(self.log(tail=False))
         code = (
             "from ferryman.server import run_server; "
             f"run_server({str(self.home)!r}, embedded_proxy={self.embedded})"
@@ -85,6 +91,8 @@ class ServerProcess:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if ADDRESS_IN_USE in self.log(tail=False)[logged:]:
+                    raise PortTaken(port)
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             try:
                 if self.api.get("/health", timeout=1).is_success:
@@ -94,9 +102,10 @@ class ServerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
-    def log(self) -> str:
+    def log(self, tail: bool = True) -> str:
         path = self.home / "server.log"
-        return path.read_text(errors="replace")[-5000:] if path.exists() else ""
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return text[-5000:] if tail else text
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

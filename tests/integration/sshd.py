@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from .harness import free_port
+from loopback_ports import ADDRESS_IN_USE, PortTaken, listens, on_free_port
 
 SSHD = "/usr/sbin/sshd"
 TEST_USER = "ferrytest"
@@ -66,6 +64,8 @@ class SshServer:
         self.start()
 
     def start(self) -> None:
+        path = self.folder / "sshd.log"
+        logged = len(path.read_text(errors="replace")) if path.exists() else 0
         log = open(self.folder / "sshd.log", "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", str(self.folder / "sshd_config")],
@@ -75,12 +75,13 @@ class SshServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError((self.folder / "sshd.log").read_text()[-2000:])
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+                text = (self.folder / "sshd.log").read_text(errors="replace")
+                if ADDRESS_IN_USE in text[logged:]:
+                    raise PortTaken(self.port)
+                raise RuntimeError(text[-2000:])
+            if listens(self.proc.pid, self.port):  # sshd, not another program on the port
                 return
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         raise RuntimeError("sshd did not start listening")
 
     def stop(self) -> None:
@@ -110,26 +111,30 @@ def start_sshd(folder: Path) -> SshServer:
     for user in ("root", TEST_USER):
         (authorized / user).write_text(client.with_suffix(".pub").read_text())
     os.chmod(folder, 0o755)
-    port = free_port()
-    (folder / "sshd_config").write_text(
-        f"Port {port}\n"
-        "ListenAddress 127.0.0.1\n"
-        f"HostKey {folder / 'ssh_host_ed25519_key'}\n"
-        f"PidFile {folder / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {authorized}/%u\n"
-        "StrictModes no\n"
-        "PermitRootLogin prohibit-password\n"
-        "PasswordAuthentication yes\n"
-        "KbdInteractiveAuthentication no\n"
-        "UsePAM no\n"
-        f"AllowUsers root {TEST_USER}\n"
-        "Subsystem sftp internal-sftp\n"
-        "LogLevel ERROR\n"
-    )
-    server = SshServer(
-        folder, port, client, TEST_USER, password, created_user=created, authorized=authorized
-    )
-    server.start()
+
+    def start(port: int) -> SshServer:
+        (folder / "sshd_config").write_text(
+            f"Port {port}\n"
+            "ListenAddress 127.0.0.1\n"
+            f"HostKey {folder / 'ssh_host_ed25519_key'}\n"
+            f"PidFile {folder / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {authorized}/%u\n"
+            "StrictModes no\n"
+            "PermitRootLogin prohibit-password\n"
+            "PasswordAuthentication yes\n"
+            "KbdInteractiveAuthentication no\n"
+            "UsePAM no\n"
+            f"AllowUsers root {TEST_USER}\n"
+            "Subsystem sftp internal-sftp\n"
+            "LogLevel ERROR\n"
+        )
+        server = SshServer(
+            folder, port, client, TEST_USER, password, created_user=created, authorized=authorized
+        )
+        server.start()
+        return server
+
+    server: SshServer = on_free_port(start)
     return server
 
 

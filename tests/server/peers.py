@@ -4,8 +4,8 @@ SMTP server (aiosmtpd) that records mails."""
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import ipaddress
-import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from loopback_ports import PortTaken, on_free_port
 
 
 @dataclass
@@ -111,11 +112,19 @@ def smtp_server(
             options.update(tls_context=context, require_starttls=True)
         else:
             options.update(ssl_context=context)
-    with socket.socket() as probe:  # aiosmtpd needs a fixed port to check it is up
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port, **options)
-    controller.start()
+
+    def start(port: int) -> Controller:  # aiosmtpd needs a fixed port to check it is up
+        controller = Controller(mailbox, hostname="127.0.0.1", port=port, **options)
+        try:
+            controller.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortTaken(port) from exc
+            raise
+        return controller
+
+    controller = on_free_port(start)
+    port = controller.port
     try:
         yield port, mailbox
     finally:

@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from loopback_ports import ADDRESS_IN_USE, PortTaken, listens, on_free_port
 
 SMB_USER = "backup"
 SMB_PASSWORD = "Secr3t-backup"
@@ -116,12 +116,6 @@ class SambaUnavailable(Exception):
     """smbd cannot run here (not installed, not root)."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"smbd is required under CI: {reason}")
@@ -173,11 +167,9 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(f"smbd exited with {proc.returncode}: {tail}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
+        if listens(proc.pid, port):  # smbd itself, not another program holding the port
+            return
+        time.sleep(0.1)
     raise RuntimeError("smbd did not start listening within 20 s")
 
 
@@ -203,9 +195,8 @@ def run_samba(share_names: list[str]) -> Iterator[SambaServer]:
         path.mkdir(parents=True)
         path.chmod(0o755)
     (root / "shares").chmod(0o755)
-    port = _free_port()
     conf = root / "smb.conf"
-    conf.write_text(_config(root, port, shares))
+    conf.write_text(_config(root, 445, shares))  # for pdbedit (it refuses port 0); set at start
     unix_user = os.environ.get("USER") or "root"
     for account, password in ((unix_user, SMB_PASSWORD), (LIMITED_UNIX, LIMITED_PASSWORD)):
         subprocess.run(
@@ -216,7 +207,10 @@ def run_samba(share_names: list[str]) -> Iterator[SambaServer]:
         )
     log = root / "log" / "smbd.log"
 
+    port = 0
+
     def launch() -> subprocess.Popen[bytes]:
+        logged = len(log.read_text(errors="replace")) if log.exists() else 0
         with open(root / "log" / "stderr", "ab") as err:
             proc = subprocess.Popen(
                 [smbd, "--foreground", "--no-process-group", "-s", str(conf)],
@@ -224,13 +218,24 @@ def run_samba(share_names: list[str]) -> Iterator[SambaServer]:
                 stderr=err,
                 start_new_session=True,  # smbd signals its process group when it stops
             )
-        _wait_listening(port, proc, log)
+        try:
+            _wait_listening(port, proc, log)
+        except RuntimeError:
+            if ADDRESS_IN_USE in log.read_text(errors="replace")[logged:]:
+                raise PortTaken(port) from None
+            raise
         return proc
 
-    server = SambaServer(root, port, shares, launch=launch)
+    def start(chosen: int) -> subprocess.Popen[bytes]:
+        nonlocal port
+        port = chosen
+        conf.write_text(_config(root, port, shares))
+        return launch()
+
+    server = SambaServer(root, 0, shares, launch=launch)
     try:
-        server.proc = launch()
-        server.pid = server.proc.pid
+        server.proc = on_free_port(start)
+        server.port, server.pid = port, server.proc.pid
         yield server
     finally:
         # smbd leads its own process group (its workers included): stop them all
