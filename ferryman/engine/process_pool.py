@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import stat
+import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import forkserver, process, util
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 # (without waiting) when the next forked pool starts
 _abandoned: list[int] = []
 _exit_checked = False  # the folder is checked once more at exit
+SOCKET_PATH_MAX = 107  # sun_path's 108 bytes, less the final NUL
 
 
 def spawn_pool(processes: int, init: Callable[[S], None], setup: S) -> ProcessPoolExecutor:
@@ -58,6 +61,36 @@ def forked_pool(
     context.set_forkserver_preload(["__main__", *preload])
     _replace_unreachable_fork_server()
     return ProcessPoolExecutor(processes, mp_context=context, initializer=init, initargs=(setup,))
+
+
+def use_runtime_directory() -> None:
+    """Keep multiprocessing's temporary folder (the fork server's socket) in the service's
+    runtime directory when systemd gave it one (``RuntimeDirectory=``, as the deployed
+    proxy's unit does: ``$RUNTIME_DIRECTORY``, under /run, the service's own and removed
+    when it stops), out of /tmp and its cleaners. Called by a server or proxy before its
+    first pool; without a runtime directory, ``forked_pool``'s check covers /tmp."""
+    folder = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    current: Any = process.current_process()
+    if not folder or current._config.get("tempdir") is not None:
+        return  # not a systemd service with one, or multiprocessing chose already
+    # pymp-XXXXXXXX/listener-XXXXXXXX below it must fit a socket address
+    if (
+        len(os.fsencode(os.path.join(folder, "pymp-12345678", "listener-12345678")))
+        > SOCKET_PATH_MAX
+    ):
+        log.warning(
+            "runtime directory %s too deep for a socket: worker sockets stay in /tmp", folder
+        )
+        return
+    try:
+        tempdir = tempfile.mkdtemp(prefix="pymp-", dir=folder)
+    except OSError as exc:
+        log.warning("runtime directory %s unusable (%s): worker sockets stay in /tmp", folder, exc)
+        return
+    util.Finalize(
+        None, shutil.rmtree, args=(tempdir,), kwargs={"ignore_errors": True}, exitpriority=-100
+    )
+    current._config["tempdir"] = tempdir
 
 
 def _replace_unreachable_fork_server() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import ferryman
+from ferryman.engine.process_pool import use_runtime_directory
 from ferryman.logs import configure_logging, log_context, set_process_field
 from ferryman.proxy import capabilities, path_names, probing
 from ferryman.proxy.protocol import (
@@ -299,6 +300,7 @@ def run_remote_proxy(
     from ferryman.proxy.client import HttpsChannel, join_or_load
 
     configure_logging()  # FERRYMAN_LOG_FORMAT; kept when the caller set logging up already
+    use_runtime_directory()  # the restore workers' sockets out of /tmp (systemd unit)
     slots = slots or default_slots()
     identity = join_or_load(server_url, join_token, name=name, site=site, slots=slots, home=home)
     set_process_field("proxy", identity.name)

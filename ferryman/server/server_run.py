@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy import select
 
+from ferryman.engine.process_pool import use_runtime_directory
 from ferryman.server.api.app import create_app
 from ferryman.server.config import validate_listen
 from ferryman.server.context import ServerContext
@@ -190,6 +191,7 @@ def run_server(
 ) -> None:
     """Run the backup server until SIGTERM/SIGINT (blocking). ``catch_up`` overrides the
     server setting: run jobs that missed scheduled runs while the server was down."""
+    use_runtime_directory()  # the embedded proxy's restore workers: sockets out of /tmp
     running = RunningServer(resolve_home(home), listen, embedded_proxy, catch_up)
 
     def on_signal(signum: int, frame: object) -> None:

@@ -258,3 +258,63 @@ def test_a_fork_server_whose_socket_was_deleted_is_replaced(tmp_path: Path) -> N
     servers = done.stdout.split()
     assert len(servers) == 3 and len(set(servers)) == 3, done.stdout
     assert done.stderr.count("is gone or replaced: starting a new one") == 2, done.stderr
+
+
+# A program that sets its worker sockets' place as a server or proxy does, restores once
+# through worker processes, and prints where the fork server listens.
+PROGRAM_RUNTIME_DIRECTORY = textwrap.dedent(
+    """
+    import logging, os, sys
+    from pathlib import Path
+    from multiprocessing import forkserver
+
+    def main() -> None:
+        from ferryman.engine import process_pool, restore_walk
+        from ferryman.engine.backup import run_backup
+        from ferryman.engine.options import BackupOptions, RestoreOptions
+        from ferryman.engine.restore import run_restore
+        from ferryman.repository import Repository, open_backend
+        from ferryman.sources.local import LocalSource
+
+        logging.basicConfig()
+        process_pool.use_runtime_directory()
+        base = Path(sys.argv[1])
+        restore_walk.PROCESS_AFTER_FILES = 0
+        restore_walk.BATCH_FILES = 2
+        src = base / "src"
+        for i in range(6):
+            (src / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
+            (src / f"d{i % 2}" / f"f{i}").write_bytes(os.urandom(100 + i))
+        backend = open_backend(str(base / "repo"))
+        repo = Repository.init(backend, "pw", scrypt_n=1 << 10, cache_dir=base / "cache")
+        point = run_backup(LocalSource(src), repo, BackupOptions(share="s")).restore_point
+        assert point is not None
+        result = run_restore(repo, point, base / "out", RestoreOptions(processes=2))
+        assert result.status == "success" and result.stats.files_restored == 6, result
+        repo.close()
+        print(forkserver._forkserver._forkserver_address)
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+def test_a_service_keeps_its_worker_sockets_in_its_runtime_directory(tmp_path: Path) -> None:
+    """Under systemd with ``RuntimeDirectory=`` (the deployed proxy's unit), the fork
+    server's socket is in that folder (/run/..., no /tmp cleaner), removed at exit; a
+    folder too deep for a socket's path leaves it in /tmp, still with worker processes."""
+    runtime = tmp_path / "rt"
+    runtime.mkdir(mode=0o700)
+    done = run_program(tmp_path, PROGRAM_RUNTIME_DIRECTORY, RUNTIME_DIRECTORY=str(runtime))
+    assert done.returncode == 0, done.stderr
+    address = Path(done.stdout.strip())
+    assert address.parent.parent == runtime and address.parent.name.startswith("pymp-")
+    assert list(runtime.iterdir()) == []  # removed when the process ended
+    second = tmp_path / "second"
+    deep = second / ("d" * 120)
+    deep.mkdir(parents=True)
+    done = run_program(second, PROGRAM_RUNTIME_DIRECTORY, RUNTIME_DIRECTORY=str(deep))
+    assert done.returncode == 0, done.stderr
+    assert "too deep for a socket" in done.stderr and "using threads" not in done.stderr
+    assert not Path(done.stdout.strip()).is_relative_to(deep), done.stdout

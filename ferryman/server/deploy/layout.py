@@ -114,6 +114,10 @@ class Layout:
             f"WorkingDirectory={self.root}",
             f"EnvironmentFile=-{self.env_file}",
             f"ExecStart={self.launcher}",
+            # /run/ferryman-proxy, the proxy's own: its restore workers' fork server keeps
+            # its socket there, not in /tmp where a cleaner deletes it after ~10 days
+            "RuntimeDirectory=ferryman-proxy",
+            "RuntimeDirectoryMode=0700",
             "Restart=on-failure",
             "RestartSec=5",
             "KillSignal=SIGTERM",

@@ -126,6 +126,8 @@ def test_systemd_unit_and_launcher() -> None:
     assert "Restart=on-failure" in unit
     assert "WantedBy=multi-user.target" in unit  # started at boot once enabled
     assert "EnvironmentFile=-/var/lib/ferryman-proxy/proxy.env" in unit
+    # the restore workers' socket in /run/ferryman-proxy ($RUNTIME_DIRECTORY), not /tmp
+    assert "RuntimeDirectory=ferryman-proxy" in unit
     launcher = layout.launcher_text(ProxySettings("https://10.0.0.1:8443", "p 1", "hq", 3))
     assert launcher.startswith("#!/bin/sh\n")
     assert (
