@@ -15,7 +15,8 @@ seconds, CPU seconds of the process (all threads and reaped children), the walk'
 thread CPU, files read and tree blobs written, and the CPU seconds per thread name
 (``bench_engine.sampled_thread_cpu``: steadier than wall time on a loaded machine,
 and they tell which stage a change saved). ``--verify`` restores the daily
-restore point and compares it with the changed copy (not timed).
+restore point and compares it with the changed copy (not timed); a difference
+makes the exit status 1, with or without ``--json``.
 
 Compare two versions by alternating runs of this script under ``flock``.
 """
@@ -91,15 +92,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             threads = r["thread_cpu_s"]
             print("  thread cpu s: " + ", ".join(f"{k} {v:.2f}" for k, v in threads.items()))
+    # a restore that differs from the changed copy fails the run, in either output form
+    status = 0 if all(r.get("restore_identical", True) for r in rows) else 1
     if args.json:
         print(json.dumps(rows))
-        return 0
+        return status
     med = {k: statistics.median(r[k] for r in rows) for k in ("seconds", "cpu_s", "walk_cpu_s")}
     print(
         f"median of {len(rows)}: daily {med['seconds']:.3f} s wall {med['cpu_s']:.3f} s cpu "
         f"{med['walk_cpu_s']:.3f} s walk cpu"
     )
-    return 0 if all(r.get("restore_identical", True) for r in rows) else 1
+    return status
 
 
 if __name__ == "__main__":
