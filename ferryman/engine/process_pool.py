@@ -6,8 +6,10 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import forkserver, process, util
@@ -22,6 +24,14 @@ log = logging.getLogger(__name__)
 _abandoned: list[int] = []
 _exit_checked = False  # the folder is checked once more at exit
 SOCKET_PATH_MAX = 107  # sun_path's 108 bytes, less the final NUL
+# how long the fork server may take to fork a first process (it imports its preload
+# modules first: ~0.3 s, seconds on a loaded machine) before it counts as hung
+FORK_SERVER_TIMEOUT = 60.0
+
+
+class ForkServerUnavailable(OSError):
+    """multiprocessing's fork server cannot fork worker processes (it does not answer,
+    or failed): the caller does the work in-process instead."""
 
 
 def spawn_pool(processes: int, init: Callable[[S], None], setup: S) -> ProcessPoolExecutor:
@@ -55,12 +65,46 @@ def forked_pool(
     The fork server listens on a socket in multiprocessing's temporary folder
     (``pymp-*`` under ``/tmp``), which a /tmp cleaner (systemd-tmpfiles, ~10 days) or an
     administrator may delete under a long-running proxy: no pool could start again.
-    Each pool checks that socket first (``_replace_unreachable_fork_server``).
+    Each pool checks that socket first (``_replace_unreachable_fork_server``), then forks
+    its first worker at once: a fork server that does not answer within
+    ``FORK_SERVER_TIMEOUT`` (stopped, hung) would otherwise block the pool's first
+    ``submit`` forever; it is killed (the next pool starts a new one) and
+    ``ForkServerUnavailable`` raised, as when the worker cannot be forked at all.
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["__main__", *preload])
     _replace_unreachable_fork_server()
-    return ProcessPoolExecutor(processes, mp_context=context, initializer=init, initargs=(setup,))
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=init, initargs=(setup,))
+    _start_first_worker(pool)
+    return pool
+
+
+def _start_first_worker(pool: ProcessPoolExecutor) -> None:
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            pool.submit(os.getpid)  # forks the first worker: returns once the server answered
+        except BaseException as exc:  # reported by the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=start, name="fork-server-answer", daemon=True)
+    thread.start()
+    thread.join(FORK_SERVER_TIMEOUT)
+    reason = None
+    if thread.is_alive():
+        server: Any = forkserver._forkserver
+        pid = server._forkserver_pid
+        if pid is not None:  # the waiting thread then reads EOF and ends
+            os.kill(pid, signal.SIGKILL)
+        thread.join(5)
+        reason = f"(pid {pid}) did not answer within {FORK_SERVER_TIMEOUT:g} s: killed"
+    elif failed:
+        reason = f"failed: {failed[0]!r}"
+    if reason is not None:
+        if not thread.is_alive():  # its submit holds the pool's lock until it ends
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise ForkServerUnavailable(f"multiprocessing's fork server {reason}")
 
 
 def use_runtime_directory() -> None:

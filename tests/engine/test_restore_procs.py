@@ -318,3 +318,66 @@ def test_a_service_keeps_its_worker_sockets_in_its_runtime_directory(tmp_path: P
     assert done.returncode == 0, done.stderr
     assert "too deep for a socket" in done.stderr and "using threads" not in done.stderr
     assert not Path(done.stdout.strip()).is_relative_to(deep), done.stdout
+
+
+# A program that restores three times; the fork server is stopped (SIGSTOP: it never
+# answers) after the first restore and left so.
+PROGRAM_FORK_SERVER_STOPPED = textwrap.dedent(
+    """
+    import faulthandler, logging, os, signal, sys
+    from pathlib import Path
+    from multiprocessing import forkserver
+
+    def main() -> None:
+        from ferryman.engine import process_pool, restore_walk
+        from ferryman.engine.backup import run_backup
+        from ferryman.engine.options import BackupOptions, RestoreOptions
+        from ferryman.engine.restore import run_restore
+        from ferryman.repository import Repository, open_backend
+        from ferryman.sources.local import LocalSource
+
+        logging.basicConfig()
+        faulthandler.dump_traceback_later(60, exit=True)  # a hang fails, with its stacks
+        process_pool.FORK_SERVER_TIMEOUT = 1.0
+        base = Path(sys.argv[1])
+        restore_walk.PROCESS_AFTER_FILES = 0
+        restore_walk.BATCH_FILES = 2
+        src = base / "src"
+        for i in range(6):
+            (src / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
+            (src / f"d{i % 2}" / f"f{i}").write_bytes(os.urandom(100 + i))
+        backend = open_backend(str(base / "repo"))
+        repo = Repository.init(backend, "pw", scrypt_n=1 << 10, cache_dir=base / "cache")
+        point = run_backup(LocalSource(src), repo, BackupOptions(share="s")).restore_point
+        assert point is not None
+        servers = []
+        for n in range(3):
+            result = run_restore(repo, point, base / f"out{n}", RestoreOptions(processes=2))
+            assert result.status == "success" and result.stats.files_restored == 6, result
+            for i in range(6):
+                path = f"d{i % 2}/f{i}"
+                assert (base / f"out{n}" / path).read_bytes() == (src / path).read_bytes()
+            servers.append(forkserver._forkserver._forkserver_pid)
+            if n == 0:
+                os.kill(servers[0], signal.SIGSTOP)
+        repo.close()
+        print(*servers)
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+def test_a_fork_server_that_does_not_answer_leaves_that_restore_to_threads(
+    tmp_path: Path,
+) -> None:
+    """A stopped or hung fork server never sends the first worker's pid: the restore
+    waited forever. It now waits ``FORK_SERVER_TIMEOUT``, kills that server and writes
+    its files in-process; the next restore forks from a new fork server."""
+    done = run_program(tmp_path, PROGRAM_FORK_SERVER_STOPPED)
+    assert done.returncode == 0, done.stderr  # the program checks the three restores' files
+    assert done.stderr.count("using threads") == 1, done.stderr  # the second restore only
+    assert "did not answer within 1 s: killed" in done.stderr, done.stderr
+    servers = done.stdout.split()
+    assert len(servers) == 3 and servers[2] != servers[0], servers
