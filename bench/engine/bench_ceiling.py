@@ -124,7 +124,7 @@ def _run(step: Step, setup: paths.Setup, targets: Targets, keep: bool) -> paths.
     runner = paths.run_threads if step.mode == "threads" else paths.run_processes
     pack = setup.pack
     if step.kind == "backup":
-        setup.level = step.level or compression.DEFAULT_LEVEL
+        setup.level = compression.DEFAULT_LEVEL if step.level is None else step.level
         setup.staged = step.staged
         os.sync()
         return runner(setup, paths.backup_job, step.workers)

@@ -41,7 +41,7 @@ def test_ceiling_restores_the_tree_and_reports_consistent_figures(tmp_path: Path
     out = tmp_path / "out.json"
     ext4, shm = tmp_path / "ext4", tmp_path / "shm"
     proc = _run(
-        tmp_path, str(tree), "--repeat", "2", "--levels", "1,3", "--ext4-dir", str(ext4),
+        tmp_path, str(tree), "--repeat", "2", "--levels", "0,1,3", "--ext4-dir", str(ext4),
         "--tmpfs-dir", str(shm), "--json", str(out), "--keep", "--settle", "0",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -49,10 +49,12 @@ def test_ceiling_restores_the_tree_and_reports_consistent_figures(tmp_path: Path
     assert doc["files"] == len(files) == 106 and abs(doc["mb"] - total / 1e6) < 1e-9
     rows = {r["name"]: r for r in doc["rows"]}
     assert set(rows) == {
+        "backup L0, 1 thread (stages timed)",
         "backup L1, 1 thread (stages timed)",
         "backup L3, 1 thread (stages timed)",
         "backup L3, 2 threads",
         "backup L3, 2 processes",
+        "backup L0, 2 threads",
         "backup L1, 2 threads",
         *(f"{k} {fs}, 2 {m}" for k in ("restore", "bare") for fs in ("tmpfs", "ext4")
           for m in ("threads", "processes")),
@@ -64,11 +66,11 @@ def test_ceiling_restores_the_tree_and_reports_consistent_figures(tmp_path: Path
         assert abs(r["wall_over_budget"] * r["budget_s"] - r["wall_s"]) < 1e-9
         assert r["name"] in proc.stdout
     # the repeated file is stored once; the random half is stored raw, the text shrinks
-    l3, l1 = rows["backup L3, 2 threads"]["stored_mb"], rows["backup L1, 2 threads"]["stored_mb"]
+    l0, l1, l3 = (rows[f"backup L{lv}, 2 threads"]["stored_mb"] for lv in (0, 1, 3))
     assert 3 * 2**20 / 1e6 < l3 < 0.7 * total / 1e6
-    assert l3 < l1 < total / 1e6
+    assert l3 < l1 < l0 < total / 1e6 + 0.01  # level 0: stored raw (+29 bytes a blob)
     assert abs(doc["record_mb"] - rows["backup L3, 1 thread (stages timed)"]["stored_mb"]) < 1e-9
-    assert list(doc["stages"]) == ["L1", "L3"]
+    assert list(doc["stages"]) == ["L0", "L1", "L3"]
     for level, stages in doc["stages"].items():
         assert list(stages) == ["read", "cut", "hash", "compress", "encrypt"]
         assert all(s > 0 for s in stages.values())
