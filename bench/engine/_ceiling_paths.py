@@ -193,7 +193,6 @@ def backup_job(job: int) -> JobResult:
     clock = time.perf_counter if s.staged else _no_clock
     dirs = _Dirs(s.share.root, s.share)
     nbytes = stored = 0
-    mine = object()  # seen.setdefault is atomic: the first job to see a blob stores it
     try:
         for i in s.share.jobs[job]:
             e = s.share.files[i]
@@ -204,11 +203,11 @@ def backup_job(job: int) -> JobResult:
             t2 = clock()
             ids = [crypto.blob_id(key, p) for p in pieces]
             t3 = clock()
-            fresh = [
-                (b, compression.compress(p, level))
-                for b, p in zip(ids, pieces, strict=True)
-                if seen.setdefault(b, mine) is mine
-            ]
+            fresh = []
+            for b, p in zip(ids, pieces, strict=True):
+                mine = object()  # setdefault is atomic: the first to see a blob stores it
+                if seen.setdefault(b, mine) is mine:
+                    fresh.append((b, compression.compress(p, level)))
             t4 = clock()
             for b, payload in fresh:
                 stored += len(crypto.seal(cipher, payload, _aad(b)))
