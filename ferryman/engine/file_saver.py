@@ -763,7 +763,9 @@ class FileSaver:
             bounded = True
         else:
             extents, holes, bounded = [(start, max(0, st.st_size - start))], [], False
-        carry = b""
+        # the open-ended last chunk of a segment, a view into that segment's buffer (which
+        # it keeps alive): copied once, into the head of the next segment's buffer
+        carry: memoryview | bytes = b""
         end = start
         for idx, (off, length) in enumerate(extents):
             pos, stop = off, off + length
@@ -795,7 +797,11 @@ class FileSaver:
 
     def _cut_and_submit(
         self, view: memoryview, track: LargeRead, offset: int, final: bool
-    ) -> bytes:
+    ) -> memoryview | bytes:
+        """Submit the chunks cut from ``view``; returns the last one unless ``final``
+        (its end is not known yet: it is cut again with the next segment), as a view,
+        not a copy: ``bytes()`` of it cost ~0.5 ms of GIL time per segment (a fresh
+        allocation's page faults and the copy, with the GIL held)."""
         if not view:
             return b""
         chunks = list(self._chunker.cut_buf(view))
@@ -804,7 +810,7 @@ class FileSaver:
             self._submit_chunk(c.data, track, offset + c.offset + c.length)
         if final:
             return b""
-        return bytes(chunks[-1].data)
+        return chunks[-1].data
 
     def _submit_chunk(self, piece: memoryview, track: LargeRead, end: int) -> None:
         n = len(piece)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from ferryman.engine.backup import run_backup
+from ferryman.engine.browse import list_path
+from ferryman.engine.file_saver import SEGMENT
 from ferryman.engine.options import BackupOptions, RestoreOptions
 from ferryman.engine.progress import ProgressEvent
 from ferryman.engine.restore import run_restore
@@ -427,3 +430,23 @@ def test_a_worker_process_killed_mid_restore_loses_and_doubles_no_file(
     assert restored.stats.bytes_restored == sum(1000 + i for i in range(20))
     assert diff_trees(src, out) == []
     assert "writing its files here" in caplog.text
+
+
+def test_a_large_file_is_cut_as_a_whole_across_read_segments(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A large file is read in ``SEGMENT`` pieces, the open-ended last chunk of each
+    carried into the next (as a view of the previous piece's buffer): its chunks are
+    those of cutting the whole file at once, and it restores byte for byte."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = random.Random(7).randbytes(3 * SEGMENT + 12_345)
+    (src / "big").write_bytes(data)
+    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    assert result.restore_point is not None
+    [node] = [n for n in list_path(repo, result.restore_point) if n.name == b"big"]
+    whole = [repo.blob_id(c.data) for c in repo.chunker().cut_buf(data)]
+    assert len(whole) > 4  # boundaries inside segments, and chunks across them
+    assert node.content == whole
+    run_restore(repo, result.restore_point, tmp_path / "out")
+    assert (tmp_path / "out" / "big").read_bytes() == data
