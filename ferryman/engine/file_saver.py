@@ -9,7 +9,8 @@ AES-GCM) runs with the GIL released on every core:
   ``PROCESS_AFTER_FILES`` small files, batches go to saver processes instead
   (``save_procs``: read, cut, hash and compress there; dedup, encryption and
   storing here, ``add_compressed_blobs``), so per-file Python work leaves this
-  process's GIL;
+  process's GIL; those batches are larger (``PROCESS_BATCH_BYTES`` /
+  ``PROCESS_BATCH_FILES``): what is left here is paid per batch;
 * large files are read by one reader thread (the walk goes on) in ``SEGMENT`` pieces,
   cut with FastCDC (the last, open-ended chunk of a segment is carried into the
   next one, so cut points equal whole-file chunking), and every chunk becomes its
@@ -85,6 +86,13 @@ HUGE_PAGE_MIN = 4 << 20  # segment buffers from this size ask for transparent hu
 # The threads go on until a worker is up; 0: every batch goes to the processes (queued
 # there while they start).
 PROCESS_AFTER_FILES = 2_000
+# A batch for the saver processes is larger: its fixed costs in this process (sending
+# it, taking the result from the pipe, the future's hand-off to a saver thread, one
+# index query, one add, its directory handles, budget and stats) hold this process's
+# GIL, which the walk and the tree saver also need (64 files / 2 MiB: ~900 batches on
+# the reference share; 256 / 4 MiB: ~300).
+PROCESS_BATCH_BYTES = 4 << 20
+PROCESS_BATCH_FILES = 256
 DATA = KIND_DATA
 
 
@@ -321,6 +329,10 @@ class FileSaver:
         self._procs: ProcessPoolExecutor | None = None
         self._procs_warm: Future[int] | None = None
         self._procs_off = self._procs_wanted <= 0
+        self._procs_used = False  # a batch went to the processes: larger batches from then on
+        # the directories of the last batch sent to the processes (see _dir_files); it
+        # holds them (not their descriptors: those close when the batches release them)
+        self._dir_idents: dict[int, tuple[LocalDir, int, int]] = {}
         self._procs_lock = threading.Lock()
         self._procs_idle = threading.Condition(self._procs_lock)
         self._procs_batches = 0  # batches sent to the processes and not finished here
@@ -348,7 +360,11 @@ class FileSaver:
         self._batch_bytes += st.st_size
         fut = self._batch_future
         pending = PendingContent(lambda: fut.result()[item.index])
-        if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_FILES:
+        if self._procs_used and not self._procs_off:
+            full = self._batch_bytes >= PROCESS_BATCH_BYTES or len(batch) >= PROCESS_BATCH_FILES
+        else:
+            full = self._batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_FILES
+        if full:
             self.flush_batch()
         return pending
 
@@ -498,9 +514,10 @@ class FileSaver:
         nbytes: int,
     ) -> bool:
         """Send a batch to the saver processes; False: save it in this process."""
-        jobs = _dir_files(batch)
+        jobs = _dir_files(batch, self._dir_idents)
         if jobs is None:
             return False
+        self._procs_used = True
         with self._procs_lock:  # counted before its callback can run
             self._procs_batches += 1
         try:
@@ -551,17 +568,23 @@ class FileSaver:
         """Add the chunks of a batch read by a saver process (the present ones dropped)."""
         _count(tally, **result.tally)
         self._note_worker(result.pid)
-        chunks = result.chunks
+        chunks = result.chunks  # exactly the chunks the files name, each once
         t0 = time.perf_counter()
         present = self._writer.has_blobs(chunks) if chunks else set()
         t1 = time.perf_counter()
-        used = [b for saved in result.files if saved.error is None for b in saved.content]
-        absent = [(b, *chunks[b]) for b in dict.fromkeys(used) if b not in present]
+        absent = [(b, *c) for b, c in chunks.items() if b not in present]
         added = self._writer.add_compressed_blobs(DATA, absent, checked=True) if absent else []
         new_bytes = sum(raw for (_, _, _, raw), new in zip(absent, added, strict=True) if new)
-        all_bytes = sum(chunks[b][2] for b in used)
         writing = time.perf_counter() - t1
-        _count_stored(tally, t1 - t0, writing, len(used), all_bytes, sum(added), new_bytes)
+        _count_stored(
+            tally,
+            t1 - t0,
+            writing,
+            result.references,
+            result.referenced_bytes,
+            sum(added),
+            new_bytes,
+        )
         outcomes: list[FileOutcome] = []
         for saved in result.files:
             if saved.error is not None:
@@ -837,9 +860,16 @@ class FileSaver:
         self._pool.shutdown(wait=True)
 
 
-def _dir_files(batch: list[_SmallItem]) -> list[save_procs.DirFiles] | None:
-    """A batch grouped by directory for the saver processes (None: not all local)."""
-    seen: dict[int, tuple[int, int]] = {}
+def _dir_files(
+    batch: list[_SmallItem], known: dict[int, tuple[LocalDir, int, int]]
+) -> list[save_procs.DirFiles] | None:
+    """A batch grouped by directory for the saver processes (None: not all local).
+
+    ``known``: the previous batch's directories (id -> the directory, its st_dev and
+    st_ino), replaced by this batch's. A descriptor names one directory as long as it
+    is open, so a directory continuing from the previous batch is not ``fstat``ed
+    again (each ``fstat`` gives up the GIL and waits to take it back)."""
+    seen: dict[int, tuple[LocalDir, int, int]] = {}
     out: list[save_procs.DirFiles] = []
     last: SourceDir | None = None
     for it in batch:
@@ -847,14 +877,18 @@ def _dir_files(batch: list[_SmallItem]) -> list[save_procs.DirFiles] | None:
         if not isinstance(d, LocalDir):
             return None
         if d is not last:  # runs of one directory, in batch order (the results' order)
-            ident = seen.get(id(d))
-            if ident is None:
+            ident = seen.get(id(d)) or known.get(id(d))
+            if ident is None or ident[0] is not d:
                 try:
                     st = os.fstat(d.fd)  # the directory the scanner opened and listed
                 except OSError:
                     return None
-                ident = seen[id(d)] = (st.st_dev, st.st_ino)
-            out.append((d.fd, ident[0], ident[1], []))
+                ident = (d, st.st_dev, st.st_ino)
+            seen[id(d)] = ident
+            out.append((d.fd, ident[1], ident[2], []))
             last = d
-        out[-1][3].append((it.name, it.st))
+        st = it.st
+        out[-1][3].append((it.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    known.clear()
+    known.update(seen)
     return out

@@ -32,6 +32,7 @@ from typing import NamedTuple
 from ferryman.engine.process_pool import spawn_pool
 from ferryman.engine.small_files import (
     CHANGED_WARNING,
+    ScanStat,
     Tally,
     count,
     cut_pieces,
@@ -45,9 +46,12 @@ from ferryman.sources.local import LocalDir
 
 DIRECTORY_REPLACED = "directory replaced while being read"
 
+# One file of a batch: its name and its scan lstat's size, mtime, ctime and inode
+# (``small_files.ScanStat``'s fields, a flat tuple: the cheapest to pickle)
+FileEntry = tuple[bytes, int, int, int, int]
 # One directory's files of a batch: (the parent's descriptor of the directory the
-# scanner opened, its st_dev and st_ino, [(name, scan lstat)])
-DirFiles = tuple[int, int, int, list[tuple[bytes, os.stat_result]]]
+# scanner opened, its st_dev and st_ino, [FileEntry])
+DirFiles = tuple[int, int, int, list[FileEntry]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +86,18 @@ class SavedFile(NamedTuple):
 class BatchResult:
     """A batch's files (in batch order), its distinct chunks and the worker's tallies.
 
-    ``chunks``: blob id -> (compression method, body, raw length).
+    ``chunks``: blob id -> (compression method, body, raw length), in the order the
+    files first reference them. ``references``/``referenced_bytes``: the chunks the
+    files name, repeats included, and their raw bytes (counted here, not by the parent
+    walking every file's chunk list again under its GIL).
     """
 
     files: list[SavedFile]
     chunks: dict[bytes, tuple[int, bytes, int]]
     tally: Tally
     pid: int = 0
+    references: int = 0
+    referenced_bytes: int = 0
 
 
 def worker_setup(repo: object, writer: object, read_xattrs: bool) -> WorkerSetup | None:
@@ -189,20 +198,29 @@ def _save_batch(batch: list[DirFiles]) -> BatchResult:
             _save_dir(w, folder, entries, files, chunks, tally)
         finally:
             folder.release()
-    return BatchResult(files, chunks, tally, os.getpid())
+    stored = [f for f in files if f.error is None]
+    return BatchResult(
+        files,
+        chunks,
+        tally,
+        os.getpid(),
+        references=sum(len(f.content) for f in stored),
+        referenced_bytes=sum(f.size for f in stored),
+    )
 
 
 def _save_dir(
     w: _Worker,
     folder: LocalDir,
-    entries: list[tuple[bytes, os.stat_result]],
+    entries: list[FileEntry],
     files: list[SavedFile],
     chunks: dict[bytes, tuple[int, bytes, int]],
     tally: Tally,
 ) -> None:
     """Read, cut, hash and compress one directory's files of a batch."""
     s = w.setup
-    for name, st in entries:
+    for name, size, mtime_ns, ctime_ns, ino in entries:
+        st = ScanStat(size, mtime_ns, ctime_ns, ino)
         r = read_small_file(folder, name, st, tally, read_xattrs=s.read_xattrs)
         if r.error is not None:
             files.append(SavedFile([], error=r.error))

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ferryman.engine.io_governor import ReadMeter
 from ferryman.engine.ports import Chunker
@@ -31,7 +32,18 @@ def count(tally: Tally, **deltas: float) -> None:
         tally[key] = tally.get(key, 0) + value
 
 
-def changed(before: os.stat_result, after: os.stat_result) -> bool:
+class ScanStat(NamedTuple):
+    """The fields of a scan's ``lstat`` that reading a small file compares (a saver
+    process gets these four numbers, not the ``os.stat_result``: pickling one costs
+    ~4 µs of the sending process's GIL, the tuple ~0.3 µs)."""
+
+    st_size: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+    st_ino: int
+
+
+def changed(before: os.stat_result | ScanStat, after: os.stat_result) -> bool:
     """Whether a file is no longer the one ``before`` described."""
     return (
         before.st_size != after.st_size
@@ -82,7 +94,7 @@ def ungated(nbytes: int) -> AbstractContextManager[ReadMeter]:
 def read_small_file(
     dir: SourceDir,
     name: bytes,
-    st: os.stat_result,
+    st: os.stat_result | ScanStat,
     tally: Tally,
     *,
     read_xattrs: bool,

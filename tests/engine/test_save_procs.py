@@ -42,6 +42,7 @@ def procs_log(
     """Every small-file batch (of at most 3 files) goes to the saver processes."""
     monkeypatch.setattr(file_saver, "PROCESS_AFTER_FILES", 0)
     monkeypatch.setattr(file_saver, "BATCH_FILES", 3)
+    monkeypatch.setattr(file_saver, "PROCESS_BATCH_FILES", 3)
     caplog.set_level(logging.INFO, logger="ferryman.engine.file_saver")
     return caplog
 
@@ -188,6 +189,7 @@ def test_unreadable_files_warn_as_with_threads(tmp_path: Path) -> None:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
         file_saver.PROCESS_AFTER_FILES = 0
         file_saver.BATCH_FILES = 2
+        file_saver.PROCESS_BATCH_FILES = 2
         repo = Repository.init(open_backend({str(tmp_path / "repo")!r}), {PASSPHRASE!r},
                                scrypt_n=1 << 10, cache_dir={str(tmp_path / "cache")!r})
         out = {{}}
@@ -235,6 +237,7 @@ def test_saver_processes_denied_the_parents_descriptors_leave_the_work_to_thread
         assert ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
         file_saver.PROCESS_AFTER_FILES = 0
         file_saver.BATCH_FILES = 2
+        file_saver.PROCESS_BATCH_FILES = 2
         repo = Repository.init(open_backend({str(tmp_path / "repo")!r}), {PASSPHRASE!r},
                                scrypt_n=1 << 10, cache_dir={str(tmp_path / "cache")!r})
         r = run_backup(LocalSource({str(src)!r}), repo, BackupOptions(share="s", processes=2))
