@@ -2,13 +2,14 @@
 
 Run (about 4 minutes on the reference share, plus up to ``--settle`` seconds):
 ``flock /work/notes/bench.lock .venv/bin/python -m bench.engine.bench_ceiling [FOLDER]
-[--repeat 3] [--levels 1,2,3] [--ext4-dir DIR] [--tmpfs-dir DIR] [--json PATH]``
+[--repeat 3] [--levels 0,1,2,3] [--ext4-dir DIR] [--tmpfs-dir DIR] [--json PATH]``
 
 On ``FOLDER`` (default: the reference share), read once first so it is in the
 page cache, with the repository's chunker parameters, compression level and
 probe, keyed BLAKE3 and AES-256-GCM (``_ceiling_paths``): backup (read, cut,
-hash, compress, encrypt) on 2 threads and on 2 processes, with the CPU split by
-stage from a one-thread run and the stored bytes at each zstd level; restore
+hash, compress, encrypt) on 2 threads and on 2 processes, with the time split by
+stage from a one-thread run of each zstd level (0: none) and the stored bytes
+of each level on 2 threads; restore
 (read a record, decrypt, decompress, verify, write, set mtime) and bare file
 creation (zeros of each file's size) into tmpfs and into an ext4 folder, on 2
 threads and 2 processes. Not counted: the walk (shown apart), the index, packs,
@@ -18,8 +19,9 @@ throughput allows (``--restic-backup`` / ``--restic-restore`` seconds: 3x
 the throughput = a third of restic's wall).
 
 A standalone command, not a ``make bench`` section (``SECTION = False``): it
-takes minutes and writes ~10 GB to the ext4 folder. Figures: bench/README.md,
-"Ceiling of the data paths".
+takes minutes and writes ~17 GB to the ext4 folder (deleted at the end; the
+next run waits until that deletion is ``--settle`` seconds old). Figures:
+bench/README.md, "Ceiling of the data paths".
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ EXT4_DIR = HERE / "work" / "ceiling"  # next to the other benches' restores (ext
 RESTIC_BACKUP_S = 11.0  # restic's first backup of the reference share, quiet machine
 RESTIC_RESTORE_S = 6.9  # its restore (6.7-7.1 s)
 WORKERS = 2
-# bench.sections skips this module: minutes, and ~10 GB written to ext4
+# bench.sections skips this module: minutes, and ~17 GB written to ext4
 SECTION = False
 
 
