@@ -38,6 +38,10 @@ from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.repository import Repository, open_backend
 from ferryman.sources.local import LocalSource
 
+# bench.sections skips this module: a standalone command (it needs a FOLDER;
+# the comparison already times the re-run)
+SECTION = False
+
 
 def _cpu_s() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)

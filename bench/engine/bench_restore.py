@@ -42,6 +42,10 @@ from ferryman.engine.restore import run_restore
 from ferryman.repository import Repository, open_backend
 from ferryman.sources.local import LocalSource
 
+# bench.sections skips this module: a standalone command (it needs a FOLDER and
+# --repo-dir; the comparison already times the restore)
+SECTION = False
+
 PASSPHRASE = "bench"
 
 
