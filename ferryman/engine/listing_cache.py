@@ -28,6 +28,7 @@ import os
 import sqlite3
 import threading
 import zlib
+from collections.abc import Callable
 from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
@@ -388,13 +389,29 @@ class ListingCache:
         self._ahead.clear()
 
 
-def load_prev_blob(repo: RepositoryPort, cache: ListingCache | None, blob_id: bytes) -> PrevBlob:
+def load_prev_blob(
+    repo: RepositoryPort,
+    cache: ListingCache | None,
+    blob_id: bytes,
+    walked: Callable[[NodeMap], bool] | None = None,
+) -> PrevBlob:
     """A previous tree blob for change detection: its cached compact listing, else the
-    decoded blob (whose listing is then cached)."""
+    decoded blob (whose listing is then cached).
+
+    The listings of its subdirectories are read ahead, except those of a subdirectory
+    for which ``walked(record)`` is true (the walk will not ask for them: the walk
+    helper already found that subtree unchanged)."""
     if cache is not None:
         listing = cache.get(blob_id)
         if listing is not None:
-            cache.read_ahead([i for d in listing.dirs if d is not None for i in d.get("st", ())])
+            cache.read_ahead(
+                [
+                    i
+                    for d in listing.dirs
+                    if d is not None and (walked is None or not walked(d))
+                    for i in d.get("st", ())
+                ]
+            )
             return PrevBlob(repo, blob_id, listing, cache=cache)
     data = repo.get_blob(blob_id)
     maps = load_dir_maps(repo, blob_id, data)

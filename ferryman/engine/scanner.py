@@ -251,12 +251,22 @@ class Scanner:
                     path = os.fsdecode(rel + b"/" + missing if rel else missing)
                     self._stats.warn(path, "selected path does not exist")
                 names = [n for n in names if n in selection]
+        helper = self._helper
+        walked = None
+        if helper is not None and len(prevs) == 1 and selection is None:
+            # a subdirectory the helper found unchanged is not walked (``_dir``): its
+            # listing is not read ahead (each row read drops the GIL and waits for it)
+            prefix = rel + b"/" if rel else b""
+
+            def walked(record: NodeMap) -> bool:
+                return helper.holds(prefix + record["n"], record)
+
         listings = [
-            PreviousListing(self._repo, list(p.get("st", ())), self._listings) for p in prevs
+            PreviousListing(self._repo, list(p.get("st", ())), self._listings, walked)
+            for p in prevs
         ]
         self._counts.dirs_scanned += 1
         frame = _Frame(d, names, 0, rel, listings, selection)
-        helper = self._helper
         if helper is not None and d is not None and len(prevs) == 1 and selection is None:
             # its stat after its listing: the directory the helper saw, unchanged since
             frame.flat = helper.take_flat(rel, list(prevs[0].get("st", ())), d.stat_self)

@@ -251,6 +251,12 @@ class WalkHelper:
         self.entries += v.dirs + v.files
         return v
 
+    def holds(self, rel: bytes, prev: Any) -> bool:
+        """Whether a verdict on ``rel`` for the previous record ``prev``'s tree blobs is
+        held now (without reading the pipe): ``take`` would then return it."""
+        v = self._verdicts.get(rel)
+        return v is not None and v.subtrees == tuple(prev.get("st", ()))
+
     def take_flat(
         self, rel: bytes, subtrees: list[bytes], stat_self: Callable[[], os.stat_result]
     ) -> frozenset[bytes] | None:

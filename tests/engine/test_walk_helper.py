@@ -659,3 +659,49 @@ def test_a_helper_dead_at_start_is_reaped_and_its_pipes_closed(
     assert proc.stdin is not None and proc.stdin.closed
     assert proc.stdout is not None and proc.stdout.closed
     assert proc.stderr is not None and proc.stderr.closed
+
+
+def test_a_subdirectory_vouched_for_then_changed_is_walked_with_its_listing(
+    repo: Repository,
+    tmp_path: Path,
+    helper_run: HelperRun,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The listings of subdirectories the helper found unchanged are not read ahead
+    with their parent's. When one of them changes before the scanner gets there (a
+    file added: its stat no longer matches, the verdict is not taken), the scanner
+    walks it with its previous listing, asked for then: only the changed and the new
+    file are read, the rest is reused, and it restores as the source."""
+    src = tmp_path / "src"
+    _build(src)
+    _backup(repo, src)
+    _backup(repo, src)
+    with open(src / "beta" / "sub0" / "f0", "ab") as f:
+        f.write(b"more")  # beta changed: the helper vouches for sub1..sub3, not beta
+    started = walk_helper.WalkHelper.start  # HelperRun's: it waits for the helper
+    vouched: list[tuple[bytes, ...]] = []
+
+    def start(*args: Any, **kwargs: Any) -> walk_helper.WalkHelper | None:
+        helper = started(*args, **kwargs)
+        assert helper is not None and helper._verdicts.get(b"beta") is None
+        verdict = helper._verdicts.get(b"beta/sub2")
+        assert verdict is not None
+        vouched.append(verdict.subtrees)
+        (src / "beta" / "sub2" / "added").write_bytes(b"new since the helper's look")
+        return helper
+
+    asked: list[bytes] = []
+    real_get = ListingCache.get
+
+    def get(self: ListingCache, blob_id: bytes) -> CompactListing | None:
+        if blob_id not in self._ahead:
+            asked.append(blob_id)
+        return real_get(self, blob_id)
+
+    monkeypatch.setattr(walk_helper.WalkHelper, "start", start)
+    monkeypatch.setattr(ListingCache, "get", get)
+    changed = _backup(repo, src)
+    assert helper_run.finished[-1] is True
+    assert set(vouched[0]) <= set(asked)  # not read ahead: asked for when needed
+    assert changed.stats.files_read == 2  # sub2's other files: from its listing
+    _restores_as(repo, changed, src, tmp_path / "out")
