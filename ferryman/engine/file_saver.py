@@ -89,8 +89,8 @@ PROCESS_AFTER_FILES = 2_000
 # A batch for the saver processes is larger: its fixed costs in this process (sending
 # it, taking the result from the pipe, the future's hand-off to a saver thread, one
 # index query, one add, its directory handles, budget and stats) hold this process's
-# GIL, which the walk and the tree saver also need (64 files / 2 MiB: ~900 batches on
-# the reference share; 256 / 4 MiB: ~300).
+# GIL, which the walk and the tree saver also need (64 files / 2 MiB: ~950 batches on
+# the reference share; 256 / 4 MiB: ~290).
 PROCESS_BATCH_BYTES = 4 << 20
 PROCESS_BATCH_FILES = 256
 DATA = KIND_DATA
