@@ -14,15 +14,14 @@ import itertools
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from loopback_ports import ADDRESS_IN_USE, PortTaken, on_free_port
+from s3_server import start_moto
 
 # The files that take longest (seconds on a clean-clone run, 2 cores), longest first.
 _LONG_FILES = (
@@ -143,34 +142,9 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     Used by the S3 repository backend tests and the S3 source tests.
     """
-    exe = Path(sys.executable).with_name("moto_server")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-
-    def start(port: int) -> tuple[subprocess.Popen[bytes], str]:
-        with open(log, "wb") as logf:
-            proc = subprocess.Popen(
-                [*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=logf, stderr=logf, env=env
-            )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-                return proc, url
-            except OSError:
-                if proc.poll() is not None and ADDRESS_IN_USE in log.read_text(errors="replace"):
-                    raise PortTaken(port) from None
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    message = f"moto S3 server did not start: {log.read_text()[-2000:]}"
-                    if os.environ.get("CI") == "true":
-                        pytest.fail(message)
-                    pytest.skip(message)
-                time.sleep(0.2)
-
-    proc, url = on_free_port(start)
+    proc, url = start_moto(log, env)
     yield url
     proc.terminate()
     proc.wait(10)

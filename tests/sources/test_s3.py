@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import botocore.exceptions
 import pytest
+from s3_server import start_moto
 
 from ferryman.engine.backup import BackupFailed, run_backup
 from ferryman.engine.options import BackupOptions
@@ -322,37 +323,11 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     """A moto server that checks signatures and IAM policies (the shared one accepts any key):
     a bucket with ``ok.txt`` and ``secret/x.txt``, and a user denied ``secret/*``."""
     import json
-    import subprocess
-    import sys
-    import time
-    import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    exe = Path(sys.executable).with_name("moto_server")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
     # authentication is enforced after the first N requests (the set-up below), then on
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "12"}
     env.update(AWS_ACCESS_KEY_ID="setup", AWS_SECRET_ACCESS_KEY="setup")
-    log = tmp_path_factory.mktemp("moto-auth") / "moto.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out, env=env
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                if os.environ.get("CI") == "true":
-                    pytest.fail(f"moto did not start: {log.read_text()[-1000:]}")
-                pytest.skip("moto did not start")
-            time.sleep(0.2)
+    proc, url = start_moto(tmp_path_factory.mktemp("moto-auth") / "moto.log", env)
     kw: dict[str, Any] = dict(
         endpoint_url=url,
         region_name="us-east-1",
