@@ -188,7 +188,7 @@ def test_a_killed_fork_server_is_replaced_and_one_dying_under_a_restore_leaves_i
 # with a listening socket of theirs where the fork server's was.
 PROGRAM_FORK_SERVER_SOCKET_DELETED = textwrap.dedent(
     """
-    import faulthandler, os, shutil, socket, sys
+    import faulthandler, os, shutil, socket, sys, time
     from pathlib import Path
     from multiprocessing import forkserver, util
 
@@ -238,6 +238,16 @@ PROGRAM_FORK_SERVER_SOCKET_DELETED = textwrap.dedent(
             print("the decoy socket was contacted")
         except BlockingIOError:
             pass
+        for pid in servers[:2]:  # the replaced fork servers exit after their last worker
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        break
+                except ChildProcessError:  # reaped when a later pool started
+                    break
+                assert time.monotonic() < deadline, f"replaced fork server {pid} still runs"
+                time.sleep(0.05)
         repo.close()
         print(*servers)
 
@@ -251,7 +261,8 @@ def test_a_fork_server_whose_socket_was_deleted_is_replaced(tmp_path: Path) -> N
     """A /tmp cleaner deletes the fork server's socket under a long-running proxy: the
     next restore starts a new fork server and still writes through worker processes
     (it fell back to threads for every later restore, and the process's exit printed
-    a traceback); a socket put in its place by someone else is never contacted."""
+    a traceback); a socket put in its place by someone else is never contacted; the
+    replaced fork servers do not linger (each exits after its last worker)."""
     done = run_program(tmp_path, PROGRAM_FORK_SERVER_SOCKET_DELETED)
     assert done.returncode == 0, done.stderr  # the program checks the three restores' files
     assert "using threads" not in done.stderr and "Traceback" not in done.stderr, done.stderr
