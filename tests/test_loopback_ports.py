@@ -13,7 +13,12 @@ from pathlib import Path
 from cli.installation import new_installation  # tests/ is on sys.path (rootdir-relative)
 
 HERE = Path(__file__).parent
-PORTS = "import loopback_ports as p; print(*[p.free_port() for _ in range(200)])"
+# each worker's first pick the same (one random seed): two workers drawing from one
+# range would then hand out the same ports every time, not only by chance
+PORTS = (
+    "import random; random.seed(0); import loopback_ports as p; "
+    "print(*[p.free_port() for _ in range(200)])"
+)
 
 
 def test_xdist_workers_never_hand_out_the_same_port() -> None:
