@@ -675,7 +675,9 @@ def test_a_subdirectory_vouched_for_then_changed_is_walked_with_its_listing(
     src = tmp_path / "src"
     _build(src)
     _backup(repo, src)
-    _backup(repo, src)
+    second = _backup(repo, src)
+    assert second.restore_point is not None
+    before = {n.name: n.subtrees for n in list_path(repo, second.restore_point, b"beta")}
     with open(src / "beta" / "sub0" / "f0", "ab") as f:
         f.write(b"more")  # beta changed: the helper vouches for sub1..sub3, not beta
     started = walk_helper.WalkHelper.start  # HelperRun's: it waits for the helper
@@ -691,7 +693,12 @@ def test_a_subdirectory_vouched_for_then_changed_is_walked_with_its_listing(
         return helper
 
     asked: list[bytes] = []
-    real_get = ListingCache.get
+    ahead: list[bytes] = []
+    real_get, real_read_ahead = ListingCache.get, ListingCache.read_ahead
+
+    def read_ahead(self: ListingCache, blob_ids: list[bytes]) -> None:
+        ahead.extend(blob_ids)
+        real_read_ahead(self, blob_ids)
 
     def get(self: ListingCache, blob_id: bytes) -> CompactListing | None:
         if blob_id not in self._ahead:
@@ -700,8 +707,15 @@ def test_a_subdirectory_vouched_for_then_changed_is_walked_with_its_listing(
 
     monkeypatch.setattr(walk_helper.WalkHelper, "start", start)
     monkeypatch.setattr(ListingCache, "get", get)
+    monkeypatch.setattr(ListingCache, "read_ahead", read_ahead)
     changed = _backup(repo, src)
     assert helper_run.finished[-1] is True
     assert set(vouched[0]) <= set(asked)  # not read ahead: asked for when needed
+    assert vouched[0] == tuple(before[b"sub2"]) and not set(vouched[0]) & set(ahead)
+    # the subdirectory the helper did not vouch for is still read ahead; those whose
+    # verdicts were taken are never read (neither ahead nor when walked)
+    assert set(before[b"sub0"]) <= set(ahead) and not set(before[b"sub0"]) & set(asked)
+    for sub in (b"sub1", b"sub3"):
+        assert before[sub] and not set(before[sub]) & (set(ahead) | set(asked))
     assert changed.stats.files_read == 2  # sub2's other files: from its listing
     _restores_as(repo, changed, src, tmp_path / "out")
