@@ -86,6 +86,11 @@ def test_awkward_tree_round_trip_through_saver_processes(
     for i in range(7):
         with open(os.path.join(odd, b"\xfe\xff-%d\n.txt" % i), "wb") as f:
             f.write(b"non-UTF-8 names %d\n" % i * (i * 700 + 1))
+    # one content three times in a row: at least two of them in one batch (of 3), where
+    # its chunk is stored once but referenced (counted) once per file
+    for i in range(3):
+        with open(os.path.join(odd, b"same-%d" % i), "wb") as f:
+            f.write(b"the same content\n" * 4000)
     for _ in os.walk(src):  # list every directory once: its atime settles (relatime)
         pass
     result = _backup(src, repo, "p", processes=2)
