@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
 import random
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ferryman.engine import file_saver
 from ferryman.engine.backup import run_backup
 from ferryman.engine.browse import list_path
-from ferryman.engine.file_saver import SEGMENT
+from ferryman.engine.file_saver import SEGMENT, FileSaver
 from ferryman.engine.options import BackupOptions, RestoreOptions
 from ferryman.engine.progress import ProgressEvent
 from ferryman.engine.restore import run_restore
@@ -433,16 +437,47 @@ def test_a_worker_process_killed_mid_restore_loses_and_doubles_no_file(
 
 
 def test_a_large_file_is_cut_as_a_whole_across_read_segments(
-    repo: Repository, tmp_path: Path
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A large file is read in ``SEGMENT`` pieces, the open-ended last chunk of each
     carried into the next (as a view of the previous piece's buffer): its chunks are
-    those of cutting the whole file at once, and it restores byte for byte."""
+    those of cutting the whole file at once, and it restores byte for byte. The chunk
+    jobs are held until the whole file was read: a chunk (a view of its segment's
+    buffer) stored after later segments were read still holds its own bytes."""
     src = tmp_path / "src"
     src.mkdir()
     data = random.Random(7).randbytes(3 * SEGMENT + 12_345)
     (src / "big").write_bytes(data)
-    result = run_backup(LocalSource(src), repo, BackupOptions(share="s"))
+    read = threading.Event()
+    buffers: list[int] = []
+    real_buffer, real_read, real_store = (
+        file_saver._segment_buffer,
+        FileSaver._read_large,
+        FileSaver._store_chunk,
+    )
+
+    def segment_buffer(size: int) -> mmap.mmap:
+        buffers.append(size)
+        return real_buffer(size)
+
+    def read_large(self: FileSaver, *args: Any) -> tuple[int, list[tuple[int, int]]]:
+        try:
+            return real_read(self, *args)
+        finally:
+            read.set()
+
+    def store_chunk(self: FileSaver, piece: bytes | memoryview) -> bytes:
+        assert read.wait(60), "the file was not read to its end with its chunks held"
+        return real_store(self, piece)
+
+    monkeypatch.setattr(file_saver, "_segment_buffer", segment_buffer)
+    monkeypatch.setattr(FileSaver, "_read_large", read_large)
+    monkeypatch.setattr(FileSaver, "_store_chunk", store_chunk)
+    # room for every chunk of the file in flight: the reader never waits for the jobs
+    options = BackupOptions(share="s", max_inflight_bytes=2 * len(data))
+    result = run_backup(LocalSource(src), repo, options)
+    assert result.status == "success", result.warnings
+    assert len(buffers) >= 4  # read in segments
     assert result.restore_point is not None
     [node] = [n for n in list_path(repo, result.restore_point) if n.name == b"big"]
     whole = [repo.blob_id(c.data) for c in repo.chunker().cut_buf(data)]
