@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -23,7 +24,7 @@ from ferryman.engine import file_saver
 from ferryman.engine.backup import run_backup
 from ferryman.engine.options import BackupOptions, BackupResult
 from ferryman.engine.restore import run_restore
-from ferryman.engine.small_files import CHANGED_WARNING
+from ferryman.engine.small_files import CHANGED_WARNING, ScanStat, Tally, read_small_file
 from ferryman.repository import BlobNotFound, Repository
 from ferryman.sources.local import LocalSource
 
@@ -172,6 +173,85 @@ def test_vanished_and_changed_files_warn_as_with_threads(
     assert sorted(os.listdir(out)) == ["a", "busy.log", "rewritten", "z"]
     assert (out / "rewritten").read_bytes() == b"new content, another size"
     assert (out / "busy.log").read_bytes().startswith(b"start\nxxxx")
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["threads", "processes"])
+def test_same_size_and_mtime_changes_between_scan_and_read_are_read_again(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    procs_log: pytest.LogCaptureFixture,
+    processes: int,
+) -> None:
+    """Between scan and read, a file rewritten in place and a file replaced by another
+    (rename), each with the same size and its mtime put back: only the ctime (and the
+    inode) tell. Each is read once more and stored as it is now, no warning, in the
+    saver processes (which get the scan's numbers, not its os.stat_result) as on the
+    threads."""
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ("a", "replaced", "rewritten", "z")
+    for name in names:
+        (src / name).write_bytes(b"old %-20s" % name.encode())
+    changed: dict[bytes, bytes] = {}
+
+    def change(_saver: file_saver.FileSaver, paths: list[bytes]) -> None:
+        for name in (b"replaced", b"rewritten"):
+            if name not in paths or name in changed:
+                continue
+            path = src / name.decode()
+            st = os.stat(path)
+            new = changed[name] = b"NEW %-20s" % name
+            if name == b"rewritten":
+                with open(path, "r+b") as f:
+                    f.write(new)
+            else:
+                (tmp_path / "new").write_bytes(new)
+                os.replace(tmp_path / "new", path)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+            while os.stat(path).st_ctime_ns == st.st_ctime_ns:  # within one clock tick
+                time.sleep(0.005)
+                os.chmod(path, os.stat(path).st_mode)  # the ctime only
+
+    _before_each_batch(monkeypatch, change)
+    result = _backup(src, repo, "s", processes=processes)
+    assert sorted(changed) == [b"replaced", b"rewritten"]
+    assert result.warnings == []
+    assert result.stats.files_read == len(names) + 2  # the two changed ones twice
+    assert (SAVED in procs_log.text) == (processes > 0)
+    assert FELL_BACK not in procs_log.text
+    assert result.restore_point is not None
+    out = tmp_path / "out"
+    run_restore(repo, result.restore_point, out)
+    assert {n: (out / n).read_bytes() for n in names} == {
+        n: changed.get(n.encode(), b"old %-20s" % n.encode()) for n in names
+    }
+
+
+@pytest.mark.parametrize("field", ["st_size", "st_mtime_ns", "st_ctime_ns", "st_ino"])
+def test_a_scan_stat_differing_in_any_field_reads_the_file_again(
+    tmp_path: Path, field: str
+) -> None:
+    """The scan's numbers a saver process gets (``ScanStat``) are compared with the
+    fstat after the read field by field, as the threads compare the os.stat_result:
+    one that differs in any of them (a file no longer the one the scan saw) has the
+    file read once more, and kept as read then (it matches its fstat: no warning);
+    the same numbers: read once."""
+    content = b"content\n" * 100
+    (tmp_path / "f").write_bytes(content)
+    st = os.lstat(tmp_path / "f")
+    scan = ScanStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    folder = LocalSource(tmp_path).open_root()
+    try:
+        once: Tally = {}
+        r = read_small_file(folder, b"f", scan, once, read_xattrs=False)
+        assert (r.data, r.changed, r.error, once["files_read"]) == (content, False, None, 1)
+        twice: Tally = {}
+        other = scan._replace(**{field: getattr(scan, field) + 1})
+        r = read_small_file(folder, b"f", other, twice, read_xattrs=False)
+        assert (r.data, r.changed, r.error, twice["files_read"]) == (content, False, None, 2)
+    finally:
+        folder.release()
 
 
 def test_unreadable_files_warn_as_with_threads(tmp_path: Path) -> None:
