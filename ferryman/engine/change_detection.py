@@ -53,18 +53,18 @@ class PreviousListing:
     unchanged entries reads ``blob.listing`` and ``i`` directly.
     """
 
-    __slots__ = ("_blobs", "_cache", "_repo", "_walked", "blob", "i", "skipped")
+    __slots__ = ("_blobs", "_cache", "_repo", "_vouched", "blob", "i", "skipped")
 
     def __init__(
         self,
         repo: RepositoryPort,
         subtrees: list[bytes],
         cache: ListingCache | None = None,
-        walked: Callable[[NodeMap], bool] | None = None,
+        vouched: Callable[[NodeMap], bool] | None = None,
     ) -> None:
         self._repo = repo
         self._cache = cache
-        self._walked = walked  # subdirectories whose listings are not read ahead
+        self._vouched = vouched  # subdirectories not walked: their listings not read ahead
         self._blobs: Iterator[bytes] = iter(subtrees)
         self.blob = EMPTY_BLOB
         self.i = 0
@@ -76,7 +76,7 @@ class PreviousListing:
         self.blob, self.i = EMPTY_BLOB, 0
         for blob_id in self._blobs:
             try:
-                blob = load_prev_blob(self._repo, self._cache, blob_id, self._walked)
+                blob = load_prev_blob(self._repo, self._cache, blob_id, self._vouched)
             except (RepositoryError, TreeLayoutError, ValueError, KeyError) as exc:
                 log.warning("previous tree unusable for change detection: %s", exc)
                 self.skipped = True

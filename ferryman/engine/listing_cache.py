@@ -393,13 +393,13 @@ def load_prev_blob(
     repo: RepositoryPort,
     cache: ListingCache | None,
     blob_id: bytes,
-    walked: Callable[[NodeMap], bool] | None = None,
+    vouched: Callable[[NodeMap], bool] | None = None,
 ) -> PrevBlob:
     """A previous tree blob for change detection: its cached compact listing, else the
     decoded blob (whose listing is then cached).
 
     The listings of its subdirectories are read ahead, except those of a subdirectory
-    for which ``walked(record)`` is true (the walk will not ask for them: the walk
+    for which ``vouched(record)`` is true (the walk will not ask for them: the walk
     helper already found that subtree unchanged)."""
     if cache is not None:
         listing = cache.get(blob_id)
@@ -408,7 +408,7 @@ def load_prev_blob(
                 [
                     i
                     for d in listing.dirs
-                    if d is not None and (walked is None or not walked(d))
+                    if d is not None and (vouched is None or not vouched(d))
                     for i in d.get("st", ())
                 ]
             )

@@ -252,17 +252,17 @@ class Scanner:
                     self._stats.warn(path, "selected path does not exist")
                 names = [n for n in names if n in selection]
         helper = self._helper
-        walked = None
+        vouched = None
         if helper is not None and len(prevs) == 1 and selection is None:
             # a subdirectory the helper found unchanged is not walked (``_dir``): its
             # listing is not read ahead (each row read drops the GIL and waits for it)
             prefix = rel + b"/" if rel else b""
 
-            def walked(record: NodeMap) -> bool:
+            def vouched(record: NodeMap) -> bool:
                 return helper.holds(prefix + record["n"], record)
 
         listings = [
-            PreviousListing(self._repo, list(p.get("st", ())), self._listings, walked)
+            PreviousListing(self._repo, list(p.get("st", ())), self._listings, vouched)
             for p in prevs
         ]
         self._counts.dirs_scanned += 1
