@@ -525,3 +525,35 @@ def test_saver_processes_are_automatic_from_four_cores(monkeypatch: pytest.Monke
     assert BackupOptions(share="s", workers=8).saver_processes() == 8
     assert BackupOptions(share="s", workers=3).saver_processes() == 3
     assert BackupOptions(share="s", workers=8, processes=0).saver_processes() == 0
+
+
+def test_directories_one_after_another_through_batches_are_told_apart(
+    repo: Repository,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    procs_log: pytest.LogCaptureFixture,
+) -> None:
+    """Many small directories in a row, some spanning two batches, each batch saved
+    (its directories closed) before the walk goes on: a later directory gets the
+    descriptor number of one in the previous batch, and is never taken for it (the
+    previous batch's directories are not fstat'ed again, see file_saver._dir_files;
+    keyed by descriptor number, 76 of the 80 files were "directory replaced")."""
+    src = tmp_path / "src"
+    for i in range(40):
+        d = src / f"d{i:02}"
+        d.mkdir(parents=True)
+        for j in range(2):
+            (d / f"f{j}").write_bytes(b"%d/%d\n" % (i, j) * (i + 1))
+    real = file_saver.FileSaver.flush_batch
+
+    def flush_and_wait(self: file_saver.FileSaver) -> None:
+        real(self)  # then the batch is saved (its directories closed) before the walk goes on
+        with self._procs_idle:
+            self._procs_idle.wait_for(lambda: not self._procs_batches, timeout=10)
+
+    monkeypatch.setattr(file_saver.FileSaver, "flush_batch", flush_and_wait)
+    result = _backup(src, repo, "s", processes=2)
+    assert result.warnings == []
+    assert result.stats.files_read == 80
+    assert SAVED in procs_log.text and FELL_BACK not in procs_log.text
+    _restores_identical(repo, result, src, tmp_path / "out")
