@@ -251,9 +251,10 @@ class Scanner:
                     path = os.fsdecode(rel + b"/" + missing if rel else missing)
                     self._stats.warn(path, "selected path does not exist")
                 names = [n for n in names if n in selection]
-        helper = self._helper
+        # the helper's verdicts serve a directory with one previous record, no selection
+        helper = self._helper if len(prevs) == 1 and selection is None else None
         vouched = None
-        if helper is not None and len(prevs) == 1 and selection is None:
+        if helper is not None:
             # a subdirectory the helper found unchanged is not walked (``_dir``): its
             # listing is not read ahead (each row read drops the GIL and waits for it)
             prefix = rel + b"/" if rel else b""
@@ -267,7 +268,7 @@ class Scanner:
         ]
         self._counts.dirs_scanned += 1
         frame = _Frame(d, names, 0, rel, listings, selection)
-        if helper is not None and d is not None and len(prevs) == 1 and selection is None:
+        if helper is not None and d is not None:
             # its stat after its listing: the directory the helper saw, unchanged since
             frame.flat = helper.take_flat(rel, list(prevs[0].get("st", ())), d.stat_self)
         return frame
