@@ -332,7 +332,7 @@ class FileSaver:
         self._procs_used = False  # a batch went to the processes: larger batches from then on
         # the directories of the last batch sent to the processes (see _dir_files); it
         # holds them (not their descriptors: those close when the batches release them)
-        self._dir_idents: dict[int, tuple[LocalDir, int, int]] = {}
+        self._dir_idents: dict[LocalDir, tuple[int, int]] = {}
         self._procs_lock = threading.Lock()
         self._procs_idle = threading.Condition(self._procs_lock)
         self._procs_batches = 0  # batches sent to the processes and not finished here
@@ -861,15 +861,16 @@ class FileSaver:
 
 
 def _dir_files(
-    batch: list[_SmallItem], known: dict[int, tuple[LocalDir, int, int]]
+    batch: list[_SmallItem], known: dict[LocalDir, tuple[int, int]]
 ) -> list[save_procs.DirFiles] | None:
     """A batch grouped by directory for the saver processes (None: not all local).
 
-    ``known``: the previous batch's directories (id -> the directory, its st_dev and
-    st_ino), replaced by this batch's. A descriptor names one directory as long as it
-    is open, so a directory continuing from the previous batch is not ``fstat``ed
-    again (each ``fstat`` gives up the GIL and waits to take it back)."""
-    seen: dict[int, tuple[LocalDir, int, int]] = {}
+    ``known``: the previous batch's directories (the directory itself, by identity ->
+    its st_dev and st_ino), replaced by this batch's. A descriptor names one directory
+    as long as it is open, so a directory continuing from the previous batch is not
+    ``fstat``ed again (each ``fstat`` gives up the GIL and waits to take it back); a
+    later directory reusing a closed one's descriptor number is another key."""
+    seen: dict[LocalDir, tuple[int, int]] = {}
     out: list[save_procs.DirFiles] = []
     last: SourceDir | None = None
     for it in batch:
@@ -877,15 +878,15 @@ def _dir_files(
         if not isinstance(d, LocalDir):
             return None
         if d is not last:  # runs of one directory, in batch order (the results' order)
-            ident = seen.get(id(d)) or known.get(id(d))
-            if ident is None or ident[0] is not d:
+            ident = seen.get(d) or known.get(d)
+            if ident is None:
                 try:
                     st = os.fstat(d.fd)  # the directory the scanner opened and listed
                 except OSError:
                     return None
-                ident = (d, st.st_dev, st.st_ino)
-            seen[id(d)] = ident
-            out.append((d.fd, ident[1], ident[2], []))
+                ident = (st.st_dev, st.st_ino)
+            seen[d] = ident
+            out.append((d.fd, ident[0], ident[1], []))
             last = d
         st = it.st
         out[-1][3].append((it.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
