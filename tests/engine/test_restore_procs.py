@@ -394,3 +394,29 @@ def test_a_fork_server_that_does_not_answer_leaves_that_restore_to_threads(
     assert "did not answer within 1 s: killed" in done.stderr, done.stderr
     servers = done.stdout.split()
     assert len(servers) == 3 and servers[2] != servers[0], servers
+
+
+def test_a_fork_server_reset_while_a_pool_connects_leaves_that_batch_to_threads(
+    tmp_path: Path,
+) -> None:
+    """Another pool replacing a deleted fork server resets multiprocessing's address
+    while this pool connects (a window of microseconds): multiprocessing then raises
+    ``TypeError`` (connecting to ``None``) or ``ValueError`` ("server not running").
+    The restore writes that batch in-process with a warning instead of failing."""
+    racing = PROGRAM.replace(
+        "    base = Path(sys.argv[1])\n",
+        "    from ferryman.engine import restore_procs\n"
+        "    real, raised = restore_procs.submit, []\n"
+        "    def submit(pool, jobs):\n"
+        "        if len(raised) < 2:\n"
+        "            raised.append(1)\n"
+        "            raise (TypeError if len(raised) == 1 else ValueError)('server reset')\n"
+        "        return real(pool, jobs)\n"
+        "    restore_procs.submit = submit\n"
+        "    base = Path(sys.argv[1])\n",
+    )
+    assert racing != PROGRAM
+    done = run_program(tmp_path, racing)
+    assert done.returncode == 0, done.stderr  # the program checks both restores' files
+    # one fallback per restore (a restore whose pool failed once stays on threads)
+    assert done.stderr.count("using threads") == 2, done.stderr
