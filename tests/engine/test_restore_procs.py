@@ -110,11 +110,12 @@ def test_worker_processes_that_cannot_start_leave_the_files_to_threads(tmp_path:
 # forked from it (as by the OOM killer: its reply never comes).
 PROGRAM_FORK_SERVER_KILLED = textwrap.dedent(
     """
-    import os, signal, sys, threading, time
+    import faulthandler, os, signal, sys, threading, time
     from pathlib import Path
     from multiprocessing import forkserver
 
     def main() -> None:
+        faulthandler.dump_traceback_later(90)  # a hang shows its stacks in the failure
         from ferryman.engine import restore_procs, restore_walk
         from ferryman.engine.backup import run_backup
         from ferryman.engine.options import BackupOptions, RestoreOptions
@@ -155,8 +156,9 @@ PROGRAM_FORK_SERVER_KILLED = textwrap.dedent(
             if n == 0:
                 os.kill(servers[0], signal.SIGKILL)
             if n in (0, 2):  # dead, not yet reaped: the next restore sees it gone
-                stat = f"/proc/{servers[n]}/stat"
-                while Path(stat).read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                stat, deadline = f"/proc/{servers[n]}/stat", time.monotonic() + 20
+                while (state := Path(stat).read_text().rsplit(")", 1)[1].split()[0]) != "Z":
+                    assert time.monotonic() < deadline, f"restore {n}: fork server {state}"
                     time.sleep(0.01)
         repo.close()
         print(*servers)
