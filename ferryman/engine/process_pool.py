@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import select
 import shutil
 import signal
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import forkserver, process, util
@@ -40,9 +42,36 @@ def spawn_pool(processes: int, init: Callable[[S], None], setup: S) -> ProcessPo
     return ProcessPoolExecutor(
         processes,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=init,
-        initargs=(setup,),
+        initializer=_start_worker,
+        initargs=(os.getpid(), init, setup),
     )
+
+
+def _start_worker(parent: int, init: Callable[[S], None], setup: S) -> None:
+    """A pool worker's initialiser: ``init(setup)``, after making sure the worker ends
+    with the process that made the pool.
+
+    A worker waits for its next job on a pipe whose both ends it holds, so it never
+    sees the pool's process go: after a ``kill -9`` of the proxy, or a pool dropped
+    without waiting when its fork server died mid-restore, the worker would wait
+    forever, holding the restore's folders, the index cache and the service's
+    stdout/stderr open.
+    """
+    threading.Thread(target=_exit_with, args=(parent,), name="pool-owner", daemon=True).start()
+    init(setup)
+
+
+def _exit_with(parent: int) -> None:
+    try:
+        fd = os.pidfd_open(parent)
+    except ProcessLookupError:
+        os._exit(1)
+    except OSError:  # no pidfd (kernel < 5.3, seccomp): look once a second
+        while os.path.exists(f"/proc/{parent}"):
+            time.sleep(1)
+        os._exit(1)
+    select.select([fd], [], [])  # readable once the process has exited
+    os._exit(1)
 
 
 def forked_pool(
@@ -74,7 +103,12 @@ def forked_pool(
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["__main__", *preload])
     _replace_unreachable_fork_server()
-    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=init, initargs=(setup,))
+    pool = ProcessPoolExecutor(
+        processes,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(os.getpid(), init, setup),
+    )
     _start_first_worker(pool)
     return pool
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 # A program (the role of the server's ``ferryman`` script) that notes every time its
@@ -422,3 +423,42 @@ def test_a_fork_server_reset_while_a_pool_connects_leaves_that_batch_to_threads(
     assert done.returncode == 0, done.stderr  # the program checks both restores' files
     # one fallback per restore (a restore whose pool failed once stays on threads)
     assert done.stderr.count("using threads") == 2, done.stderr
+
+
+# A program that starts a forked pool (the restore's) and a spawned one (the saver
+# processes'), prints their workers' pids, then dies by SIGKILL (as a proxy killed
+# by an administrator or the OOM killer, mid-task).
+PROGRAM_OWNER_KILLED = textwrap.dedent(
+    """
+    import os, signal, sys
+
+    def main() -> None:
+        from ferryman.engine.process_pool import forked_pool, spawn_pool
+
+        forked = forked_pool(2, len, b"", [])
+        spawned = spawn_pool(2, len, b"")
+        pids = {f.result(timeout=60) for f in [forked.submit(os.getpid) for _ in range(4)]}
+        pids |= {f.result(timeout=60) for f in [spawned.submit(os.getpid) for _ in range(4)]}
+        print(*pids, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+def test_pool_workers_end_with_the_process_that_made_the_pool(tmp_path: Path) -> None:
+    """A pool worker waits for jobs on a pipe it holds both ends of: when the process
+    that made the pool dies without shutting it down (kill -9), its workers must not
+    wait forever (holding the restore's folders and the service's output open)."""
+    done = run_program(tmp_path, PROGRAM_OWNER_KILLED)
+    assert done.returncode == -9, done.stderr
+    pids = [int(p) for p in done.stdout.split()]
+    assert len(pids) >= 2, done.stdout  # at least one worker of each pool
+    deadline = time.monotonic() + 20
+    while (alive := [p for p in pids if Path(f"/proc/{p}").exists()]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert not alive, f"workers still running after their pool's process died: {alive}"
