@@ -23,31 +23,13 @@ PROGRAM = textwrap.dedent(
         f.write(f"{__name__} {'ferryman.engine.restore_procs' in sys.modules}\\n")
 
     def main() -> None:
-        from ferryman.engine import restore_walk
-        from ferryman.engine.backup import run_backup
-        from ferryman.engine.options import BackupOptions, RestoreOptions
-        from ferryman.engine.restore import run_restore
-        from ferryman.repository import Repository, open_backend
-        from ferryman.sources.local import LocalSource
+        from engine.restore_program import backed_up
 
         base = Path(sys.argv[1])
-        restore_walk.PROCESS_AFTER_FILES = 0
-        restore_walk.BATCH_FILES = 2  # several batches: both workers take some
-        src = base / "src"
-        for i in range(12):
-            (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
-            (src / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(100 + i))
-        backend = open_backend(str(base / "repo"))
-        repo = Repository.init(backend, "pw", scrypt_n=1 << 10, cache_dir=base / "cache")
-        point = run_backup(LocalSource(src), repo, BackupOptions(share="s")).restore_point
-        assert point is not None
+        tree = backed_up(base)
         for n in range(2):
-            result = run_restore(repo, point, base / f"out{n}", RestoreOptions(processes=2))
-            assert result.status == "success" and result.stats.files_restored == 12, result
-            for i in range(12):
-                path = f"d{i % 3}/f{i}"
-                assert (base / f"out{n}" / path).read_bytes() == (src / path).read_bytes()
-        repo.close()
+            tree.restore_checked(base / f"out{n}")
+        tree.repo.close()
 
     if __name__ == "__main__":
         main()
@@ -117,24 +99,11 @@ PROGRAM_FORK_SERVER_KILLED = textwrap.dedent(
 
     def main() -> None:
         faulthandler.dump_traceback_later(90)  # a hang shows its stacks in the failure
-        from ferryman.engine import restore_procs, restore_walk
-        from ferryman.engine.backup import run_backup
-        from ferryman.engine.options import BackupOptions, RestoreOptions
-        from ferryman.engine.restore import run_restore
-        from ferryman.repository import Repository, open_backend
-        from ferryman.sources.local import LocalSource
+        from ferryman.engine import restore_procs
+        from engine.restore_program import backed_up
 
         base = Path(sys.argv[1])
-        restore_walk.PROCESS_AFTER_FILES = 0
-        restore_walk.BATCH_FILES = 2
-        src = base / "src"
-        for i in range(12):
-            (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
-            (src / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(100 + i))
-        backend = open_backend(str(base / "repo"))
-        repo = Repository.init(backend, "pw", scrypt_n=1 << 10, cache_dir=base / "cache")
-        point = run_backup(LocalSource(src), repo, BackupOptions(share="s")).restore_point
-        assert point is not None
+        tree = backed_up(base)
         real_submit = restore_procs.submit
         servers = []
 
@@ -148,11 +117,7 @@ PROGRAM_FORK_SERVER_KILLED = textwrap.dedent(
 
         restore_procs.submit = submit
         for n in range(4):
-            result = run_restore(repo, point, base / f"out{n}", RestoreOptions(processes=2))
-            assert result.status == "success" and result.stats.files_restored == 12, result
-            for i in range(12):
-                path = f"d{i % 3}/f{i}"
-                assert (base / f"out{n}" / path).read_bytes() == (src / path).read_bytes()
+            tree.restore_checked(base / f"out{n}")
             servers.append(forkserver._forkserver._forkserver_pid)
             if n == 0:
                 os.kill(servers[0], signal.SIGKILL)
@@ -161,7 +126,7 @@ PROGRAM_FORK_SERVER_KILLED = textwrap.dedent(
                 while (state := Path(stat).read_text().rsplit(")", 1)[1].split()[0]) != "Z":
                     assert time.monotonic() < deadline, f"restore {n}: fork server {state}"
                     time.sleep(0.01)
-        repo.close()
+        tree.repo.close()
         print(*servers)
 
     if __name__ == "__main__":
@@ -196,33 +161,15 @@ PROGRAM_FORK_SERVER_SOCKET_DELETED = textwrap.dedent(
     from multiprocessing import forkserver, util
 
     def main() -> None:
-        from ferryman.engine import restore_walk
-        from ferryman.engine.backup import run_backup
-        from ferryman.engine.options import BackupOptions, RestoreOptions
-        from ferryman.engine.restore import run_restore
-        from ferryman.repository import Repository, open_backend
-        from ferryman.sources.local import LocalSource
+        from engine.restore_program import backed_up
 
         faulthandler.dump_traceback_later(60, exit=True)  # a hang fails, with its stacks
         base = Path(sys.argv[1])
-        restore_walk.PROCESS_AFTER_FILES = 0
-        restore_walk.BATCH_FILES = 2
-        src = base / "src"
-        for i in range(12):
-            (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
-            (src / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(100 + i))
-        backend = open_backend(str(base / "repo"))
-        repo = Repository.init(backend, "pw", scrypt_n=1 << 10, cache_dir=base / "cache")
-        point = run_backup(LocalSource(src), repo, BackupOptions(share="s")).restore_point
-        assert point is not None
+        tree = backed_up(base)
         servers = []
         decoy = None
         for n in range(3):
-            result = run_restore(repo, point, base / f"out{n}", RestoreOptions(processes=2))
-            assert result.status == "success" and result.stats.files_restored == 12, result
-            for i in range(12):
-                path = f"d{i % 3}/f{i}"
-                assert (base / f"out{n}" / path).read_bytes() == (src / path).read_bytes()
+            tree.restore_checked(base / f"out{n}")
             servers.append(forkserver._forkserver._forkserver_pid)
             address = forkserver._forkserver._forkserver_address
             folder = os.path.dirname(address)
@@ -251,7 +198,7 @@ PROGRAM_FORK_SERVER_SOCKET_DELETED = textwrap.dedent(
                     break
                 assert time.monotonic() < deadline, f"replaced fork server {pid} still runs"
                 time.sleep(0.05)
-        repo.close()
+        tree.repo.close()
         print(*servers)
 
     if __name__ == "__main__":
@@ -283,29 +230,15 @@ PROGRAM_RUNTIME_DIRECTORY = textwrap.dedent(
     from multiprocessing import forkserver
 
     def main() -> None:
-        from ferryman.engine import process_pool, restore_walk
-        from ferryman.engine.backup import run_backup
-        from ferryman.engine.options import BackupOptions, RestoreOptions
-        from ferryman.engine.restore import run_restore
-        from ferryman.repository import Repository, open_backend
-        from ferryman.sources.local import LocalSource
+        from ferryman.engine import process_pool
+        from engine.restore_program import backed_up
 
         logging.basicConfig()
         process_pool.use_runtime_directory()
         base = Path(sys.argv[1])
-        restore_walk.PROCESS_AFTER_FILES = 0
-        restore_walk.BATCH_FILES = 2
-        src = base / "src"
-        for i in range(6):
-            (src / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
-            (src / f"d{i % 2}" / f"f{i}").write_bytes(os.urandom(100 + i))
-        backend = open_backend(str(base / "repo"))
-        repo = Repository.init(backend, "pw", scrypt_n=1 << 10, cache_dir=base / "cache")
-        point = run_backup(LocalSource(src), repo, BackupOptions(share="s")).restore_point
-        assert point is not None
-        result = run_restore(repo, point, base / "out", RestoreOptions(processes=2))
-        assert result.status == "success" and result.stats.files_restored == 6, result
-        repo.close()
+        tree = backed_up(base, 6, 2)
+        tree.restore_checked(base / "out")
+        tree.repo.close()
         print(forkserver._forkserver._forkserver_address)
 
     if __name__ == "__main__":
@@ -343,40 +276,23 @@ PROGRAM_FORK_SERVER_STOPPED = textwrap.dedent(
     from multiprocessing import forkserver
 
     def main() -> None:
-        from ferryman.engine import process_pool, restore_walk
-        from ferryman.engine.backup import run_backup
-        from ferryman.engine.options import BackupOptions, RestoreOptions
-        from ferryman.engine.restore import run_restore
-        from ferryman.repository import Repository, open_backend
-        from ferryman.sources.local import LocalSource
+        from ferryman.engine import process_pool
+        from engine.restore_program import backed_up
 
         logging.basicConfig()
         faulthandler.dump_traceback_later(60, exit=True)  # a hang fails, with its stacks
         base = Path(sys.argv[1])
-        restore_walk.PROCESS_AFTER_FILES = 0
-        restore_walk.BATCH_FILES = 2
-        src = base / "src"
-        for i in range(6):
-            (src / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
-            (src / f"d{i % 2}" / f"f{i}").write_bytes(os.urandom(100 + i))
-        backend = open_backend(str(base / "repo"))
-        repo = Repository.init(backend, "pw", scrypt_n=1 << 10, cache_dir=base / "cache")
-        point = run_backup(LocalSource(src), repo, BackupOptions(share="s")).restore_point
-        assert point is not None
+        tree = backed_up(base, 6, 2)
         servers = []
         for n in range(3):
             # short only for the stopped one: a new fork server imports its modules before
             # it answers (~0.2 s, more on a loaded machine), and must not be killed for it
             process_pool.FORK_SERVER_TIMEOUT = 1.0 if n == 1 else 30.0
-            result = run_restore(repo, point, base / f"out{n}", RestoreOptions(processes=2))
-            assert result.status == "success" and result.stats.files_restored == 6, result
-            for i in range(6):
-                path = f"d{i % 2}/f{i}"
-                assert (base / f"out{n}" / path).read_bytes() == (src / path).read_bytes()
+            tree.restore_checked(base / f"out{n}")
             servers.append(forkserver._forkserver._forkserver_pid)
             if n == 0:
                 os.kill(servers[0], signal.SIGSTOP)
-        repo.close()
+        tree.repo.close()
         print(*servers)
 
     if __name__ == "__main__":
