@@ -244,8 +244,8 @@ class WalkHelper:
         """The verdict on directory ``rel`` when the helper compared it with the
         previous record ``prev``'s tree blobs and found the subtree unchanged."""
         self.drain()
-        v = self._verdicts.get(rel)
-        if v is None or v.subtrees != tuple(prev.get("st", ())):
+        v = self._held(rel, prev)
+        if v is None:
             return None
         self.used += 1
         self.entries += v.dirs + v.files
@@ -254,8 +254,11 @@ class WalkHelper:
     def holds(self, rel: bytes, prev: Any) -> bool:
         """Whether a verdict on ``rel`` for the previous record ``prev``'s tree blobs is
         held now (without reading the pipe): ``take`` would then return it."""
+        return self._held(rel, prev) is not None
+
+    def _held(self, rel: bytes, prev: Any) -> Verdict | None:
         v = self._verdicts.get(rel)
-        return v is not None and v.subtrees == tuple(prev.get("st", ()))
+        return v if v is not None and v.subtrees == tuple(prev.get("st", ())) else None
 
     def take_flat(
         self, rel: bytes, subtrees: list[bytes], stat_self: Callable[[], os.stat_result]
