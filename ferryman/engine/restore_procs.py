@@ -25,7 +25,7 @@ import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
-from ferryman.engine.process_pool import forked_pool
+from ferryman.engine.process_pool import ForkServerUnavailable, forked_pool
 from ferryman.engine.restore_files import (
     FileSpec,
     OpenPath,
@@ -102,8 +102,16 @@ def start_pool(setup: WorkerSetup, processes: int) -> ProcessPoolExecutor:
 
 
 def submit(pool: ProcessPoolExecutor, jobs: list[Job]) -> Future[BatchOutcome]:
-    """Queue one batch of files."""
-    return pool.submit(_write_batch, jobs)
+    """Queue one batch of files (forking a worker when none is idle).
+
+    ``ForkServerUnavailable`` when that worker cannot be forked because another pool
+    replaced a deleted fork server while this one connected (``forked_pool``):
+    multiprocessing then finds its fork-server fields reset and raises ``ValueError``
+    ("server not running") or ``TypeError`` (connecting to ``None``)."""
+    try:
+        return pool.submit(_write_batch, jobs)
+    except (ValueError, TypeError) as exc:
+        raise ForkServerUnavailable(f"multiprocessing's fork server was reset: {exc}") from exc
 
 
 class _Worker:

@@ -367,11 +367,10 @@ class Restorer:
         self._proc_slots.acquire()  # released when the batch is done (or fails, or is cancelled)
         try:
             fut = restore_procs.submit(procs, jobs)
-        except (RuntimeError, OSError, EOFError, ValueError, TypeError) as exc:  # the pool
-            # broke earlier, or its processes cannot start (the fork server's socket path too
-            # long, say, or the fork server dying before it answers: EOFError; another pool
-            # replacing a deleted fork server while this one connects: multiprocessing's
-            # ValueError/TypeError on its reset address): write here
+        except (RuntimeError, OSError, EOFError) as exc:  # the pool broke earlier, or its
+            # processes cannot start (the fork server's socket path too long, say, or the
+            # fork server dying before it answers: EOFError; or reset by another pool:
+            # ForkServerUnavailable): write here
             log.warning("restore worker processes unusable (%s): using threads", exc)
             self._proc_slots.release()
             self._budget.release(nbytes)

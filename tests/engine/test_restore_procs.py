@@ -324,14 +324,14 @@ def test_a_fork_server_reset_while_a_pool_connects_leaves_that_batch_to_threads(
     The restore writes that batch in-process with a warning instead of failing."""
     racing = PROGRAM.replace(
         "    base = Path(sys.argv[1])\n",
-        "    from ferryman.engine import restore_procs\n"
-        "    real, raised = restore_procs.submit, []\n"
-        "    def submit(pool, jobs):\n"
-        "        if len(raised) < 2:\n"
+        "    from concurrent.futures import ProcessPoolExecutor\n"
+        "    real, raised = ProcessPoolExecutor.submit, []\n"
+        "    def submit(pool, fn, *args):\n"
+        "        if fn.__name__ == '_write_batch' and len(raised) < 2:\n"
         "            raised.append(1)\n"
         "            raise (TypeError if len(raised) == 1 else ValueError)('server reset')\n"
-        "        return real(pool, jobs)\n"
-        "    restore_procs.submit = submit\n"
+        "        return real(pool, fn, *args)\n"
+        "    ProcessPoolExecutor.submit = submit\n"
         "    base = Path(sys.argv[1])\n",
     )
     assert racing != PROGRAM
