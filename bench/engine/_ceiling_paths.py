@@ -210,7 +210,7 @@ def backup_job(job: int) -> JobResult:
                     fresh.append((b, compression.compress(p, level)))
             t4 = clock()
             for b, payload in fresh:
-                stored += len(crypto.seal(cipher, payload, _aad(b)))
+                stored += len(crypto.seal(cipher, payload, blob.record_aad(blob.KIND_DATA, b)))
             t5 = clock()
             nbytes += len(data)
             for k, t in enumerate((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
@@ -223,10 +223,6 @@ def backup_job(job: int) -> JobResult:
 
 def _no_clock() -> float:
     return 0.0
-
-
-def _aad(blob_id: bytes) -> bytes:
-    return bytes((blob.KIND_DATA,)) + blob_id  # as blob.seal_blob binds a record
 
 
 def write_records(setup: Setup) -> int:
@@ -249,7 +245,7 @@ def write_records(setup: Setup) -> int:
                     b = crypto.blob_id(setup.keys.blob_id, p)
                     if b not in where:
                         payload = compression.compress(p, setup.level)
-                        record = crypto.seal(cipher, payload, _aad(b))
+                        record = crypto.seal(cipher, payload, blob.record_aad(blob.KIND_DATA, b))
                         out.write(record)
                         where[b] = (offset, len(record), len(p))
                         offset += len(record)

@@ -21,7 +21,8 @@ MAX_BLOB_SIZE = 16 << 20
 RECORD_OVERHEAD = crypto.NONCE_SIZE + 1 + crypto.TAG_SIZE
 
 
-def _aad(kind: int, blob_id: bytes) -> bytes:
+def record_aad(kind: int, blob_id: bytes) -> bytes:
+    """The associated data a blob's record is sealed with: its kind and its id."""
     return bytes((kind,)) + blob_id
 
 
@@ -36,7 +37,7 @@ def seal_blob(
     if len(data) > MAX_BLOB_SIZE:
         raise ValueError(f"blob of {len(data)} bytes exceeds the {MAX_BLOB_SIZE}-byte limit")
     payload = compression.compress(data, level)
-    return crypto.seal(cipher, payload, _aad(kind, blob_id)), payload[0]
+    return crypto.seal(cipher, payload, record_aad(kind, blob_id)), payload[0]
 
 
 def open_blob(
@@ -52,7 +53,7 @@ def open_blob(
     what = f"blob {blob_id.hex()} in {where}"
     if raw_length > MAX_BLOB_SIZE:
         raise CorruptObject(f"{what}: claims {raw_length} bytes, over the blob size limit")
-    payload = crypto.unseal(cipher, record, _aad(kind, blob_id), what)
+    payload = crypto.unseal(cipher, record, record_aad(kind, blob_id), what)
     data = compression.decompress(payload, raw_length, MAX_BLOB_SIZE, what)
     if blob_id_key is not None and crypto.blob_id(blob_id_key, data) != blob_id:
         raise CorruptObject(f"{what}: content does not match its id")
