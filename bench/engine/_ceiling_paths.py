@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+from bench.engine.bench_engine import _cpu_s
 from ferryman.engine.file_saver import BATCH_BYTES, BATCH_FILES, SMALL_FILE_LIMIT
 from ferryman.engine.ports import Chunker
 from ferryman.engine.small_files import cut_pieces
@@ -313,14 +314,6 @@ class RunResult:
     stages: list[float]
 
 
-def _cpu() -> tuple[float, float]:
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
-
-
 def _sum(results: Iterator[JobResult], t0: float) -> RunResult:
     files = nbytes = stored = 0
     stages = [0.0] * len(STAGES)
@@ -343,15 +336,14 @@ def run_threads(setup: Setup, fn: Callable[[int], JobResult], workers: int) -> R
         out.extend(mine)
 
     threads = [threading.Thread(target=work, name=f"ceiling-{n}") for n in range(workers)]
-    c0 = _cpu()
+    c0 = _cpu_s()
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     result = _sum(iter(out), t0)
-    c1 = _cpu()
-    result.cpu = (c1[0] - c0[0]) + (c1[1] - c0[1])
+    result.cpu = _cpu_s() - c0
     return result
 
 
@@ -364,7 +356,7 @@ def run_processes(setup: Setup, fn: Callable[[int], JobResult], workers: int) ->
     (reaped at the end: their start, a few ms, counts too)."""
     setup.seen = {}
     install(setup)
-    c0 = _cpu()
+    c0 = _cpu_s()
     pool = get_context("fork").Pool(workers)
     try:
         pool.map(_pid, range(workers))  # both started before the clock
@@ -373,6 +365,5 @@ def run_processes(setup: Setup, fn: Callable[[int], JobResult], workers: int) ->
     finally:
         pool.close()
         pool.join()
-    c1 = _cpu()
-    result.cpu = (c1[0] - c0[0]) + (c1[1] - c0[1])
+    result.cpu = _cpu_s() - c0
     return result
